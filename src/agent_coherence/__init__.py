@@ -1,0 +1,64 @@
+"""agent-coherence: leases, confirmed durable writes and acknowledged channels for concurrent agents.
+
+``import agent_coherence`` is cheap: the public names below are loaded on first use, so the Claude
+Code hook path (which imports submodules directly) never pays for pydantic or any framework.
+
+    from agent_coherence import Coordinator
+    coord = Coordinator.open(root=".")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Coordinator": "coordinator",
+    "Lease": "models",
+    "WriteReceipt": "models",
+    "Snapshot": "models",
+    "VersionInfo": "models",
+    "Event": "models",
+    "Message": "models",
+    "Delivery": "models",
+    "Anomaly": "models",
+    "CoherenceError": "errors",
+    "LeaseHeld": "errors",
+    "LeaseLost": "errors",
+    "VersionConflict": "errors",
+    "ForeignEdit": "errors",
+    "DurabilityError": "errors",
+    "PathOutsideRoot": "errors",
+    "ChannelError": "errors",
+    "StaleReceipt": "errors",
+    "JournalCorrupt": "errors",
+    "BackendUnavailable": "errors",
+    "scan_dir": "durable",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:
+    from .coordinator import Coordinator
+    from .durable import scan_dir
+    from .errors import (
+        BackendUnavailable, ChannelError, CoherenceError, DurabilityError, ForeignEdit,
+        JournalCorrupt, LeaseHeld, LeaseLost, PathOutsideRoot, StaleReceipt, VersionConflict,
+    )
+    from .models import Anomaly, Delivery, Event, Lease, Message, Snapshot, VersionInfo, WriteReceipt
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'agent_coherence' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

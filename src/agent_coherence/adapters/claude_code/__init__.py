@@ -1,0 +1,1 @@
+"""Claude Code adapter: hook entry point, Bash write detection, installer."""

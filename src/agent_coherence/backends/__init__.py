@@ -1,0 +1,42 @@
+"""Storage backends behind the Backend protocol (``base.py``).
+
+``open_backend`` picks one from a URL without importing the others: ``None`` is the embedded SQLite
+database under ``<root>/.agent-coherence/``; ``sqlite:///path/to/file.db`` names another file;
+``postgresql://...`` is the distributed backend.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import BackendUnavailable
+from ..paths import STATE_DIR
+from .base import Backend
+
+DATABASE_NAME = "state.db"
+
+
+def default_database(root: str) -> str:
+    return os.path.join(os.path.realpath(root), STATE_DIR, DATABASE_NAME)
+
+
+def open_backend(root: str, url: str | None = None) -> Backend:
+    if url is None or url == "sqlite:":
+        from .sqlite import SQLiteBackend
+
+        return SQLiteBackend(default_database(root))
+    if url.startswith("sqlite:///"):
+        from .sqlite import SQLiteBackend
+
+        return SQLiteBackend(url[len("sqlite://"):])
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from .postgres import PostgresBackend  # type: ignore[import-not-found]
+        except ImportError as error:
+            raise BackendUnavailable(
+                f"the PostgreSQL backend cannot be loaded: {error}",
+                recover="install the extra: pip install 'agent-coherence[postgres]'",
+                backend="postgresql", detail=str(error),
+            ) from error
+        return PostgresBackend(url)
+    raise ValueError(f"unsupported backend URL {url!r}: use None, sqlite:///<file> or postgresql://...")

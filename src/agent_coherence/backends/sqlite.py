@@ -1,0 +1,508 @@
+"""The embedded backend: one SQLite database file in WAL mode, shared by every process on a host.
+
+Every operation is one ``BEGIN IMMEDIATE`` transaction. SQLite's own busy handler is unfair under
+contention (a writer can starve for seconds), so the connection uses ``busy_timeout=0`` and this
+module retries with short jittered sleeps up to a deadline, then raises BackendUnavailable.
+
+Durability: commits that confirm a write run with ``synchronous=FULL`` (they survive power loss);
+everything else (leases, intents, conflicts) runs with ``NORMAL``, which survives any process crash
+but may lose the last transactions on power loss, when every holder on the host dies too.
+One connection per process: a connection is never used across ``fork``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+from typing import Any, Callable, Iterator, TypeVar
+
+from ..errors import BackendUnavailable, LeaseHeld, LeaseLost, VersionConflict
+from ..journal import GENESIS, chain_hash, encode_data
+from .base import IntentPending, IntentRecord, JournalRecord, LeaseRecord, VersionRecord, WriteRequest
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY, holder TEXT, fence INTEGER NOT NULL,
+    acquired_at REAL NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS leases_by_holder ON leases(holder) WHERE holder IS NOT NULL;
+CREATE TABLE IF NOT EXISTS artifacts (
+    key TEXT PRIMARY KEY, version INTEGER NOT NULL, sha256 TEXT, size INTEGER NOT NULL,
+    writer TEXT NOT NULL, fence INTEGER NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS intents (
+    key TEXT PRIMARY KEY, intent_id TEXT NOT NULL, holder TEXT NOT NULL, fence INTEGER NOT NULL,
+    base_version INTEGER NOT NULL, base_sha256 TEXT, new_version INTEGER NOT NULL, new_sha256 TEXT,
+    size INTEGER NOT NULL, temp_path TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+    pid_start TEXT NOT NULL, created_at REAL NOT NULL, auto_lease INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, key TEXT, holder TEXT,
+    data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS journal_by_key ON journal(key, seq) WHERE key IS NOT NULL;
+"""
+
+_BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED (extended codes carry these in the low byte)
+
+
+class _Deferred:
+    """An error decided inside a transaction whose journal entry must still be committed."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _BUSY_CODES
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
+class SQLiteBackend:
+    """Backend on one SQLite file. Safe for many processes and threads on one host."""
+
+    name = "sqlite"
+
+    def __init__(self, path: str, *, busy_deadline: float = 15.0) -> None:
+        self.path = path
+        self.busy_deadline = busy_deadline
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        self._ensure_schema()
+
+    # -- connection and transactions --------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            self._conn = None  # never touch a connection inherited across fork
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+            conn.execute("PRAGMA busy_timeout=0")
+            self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def _retry_busy(self, operation: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.busy_deadline
+        attempt = 0
+        while True:
+            try:
+                return operation()
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error):
+                    raise BackendUnavailable(
+                        f"SQLite error on {self.path}: {error}", backend=self.name, detail=str(error)
+                    ) from error
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(
+                        f"SQLite database {self.path} stayed busy for {self.busy_deadline:.0f}s",
+                        backend=self.name, detail=str(error),
+                    ) from error
+            attempt += 1
+            # Short jittered sleeps: fair between processes, unlike SQLite's busy handler.
+            time.sleep(random.uniform(0, min(0.002, 0.0002 * (1 + attempt // 8))))
+
+    def transaction(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
+        """Run ``work`` in one BEGIN IMMEDIATE transaction, retried while the database is busy.
+
+        ``durable=True`` commits with synchronous=FULL (survives power loss). If ``work`` returns
+        a ``_Deferred`` error, the transaction commits (keeping its journal entry) and the error is
+        raised afterwards.
+        """
+
+        def attempt() -> T:
+            with self._lock:
+                conn = self._connection()
+                if durable:
+                    conn.execute("PRAGMA synchronous=FULL")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = work(conn)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                    return result
+                finally:
+                    if durable:
+                        conn.execute("PRAGMA synchronous=NORMAL")
+
+        result = self._retry_busy(attempt)
+        if isinstance(result, _Deferred):
+            raise result.error
+        return result
+
+    def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def attempt() -> T:
+            with self._lock:
+                return work(self._connection())
+
+        return self._retry_busy(attempt)
+
+    def _ensure_schema(self) -> None:
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+
+        def create(conn: sqlite3.Connection) -> None:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            extra = getattr(self, "_extra_schema", "")
+            for statement in filter(str.strip, extra.split(";")):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+            )
+
+        self.transaction(create)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def now(self) -> float:
+        return time.time()
+
+    # -- journal ----------------------------------------------------------------------------
+
+    def _append(
+        self, conn: sqlite3.Connection, kind: str, key: str | None, holder: str | None,
+        data: dict[str, Any], ts: float | None = None,
+    ) -> JournalRecord:
+        head = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+        ts = self.now() if ts is None else ts
+        data_json = encode_data(data)
+        digest = chain_hash(prev, seq, ts, kind, key, holder, data_json)
+        conn.execute(
+            "INSERT INTO journal(seq, ts, kind, key, holder, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
+            (seq, ts, kind, key, holder, data_json, prev, digest),
+        )
+        return JournalRecord(seq, ts, kind, key, holder, json.loads(data_json), prev, digest)
+
+    def journal_append(
+        self, kind: str, key: str | None, holder: str | None, data: dict[str, Any]
+    ) -> JournalRecord:
+        return self.transaction(lambda conn: self._append(conn, kind, key, holder, data))
+
+    def journal_entries(
+        self, key: str | None = None, after: int = 0, limit: int | None = None
+    ) -> Iterator[JournalRecord]:
+        sql = "SELECT seq, ts, kind, key, holder, data, prev_hash, hash FROM journal WHERE seq > ?"
+        params: list[Any] = [after]
+        if key is not None:
+            sql += " AND key = ?"
+            params.append(key)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self.read(lambda conn: conn.execute(sql, params).fetchall())
+        for seq, ts, kind, k, holder, data, prev, digest in rows:
+            yield JournalRecord(seq, ts, kind, k, holder, json.loads(data), prev, digest)
+
+    def journal_count(self, kind: str | None = None, key: str | None = None) -> int:
+        sql, params = "SELECT count(*) FROM journal WHERE 1=1", []
+        if kind is not None:
+            sql += " AND kind = ?" if key is None else " AND kind || '' = ?"  # prefer the key index
+            params.append(kind)
+        if key is not None:
+            sql += " AND key = ?"
+            params.append(key)
+        return self.read(lambda conn: conn.execute(sql, params).fetchone()[0])
+
+    # -- leases -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _lease_row(conn: sqlite3.Connection, key: str) -> tuple | None:
+        return conn.execute(
+            "SELECT holder, fence, acquired_at, expires_at FROM leases WHERE key = ?", (key,)
+        ).fetchone()
+
+    def _take_lease(
+        self, conn: sqlite3.Connection, key: str, holder: str, ttl: float, now: float, journal: bool
+    ) -> tuple[LeaseRecord, bool]:
+        """Acquire or re-enter; returns (lease, newly_acquired). Raises LeaseHeld."""
+        row = self._lease_row(conn, key)
+        if row is not None and row[0] is not None and row[3] > now:
+            if row[0] != holder:
+                raise LeaseHeld(
+                    f"{key!r} is leased by {row[0]!r} until {time.ctime(row[3])}",
+                    key=key, holder=row[0], acquired_at=row[2], expires_at=row[3],
+                )
+            expires = max(row[3], now + ttl)
+            conn.execute("UPDATE leases SET expires_at = ? WHERE key = ?", (expires, key))
+            return LeaseRecord(key, holder, row[1], row[2], expires), False
+        fence = (row[1] if row is not None else 0) + 1
+        conn.execute(
+            "INSERT INTO leases(key, holder, fence, acquired_at, expires_at) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(key) DO UPDATE SET holder=excluded.holder, fence=excluded.fence, "
+            "acquired_at=excluded.acquired_at, expires_at=excluded.expires_at",
+            (key, holder, fence, now, now + ttl),
+        )
+        if journal:
+            data: dict[str, Any] = {"fence": fence, "ttl": ttl}
+            if row is not None and row[0] is not None:
+                data["expired_holder"] = row[0]
+            self._append(conn, "lease.acquire", key, holder, data, now)
+        return LeaseRecord(key, holder, fence, now, now + ttl), True
+
+    def acquire_lease(self, key: str, holder: str, ttl: float) -> LeaseRecord:
+        def work(conn: sqlite3.Connection) -> LeaseRecord | _Deferred:
+            now = self.now()
+            try:
+                return self._take_lease(conn, key, holder, ttl, now, journal=True)[0]
+            except LeaseHeld as held:
+                self._append(conn, "conflict.lease", key, holder, {"held_by": held.holder}, now)
+                return _Deferred(held)
+
+        return self.transaction(work)
+
+    def _live_lease_or_lost(self, conn: sqlite3.Connection, key: str, holder: str, fence: int, now: float) -> tuple:
+        row = self._lease_row(conn, key)
+        if row is None or row[0] != holder or row[1] != fence or row[3] <= now:
+            current_holder = row[0] if row is not None and row[3] > now else None
+            current_fence = row[1] if row is not None else 0
+            why = "expired" if current_holder is None else f"now held by {current_holder!r} (fence {current_fence})"
+            raise LeaseLost(
+                f"lease on {key!r} (holder {holder!r}, fence {fence}) is lost: {why}",
+                key=key, holder=holder, fence=fence,
+                current_holder=current_holder, current_fence=current_fence,
+            )
+        return row
+
+    def renew_lease(self, key: str, holder: str, fence: int, ttl: float) -> LeaseRecord:
+        def work(conn: sqlite3.Connection) -> LeaseRecord:
+            now = self.now()
+            row = self._live_lease_or_lost(conn, key, holder, fence, now)
+            conn.execute("UPDATE leases SET expires_at = ? WHERE key = ?", (now + ttl, key))
+            return LeaseRecord(key, holder, fence, row[2], now + ttl)
+
+        return self.transaction(work)
+
+    def check_fence(self, key: str, holder: str, fence: int) -> None:
+        self.read(lambda conn: self._live_lease_or_lost(conn, key, holder, fence, self.now()))
+
+    def release_lease(self, key: str, holder: str, fence: int) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            now = self.now()
+            cursor = conn.execute(
+                "UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ? AND holder = ? AND fence = ?",
+                (now, key, holder, fence),
+            )
+            if cursor.rowcount:
+                self._append(conn, "lease.release", key, holder, {"fence": fence}, now)
+            return bool(cursor.rowcount)
+
+        return self.transaction(work)
+
+    def release_holder(self, holder: str) -> list[str]:
+        def work(conn: sqlite3.Connection) -> list[str]:
+            now = self.now()
+            keys = [r[0] for r in conn.execute(
+                "SELECT key FROM leases WHERE holder = ? AND expires_at > ?", (holder, now))]
+            for key in keys:
+                conn.execute("UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ?", (now, key))
+                self._append(conn, "lease.release", key, holder, {"reason": "holder released all"}, now)
+            return keys
+
+        return self.transaction(work)
+
+    def get_lease(self, key: str) -> LeaseRecord | None:
+        row = self.read(lambda conn: self._lease_row(conn, key))
+        if row is None or row[0] is None or row[3] <= self.now():
+            return None
+        return LeaseRecord(key, row[0], row[1], row[2], row[3])
+
+    def list_leases(self, holder: str | None = None) -> list[LeaseRecord]:
+        sql = "SELECT key, holder, fence, acquired_at, expires_at FROM leases WHERE holder IS NOT NULL AND expires_at > ?"
+        params: list[Any] = [self.now()]
+        if holder is not None:
+            sql += " AND holder = ?"
+            params.append(holder)
+        rows = self.read(lambda conn: conn.execute(sql + " ORDER BY key", params).fetchall())
+        return [LeaseRecord(*row) for row in rows]
+
+    # -- versions and writes ----------------------------------------------------------------
+
+    @staticmethod
+    def _version_row(conn: sqlite3.Connection, key: str) -> VersionRecord | None:
+        row = conn.execute(
+            "SELECT key, version, sha256, size, writer, fence, updated_at FROM artifacts WHERE key = ?", (key,)
+        ).fetchone()
+        return VersionRecord(*row) if row else None
+
+    def get_version(self, key: str) -> VersionRecord | None:
+        return self.read(lambda conn: self._version_row(conn, key))
+
+    def list_versions(self, limit: int = 100) -> list[VersionRecord]:
+        rows = self.read(lambda conn: conn.execute(
+            "SELECT key, version, sha256, size, writer, fence, updated_at FROM artifacts "
+            "ORDER BY updated_at DESC LIMIT ?", (limit,)).fetchall())
+        return [VersionRecord(*row) for row in rows]
+
+    @staticmethod
+    def _intent_row(conn: sqlite3.Connection, key: str) -> IntentRecord | None:
+        row = conn.execute(
+            "SELECT key, intent_id, holder, fence, base_version, base_sha256, new_version, new_sha256, size, "
+            "temp_path, host, pid, pid_start, created_at, auto_lease FROM intents WHERE key = ?", (key,)
+        ).fetchone()
+        return IntentRecord(*row[:-1], bool(row[-1])) if row else None
+
+    def begin_write(self, request: WriteRequest) -> IntentRecord:
+        def work(conn: sqlite3.Connection) -> IntentRecord | _Deferred:
+            now = self.now()
+            key, holder = request.key, request.holder
+            if request.fence is not None:
+                self._live_lease_or_lost(conn, key, holder, request.fence, now)
+                fence, auto = request.fence, False
+            else:
+                try:
+                    lease, auto = self._take_lease(conn, key, holder, request.ttl, now, journal=False)
+                except LeaseHeld as held:
+                    self._append(conn, "conflict.lease", key, holder, {"held_by": held.holder}, now)
+                    return _Deferred(held)
+                fence = lease.fence
+            pending = self._intent_row(conn, key)
+            if pending is not None:
+                raise IntentPending(pending)
+            current = self._version_row(conn, key)
+            actual = current.version if current else 0
+            if request.expect_version is not None and request.expect_version != actual:
+                conflict = VersionConflict(
+                    f"{key!r} is at version {actual}, not the expected {request.expect_version}",
+                    key=key, expected=request.expect_version, actual=actual,
+                )
+                if auto:  # give the lease back: the write will not happen
+                    conn.execute("UPDATE leases SET holder = NULL WHERE key = ?", (key,))
+                self._append(conn, "conflict.version", key, holder,
+                             {"expected": request.expect_version, "actual": actual}, now)
+                return _Deferred(conflict)
+            intent = IntentRecord(
+                key, os.urandom(8).hex(), holder, fence, actual, current.sha256 if current else None,
+                actual + 1, request.new_sha256,
+                request.size, request.temp_path, request.host, request.pid, request.pid_start, now, auto,
+            )
+            conn.execute(
+                "INSERT INTO intents(key, intent_id, holder, fence, base_version, base_sha256, new_version, "
+                "new_sha256, size, temp_path, host, pid, pid_start, created_at, auto_lease) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (intent.key, intent.intent_id, holder, fence, actual, intent.base_sha256, actual + 1,
+                 intent.new_sha256,
+                 intent.size, intent.temp_path, intent.host, intent.pid, intent.pid_start, now, int(auto)),
+            )
+            return intent
+
+        return self.transaction(work)
+
+    def _store_version(
+        self, conn: sqlite3.Connection, key: str, version: int, sha: str | None, size: int,
+        writer: str, fence: int, now: float,
+    ) -> VersionRecord:
+        conn.execute(
+            "INSERT INTO artifacts(key, version, sha256, size, writer, fence, updated_at) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT(key) DO UPDATE SET version=excluded.version, sha256=excluded.sha256, "
+            "size=excluded.size, writer=excluded.writer, fence=excluded.fence, updated_at=excluded.updated_at",
+            (key, version, sha, size, writer, fence, now),
+        )
+        return VersionRecord(key, version, sha, size, writer, fence, now)
+
+    def _drop_intent(self, conn: sqlite3.Connection, intent: IntentRecord, now: float) -> bool:
+        cursor = conn.execute(
+            "DELETE FROM intents WHERE key = ? AND intent_id = ?", (intent.key, intent.intent_id))
+        if cursor.rowcount and intent.auto_lease:
+            conn.execute(
+                "UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ? AND holder = ? AND fence = ?",
+                (now, intent.key, intent.holder, intent.fence),
+            )
+        return bool(cursor.rowcount)
+
+    def commit_write(self, intent: IntentRecord) -> VersionRecord:
+        def work(conn: sqlite3.Connection) -> VersionRecord:
+            now = self.now()
+            self._live_lease_or_lost(conn, intent.key, intent.holder, intent.fence, now)
+            if not self._drop_intent(conn, intent, now):
+                raise LeaseLost(
+                    f"write to {intent.key!r} was resolved by recovery before it committed",
+                    key=intent.key, holder=intent.holder, fence=intent.fence,
+                    current_holder=None, current_fence=None,
+                )
+            record = self._store_version(conn, intent.key, intent.new_version, intent.new_sha256,
+                                         intent.size, intent.holder, intent.fence, now)
+            self._append(conn, "write" if intent.new_sha256 is not None else "delete", intent.key,
+                         intent.holder, {"version": intent.new_version, "sha256": intent.new_sha256,
+                                         "size": intent.size, "fence": intent.fence}, now)
+            return record
+
+        return self.transaction(work, durable=True)
+
+    def abort_write(self, intent: IntentRecord, step: str, detail: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            now = self.now()
+            self._drop_intent(conn, intent, now)
+            self._append(conn, "write.failed", intent.key, intent.holder,
+                         {"step": step, "detail": detail, "version": intent.base_version,
+                          "fence": intent.fence}, now)
+
+        self.transaction(work)
+
+    def get_intent(self, key: str) -> IntentRecord | None:
+        return self.read(lambda conn: self._intent_row(conn, key))
+
+    def list_intents(self) -> list[IntentRecord]:
+        keys = self.read(lambda conn: [r[0] for r in conn.execute("SELECT key FROM intents")])
+        intents = (self.get_intent(key) for key in keys)
+        return [intent for intent in intents if intent is not None]
+
+    def resolve_intent(self, intent: IntentRecord, roll_forward: bool) -> VersionRecord | None:
+        def work(conn: sqlite3.Connection) -> VersionRecord | None:
+            now = self.now()
+            current = self._version_row(conn, intent.key)
+            if not self._drop_intent(conn, intent, now):
+                return current  # someone else resolved it first
+            data = {"intent": intent.intent_id, "holder_pid": intent.pid, "version": intent.base_version}
+            if roll_forward:
+                current = self._store_version(conn, intent.key, intent.new_version, intent.new_sha256,
+                                              intent.size, intent.holder, intent.fence, now)
+                data.update(version=intent.new_version, sha256=intent.new_sha256, size=intent.size)
+            self._append(conn, "recover.forward" if roll_forward else "recover.back",
+                         intent.key, intent.holder, data, now)
+            return current
+
+        return self.transaction(work, durable=True)
+
+    def record_version(
+        self, key: str, holder: str, sha256: str | None, size: int, *,
+        fence: int | None, expect_version: int | None, kind: str,
+    ) -> VersionRecord:
+        def work(conn: sqlite3.Connection) -> VersionRecord | _Deferred:
+            now = self.now()
+            if fence is not None:
+                self._live_lease_or_lost(conn, key, holder, fence, now)
+            current = self._version_row(conn, key)
+            actual = current.version if current else 0
+            if expect_version is not None and expect_version != actual:
+                self._append(conn, "conflict.version", key, holder,
+                             {"expected": expect_version, "actual": actual}, now)
+                return _Deferred(VersionConflict(
+                    f"{key!r} is at version {actual}, not the expected {expect_version}",
+                    key=key, expected=expect_version, actual=actual))
+            record = self._store_version(conn, key, actual + 1, sha256, size, holder, fence or 0, now)
+            self._append(conn, kind, key, holder,
+                         {"version": actual + 1, "sha256": sha256, "size": size, "fence": fence}, now)
+            return record
+
+        return self.transaction(work, durable=True)

@@ -1,0 +1,223 @@
+"""The durable-write primitive and TOCTOU-safe directory scanning.
+
+``replace_durably`` is the physical half of a confirmed write: a temp file in the target's own
+directory (rename is only atomic within one filesystem), ``fsync`` of the file, ``rename`` over the
+target, ``fsync`` of the directory (the rename is not durable without it). A failure at any step
+removes the temp file and leaves the target's old bytes in place.
+
+``scan_dir`` lists a directory whose entries may vanish at any moment (a queue being drained by
+other processes): a vanished entry is skipped, never raised.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import heapq
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+from . import faults
+
+TEMP_MARKER = ".ac-tmp"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def temp_path_for(path: str) -> str:
+    """A fresh temp name beside ``path``; the pid in it tells recovery whose it was."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_MARKER}")
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMP_MARKER)
+
+
+class StepFailed(Exception):
+    """An OS-level failure at a named step of a durable replace (wrapped by the caller)."""
+
+    def __init__(self, step: str, error: OSError) -> None:
+        self.step = step
+        self.error = error
+        super().__init__(f"{step}: {error}")
+
+
+def fsync_dir(directory: str) -> None:
+    fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def write_temp(temp: str, data: bytes, mode: int = 0o644) -> None:
+    """Create ``temp`` exclusively, write ``data`` and fsync it. Raises StepFailed."""
+    try:
+        faults.check("open_temp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise StepFailed("open_temp", exc) from exc
+    step = "write"
+    try:
+        faults.check("write")
+        _write_all(fd, data)
+        step = "fsync"
+        faults.check("fsync")
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        remove_quietly(temp)
+        raise StepFailed(step, exc) from exc
+    os.close(fd)
+
+
+def rename_into_place(temp: str, path: str) -> None:
+    """Atomically rename ``temp`` over ``path`` and fsync the directory. Raises StepFailed.
+
+    If the rename fails the temp file is removed and ``path`` is untouched. If only the directory
+    fsync fails, the rename has happened in the namespace but is not known to be durable.
+    """
+    try:
+        faults.check("rename")
+        os.rename(temp, path)
+    except OSError as exc:
+        remove_quietly(temp)
+        raise StepFailed("rename", exc) from exc
+    try:
+        faults.check("fsync_dir")
+        fsync_dir(os.path.dirname(path))
+    except OSError as exc:
+        raise StepFailed("fsync_dir", exc) from exc
+
+
+def replace_durably(path: str, data: bytes, temp: str | None = None) -> None:
+    """Write ``data`` to ``path`` durably: temp + fsync + rename + directory fsync.
+
+    Guarantee: when this returns, the bytes survive a crash or power loss (on a filesystem that
+    honours fsync). On StepFailed before the rename, ``path`` keeps its old bytes.
+    """
+    temp = temp or temp_path_for(path)
+    write_temp(temp, data, file_mode(path))
+    rename_into_place(temp, path)
+
+
+def file_mode(path: str) -> int:
+    """The permission bits of ``path``, or 0o644 if it does not exist (a replacement keeps them)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o644
+
+
+def read_bytes(path: str) -> bytes | None:
+    """The file's bytes, or None if it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def file_sha256(path: str) -> str | None:
+    data = read_bytes(path)
+    return None if data is None else sha256_hex(data)
+
+
+def remove_quietly(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def ensure_parent(path: str) -> None:
+    """Create the missing parents of ``path`` and fsync each new directory's parent."""
+    parent = os.path.dirname(path)
+    missing: list[str] = []
+    while parent and not os.path.isdir(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            pass
+        fsync_dir(os.path.dirname(directory))
+
+
+def is_enospc(error: OSError) -> bool:
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+# --- scanning -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScanEntry:
+    """One directory entry that still existed when it was stat'ed."""
+
+    name: str
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+def scan_dir(
+    directory: str,
+    *,
+    order: Literal["none", "name", "mtime"] = "none",
+    limit: int | None = None,
+    include_hidden: bool = False,
+    files_only: bool = True,
+) -> Iterator[ScanEntry]:
+    """Yield the entries of ``directory``, skipping any that vanish while being listed.
+
+    ``order="none"`` streams in directory order and never holds the whole listing. With
+    ``order="name"`` or ``"mtime"`` and a ``limit``, only the ``limit`` smallest are kept (a heap,
+    O(n log limit)), never a sort of the whole directory. A missing directory yields nothing.
+    Cost is still O(entries): rotate large directories rather than scan them per operation.
+    """
+    entries = _live_entries(directory, include_hidden, files_only)
+    if order == "none":
+        for count, entry in enumerate(entries):
+            if limit is not None and count >= limit:
+                return
+            yield entry
+        return
+    sort_key = (lambda e: e.name) if order == "name" else (lambda e: (e.mtime_ns, e.name))
+    if limit is None:
+        yield from sorted(entries, key=sort_key)
+    else:
+        yield from heapq.nsmallest(limit, entries, key=sort_key)
+
+
+def _live_entries(directory: str, include_hidden: bool, files_only: bool) -> Iterator[ScanEntry]:
+    try:
+        iterator = os.scandir(directory)
+    except FileNotFoundError:
+        return
+    with iterator:
+        for item in iterator:
+            if not include_hidden and item.name.startswith("."):
+                continue
+            try:
+                if files_only and not item.is_file(follow_symlinks=False):
+                    continue
+                st = item.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # vanished between listing and stat: normal in a live queue
+            yield ScanEntry(item.name, item.path, st.st_size, st.st_mtime_ns, st.st_ino)

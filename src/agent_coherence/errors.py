@@ -1,0 +1,148 @@
+"""The typed error hierarchy.
+
+Every error carries the facts needed to decide what to do next (who holds a lease, which versions
+disagree, which path was refused) and a ``recover`` hint in plain words. Nothing here imports
+anything heavy: this module sits on the Claude Code hook path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CoherenceError(Exception):
+    """Base class of every error raised by agent-coherence.
+
+    ``facts`` holds the structured details (also exposed as attributes); ``recover`` says what a
+    caller can do about it.
+    """
+
+    recover: str = "see the error message"
+
+    def __init__(self, message: str, *, recover: str | None = None, **facts: Any) -> None:
+        self.message = message
+        if recover is not None:
+            self.recover = recover
+        self.facts = facts
+        for name, value in facts.items():
+            setattr(self, name, value)
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"{self.message} (recover: {self.recover})"
+
+
+class LeaseHeld(CoherenceError):
+    """Another holder has a live lease on the artifact.
+
+    Facts: ``key``, ``holder`` (the current holder), ``expires_at`` (backend clock, epoch seconds),
+    ``acquired_at``.
+    """
+
+    recover = "wait for the lease to be released or to expire, or retry with wait=<seconds>"
+
+
+class LeaseLost(CoherenceError):
+    """The caller's lease expired or was taken over (fenced) before the operation committed.
+
+    Facts: ``key``, ``holder``, ``fence`` (the caller's token), ``current_holder``,
+    ``current_fence``.
+    """
+
+    recover = "stop writing; acquire a new lease, re-read the artifact and redo the work"
+
+
+class VersionConflict(CoherenceError):
+    """The artifact's version is not the one the caller expected.
+
+    Facts: ``key``, ``expected``, ``actual``.
+    """
+
+    recover = "re-read the artifact, re-apply your change to the new version and retry"
+
+
+class ForeignEdit(CoherenceError):
+    """The bytes on disk changed outside the layer since the last recorded version.
+
+    Facts: ``key``, ``path``, ``recorded_sha256``, ``disk_sha256`` (None if the file is gone),
+    ``version``.
+    """
+
+    recover = (
+        "inspect the file; accept the bytes on disk with coord.adopt(key) "
+        "(or on_foreign_edit='adopt'), or restore the recorded version"
+    )
+
+
+class DurabilityError(CoherenceError):
+    """A durable write could not be confirmed (ENOSPC, EIO, failed fsync or rename, read-back
+    mismatch).
+
+    Facts: ``key``, ``path``, ``step`` (where it failed), ``errno`` (if an OS error), ``detail``.
+    The target keeps its previous bytes and version unless ``detail`` says otherwise.
+    """
+
+    recover = "free space or fix the disk, then retry; the previous version is intact"
+
+
+class PathOutsideRoot(CoherenceError):
+    """A key was refused: it resolves outside the workspace root, into the state directory, through
+    a symlink that escapes, or is malformed (NUL byte, over-long, empty).
+
+    Facts: ``key`` (as given), ``root``, ``reason``. Nothing was written.
+    """
+
+    recover = "use a path inside the workspace root (relative to it, without '..' or escaping symlinks)"
+
+
+class ChannelError(CoherenceError):
+    """A channel operation was refused (stale receipt handle, unknown message, bad argument)."""
+
+    recover = "receive the message again and retry with the new delivery"
+
+
+class StaleReceipt(ChannelError):
+    """The delivery's receipt handle is no longer valid: the message timed out and was redelivered,
+    or it was already acknowledged.
+
+    Facts: ``channel``, ``message_id``, ``receipt``.
+    """
+
+    recover = (
+        "do not ack this delivery; the message was redelivered (or already acked). "
+        "Make the work idempotent (see Channel.process) and receive again"
+    )
+
+
+class JournalCorrupt(CoherenceError):
+    """The hash chain of the journal is broken: an entry was altered, deleted, inserted or
+    reordered.
+
+    Facts: ``seq`` (first bad entry), ``reason``.
+    """
+
+    recover = "treat the record after seq as untrusted; restore the state directory from a backup"
+
+
+class BackendUnavailable(CoherenceError):
+    """The backend could not be reached or stayed busy past the operation's deadline.
+
+    Facts: ``backend``, ``detail``.
+    """
+
+    recover = "check the database (disk space, permissions, server) and retry"
+
+
+__all__ = [
+    "BackendUnavailable",
+    "ChannelError",
+    "CoherenceError",
+    "DurabilityError",
+    "ForeignEdit",
+    "JournalCorrupt",
+    "LeaseHeld",
+    "LeaseLost",
+    "PathOutsideRoot",
+    "StaleReceipt",
+    "VersionConflict",
+]

@@ -1,0 +1,97 @@
+"""Artifact keys: normalise a path, confine it to the workspace root, refuse symlink escapes.
+
+A file artifact's key is its path relative to the root, in POSIX form, after resolving symlinks,
+so ``plans/plan.md``, ``./plans//plan.md`` and an absolute path to the same file are one key.
+Refused (``PathOutsideRoot``, nothing written): empty keys, NUL bytes, over-long names, anything
+that resolves outside the root (``..``, absolute paths elsewhere, escaping symlinks), the root
+itself, and the state directory.
+
+Limit: the check runs when the key is resolved. A directory swapped for a symlink by another
+process between that check and the write is not defended against.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from .errors import PathOutsideRoot
+
+STATE_DIR = ".agent-coherence"
+NAME_MAX = 255
+PATH_MAX = 4096
+
+_NAMESPACED = re.compile(r"^[a-z][a-z0-9_.-]*:[^/\\]")
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactPath:
+    """A validated file key and the absolute path it names."""
+
+    key: str
+    path: str
+
+
+def is_namespaced(key: str) -> bool:
+    """True for non-file keys such as ``langgraph:thread/42`` or ``store:notes/a``."""
+    return bool(_NAMESPACED.match(key)) and not key.startswith(("/", "."))
+
+
+def _refuse(key: object, root: str, reason: str) -> PathOutsideRoot:
+    return PathOutsideRoot(f"refused key {key!r}: {reason}", key=key, root=root, reason=reason)
+
+
+def check_plain_key(key: object, root: str) -> str:
+    """Validate the form of a key (type, NUL, length) without touching the filesystem."""
+    if isinstance(key, os.PathLike):
+        key = os.fspath(key)
+    if isinstance(key, bytes):
+        try:
+            key = key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _refuse(key, root, "not valid UTF-8") from None
+    if not isinstance(key, str):
+        raise _refuse(key, root, f"keys are strings, not {type(key).__name__}")
+    if not key or not key.strip():
+        raise _refuse(key, root, "empty key")
+    if "\x00" in key:
+        raise _refuse(key, root, "contains a NUL byte")
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _refuse(key, root, "contains unencodable characters (lone surrogates)") from None
+    if len(encoded) > PATH_MAX:
+        raise _refuse(key, root, f"longer than {PATH_MAX} bytes")
+    return key
+
+
+def resolve_file_key(root: str, key: object) -> ArtifactPath:
+    """Resolve ``key`` (relative to ``root``, or absolute inside it) to a confined file key."""
+    real_root = os.path.realpath(root)
+    text = check_plain_key(key, real_root)
+    for part in text.split("/"):
+        if len(part.encode("utf-8")) > NAME_MAX:
+            raise _refuse(key, real_root, f"a path component is longer than {NAME_MAX} bytes")
+    joined = text if os.path.isabs(text) else os.path.join(real_root, text)
+    resolved = os.path.realpath(joined)
+    if resolved != real_root and not resolved.startswith(real_root + os.sep):
+        lexical = os.path.normpath(joined)
+        inside = lexical == real_root or lexical.startswith(real_root + os.sep)
+        reason = "a symlink on the path resolves outside the root" if inside else "resolves outside the root"
+        raise _refuse(key, real_root, reason)
+    if resolved == real_root:
+        raise _refuse(key, real_root, "names the root directory itself")
+    relative = os.path.relpath(resolved, real_root).replace(os.sep, "/")
+    if relative == STATE_DIR or relative.startswith(STATE_DIR + "/"):
+        raise _refuse(key, real_root, f"inside the state directory {STATE_DIR}/")
+    if os.path.isdir(resolved):
+        raise _refuse(key, real_root, "names a directory, not a file")
+    return ArtifactPath(relative, resolved)
+
+
+def normalize_key(root: str, key: object) -> str:
+    """The canonical key: namespaced keys are kept as given; file keys are resolved and confined."""
+    if isinstance(key, str) and is_namespaced(key):
+        return check_plain_key(key, root)
+    return resolve_file_key(root, key).key

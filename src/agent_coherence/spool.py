@@ -1,0 +1,504 @@
+"""Maildir-style file channel, for consumers that can only read files.
+
+Layout under the spool directory (every move between states is one atomic ``rename``)::
+
+    tmp/                         puts being written; a crash leaves a temp file here, never a torn message
+    new/<generation>/<name>      pending messages; a generation holds at most ``rotate_every`` puts
+    cur/<name>~<generation>~<consumer>~<claim_time_ns>     claimed, in flight
+    done/<name>                  acknowledged with ``keep=True`` (created on first use)
+    seq                          the put counter that picks the generation (flock-protected)
+
+Guarantees (on one host, one local POSIX filesystem such as ext4):
+
+- ``put`` is confirmed or raises: the bytes are fsynced in ``tmp/``, renamed into ``new/`` and the
+  directory fsynced before the name is returned; a failure raises ``DurabilityError``.
+- A pending message is claimed by at most one consumer at a time: the claim is a rename out of
+  ``new/``, and only one rename of a file can succeed; the losers move on to the next candidate.
+- At-least-once: a claim that is neither acked nor released goes back to ``new/`` (same name) when
+  ``requeue_stale`` finds it older than ``claim_timeout``; acking such a stale claim raises
+  ``StaleReceipt`` (a ``ChannelError``), because another consumer may already hold the message.
+- A file that vanishes (taken by another consumer, deleted by hand) is skipped, never raised.
+- Per-claim cost does not grow with the queue: each ``Spool`` keeps a batch of candidate names,
+  refilled by one streaming scan of the oldest generation (the ``batch_size`` smallest names, a
+  bounded heap), so a claim costs O(rotate_every / batch_size) listed entries amortised, never a
+  sort of the whole queue. ext4 directories never shrink, hence the generations: a drained older
+  generation directory is removed by the claimers (``rmdir`` fails harmlessly if it is not empty).
+
+Limits:
+
+- Not for NFS or several hosts: atomic rename and ``flock`` are trusted to be local.
+- Claims, releases and acks are not fsynced: after a power loss a claimed message may be back in
+  ``new/`` or an acked one back in ``cur/`` (then requeued): redelivery, never loss. Make
+  processing idempotent.
+- Expiry uses this host's wall clock (the claim time is in the ``cur/`` name); a clock jump
+  can requeue a claim early or late.
+- Order is approximate: generated names are ``<time_ns>.<pid>.<random>``, claimed smallest first
+  within the oldest generation; concurrent producers and requeued messages interleave.
+- ``put(name=...)`` refuses a name already pending in the same generation, but does not check
+  other generations or ``cur/``; generated names are unique. ``done/`` is a flat archive that
+  this module never prunes (and a reused name overwrites its archived copy).
+- ``depth()`` and ``in_flight()`` list directories (O(n)) and are approximate under concurrency.
+- ``requeue_stale`` also deletes temp files in ``tmp/`` older than 36 hours (crashed puts).
+- All instances on one directory should use the same ``rotate_every``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import heapq
+import os
+import re
+import secrets
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from .durable import (
+    StepFailed,
+    fsync_dir,
+    remove_quietly,
+    rename_into_place,
+    scan_dir,
+    sha256_hex,
+    temp_path_for,
+    write_temp,
+)
+from .errors import ChannelError, DurabilityError, StaleReceipt
+
+SEP = "~"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}\Z")
+_CONSUMER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_GENERATION = re.compile(r"\d{12}\Z")
+_TMP_MAX_AGE_NS = 36 * 3600 * 10**9
+_RETRIES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """One claimed message. ``path`` is its file in ``cur/``; ``data`` was read after the claim."""
+
+    name: str
+    path: str
+    data: bytes
+    consumer: str
+    claimed_at: float  # epoch seconds, host clock
+    generation: str
+
+
+class Spool:
+    """A directory of messages with claim / ack / release and stale-claim recovery.
+
+    Several processes may put, claim and requeue on one directory at once; each should open its
+    own ``Spool`` (the candidate batch is per instance). See the module docstring for guarantees.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        claim_timeout: float = 300.0,
+        rotate_every: int = 10000,
+        batch_size: int = 256,
+    ) -> None:
+        if claim_timeout <= 0 or rotate_every < 1 or batch_size < 1:
+            raise ChannelError(
+                "claim_timeout must be > 0, rotate_every and batch_size >= 1",
+                recover="pass positive values",
+            )
+        self.directory = os.path.abspath(os.fspath(directory))
+        self.claim_timeout = float(claim_timeout)
+        self.rotate_every = int(rotate_every)
+        self.batch_size = int(batch_size)
+        self.tmp_dir, self.new_dir, self.cur_dir, self.done_dir = (
+            os.path.join(self.directory, sub) for sub in ("tmp", "new", "cur", "done")
+        )
+        for path in (self.directory, self.tmp_dir, self.new_dir, self.cur_dir):
+            _make_dir(path, sync=True)
+        self._seq_path = os.path.join(self.directory, "seq")
+        self._batch: deque[tuple[str, str]] = deque()
+
+    # --- producing ----------------------------------------------------------------------------
+
+    def put(self, data: bytes, *, name: str | None = None) -> str:
+        """Add one message durably and return its name.
+
+        Raises ``DurabilityError`` if any step (write, fsync, rename, directory fsync) fails, and
+        ``ChannelError`` for a malformed ``name`` or one already pending in the current generation.
+        """
+        exclusive = name is not None
+        if name is None:
+            name = new_name()
+        else:
+            _check(name, _NAME, "message name")
+        temp = os.path.join(self.tmp_dir, f"{name}.{secrets.token_hex(4)}")
+        try:
+            write_temp(temp, bytes(data))
+            self._deliver(temp, name, exclusive=exclusive, sync=True)
+        except StepFailed as exc:
+            remove_quietly(temp)
+            detail = str(exc.error)
+            if exc.step == "fsync_dir":
+                detail += "; the message is in new/ and may be delivered, but is not known durable"
+            raise DurabilityError(
+                f"spool put of {name!r} into {self.directory} failed at {exc.step}: {exc.error}",
+                key=name, path=self.directory, step=exc.step, errno=exc.error.errno, detail=detail,
+            ) from exc
+        return name
+
+    def _deliver(self, temp: str, name: str, *, exclusive: bool, sync: bool) -> str:
+        """Move a written temp file into ``new/<generation>/``; returns the generation.
+
+        ``sync=False`` skips the directory fsyncs (bulk loading in tests only)."""
+        generation = self._next_generation()
+        target = os.path.join(self.new_dir, generation, name)
+        for _ in range(_RETRIES):
+            try:
+                if exclusive:
+                    os.link(temp, target)  # unlike rename, never replaces an existing message
+                    os.unlink(temp)
+                else:
+                    os.rename(temp, target)
+                break
+            except FileExistsError as exc:
+                remove_quietly(temp)
+                raise ChannelError(
+                    f"a message named {name!r} is already pending in {self.new_dir}/{generation}",
+                    recover="use a unique name, or let put() generate one",
+                    name=name, generation=generation,
+                ) from exc
+            except FileNotFoundError as exc:
+                if not os.path.lexists(temp):
+                    raise StepFailed("rename", exc) from exc
+                # The generation is new, or a claimer removed it while it was empty: (re)create.
+                _make_dir(os.path.dirname(target), sync=sync)
+            except OSError as exc:
+                raise StepFailed("rename", exc) from exc
+        else:
+            raise StepFailed("rename", FileNotFoundError(f"{target}: generation kept vanishing"))
+        if sync:
+            try:
+                fsync_dir(os.path.dirname(target))
+            except OSError as exc:
+                raise StepFailed("fsync_dir", exc) from exc
+        return generation
+
+    def _next_generation(self) -> str:
+        """Count this put in ``seq`` (under flock, not fsynced: a lost count only shifts rotation)."""
+        with _flocked(self._seq_path) as fd:
+            raw = os.pread(fd, 32, 0).strip()
+            count = int(raw) if raw.isdigit() else 0
+            encoded = str(count + 1).encode()
+            os.pwrite(fd, encoded, 0)
+            os.ftruncate(fd, len(encoded))
+        return f"{count // self.rotate_every:012d}"
+
+    # --- consuming ----------------------------------------------------------------------------
+
+    def claim(self, consumer: str) -> Claimed | None:
+        """Take the next pending message for ``consumer``, or None if ``new/`` is empty.
+
+        ``consumer`` is 1-64 characters of ``[A-Za-z0-9._-]`` (it is recorded in the ``cur/``
+        name). The message stays in ``cur/`` until ``ack`` or ``release``.
+        """
+        _check(consumer, _CONSUMER, "consumer")
+        while self._batch or self._refill():
+            generation, name = self._batch.popleft()
+            claimed_ns = time.time_ns()
+            path = os.path.join(self.cur_dir, SEP.join((name, generation, consumer, str(claimed_ns))))
+            try:
+                os.rename(os.path.join(self.new_dir, generation, name), path)
+            except FileNotFoundError:
+                continue  # another consumer won it, or it was deleted: normal
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except FileNotFoundError:
+                continue  # requeued as stale before we could read it; someone else will take it
+            return Claimed(name, path, data, consumer, claimed_ns / 1e9, generation)
+        return None
+
+    def _refill(self) -> bool:
+        """Load the smallest names of the oldest non-empty generation; drop drained older ones."""
+        generations = sorted(g for g in _names(self.new_dir, dirs=True) if _GENERATION.match(g))
+        for index, generation in enumerate(generations):
+            gen_dir = os.path.join(self.new_dir, generation)
+            names = heapq.nsmallest(self.batch_size, _names(gen_dir))
+            if names:
+                self._batch.extend((generation, name) for name in names)
+                return True
+            if index < len(generations) - 1:  # never the newest: producers are writing into it
+                try:
+                    os.rmdir(gen_dir)
+                except OSError:
+                    pass  # refilled meanwhile, or already removed by another claimer
+        return False
+
+    def ack(self, claimed: Claimed, *, keep: bool = False) -> None:
+        """Finish a claim: delete the message, or move it to ``done/`` with ``keep=True``.
+
+        Raises ``StaleReceipt`` (a ``ChannelError``) if the claim is no longer in ``cur/``.
+        """
+        try:
+            if keep:
+                _make_dir(self.done_dir, sync=False)
+                os.rename(claimed.path, os.path.join(self.done_dir, claimed.name))
+            else:
+                os.unlink(claimed.path)
+        except FileNotFoundError as exc:
+            raise self._stale(claimed, "ack") from exc
+
+    def release(self, claimed: Claimed) -> None:
+        """Give a claim back (nack): the message returns to ``new/`` under its original name."""
+        if not self._return(claimed.path, claimed.generation, claimed.name):
+            raise self._stale(claimed, "release")
+
+    def requeue_stale(self, now: float | None = None) -> int:
+        """Return claims older than ``claim_timeout`` to ``new/``; returns how many this call moved.
+
+        ``now`` is epoch seconds (default: the host clock). Safe to run from several processes at
+        once: each stale claim is moved by exactly one of them, the others skip it quietly.
+        """
+        now_ns = time.time_ns() if now is None else int(now * 1e9)
+        timeout_ns = int(self.claim_timeout * 1e9)
+        moved = 0
+        for entry in scan_dir(self.cur_dir):
+            parsed = parse_claim_name(entry.name)
+            if parsed is None:
+                continue  # not ours: left alone
+            name, generation, _consumer, claimed_ns = parsed
+            if now_ns - claimed_ns > timeout_ns and self._return(entry.path, generation, name):
+                moved += 1
+        wall_ns = time.time_ns()
+        for entry in scan_dir(self.tmp_dir):
+            if wall_ns - entry.mtime_ns > _TMP_MAX_AGE_NS:
+                remove_quietly(entry.path)
+        return moved
+
+    def _return(self, source: str, generation: str, name: str) -> bool:
+        """Rename a claim back into ``new/<generation>/``; False if it is gone (someone else won)."""
+        target = os.path.join(self.new_dir, generation, name)
+        for _ in range(_RETRIES):
+            try:
+                os.rename(source, target)
+                return True
+            except FileNotFoundError:
+                if not os.path.lexists(source):
+                    return False
+                _make_dir(os.path.dirname(target), sync=False)  # its generation was removed
+        raise ChannelError(
+            f"could not return {source} to {target}: the generation directory kept vanishing",
+            recover="retry; the message is still in cur/", path=source,
+        )
+
+    def _stale(self, claimed: Claimed, action: str) -> StaleReceipt:
+        return StaleReceipt(
+            f"cannot {action} message {claimed.name!r}: its claim {os.path.basename(claimed.path)} "
+            f"is no longer in {self.cur_dir}. It was already acked or released, or it stayed claimed "
+            f"longer than claim_timeout={self.claim_timeout}s and was returned to new/ by "
+            "requeue_stale, where another consumer may have claimed it",
+            channel=self.directory, message_id=claimed.name, receipt=claimed.path,
+        )
+
+    # --- monitoring ---------------------------------------------------------------------------
+
+    def depth(self) -> int:
+        """Messages pending in ``new/`` (a listing: O(n), approximate under concurrency)."""
+        return sum(
+            sum(1 for _ in _names(os.path.join(self.new_dir, generation)))
+            for generation in _names(self.new_dir, dirs=True)
+            if _GENERATION.match(generation)
+        )
+
+    def in_flight(self) -> int:
+        """Claims in ``cur/`` (a listing: O(n), approximate under concurrency)."""
+        return sum(1 for name in _names(self.cur_dir) if parse_claim_name(name) is not None)
+
+
+def new_name() -> str:
+    """A unique, time-ordered message name: ``<time_ns, 20 digits>.<pid>.<8 hex>``."""
+    return f"{time.time_ns():020d}.{os.getpid()}.{secrets.token_hex(4)}"
+
+
+def parse_claim_name(entry: str) -> tuple[str, str, str, int] | None:
+    """``(name, generation, consumer, claim_time_ns)`` from a ``cur/`` entry, or None."""
+    parts = entry.split(SEP)
+    if len(parts) != 4 or not _GENERATION.match(parts[1]) or not parts[3].isdigit():
+        return None
+    return parts[0], parts[1], parts[2], int(parts[3])
+
+
+def _check(value: object, pattern: re.Pattern[str], what: str) -> None:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise ChannelError(
+            f"invalid {what} {value!r}: use {pattern.pattern[:-2]} (no '/', '{SEP}' or leading '.')",
+            recover=f"pass a {what} made of letters, digits, '.', '_' and '-'",
+        )
+
+
+def _names(directory: str, *, dirs: bool = False) -> Iterator[str]:
+    """Stream the visible file (or directory) names of ``directory``; no stat per entry.
+
+    ``scan_dir`` stats every entry, which a refill of a large generation does not need."""
+    try:
+        iterator = os.scandir(directory)
+    except FileNotFoundError:
+        return
+    with iterator:
+        for entry in iterator:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False) if dirs else entry.is_file(follow_symlinks=False):
+                    yield entry.name
+            except OSError:
+                continue  # vanished while listed
+
+
+def _make_dir(path: str, *, sync: bool) -> None:
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return
+    if sync:
+        fsync_dir(os.path.dirname(path))
+
+
+@contextmanager
+def _flocked(path: str) -> Iterator[int]:
+    """Hold an exclusive flock on ``path`` (created if missing); yields the fd."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock
+
+
+# --- one delivery as one file -----------------------------------------------------------------
+
+HEADER_PREFIX = b"<!-- agent-coherence message-id: "
+HEADER_SUFFIX = b" -->\n"
+_MESSAGE_ID = re.compile(r"[!-~]{1,200}\Z")  # printable ASCII, no spaces
+
+
+class SlotOccupied(ChannelError):
+    """``materialize`` refused: the file still holds an unconsumed message.
+
+    Facts: ``path``, ``existing_message_id`` (the one in the file), ``message_id`` (refused).
+    """
+
+    recover = "wait until the file is consumed (consume_materialized), or pass force=True to replace it"
+
+
+def materialize(
+    payload: bytes,
+    path: str | os.PathLike[str],
+    *,
+    message_id: str,
+    root: str | os.PathLike[str] | None = None,
+    force: bool = False,
+) -> str:
+    """Write one delivery as a single file (e.g. ``next_task.md``); returns its absolute path.
+
+    The file is ``<!-- agent-coherence message-id: ID -->\\n`` followed by ``payload``, written by
+    temp + fsync + rename + directory fsync, so a reader sees the old file or the new one, whole.
+    A file that exists and starts with that header is an unconsumed message: refused with
+    ``SlotOccupied`` unless ``force``. A file without the header (absent, or consumed by editing
+    it) is replaced. Materializers of one path are serialised by a flock on a hidden lock file
+    beside it (``.<name>.ac-lock``, left in place). With ``root``, a path resolving outside it
+    (``..``, escaping symlinks) raises ``PathOutsideRoot``; relative paths are taken from ``root``.
+    """
+    message_id = _check_message_id(message_id)
+    target = _target(path, root)
+    directory, base = os.path.split(target)
+    with _flocked(os.path.join(directory, f".{base}.ac-lock")):
+        existing = _header_id(target)
+        if existing is not None and not force:
+            raise SlotOccupied(
+                f"{target} still holds unconsumed message {existing!r}; refusing to overwrite it "
+                f"with {message_id!r}",
+                path=target, existing_message_id=existing, message_id=message_id,
+            )
+        temp = temp_path_for(target)
+        try:
+            write_temp(temp, HEADER_PREFIX + message_id.encode() + HEADER_SUFFIX + bytes(payload))
+            rename_into_place(temp, target)
+        except StepFailed as exc:
+            remove_quietly(temp)
+            raise DurabilityError(
+                f"materialize of {message_id!r} to {target} failed at {exc.step}: {exc.error}",
+                key=message_id, path=target, step=exc.step, errno=exc.error.errno,
+                detail=str(exc.error), sha256=sha256_hex(bytes(payload)),
+            ) from exc
+    return target
+
+
+def consume_materialized(
+    path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None
+) -> tuple[str, bytes] | None:
+    """Read and remove a materialized delivery: ``(message_id, payload)``, or None.
+
+    None when the file is absent or has no header. The file is first renamed to a unique hidden
+    name beside it, so of several concurrent readers exactly one gets it. Limit: after the rename
+    the message is this caller's alone (at-most-once from here); if the process dies before the
+    read, the bytes remain in ``.<name>.<pid>.<hex>.ac-claim`` beside the path.
+    """
+    target = _target(path, root)
+    if _header_id(target) is None:
+        return None
+    directory, base = os.path.split(target)
+    side = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.ac-claim")
+    try:
+        os.rename(target, side)
+    except FileNotFoundError:
+        return None  # another reader won
+    with open(side, "rb") as handle:
+        data = handle.read()
+    parsed = _split_header(data)
+    if parsed is None:  # replaced by a header-less file between the check and the rename
+        try:
+            os.link(side, target)  # put it back, unless something newer is already there
+        except FileExistsError:
+            pass
+    os.unlink(side)
+    return parsed
+
+
+def _target(path: str | os.PathLike[str], root: str | os.PathLike[str] | None) -> str:
+    if root is None:
+        return os.path.abspath(os.fspath(path))
+    from .paths import resolve_file_key  # raises PathOutsideRoot
+
+    return resolve_file_key(os.fspath(root), os.fspath(path)).path
+
+
+def _check_message_id(message_id: object) -> str:
+    if not isinstance(message_id, str) or not _MESSAGE_ID.match(message_id) or "--" in message_id:
+        raise ChannelError(
+            f"invalid message_id {message_id!r}: 1-200 printable ASCII characters, no spaces, no '--'",
+            recover="pass an id such as a channel message id or a uuid",
+        )
+    return message_id
+
+
+def _split_header(data: bytes) -> tuple[str, bytes] | None:
+    line, newline, rest = data.partition(b"\n")
+    prefix, suffix = HEADER_PREFIX, HEADER_SUFFIX.rstrip(b"\n")
+    if not newline or len(line) <= len(prefix) + len(suffix):
+        return None
+    if not line.startswith(prefix) or not line.endswith(suffix):
+        return None
+    return line[len(prefix) : -len(suffix)].decode("ascii", "replace"), rest
+
+
+def _header_id(path: str) -> str | None:
+    """The message id in the file's header, or None if the file is absent or has none."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(len(HEADER_PREFIX) + 256)
+    except FileNotFoundError:
+        return None
+    parsed = _split_header(first)
+    return None if parsed is None else parsed[0]
