@@ -9,7 +9,7 @@ Code hook path (which imports submodules directly) never pays for pydantic or an
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # importing typing would cost the hook path several milliseconds
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .coordinator import Coordinator
     from .durable import scan_dir
     from .errors import (

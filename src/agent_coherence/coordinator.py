@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from . import faults, recovery
 from .backends import open_backend
@@ -39,6 +39,10 @@ from .journal import Journal
 from .leases import LeaseContext, LeaseKeeper, acquire
 from .models import Lease, Snapshot, VersionInfo, WriteReceipt
 from .paths import ArtifactPath, normalize_key, resolve_file_key
+
+if TYPE_CHECKING:
+    from .channel import Channel
+    from .liveness import Liveness
 
 ForeignPolicy = Literal["raise", "adopt"]
 EMPTY_SHA256 = sha256_hex(b"")
@@ -126,6 +130,24 @@ class Coordinator:
 
     def leases(self, holder: str | None = None) -> list[Lease]:
         return [Lease.from_record(r, r.expires_at - r.acquired_at) for r in self.backend.list_leases(holder)]
+
+    # -- channels and liveness --------------------------------------------------------------
+
+    def channel(self, name: str, **settings: Any) -> "Channel":
+        """The acknowledged channel ``name``. Settings given here (visibility_timeout,
+        max_attempts, dedup_ttl, durability, sla, retention) are stored for every process."""
+        from .channel import Channel
+
+        return Channel(self.backend, name, **settings)
+
+    @property
+    def liveness(self) -> "Liveness":
+        """Heartbeats, assignments and the anomaly checks (see :mod:`agent_coherence.liveness`)."""
+        if "liveness" not in self._extensions:
+            from .liveness import Liveness
+
+            self._extensions["liveness"] = Liveness(self.backend)
+        return self._extensions["liveness"]
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -270,6 +292,14 @@ class Coordinator:
             )
             try:
                 intent = self.backend.begin_write(request)
+            except LeaseHeld:
+                # A writer that died mid-write still holds the lease it took for that write: recover
+                # its intent now rather than leave the key blocked until that lease expires.
+                stuck = self.backend.get_intent(target.key)
+                if stuck is not None and recovery.writer_is_dead(self.backend, stuck):
+                    recovery.resolve(self.backend, self.root, stuck)
+                    continue
+                raise
             except IntentPending as pending:
                 if not self._settle(pending.intent, wait=2.0):
                     intent = pending.intent

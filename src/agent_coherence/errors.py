@@ -7,7 +7,9 @@ anything heavy: this module sits on the Claude Code hook path.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class CoherenceError(Exception):

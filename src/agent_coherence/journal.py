@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import JournalCorrupt
 
+TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
+    from typing import Any, Iterator
+
     from .backends.base import Backend, JournalRecord
     from .models import Event
 

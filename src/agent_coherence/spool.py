@@ -57,6 +57,7 @@ from typing import Iterator
 
 from .durable import (
     StepFailed,
+    ensure_parent,
     fsync_dir,
     remove_quietly,
     rename_into_place,
@@ -100,7 +101,7 @@ class Spool:
         *,
         claim_timeout: float = 300.0,
         rotate_every: int = 10000,
-        batch_size: int = 256,
+        batch_size: int = 1024,
     ) -> None:
         if claim_timeout <= 0 or rotate_every < 1 or batch_size < 1:
             raise ChannelError(
@@ -114,7 +115,8 @@ class Spool:
         self.tmp_dir, self.new_dir, self.cur_dir, self.done_dir = (
             os.path.join(self.directory, sub) for sub in ("tmp", "new", "cur", "done")
         )
-        for path in (self.directory, self.tmp_dir, self.new_dir, self.cur_dir):
+        ensure_parent(os.path.join(self.directory, "seq"))  # creates missing parents, fsynced
+        for path in (self.tmp_dir, self.new_dir, self.cur_dir):
             _make_dir(path, sync=True)
         self._seq_path = os.path.join(self.directory, "seq")
         self._batch: deque[tuple[str, str]] = deque()
@@ -187,11 +189,12 @@ class Spool:
     def _next_generation(self) -> str:
         """Count this put in ``seq`` (under flock, not fsynced: a lost count only shifts rotation)."""
         with _flocked(self._seq_path) as fd:
-            raw = os.pread(fd, 32, 0).strip()
+            raw = os.pread(fd, 32, 0)
             count = int(raw) if raw.isdigit() else 0
             encoded = str(count + 1).encode()
             os.pwrite(fd, encoded, 0)
-            os.ftruncate(fd, len(encoded))
+            if len(raw) > len(encoded):  # only after a garbled or reset count
+                os.ftruncate(fd, len(encoded))
         return f"{count // self.rotate_every:012d}"
 
     # --- consuming ----------------------------------------------------------------------------
@@ -220,20 +223,21 @@ class Spool:
         return None
 
     def _refill(self) -> bool:
-        """Load the smallest names of the oldest non-empty generation; drop drained older ones."""
+        """Load up to ``batch_size`` smallest names, oldest generation first; drop drained ones."""
         generations = sorted(g for g in _names(self.new_dir, dirs=True) if _GENERATION.match(g))
         for index, generation in enumerate(generations):
             gen_dir = os.path.join(self.new_dir, generation)
-            names = heapq.nsmallest(self.batch_size, _names(gen_dir))
-            if names:
-                self._batch.extend((generation, name) for name in names)
-                return True
-            if index < len(generations) - 1:  # never the newest: producers are writing into it
+            wanted = self.batch_size - len(self._batch)
+            names = heapq.nsmallest(wanted, _names(gen_dir))
+            self._batch.extend((generation, name) for name in names)
+            if len(self._batch) >= self.batch_size:
+                break
+            if not names and index < len(generations) - 1:  # never the newest: it takes puts
                 try:
                     os.rmdir(gen_dir)
                 except OSError:
                     pass  # refilled meanwhile, or already removed by another claimer
-        return False
+        return bool(self._batch)
 
     def ack(self, claimed: Claimed, *, keep: bool = False) -> None:
         """Finish a claim: delete the message, or move it to ``done/`` with ``keep=True``.
@@ -338,22 +342,17 @@ def _check(value: object, pattern: re.Pattern[str], what: str) -> None:
 
 
 def _names(directory: str, *, dirs: bool = False) -> Iterator[str]:
-    """Stream the visible file (or directory) names of ``directory``; no stat per entry.
+    """Stream the visible file (or directory) names of ``directory``; none if it is missing.
 
-    ``scan_dir`` stats every entry, which a refill of a large generation does not need."""
+    No stat per entry (``scan_dir`` stats each, which a refill does not need); ``DirEntry.is_file``
+    uses the directory's type field and answers False for an entry that vanished."""
     try:
         iterator = os.scandir(directory)
     except FileNotFoundError:
         return
+    test = os.DirEntry.is_dir if dirs else os.DirEntry.is_file
     with iterator:
-        for entry in iterator:
-            if entry.name.startswith("."):
-                continue
-            try:
-                if entry.is_dir(follow_symlinks=False) if dirs else entry.is_file(follow_symlinks=False):
-                    yield entry.name
-            except OSError:
-                continue  # vanished while listed
+        yield from (e.name for e in iterator if e.name[0] != "." and test(e, follow_symlinks=False))
 
 
 def _make_dir(path: str, *, sync: bool) -> None:

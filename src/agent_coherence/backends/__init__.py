@@ -11,9 +11,20 @@ import os
 
 from ..errors import BackendUnavailable
 from ..paths import STATE_DIR
-from .base import Backend
+
+TYPE_CHECKING = False  # the protocol module imports typing: kept off the hook path
+if TYPE_CHECKING:
+    from .base import Backend
 
 DATABASE_NAME = "state.db"
+
+
+def __getattr__(name: str) -> object:
+    if name == "Backend":  # ``from agent_coherence.backends import Backend`` still works
+        from .base import Backend
+
+        return Backend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_database(root: str) -> str:

@@ -4,101 +4,25 @@ Each method is one atomic transaction that a SQL database can run the same way (
 ``BEGIN IMMEDIATE``, PostgreSQL with row locks), and each state change appends its journal entry in
 that same transaction, so the record and the effect can never disagree.
 
-Records are plain frozen dataclasses (no pydantic): the Claude Code hook path uses the backend
-directly and must start fast. All times are the backend's clock, in epoch seconds.
+The records (``records.py``, re-exported here) are light immutable value objects, not pydantic
+models or dataclasses: the Claude Code hook path uses the backend directly and must start fast, so
+it imports ``records`` and ``sqlite`` but never this module. All times are the backend's clock,
+in epoch seconds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol, runtime_checkable
 
+from .records import (  # re-exported: the records live apart so the hook path skips this module
+    AssignmentRecord, ChannelConfig, IntentPending, IntentRecord, JournalRecord, LeaseRecord,
+    MessageRecord, Record, VersionRecord, WorkerRecord, WriteRequest,
+)
 
-@dataclass(frozen=True, slots=True)
-class LeaseRecord:
-    key: str
-    holder: str
-    fence: int
-    acquired_at: float
-    expires_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class VersionRecord:
-    key: str
-    version: int
-    sha256: str | None  # None: the artifact was deleted through the layer
-    size: int
-    writer: str
-    fence: int
-    updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class IntentRecord:
-    """A write in flight: recorded before the file is touched, resolved at commit or recovery."""
-
-    key: str
-    intent_id: str
-    holder: str
-    fence: int
-    base_version: int
-    base_sha256: str | None  # the recorded hash the disk must still have (None: no record or deleted)
-    new_version: int
-    new_sha256: str | None  # None: a delete
-    size: int
-    temp_path: str
-    host: str
-    pid: int
-    pid_start: str
-    created_at: float
-    auto_lease: bool  # the lease was taken for this write alone and is released at commit
-
-
-@dataclass(frozen=True, slots=True)
-class WriteRequest:
-    """What ``begin_write`` checks and records.
-
-    With ``fence`` set, the caller's lease (holder, fence) must be live. Without it, the backend
-    takes the lease for the write (``ttl``) or reuses a live lease of the same holder.
-    ``expect_version`` (if not None) must equal the recorded version (0 = no record yet).
-    """
-
-    key: str
-    holder: str
-    new_sha256: str | None
-    size: int
-    temp_path: str
-    host: str
-    pid: int
-    pid_start: str
-    fence: int | None = None
-    ttl: float = 30.0
-    expect_version: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class JournalRecord:
-    seq: int
-    ts: float
-    kind: str
-    key: str | None
-    holder: str | None
-    data: dict[str, Any] = field(default_factory=dict)
-    prev_hash: str = ""
-    hash: str = ""
-
-
-class IntentPending(Exception):
-    """Raised by ``begin_write`` when an earlier write to the key is still unresolved.
-
-    Not a public error: the coordinator decides whether the intent's writer is dead (recover it and
-    retry) or alive (the key is busy).
-    """
-
-    def __init__(self, intent: IntentRecord) -> None:
-        self.intent = intent
-        super().__init__(f"write {intent.intent_id} to {intent.key!r} is unresolved")
+__all__ = [
+    "AssignmentRecord", "Backend", "ChannelConfig", "IntentPending", "IntentRecord", "JournalRecord",
+    "LeaseRecord", "MessageRecord", "Record", "VersionRecord", "WorkerRecord", "WriteRequest",
+]
 
 
 @runtime_checkable
@@ -189,6 +113,81 @@ class Backend(Protocol):
         """Record bytes that reached disk by another path (an adopted foreign edit, a write made by
         a tool under the holder's lease) as a new version. Raises LeaseLost / VersionConflict."""
         ...
+
+    # -- channels ---------------------------------------------------------------------------
+    def channel_config(self, name: str, update: ChannelConfig | None = None) -> ChannelConfig:
+        """The stored config of channel ``name`` (created with defaults), replaced by ``update``."""
+        ...
+
+    def add_group(self, channel: str, group: str) -> None:
+        """Register a consumer group: messages sent from now on are fanned out to it."""
+        ...
+
+    def send_messages(
+        self, channel: str, items: list[tuple[bytes, str, str | None, float, float | None]]
+    ) -> list[tuple[int, bool]]:
+        """Append (payload, encoding, key, delay, deadline) items in one transaction; return
+        (message id, newly enqueued) per item. A key seen within the dedup TTL is not enqueued
+        again: its original id comes back with False."""
+        ...
+
+    def receive_messages(
+        self, channel: str, group: str, consumer: str, visibility_timeout: float, limit: int
+    ) -> list[MessageRecord]:
+        """Lease up to ``limit`` visible messages to ``consumer``; messages past max_attempts go
+        to the dead-letter channel instead."""
+        ...
+
+    def ack_messages(
+        self, channel: str, acks: list[tuple[int, str, str]], effect_ttl: float | None = None,
+        effect_scope: str | None = None,
+    ) -> list[bool]:
+        """Acknowledge (message id, group, receipt) items; False for a stale receipt. With
+        ``effect_ttl``, record each message's effect key under ``effect_scope`` (default: the
+        channel) in the same transaction; the record expires after ``effect_ttl`` seconds."""
+        ...
+
+    def nack_message(self, channel: str, message_id: int, group: str, receipt: str, delay: float) -> bool: ...
+
+    def extend_message(self, channel: str, message_id: int, group: str, receipt: str, seconds: float) -> bool: ...
+
+    def effect_seen(self, scope: str, effect_key: str) -> bool: ...
+
+    def channel_stats(self, channel: str) -> dict[str, Any]:
+        """depth, in_flight, oldest_ready_age, overdue (deadline passed), per group."""
+        ...
+
+    def list_channels(self) -> list[ChannelConfig]: ...
+
+    # -- what a holder last read ------------------------------------------------------------
+    def put_view(self, holder: str, key: str, version: int, sha256: str | None) -> None:
+        """Remember that ``holder`` has seen ``version`` of ``key``."""
+        ...
+
+    def get_view(self, holder: str, key: str) -> tuple[int, str | None] | None:
+        """(version, sha256) that ``holder`` last saw of ``key``, or None."""
+        ...
+
+    def drop_views(self, holder: str) -> int: ...
+
+    # -- liveness ---------------------------------------------------------------------------
+    def worker_start(self, worker: str, info: dict[str, Any]) -> WorkerRecord:
+        """(Re)start a worker session: work count back to zero."""
+        ...
+
+    def worker_beat(self, worker: str, work: int = 0) -> WorkerRecord:
+        """Mark ``worker`` alive now and add ``work`` to its count (starts a session if none)."""
+        ...
+
+    def worker_end(self, worker: str) -> WorkerRecord | None: ...
+
+    def list_workers(self, include_ended: bool = False) -> list[WorkerRecord]: ...
+
+    def assign(self, task_id: str, worker: str, deadline: float | None, info: dict[str, Any]) -> AssignmentRecord: ...
+
+    def complete_assignment(self, task_id: str) -> bool: ...
+
+    def list_assignments(self, worker: str | None = None, open_only: bool = True) -> list[AssignmentRecord]: ...
 
     # -- journal ----------------------------------------------------------------------------
     def journal_append(

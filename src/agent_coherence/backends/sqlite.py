@@ -18,13 +18,19 @@ import random
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Iterator, TypeVar
 
 from ..errors import BackendUnavailable, LeaseHeld, LeaseLost, VersionConflict
 from ..journal import GENESIS, chain_hash, encode_data
-from .base import IntentPending, IntentRecord, JournalRecord, LeaseRecord, VersionRecord, WriteRequest
+from .sqlite_channels import CHANNEL_SCHEMA, ChannelOps
+from .sqlite_liveness import LIVENESS_SCHEMA, LivenessOps
+from .sqlite_tx import Deferred as _Deferred, is_busy as _is_busy
+from .records import IntentPending, IntentRecord, JournalRecord, LeaseRecord, VersionRecord, WriteRequest
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterator, TypeVar
+
+    T = TypeVar("T")
 
 SCHEMA_VERSION = "1"
 
@@ -48,25 +54,7 @@ CREATE TABLE IF NOT EXISTS journal (
 CREATE INDEX IF NOT EXISTS journal_by_key ON journal(key, seq) WHERE key IS NOT NULL;
 """
 
-_BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED (extended codes carry these in the low byte)
-
-
-class _Deferred:
-    """An error decided inside a transaction whose journal entry must still be committed."""
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-
-def _is_busy(error: sqlite3.OperationalError) -> bool:
-    code = getattr(error, "sqlite_errorcode", None)
-    if code is not None:
-        return (code & 0xFF) in _BUSY_CODES
-    text = str(error).lower()
-    return "locked" in text or "busy" in text
-
-
-class SQLiteBackend:
+class SQLiteBackend(LivenessOps, ChannelOps):
     """Backend on one SQLite file. Safe for many processes and threads on one host."""
 
     name = "sqlite"
@@ -158,8 +146,7 @@ class SQLiteBackend:
         def create(conn: sqlite3.Connection) -> None:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
-            extra = getattr(self, "_extra_schema", "")
-            for statement in filter(str.strip, extra.split(";")):
+            for statement in filter(str.strip, (LIVENESS_SCHEMA + CHANNEL_SCHEMA).split(";")):
                 conn.execute(statement)
             conn.execute(
                 "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)

@@ -1,0 +1,282 @@
+"""The records the backend returns: small immutable value objects, cheap to import.
+
+They behave like frozen dataclasses (positional or keyword construction, defaults, equality by
+type and fields, hashing, ``repr``, ``__match_args__``, pickling, refusal of assignment) but are
+built without the ``dataclasses`` module, whose import (``inspect``, ``ast``, ...) would cost the
+Claude Code hook more than its whole decision. ``dataclasses.asdict``, ``replace``, ``fields`` and
+``is_dataclass`` still work on them: the field table those functions read is built on first use.
+``_asdict()`` gives a field dict without that detour.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+_NO_DEFAULT = object()
+
+
+class _DataclassFields:
+    """``__dataclass_fields__`` on demand: made from a real dataclass with the same fields the
+    first time the dataclasses module asks for it (so only code that uses it pays for it)."""
+
+    def __get__(self, instance: object, owner: type) -> dict[str, Any]:
+        table = owner.__dict__.get("_dataclass_table")
+        if table is None:
+            import dataclasses
+
+            specs = []
+            for name in owner.__slots__:
+                default = owner._defaults.get(name, _NO_DEFAULT)
+                if default is _NO_DEFAULT:
+                    specs.append((name, "Any"))
+                elif callable(default):
+                    specs.append((name, "Any", dataclasses.field(default_factory=default)))
+                else:
+                    specs.append((name, "Any", dataclasses.field(default=default)))
+            shadow = dataclasses.make_dataclass(owner.__name__, specs, frozen=True)
+            table = dataclasses.fields(shadow)
+            table = {f.name: f for f in table}
+            type.__setattr__(owner, "_dataclass_table", table)
+        return table
+
+
+class Record:
+    """Base of the records: subclasses list their fields in ``__slots__`` (in order) and their
+    defaults in ``_defaults`` (a callable default is a factory, called per instance)."""
+
+    __slots__ = ()
+    _defaults: dict[str, Any] = {}
+    __dataclass_fields__ = _DataclassFields()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        names = self.__slots__
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__}() takes {len(names)} positional arguments but {len(args)} were given")
+        set_field = object.__setattr__
+        for name, value in zip(names, args):
+            set_field(self, name, value)
+        for name in names[len(args):]:
+            if name in kwargs:
+                set_field(self, name, kwargs.pop(name))
+                continue
+            default = self._defaults.get(name, _NO_DEFAULT)
+            if default is _NO_DEFAULT:
+                raise TypeError(f"{type(self).__name__}() missing required argument: {name!r}")
+            set_field(self, name, default() if callable(default) else default)
+        if kwargs:
+            name = next(iter(kwargs))
+            if name in names:
+                raise TypeError(f"{type(self).__name__}() got multiple values for argument {name!r}")
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {name!r}")
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def _asdict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self._values() == other._values()  # type: ignore[attr-defined]
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__qualname__}({fields})"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise _frozen(self, name)
+
+    def __delattr__(self, name: str) -> None:
+        raise _frozen(self, name)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), self._values())
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__match_args__ = cls.__slots__
+
+
+def _frozen(record: Record, name: str) -> AttributeError:
+    from dataclasses import FrozenInstanceError  # only on this error path
+
+    return FrozenInstanceError(f"cannot assign to field {name!r} of {type(record).__name__}")
+
+
+class LeaseRecord(Record):
+    __slots__ = ("key", "holder", "fence", "acquired_at", "expires_at")
+    if TYPE_CHECKING:
+        key: str
+        holder: str
+        fence: int
+        acquired_at: float
+        expires_at: float
+
+
+class VersionRecord(Record):
+    """``sha256`` None: the artifact was deleted through the layer."""
+
+    __slots__ = ("key", "version", "sha256", "size", "writer", "fence", "updated_at")
+    if TYPE_CHECKING:
+        key: str
+        version: int
+        sha256: str | None
+        size: int
+        writer: str
+        fence: int
+        updated_at: float
+
+
+class IntentRecord(Record):
+    """A write in flight: recorded before the file is touched, resolved at commit or recovery.
+
+    ``base_sha256``: the recorded hash the disk must still have (None: no record, or deleted).
+    ``new_sha256`` None: a delete. ``auto_lease``: the lease was taken for this write alone and is
+    released at commit.
+    """
+
+    __slots__ = ("key", "intent_id", "holder", "fence", "base_version", "base_sha256", "new_version",
+                 "new_sha256", "size", "temp_path", "host", "pid", "pid_start", "created_at", "auto_lease")
+    if TYPE_CHECKING:
+        key: str
+        intent_id: str
+        holder: str
+        fence: int
+        base_version: int
+        base_sha256: str | None
+        new_version: int
+        new_sha256: str | None
+        size: int
+        temp_path: str
+        host: str
+        pid: int
+        pid_start: str
+        created_at: float
+        auto_lease: bool
+
+
+class WriteRequest(Record):
+    """What ``begin_write`` checks and records.
+
+    With ``fence`` set, the caller's lease (holder, fence) must be live. Without it, the backend
+    takes the lease for the write (``ttl``) or reuses a live lease of the same holder.
+    ``expect_version`` (if not None) must equal the recorded version (0 = no record yet).
+    """
+
+    __slots__ = ("key", "holder", "new_sha256", "size", "temp_path", "host", "pid", "pid_start",
+                 "fence", "ttl", "expect_version")
+    _defaults = {"fence": None, "ttl": 30.0, "expect_version": None}
+    if TYPE_CHECKING:
+        key: str
+        holder: str
+        new_sha256: str | None
+        size: int
+        temp_path: str
+        host: str
+        pid: int
+        pid_start: str
+        fence: int | None
+        ttl: float
+        expect_version: int | None
+
+
+class JournalRecord(Record):
+    __slots__ = ("seq", "ts", "kind", "key", "holder", "data", "prev_hash", "hash")
+    _defaults = {"data": dict, "prev_hash": "", "hash": ""}
+    if TYPE_CHECKING:
+        seq: int
+        ts: float
+        kind: str
+        key: str | None
+        holder: str | None
+        data: dict[str, Any]
+        prev_hash: str
+        hash: str
+
+
+class WorkerRecord(Record):
+    """A worker session as liveness sees it: when it started, when it was last seen, how much
+    work it has done since it started."""
+
+    __slots__ = ("worker", "started_at", "last_seen", "ended_at", "work_done", "info")
+    _defaults = {"info": dict}
+    if TYPE_CHECKING:
+        worker: str
+        started_at: float
+        last_seen: float
+        ended_at: float | None
+        work_done: int
+        info: dict[str, Any]
+
+
+class AssignmentRecord(Record):
+    """A task assigned to a worker, open until completed."""
+
+    __slots__ = ("task_id", "worker", "assigned_at", "deadline", "completed_at", "info")
+    _defaults = {"info": dict}
+    if TYPE_CHECKING:
+        task_id: str
+        worker: str
+        assigned_at: float
+        deadline: float | None
+        completed_at: float | None
+        info: dict[str, Any]
+
+
+class ChannelConfig(Record):
+    """How a channel behaves; stored in the backend so every process agrees.
+
+    ``sla``: an oldest ready message older than this is an anomaly. ``retention``: keep
+    acknowledged messages this long (0: delete at ack).
+    """
+
+    __slots__ = ("name", "visibility_timeout", "max_attempts", "dedup_ttl", "durable", "sla", "retention")
+    _defaults = {"visibility_timeout": 30.0, "max_attempts": 5, "dedup_ttl": 300.0, "durable": True,
+                 "sla": None, "retention": 0.0}
+    if TYPE_CHECKING:
+        name: str
+        visibility_timeout: float
+        max_attempts: int
+        dedup_ttl: float
+        durable: bool
+        sla: float | None
+        retention: float
+
+
+class MessageRecord(Record):
+    """A message in a channel (one row per consumer group it was fanned out to).
+    ``encoding``: "json" or "bytes"."""
+
+    __slots__ = ("id", "channel", "group", "key", "payload", "encoding", "enqueued_at", "available_at",
+                 "deadline", "attempts", "receipt", "consumer")
+    if TYPE_CHECKING:
+        id: int
+        channel: str
+        group: str
+        key: str | None
+        payload: bytes
+        encoding: str
+        enqueued_at: float
+        available_at: float
+        deadline: float | None
+        attempts: int
+        receipt: str | None
+        consumer: str | None
+
+
+class IntentPending(Exception):
+    """Raised by ``begin_write`` when an earlier write to the key is still unresolved.
+
+    Not a public error: the coordinator decides whether the intent's writer is dead (recover it and
+    retry) or alive (the key is busy).
+    """
+
+    def __init__(self, intent: IntentRecord) -> None:
+        self.intent = intent
+        super().__init__(f"write {intent.intent_id} to {intent.key!r} is unresolved")

@@ -1,0 +1,323 @@
+"""SQLite storage for acknowledged channels.
+
+One ``messages`` row per (message, consumer group). A message is visible when ``available_at`` is
+in the past; receiving it moves ``available_at`` to the end of its visibility timeout and stamps a
+fresh receipt, so "ready" and "in flight" are one index range and receive costs O(log depth).
+
+A mixin of SQLiteBackend: it relies on ``transaction``, ``read``, ``now`` and ``_append``.
+Durable channels commit sends and acks with synchronous=FULL; receives (and everything in a
+``fast`` channel) commit with NORMAL: losing a receive to power loss only means a redelivery.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from .records import ChannelConfig, MessageRecord
+
+TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
+if TYPE_CHECKING:
+    from typing import Any
+
+CHANNEL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS channels (
+    name TEXT PRIMARY KEY, visibility_timeout REAL NOT NULL, max_attempts INTEGER NOT NULL,
+    dedup_ttl REAL NOT NULL, durable INTEGER NOT NULL, sla REAL, retention REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS channel_groups (channel TEXT NOT NULL, grp TEXT NOT NULL, PRIMARY KEY (channel, grp));
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER NOT NULL, channel TEXT NOT NULL, grp TEXT NOT NULL, key TEXT, payload BLOB NOT NULL,
+    encoding TEXT NOT NULL, enqueued_at REAL NOT NULL, available_at REAL NOT NULL, deadline REAL,
+    attempts INTEGER NOT NULL, receipt TEXT, consumer TEXT, acked_at REAL,
+    PRIMARY KEY (channel, grp, id));
+CREATE INDEX IF NOT EXISTS messages_ready ON messages(channel, grp, available_at, id);
+CREATE INDEX IF NOT EXISTS messages_deadline ON messages(deadline) WHERE deadline IS NOT NULL;
+CREATE TABLE IF NOT EXISTS message_seq (channel TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dedup (
+    channel TEXT NOT NULL, key TEXT NOT NULL, message_id INTEGER NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (channel, key));
+CREATE TABLE IF NOT EXISTS effects (
+    channel TEXT NOT NULL, effect_key TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (channel, effect_key));
+"""
+
+ACKED = 1e18  # available_at of a retained, acknowledged message: never visible again
+_COLUMNS = ("id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, attempts, "
+            "receipt, consumer")
+
+
+def dead_letter_name(channel: str) -> str:
+    return f"{channel}.dead"
+
+
+def _message(row: tuple) -> MessageRecord:
+    return MessageRecord(*row)
+
+
+class ChannelOps:
+    """Channel operations (see the Backend protocol for the contract)."""
+
+    # -- configuration ----------------------------------------------------------------------
+
+    @staticmethod
+    def _config_row(conn: sqlite3.Connection, name: str) -> ChannelConfig | None:
+        row = conn.execute(
+            "SELECT name, visibility_timeout, max_attempts, dedup_ttl, durable, sla, retention "
+            "FROM channels WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        return ChannelConfig(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+
+    def _config(self, conn: sqlite3.Connection, name: str) -> ChannelConfig:
+        config = self._config_row(conn, name)
+        if config is None:
+            config = ChannelConfig(name)
+            self._store_config(conn, config)
+        return config
+
+    @staticmethod
+    def _store_config(conn: sqlite3.Connection, config: ChannelConfig) -> None:
+        conn.execute(
+            "INSERT INTO channels(name, visibility_timeout, max_attempts, dedup_ttl, durable, sla, retention) "
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET visibility_timeout=excluded.visibility_timeout, "
+            "max_attempts=excluded.max_attempts, dedup_ttl=excluded.dedup_ttl, durable=excluded.durable, "
+            "sla=excluded.sla, retention=excluded.retention",
+            (config.name, config.visibility_timeout, config.max_attempts, config.dedup_ttl,
+             int(config.durable), config.sla, config.retention))
+
+    def channel_config(self, name: str, update: ChannelConfig | None = None) -> ChannelConfig:
+        def work(conn: sqlite3.Connection) -> ChannelConfig:
+            if update is not None:
+                self._store_config(conn, update)
+                return update
+            return self._config(conn, name)
+
+        if update is None:
+            existing = self.read(lambda conn: self._config_row(conn, name))  # type: ignore[attr-defined]
+            if existing is not None:
+                return existing
+        return self.transaction(work)  # type: ignore[attr-defined]
+
+    def list_channels(self) -> list[ChannelConfig]:
+        names = self.read(lambda conn: [r[0] for r in conn.execute(  # type: ignore[attr-defined]
+            "SELECT name FROM channels ORDER BY name")])
+        return [self.channel_config(name) for name in names]
+
+    def add_group(self, channel: str, group: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            self._config(conn, channel)
+            if conn.execute("INSERT OR IGNORE INTO channel_groups(channel, grp) VALUES (?, ?)",
+                            (channel, group)).rowcount:
+                self._append(conn, "channel.group", f"channel:{channel}", None, {"group": group})  # type: ignore[attr-defined]
+
+        self.transaction(work)  # type: ignore[attr-defined]
+
+    # -- send -------------------------------------------------------------------------------
+
+    def send_messages(
+        self, channel: str, items: list[tuple[bytes, str, str | None, float, float | None]]
+    ) -> list[tuple[int, bool]]:
+        durable = self.channel_config(channel).durable
+
+        def work(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
+            now = self.now()  # type: ignore[attr-defined]
+            config = self._config(conn, channel)
+            groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
+            row = conn.execute("SELECT last_id FROM message_seq WHERE channel = ?", (channel,)).fetchone()
+            last_id = row[0] if row else 0
+            results: list[tuple[int, bool]] = []
+            for payload, encoding, key, delay, deadline in items:
+                if key is not None:
+                    seen = conn.execute("SELECT message_id, expires_at FROM dedup WHERE channel = ? AND key = ?",
+                                        (channel, key)).fetchone()
+                    if seen is not None and seen[1] > now:
+                        results.append((seen[0], False))
+                        continue
+                last_id += 1
+                for group in groups or [""]:
+                    conn.execute(
+                        f"INSERT INTO messages({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,0,NULL,NULL)",
+                        (last_id, channel, group, key, payload, encoding, now, now + delay, deadline))
+                if key is not None:
+                    conn.execute("INSERT OR REPLACE INTO dedup(channel, key, message_id, expires_at) VALUES (?,?,?,?)",
+                                 (channel, key, last_id, now + config.dedup_ttl))
+                results.append((last_id, True))
+            conn.execute("INSERT OR REPLACE INTO message_seq(channel, last_id) VALUES (?, ?)", (channel, last_id))
+            sent = [mid for mid, new in results if new]
+            if sent:
+                self._append(conn, "message.send", f"channel:{channel}", None,  # type: ignore[attr-defined]
+                             {"ids": sent} if len(sent) > 1 else {"id": sent[0]}, now)
+            return results
+
+        return self.transaction(work, durable=durable)  # type: ignore[attr-defined]
+
+    # -- receive ----------------------------------------------------------------------------
+
+    def receive_messages(
+        self, channel: str, group: str, consumer: str, visibility_timeout: float, limit: int
+    ) -> list[MessageRecord]:
+        def work(conn: sqlite3.Connection) -> list[MessageRecord]:
+            now = self.now()  # type: ignore[attr-defined]
+            config = self._config(conn, channel)
+            received: list[MessageRecord] = []
+            while len(received) < limit:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM messages WHERE channel = ? AND grp = ? AND available_at <= ? "
+                    "ORDER BY available_at, id LIMIT ?", (channel, group, now, limit - len(received))).fetchall()
+                if not rows:
+                    break
+                for row in rows:
+                    message = _message(row)
+                    if message.attempts >= config.max_attempts:
+                        self._dead_letter(conn, message, now)
+                        continue
+                    receipt = os.urandom(8).hex()
+                    conn.execute(
+                        "UPDATE messages SET available_at = ?, receipt = ?, consumer = ?, attempts = attempts + 1 "
+                        "WHERE id = ? AND grp = ? AND channel = ?",
+                        (now + visibility_timeout, receipt, consumer, message.id, group, channel))
+                    received.append(MessageRecord(
+                        message.id, channel, group, message.key, message.payload, message.encoding,
+                        message.enqueued_at, now + visibility_timeout, message.deadline,
+                        message.attempts + 1, receipt, consumer))
+            if received:
+                self._touch_worker(conn, consumer, 0, now)
+                ids = [m.id for m in received]
+                self._append(conn, "message.receive", f"channel:{channel}", consumer,  # type: ignore[attr-defined]
+                             {"ids": ids, "group": group} if len(ids) > 1 else
+                             {"id": ids[0], "group": group, "attempt": received[0].attempts}, now)
+            return received
+
+        return self.transaction(work)  # type: ignore[attr-defined]
+
+    def _dead_letter(self, conn: sqlite3.Connection, message: MessageRecord, now: float) -> None:
+        dead = dead_letter_name(message.channel)
+        self._config(conn, dead)
+        row = conn.execute("SELECT last_id FROM message_seq WHERE channel = ?", (dead,)).fetchone()
+        dead_id = (row[0] if row else 0) + 1
+        conn.execute("INSERT OR REPLACE INTO message_seq(channel, last_id) VALUES (?, ?)", (dead, dead_id))
+        conn.execute(
+            f"INSERT INTO messages({_COLUMNS}) VALUES (?,?,'',?,?,?,?,?,?,0,NULL,NULL)",
+            (dead_id, dead, message.key, message.payload, message.encoding, message.enqueued_at, now,
+             message.deadline))
+        conn.execute("DELETE FROM messages WHERE id = ? AND grp = ? AND channel = ?",
+                     (message.id, message.group, message.channel))
+        self._append(conn, "message.dead", f"channel:{message.channel}", message.consumer,  # type: ignore[attr-defined]
+                     {"id": message.id, "group": message.group, "attempts": message.attempts,
+                      "dead_letter_id": dead_id}, now)
+
+    @staticmethod
+    def _touch_worker(conn: sqlite3.Connection, worker: str, work: int, now: float) -> None:
+        conn.execute(
+            "INSERT INTO workers(worker, started_at, last_seen, ended_at, work_done, info) "
+            "VALUES (?,?,?,NULL,?,'{}') ON CONFLICT(worker) DO UPDATE SET last_seen=excluded.last_seen, "
+            "work_done=work_done + excluded.work_done", (worker, now, now, work))
+
+    # -- acknowledge ------------------------------------------------------------------------
+
+    def ack_messages(
+        self, channel: str, acks: list[tuple[int, str, str]], effect_ttl: float | None = None,
+        effect_scope: str | None = None,
+    ) -> list[bool]:
+        config = self.channel_config(channel)
+
+        def work(conn: sqlite3.Connection) -> list[bool]:
+            now = self.now()  # type: ignore[attr-defined]
+            results: list[bool] = []
+            for message_id, group, receipt in acks:
+                match = (message_id, group, receipt, channel)
+                row = conn.execute("SELECT consumer, key FROM messages WHERE id = ? AND grp = ? AND receipt = ? "
+                                   "AND channel = ? AND acked_at IS NULL", match).fetchone()
+                if row is None:
+                    results.append(False)
+                    continue
+                if config.retention > 0:
+                    conn.execute("UPDATE messages SET acked_at = ?, available_at = ? WHERE id = ? AND grp = ? "
+                                 "AND receipt = ? AND channel = ?", (now, ACKED) + match)
+                else:
+                    conn.execute("DELETE FROM messages WHERE id = ? AND grp = ? AND receipt = ? AND channel = ?", match)
+                if effect_ttl is not None:
+                    conn.execute("INSERT OR REPLACE INTO effects(channel, effect_key, expires_at) VALUES (?,?,?)",
+                                 (effect_scope or channel, row[1] or f"id:{message_id}", now + effect_ttl))
+                self._touch_worker(conn, row[0], 1, now)
+                results.append(True)
+            done = [a[0] for a, ok in zip(acks, results) if ok]
+            if done:
+                self._append(conn, "message.ack", f"channel:{channel}", None,  # type: ignore[attr-defined]
+                             {"ids": done} if len(done) > 1 else {"id": done[0]}, now)
+            if config.retention > 0 and done:
+                conn.execute("DELETE FROM messages WHERE channel = ? AND available_at = ? AND acked_at < ?",
+                             (channel, ACKED, now - config.retention))
+            return results
+
+        return self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]
+
+    def nack_message(self, channel: str, message_id: int, group: str, receipt: str, delay: float) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            now = self.now()  # type: ignore[attr-defined]
+            changed = conn.execute(
+                "UPDATE messages SET available_at = ?, receipt = NULL WHERE id = ? AND grp = ? AND receipt = ? "
+                "AND channel = ? AND acked_at IS NULL", (now + delay, message_id, group, receipt, channel)).rowcount
+            if changed:
+                self._append(conn, "message.nack", f"channel:{channel}", None,  # type: ignore[attr-defined]
+                             {"id": message_id, "delay": delay}, now)
+            return bool(changed)
+
+        return self.transaction(work)  # type: ignore[attr-defined]
+
+    def extend_message(self, channel: str, message_id: int, group: str, receipt: str, seconds: float) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            now = self.now()  # type: ignore[attr-defined]
+            return bool(conn.execute(
+                "UPDATE messages SET available_at = ? WHERE id = ? AND grp = ? AND receipt = ? AND channel = ? "
+                "AND acked_at IS NULL AND available_at > ?",
+                (now + seconds, message_id, group, receipt, channel, now)).rowcount)
+
+        return self.transaction(work)  # type: ignore[attr-defined]
+
+    def effect_seen(self, scope: str, effect_key: str) -> bool:
+        row = self.read(lambda conn: conn.execute(  # type: ignore[attr-defined]
+            "SELECT expires_at FROM effects WHERE channel = ? AND effect_key = ?", (scope, effect_key)).fetchone())
+        return row is not None and row[0] > self.now()  # type: ignore[attr-defined]
+
+    # -- observation ------------------------------------------------------------------------
+
+    def channel_stats(self, channel: str) -> dict[str, Any]:
+        def work(conn: sqlite3.Connection) -> dict[str, Any]:
+            now = self.now()  # type: ignore[attr-defined]
+            groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
+            stats: dict[str, Any] = {"channel": channel, "groups": {}}
+            for group in groups or [""]:
+                ready, in_flight, oldest, overdue = conn.execute(
+                    "SELECT sum(available_at <= ?), sum(available_at > ? AND receipt IS NOT NULL AND acked_at IS NULL), "
+                    "min(CASE WHEN available_at <= ? THEN enqueued_at END), "
+                    "sum(deadline IS NOT NULL AND deadline < ? AND acked_at IS NULL) "
+                    "FROM messages WHERE channel = ? AND grp = ?", (now, now, now, now, channel, group)).fetchone()
+                stats["groups"][group] = {
+                    "ready": ready or 0, "in_flight": in_flight or 0, "overdue": overdue or 0,
+                    "oldest_ready_age": (now - oldest) if oldest is not None else None,
+                }
+            stats["depth"] = sum(g["ready"] + g["in_flight"] for g in stats["groups"].values())
+            stats["ready"] = sum(g["ready"] for g in stats["groups"].values())
+            stats["in_flight"] = sum(g["in_flight"] for g in stats["groups"].values())
+            ages = [g["oldest_ready_age"] for g in stats["groups"].values() if g["oldest_ready_age"] is not None]
+            stats["oldest_ready_age"] = max(ages) if ages else None
+            return stats
+
+        return self.read(work)  # type: ignore[attr-defined]
+
+    def overdue_messages(self, limit: int = 100) -> list[MessageRecord]:
+        """Unacknowledged messages whose deadline has passed (any channel)."""
+        now = self.now()  # type: ignore[attr-defined]
+        rows = self.read(lambda conn: conn.execute(  # type: ignore[attr-defined]
+            f"SELECT {_COLUMNS} FROM messages WHERE deadline IS NOT NULL AND deadline < ? AND acked_at IS NULL "
+            "ORDER BY deadline LIMIT ?", (now, limit)).fetchall())
+        return [_message(row) for row in rows]
+
+    def expired_deliveries(self, limit: int = 100) -> list[MessageRecord]:
+        """Messages that were delivered, not acknowledged, and whose visibility timeout ran out."""
+        now = self.now()  # type: ignore[attr-defined]
+        rows = self.read(lambda conn: conn.execute(  # type: ignore[attr-defined]
+            f"SELECT {_COLUMNS} FROM messages WHERE receipt IS NOT NULL AND acked_at IS NULL AND available_at <= ? "
+            "LIMIT ?", (now, limit)).fetchall())
+        return [_message(row) for row in rows]

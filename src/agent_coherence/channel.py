@@ -1,0 +1,253 @@
+"""Acknowledged channels: queue semantics instead of a mutable file used as a mailbox.
+
+Producers append; consumers receive a message under a visibility timeout and acknowledge it. A
+message that is not acknowledged in time becomes visible again (at-least-once delivery); after
+``max_attempts`` deliveries it moves to the dead-letter channel ``<name>.dead`` instead of being
+dropped. A ``key`` makes a send idempotent within the dedup window. Nothing is ever overwritten,
+so the clear-vs-write race of a ``next_task.md`` mailbox has nothing to race on.
+
+Durability, per channel: ``durable`` (default) fsyncs every send and ack, so an acknowledged
+send survives power loss; ``fast`` commits without fsync, which survives any process crash but
+may lose the most recent operations on power loss. Receives never fsync: losing one to power loss
+only causes a redelivery.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
+
+from .backends.base import ChannelConfig, MessageRecord
+from .errors import ChannelError, StaleReceipt
+from .models import Delivery
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
+
+Durability = Literal["durable", "fast"]
+DEFAULT_EFFECT_TTL = 24 * 3600.0
+
+
+def _encode(payload: Any) -> tuple[bytes, str]:
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload), "bytes"
+    try:
+        return json.dumps(payload, separators=(",", ":")).encode("utf-8"), "json"
+    except (TypeError, ValueError) as error:
+        raise ChannelError(f"payload is neither bytes nor JSON-serialisable: {error}",
+                           recover="send bytes, or a JSON-serialisable value") from error
+
+
+def _decode(record: MessageRecord) -> Any:
+    return json.loads(record.payload) if record.encoding == "json" else bytes(record.payload)
+
+
+class Channel:
+    """A named channel on a backend, optionally viewed as one consumer group.
+
+    Obtain with ``coord.channel(name)``; ``channel.group(name)`` gives a consumer group: every
+    group sees every message sent after it was created, and within a group each message goes to
+    one consumer. Once a channel has groups, messages go to the groups only.
+    """
+
+    def __init__(self, backend: "Backend", name: str, group: str = "", **settings: Any) -> None:
+        if not name or "\x00" in name:
+            raise ChannelError(f"invalid channel name {name!r}", recover="use a non-empty name")
+        self._backend = backend
+        self.name = name
+        self.group_name = group
+        if any(value is not None for value in settings.values()):
+            self.configure(**settings)
+
+    # -- configuration ----------------------------------------------------------------------
+
+    @property
+    def config(self) -> ChannelConfig:
+        return self._backend.channel_config(self.name)
+
+    def configure(
+        self, *, visibility_timeout: float | None = None, max_attempts: int | None = None,
+        dedup_ttl: float | None = None, durability: Durability | None = None, sla: float | None = None,
+        retention: float | None = None,
+    ) -> ChannelConfig:
+        """Change the channel's stored settings (shared by every process)."""
+        current = self.config
+        if durability not in (None, "durable", "fast"):
+            raise ChannelError(f"durability must be 'durable' or 'fast', not {durability!r}")
+        if max_attempts is not None and max_attempts < 1:
+            raise ChannelError("max_attempts must be at least 1")
+        updated = ChannelConfig(
+            self.name,
+            visibility_timeout if visibility_timeout is not None else current.visibility_timeout,
+            max_attempts if max_attempts is not None else current.max_attempts,
+            dedup_ttl if dedup_ttl is not None else current.dedup_ttl,
+            (durability == "durable") if durability is not None else current.durable,
+            sla if sla is not None else current.sla,
+            retention if retention is not None else current.retention,
+        )
+        return self._backend.channel_config(self.name, updated)
+
+    def group(self, name: str) -> "Channel":
+        """The consumer group ``name`` of this channel (created if new)."""
+        if not name:
+            raise ChannelError("a consumer group needs a name")
+        self._backend.add_group(self.name, name)
+        return Channel(self._backend, self.name, name)
+
+    def dead_letters(self) -> "Channel":
+        """The channel that holds messages which exhausted ``max_attempts``."""
+        return Channel(self._backend, f"{self.name}.dead")
+
+    # -- producing --------------------------------------------------------------------------
+
+    def send(self, payload: Any, key: str | None = None, delay: float = 0.0,
+             deadline: float | None = None) -> str:
+        """Append one message; returns its id. A ``key`` already sent within the dedup window is
+        not enqueued again (the original id is returned). ``delay`` hides it for that many
+        seconds; ``deadline`` (seconds from now) is when it must have been acknowledged, after
+        which liveness reports it overdue."""
+        return self.send_many([(payload, key)], delay=delay, deadline=deadline)[0]
+
+    def send_many(self, items: Iterable[Any], delay: float = 0.0, deadline: float | None = None) -> list[str]:
+        """Append many messages in one transaction (one fsync). Items are payloads or
+        ``(payload, key)`` pairs."""
+        now = self._backend.now()
+        rows = []
+        for item in items:
+            payload, key = item if isinstance(item, tuple) else (item, None)
+            data, encoding = _encode(payload)
+            rows.append((data, encoding, key, delay, now + deadline if deadline is not None else None))
+        if not rows:
+            return []
+        return [str(message_id) for message_id, _ in self._backend.send_messages(self.name, rows)]
+
+    # -- consuming --------------------------------------------------------------------------
+
+    def receive(self, consumer: str, visibility_timeout: float | None = None, wait: float = 0.0) -> Delivery | None:
+        """Lease the next visible message to ``consumer``, or None (after polling up to ``wait``
+        seconds). Acknowledge it with :meth:`ack` before ``visibility_timeout`` passes, or it is
+        delivered again."""
+        batch = self.receive_many(consumer, 1, visibility_timeout, wait)
+        return batch[0] if batch else None
+
+    def receive_many(self, consumer: str, max_messages: int = 10, visibility_timeout: float | None = None,
+                     wait: float = 0.0) -> list[Delivery]:
+        timeout = visibility_timeout if visibility_timeout is not None else self.config.visibility_timeout
+        deadline = time.monotonic() + wait
+        pause = 0.005
+        while True:
+            records = self._backend.receive_messages(self.name, self.group_name, consumer, timeout, max_messages)
+            if records or time.monotonic() >= deadline:
+                return [self._delivery(record) for record in records]
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.1)
+
+    def _delivery(self, record: MessageRecord) -> Delivery:
+        return Delivery(message_id=str(record.id), channel=self.name, payload=_decode(record),
+                        attempt=record.attempts, receipt=record.receipt or "", consumer=record.consumer or "",
+                        key=record.key, visible_at=record.available_at, group=self.group_name or None)
+
+    def _check_mine(self, delivery: Delivery) -> None:
+        if delivery.channel != self.name or (delivery.group or "") != self.group_name:
+            raise ChannelError(
+                f"delivery of {delivery.channel!r}/{delivery.group!r} handed to channel "
+                f"{self.name!r}/{self.group_name!r}", recover="ack on the channel (and group) it came from")
+
+    def _stale(self, delivery: Delivery, what: str) -> StaleReceipt:
+        return StaleReceipt(
+            f"cannot {what} message {delivery.message_id} on {self.name!r}: its receipt is stale "
+            "(the visibility timeout passed and it was redelivered, or it was already acknowledged)",
+            channel=self.name, message_id=delivery.message_id, receipt=delivery.receipt)
+
+    def ack(self, delivery: Delivery) -> None:
+        """Acknowledge: the message is done and will not be delivered again. Raises StaleReceipt."""
+        self.ack_many([delivery])
+
+    def ack_many(self, deliveries: Iterable[Delivery]) -> None:
+        """Acknowledge several deliveries in one transaction; raises StaleReceipt (after acking
+        the valid ones) if any receipt was stale."""
+        deliveries = list(deliveries)
+        for delivery in deliveries:
+            self._check_mine(delivery)
+        results = self._backend.ack_messages(
+            self.name, [(int(d.message_id), self.group_name, d.receipt) for d in deliveries])
+        stale = [d for d, ok in zip(deliveries, results) if not ok]
+        if stale:
+            raise self._stale(stale[0], "acknowledge")
+
+    def nack(self, delivery: Delivery, delay: float = 0.0) -> None:
+        """Give the message back: visible again after ``delay`` seconds. Raises StaleReceipt."""
+        self._check_mine(delivery)
+        if not self._backend.nack_message(self.name, int(delivery.message_id), self.group_name,
+                                          delivery.receipt, delay):
+            raise self._stale(delivery, "nack")
+
+    def extend(self, delivery: Delivery, seconds: float) -> None:
+        """Keep the message invisible for ``seconds`` more from now. Raises StaleReceipt if its
+        timeout already passed."""
+        self._check_mine(delivery)
+        if not self._backend.extend_message(self.name, int(delivery.message_id), self.group_name,
+                                            delivery.receipt, seconds):
+            raise self._stale(delivery, "extend")
+
+    # -- exactly-once effects ---------------------------------------------------------------
+
+    def effect_key(self, delivery: Delivery) -> str:
+        """The key that identifies a message's effect: its send key, else its id."""
+        return delivery.key or f"id:{delivery.message_id}"
+
+    @contextmanager
+    def process(
+        self, consumer: str, *, visibility_timeout: float | None = None, wait: float = 0.0,
+        seen: Callable[[str], bool] | None = None, effect_ttl: float = DEFAULT_EFFECT_TTL,
+    ) -> Iterator[Delivery | None]:
+        """Receive one message, run the block, acknowledge on success, nack on exception.
+
+        Messages whose effect was already recorded are acknowledged and skipped, so a redelivery
+        (after a crash, or a lost ack) does not repeat the work. By default the effect is recorded
+        in this backend, in the same transaction as the ack. That makes the *ack* and the record
+        atomic, not your block's side effects: if the block writes to another store, record the
+        effect key there in the same transaction as the effect, and pass ``seen=`` to look it up.
+        Yields None when no message is available.
+        """
+        scope = self._effect_scope()
+        check = seen or (lambda key: self._backend.effect_seen(scope, key))
+        while True:
+            delivery = self.receive(consumer, visibility_timeout, wait)
+            if delivery is None:
+                yield None
+                return
+            if not check(self.effect_key(delivery)):
+                break
+            try:
+                self.ack(delivery)
+            except StaleReceipt:
+                pass  # someone else holds it now; skipping is still right
+        try:
+            yield delivery
+        except BaseException:
+            try:
+                self.nack(delivery)
+            except StaleReceipt:
+                pass
+            raise
+        acked = self._backend.ack_messages(
+            self.name, [(int(delivery.message_id), self.group_name, delivery.receipt)],
+            effect_ttl=effect_ttl if seen is None else None, effect_scope=scope)
+        if not acked[0]:
+            raise self._stale(delivery, "acknowledge")
+
+    def _effect_scope(self) -> str:
+        return f"{self.name}/{self.group_name}" if self.group_name else self.name
+
+    # -- observation ------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """depth, ready, in_flight, oldest_ready_age (seconds) and per-group figures."""
+        return self._backend.channel_stats(self.name)
+
+    def __repr__(self) -> str:
+        group = f" group={self.group_name!r}" if self.group_name else ""
+        return f"<Channel {self.name!r}{group}>"

@@ -1,0 +1,596 @@
+"""The ``agent-coherence`` command: status, the journal, a filesystem doctor, and the Claude Code
+hook and installer.
+
+Start-up cost matters: ``agent-coherence hook`` runs on every Claude Code tool call, so it is
+dispatched before anything else is imported (not even argparse). Every other subcommand imports
+what it needs when it runs.
+
+Exit codes: 0 success; 1 a check failed (``doctor``, ``journal verify``); 2 a usage error or an
+error from the library (its message and recovery hint go to stderr, never a traceback).
+
+Read-only commands (``status``, ``journal``) open the state without recovering interrupted writes
+and do not create a state database where there is none.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False  # typing is not imported at run time: `agent-coherence hook` passes here
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+HOOK_MODULE = "agent_coherence.adapters.claude_code.hook"
+INSTALLER_MODULE = "agent_coherence.adapters.claude_code.installer"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["hook"]:
+        # The hot path: Claude Code pays for this on every tool call. Nothing else is imported.
+        from agent_coherence.adapters.claude_code.hook import main as hook_main
+
+        return hook_main()
+
+    options = _build_parser().parse_args(args)
+    if not hasattr(options, "run"):
+        _build_parser().print_help(sys.stderr)
+        return 2
+    from .errors import CoherenceError
+
+    try:
+        return options.run(options)
+    except CoherenceError as error:
+        print(f"agent-coherence: {type(error).__name__}: {error.message}", file=sys.stderr)
+        print(f"  recover: {error.recover}", file=sys.stderr)
+        return 2
+    except UsageError as error:
+        print(f"agent-coherence: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error. Keep Python from complaining
+        # again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its arguments (exit 2)."""
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+
+def _build_parser() -> Any:
+    import argparse
+
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="agent-coherence",
+        description="Inspect and check the coordination state of a workspace.",
+    )
+    parser.add_argument("--version", action="version", version=f"agent-coherence {__version__}")
+    # --root/--url are accepted before or after the subcommand; after it they win.
+    parser.add_argument("--root", default=".", help="workspace root (default: .)")
+    parser.add_argument("--url", default=None, help="backend URL (default: SQLite under the root)")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--root", default=argparse.SUPPRESS, help="workspace root (default: .)")
+    backend = argparse.ArgumentParser(add_help=False)
+    backend.add_argument("--url", default=argparse.SUPPRESS,
+                         help="backend URL: sqlite:///FILE or postgresql://... (default: SQLite under the root)")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    status = sub.add_parser("status", parents=[where, backend],
+                            help="live leases, recent versions, pending writes, conflicts and failures")
+    status.add_argument("--limit", type=int, default=10, help="rows per section (default: 10)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(run=cmd_status)
+
+    journal = sub.add_parser("journal", help="verify or show the hash-chained journal")
+    journal_sub = journal.add_subparsers(title="journal commands", metavar="ACTION")
+    verify = journal_sub.add_parser("verify", parents=[where, backend], help="check the whole hash chain")
+    verify.set_defaults(run=cmd_journal_verify)
+    show = journal_sub.add_parser("show", parents=[where, backend], help="print entries, newest last")
+    show.add_argument("key", nargs="?", help="only entries about this artifact key")
+    show.add_argument("--limit", type=int, default=50, help="the newest N entries (default: 50)")
+    show.add_argument("--json", action="store_true", help="one JSON object per line")
+    show.set_defaults(run=cmd_journal_show)
+
+    doctor = sub.add_parser("doctor", parents=[where],
+                            help="check that the root's filesystem gives the guarantees the layer needs")
+    doctor.add_argument("--strict", action="store_true", help="treat warnings as failures")
+    doctor.set_defaults(run=cmd_doctor)
+
+    for name, run, text in (("install", cmd_install, "install the hooks"),
+                            ("uninstall", cmd_uninstall, "remove the hooks")):
+        command = sub.add_parser(name, parents=[where], help=f"{text} of an agent framework")
+        command.add_argument("target", choices=["claude-code"], help="the framework")
+        scope = command.add_mutually_exclusive_group()
+        scope.add_argument("--project", dest="scope", action="store_const", const="project",
+                           help=".claude/settings.json in the root (default, shared with the team)")
+        scope.add_argument("--local", dest="scope", action="store_const", const="local",
+                           help=".claude/settings.local.json in the root (this checkout only)")
+        scope.add_argument("--user", dest="scope", action="store_const", const="user",
+                           help="~/.claude/settings.json (every project of this user)")
+        if name == "install":
+            command.add_argument("--plugin", metavar="DIR",
+                                 help="write a Claude Code plugin layout into DIR instead of settings")
+            command.add_argument("--command", default=None,
+                                 help="the hook command to configure (default: chosen by the installer)")
+        command.set_defaults(run=run, scope="project")
+
+    watch = sub.add_parser("watch", parents=[where, backend], help="report liveness anomalies as they appear")
+    watch.add_argument("--interval", type=float, default=2.0, help="seconds between checks (default: 2)")
+    watch.add_argument("--once", action="store_true", help="check once; exit 1 if anything was found")
+    watch.set_defaults(run=cmd_watch)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(run=cmd_version)
+    return parser
+
+
+# -- opening the state ------------------------------------------------------------------------
+
+
+def _root(options: Any) -> str:
+    root = os.path.realpath(options.root)
+    if not os.path.isdir(root):
+        raise UsageError(f"--root {options.root}: no such directory")
+    return root
+
+
+def _open_existing(options: Any) -> Any:
+    """The Coordinator for ``--root``/``--url`` without recovery, or None if the root has no
+    state database yet (a read-only command must not create one)."""
+    root = _root(options)
+    if options.url is None:
+        from .backends import default_database
+
+        if not os.path.exists(default_database(root)):
+            return None
+    from .coordinator import Coordinator
+
+    return Coordinator.open(root, options.url, recover=False)
+
+
+def _no_state(options: Any) -> str:
+    return f"no agent-coherence state under {_root(options)} yet (nothing has been coordinated here)"
+
+
+# -- status -----------------------------------------------------------------------------------
+
+PROBLEM_KINDS = ("conflict.lease", "conflict.version", "write.failed")
+PROBLEM_SCAN = 1000  # how far back status looks for recent conflicts and failures
+
+
+def cmd_status(options: Any) -> int:
+    coord = _open_existing(options)
+    if coord is None:
+        if options.json:
+            _print_json({"root": _root(options), "state": None})
+        else:
+            print(_no_state(options))
+        return 0
+    try:
+        report = _status_report(coord, options.limit)
+    finally:
+        coord.close()
+    if options.json:
+        _print_json(report)
+    else:
+        _print_status(report)
+    return 0
+
+
+def _status_report(coord: Any, limit: int) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from . import recovery
+
+    backend = coord.backend
+    now = backend.now()
+    leases = [dict(asdict(r), expires_in=r.expires_at - now) for r in backend.list_leases()]
+    intents = [
+        dict(asdict(i), writer_dead=recovery.writer_is_dead(backend, i)) for i in backend.list_intents()
+    ]
+    total = backend.journal_count()
+    recent = list(backend.journal_entries(after=max(0, total - PROBLEM_SCAN)))
+    problems = [asdict(e) for e in recent if e.kind in PROBLEM_KINDS][-limit:]
+    return {
+        "root": coord.root,
+        "backend": backend.name,
+        "database": getattr(backend, "path", None),
+        "now": now,
+        "leases": leases[:limit],
+        "lease_count": len(leases),
+        "versions": [asdict(v) for v in backend.list_versions(limit)],
+        "intents": intents,
+        "problems": problems,
+        "problem_counts": {kind: backend.journal_count(kind=kind) for kind in PROBLEM_KINDS},
+        "journal": {"entries": total, "head": recent[-1].hash if recent else None},
+    }
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    now = report["now"]
+    where = report["database"] or report["backend"]
+    print(f"agent-coherence status of {report['root']} ({report['backend']}: {where})")
+
+    leases = report["leases"]
+    _section(f"Live leases ({report['lease_count']})", ["KEY", "HOLDER", "FENCE", "EXPIRES IN"], [
+        [r["key"], r["holder"], r["fence"], f"{r['expires_in']:.1f}s"] for r in leases
+    ])
+    _section(f"Recent versions ({len(report['versions'])} most recently written)",
+             ["KEY", "VERSION", "WRITER", "FENCE", "SIZE", "SHA256", "UPDATED"], [
+        [v["key"], v["version"], v["writer"], v["fence"], v["size"],
+         (v["sha256"] or "(deleted)")[:12], _ago(now - v["updated_at"])] for v in report["versions"]
+    ])
+    _section(f"Pending writes ({len(report['intents'])})",
+             ["KEY", "HOLDER", "VERSION", "WRITER", "AGE", "STATE"], [
+        [i["key"], i["holder"], f"{i['base_version']}->{i['new_version']}", f"pid {i['pid']}@{i['host']}",
+         _ago(now - i["created_at"]),
+         "writer dead: resolved at next open or write" if i["writer_dead"] else "in flight"]
+        for i in report["intents"]
+    ])
+    counts = report["problem_counts"]
+    totals = ", ".join(f"{counts[k]} {k}" for k in PROBLEM_KINDS)
+    _section(f"Recent conflicts and failures (all time: {totals})",
+             ["SEQ", "TIME", "KIND", "KEY", "HOLDER", "DETAIL"], [
+        [e["seq"], _when(e["ts"]), e["kind"], e["key"] or "-", e["holder"] or "-", _compact(e["data"])]
+        for e in report["problems"]
+    ])
+    journal = report["journal"]
+    print(f"\nJournal: {journal['entries']} entries, head {journal['head'] or '(empty)'}")
+    print("  (check the chain with: agent-coherence journal verify)")
+
+
+def _section(title: str, headers: list[str], rows: list[list[Any]]) -> None:
+    print(f"\n{title}")
+    if not rows:
+        print("  none")
+        return
+    cells = [headers] + [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+# -- journal ----------------------------------------------------------------------------------
+
+
+def cmd_journal_verify(options: Any) -> int:
+    from .errors import JournalCorrupt
+    from .journal import GENESIS, verify_entries
+
+    coord = _open_existing(options)
+    if coord is None:
+        print(f"journal OK: 0 entries, head {GENESIS} (no state database under {_root(options)} yet)")
+        return 0
+    last: list[Any] = []
+
+    def remembering(entries: Any) -> Any:
+        for entry in entries:
+            last[:] = [entry]
+            yield entry
+
+    try:
+        count = verify_entries(remembering(coord.backend.journal_entries()))
+    except JournalCorrupt as corrupt:
+        print(f"journal CORRUPT: {corrupt.message}", file=sys.stderr)
+        print(f"  recover: {corrupt.recover}", file=sys.stderr)
+        return 1
+    finally:
+        coord.close()
+    print(f"journal OK: {count} entries, head {last[0].hash if last else GENESIS}")
+    return 0
+
+
+def cmd_journal_show(options: Any) -> int:
+    from collections import deque
+    from dataclasses import asdict
+
+    if options.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    coord = _open_existing(options)
+    if coord is None:
+        print(_no_state(options), file=sys.stderr)
+        return 0
+    try:
+        backend = coord.backend
+        if options.key is None:
+            total = backend.journal_count()
+            entries: Any = backend.journal_entries(after=max(0, total - options.limit))
+        else:
+            entries = deque(backend.journal_entries(key=coord.key(options.key)), maxlen=options.limit)
+        for entry in entries:
+            if options.json:
+                _print_json(asdict(entry), indent=None)
+            else:
+                print(_entry_line(entry))
+    finally:
+        coord.close()
+    return 0
+
+
+def _entry_line(entry: Any) -> str:
+    return (f"{entry.seq:>6}  {_when(entry.ts)}  {entry.kind:<16}  {entry.key or '-':<20}  "
+            f"{entry.holder or '-':<12}  {_compact(entry.data)}").rstrip()
+
+
+def _compact(data: dict[str, Any]) -> str:
+    import json
+
+    parts = []
+    for name, value in data.items():
+        if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+            text = value[:12]  # a sha256: the prefix identifies it
+        elif isinstance(value, str) and value and not any(c.isspace() or c in "\"'=" for c in value):
+            text = value
+        else:
+            text = json.dumps(value, default=str)
+        if len(text) > 160:
+            text = text[:159] + "…"
+        parts.append(f"{name}={text}")
+    return " ".join(parts)
+
+
+# -- doctor -----------------------------------------------------------------------------------
+
+NETWORK_FILESYSTEMS = {
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "coda", "ceph", "glusterfs", "lustre",
+    "gpfs", "beegfs", "ocfs2", "gfs2", "davfs", "sshfs", "fuse.sshfs", "fuse.glusterfs",
+    "fuse.ceph", "fuse.cephfs", "fuse.s3fs", "fuse.rclone", "fuse.gcsfuse", "fuse.juicefs",
+    "fuse.mfs", "fuse.lizardfs",
+}
+HOST_SHARED_FILESYSTEMS = {"9p", "virtiofs", "vboxsf", "vmhgfs", "fuse.vmhgfs-fuse", "drvfs", "prl_fs"}
+LOCAL_FILESYSTEMS = {"ext4", "ext3", "xfs", "btrfs", "zfs", "f2fs", "jfs", "bcachefs", "reiserfs", "apfs"}
+
+Check = tuple[str, str, str]  # (PASS|WARN|FAIL, what, detail)
+
+
+def cmd_doctor(options: Any) -> int:
+    import shutil
+    import tempfile
+
+    root = _root(options)
+    checks: list[Check] = []
+    try:
+        workdir = tempfile.mkdtemp(prefix=".agent-coherence-doctor-", dir=root)
+    except OSError as error:
+        checks.append(("FAIL", "create a temp directory in the root", str(error)))
+    else:
+        try:
+            checks += [_probe(name, probe, workdir) for name, probe in PROBES]
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    checks.append(_filesystem_check(root))
+    for status, name, detail in checks:
+        print(f"{status:<4}  {name}: {detail}")
+    failed = sum(status == "FAIL" for status, _, _ in checks)
+    warned = sum(status == "WARN" for status, _, _ in checks)
+    if failed or warned:
+        print(f"doctor: {failed} failed, {warned} warning(s) for {root}")
+    else:
+        print(f"doctor: all {len(checks)} checks passed for {root}")
+    return 1 if failed or (options.strict and warned) else 0
+
+
+def _probe(name: str, probe: Callable[[str], str], workdir: str) -> Check:
+    try:
+        return ("PASS", name, probe(workdir))
+    except Exception as error:  # any failure of a probe is a finding to report, not a crash
+        return ("FAIL", name, f"{type(error).__name__}: {error}")
+
+
+def _write_file(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _probe_fsync_file(workdir: str) -> str:
+    _write_file(os.path.join(workdir, "fsync-probe"), b"probe")
+    return "os.fsync on a new file succeeded"
+
+
+def _probe_fsync_dir(workdir: str) -> str:
+    fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return "os.fsync on a directory succeeded (a rename can be made durable)"
+
+
+def _probe_rename(workdir: str) -> str:
+    target, temp = os.path.join(workdir, "rename-target"), os.path.join(workdir, "rename-temp")
+    _write_file(target, b"old")
+    _write_file(temp, b"new")
+    os.rename(temp, target)
+    with open(target, "rb") as handle:
+        data = handle.read()
+    if data != b"new" or os.path.exists(temp):
+        raise RuntimeError(f"after rename the target holds {data!r} and the temp file "
+                           f"{'still exists' if os.path.exists(temp) else 'is gone'}")
+    return "rename over an existing file replaced it"
+
+
+def _probe_exclusive_create(workdir: str) -> str:
+    path = os.path.join(workdir, "excl-probe")
+    _write_file(path, b"first")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        return "O_CREAT|O_EXCL refused an existing file"
+    os.close(fd)
+    raise RuntimeError("O_CREAT|O_EXCL opened an existing file: exclusive create is not honoured")
+
+
+def _probe_sqlite_wal(workdir: str) -> str:
+    import sqlite3
+
+    conn = sqlite3.connect(os.path.join(workdir, "probe.db"), isolation_level=None)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise RuntimeError(f"SQLite refused WAL mode (journal_mode={mode})")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE probe (x)")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO probe VALUES (1)")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return f"WAL mode and a FULL-sync commit work (SQLite {sqlite3.sqlite_version})"
+
+
+PROBES: list[tuple[str, Callable[[str], str]]] = [
+    ("fsync file", _probe_fsync_file),
+    ("fsync directory", _probe_fsync_dir),
+    ("atomic rename", _probe_rename),
+    ("exclusive create", _probe_exclusive_create),
+    ("sqlite wal", _probe_sqlite_wal),
+]
+
+
+def mount_of(path: str, mounts_file: str = "/proc/mounts") -> tuple[str, str, str] | None:
+    """(device, mount point, filesystem type) of the mount holding ``path``: the longest mount
+    point that contains it (the last one listed wins when mounts are stacked)."""
+    try:
+        with open(mounts_file, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    best: tuple[str, str, str] | None = None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        device, point, fstype = (_unescape_mount(f) for f in fields[:3])
+        inside = point == "/" or path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best[1])):
+            best = (device, point, fstype)
+    return best
+
+
+def _unescape_mount(field: str) -> str:
+    # /proc/mounts writes space, tab, newline and backslash as octal escapes (\040 ...).
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _filesystem_check(root: str) -> Check:
+    mount = mount_of(root)
+    if mount is None:
+        return ("WARN", "filesystem", "cannot read /proc/mounts: the filesystem type is unknown")
+    device, point, fstype = mount
+    where = f"{fstype} ({device} on {point})"
+    if fstype in NETWORK_FILESYSTEMS:
+        return ("WARN", "filesystem", (
+            f"{where} is a network filesystem: UNSUPPORTED. SQLite locking, fsync and rename are not "
+            "reliable across hosts there; put the workspace on a local disk, or keep it here and "
+            "coordinate through the PostgreSQL backend (--url postgresql://...) with care"))
+    if fstype in HOST_SHARED_FILESYSTEMS:
+        return ("WARN", "filesystem", (
+            f"{where} is a folder shared from a host or VM: fsync and file locking depend on the host; "
+            "keep the workspace on a local disk inside the machine"))
+    if fstype.startswith("fuse"):
+        return ("WARN", "filesystem", (
+            f"{where} is a FUSE filesystem: fsync, rename and locking are only as good as its "
+            "implementation; prefer a local disk"))
+    if fstype == "overlay":
+        return ("WARN", "filesystem", (
+            f"{where} is a container's writable layer: fsync and rename work, but the files and the "
+            "state database vanish with the container; mount a volume for work that must outlive it"))
+    if fstype in ("tmpfs", "ramfs"):
+        return ("WARN", "filesystem", (
+            f"{where} lives in memory: writes are confirmed, but nothing survives a reboot "
+            "(fine for tests and scratch work)"))
+    if fstype in LOCAL_FILESYSTEMS:
+        return ("PASS", "filesystem", f"{where} is a local filesystem")
+    return ("WARN", "filesystem", f"{where}: not a filesystem this package is tested on")
+
+
+# -- adapters and the rest --------------------------------------------------------------------
+
+
+def cmd_install(options: Any) -> int:
+    from agent_coherence.adapters.claude_code import installer
+
+    root = _root(options)
+    if options.plugin:
+        for path in installer.write_plugin(options.plugin, command=options.command):
+            print(f"wrote {path}")
+        print(f"Claude Code plugin written to {options.plugin}")
+        return 0
+    path = installer.install_settings(root, scope=options.scope, command=options.command)
+    print(f"agent-coherence hooks installed for Claude Code ({options.scope} scope) in {path}")
+    return 0
+
+
+def cmd_uninstall(options: Any) -> int:
+    from agent_coherence.adapters.claude_code import installer
+
+    path = installer.uninstall_settings(_root(options), scope=options.scope)
+    print(f"agent-coherence hooks removed from {path} ({options.scope} scope); other settings kept")
+    return 0
+
+
+def cmd_watch(options: Any) -> int:
+    if options.interval <= 0:
+        raise UsageError("--interval must be positive")
+    try:
+        from .liveness import watch_main
+    except ImportError as error:
+        raise UsageError(f"watch is not available in this build ({error})") from None
+    from .coordinator import Coordinator
+
+    with Coordinator.open(_root(options), options.url) as coord:
+        if options.once:
+            return int(watch_main(coord, options.interval, once=True) or 0)
+        return int(watch_main(coord, options.interval) or 0)
+
+
+def cmd_version(options: Any) -> int:
+    import platform
+    import sqlite3
+
+    from . import __version__
+
+    print(f"agent-coherence {__version__} (Python {platform.python_version()}, SQLite {sqlite3.sqlite_version})")
+    return 0
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 0:
+        return "in the future (clock moved back?)"
+    if seconds < 120:
+        return f"{seconds:.1f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _when(ts: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+
+
+def _print_json(value: Any, indent: int | None = 2) -> None:
+    import json
+
+    print(json.dumps(value, indent=indent, default=str, sort_keys=indent is not None))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

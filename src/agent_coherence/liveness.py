@@ -1,0 +1,217 @@
+"""Liveness checks aimed at the work, not at the workers.
+
+An exit code of 0 says a process ended; it does not say the work happened. These checks read the
+shared state instead and report, as :class:`~agent_coherence.models.Anomaly`:
+
+- ``zero_work``: a worker session that started (and possibly already ended) and did no work while
+  a watched channel had messages ready or a task was assigned to it;
+- ``overdue_delivery``: a message not acknowledged by its deadline;
+- ``stale_channel``: a channel whose oldest ready message is older than its SLA;
+- ``lease_expired_in_flight``: a write whose lease expired before it committed, or a delivery whose
+  visibility timeout ran out while its consumer was still alive;
+- ``overdue_assignment``: an assigned task past its deadline;
+- ``missed_heartbeat``: a worker that promised heartbeats and stopped sending them.
+
+Each new anomaly goes to the journal (``anomaly.<kind>``), to the ``agent_coherence.liveness``
+logger, and to an optional callback. Work is counted from acknowledged messages, from
+:meth:`Liveness.record_work`, and from writes recorded by the adapters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from .models import Anomaly
+
+if TYPE_CHECKING:
+    from .backends.base import Backend, WorkerRecord
+    from .coordinator import Coordinator
+
+logger = logging.getLogger("agent_coherence.liveness")
+
+
+class Liveness:
+    """Heartbeats, assignments and anomaly checks over one backend."""
+
+    def __init__(
+        self, backend: "Backend", *, zero_work_grace: float = 5.0, ended_window: float = 3600.0,
+        on_anomaly: Callable[[Anomaly], None] | None = None,
+    ) -> None:
+        self._backend = backend
+        self.zero_work_grace = zero_work_grace
+        self.ended_window = ended_window
+        self.on_anomaly = on_anomaly
+        self._reported: set[tuple[str, str]] = set()
+
+    # -- what workers tell us ---------------------------------------------------------------
+
+    def start(self, worker: str, *, channels: Iterable[str] = (), heartbeat_every: float | None = None,
+              **info: Any) -> None:
+        """A worker session begins (its work count starts at zero). ``channels`` are the ones it
+        consumes: messages ready there while it does nothing make it a zero-work anomaly."""
+        details = dict(info, channels=list(channels))
+        if heartbeat_every is not None:
+            details["heartbeat_every"] = heartbeat_every
+        self._backend.worker_start(worker, details)
+
+    def heartbeat(self, worker: str, work: int = 0) -> None:
+        self._backend.worker_beat(worker, work)
+
+    def record_work(self, worker: str, amount: int = 1) -> None:
+        """Count work done by ``worker`` (acks of channel messages are counted automatically)."""
+        self._backend.worker_beat(worker, amount)
+
+    def end(self, worker: str) -> None:
+        self._backend.worker_end(worker)
+
+    def assign(self, task_id: str, worker: str, deadline: float | None = None, **info: Any) -> None:
+        """Assign ``task_id`` to ``worker``; ``deadline`` is seconds from now."""
+        due = self._backend.now() + deadline if deadline is not None else None
+        self._backend.assign(task_id, worker, due, info)
+
+    def complete(self, task_id: str) -> bool:
+        return self._backend.complete_assignment(task_id)
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def anomalies(self, report: bool = True) -> list[Anomaly]:
+        """Every anomaly visible now. With ``report``, new ones (not yet reported by this object)
+        are journaled, logged and passed to ``on_anomaly``."""
+        now = self._backend.now()
+        found = [
+            *self._zero_work(now),
+            *self._overdue_deliveries(now),
+            *self._stale_channels(now),
+            *self._expired_in_flight(now),
+            *self._overdue_assignments(now),
+            *self._missed_heartbeats(now),
+        ]
+        if report:
+            for anomaly in found:
+                self._report(anomaly)
+        return found
+
+    def _report(self, anomaly: Anomaly) -> None:
+        marker = (anomaly.kind, anomaly.subject)
+        if marker in self._reported:
+            return
+        self._reported.add(marker)
+        self._backend.journal_append(f"anomaly.{anomaly.kind}", None, anomaly.subject,
+                                     {"detail": anomaly.detail, **anomaly.facts})
+        logger.warning("%s: %s", anomaly.kind, anomaly.detail)
+        if self.on_anomaly is not None:
+            self.on_anomaly(anomaly)
+
+    def _zero_work(self, now: float) -> list[Anomaly]:
+        found = []
+        ready_by_channel: dict[str, int] = {}
+        for worker in self._backend.list_workers(include_ended=True):
+            if worker.work_done or now - worker.started_at < self.zero_work_grace:
+                continue
+            if worker.ended_at is not None and now - worker.ended_at > self.ended_window:
+                continue
+            pending = self._pending_work(worker, ready_by_channel)
+            if not pending:
+                continue
+            state = "ended" if worker.ended_at is not None else "has been running"
+            found.append(Anomaly(
+                kind="zero_work", subject=worker.worker, since=worker.started_at,
+                detail=f"worker {worker.worker!r} {state} {now - worker.started_at:.1f}s and did no work "
+                       f"while {', '.join(pending)}",
+                facts={"pending": pending, "ended": worker.ended_at is not None},
+            ))
+        return found
+
+    def _pending_work(self, worker: "WorkerRecord", ready_by_channel: dict[str, int]) -> list[str]:
+        pending = [f"task {a.task_id!r} was assigned to it"
+                   for a in self._backend.list_assignments(worker=worker.worker)]
+        for name in worker.info.get("channels", []):
+            if name not in ready_by_channel:
+                ready_by_channel[name] = self._backend.channel_stats(name)["ready"]
+            if ready_by_channel[name]:
+                pending.append(f"{ready_by_channel[name]} message(s) were ready in channel {name!r}")
+        return pending
+
+    def _overdue_deliveries(self, now: float) -> list[Anomaly]:
+        return [
+            Anomaly(kind="overdue_delivery", subject=f"{m.channel}#{m.id}", since=m.deadline or now,
+                    detail=f"message {m.id} on {m.channel!r} is {now - (m.deadline or now):.1f}s past its "
+                           f"deadline after {m.attempts} delivery attempt(s)"
+                           + (f"; last delivered to {m.consumer!r}" if m.consumer else ""),
+                    facts={"channel": m.channel, "message_id": m.id, "attempts": m.attempts})
+            for m in self._backend.overdue_messages()
+        ]
+
+    def _stale_channels(self, now: float) -> list[Anomaly]:
+        found = []
+        for config in self._backend.list_channels():
+            if config.sla is None:
+                continue
+            age = self._backend.channel_stats(config.name)["oldest_ready_age"]
+            if age is not None and age > config.sla:
+                found.append(Anomaly(
+                    kind="stale_channel", subject=config.name, since=now - age,
+                    detail=f"oldest ready message on {config.name!r} is {age:.1f}s old (SLA {config.sla:.1f}s): "
+                           "nobody is consuming it", facts={"age": age, "sla": config.sla}))
+        return found
+
+    def _expired_in_flight(self, now: float) -> list[Anomaly]:
+        found = []
+        for intent in self._backend.list_intents():
+            if intent.auto_lease:
+                continue
+            lease = self._backend.get_lease(intent.key)
+            if lease is None or (lease.holder, lease.fence) != (intent.holder, intent.fence):
+                found.append(Anomaly(
+                    kind="lease_expired_in_flight", subject=intent.key, since=intent.created_at,
+                    detail=f"{intent.holder!r} lost its lease on {intent.key!r} while its write was in flight",
+                    facts={"holder": intent.holder, "fence": intent.fence}))
+        alive = {w.worker for w in self._backend.list_workers() if now - w.last_seen < 60}
+        for message in self._backend.expired_deliveries():
+            if message.consumer in alive:
+                found.append(Anomaly(
+                    kind="lease_expired_in_flight", subject=f"{message.channel}#{message.id}",
+                    since=message.available_at,
+                    detail=f"visibility timeout of message {message.id} on {message.channel!r} ran out while "
+                           f"{message.consumer!r} was still alive: it will be delivered again",
+                    facts={"consumer": message.consumer, "attempts": message.attempts}))
+        return found
+
+    def _overdue_assignments(self, now: float) -> list[Anomaly]:
+        return [
+            Anomaly(kind="overdue_assignment", subject=a.task_id, since=a.deadline or now,
+                    detail=f"task {a.task_id!r} assigned to {a.worker!r} is {now - (a.deadline or now):.1f}s overdue",
+                    facts={"worker": a.worker})
+            for a in self._backend.list_assignments()
+            if a.deadline is not None and a.deadline < now
+        ]
+
+    def _missed_heartbeats(self, now: float) -> list[Anomaly]:
+        found = []
+        for worker in self._backend.list_workers():
+            every = worker.info.get("heartbeat_every")
+            if every and now - worker.last_seen > 3 * every:
+                found.append(Anomaly(
+                    kind="missed_heartbeat", subject=worker.worker, since=worker.last_seen,
+                    detail=f"worker {worker.worker!r} promised a heartbeat every {every}s; "
+                           f"last seen {now - worker.last_seen:.1f}s ago", facts={"every": every}))
+        return found
+
+
+def watch_main(coord: "Coordinator", interval: float = 2.0, once: bool = False) -> int:
+    """``agent-coherence watch``: print anomalies as they appear, until interrupted."""
+    seen: set[tuple[str, str]] = set()
+    try:
+        while True:
+            for anomaly in coord.liveness.anomalies():
+                if (anomaly.kind, anomaly.subject) not in seen:
+                    seen.add((anomaly.kind, anomaly.subject))
+                    stamp = time.strftime("%H:%M:%S")
+                    print(f"{stamp}  {anomaly.kind:<24} {anomaly.detail}", flush=True)
+            if once:
+                return 1 if seen else 0
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0

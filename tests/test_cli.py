@@ -1,0 +1,229 @@
+"""The ``agent-coherence`` command, run as a real subprocess, and the lost-update example."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from agent_coherence import Coordinator, LeaseHeld
+from agent_coherence import cli
+from agent_coherence.backends import default_database
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "lost_update.py"
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent_coherence.cli", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=60,
+    )
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A root with some history: two writers, a live lease, a refused writer, a failed CAS."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    with Coordinator.open(root) as coord:
+        coord.write("plans/plan.md", b"v1", holder="planner")
+        coord.write("plans/plan.md", b"v2", holder="planner")
+        coord.write("notes.txt", b"note", holder="coder")
+        coord.acquire("plans/plan.md", "planner", ttl=300)
+        with pytest.raises(LeaseHeld):
+            coord.write("plans/plan.md", b"mine", holder="reviewer")
+        with pytest.raises(Exception):
+            coord.write("notes.txt", b"stale", holder="coder", expect_version=7)
+    return root
+
+
+def test_status_lists_leases_versions_and_conflicts(workspace: Path) -> None:
+    result = run_cli("status", "--root", str(workspace))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    lease_section = out.split("Live leases (1)")[1].split("Recent versions")[0]
+    assert "plans/plan.md" in lease_section and "planner" in lease_section
+    versions = out.split("Recent versions")[1].split("Pending writes")[0]
+    plan_row = next(line for line in versions.splitlines() if "plans/plan.md" in line).split()
+    notes_row = next(line for line in versions.splitlines() if "notes.txt" in line).split()
+    assert plan_row[1:3] == ["2", "planner"]
+    assert notes_row[1:3] == ["1", "coder"]
+    problems = out.split("Recent conflicts and failures")[1]
+    assert "conflict.lease" in problems and "held_by=planner" in problems
+    assert "conflict.version" in problems and "expected=7" in problems
+
+
+def test_status_json_is_machine_readable(workspace: Path) -> None:
+    result = run_cli("--root", str(workspace), "status", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [(lease["key"], lease["holder"]) for lease in report["leases"]] == [("plans/plan.md", "planner")]
+    assert 0 < report["leases"][0]["expires_in"] <= 300
+    assert {v["key"]: v["version"] for v in report["versions"]} == {"plans/plan.md": 2, "notes.txt": 1}
+    assert report["intents"] == []
+    assert report["problem_counts"] == {"conflict.lease": 1, "conflict.version": 1, "write.failed": 0}
+    with Coordinator.open(workspace) as coord:
+        assert report["journal"] == {"entries": coord.journal.count(), "head": coord.journal.head()}
+
+
+def test_read_only_commands_create_no_state(tmp_path: Path) -> None:
+    for args in (["status"], ["journal", "verify"], ["journal", "show"]):
+        result = run_cli(*args, "--root", str(tmp_path))
+        assert result.returncode == 0, result.stderr
+    assert "journal OK: 0 entries" in run_cli("journal", "verify", cwd=tmp_path).stdout
+    assert not os.path.exists(default_database(str(tmp_path)))
+
+
+def test_journal_verify_ok_then_corrupt_after_tampering(workspace: Path) -> None:
+    with Coordinator.open(workspace) as coord:
+        count, head = coord.journal.count(), coord.journal.head()
+    result = run_cli("journal", "verify", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"journal OK: {count} entries, head {head}"
+
+    with sqlite3.connect(default_database(str(workspace))) as db:  # rewrite history by hand
+        db.execute("""UPDATE journal SET data = '{"fence":1,"sha256":null,"size":0,"version":1}' WHERE seq = 1""")
+    db.close()
+    result = run_cli("journal", "verify", "--root", str(workspace))
+    assert result.returncode == 1
+    assert "journal CORRUPT" in result.stderr and "entry 1" in result.stderr and "altered" in result.stderr
+    assert "recover:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_journal_show_one_key(workspace: Path) -> None:
+    result = run_cli("journal", "show", "notes.txt", "--root", str(workspace))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[3] for line in lines] == ["write", "conflict.version"]
+    assert all(line.split()[4] == "notes.txt" and line.split()[5] == "coder" for line in lines)
+    assert "version=1" in lines[0] and "expected=7" in lines[1]
+
+    newest = run_cli("journal", "show", "plans/plan.md", "--limit", "1", "--json", "--root", str(workspace))
+    (entry,) = [json.loads(line) for line in newest.stdout.splitlines()]
+    assert (entry["kind"], entry["holder"], entry["data"]["held_by"]) == ("conflict.lease", "reviewer", "planner")
+
+
+def test_library_error_exits_2_with_hint_and_no_traceback(workspace: Path) -> None:
+    result = run_cli("journal", "show", "../outside.txt", "--root", str(workspace))
+    assert result.returncode == 2
+    assert "PathOutsideRoot" in result.stderr and "recover:" in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = run_cli("status", "--root", str(workspace / "missing"))
+    assert missing.returncode == 2 and "no such directory" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_doctor_passes_here_and_cleans_up(tmp_path: Path) -> None:
+    result = run_cli("doctor", "--root", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    for check in ("fsync file", "fsync directory", "atomic rename", "exclusive create", "sqlite wal"):
+        assert any(line.startswith("PASS") and f"{check}:" in line for line in lines), result.stdout
+    assert any("filesystem:" in line for line in lines)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_doctor_warns_on_network_filesystems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(cli, "mount_of", lambda path: ("server:/export", "/", "nfs4"))
+    assert cli.main(["doctor", "--root", str(tmp_path)]) == 0
+    assert "WARN  filesystem: nfs4" in capsys.readouterr().out
+    assert cli.main(["doctor", "--root", str(tmp_path), "--strict"]) == 1
+    assert "UNSUPPORTED" in capsys.readouterr().out
+
+
+def test_mount_of_picks_the_longest_matching_mount_point(tmp_path: Path) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "/dev/vda / ext4 rw 0 0\n"
+        "server:/x /work nfs4 rw 0 0\n"
+        "tmpfs /work/my\\040dir tmpfs rw 0 0\n"
+        "/dev/vdb /workspace xfs rw 0 0\n"
+        "overlay /work overlay rw 0 0\n"
+    )
+    assert cli.mount_of("/work/sub", str(mounts)) == ("overlay", "/work", "overlay")  # stacked: last wins
+    assert cli.mount_of("/work/my dir/a", str(mounts))[2] == "tmpfs"
+    assert cli.mount_of("/workspace/a", str(mounts))[2] == "xfs"
+    assert cli.mount_of("/home", str(mounts))[2] == "ext4"
+    assert cli.mount_of("/", str(tmp_path / "absent")) is None
+
+
+def test_hook_is_dispatched_before_any_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    fake = types.ModuleType(cli.HOOK_MODULE)
+    fake.main = lambda stdin=None: calls.append("hook") or 7  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, cli.HOOK_MODULE, fake)
+
+    def no_parser() -> None:
+        raise AssertionError("the hook path built the argument parser")
+
+    monkeypatch.setattr(cli, "_build_parser", no_parser)
+    assert cli.main(["hook"]) == 7
+    assert calls == ["hook"]
+
+
+def test_importing_the_cli_loads_nothing_heavy() -> None:
+    probe = ("import sys, agent_coherence.cli; "
+             "print([m for m in ('argparse', 'typing', 'pydantic', 'tenacity', 'sqlite3') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_install_and_uninstall_dispatch_to_the_installer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple] = []
+    fake = types.ModuleType(cli.INSTALLER_MODULE)
+    fake.install_settings = lambda project_dir=None, *, scope="project", command=None, home=None: (  # type: ignore[attr-defined]
+        calls.append(("install", project_dir, scope, command)) or "/x/settings.json")
+    fake.uninstall_settings = lambda project_dir=None, *, scope="project", home=None: (  # type: ignore[attr-defined]
+        calls.append(("uninstall", project_dir, scope)) or "/x/settings.json")
+    fake.write_plugin = lambda directory, *, command=None: (  # type: ignore[attr-defined]
+        calls.append(("plugin", directory, command)) or ["a", "b"])
+    monkeypatch.setitem(sys.modules, cli.INSTALLER_MODULE, fake)
+    package = importlib.import_module("agent_coherence.adapters.claude_code")
+    monkeypatch.setattr(package, "installer", fake, raising=False)
+    root = str(tmp_path.resolve())
+
+    assert cli.main(["install", "claude-code", "--root", root]) == 0
+    assert cli.main(["install", "claude-code", "--local", "--command", "ac hook", "--root", root]) == 0
+    assert cli.main(["install", "claude-code", "--plugin", str(tmp_path / "plug")]) == 0
+    assert cli.main(["uninstall", "claude-code", "--user", "--root", root]) == 0
+    assert calls == [
+        ("install", root, "project", None),
+        ("install", root, "local", "ac hook"),
+        ("plugin", str(tmp_path / "plug"), None),
+        ("uninstall", root, "user"),
+    ]
+    with pytest.raises(SystemExit):
+        cli.main(["install", "claude-code", "--local", "--user"])
+
+
+def test_version() -> None:
+    result = run_cli("version")
+    assert result.returncode == 0 and result.stdout.startswith("agent-coherence 0.")
+
+
+def test_lost_update_example_loses_naively_and_never_through_the_coordinator(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("lost_update_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    counts = example.run(str(tmp_path), processes=4, increments=50, quiet=True)
+
+    assert counts["expected"] == 200
+    assert counts["naive_lost"] > 0, "the naive baseline must show the loss"
+    assert counts["naive_actual"] == 200 - counts["naive_lost"]
+    assert counts["coordinated_actual"] == 200 and counts["coordinated_lost"] == 0
+    assert counts["final_version"] == counts["expected_version"] == 201
+    assert counts["refused"] > 0, "the processes really raced"
+    assert len(counts["receipts"]) == 4 and all(r["durable"] for r in counts["receipts"])
+    with Coordinator.open(tmp_path) as coord:
+        assert coord.journal.count(kind="write", key="counter.txt") == 201
+        assert coord.journal.verify() == counts["journal_entries"]
