@@ -27,9 +27,13 @@ def zombie(root: str, conn, stop_inside_write: bool) -> None:
             lease = coord.acquire(KEY, "A", ttl=TTL)
             conn.send(("leased", lease.fence, lease.expires_at))
             if stop_inside_write:
+                stopped = []
+
                 def stop_here(step: str) -> None:
-                    conn.send(("stopping", step))
-                    os.kill(os.getpid(), signal.SIGSTOP)
+                    if not stopped:  # once: the undo of the failed write renames too
+                        stopped.append(step)
+                        conn.send(("stopping", step))
+                        os.kill(os.getpid(), signal.SIGSTOP)
 
                 with faults.inject("rename", stop_here):
                     outcome = write(coord, lease)

@@ -242,6 +242,21 @@ class Channel:
     def _effect_scope(self) -> str:
         return f"{self.name}/{self.group_name}" if self.group_name else self.name
 
+    # -- file consumers ---------------------------------------------------------------------
+
+    def materialize(self, delivery: Delivery, path: str, *, root: str | None = None, force: bool = False) -> str:
+        """Write ``delivery`` as one file (e.g. ``next_task.md``) for a consumer that can only read
+        files: atomically, with the message id in a header line, and refusing (``SlotOccupied``)
+        to overwrite a file that still holds an unconsumed message. Acknowledge the delivery once
+        the file's consumer has done the work (see :func:`agent_coherence.spool.consume_materialized`)."""
+        from .spool import materialize
+
+        self._check_mine(delivery)
+        payload = delivery.payload
+        data = bytes(payload) if isinstance(payload, (bytes, bytearray)) else (
+            payload.encode("utf-8") if isinstance(payload, str) else json.dumps(payload, indent=2).encode("utf-8"))
+        return materialize(data, path, message_id=f"{self.name}-{delivery.message_id}", root=root, force=force)
+
     # -- observation ------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:

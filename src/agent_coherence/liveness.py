@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .coordinator import Coordinator
 
 logger = logging.getLogger("agent_coherence.liveness")
+logger.addHandler(logging.NullHandler())
 
 
 class Liveness:
@@ -115,11 +116,13 @@ class Liveness:
             pending = self._pending_work(worker, ready_by_channel)
             if not pending:
                 continue
-            state = "ended" if worker.ended_at is not None else "has been running"
+            if worker.ended_at is not None:
+                state = f"ran {worker.ended_at - worker.started_at:.1f}s, ended,"
+            else:
+                state = f"has been running {now - worker.started_at:.1f}s"
             found.append(Anomaly(
                 kind="zero_work", subject=worker.worker, since=worker.started_at,
-                detail=f"worker {worker.worker!r} {state} {now - worker.started_at:.1f}s and did no work "
-                       f"while {', '.join(pending)}",
+                detail=f"worker {worker.worker!r} {state} and did no work while {', '.join(pending)}",
                 facts={"pending": pending, "ended": worker.ended_at is not None},
             ))
         return found

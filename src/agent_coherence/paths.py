@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 
 from .errors import PathOutsideRoot
 
@@ -25,12 +24,33 @@ PATH_MAX = 4096
 _NAMESPACED = re.compile(r"^[a-z][a-z0-9_.-]*:[^/\\]")
 
 
-@dataclass(frozen=True, slots=True)
 class ArtifactPath:
-    """A validated file key and the absolute path it names."""
+    """A validated file key and the absolute path it names (immutable; a plain class rather than a
+    dataclass because this module is on the Claude Code hook path, which must start fast)."""
 
-    key: str
-    path: str
+    __slots__ = ("key", "path")
+    __match_args__ = ("key", "path")
+
+    def __init__(self, key: str, path: str) -> None:
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "path", path)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ArtifactPath is immutable: cannot assign {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is ArtifactPath:
+            return (self.key, self.path) == (other.key, other.path)  # type: ignore[attr-defined]
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.path))
+
+    def __repr__(self) -> str:
+        return f"ArtifactPath(key={self.key!r}, path={self.path!r})"
+
+    def __reduce__(self) -> tuple:
+        return (ArtifactPath, (self.key, self.path))
 
 
 def is_namespaced(key: str) -> bool:

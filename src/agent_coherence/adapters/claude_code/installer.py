@@ -1,0 +1,428 @@
+"""Write (and remove) the Claude Code hook configuration for agent-coherence.
+
+Two ways to install:
+
+* :func:`install_settings` merges our hook handlers into a settings file: the project's
+  ``.claude/settings.json`` (committed), ``.claude/settings.local.json`` (personal), or the user's
+  ``~/.claude/settings.json``. :func:`uninstall_settings` takes them out again.
+* :func:`write_plugin` writes a plugin layout (``.claude-plugin/plugin.json`` and
+  ``hooks/hooks.json``) for ``claude --plugin-dir`` or a marketplace.
+
+Merging rules:
+
+* Nothing else in the file changes. Unrelated keys and other people's hooks keep their content
+  and their order. The file is rewritten with ``indent=2`` and a trailing newline, so formatting
+  (not content) may change the first time.
+* Installing twice changes nothing. The second run produces the same bytes and does not write.
+* Writes are atomic: a temporary file in the same directory, ``fsync``, ``os.replace``, then an
+  ``fsync`` of the directory. A symlinked settings file is updated through the link.
+* Malformed settings (invalid JSON, duplicate keys, a top-level value or a ``hooks`` value that
+  is not an object, an event entry that is not a list) raise :class:`SettingsError`. The file is
+  left as it was.
+* Our handlers always live in matcher groups of their own. Uninstall deletes those groups. It
+  deletes an event list, or the whole ``hooks`` object, only when removing our handlers left it
+  empty. Known limit: if such a container was already empty before install (``"Stop": []``), it
+  goes away as well.
+
+How we recognise our own handlers (see :func:`is_our_handler`): a handler is ours if its
+``statusMessage`` is ``"agent-coherence"`` (the installer always sets this tag), or if it runs the
+``agent-coherence`` executable (any directory) with the single argument ``hook``, in exec form
+(``command`` plus ``args: ["hook"]``) or shell form (``"... agent-coherence hook"``). Either signal
+is enough, and that is deliberate:
+
+* The command check still finds handlers whose tag a user edited, and handlers written by an
+  install that used a different path (a moved venv, a different Python).
+* The tag still finds handlers installed with a custom ``command`` wrapper.
+* Both signals name this tool and nothing else. The only handlers besides ours that match are
+  ones that run ``agent-coherence hook`` anyway, i.e. the same hook added by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Literal
+
+from agent_coherence.errors import CoherenceError
+
+__all__ = [
+    "HOOK_COMMAND", "HOOK_ARGS", "TOOL_MATCHER", "HOOK_TAG", "SettingsError", "default_command",
+    "hook_entries", "install_settings", "uninstall_settings", "write_plugin", "settings_path",
+    "is_our_handler",
+]
+
+HOOK_COMMAND = "agent-coherence"  # the executable; it is called with HOOK_ARGS
+HOOK_ARGS = ("hook",)
+HOOK_TAG = "agent-coherence"  # statusMessage on every handler we install
+TOOL_MATCHER = "Write|Edit|MultiEdit|NotebookEdit|Bash|Read"  # exact-match alternatives
+PLUGIN_NAME = "agent-coherence"
+DESCRIPTION = ("agent-coherence: per-file leases and version checks so parallel Claude Code sessions "
+               "and subagents don't overwrite each other's edits")
+DEFAULT_TIMEOUT = 10
+SESSION_END_TIMEOUT = 5
+
+Scope = Literal["project", "local", "user"]
+Form = Literal["exec", "shell"]
+
+
+class SettingsError(CoherenceError, ValueError):
+    """A settings file can't be merged safely (malformed JSON, unexpected shape, unreadable).
+
+    Facts: ``path`` (the settings file) and ``reason``. Nothing was written.
+    """
+
+    recover = "fix or remove the file by hand, then run the installer again; nothing was changed"
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot update {path}: {reason}", path=path, reason=reason)
+
+
+# -- what we install -------------------------------------------------------------------------
+
+
+def default_command() -> str:
+    """The absolute path of the ``agent-coherence`` script next to ``sys.executable`` if it exists.
+
+    If it doesn't, returns plain ``"agent-coherence"``, found on ``PATH`` at run time. The absolute
+    path lets the hooks work without the virtualenv activated. ``sys.executable`` is deliberately
+    not resolved: a venv's ``python`` is a symlink to the base interpreter, and the script lives
+    next to the link.
+    """
+    exe = sys.executable
+    if exe:
+        bindir = os.path.dirname(os.path.abspath(exe))
+        for name in (HOOK_COMMAND, HOOK_COMMAND + ".exe"):
+            candidate = os.path.join(bindir, name)
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                return candidate
+    return HOOK_COMMAND
+
+
+def _handler(command: str, timeout: int, form: Form) -> dict:
+    if form == "shell":
+        import shlex
+
+        return {"type": "command", "command": f"{shlex.quote(command)} {' '.join(HOOK_ARGS)}",
+                "timeout": timeout, "statusMessage": HOOK_TAG}
+    return {"type": "command", "command": command, "args": list(HOOK_ARGS), "timeout": timeout,
+            "statusMessage": HOOK_TAG}
+
+
+def hook_entries(command: str | None = None, *, form: Form = "exec") -> dict:
+    """The ``"hooks"`` mapping we add: event name -> list of one matcher group holding our handler.
+
+    Tool events match ``TOOL_MATCHER``. ``Read`` is there so the hook learns which version of a file
+    a session saw. Session and stop events have no matcher (they match everything). Timeouts are
+    10 s, except ``SessionEnd``: 5 s, which also raises its 1.5 s default budget.
+
+    ``form="exec"`` (the default) writes ``command`` plus ``args: ["hook"]``: no shell, so paths with
+    spaces or quotes are safe. Claude Code supports that form since v2.1.139. ``form="shell"``
+    writes one shell-quoted command string, for older versions.
+    """
+    if form not in ("exec", "shell"):
+        raise ValueError(f"form must be 'exec' or 'shell', not {form!r}")
+    cmd = command or default_command()
+    entries: dict = {}
+    for event in ("PreToolUse", "PostToolUse", "PostToolUseFailure"):
+        entries[event] = [{"matcher": TOOL_MATCHER, "hooks": [_handler(cmd, DEFAULT_TIMEOUT, form)]}]
+    for event in ("SessionStart", "Stop", "SubagentStop"):
+        entries[event] = [{"hooks": [_handler(cmd, DEFAULT_TIMEOUT, form)]}]
+    entries["SessionEnd"] = [{"hooks": [_handler(cmd, SESSION_END_TIMEOUT, form)]}]
+    return entries
+
+
+def is_our_handler(handler: object) -> bool:
+    """True if ``handler`` (one entry of a matcher group's ``"hooks"`` list) was installed by us."""
+    if not isinstance(handler, dict):
+        return False
+    if handler.get("statusMessage") == HOOK_TAG:
+        return True
+    command = handler.get("command")
+    if not isinstance(command, str):
+        return False
+    args = handler.get("args")
+    if args is not None:
+        return isinstance(args, list) and tuple(args) == HOOK_ARGS and _is_our_executable(command)
+    try:
+        import shlex
+
+        words = shlex.split(command)
+    except ValueError:
+        return False
+    return len(words) == 1 + len(HOOK_ARGS) and tuple(words[1:]) == HOOK_ARGS and _is_our_executable(words[0])
+
+
+def _is_our_executable(command: str) -> bool:
+    name = command.replace("\\", "/").rsplit("/", 1)[-1]
+    return name in (HOOK_COMMAND, HOOK_COMMAND + ".exe")
+
+
+# -- settings files ----------------------------------------------------------------------------
+
+
+def settings_path(project_dir: str | None = None, *, scope: Scope = "project", home: str | None = None) -> str:
+    """Where the settings file for ``scope`` lives."""
+    if scope == "user":
+        base = home if home is not None else os.path.expanduser("~")
+        return os.path.join(os.path.abspath(base), ".claude", "settings.json")
+    if scope not in ("project", "local"):
+        raise ValueError(f"scope must be 'project', 'local' or 'user', not {scope!r}")
+    base = os.path.abspath(project_dir if project_dir is not None else os.getcwd())
+    name = "settings.json" if scope == "project" else "settings.local.json"
+    return os.path.join(base, ".claude", name)
+
+
+def install_settings(project_dir: str | None = None, *, scope: Scope = "project", command: str | None = None,
+                     home: str | None = None, form: Form = "exec") -> str:
+    """Merge our hooks into the settings file for ``scope``. Returns the settings path.
+
+    Idempotent: handlers we installed earlier are replaced where they are (their matcher groups keep
+    their positions), missing ones are appended, and when nothing changes nothing is written.
+    """
+    path = settings_path(project_dir, scope=scope, home=home)
+    entries = hook_entries(command, form=form)
+    original, data = _load(path)
+    hooks = data.get("hooks")
+    if hooks is None:
+        hooks = data["hooks"] = {}
+    elif not isinstance(hooks, dict):
+        raise SettingsError(path, f'"hooks" is a {_json_type(hooks)}, expected an object')
+    for event, value in hooks.items():
+        if event in entries and not isinstance(value, list):
+            raise SettingsError(path, f'"hooks.{event}" is a {_json_type(value)}, expected a list')
+    for event, groups in entries.items():
+        current = hooks.setdefault(event, [])
+        _place_group(current, groups[0])
+    for event, groups in list(hooks.items()):  # ours left on events we no longer use (older versions)
+        if event not in entries and isinstance(groups, list) and _remove_ours(groups):
+            if not groups:
+                del hooks[event]
+    _store(path, data, original)
+    return path
+
+
+def uninstall_settings(project_dir: str | None = None, *, scope: Scope = "project", home: str | None = None) -> str:
+    """Remove exactly the handlers :func:`install_settings` added. Returns the settings path.
+
+    Matcher groups, event lists and the ``hooks`` object are dropped only when removing our
+    handlers left them empty. A missing settings file is left missing.
+    """
+    path = settings_path(project_dir, scope=scope, home=home)
+    if not os.path.lexists(path):
+        return path
+    original, data = _load(path)
+    hooks = data.get("hooks")
+    if isinstance(hooks, dict):
+        removed_any = False
+        for event, groups in list(hooks.items()):
+            if isinstance(groups, list) and _remove_ours(groups):
+                removed_any = True
+                if not groups:
+                    del hooks[event]
+        if removed_any and not hooks:
+            del data["hooks"]
+    _store(path, data, original)
+    return path
+
+
+def _place_group(groups: list, desired: dict) -> None:
+    """Make ``desired`` our only group in ``groups``, keeping the position of an existing one."""
+    slot = None
+    for index, group in enumerate(groups):
+        handlers = _handlers_of(group)
+        if handlers and all(is_our_handler(h) for h in handlers):
+            slot = index
+            break
+    if slot is not None:
+        groups[slot] = desired
+        rest = groups[slot + 1:]
+        del groups[slot + 1:]
+        head = groups[:slot]
+        _remove_ours(head)
+        _remove_ours(rest)
+        groups[:slot + 1] = head + [desired]
+        groups.extend(rest)
+    else:
+        _remove_ours(groups)
+        groups.append(desired)
+
+
+def _handlers_of(group: object) -> list | None:
+    if isinstance(group, dict) and isinstance(group.get("hooks"), list):
+        return group["hooks"]
+    return None
+
+
+def _remove_ours(groups: list) -> bool:
+    """Remove our handlers from a list of matcher groups, in place; drop groups left empty."""
+    removed = False
+    kept = []
+    for group in groups:
+        handlers = _handlers_of(group)
+        if handlers is not None and any(is_our_handler(h) for h in handlers):
+            removed = True
+            others = [h for h in handlers if not is_our_handler(h)]
+            if not others:
+                continue
+            group["hooks"] = others
+        kept.append(group)
+    groups[:] = kept
+    return removed
+
+
+# -- reading and writing JSON ------------------------------------------------------------------
+
+
+def _no_duplicates(pairs: list) -> dict:
+    result: dict = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+def _load(path: str) -> tuple[bytes | None, dict]:
+    """(original bytes or None when missing, parsed settings). Empty files count as ``{}``."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None, {}
+    except IsADirectoryError:
+        raise SettingsError(path, "it is a directory") from None
+    except OSError as exc:
+        raise SettingsError(path, f"cannot read it ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(path, f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not text.strip():
+        return raw, {}
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(path, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except _DuplicateKey as exc:
+        raise SettingsError(path, f"duplicate key {exc.args[0]!r}; Claude Code would keep only one") from None
+    except RecursionError:
+        raise SettingsError(path, "JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise SettingsError(path, f"the top level is a {_json_type(data)}, expected an object")
+    return raw, data
+
+
+def _dump(data: object) -> bytes:
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _store(path: str, data: object, original: bytes | None) -> bool:
+    """Write ``data`` to ``path`` unless the bytes would be the same. Returns True if written."""
+    payload = _dump(data)
+    if original is not None and payload == original:
+        return False
+    _atomic_write(path, payload)
+    return True
+
+
+def _atomic_write(path: str, payload: bytes) -> None:
+    target = os.path.realpath(path)  # update a symlinked settings file through the link
+    directory = os.path.dirname(target)
+    os.makedirs(directory, exist_ok=True)
+    try:
+        mode = os.stat(target).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o644
+    tmp = os.path.join(directory, f".{os.path.basename(target)}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        dfd = os.open(directory, flags)
+    except OSError:
+        return  # not supported here (e.g. Windows)
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+# -- plugin layout -------------------------------------------------------------------------------
+
+
+def write_plugin(directory: str, *, command: str | None = None, form: Form = "exec") -> list[str]:
+    """Write a Claude Code plugin layout into ``directory``. Returns the paths it wrote.
+
+    * ``.claude-plugin/plugin.json``: ``{"name", "version", "description"}``.
+    * ``hooks/hooks.json``: ``{"description", "hooks": hook_entries(...)}``.
+
+    The manifest deliberately has no ``"hooks": "./hooks/hooks.json"`` entry. Claude Code loads
+    ``hooks/hooks.json`` automatically, and declaring that same file in the manifest makes it load
+    twice. Current versions reject it with "Duplicate hooks file detected ... manifest.hooks should
+    only reference additional hook files"; older ones ran every hook twice
+    (anthropics/claude-code#10871).
+
+    The hook command defaults to :func:`default_command`, an absolute path on this machine. Pass
+    ``command="agent-coherence"`` for a plugin you distribute, so each user's ``PATH`` decides.
+    """
+    try:
+        from agent_coherence import __version__ as version
+    except Exception:
+        version = "0.1.0"
+    root = os.path.abspath(directory)
+    manifest = {"name": PLUGIN_NAME, "version": version or "0.1.0", "description": DESCRIPTION}
+    hooks_file = {"description": DESCRIPTION, "hooks": hook_entries(command, form=form)}
+    written = []
+    for rel, content in ((os.path.join(".claude-plugin", "plugin.json"), manifest),
+                         (os.path.join("hooks", "hooks.json"), hooks_file)):
+        path = os.path.join(root, rel)
+        try:
+            with open(path, "rb") as f:
+                original: bytes | None = f.read()
+        except FileNotFoundError:
+            original = None
+        _store(path, content, original)
+        written.append(path)
+    return written
