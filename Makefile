@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	# Byte-compile now: the Claude Code hook starts a fresh interpreter on every tool call, and
+	# some environments set PYTHONDONTWRITEBYTECODE, which would recompile the package every time.
+	$(PY) -m compileall -q src
 	touch $(STAMP)
 
 demo: $(STAMP)

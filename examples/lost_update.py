@@ -116,10 +116,10 @@ def _race(root: str, mode: str, processes: int, increments: int) -> tuple[list[d
 def run(root: str, processes: int = 4, increments: int = 50, *, quiet: bool = False) -> dict[str, Any]:
     """Run both races in ``root`` and return the counts.
 
-    Keys: ``expected``, ``naive_actual``, ``naive_lost``, ``naive_empty_reads``, ``coordinated_actual``,
-    ``coordinated_lost``, ``final_version`` and ``expected_version`` (of the coordinated counter),
-    ``refused`` (stale writes the layer refused and retried), ``receipts``, ``journal_entries``,
-    ``journal_head``, ``naive_seconds``, ``coordinated_seconds``.
+    Keys: ``expected``; ``naive`` and ``coordinated`` (the final counts); ``naive_lost``,
+    ``coordinated_lost``, ``naive_empty_reads``; ``final_version`` and ``expected_version`` (of the
+    coordinated counter); ``refused`` (stale writes the layer refused and retried); ``receipts``;
+    ``journal_entries``, ``journal_head``; ``naive_seconds``, ``coordinated_seconds``.
     """
     from agent_coherence import Coordinator
 
@@ -170,10 +170,10 @@ def run(root: str, processes: int = 4, increments: int = 50, *, quiet: bool = Fa
 
     return {
         "expected": expected,
-        "naive_actual": naive_actual,
+        "naive": naive_actual,
         "naive_lost": expected - naive_actual,
         "naive_empty_reads": empty_reads,
-        "coordinated_actual": coordinated_actual,
+        "coordinated": coordinated_actual,
         "coordinated_lost": expected - coordinated_actual,
         "final_version": final.version,
         "expected_version": start.version + expected,

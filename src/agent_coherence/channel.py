@@ -260,7 +260,8 @@ class Channel:
     # -- observation ------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """depth, ready, in_flight, oldest_ready_age (seconds) and per-group figures."""
+        """depth (= ready + in_flight + delayed), ready, in_flight, delayed, oldest_ready_age
+        (seconds) and per-group figures."""
         return self._backend.channel_stats(self.name)
 
     def __repr__(self) -> str:

@@ -34,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return hook_main()
 
-    options = _build_parser().parse_args(args)
+    parser = _build_parser()
+    options = parser.parse_args(args)
     if not hasattr(options, "run"):
-        _build_parser().print_help(sys.stderr)
-        return 2
+        return _usage(parser)
     from .errors import CoherenceError
 
     try:
@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
 
 class UsageError(Exception):
     """A mistake in the command line or its arguments (exit 2)."""
+
+
+def _usage(parser: Any) -> int:
+    # Exit 1, not 2: a Claude Code too old for the hook's exec form runs the bare command, and
+    # exit 2 from a PreToolUse hook would block every tool call. 1 is a non-blocking error.
+    parser.print_help(sys.stderr)
+    return 1
 
 
 # -- the parser -------------------------------------------------------------------------------
@@ -92,6 +99,7 @@ def _build_parser() -> Any:
     status.set_defaults(run=cmd_status)
 
     journal = sub.add_parser("journal", help="verify or show the hash-chained journal")
+    journal.set_defaults(run=lambda options: _usage(journal))
     journal_sub = journal.add_subparsers(title="journal commands", metavar="ACTION")
     verify = journal_sub.add_parser("verify", parents=[where, backend], help="check the whole hash chain")
     verify.set_defaults(run=cmd_journal_verify)

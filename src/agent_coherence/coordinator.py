@@ -310,7 +310,11 @@ class Coordinator:
                         expires_at=intent.created_at, pid=intent.pid,
                     )
                 continue
-            old = read_bytes(target.path)
+            try:
+                old = read_bytes(target.path)
+            except OSError as error:  # unreadable (EACCES, EIO): give the intent back, then raise
+                self.backend.abort_write(intent, "read", str(error))
+                raise self._durability_error(target, "read", error) from error
             old_sha = sha256_hex(old) if old is not None else None
             if intent.base_version == 0 or old_sha == intent.base_sha256:
                 return intent, old
@@ -329,7 +333,8 @@ class Coordinator:
             if payload is None:
                 self.backend.check_fence(intent.key, intent.holder, intent.fence)
                 renamed = remove_quietly(target.path)
-                fsync_dir(os.path.dirname(target.path))
+                if renamed:  # nothing removed, nothing to make durable (the parent may not exist)
+                    fsync_dir(os.path.dirname(target.path))
             else:
                 ensure_parent(target.path)
                 write_temp(intent.temp_path, payload, file_mode(target.path))
@@ -337,8 +342,11 @@ class Coordinator:
                     self.backend.check_fence(intent.key, intent.holder, intent.fence)
                 renamed = True
                 rename_into_place(intent.temp_path, target.path)
-            faults.check("read_back")
-            back = read_bytes(target.path)
+            try:
+                faults.check("read_back")
+                back = read_bytes(target.path)
+            except OSError as error:
+                raise StepFailed("read_back", error) from error
             back_sha = sha256_hex(back) if back is not None else None
             if back_sha != intent.new_sha256:
                 raise StepFailed("read_back", OSError(0, f"read back {back_sha}, wrote {intent.new_sha256}"))
@@ -355,7 +363,10 @@ class Coordinator:
     def _undo(self, target: ArtifactPath, intent: IntentRecord, old: "bytes | None | object",
               step: str, detail: str) -> None:
         """Put the old bytes back (if they had been replaced), then resolve the intent."""
-        remove_quietly(intent.temp_path)
+        try:
+            remove_quietly(intent.temp_path)
+        except OSError:
+            pass  # a stray temp file is harmless; an unresolved intent would block the key
         if old is not _UNCHANGED:
             try:
                 if old is None:

@@ -22,6 +22,7 @@ from typing import Iterator, Literal
 from . import faults
 
 TEMP_MARKER = ".ac-tmp"
+NAME_MAX = 255
 
 
 def sha256_hex(data: bytes) -> str:
@@ -29,9 +30,15 @@ def sha256_hex(data: bytes) -> str:
 
 
 def temp_path_for(path: str) -> str:
-    """A fresh temp name beside ``path``; the pid in it tells recovery whose it was."""
+    """A fresh temp name beside ``path``; the pid in it tells recovery whose it was.
+
+    The target's name is shortened as needed so the temp name fits the 255-byte name limit.
+    """
     directory, name = os.path.split(path)
-    return os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_MARKER}")
+    suffix = f".{os.getpid()}.{secrets.token_hex(4)}{TEMP_MARKER}"
+    room = NAME_MAX - 1 - len(suffix)
+    stem = os.fsencode(name)[:room].decode("utf-8", "ignore")  # never split a character
+    return os.path.join(directory, f".{stem}{suffix}")
 
 
 def is_temp_name(name: str) -> bool:
@@ -122,11 +129,11 @@ def file_mode(path: str) -> int:
 
 
 def read_bytes(path: str) -> bytes | None:
-    """The file's bytes, or None if it does not exist."""
+    """The file's bytes, or None if it does not exist (also when a parent is not a directory)."""
     try:
         with open(path, "rb") as handle:
             return handle.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
@@ -139,7 +146,7 @@ def remove_quietly(path: str) -> bool:
     try:
         os.unlink(path)
         return True
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
 
 

@@ -12,10 +12,10 @@ the end is only detectable against such an anchor.
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from .errors import JournalCorrupt
+from .hashing import sha256_hex
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def chain_hash(
 ) -> str:
     """The hash of one entry, chained to the previous one."""
     material = "\x1f".join((prev_hash, str(seq), repr(ts), kind, key or "", holder or "", data_json))
-    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
+    return sha256_hex(material.encode("utf-8", "surrogatepass"))
 
 
 def verify_entries(entries: Iterator["JournalRecord"]) -> int:

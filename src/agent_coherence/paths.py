@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+from functools import lru_cache
 
 from .errors import PathOutsideRoot
 
@@ -86,23 +88,50 @@ def check_plain_key(key: object, root: str) -> str:
     return key
 
 
+def _resolve(real_root: str, lexical: str) -> str:
+    """``os.path.realpath(lexical)``, cheaply when no component below the root is a symlink.
+
+    Walking the components under the root with ``lstat`` costs one system call each; only if one
+    of them is a symlink (or the path is not lexically under the root) is the full realpath run.
+    """
+    if not lexical.startswith(real_root + os.sep):
+        return os.path.realpath(lexical)
+    current = real_root
+    for part in lexical[len(real_root) + 1:].split(os.sep):
+        current = os.path.join(current, part)
+        try:
+            mode = os.lstat(current).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return lexical  # nothing below a missing component can be a symlink
+        if stat.S_ISLNK(mode):
+            return os.path.realpath(lexical)
+    return lexical
+
+
+@lru_cache(maxsize=128)
+def _real_root(root: str) -> str:
+    return os.path.realpath(root)
+
+
 def resolve_file_key(root: str, key: object) -> ArtifactPath:
     """Resolve ``key`` (relative to ``root``, or absolute inside it) to a confined file key."""
-    real_root = os.path.realpath(root)
+    real_root = _real_root(os.fspath(root))
     text = check_plain_key(key, real_root)
     for part in text.split("/"):
         if len(part.encode("utf-8")) > NAME_MAX:
             raise _refuse(key, real_root, f"a path component is longer than {NAME_MAX} bytes")
     joined = text if os.path.isabs(text) else os.path.join(real_root, text)
-    resolved = os.path.realpath(joined)
+    lexical = os.path.normpath(joined)
+    resolved = _resolve(real_root, lexical)
     if resolved != real_root and not resolved.startswith(real_root + os.sep):
-        lexical = os.path.normpath(joined)
         inside = lexical == real_root or lexical.startswith(real_root + os.sep)
         reason = "a symlink on the path resolves outside the root" if inside else "resolves outside the root"
         raise _refuse(key, real_root, reason)
     if resolved == real_root:
         raise _refuse(key, real_root, "names the root directory itself")
-    relative = os.path.relpath(resolved, real_root).replace(os.sep, "/")
+    relative = resolved[len(real_root) + 1:]
+    if os.sep != "/":
+        relative = relative.replace(os.sep, "/")
     if relative == STATE_DIR or relative.startswith(STATE_DIR + "/"):
         raise _refuse(key, real_root, f"inside the state directory {STATE_DIR}/")
     if os.path.isdir(resolved):

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sqlite3
-import threading
 import time
+from _thread import RLock  # what threading.RLock is, without importing threading (hook start-up)
 
 from ..errors import BackendUnavailable, LeaseHeld, LeaseLost, VersionConflict
 from ..journal import GENESIS, chain_hash, encode_data
@@ -54,6 +53,11 @@ CREATE TABLE IF NOT EXISTS journal (
 CREATE INDEX IF NOT EXISTS journal_by_key ON journal(key, seq) WHERE key IS NOT NULL;
 """
 
+def _jitter(limit: float) -> float:
+    """A uniform random delay in [0, limit) (os.urandom: the random module costs the hook start-up)."""
+    return limit * int.from_bytes(os.urandom(2), "big") / 65536
+
+
 class SQLiteBackend(LivenessOps, ChannelOps):
     """Backend on one SQLite file. Safe for many processes and threads on one host."""
 
@@ -62,7 +66,7 @@ class SQLiteBackend(LivenessOps, ChannelOps):
     def __init__(self, path: str, *, busy_deadline: float = 15.0) -> None:
         self.path = path
         self.busy_deadline = busy_deadline
-        self._lock = threading.RLock()
+        self._lock = RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
         self._ensure_schema()
@@ -97,7 +101,7 @@ class SQLiteBackend(LivenessOps, ChannelOps):
                     ) from error
             attempt += 1
             # Short jittered sleeps: fair between processes, unlike SQLite's busy handler.
-            time.sleep(random.uniform(0, min(0.002, 0.0002 * (1 + attempt // 8))))
+            time.sleep(_jitter(min(0.002, 0.0002 * (1 + attempt // 8))))
 
     def transaction(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
         """Run ``work`` in one BEGIN IMMEDIATE transaction, retried while the database is busy.

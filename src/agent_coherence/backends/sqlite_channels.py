@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (channel, grp, id));
 CREATE INDEX IF NOT EXISTS messages_ready ON messages(channel, grp, available_at, id);
 CREATE INDEX IF NOT EXISTS messages_deadline ON messages(deadline) WHERE deadline IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_acked ON messages(channel, acked_at) WHERE acked_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS message_seq (channel TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dedup (
     channel TEXT NOT NULL, key TEXT NOT NULL, message_id INTEGER NOT NULL, expires_at REAL NOT NULL,
@@ -117,11 +118,12 @@ class ChannelOps:
     def send_messages(
         self, channel: str, items: list[tuple[bytes, str, str | None, float, float | None]]
     ) -> list[tuple[int, bool]]:
-        durable = self.channel_config(channel).durable
+        # Read before the transaction: its sync level must be set before BEGIN. The dedup TTL
+        # comes from the same read (reading it again inside would cost a statement per send).
+        config = self.channel_config(channel)
 
         def work(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
             now = self.now()  # type: ignore[attr-defined]
-            config = self._config(conn, channel)
             groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
             row = conn.execute("SELECT last_id FROM message_seq WHERE channel = ?", (channel,)).fetchone()
             last_id = row[0] if row else 0
@@ -149,7 +151,7 @@ class ChannelOps:
                              {"ids": sent} if len(sent) > 1 else {"id": sent[0]}, now)
             return results
 
-        return self.transaction(work, durable=durable)  # type: ignore[attr-defined]
+        return self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]
 
     # -- receive ----------------------------------------------------------------------------
 
@@ -160,17 +162,22 @@ class ChannelOps:
             now = self.now()  # type: ignore[attr-defined]
             config = self._config(conn, channel)
             received: list[MessageRecord] = []
+            taken: set[int] = set()
             while len(received) < limit:
+                wanted = limit - len(received)
                 rows = conn.execute(
                     f"SELECT {_COLUMNS} FROM messages WHERE channel = ? AND grp = ? AND available_at <= ? "
-                    "ORDER BY available_at, id LIMIT ?", (channel, group, now, limit - len(received))).fetchall()
-                if not rows:
-                    break
+                    "ORDER BY available_at, id LIMIT ?", (channel, group, now, wanted)).fetchall()
+                moved = 0
                 for row in rows:
                     message = _message(row)
+                    if message.id in taken:
+                        continue  # a zero visibility timeout leaves it visible: once per call
                     if message.attempts >= config.max_attempts:
                         self._dead_letter(conn, message, now)
+                        moved += 1
                         continue
+                    taken.add(message.id)
                     receipt = os.urandom(8).hex()
                     conn.execute(
                         "UPDATE messages SET available_at = ?, receipt = ?, consumer = ?, attempts = attempts + 1 "
@@ -180,6 +187,8 @@ class ChannelOps:
                         message.id, channel, group, message.key, message.payload, message.encoding,
                         message.enqueued_at, now + visibility_timeout, message.deadline,
                         message.attempts + 1, receipt, consumer))
+                if not moved or len(rows) < wanted:
+                    break  # look again only to refill the places of dead-lettered messages
             if received:
                 self._touch_worker(conn, consumer, 0, now)
                 ids = [m.id for m in received]
@@ -246,8 +255,9 @@ class ChannelOps:
                 self._append(conn, "message.ack", f"channel:{channel}", None,  # type: ignore[attr-defined]
                              {"ids": done} if len(done) > 1 else {"id": done[0]}, now)
             if config.retention > 0 and done:
-                conn.execute("DELETE FROM messages WHERE channel = ? AND available_at = ? AND acked_at < ?",
-                             (channel, ACKED, now - config.retention))
+                # Through messages_acked: touches only what expired, however many are retained.
+                conn.execute("DELETE FROM messages WHERE channel = ? AND acked_at IS NOT NULL AND acked_at < ?",
+                             (channel, now - config.retention))
             return results
 
         return self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]
@@ -288,18 +298,22 @@ class ChannelOps:
             groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
             stats: dict[str, Any] = {"channel": channel, "groups": {}}
             for group in groups or [""]:
-                ready, in_flight, oldest, overdue = conn.execute(
+                ready, in_flight, delayed, oldest, overdue = conn.execute(
                     "SELECT sum(available_at <= ?), sum(available_at > ? AND receipt IS NOT NULL AND acked_at IS NULL), "
+                    "sum(available_at > ? AND receipt IS NULL AND acked_at IS NULL), "
                     "min(CASE WHEN available_at <= ? THEN enqueued_at END), "
                     "sum(deadline IS NOT NULL AND deadline < ? AND acked_at IS NULL) "
-                    "FROM messages WHERE channel = ? AND grp = ?", (now, now, now, now, channel, group)).fetchone()
+                    "FROM messages WHERE channel = ? AND grp = ?", (now, now, now, now, now, channel, group)).fetchone()
                 stats["groups"][group] = {
-                    "ready": ready or 0, "in_flight": in_flight or 0, "overdue": overdue or 0,
-                    "oldest_ready_age": (now - oldest) if oldest is not None else None,
+                    "ready": ready or 0, "in_flight": in_flight or 0, "delayed": delayed or 0,
+                    "overdue": overdue or 0, "oldest_ready_age": (now - oldest) if oldest is not None else None,
                 }
-            stats["depth"] = sum(g["ready"] + g["in_flight"] for g in stats["groups"].values())
+            # A delayed message (sent with a delay, or nacked with one) is neither ready nor in
+            # flight, but it is in the channel: depth counts it.
+            stats["depth"] = sum(g["ready"] + g["in_flight"] + g["delayed"] for g in stats["groups"].values())
             stats["ready"] = sum(g["ready"] for g in stats["groups"].values())
             stats["in_flight"] = sum(g["in_flight"] for g in stats["groups"].values())
+            stats["delayed"] = sum(g["delayed"] for g in stats["groups"].values())
             ages = [g["oldest_ready_age"] for g in stats["groups"].values() if g["oldest_ready_age"] is not None]
             stats["oldest_ready_age"] = max(ages) if ages else None
             return stats

@@ -35,6 +35,7 @@ __all__ = ["BashWriteScan", "scan_bash_command"]
 MAX_COMMAND_CHARS = 100_000
 _MAX_NEST = 12  # nested $(...), backticks, bash -c strings
 _MAX_SCRIPT_DEPTH = 6  # nested bash -c / eval strings
+_MAX_NOTE = 200  # characters per note
 
 
 class BashWriteScan:
@@ -100,7 +101,7 @@ def _scan(command: object, cwd: object) -> BashWriteScan:
     try:
         tokens = lexer.lex()
     except _ParseError as exc:
-        return BashWriteScan((), True, (f"could not parse: {exc}",))
+        return BashWriteScan((), True, (f"could not parse: {exc}"[:_MAX_NOTE],))
     scan = _Scan(base)
     for issue in lexer.issues:
         scan.flag(issue)
@@ -169,6 +170,7 @@ class _Lexer:
         self.nest = nest
         self.heredocs: list[tuple[_Redir, str, bool, bool]] = []
         self.issues: list[str] = []
+        self.not_arith_until = -1  # `((` before this index already turned out to be subshells
 
     # -- the token loop -------------------------------------------------------------------
 
@@ -176,6 +178,7 @@ class _Lexer:
         s, n = self.s, self.n
         toks: list = []
         depth = 0
+        cases = 0  # open `case ... esac`: a `)` there ends a pattern
         while self.i < n:
             c = s[self.i]
             if c == " " or c == "\t" or c == "\r":
@@ -191,7 +194,9 @@ class _Lexer:
                 self._read_heredocs()
             elif c == ")":
                 self.i += 1
-                if depth == 0:
+                if depth == 0 and cases > 0:
+                    toks.append(";")
+                elif depth == 0:
                     if until_paren:
                         return toks
                     self.issues.append("unmatched ')'")
@@ -225,6 +230,8 @@ class _Lexer:
                         and (w.text.isdigit() or _FD_VAR_RE.fullmatch(w.text))):
                     toks.append(self._read_redirect(w.text))
                 else:
+                    if not w.quoted and w.text in ("case", "esac"):
+                        cases = cases + 1 if w.text == "case" else max(0, cases - 1)
                     toks.append(w)
         if until_paren:
             raise _ParseError("unterminated $( or <(")
@@ -234,9 +241,12 @@ class _Lexer:
 
     def _arith_command(self, toks: list) -> bool:
         """``(( expr ))``: one opaque word. Returns False when it looks like nested subshells."""
+        if self.i < self.not_arith_until:
+            return False
         end = self._skip_balanced(self.i)
         inner = self.s[self.i + 2:end - 2]
         if any(x in inner for x in (";", "\n", "&&", "||", "|")) or not self.s.startswith("))", end - 2):
+            self.not_arith_until = end
             return False
         w = _Word(self.s[self.i:end])
         w.arith = True
@@ -306,6 +316,7 @@ class _Lexer:
             return w
         parts: list[str] = []
         bracket = False
+        brace = 0  # 1: unquoted `{` seen, 2: and then a `,` or `..`
         while self.i < n:
             c = s[self.i]
             if c in _META:
@@ -345,8 +356,12 @@ class _Lexer:
                     w.glob = True
                 elif c == "~" and self.i == start:
                     w.tilde = True
-                elif c == "{" and self._brace_expansion(self.i):
-                    w.glob = True
+                elif c == "{":
+                    brace = max(brace, 1)
+                elif brace and (c == "," or (c == "." and s.startswith("..", self.i))):
+                    brace = 2
+                elif c == "}" and brace == 2:
+                    w.glob = True  # brace expansion such as {a,b} or {1..3}
                 parts.append(c)
                 self.i += 1
         w.text = "".join(parts)
@@ -365,22 +380,6 @@ class _Lexer:
         parts.append(self.s[self.i:end])
         self.i = end
         return True
-
-    def _brace_expansion(self, i: int) -> bool:
-        s = self.s
-        depth = 0
-        for j in range(i, min(self.n, i + 4096)):
-            c = s[j]
-            if c in _META or c in "'\"":
-                return False
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    inner = s[i + 1:j]
-                    return "," in inner or ".." in inner
-        return False
 
     def _dquote(self, parts: list[str], w: _Word) -> None:
         s, n = self.s, self.n
@@ -676,6 +675,8 @@ class _Scan:
     # -- bookkeeping --------------------------------------------------------------------
 
     def note(self, text: str) -> None:
+        if len(text) > _MAX_NOTE:
+            text = text[:_MAX_NOTE - 3] + "..."
         self.notes.setdefault(text, None)
 
     def flag(self, text: str) -> None:
@@ -737,7 +738,7 @@ class _Scan:
         for tok in tokens:
             if tok.__class__ is str:
                 if tok == "(":
-                    if words:
+                    if words and words[0].text != "case":
                         self.flag(f"function {words[-1].text}() defined: its body is scanned but runs only when called")
                     else:
                         self.simple(words, redirs)
@@ -869,14 +870,18 @@ def _w_env(scan: _Scan, name: str, args: list[_Word]):
         t = args[k].text
         if t in ("-u", "--unset"):
             k += 2
-        elif t in ("-C", "--chdir") and k + 1 < len(args) or t.startswith("--chdir="):
-            d = args[k + 1] if "=" not in t else _derive(args[k], t.partition("=")[2])
-            k += 1 if "=" in t else 2
-            _chdir(scan, d, "env -C")
+        elif t.startswith("--chdir="):
+            _chdir(scan, _derive(args[k], t[len("--chdir="):]), "env -C")
+            k += 1
+        elif t in ("-C", "--chdir") and k + 1 < len(args):
+            _chdir(scan, args[k + 1], "env -C")
+            k += 2
         elif t in ("-S", "--split-string") or t.startswith("--split-string="):
-            text = args[k + 1].text if "=" not in t and k + 1 < len(args) else t.partition("=")[2]
-            rest = " ".join(a.text for a in args[k + 2:]) if "=" not in t else " ".join(a.text for a in args[k + 1:])
-            scan.script(text + " " + rest, "env -S")
+            if "=" in t:
+                text, rest = t.partition("=")[2], args[k + 1:]
+            else:
+                text, rest = (args[k + 1].text if k + 1 < len(args) else ""), args[k + 2:]
+            scan.script(" ".join([text] + [a.text for a in rest]), "env -S")
             return None
         elif t == "--":
             k += 1
@@ -1489,8 +1494,10 @@ def _h_compress(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
                 "--version"}:
         return
     decompress = decompress or bool(names & {"-d", "--decompress", "--uncompress"})
-    keep = name in ("zstd", "unzstd") and "--rm" not in names or bool(names & {"-k", "--keep"})
-    suffix = (_opt_value(opts, "-S", "--suffix").text if _opt_value(opts, "-S", "--suffix") else suffix)
+    keep = bool(names & {"-k", "--keep"}) or (name in ("zstd", "unzstd") and "--rm" not in names)
+    custom_suffix = _opt_value(opts, "-S", "--suffix")
+    if custom_suffix is not None and custom_suffix.text:
+        suffix = custom_suffix.text
     out_opt = _opt_value(opts, "-o", "--output") if name in ("zstd", "unzstd") else None
     for w in ops:
         if w.text == "-":
@@ -1649,8 +1656,8 @@ def _h_ruff(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
     elif sub == "check":
         _formatter_targets(scan, "ruff check --fix", opts, ops[1:], False, ("--fix", "--fix-only"),
                            set(), default_cwd=True)
-    elif sub in ("", ) or sub not in ("rule", "config", "linter", "clean", "version", "help", "server",
-                                      "analyze", "generate-shell-completion"):
+    elif sub not in ("rule", "config", "linter", "clean", "version", "help", "server", "analyze",
+                     "generate-shell-completion"):  # old style: `ruff --fix path`
         _formatter_targets(scan, "ruff --fix", opts, ops, False, ("--fix", "--fix-only"), set(), default_cwd=True)
 
 
@@ -1829,12 +1836,8 @@ def _h_git(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
         _git_output(scan, rest, sub)
     elif sub in _GIT_TREE_REWRITERS:
         first = rest[0].text if rest and not rest[0].text.startswith("-") else ""
-        if first in _GIT_HARMLESS_SUBS.get(sub, ()):
+        if first in _GIT_HARMLESS_SUBS.get(sub, ()) or any(a.text == "--show-current-patch" for a in rest):
             return
-        if sub in ("merge", "rebase", "cherry-pick", "revert", "am") and first == "" and any(
-                a.text in ("--abort", "--quit", "--skip", "--continue", "--show-current-patch") for a in rest):
-            if any(a.text == "--show-current-patch" for a in rest):
-                return
         scan.flag(f"git {sub} may rewrite the working tree: files not listed")
 
 

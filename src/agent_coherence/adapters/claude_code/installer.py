@@ -234,18 +234,14 @@ def _place_group(groups: list, desired: dict) -> None:
         if handlers and all(is_our_handler(h) for h in handlers):
             slot = index
             break
-    if slot is not None:
-        groups[slot] = desired
-        rest = groups[slot + 1:]
-        del groups[slot + 1:]
-        head = groups[:slot]
-        _remove_ours(head)
-        _remove_ours(rest)
-        groups[:slot + 1] = head + [desired]
-        groups.extend(rest)
-    else:
+    if slot is None:
         _remove_ours(groups)
         groups.append(desired)
+        return
+    head, rest = groups[:slot], groups[slot + 1:]
+    _remove_ours(head)  # no group of ours only before the slot, but maybe mixed ones
+    _remove_ours(rest)
+    groups[:] = head + [desired] + rest
 
 
 def _handlers_of(group: object) -> list | None:

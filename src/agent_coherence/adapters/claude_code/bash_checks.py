@@ -1,0 +1,127 @@
+"""Bash commands: the same checks as file tools, on the paths a static scan says the command writes.
+
+The scan (``bash_writes.scan_bash_command``) is a best effort. What it finds is checked like a
+Write: inside the project root, lease, current view; a directory target (``rm -rf build``) is refused
+while another holder leases a file beneath it; a glob is expanded and each match checked. What it
+can't see (interpreters, ``eval``, variables in paths) is allowed and journalled as
+``bash.uncertain``. After the command ran, changed targets are recorded as new versions.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ...errors import PathOutsideRoot
+from . import file_checks
+from .bash_writes import scan_bash_command
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ...paths import ArtifactPath
+    from .bash_writes import BashWriteScan
+    from .context import HookContext
+
+MAX_GLOB_MATCHES = 200
+COMMAND_EXCERPT = 300
+_GLOB_CHARS = frozenset("*?[")
+_UNKNOWN_CHARS = frozenset("$`")
+_DEVICE_PREFIXES = ("/dev/", "/proc/self/fd/")
+
+
+def _allowed_outside(ctx: HookContext, path: str) -> bool:
+    """Paths outside the root that a command may write: devices, and the directories listed in
+    AGENT_COHERENCE_HOOK_ALLOW_OUTSIDE (os.pathsep-separated)."""
+    if path.startswith(_DEVICE_PREFIXES):
+        return True
+    listed = ctx.env.get("AGENT_COHERENCE_HOOK_ALLOW_OUTSIDE", "")
+    for directory in filter(None, listed.split(os.pathsep)):
+        directory = os.path.realpath(directory)
+        if path == directory or path.startswith(directory.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def _expand(target: str) -> tuple[list[str], bool]:
+    """The concrete paths behind one scanned target, and whether some could not be known."""
+    if any(ch in _UNKNOWN_CHARS for ch in target):
+        return [], True
+    if any(ch in _GLOB_CHARS for ch in target):
+        import glob
+
+        matches = sorted(glob.glob(target))
+        return matches[:MAX_GLOB_MATCHES], len(matches) > MAX_GLOB_MATCHES
+    return [target], False
+
+
+def _describe(command: str) -> str:
+    one_line = " ".join(command.split())
+    return one_line if len(one_line) <= 80 else one_line[:77] + "..."
+
+
+def _resolve(ctx: HookContext, path: str) -> tuple[ArtifactPath | None, str | None, str | None]:
+    """(file target, directory key, refusal reason): exactly one is set, or none for a path that
+    needs no check (a device, an allowed directory outside the root)."""
+    try:
+        return ctx.file_key(path), None, None
+    except PathOutsideRoot as refused:
+        reason = str(getattr(refused, "reason", "refused"))
+    real = os.path.realpath(path)
+    if real == ctx.root:
+        return None, "", None
+    if reason == "names a directory, not a file":
+        return None, os.path.relpath(real, ctx.root).replace(os.sep, "/"), None
+    if _allowed_outside(ctx, real) or _allowed_outside(ctx, path):
+        return None, None, None
+    return None, None, reason
+
+
+def check_command(ctx: HookContext, command: str) -> str | None:
+    """Refusal reason for a Bash command, or None to let it run."""
+    scan = scan_bash_command(command, ctx.cwd)
+    uncertain = scan.uncertain
+    for target in scan.targets:
+        paths, unknown = _expand(target)
+        uncertain = uncertain or unknown
+        for path in paths:
+            reason = _check_path(ctx, path, command)
+            if reason is not None:
+                return reason
+    if uncertain:
+        ctx.journal("bash.uncertain", None, {
+            "command": command[:COMMAND_EXCERPT], "notes": list(scan.notes)[:20],
+            "targets": list(scan.targets)[:20],
+        })
+    return None
+
+
+def _check_path(ctx: HookContext, path: str, command: str) -> str | None:
+    action = f"run `{_describe(command)}`, which writes"
+    target, directory, refused = _resolve(ctx, path)
+    if refused is not None:
+        return file_checks.outside_refusal(path, ctx.root, refused, action)
+    if directory is not None:
+        what = f"the directory {directory or '.'}" if directory else "the whole project"
+        return file_checks.check_leases_under(ctx, directory, what, f"run `{_describe(command)}`: it writes")
+    if target is not None:
+        return file_checks.check_write(ctx, target, action)
+    return None
+
+
+def record_command(ctx: HookContext, command: str) -> list[str]:
+    """After the command ran: record each plainly named file target whose bytes changed (or that is
+    gone). Globs and directories are not walked. Returns warnings for Claude."""
+    scan: BashWriteScan = scan_bash_command(command, ctx.cwd)
+    warnings = []
+    for target in scan.targets:
+        if any(ch in _UNKNOWN_CHARS or ch in _GLOB_CHARS for ch in target):
+            continue
+        try:
+            artifact = ctx.file_key(target)
+        except PathOutsideRoot:
+            continue
+        sha, size = file_checks.file_sha256(artifact.path)
+        kind = "write.claude.bash" if sha is not None else "delete.claude.bash"
+        warning = file_checks.record_write(ctx, artifact, sha, size, kind)
+        if warning:
+            warnings.append(warning)
+    return warnings

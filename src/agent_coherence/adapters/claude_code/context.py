@@ -1,0 +1,180 @@
+"""What one hook call knows (the event, the session, the project root, the backend) and what it
+answers (exit code, stdout JSON, stderr text).
+
+Only the standard library and the light parts of agent_coherence are imported here: every Claude
+Code tool call starts a fresh process that pays for each import.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ...paths import ArtifactPath, resolve_file_key
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Mapping
+
+    from ...backends.sqlite import SQLiteBackend
+
+WRITE_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
+BASH_TOOLS = frozenset({"Bash"})
+READ_TOOLS = frozenset({"Read"})
+MAX_ID_CHARS = 256
+
+DEFAULT_TTL = 600.0
+DEFAULT_BUDGET = 3.0
+SESSION_END_BUDGET = 1.0
+WAL_CHECKPOINT_PAGES = 256
+
+
+class BadInput(Exception):
+    """The event can't be acted on (malformed JSON, a missing or mistyped field). The message is
+    written for Claude: it says what was wrong."""
+
+
+class Outcome:
+    """The hook's answer: exit code, JSON for stdout (or None), text for stderr (or None)."""
+
+    __slots__ = ("code", "output", "message")
+
+    def __init__(self, code: int = 0, output: dict | None = None, message: str | None = None) -> None:
+        self.code = code
+        self.output = output
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"Outcome(code={self.code!r}, output={self.output!r}, message={self.message!r})"
+
+
+ALLOW = Outcome()
+
+
+def deny(reason: str) -> Outcome:
+    """Refuse a tool call: exit code 2 with the reason on stderr, which Claude Code shows to Claude
+    as the denial reason. (Exit 2 is honoured by every version; stdout JSON is then ignored.)"""
+    return Outcome(2, None, reason)
+
+
+def note(message: str) -> Outcome:
+    """Let the call proceed; leave a line in Claude Code's debug log (stderr of an exit-0 hook)."""
+    return Outcome(0, None, message)
+
+
+def post_tool_problem(reason: str) -> Outcome:
+    """After a tool ran: tell Claude something is wrong with what it just did (the tool already ran,
+    so nothing is blocked; ``decision: block`` puts ``reason`` next to the tool result)."""
+    return Outcome(0, {
+        "decision": "block",
+        "reason": reason,
+        "hookSpecificOutput": {"hookEventName": "PostToolUse", "additionalContext": reason},
+    })
+
+
+def env_float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    """A number from the environment, clamped to [low, high]; ``default`` when unset or invalid."""
+    try:
+        value = float(env.get(name, ""))
+    except ValueError:
+        return default
+    if value != value:  # NaN
+        return default
+    return min(max(value, low), high)
+
+
+def _identifier(payload: dict, name: str, required: bool) -> str | None:
+    value = payload.get(name)
+    if value is None or (value == "" and not required):
+        if required:
+            raise BadInput(f"the hook input has no {name!r}")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise BadInput(f"the hook input's {name!r} is not a non-empty string")
+    if len(value) > MAX_ID_CHARS or not value.isprintable():
+        raise BadInput(f"the hook input's {name!r} is too long or contains control characters")
+    return value
+
+
+class HookContext:
+    """One hook call: the parsed event, the session's holder name, the project root, and the
+    backend (opened on first use, with a busy deadline inside the call's time budget)."""
+
+    def __init__(self, payload: dict, env: Mapping[str, str], budget: float) -> None:
+        self.payload = payload
+        self.env = env
+        self.budget = budget
+        self.started = time.monotonic()
+        self.event = payload.get("hook_event_name")
+        self.tool_name = payload.get("tool_name") if isinstance(payload.get("tool_name"), str) else None
+        self._backend: SQLiteBackend | None = None
+        self.session_id = _identifier(payload, "session_id", required=True)
+        self.agent_id = _identifier(payload, "agent_id", required=False)
+        shared = env.get("AGENT_COHERENCE_HOOK_HOLDER", "") == "session"
+        self.family = f"claude:{self.session_id}"
+        self.holder = self.family if (self.agent_id is None or shared) else f"{self.family}/{self.agent_id}"
+        self.root = self._project_root()
+        cwd = payload.get("cwd")
+        self.cwd = cwd if isinstance(cwd, str) and os.path.isabs(cwd) and "\x00" not in cwd else self.root
+        self.ttl = env_float(env, "AGENT_COHERENCE_HOOK_TTL", DEFAULT_TTL, 1.0, 86400.0)
+
+    def _project_root(self) -> str:
+        for candidate, source in ((self.env.get("CLAUDE_PROJECT_DIR"), "CLAUDE_PROJECT_DIR"),
+                                  (self.payload.get("cwd"), "the input's 'cwd'")):
+            if candidate is None or candidate == "":
+                continue
+            if not isinstance(candidate, str) or "\x00" in candidate or not os.path.isabs(candidate):
+                raise BadInput(f"{source} is not an absolute path")
+            if not os.path.isdir(candidate):
+                raise BadInput(f"the project root {candidate!r} ({source}) is not a directory")
+            return os.path.realpath(candidate)
+        raise BadInput("neither CLAUDE_PROJECT_DIR nor the input's 'cwd' names the project root")
+
+    @property
+    def tool_input(self) -> dict:
+        value = self.payload.get("tool_input")
+        if not isinstance(value, dict):
+            raise BadInput("the hook input has no 'tool_input' object")
+        return value
+
+    def remaining(self) -> float:
+        return self.budget - (time.monotonic() - self.started)
+
+    def database_exists(self) -> bool:
+        from ...backends import default_database
+
+        return os.path.exists(default_database(self.root))
+
+    @property
+    def backend(self) -> SQLiteBackend:
+        if self._backend is None:
+            from ...backends import default_database
+            from ...backends.sqlite import SQLiteBackend
+
+            # Leave time inside the budget to answer after the database gave up being busy.
+            deadline = max(0.05, self.remaining() * 0.6)
+            self._backend = SQLiteBackend(default_database(self.root), busy_deadline=deadline)
+            # Hook processes leave the WAL in place (see hook.run); keep it short so each new
+            # process's WAL recovery stays cheap.
+            self._backend.read(lambda conn: conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}"))
+        return self._backend
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def file_key(self, path: object) -> ArtifactPath:
+        """The artifact key of ``path`` under the project root; raises PathOutsideRoot."""
+        return resolve_file_key(self.root, path)
+
+    def journal(self, kind: str, key: str | None, data: dict[str, Any]) -> None:
+        """Best effort: a record that can't be written must not change the decision."""
+        try:
+            self.backend.journal_append(kind, key, self.holder, data)
+        except Exception:
+            pass
+
+    def is_family(self, holder: str | None) -> bool:
+        """True for this session's main agent and its subagents."""
+        return holder is not None and (holder == self.family or holder.startswith(self.family + "/"))

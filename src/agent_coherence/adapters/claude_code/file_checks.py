@@ -1,0 +1,320 @@
+"""The checks around one file write by Claude Code, and the record of what a session has read.
+
+Before a write (``check_write``): the path must be inside the project root; the session takes the
+file's lease (re-entered and extended if it already holds it) and is refused while another holder
+has it; and the session must have seen the current version: if it read the file, nobody may have
+written it since (recorded version or bytes on disk changed), and if it never read it, the file
+must not carry a version written by someone else. A new file needs no read.
+
+After a write (``confirm_write``): the file is read back and fsynced (file and directory), its
+hash is recorded as a new version under the session's lease, and the session's view moves to that
+version. A file that is missing, or whose bytes differ from what the tool was asked to write, is
+reported.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+from ...errors import LeaseHeld, LeaseLost
+from ...hashing import sha256, sha256_hex
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ...backends.records import LeaseRecord, VersionRecord
+    from ...paths import ArtifactPath
+    from .context import HookContext
+
+CHUNK = 1 << 20
+UNKNOWN_VERSION = -1  # a view that can't be trusted: the next write needs a fresh Read
+
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _open_regular(path: str) -> int | None:
+    """A descriptor of the regular file at ``path``, or None (missing, a directory, a FIFO or
+    device: opened non-blocking so a FIFO can't hang the hook)."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError:
+        return None
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    os.close(fd)
+    return None
+
+
+def file_sha256(path: str) -> tuple[str | None, int]:
+    """(sha256, size) of the regular file at ``path``; (None, 0) if there is none."""
+    fd = _open_regular(path)
+    if fd is None:
+        return None, 0
+    with os.fdopen(fd, "rb") as handle:
+        digest, size = sha256(size_hint=os.fstat(fd).st_size), 0
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def read_synced(path: str) -> bytes | None:
+    """The file's bytes after fsyncing it and its directory; None if it does not exist.
+
+    Raises OSError if the bytes can't be confirmed durable (fsync failed).
+    """
+    fd = _open_regular(path)
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read()
+        os.fsync(handle.fileno())
+    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return data
+
+
+# -- how holders and times read in a message ------------------------------------------------
+
+
+def describe_holder(holder: str, ctx: HookContext) -> str:
+    if holder.startswith("claude:"):
+        session, _, agent = holder[len("claude:"):].partition("/")
+        if ctx.is_family(holder):
+            who = f"subagent {agent}" if agent else "the main agent"
+            return f"{who} of this same Claude Code session ({holder})"
+        if agent:
+            return f"subagent {agent} of another Claude Code session {session} ({holder})"
+        return f"another Claude Code session {session} ({holder})"
+    return f"another writer {holder!r}"
+
+
+def clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def ago(ts: float, now: float) -> str:
+    seconds = max(0, int(now - ts))
+    return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
+
+
+# -- the checks -----------------------------------------------------------------------------
+
+
+def lease_refusal(ctx: HookContext, target: ArtifactPath, held: LeaseHeld, action: str) -> str:
+    now = time.time()
+    return (
+        f"agent-coherence: {target.key} is locked by {describe_holder(held.holder, ctx)}, which has "
+        f"been editing it since {clock(held.acquired_at)} ({ago(held.acquired_at, now)}); its lease "
+        f"runs until {clock(held.expires_at)} unless that session writes again or ends. Do not "
+        f"{action} this file now: work on other files first and try again later, or ask the user to "
+        f"coordinate the sessions. Writing it anyway (for example through Bash) would overwrite that "
+        f"session's work."
+    )
+
+
+def staleness(
+    ctx: HookContext, view: tuple[int, str | None] | None, record: VersionRecord | None, disk_sha: str | None,
+) -> str | None:
+    """Why this session's idea of the file is out of date, or None if it is current."""
+    version = record.version if record is not None else 0
+    if view is not None:
+        seen_version, seen_sha = view
+        if seen_version == UNKNOWN_VERSION:
+            return "the file changed while this session was reading it"
+        if seen_version != version and record is not None:
+            by = describe_holder(record.writer, ctx)
+            return (f"this session read version {seen_version}, but it is now version {version}, written "
+                    f"by {by} at {clock(record.updated_at)}")
+        if seen_sha != disk_sha:
+            if disk_sha is None:
+                return "the file was deleted since this session read it"
+            return "its bytes on disk changed since this session read it (an edit outside the hook)"
+        return None
+    if disk_sha is None or record is None:
+        return None  # a new file, or one never written through the layer
+    if record.writer == ctx.holder:
+        if record.sha256 == disk_sha:
+            return None
+        return "its bytes on disk changed since this session last wrote it (an edit outside the hook)"
+    by = describe_holder(record.writer, ctx)
+    return (f"it was last written by {by} (version {version}, at {clock(record.updated_at)}) and this "
+            f"session has not read it")
+
+
+def stale_refusal(target: ArtifactPath, why: str, action: str) -> str:
+    return (
+        f"agent-coherence: refused to {action} {target.key}: {why}. Read the file again (Read tool) to "
+        f"see its current content, then redo your change on top of it; otherwise you would overwrite "
+        f"changes you have not seen."
+    )
+
+
+def outside_refusal(path: object, root: str, reason: str, action: str) -> str:
+    return (
+        f"agent-coherence: refused to {action} {path!s}: {reason} (project root {root}). This project "
+        f"only allows writes to files under its root, where parallel sessions are coordinated; "
+        f"choose a path inside the project."
+    )
+
+
+def check_write(ctx: HookContext, target: ArtifactPath, action: str) -> str | None:
+    """Take or renew the lease on ``target`` and check the session's view. Returns a refusal
+    reason, or None when the write may go ahead."""
+    backend = ctx.backend
+    try:
+        backend.acquire_lease(target.key, ctx.holder, ctx.ttl)
+    except LeaseHeld as held:
+        return lease_refusal(ctx, target, held, action)
+    record = backend.get_version(target.key)
+    view = backend.get_view(ctx.holder, target.key)
+    disk_sha, _ = file_sha256(target.path)
+    why = staleness(ctx, view, record, disk_sha)
+    if why is None:
+        return None
+    ctx.journal("conflict.view", target.key, {
+        "reason": why, "seen": list(view) if view else None,
+        "version": record.version if record else 0, "disk_sha256": disk_sha,
+    })
+    return stale_refusal(target, why, action)
+
+
+def check_leases_under(ctx: HookContext, prefix: str, what: str, action: str) -> str | None:
+    """A write to a whole directory (``prefix`` is its key, "" for the root): refused if another
+    holder leases any file beneath it."""
+    for lease in ctx.backend.list_leases():
+        inside = prefix == "" or lease.key == prefix or lease.key.startswith(prefix + "/")
+        if inside and lease.holder != ctx.holder:
+            return lease_refusal(ctx, _Named(lease.key), _held(lease), f"{action} {what}, which contains")
+    return None
+
+
+class _Named:
+    """Just enough of an ArtifactPath for a message."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _held(lease: LeaseRecord) -> LeaseHeld:
+    return LeaseHeld("held", key=lease.key, holder=lease.holder, acquired_at=lease.acquired_at,
+                     expires_at=lease.expires_at)
+
+
+# -- what a session has read ----------------------------------------------------------------
+
+
+def register_read(ctx: HookContext, target: ArtifactPath, before: bool) -> None:
+    """Remember the version the session is reading.
+
+    Before the read, the version on disk is recorded (if a write slips in before the read, the
+    session saw the newer bytes and is merely asked to read again later). After the read, that view
+    is checked: if the file changed during the read, the view is marked unknown so the next write
+    needs a fresh Read. With no view yet (the pre-read hook didn't run), the current version is
+    recorded.
+    """
+    disk_sha, _ = file_sha256(target.path)
+    if disk_sha is None:
+        return
+    backend = ctx.backend
+    record = backend.get_version(target.key)
+    version = record.version if record is not None else 0
+    if not before:
+        view = backend.get_view(ctx.holder, target.key)
+        if view == (version, disk_sha):
+            return
+        if view is not None and view[0] != UNKNOWN_VERSION:
+            backend.put_view(ctx.holder, target.key, UNKNOWN_VERSION, None)
+            return
+    backend.put_view(ctx.holder, target.key, version, disk_sha)
+
+
+# -- after a write --------------------------------------------------------------------------
+
+
+def record_write(ctx: HookContext, target: ArtifactPath, sha: str | None, size: int, kind: str) -> str | None:
+    """Record what is on disk now as the next version, under the session's lease when it still holds
+    it; move the session's view there. Returns a warning for Claude, or None."""
+    backend = ctx.backend
+    warning = None
+    current = backend.get_version(target.key)
+    if current is not None and current.sha256 == sha:
+        backend.put_view(ctx.holder, target.key, current.version, sha)
+        return None
+    if current is None and sha is None:
+        return None
+    lease = backend.get_lease(target.key)
+    fence = lease.fence if lease is not None and lease.holder == ctx.holder else None
+    if lease is not None and lease.holder != ctx.holder:
+        warning = (
+            f"agent-coherence: your write to {target.key} landed, but this session no longer held the "
+            f"file's lease: {describe_holder(lease.holder, ctx)} took it at {clock(lease.acquired_at)}. "
+            f"Read the file to check that neither session's changes were lost."
+        )
+    try:
+        record = backend.record_version(target.key, ctx.holder, sha, size, fence=fence,
+                                        expect_version=None, kind=kind)
+    except LeaseLost:
+        record = backend.record_version(target.key, ctx.holder, sha, size, fence=None,
+                                        expect_version=None, kind=kind)
+    backend.put_view(ctx.holder, target.key, record.version, sha)
+    backend.worker_beat(ctx.holder, work=1)
+    return warning
+
+
+def _normalized(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n")
+
+
+def _encoded(text: object) -> bytes | None:
+    if not isinstance(text, str):
+        return None
+    return text.encode("utf-8", "surrogatepass")
+
+
+def content_mismatch(tool: str, tool_input: dict, data: bytes) -> str | None:
+    """How the bytes on disk disagree with what the tool was asked to write, or None."""
+    if tool == "Write":
+        wanted = _encoded(tool_input.get("content"))
+        if wanted is not None and _normalized(wanted) != _normalized(data):
+            return (f"the file on disk ({len(data)} bytes) is not the content you sent ({len(wanted)} "
+                    f"bytes)")
+        return None
+    if tool in ("Edit", "MultiEdit"):
+        edits = tool_input.get("edits") if tool == "MultiEdit" else [tool_input]
+        last = edits[-1] if isinstance(edits, list) and edits and isinstance(edits[-1], dict) else {}
+        wanted = _encoded(last.get("new_string"))
+        if wanted and _normalized(wanted) not in _normalized(data):
+            return "the file on disk does not contain the new_string of your edit"
+    return None
+
+
+def confirm_write(ctx: HookContext, target: ArtifactPath, tool: str, tool_input: dict) -> str | None:
+    """After a file tool reported success: check the bytes landed, make them durable, record them.
+    Returns a message for Claude when something is wrong, else None."""
+    try:
+        data = read_synced(target.path)
+    except OSError as error:
+        ctx.journal("write.unconfirmed", target.key, {"tool": tool, "error": str(error)})
+        return (f"agent-coherence: the {tool} tool reported success, but {target.key} could not be "
+                f"confirmed on disk ({error.strerror or error}). Check the disk (space, permissions), "
+                f"read the file and write it again if it is wrong.")
+    if data is None:
+        ctx.journal("write.missing", target.key, {"tool": tool})
+        record_write(ctx, target, None, 0, "delete.claude")
+        return (f"agent-coherence: the {tool} tool reported success, but {target.path} does not exist on "
+                f"disk: the write did not land (another process may have removed or moved it). Check the "
+                f"path and write the file again.")
+    sha = sha256_hex(data)
+    warning = record_write(ctx, target, sha, len(data), "write.claude")
+    mismatch = content_mismatch(tool, tool_input, data)
+    if mismatch is None:
+        return warning
+    ctx.journal("write.mismatch", target.key, {"tool": tool, "detail": mismatch, "sha256": sha})
+    return (f"agent-coherence: the {tool} tool reported success, but {mismatch}: something else may "
+            f"have written {target.key} at the same time. Read the file and check it before going on.")

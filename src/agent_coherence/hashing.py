@@ -1,0 +1,34 @@
+"""SHA-256 without loading OpenSSL when the input is small.
+
+``hashlib`` loads OpenSSL (libcrypto), which costs a few milliseconds per process: too much for
+the Claude Code hook, which starts a process per tool call and hashes only small things (journal
+entries, typical source files). CPython's own SHA-256 module loads in a fraction of that but hashes
+several times slower, so inputs of ``LARGE`` bytes or more still go to ``hashlib``. The digests are
+the same either way.
+"""
+
+from __future__ import annotations
+
+try:
+    from _sha2 import sha256 as _builtin_sha256  # CPython 3.12+
+except ImportError:
+    try:
+        from _sha256 import sha256 as _builtin_sha256  # CPython 3.11
+    except ImportError:  # a build without the built-in hashes
+        _builtin_sha256 = None
+
+LARGE = 4 << 20
+
+
+def sha256(data: bytes = b"", size_hint: int = 0):
+    """A sha256 hash object (``update``, ``hexdigest``). ``size_hint``: how many bytes will be
+    hashed in total, when more than ``data`` will follow through ``update``."""
+    if _builtin_sha256 is None or max(size_hint, len(data)) >= LARGE:
+        import hashlib
+
+        return hashlib.sha256(data)
+    return _builtin_sha256(data)
+
+
+def sha256_hex(data: bytes) -> str:
+    return sha256(data).hexdigest()

@@ -1,0 +1,182 @@
+"""The hash-chained journal: an untampered journal verifies; editing, deleting, reordering or
+inserting an entry directly in the database is detected by ``verify``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from agent_coherence import Coordinator, JournalCorrupt
+from agent_coherence.backends import default_database
+from agent_coherence.journal import GENESIS, chain_hash, encode_data
+
+COLUMNS = "ts, kind, key, holder, data, prev_hash, hash"
+
+
+@pytest.fixture
+def journaled(root):
+    """A root with a journal of a dozen or so entries of several kinds."""
+    with Coordinator.open(root) as coord:
+        for i in range(6):
+            coord.write("a.txt", f"a{i}", holder="alice")
+        lease = coord.acquire("b.txt", "bob")
+        coord.write("b.txt", b"b", lease=lease)
+        coord.release(lease)
+        coord.journal.append("note", "b.txt", "bob", text="handed over")
+        coord.delete("a.txt", holder="alice")
+        count = coord.journal.verify()
+    assert count >= 10
+    return root, count
+
+
+def tamper(root, *statements: tuple[str, tuple]) -> None:
+    """Change the database the way someone with write access could, outside the layer."""
+    with sqlite3.connect(default_database(str(root))) as conn:
+        for sql, params in statements:
+            conn.execute(sql, params)
+
+
+def verify(root) -> int:
+    with Coordinator.open(root) as coord:
+        return coord.journal.verify()
+
+
+def row(root, seq: int) -> tuple:
+    with sqlite3.connect(default_database(str(root))) as conn:
+        return conn.execute(f"SELECT {COLUMNS} FROM journal WHERE seq = ?", (seq,)).fetchone()
+
+
+def test_untampered_journal_verifies(journaled):
+    root, count = journaled
+    assert verify(root) == count
+    with Coordinator.open(root) as coord:
+        events = coord.journal.history()
+        assert [e.seq for e in events] == list(range(1, count + 1))
+        assert coord.journal.head() == events[-1].hash
+        assert [e.kind for e in coord.journal.tail(2)] == [events[-2].kind, events[-1].kind]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("data", json.dumps({"fence": 1, "sha256": "0" * 64, "size": 2, "version": 2}, separators=(",", ":"))),
+    ("holder", "mallory"),
+    ("kind", "write.failed"),
+    ("key", "other.txt"),
+    ("ts", 1.0),
+])
+def test_an_edited_entry_is_detected(journaled, field, value):
+    root, _ = journaled
+    tamper(root, (f"UPDATE journal SET {field} = ? WHERE seq = 5", (value,)))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(root)
+    assert (caught.value.seq, caught.value.reason) == (5, "hash mismatch")
+
+
+def test_an_edit_with_its_own_hash_recomputed_breaks_the_next_link(journaled):
+    root, _ = journaled
+    ts, kind, key, holder, data, prev, _ = row(root, 5)
+    forged_data = encode_data({**json.loads(data), "holder_note": "forged"})
+    forged_hash = chain_hash(prev, 5, ts, kind, key, holder, forged_data)
+    tamper(root, ("UPDATE journal SET data = ?, hash = ? WHERE seq = 5", (forged_data, forged_hash)))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(root)
+    assert (caught.value.seq, caught.value.reason) == (6, "broken link")
+
+
+def test_a_deleted_entry_is_detected(journaled):
+    root, _ = journaled
+    tamper(root, ("DELETE FROM journal WHERE seq = 4", ()))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(root)
+    assert (caught.value.seq, caught.value.reason) == (4, "gap")
+
+
+def test_a_deleted_first_entry_is_detected(journaled):
+    root, _ = journaled
+    tamper(root, ("DELETE FROM journal WHERE seq = 1", ()))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(root)
+    assert caught.value.seq == 1
+
+
+def test_a_deleted_and_renumbered_entry_is_detected(journaled):
+    root, count = journaled
+    tamper(root, ("DELETE FROM journal WHERE seq = 4", ()),
+           ("UPDATE journal SET seq = seq - 1 WHERE seq > 4", ()))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(root)
+    assert (caught.value.seq, caught.value.reason) == (4, "broken link")
+
+
+def test_two_swapped_entries_are_detected(journaled):
+    root, _ = journaled
+    three, six = row(root, 3), row(root, 6)
+    update = f"UPDATE journal SET ({COLUMNS}) = (?, ?, ?, ?, ?, ?, ?) WHERE seq = ?"
+    tamper(root, (update, (*six, 3)), (update, (*three, 6)))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(root)
+    assert caught.value.seq == 3
+
+
+def test_adjacent_swapped_entries_are_detected(journaled):
+    root, _ = journaled
+    seven, eight = row(root, 7), row(root, 8)
+    update = f"UPDATE journal SET ({COLUMNS}) = (?, ?, ?, ?, ?, ?, ?) WHERE seq = ?"
+    tamper(root, (update, (*eight, 7)), (update, (*seven, 8)))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(root)
+    assert caught.value.seq == 7
+
+
+def test_a_forged_entry_inserted_in_the_middle_is_detected(journaled):
+    root, _ = journaled
+    ts, _, _, _, _, prev, _ = row(root, 5)
+    data = encode_data({"version": 9, "sha256": "f" * 64, "size": 1, "fence": 1})
+    forged = chain_hash(prev, 5, ts, "write", "a.txt", "mallory", data)  # links correctly to entry 4
+    tamper(root,
+           ("UPDATE journal SET seq = -seq WHERE seq >= 5", ()),  # shift without PK collisions
+           ("UPDATE journal SET seq = -seq + 1 WHERE seq < 0", ()),
+           ("INSERT INTO journal(seq, ts, kind, key, holder, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
+            (5, ts, "write", "a.txt", "mallory", data, prev, forged)))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(root)
+    assert (caught.value.seq, caught.value.reason) == (6, "broken link")
+
+
+def test_a_forged_entry_appended_with_a_bad_hash_is_detected(journaled):
+    root, count = journaled
+    _, _, _, _, _, _, head = row(root, count)
+    tamper(root, ("INSERT INTO journal(seq, ts, kind, key, holder, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
+                  (count + 1, 2e9, "write", "a.txt", "mallory", "{}", head, "0" * 64)))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(root)
+    assert (caught.value.seq, caught.value.reason) == (count + 1, "hash mismatch")
+
+
+def test_entries_appended_after_tampering_do_not_hide_it(journaled):
+    root, _ = journaled
+    tamper(root, ("UPDATE journal SET holder = 'mallory' WHERE seq = 2", ()))
+    with Coordinator.open(root) as coord:
+        coord.write("c.txt", b"later", holder="carol")
+        with pytest.raises(JournalCorrupt) as caught:
+            coord.journal.verify()
+    assert caught.value.seq == 2
+
+
+def test_a_dropped_tail_is_caught_only_against_an_anchor(journaled):
+    """The documented limit: removing the newest entries leaves a valid chain; the head hash,
+    kept elsewhere, is what shows it."""
+    root, count = journaled
+    with Coordinator.open(root) as coord:
+        anchor = coord.journal.head()
+    tamper(root, ("DELETE FROM journal WHERE seq = ?", (count,)))
+    assert verify(root) == count - 1
+    with Coordinator.open(root) as coord:
+        assert coord.journal.head() != anchor
+
+
+def test_an_empty_journal_verifies(tmp_path):
+    with Coordinator.open(tmp_path) as coord:
+        assert coord.journal.verify() == 0
+        assert coord.journal.head() == GENESIS
