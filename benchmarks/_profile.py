@@ -209,7 +209,7 @@ def profile_write(scratch: str, size: int, n: int) -> str:
     if mem_timer is not None:
         out += ["", f"**On tmpfs: the CPU side** ({n} profiled writes, "
                 f"{fmt_us(mem_timer.inclusive['coord.write'] / n)} µs per write):", "",
-                *profile_tables(mem_timer, "coord.write", n, tree=False)]
+                *profile_tables(mem_timer, "coord.write", n, tree=size <= 4096)]
     return "\n".join(out)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -36,13 +37,16 @@ def payload(root: str, session: str, event: str, tool: str, tool_input: dict) ->
     }).encode()
 
 
-def run(argv: list[str], stdin: bytes, env: dict[str, str], expect: int) -> float:
+def run(argv: list[str], stdin: bytes, env: dict[str, str], expect: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the child) for one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, input=stdin, env=env, capture_output=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != expect:
         raise SystemExit(f"{argv} exited {done.returncode}, expected {expect}: {done.stderr.decode()[:500]}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> int:
@@ -66,12 +70,14 @@ def main() -> int:
         write = payload(root, "bench-a", "PreToolUse", "Write", {"file_path": target, "content": "x = 1\n"})
         other = payload(root, "bench-b", "PreToolUse", "Write", {"file_path": target, "content": "y = 2\n"})
         read = payload(root, "bench-a", "PreToolUse", "Read", {"file_path": target})
+        bash = payload(root, "bench-a", "PreToolUse", "Bash", {"command": "sed -i 's/hello/hi/' src/app.py && git status"})
         run(hook, read, env, 0)  # session A has read the file: its writes pass every check
 
         cases = [
             ("`python3 -c pass` (bare interpreter)", [python, "-c", "pass"], b"", 0),
             ("hook, PreToolUse Write, allowed (`python -m ...hook`)", hook, write, 0),
             ("hook, PreToolUse Write, denied: leased by another session", hook, other, 2),
+            ("hook, PreToolUse Bash (`sed -i` on a file), allowed", hook, bash, 0),
         ]
         script = os.path.join(os.path.dirname(python), "agent-coherence")
         if os.access(script, os.X_OK):
@@ -80,26 +86,31 @@ def main() -> int:
         for _ in range(options.warmup):
             for _, argv, stdin, expect in cases:
                 run(argv, stdin, env, expect)
-        samples: dict[str, list[float]] = {name: [] for name, *_ in cases}
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in cases}
         for _ in range(options.runs):
             for name, argv, stdin, expect in cases:
                 samples[name].append(run(argv, stdin, env, expect))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    bare = statistics.median(samples[cases[0][0]])
+    def medians(name: str) -> tuple[float, float, float]:
+        wall = sorted(w for w, _ in samples[name])
+        cpu = [c for _, c in samples[name]]
+        return statistics.median(wall), wall[min(len(wall) - 1, int(len(wall) * 0.9))], statistics.median(cpu)
+
+    bare_wall, _, bare_cpu = medians(cases[0][0])
     print(f"Hook latency, process start to exit ({options.runs} interleaved runs each, "
-          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)\n")
-    print("| command | median (ms) | p90 (ms) | ratio to bare (median) |")
-    print("|---|---:|---:|---:|")
+          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})\n")
+    print("| command | wall median (ms) | wall p90 (ms) | wall ratio to bare | CPU median (ms) | CPU ratio to bare |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, *_ in cases:
-        values = sorted(samples[name])
-        median = statistics.median(values)
-        p90 = values[min(len(values) - 1, int(len(values) * 0.9))]
-        print(f"| {name} | {median * 1000:.1f} | {p90 * 1000:.1f} | {median / bare:.2f}x |")
-    hook_median = statistics.median(samples[cases[1][0]])
-    verdict = "meets" if hook_median / bare <= 2.5 else "MISSES"
-    print(f"\nAllowed Write decision: {hook_median / bare:.2f}x the bare interpreter ({verdict} the 2.5x target).")
+        wall, p90, cpu = medians(name)
+        print(f"| {name} | {wall * 1000:.1f} | {p90 * 1000:.1f} | {wall / bare_wall:.2f}x | {cpu * 1000:.1f} | "
+              f"{cpu / bare_cpu:.2f}x |")
+    hook_wall, _, hook_cpu = medians(cases[1][0])
+    verdict = "meets" if hook_wall / bare_wall <= 2.5 else "MISSES"
+    print(f"\nAllowed Write decision: {hook_wall / bare_wall:.2f}x the bare interpreter, wall-clock median "
+          f"({verdict} the 2.5x target); {hook_cpu / bare_cpu:.2f}x in CPU time.")
     return 0
 
 

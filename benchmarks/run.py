@@ -101,8 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     parts = [header(command)]
     failed: list[str] = []
     for script in scripts:
-        output, code, wall = run_script(script, passthrough)
+        # A script that does not know --quick would die on it: run it with its defaults instead.
+        takes_quick = "--quick" in script.read_text(encoding="utf-8")
+        output, code, wall = run_script(script, passthrough if takes_quick else [])
         parts.append(output or f"## {script.stem}\n\n_(no output)_")
+        if passthrough and not takes_quick:
+            parts.append(f"_`{script.name}` takes no `--quick`: it ran with its defaults._")
         if code != 0:
             failed.append(script.name)
             parts.append(f"_`{script.name}` exited with status {code} after {wall:.0f} s; its results above "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -315,10 +316,11 @@ def _group_consumer(root: str, group: str, out: str, go) -> None:
     go.wait(WAIT)
     got = []
     while True:
-        batch = ch.receive_many(f"{group}-{os.getpid()}", 7, wait=0.3)
+        batch = ch.receive_many(f"{group}-{os.getpid()}", 5, wait=0.3)
         if not batch:
             break
         got += [d.message_id for d in batch]
+        time.sleep(0.001)  # a little work, so the group's two consumers really interleave
         ch.ack_many(batch)
     with open(out, "w") as handle:
         json.dump(got, handle)
@@ -326,7 +328,7 @@ def _group_consumer(root: str, group: str, out: str, go) -> None:
 
 
 def test_every_group_gets_every_message_and_each_message_goes_to_one_consumer_of_a_group(root, tmp_path):
-    count = 600
+    count = 1000
     with Coordinator.open(root) as coord:
         ch = coord.channel("events")
         ch.group("audit")
@@ -351,6 +353,7 @@ def test_every_group_gets_every_message_and_each_message_goes_to_one_consumer_of
     for group, (one, two) in received.items():
         assert sorted(one + two, key=int) == ids, group  # every message, exactly once in the group
         assert not set(one) & set(two), group  # never to both consumers
+        assert one and two, group  # and both consumers took part
     with Coordinator.open(root) as coord:
         ch = coord.channel("events")
         assert ch.stats()["depth"] == 0

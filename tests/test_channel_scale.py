@@ -18,8 +18,8 @@ import pytest
 from agent_coherence import Coordinator
 
 SMALL, LARGE = 1_000, 100_000
-ROUNDS = 15
-OPS_PER_ROUND = 150
+ROUNDS = 21
+OPS_PER_ROUND = 200
 MAX_RATIO = 1.5
 
 

@@ -559,3 +559,33 @@ def test_a_hook_whose_stdin_never_closes_does_not_hang(root: Path) -> None:
     err = proc.stderr.read()
     assert proc.returncode == 2 and b"time budget" in err and b"Traceback" not in err
     assert proc.stdout.read() == b""
+
+
+def test_the_hook_process_imports_nothing_heavy(root: Path) -> None:
+    """What makes the hook start fast: none of these modules is loaded on a Write decision."""
+    probe = (
+        "import io, json, sys\n"
+        "from agent_coherence.adapters.claude_code import hook\n"
+        "code = hook.main(io.BytesIO(sys.stdin.buffer.read()), io.StringIO(), None, io.StringIO())\n"
+        "print(json.dumps([code, sorted(sys.modules)]))\n"
+    )
+    data = json.dumps(write_payload("s", root, root / "src" / "app.py")).encode()
+    result = subprocess.run([sys.executable, "-c", probe], input=data, env=hook_env(root), capture_output=True,
+                            timeout=TIMEOUT)
+    code, modules = json.loads(result.stdout)
+    assert code == 0, result.stderr
+    heavy = {"pydantic", "tenacity", "typing", "dataclasses", "inspect", "hashlib", "threading", "random",
+             "datetime", "signal", "sqlite3", "agent_coherence.models", "agent_coherence.coordinator",
+             "agent_coherence.backends.base", "agent_coherence.adapters.claude_code.bash_writes"}
+    assert heavy.isdisjoint(modules), sorted(heavy.intersection(modules))
+
+
+def test_a_refused_write_leaves_no_lease_behind(root: Path) -> None:
+    notes = root / "notes.md"
+    write_through_hook(root, "bob", notes, "bob's notes\n")
+    assert output(run_hook(root, session_end("bob", root))) == {}
+    assert not allowed(run_hook(root, write_payload("alice", root, notes)))  # alice never read it
+    assert backend(root).get_lease("notes.md") is None
+    assert not allowed(run_hook(root, bash("alice", root, "echo a > fresh.txt && echo b > notes.md")))
+    assert backend(root).list_leases() == []
+    assert allowed(run_hook(root, edit_payload("bob", root, notes, "bob", "bob's")))

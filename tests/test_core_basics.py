@@ -14,11 +14,11 @@ import pytest
 from agent_coherence import (
     Coordinator, ForeignEdit, LeaseHeld, LeaseLost, VersionConflict,
 )
-from agent_coherence import recovery
+from agent_coherence import faults, recovery
 from agent_coherence.backends.base import WriteRequest
 from agent_coherence.durable import temp_path_for
 
-from conftest import dead_pid, temp_files, use_fake_clock, wait_for
+from conftest import dead_pid, temp_files, wait_for
 
 EMPTY = hashlib.sha256(b"").hexdigest()
 
@@ -462,3 +462,29 @@ def test_a_live_writers_intent_blocks_other_writes(coord, root):
         sleeper.wait()
     assert [r.rolled_forward for r in coord.recover()] == [False]
     assert coord.write("a.txt", b"other", holder="h2").version == 2
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-write", "later-write"])
+def test_a_read_never_pairs_uncommitted_bytes_with_a_version(coord, root, first):
+    """A reader that looks between another write's rename and its commit waits for the commit
+    rather than return the new bytes under the old version (also for the very first write)."""
+    if not first:
+        coord.write("a.txt", b"old", holder="h")
+    other = Coordinator.open(root)
+    seen = []
+
+    def read_in_the_window(step: str) -> None:
+        reader = threading.Thread(target=lambda: seen.append(other.read("a.txt")))
+        reader.start()
+        reader.join(0.3)  # the reader is now waiting for this write to commit
+        seen.append("commit")
+
+    try:
+        with faults.inject("commit", read_in_the_window):
+            receipt = coord.write("a.txt", b"new", holder="h")
+        wait_for(lambda: len(seen) == 2)
+    finally:
+        other.close()
+    assert seen[0] == "commit", "the reader returned before the write committed"
+    snap = seen[1]
+    assert (snap.data, snap.version, snap.foreign_edit) == (b"new", receipt.version, False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import subprocess
+import sys
 
 import pytest
 
@@ -135,9 +137,6 @@ def test_fsync_dir_failing_during_the_restore_too(coord, root):
 
 
 def test_environment_fault_plan_applies_in_a_fresh_process(root):
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from agent_coherence import Coordinator, DurabilityError\n"

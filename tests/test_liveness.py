@@ -17,7 +17,7 @@ from agent_coherence.backends.base import WriteRequest
 from agent_coherence.liveness import Liveness, watch_main
 from agent_coherence.recovery import process_start
 
-from conftest import FORK, use_fake_clock
+from conftest import FORK
 
 WAIT = 60
 

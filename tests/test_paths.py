@@ -73,6 +73,11 @@ REFUSED = {
     "rel_up/outside/secret.txt": "a symlink on the path resolves outside the root",
     "rel_out": "a symlink on the path resolves outside the root",
     "in_link/../../outside/new.txt": "resolves outside the root",
+    # ".." after a symlink leaves the link's target, as the kernel resolves it (a tool handed this
+    # path would write outside the root)
+    "out_dir/../x": "a symlink on the path resolves outside the root",
+    "sub/deep_out/../../x": "a symlink on the path resolves outside the root",
+    "rel_up/../x": "a symlink on the path resolves outside the root",
     "a\x00b": "contains a NUL byte",
     "": "empty key",
     "   ": "empty key",
@@ -115,6 +120,8 @@ def test_refused_keys_write_nothing(workspace, key):
     ("./plans//plan.md", "plans/plan.md"),
     ("sub/../a.txt", "a.txt"),
     ("in_link/b.txt", "sub/b.txt"),  # a symlink inside the root names its target
+    ("in_link/../a.txt", "a.txt"),
+    ("sub/./b.txt", "sub/b.txt"),
     ("in_file_link", "a.txt"),
     ("données/été.md", "données/été.md"),
     ("x" * 255, "x" * 255),
@@ -168,8 +175,7 @@ COMPONENTS = st.one_of(
 
 @st.composite
 def keys(draw) -> str:
-    base_dir, root = draw(st.just(None)), None  # placeholders; prefixes are chosen per workspace below
-    del base_dir, root
+    """Paths built from awkward components; ``<root>`` etc. are filled in per workspace."""
     parts = draw(st.lists(COMPONENTS, min_size=1, max_size=6))
     prefix = draw(st.sampled_from(["", "", "", "/", "<root>/", "<base>/", "<outside>/", "/tmp/", "/etc/"]))
     return prefix + "/".join(parts)
@@ -190,8 +196,12 @@ LINK_TARGETS = ["<outside>", "<outside>/secret.txt", "<outside>/dir", "<outside>
        link=st.none() | st.tuples(st.sampled_from(["l1", "sub/l2"]), st.sampled_from(LINK_TARGETS)))
 def test_generated_keys_never_touch_anything_outside_the_root(workspace, raw, operation, link):
     coord, root, outside, base = workspace
-    if link is not None and not os.path.lexists(root / link[0]):  # a symlink made in the workspace
-        os.symlink(resolve_placeholders(link[1], base), root / link[0])
+    if link is not None:  # (re)point a symlink made in the workspace
+        name, target = root / link[0], resolve_placeholders(link[1], base)
+        if os.path.islink(name):
+            os.unlink(name)
+        if not os.path.lexists(name):
+            os.symlink(target, name)
     key = resolve_placeholders(raw, base)
     before_out, before_root = outside_trees(base, root), tree_snapshot(root, skip=STATE_DIR)
     entries = coord.journal.count()
@@ -215,6 +225,8 @@ def test_generated_keys_never_touch_anything_outside_the_root(workspace, raw, op
     else:
         real = os.path.realpath(result_path)
         assert real.startswith(str(root) + os.sep), result_path
+        # the file named is the one the kernel would open for that path (what a tool would touch)
+        assert real == os.path.realpath(key if os.path.isabs(key) else os.path.join(root, key))
         assert not real.startswith(str(root / STATE_DIR) + os.sep) and real != str(root / STATE_DIR)
         if operation == "write":
             assert Path(result_path).read_bytes() == b"payload"

@@ -12,6 +12,7 @@ import glob
 import json
 import multiprocessing
 import os
+import pathlib
 import random
 import shutil
 import tempfile
@@ -405,7 +406,7 @@ def _churn_worker(directory, victims, barrier, producer_done, out):
                 deleted.append(name)
             except FileNotFoundError:
                 missed.append(name)  # already claimed
-        for i in range(10):
+        for i in range(5):
             data = b"added:%d:%d" % (start, i)
             added.append([spool.put(data), data.decode()])
     producer_done.set()
@@ -422,7 +423,7 @@ def test_acceptance_100k_four_consumers_with_concurrent_deletes_and_puts(tmp_pat
     pool = tmp_path / "sources"
     pool.mkdir()
     sources = [_source_file(pool, b"payload %d" % i) for i in range(500)]
-    content = {source: open(source).read() for source in sources}
+    content = {source: pathlib.Path(source).read_text() for source in sources}
     parts = [str(tmp_path / f"populated-{i}.json") for i in range(2)]  # 2 cores: 2 loaders
     loaders = [CTX.Process(target=_populate_worker, args=(directory, sources, total // 2, part))
                for part in parts]
@@ -452,9 +453,9 @@ def test_acceptance_100k_four_consumers_with_concurrent_deletes_and_puts(tmp_pat
     per_consumer = [_load(out) for out in outs]
     claimed = [name for result in per_consumer for name, _ in result]
 
-    assert len(deleted) + len(missed) == 10_000 and deleted and len(churn["added"]) == 1000
+    assert len(deleted) + len(missed) == 10_000 and deleted and len(churn["added"]) == 500
     assert len(claimed) == len(set(claimed)), "a message was claimed twice"
-    assert len(claimed) == total - len(deleted) + 1000
+    assert len(claimed) == total - len(deleted) + 500
     assert set(claimed) == set(expected)  # every surviving and every added message, nothing else
     assert deleted.isdisjoint(claimed) and missed <= set(claimed)
     assert all(dict(result).items() <= expected.items() for result in per_consumer)
@@ -495,12 +496,11 @@ def _naive_worker(directory, barrier, out):
 
 
 def test_naive_glob_sort_drain_crashes_or_processes_twice(tmp_path):
-    problems = []
+    problems, source = [], _source_file(tmp_path, b"x")
     for attempt in range(3):  # bounded: in practice the first attempt always shows the race
         directory = tmp_path / f"naive-{attempt}"
         directory.mkdir()
-        source = _source_file(tmp_path, b"x")
-        for i in range(5000):
+        for i in range(5000):  # hard links: equal mtimes, but getmtime still stats every path
             os.link(source, directory / f"{i:06d}.msg")
         barrier = CTX.Barrier(2)
         outs = [str(tmp_path / f"naive-{attempt}-{i}.json") for i in range(2)]

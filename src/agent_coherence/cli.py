@@ -30,9 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["hook"]:
         # The hot path: Claude Code pays for this on every tool call. Nothing else is imported.
-        from agent_coherence.adapters.claude_code.hook import main as hook_main
+        from agent_coherence.adapters.claude_code import hook
 
-        return hook_main()
+        if argv is None:
+            hook.run()  # exits without closing the database: see hook.run
+        return hook.main()
 
     parser = _build_parser()
     options = parser.parse_args(args)
@@ -220,6 +222,9 @@ def _status_report(coord: Any, limit: int) -> dict[str, Any]:
         "intents": intents,
         "problems": problems,
         "problem_counts": {kind: backend.journal_count(kind=kind) for kind in PROBLEM_KINDS},
+        "channels": [backend.channel_stats(c.name) | {"sla": c.sla, "durable": c.durable}
+                     for c in backend.list_channels()],
+        "anomalies": [a.model_dump() for a in coord.liveness.anomalies(report=False)],
         "journal": {"entries": total, "head": recent[-1].hash if recent else None},
     }
 
@@ -251,6 +256,16 @@ def _print_status(report: dict[str, Any]) -> None:
              ["SEQ", "TIME", "KIND", "KEY", "HOLDER", "DETAIL"], [
         [e["seq"], _when(e["ts"]), e["kind"], e["key"] or "-", e["holder"] or "-", _compact(e["data"])]
         for e in report["problems"]
+    ])
+    _section(f"Channels ({len(report['channels'])})",
+             ["CHANNEL", "DEPTH", "READY", "IN FLIGHT", "DELAYED", "OLDEST READY", "SLA", "MODE"], [
+        [c["channel"], c["depth"], c["ready"], c["in_flight"], c.get("delayed", 0),
+         _ago(c["oldest_ready_age"]) if c["oldest_ready_age"] is not None else "-",
+         f"{c['sla']:g}s" if c["sla"] is not None else "-", "durable" if c["durable"] else "fast"]
+        for c in report["channels"]
+    ])
+    _section(f"Anomalies ({len(report['anomalies'])})", ["KIND", "SUBJECT", "DETAIL"], [
+        [a["kind"], a["subject"], a["detail"]] for a in report["anomalies"]
     ])
     journal = report["journal"]
     print(f"\nJournal: {journal['entries']} entries, head {journal['head'] or '(empty)'}")

@@ -168,21 +168,26 @@ class Coordinator:
             record = self.backend.get_version(target.key)
             data = read_bytes(target.path)
             disk_sha = sha256_hex(data) if data is not None else None
-            if record is None or disk_sha == record.sha256:
-                version = record.version if record else 0
-                return Snapshot(key=target.key, path=target.path, data=data or b"", version=version,
+            if record is not None and disk_sha == record.sha256:
+                return Snapshot(key=target.key, path=target.path, data=data or b"", version=record.version,
                                 sha256=disk_sha or EMPTY_SHA256, exists=data is not None)
             intent = self.backend.get_intent(target.key)
             if self.backend.get_version(target.key) != record:
                 continue  # a commit slipped in between the reads
+            if record is None and (intent is None or intent.new_sha256 != disk_sha):
+                # untracked bytes, or a first write not renamed into place yet
+                return Snapshot(key=target.key, path=target.path, data=data or b"", version=0,
+                                sha256=disk_sha or EMPTY_SHA256, exists=data is not None)
             if intent is not None and time.monotonic() < deadline:
                 self._settle(intent, wait=0.05)  # a write between rename and commit: wait for it
                 continue
             if read_bytes(target.path) != data:
                 continue  # the disk moved under us (an aborted write being undone): look again
-            return Snapshot(key=target.key, path=target.path, data=data or b"", version=record.version,
+            return Snapshot(key=target.key, path=target.path, data=data or b"",
+                            version=record.version if record else 0,
                             sha256=disk_sha or EMPTY_SHA256, exists=data is not None,
-                            foreign_edit=True, recorded_sha256=record.sha256)
+                            foreign_edit=record is not None,
+                            recorded_sha256=record.sha256 if record else None)
 
     # -- writes -----------------------------------------------------------------------------
 

@@ -122,7 +122,9 @@ def resolve_file_key(root: str, key: object) -> ArtifactPath:
             raise _refuse(key, real_root, f"a path component is longer than {NAME_MAX} bytes")
     joined = text if os.path.isabs(text) else os.path.join(real_root, text)
     lexical = os.path.normpath(joined)
-    resolved = _resolve(real_root, lexical)
+    # ".." after a symlink climbs out of the link's target, not out of the link: only the kernel's
+    # order of resolution (realpath of the path as given) names the file a tool would open.
+    resolved = os.path.realpath(joined) if ".." in text.split("/") else _resolve(real_root, lexical)
     if resolved != real_root and not resolved.startswith(real_root + os.sep):
         inside = lexical == real_root or lexical.startswith(real_root + os.sep)
         reason = "a symlink on the path resolves outside the root" if inside else "resolves outside the root"

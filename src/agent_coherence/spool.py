@@ -34,8 +34,9 @@ Limits:
   requeues early or late.
 - Order is approximate: names are ``<time_ns>.<pid>.<random>``, claimed smallest first, oldest
   generation first; concurrent producers, custom names and requeues interleave.
-- ``put(name=...)`` refuses a name pending in the same generation only; it does not check other
-  generations or ``cur/``. ``done/`` is a flat archive nobody prunes (a reused name overwrites).
+- ``put(name=...)`` refuses a name pending in the same generation only, not one in other
+  generations or in ``cur/``; reusing a name while it is claimed lets its release or requeue
+  replace the newer message. ``done/`` is a flat archive nobody prunes (a reused name overwrites).
 - An empty ``claim`` re-scans the newest generation: idle polling costs up to one scan of
   ``rotate_every`` entries' worth of directory.
 - ``depth()`` and ``in_flight()`` list directories: O(n), approximate under concurrency.
@@ -113,9 +114,11 @@ class Spool:
         Raises ``DurabilityError`` when a step (open_temp, write, fsync, rename, fsync_dir) fails,
         ``ChannelError`` for a malformed ``name`` or one already pending in its generation.
         """
-        if name is not None:
+        exclusive = name is not None  # a given name must not replace a pending one
+        if exclusive:
             _check(name, _NAME, "message name")
-        exclusive, name = name is not None, name or new_name()
+        else:
+            name = new_name()
         temp = os.path.join(self.tmp_dir, f"{name}.{secrets.token_hex(4)}")
         try:
             write_temp(temp, bytes(data))

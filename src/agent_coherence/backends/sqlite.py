@@ -14,9 +14,16 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from _thread import RLock  # what threading.RLock is, without importing threading (hook start-up)
+
+try:
+    # The C module behind the ``sqlite3`` package, the same connect/Connection/errors. The package
+    # adds only datetime adapters (unused here) and imports datetime, which costs the Claude Code
+    # hook's start-up a few milliseconds.
+    import _sqlite3 as sqlite3
+except ImportError:
+    import sqlite3  # type: ignore[no-redef]
 
 from ..errors import BackendUnavailable, LeaseHeld, LeaseLost, VersionConflict
 from ..journal import GENESIS, chain_hash, encode_data
@@ -172,7 +179,8 @@ class SQLiteBackend(LivenessOps, ChannelOps):
     def _append(
         self, conn: sqlite3.Connection, kind: str, key: str | None, holder: str | None,
         data: dict[str, Any], ts: float | None = None,
-    ) -> JournalRecord:
+    ) -> tuple[int, float, str, str]:
+        """Append one entry inside the caller's transaction; returns (seq, ts, prev_hash, hash)."""
         head = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
         ts = self.now() if ts is None else ts
@@ -182,12 +190,13 @@ class SQLiteBackend(LivenessOps, ChannelOps):
             "INSERT INTO journal(seq, ts, kind, key, holder, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
             (seq, ts, kind, key, holder, data_json, prev, digest),
         )
-        return JournalRecord(seq, ts, kind, key, holder, json.loads(data_json), prev, digest)
+        return seq, ts, prev, digest
 
     def journal_append(
         self, kind: str, key: str | None, holder: str | None, data: dict[str, Any]
     ) -> JournalRecord:
-        return self.transaction(lambda conn: self._append(conn, kind, key, holder, data))
+        seq, ts, prev, digest = self.transaction(lambda conn: self._append(conn, kind, key, holder, data))
+        return JournalRecord(seq, ts, kind, key, holder, json.loads(encode_data(data)), prev, digest)
 
     def journal_entries(
         self, key: str | None = None, after: int = 0, limit: int | None = None

@@ -12,12 +12,13 @@ Durable channels commit sends and acks with synchronous=FULL; receives (and ever
 from __future__ import annotations
 
 import os
-import sqlite3
+import time
 
 from .records import ChannelConfig, MessageRecord
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
+    import sqlite3
     from typing import Any
 
 CHANNEL_SCHEMA = """
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS effects (
     PRIMARY KEY (channel, effect_key));
 """
 
+CONFIG_CACHE_SECONDS = 1.0
 ACKED = 1e18  # available_at of a retained, acknowledged message: never visible again
 _COLUMNS = ("id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, attempts, "
             "receipt, consumer")
@@ -87,17 +89,26 @@ class ChannelOps:
              int(config.durable), config.sla, config.retention))
 
     def channel_config(self, name: str, update: ChannelConfig | None = None) -> ChannelConfig:
+        """The stored config, cached per process for CONFIG_CACHE_SECONDS: a change made by another
+        process takes effect here within that time (a change made here, at once)."""
         def work(conn: sqlite3.Connection) -> ChannelConfig:
             if update is not None:
                 self._store_config(conn, update)
                 return update
             return self._config(conn, name)
 
+        cache = self.__dict__.setdefault("_config_cache", {})
         if update is None:
+            cached = cache.get(name)
+            if cached is not None and time.monotonic() - cached[1] < CONFIG_CACHE_SECONDS:
+                return cached[0]
             existing = self.read(lambda conn: self._config_row(conn, name))  # type: ignore[attr-defined]
             if existing is not None:
+                cache[name] = (existing, time.monotonic())
                 return existing
-        return self.transaction(work)  # type: ignore[attr-defined]
+        config = self.transaction(work)  # type: ignore[attr-defined]
+        cache[name] = (config, time.monotonic())
+        return config
 
     def list_channels(self) -> list[ChannelConfig]:
         names = self.read(lambda conn: [r[0] for r in conn.execute(  # type: ignore[attr-defined]

@@ -6,12 +6,12 @@ A mixin of SQLiteBackend: it relies on ``transaction``, ``read``, ``now`` and ``
 from __future__ import annotations
 
 import json
-import sqlite3
 
 from .records import AssignmentRecord, WorkerRecord
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
+    import sqlite3
     from typing import Any
 
 LIVENESS_SCHEMA = """

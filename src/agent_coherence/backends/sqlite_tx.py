@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
+TYPE_CHECKING = False  # sqlite3 (the package) is not imported at run time: see sqlite.py
+if TYPE_CHECKING:
+    import sqlite3
 
 _BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED (extended codes carry these in the low byte)
 

@@ -79,12 +79,15 @@ def check_command(ctx: HookContext, command: str) -> str | None:
     """Refusal reason for a Bash command, or None to let it run."""
     scan = scan_bash_command(command, ctx.cwd)
     uncertain = scan.uncertain
+    taken: list[tuple[str, int]] = []
     for target in scan.targets:
         paths, unknown = _expand(target)
         uncertain = uncertain or unknown
         for path in paths:
-            reason = _check_path(ctx, path, command)
+            reason = _check_path(ctx, path, command, taken)
             if reason is not None:
+                for key, fence in taken:  # the command won't run: give back what it took
+                    ctx.backend.release_lease(key, ctx.holder, fence)
                 return reason
     if uncertain:
         ctx.journal("bash.uncertain", None, {
@@ -94,16 +97,16 @@ def check_command(ctx: HookContext, command: str) -> str | None:
     return None
 
 
-def _check_path(ctx: HookContext, path: str, command: str) -> str | None:
+def _check_path(ctx: HookContext, path: str, command: str, taken: list[tuple[str, int]]) -> str | None:
     action = f"run `{_describe(command)}`, which writes"
     target, directory, refused = _resolve(ctx, path)
     if refused is not None:
         return file_checks.outside_refusal(path, ctx.root, refused, action)
     if directory is not None:
-        what = f"the directory {directory or '.'}" if directory else "the whole project"
-        return file_checks.check_leases_under(ctx, directory, what, f"run `{_describe(command)}`: it writes")
+        what = f"the directory {directory}" if directory else "the whole project"
+        return file_checks.check_leases_under(ctx, directory, f"{action} {what}, holding")
     if target is not None:
-        return file_checks.check_write(ctx, target, action)
+        return file_checks.check_write(ctx, target, action, taken)
     return None
 
 

@@ -165,7 +165,14 @@ class HookContext:
             self._backend = None
 
     def file_key(self, path: object) -> ArtifactPath:
-        """The artifact key of ``path`` under the project root; raises PathOutsideRoot."""
+        """The artifact key of ``path`` under the project root; raises PathOutsideRoot.
+
+        Claude Code hands hooks absolute paths; anything else is read as its tools would: ``~``
+        expanded, a relative path taken from the session's working directory (not the root)."""
+        if isinstance(path, str) and path.startswith("~"):
+            path = os.path.expanduser(path)
+        if isinstance(path, str) and path and "\x00" not in path and not os.path.isabs(path):
+            path = os.path.join(self.cwd, path)
         return resolve_file_key(self.root, path)
 
     def journal(self, kind: str, key: str | None, data: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from ...hashing import sha256, sha256_hex
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ...backends.records import LeaseRecord, VersionRecord
+    from ...backends.records import VersionRecord
     from ...paths import ArtifactPath
     from .context import HookContext
 
@@ -106,12 +106,13 @@ def ago(ts: float, now: float) -> str:
 # -- the checks -----------------------------------------------------------------------------
 
 
-def lease_refusal(ctx: HookContext, target: ArtifactPath, held: LeaseHeld, action: str) -> str:
+def lease_refusal(ctx: HookContext, key: str, holder: str, acquired_at: float, expires_at: float,
+                  action: str) -> str:
     now = time.time()
     return (
-        f"agent-coherence: {target.key} is locked by {describe_holder(held.holder, ctx)}, which has "
-        f"been editing it since {clock(held.acquired_at)} ({ago(held.acquired_at, now)}); its lease "
-        f"runs until {clock(held.expires_at)} unless that session writes again or ends. Do not "
+        f"agent-coherence: {key} is locked by {describe_holder(holder, ctx)}, which has "
+        f"been editing it since {clock(acquired_at)} ({ago(acquired_at, now)}); its lease "
+        f"runs until {clock(expires_at)} unless that session writes again or ends. Do not "
         f"{action} this file now: work on other files first and try again later, or ask the user to "
         f"coordinate the sessions. Writing it anyway (for example through Bash) would overwrite that "
         f"session's work."
@@ -163,20 +164,32 @@ def outside_refusal(path: object, root: str, reason: str, action: str) -> str:
     )
 
 
-def check_write(ctx: HookContext, target: ArtifactPath, action: str) -> str | None:
+def check_write(ctx: HookContext, target: ArtifactPath, action: str,
+                taken: list[tuple[str, int]] | None = None) -> str | None:
     """Take or renew the lease on ``target`` and check the session's view. Returns a refusal
-    reason, or None when the write may go ahead."""
+    reason, or None when the write may go ahead.
+
+    The lease is taken before the view is checked, so no other session can write between the
+    check and the write. A refused write gives back a lease it took (one it renewed stays).
+    ``taken`` collects (key, fence) of leases newly taken here, for a caller that may still refuse.
+    """
     backend = ctx.backend
+    asked_at = backend.now()
     try:
-        backend.acquire_lease(target.key, ctx.holder, ctx.ttl)
+        lease = backend.acquire_lease(target.key, ctx.holder, ctx.ttl)
     except LeaseHeld as held:
-        return lease_refusal(ctx, target, held, action)
+        return lease_refusal(ctx, target.key, held.holder, held.acquired_at, held.expires_at, action)
+    new_lease = lease.acquired_at >= asked_at
     record = backend.get_version(target.key)
     view = backend.get_view(ctx.holder, target.key)
     disk_sha, _ = file_sha256(target.path)
     why = staleness(ctx, view, record, disk_sha)
     if why is None:
+        if new_lease and taken is not None:
+            taken.append((target.key, lease.fence))
         return None
+    if new_lease:
+        backend.release_lease(target.key, ctx.holder, lease.fence)
     ctx.journal("conflict.view", target.key, {
         "reason": why, "seen": list(view) if view else None,
         "version": record.version if record else 0, "disk_sha256": disk_sha,
@@ -184,26 +197,14 @@ def check_write(ctx: HookContext, target: ArtifactPath, action: str) -> str | No
     return stale_refusal(target, why, action)
 
 
-def check_leases_under(ctx: HookContext, prefix: str, what: str, action: str) -> str | None:
+def check_leases_under(ctx: HookContext, prefix: str, action: str) -> str | None:
     """A write to a whole directory (``prefix`` is its key, "" for the root): refused if another
     holder leases any file beneath it."""
     for lease in ctx.backend.list_leases():
         inside = prefix == "" or lease.key == prefix or lease.key.startswith(prefix + "/")
         if inside and lease.holder != ctx.holder:
-            return lease_refusal(ctx, _Named(lease.key), _held(lease), f"{action} {what}, which contains")
+            return lease_refusal(ctx, lease.key, lease.holder, lease.acquired_at, lease.expires_at, action)
     return None
-
-
-class _Named:
-    """Just enough of an ArtifactPath for a message."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-
-def _held(lease: LeaseRecord) -> LeaseHeld:
-    return LeaseHeld("held", key=lease.key, holder=lease.holder, acquired_at=lease.acquired_at,
-                     expires_at=lease.expires_at)
 
 
 # -- what a session has read ----------------------------------------------------------------

@@ -125,20 +125,21 @@ def _main(stdin: BinaryIO | None, stdout: TextIO | None, env: Mapping[str, str] 
     stderr = sys.stderr if stderr is None else stderr
     env = os.environ if env is None else env
     budget = env_float(env, "AGENT_COHERENCE_HOOK_BUDGET", DEFAULT_BUDGET, 0.05, 60.0)
+    received = bytearray()  # what arrived so far, for the failure answer if reading is cut short
     alarm = _Alarm()
     alarm.arm(budget)
     try:
-        outcome = _run(stdin, env, budget, alarm, close)
-    except BudgetExceeded:  # fired between _run's own handlers: nothing was decided
-        outcome = note(f"agent-coherence: no decision within {budget:g} s")
+        outcome = _run(stdin, env, budget, alarm, close, received)
+    except BudgetExceeded:  # the alarm fired inside one of _run's own failure handlers
+        outcome = _failure(bytes(received), None, f"no decision within the {budget:g} s time budget")
     finally:
         alarm.cancel()
     _emit(outcome, stdout, stderr)
     return outcome.code
 
 
-def _run(stdin: BinaryIO, env: Mapping[str, str], budget: float, alarm: _Alarm, close: bool) -> Outcome:
-    received = bytearray()  # what arrived so far, for the failure answer if reading is cut short
+def _run(stdin: BinaryIO, env: Mapping[str, str], budget: float, alarm: _Alarm, close: bool,
+         received: bytearray) -> Outcome:
     payload: dict | None = None
     ctx: HookContext | None = None
     try:
@@ -160,6 +161,7 @@ def _run(stdin: BinaryIO, env: Mapping[str, str], budget: float, alarm: _Alarm, 
         alarm.cancel()
         return _failure(bytes(received), payload, f"internal error: {type(error).__name__}: {_clip(str(error))}")
     finally:
+        alarm.cancel()  # closing the database (a WAL checkpoint) must not undo the decision
         if ctx is not None and close:
             try:
                 ctx.close()
@@ -326,6 +328,13 @@ def _sniff(raw: bytes, payload: dict | None) -> tuple[str | None, str | None]:
     import re
 
     head = raw[:SNIFF_BYTES]
+    if b"\x00" in head:  # UTF-16 or UTF-32 from a misbehaving caller: look at the text
+        for encoding in ("utf-32", "utf-16"):
+            try:
+                head = head.decode(encoding).encode("utf-8", "replace")
+                break
+            except UnicodeError:
+                continue
     event = re.search(_SNIFF_EVENT, head)
     tool = re.search(_SNIFF_TOOL, head)
     return (event.group(1).decode() if event else None), (tool.group(1).decode() if tool else None)
