@@ -2,7 +2,7 @@
 
 ``open_backend`` picks one from a URL without importing the others: ``None`` is the embedded SQLite
 database under ``<root>/.agent-coherence/``; ``sqlite:///path/to/file.db`` names another file;
-``postgresql://...`` is the distributed backend.
+``postgresql://...`` names the distributed backend (not part of this release).
 """
 
 from __future__ import annotations
@@ -41,6 +41,14 @@ def open_backend(root: str, url: str | None = None) -> Backend:
 
         return SQLiteBackend(url[len("sqlite://"):])
     if url.startswith(("postgresql://", "postgres://")):
+        import importlib.util
+
+        if importlib.util.find_spec(f"{__name__}.postgres") is None:
+            raise BackendUnavailable(
+                "the PostgreSQL backend is not part of this release of agent-coherence",
+                recover="use the embedded SQLite backend (url=None) on one host",
+                backend="postgresql", detail="not implemented",
+            )
         try:
             from .postgres import PostgresBackend  # type: ignore[import-not-found]
         except ImportError as error:
