@@ -306,6 +306,25 @@ def _contender(root: str, holder: str, duration: float, ready, start, results) -
                  "elapsed": time.monotonic() - t0})
 
 
+def _collect(channel, workers: list, timeout: float) -> list:  # type: ignore[type-arg]
+    """One item per worker from ``channel``; fails fast (RuntimeError) if a worker dies first."""
+    import queue
+
+    items, deadline = [], time.monotonic() + timeout
+    while len(items) < len(workers):
+        try:
+            items.append(channel.get(timeout=0.2))
+            continue
+        except queue.Empty:
+            pass
+        dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+        if dead:
+            raise RuntimeError(f"a contending process exited with status {dead[0]} (its traceback is on stderr)")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"contending processes did not report within {timeout:.0f} s")
+    return items
+
+
 def _contend_once(scratch: str, procs: int, duration: float) -> dict[str, float]:
     root = _fresh_dir(scratch, f"contend{procs}")
     try:
@@ -317,14 +336,17 @@ def _contend_once(scratch: str, procs: int, duration: float) -> dict[str, float]
                    for i in range(procs)]
         for worker in workers:
             worker.start()
-        for _ in workers:
-            ready.get(timeout=120)
-        t0 = time.monotonic()
-        start.set()
-        reports = [results.get(timeout=duration + 180) for _ in workers]
-        wall = time.monotonic() - t0
-        for worker in workers:
-            worker.join(timeout=30)
+        try:
+            _collect(ready, workers, timeout=120)
+            t0 = time.monotonic()
+            start.set()
+            reports = _collect(results, workers, timeout=duration + 180)
+            wall = time.monotonic() - t0
+        finally:
+            for worker in workers:
+                worker.join(timeout=30)
+                if worker.is_alive():
+                    worker.terminate()
         with Coordinator.open(root) as coord:
             snap = coord.read(COUNTER)
             conflicts = (coord.journal.count(kind="conflict.version", key=COUNTER)
@@ -349,12 +371,19 @@ def _contend_once(scratch: str, procs: int, duration: float) -> dict[str, float]
 
 def bench_contention(scratch: str, rounds: int, duration: float, counts: tuple[int, ...] = (2, 8)) -> tuple[str, bool]:
     runs: dict[int, list[dict[str, float]]] = {c: [] for c in counts}
+    errors: dict[int, str] = {}
     for r in range(rounds):
         for procs in counts if r % 2 == 0 else tuple(reversed(counts)):
-            runs[procs].append(_contend_once(scratch, procs, duration))
+            try:
+                runs[procs].append(_contend_once(scratch, procs, duration))
+            except RuntimeError as error:  # reported in the table, the other sections still run
+                errors.setdefault(procs, str(error))
             print(f"  [contention] {procs} processes, run {r + 1}/{rounds} done", file=sys.stderr, flush=True)
-    rows, all_ok = [], True
+    rows, all_ok = [], not errors
     for procs, results in runs.items():
+        if not results:
+            rows.append([procs, *["n/a"] * 8, f"**ERROR**: {errors.get(procs, 'no run')}"])
+            continue
         ok = sum(int(x["ok"]) for x in results)
         all_ok &= ok == len(results)
         last = results[-1]
@@ -365,7 +394,8 @@ def bench_contention(scratch: str, rounds: int, duration: float, counts: tuple[i
             f"{100 * median(x['conflict_rate'] for x in results):.1f}%",
             f"{100 * median(x['min_share'] for x in results):.0f}–{100 * median(x['max_share'] for x in results):.0f}%",
             f"{last['final']:,.0f} = {last['commits']:,.0f}" if last["ok"] else f"{last['final']:,.0f} ≠ {last['commits']:,.0f}",
-            f"{verdict(ok == len(results))} ({ok}/{len(results)} runs)",
+            f"{verdict(ok == len(results))} ({ok}/{len(results)} runs)"
+            + (f"; **ERROR** in another run: {errors[procs]}" if procs in errors else ""),
         ])
     return "\n".join([
         "### Contended read-modify-write: `coord.update()` on one counter file",
@@ -376,7 +406,7 @@ def bench_contention(scratch: str, rounds: int, duration: float, counts: tuple[i
         "requires final count = commits counted by the processes = `write` journal entries = version bumps.",
         "",
         markdown_table(["processes", "wall s", "attempts", "commits", "commits/s", "conflicts", "conflict rate",
-                        "commit share per process", "final count = commits", "no lost update"], rows),
+                        "commit share per process", "final count = commits (last run)", "no lost update"], rows),
     ]), all_ok
 
 

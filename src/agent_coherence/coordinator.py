@@ -37,6 +37,7 @@ from .errors import (
 )
 from .journal import Journal
 from .leases import LeaseContext, LeaseKeeper, acquire
+from .overlap import Overlap
 from .models import Lease, Snapshot, VersionInfo, WriteReceipt
 from .paths import ArtifactPath, normalize_key, resolve_file_key
 
@@ -73,6 +74,7 @@ class Coordinator:
         self.update_deadline = update_deadline
         self.journal = Journal(backend)
         self._extensions: dict[str, Any] = {}
+        self._overlap = Overlap()
 
     @classmethod
     def open(cls, root: str | os.PathLike[str] = ".", url: str | None = None, *, recover: bool = True,
@@ -274,7 +276,9 @@ class Coordinator:
         self._apply(target, intent, old, payload)
         try:
             faults.check("commit")
-            record = self.backend.commit_write(intent)
+            # The intent is durable already: a commit lost to power loss is rolled forward to the
+            # same version by recovery, so this commit need not flush.
+            record = self.backend.commit_write(intent, durable=False)
         except (LeaseLost, BackendUnavailable, OSError) as error:
             self._undo(target, intent, old, "commit", str(error))
             if isinstance(error, OSError):
@@ -332,17 +336,26 @@ class Coordinator:
 
     def _apply(self, target: ArtifactPath, intent: IntentRecord, old: bytes | None,
                payload: bytes | None) -> None:
-        """The file step: replace (or remove) the bytes, then read back. Undone on failure."""
+        """The file step: make the intent durable, replace (or remove) the bytes, read back.
+
+        The intent's flush runs on a helper thread while the temp file is written and fsynced;
+        nothing visible changes on disk until both are done. Undone on failure.
+        """
         renamed = False
         try:
             if payload is None:
+                self.backend.sync_intent(intent)
                 self.backend.check_fence(intent.key, intent.holder, intent.fence)
                 renamed = remove_quietly(target.path)
                 if renamed:  # nothing removed, nothing to make durable (the parent may not exist)
                     fsync_dir(os.path.dirname(target.path))
             else:
                 ensure_parent(target.path)
-                write_temp(intent.temp_path, payload, file_mode(target.path))
+                intent_synced = self._overlap.start(lambda: self.backend.sync_intent(intent))
+                try:
+                    write_temp(intent.temp_path, payload, file_mode(target.path))
+                finally:
+                    intent_synced.wait()
                 if not intent.auto_lease:  # a long write may outlive a caller's lease: stop here if so
                     self.backend.check_fence(intent.key, intent.holder, intent.fence)
                 renamed = True

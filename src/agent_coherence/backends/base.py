@@ -82,9 +82,17 @@ class Backend(Protocol):
         """
         ...
 
-    def commit_write(self, intent: IntentRecord) -> VersionRecord:
+    def sync_intent(self, intent: IntentRecord) -> None:
+        """Make the intent durable (it survives power loss). Raises LeaseLost if it was resolved
+        meanwhile. Runs while the caller writes and fsyncs its temp file, so the two flushes overlap."""
+        ...
+
+    def commit_write(self, intent: IntentRecord, durable: bool = True) -> VersionRecord:
         """Bump the version to the intent's, atomically with the fence check; resolve the intent;
-        release an auto lease. Raises LeaseLost (the intent stays for the caller to abort)."""
+        release an auto lease. Raises LeaseLost (the intent stays for the caller to abort).
+
+        ``durable=False`` may skip the flush when the intent was synced: after a power loss,
+        recovery rolls the durable intent forward to the same version."""
         ...
 
     def abort_write(self, intent: IntentRecord, step: str, detail: str) -> None:

@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+# Changes to a database made by an earlier schema version, applied in order on open.
+_MIGRATIONS = {"1": "ALTER TABLE intents ADD COLUMN synced INTEGER NOT NULL DEFAULT 0"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,7 +55,8 @@ CREATE TABLE IF NOT EXISTS intents (
     key TEXT PRIMARY KEY, intent_id TEXT NOT NULL, holder TEXT NOT NULL, fence INTEGER NOT NULL,
     base_version INTEGER NOT NULL, base_sha256 TEXT, new_version INTEGER NOT NULL, new_sha256 TEXT,
     size INTEGER NOT NULL, temp_path TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
-    pid_start TEXT NOT NULL, created_at REAL NOT NULL, auto_lease INTEGER NOT NULL);
+    pid_start TEXT NOT NULL, created_at REAL NOT NULL, auto_lease INTEGER NOT NULL,
+    synced INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, key TEXT, holder TEXT,
     data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
@@ -162,8 +165,23 @@ class SQLiteBackend(LivenessOps, ChannelOps):
             conn.execute(
                 "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
             )
+            version = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0]
+            while version in _MIGRATIONS:
+                conn.execute(_MIGRATIONS[version])
+                version = str(int(version) + 1)
+                conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (version,))
 
-        self.transaction(create)
+        if self._schema_version() != SCHEMA_VERSION:
+            self.transaction(create)
+
+    def _schema_version(self) -> str | None:
+        """The stored schema version, read without taking the write lock (None: no schema yet)."""
+        try:
+            row = self.read(lambda conn: conn.execute(
+                "SELECT value FROM meta WHERE name = 'schema_version'").fetchone())
+        except BackendUnavailable:
+            return None  # no meta table yet: a fresh database
+        return row[0] if row else None
 
     def close(self) -> None:
         with self._lock:
@@ -430,7 +448,19 @@ class SQLiteBackend(LivenessOps, ChannelOps):
             )
         return bool(cursor.rowcount)
 
-    def commit_write(self, intent: IntentRecord) -> VersionRecord:
+    def sync_intent(self, intent: IntentRecord) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            if not conn.execute("UPDATE intents SET synced = 1 WHERE key = ? AND intent_id = ?",
+                                (intent.key, intent.intent_id)).rowcount:
+                raise LeaseLost(
+                    f"write to {intent.key!r} was resolved by recovery before it could proceed",
+                    key=intent.key, holder=intent.holder, fence=intent.fence,
+                    current_holder=None, current_fence=None,
+                )
+
+        self.transaction(work, durable=True)
+
+    def commit_write(self, intent: IntentRecord, durable: bool = True) -> VersionRecord:
         def work(conn: sqlite3.Connection) -> VersionRecord:
             now = self.now()
             self._live_lease_or_lost(conn, intent.key, intent.holder, intent.fence, now)
@@ -447,7 +477,7 @@ class SQLiteBackend(LivenessOps, ChannelOps):
                                          "size": intent.size, "fence": intent.fence}, now)
             return record
 
-        return self.transaction(work, durable=True)
+        return self.transaction(work, durable=durable)
 
     def abort_write(self, intent: IntentRecord, step: str, detail: str) -> None:
         def work(conn: sqlite3.Connection) -> None:
