@@ -31,16 +31,17 @@ def _wal_frames_per_write(root: str, coord: Coordinator, payload: bytes, writes:
     """WAL frames (pages) each transaction of a write appends, from a side connection that
     checkpoints the WAL empty before each transaction and reads the frame count after it."""
     db = os.path.join(root, ".agent-coherence", "state.db")
-    side = sqlite3.connect(db, isolation_level=None, timeout=5)
+    side = sqlite3.connect(db, isolation_level=None, timeout=5, check_same_thread=False)
     counts: dict[str, list[int]] = {}
     backend = coord.backend
-    originals = {name: getattr(backend, name) for name in ("begin_write", "commit_write")}
+    originals = {name: getattr(backend, name) for name in ("begin_write", "sync_intent", "commit_write")
+                 if hasattr(backend, name)}
 
     def counting(name: str) -> Callable[..., object]:
-        def wrapper(*args: object) -> object:
+        def wrapper(*args: object, **kwargs: object) -> object:
             side.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             try:
-                return originals[name](*args)
+                return originals[name](*args, **kwargs)
             finally:
                 counts.setdefault(name, []).append(side.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
         return wrapper
@@ -151,7 +152,7 @@ def _profiled_writes(scratch: str, size: int, n: int) -> CallTimer:
         for name in ("open", "write", "fsync", "rename", "close"):
             timer.wrap(os, name, f"os.{name}")
         undo = _instrument_backend(timer, coord.backend, tuple(
-            name for name in ("begin_write", "commit_write", "get_version", "check_fence", "get_intent",
+            name for name in ("begin_write", "sync_intent", "commit_write", "get_version", "check_fence", "get_intent",
                               "abort_write", "_take_lease", "_live_lease_or_lost", "_version_row",
                               "_intent_row", "_store_version", "_drop_intent")
             if hasattr(coord.backend, name)))

@@ -14,6 +14,7 @@ import math
 import os
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -209,7 +210,7 @@ class CallTimer:
         self.exclusive: dict[str, int] = {}
         self.calls: dict[str, int] = {}
         self.paths: dict[tuple[str, ...], list[int]] = {}  # call path -> [inclusive ns, calls]
-        self._stack: list[list] = []  # [label, children_ns]
+        self._local = threading.local()  # one call stack per thread: a helper thread's calls are roots
         self._undo: list[tuple[object, str, object, bool]] = []
 
     def record(self, label: str, elapsed: int) -> None:
@@ -217,20 +218,28 @@ class CallTimer:
         self._push(label)
         self._pop(label, elapsed)
 
+    @property
+    def _stack(self) -> list[list]:
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        return stack
+
     def _push(self, label: str) -> None:
         self._stack.append([label, 0])
 
     def _pop(self, label: str, elapsed: int) -> None:
-        _, children = self._stack.pop()
+        stack = self._stack
+        _, children = stack.pop()
         self.inclusive[label] = self.inclusive.get(label, 0) + elapsed
         self.exclusive[label] = self.exclusive.get(label, 0) + elapsed - children
         self.calls[label] = self.calls.get(label, 0) + 1
-        path = tuple(frame[0] for frame in self._stack) + (label,)
+        path = tuple(frame[0] for frame in stack) + (label,)
         entry = self.paths.setdefault(path, [0, 0])
         entry[0] += elapsed
         entry[1] += 1
-        if self._stack:
-            self._stack[-1][1] += elapsed
+        if stack:
+            stack[-1][1] += elapsed
 
     def timed(self, label: str, fn: Callable[..., object]) -> Callable[..., object]:
         clock = time.perf_counter_ns
@@ -303,6 +312,11 @@ class CallTimer:
         ns, calls = self.paths.get((root,), [0, 0])
         rows.append((0, root, calls / per, ns / per))
         walk((root,))
+        # Calls made on other threads (a helper the root handed work to) are roots of their own.
+        for path, (ns, calls) in sorted(self.paths.items(), key=lambda item: -item[1][0]):
+            if len(path) == 1 and path != (root,) and ns / per >= min_ns:
+                rows.append((0, f"{path[0]} [on another thread, overlapping]", calls / per, ns / per))
+                walk(path)
         return rows
 
 
@@ -333,7 +347,8 @@ def profile_tables(timer: CallTimer, root_label: str, n: int, *, tree: bool = Tr
            for label, ns in sorted(timer.exclusive.items(), key=lambda item: -item[1])[:14]]
     tree_part = [
         "Call tree (inclusive µs per operation; steps under 1 µs left out; a `work` closure run by "
-        "`backend.transaction` counts as the transaction's own time):",
+        "`backend.transaction` counts as the transaction's own time; work handed to another thread is "
+        "listed as its own root, and its time overlaps the caller's):",
         "",
         markdown_table(["step", "calls/op", "µs/op", "share"], rows),
         "",

@@ -430,28 +430,32 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(base, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="ac-bench-core-", dir=base)
     started = time.monotonic()
+    mode = "quick" if args.quick else "full"
+    # Each section is printed as soon as it is done, so a failure later keeps the tables before it.
+    print(f"## Core: durable writes, leases, contention ({mode}, {rounds} rounds)\n", flush=True)
+
+    def emit(text: str) -> None:
+        print(text + "\n", flush=True)
+
+    met: dict[str, bool] = {}
     try:
-        sections, met = [], {}
         text, met["write"] = bench_writes(scratch, rounds, n, peer_n, not args.no_peer)
-        sections.append(text)
+        emit(text)
         text, met["lease"] = bench_leases(scratch, rounds, lease_n)
-        sections.append(text)
+        emit(text)
         text, met["contention"] = bench_contention(scratch, contention_rounds, duration)
-        sections.append(text)
+        emit(text)
         from _profile import profile_lease, profile_write
 
         if args.profile or (not met["write"] and not args.no_profile):
             for size in SIZES.values():
-                sections.append(profile_write(scratch, size, 100 if args.quick else 300))
+                emit(profile_write(scratch, size, 100 if args.quick else 300))
         if args.profile or (not met["lease"] and not args.no_profile):
-            sections.append(profile_lease(scratch, 300 if args.quick else 1000))
+            emit(profile_lease(scratch, 300 if args.quick else 1000))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    mode = "quick" if args.quick else "full"
-    print(f"## Core: durable writes, leases, contention ({mode}, {rounds} rounds, "
-          f"{time.monotonic() - started:.0f} s)\n")
-    print("\n\n".join(sections))
-    print()
+    summary = ", ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in met.items())
+    emit(f"_bench_core: {summary}; {time.monotonic() - started:.0f} s._")
     return 0
 
 

@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["hook"]:
         # The hot path: Claude Code pays for this on every tool call. Nothing else is imported.
-        from agent_coherence.adapters.claude_code import hook
-
+        __import__(HOOK_MODULE)
+        hook = sys.modules[HOOK_MODULE]
         if argv is None:
             hook.run()  # exits without closing the database: see hook.run
         return hook.main()

@@ -365,8 +365,8 @@ class Coordinator:
                 back = read_bytes(target.path)
             except OSError as error:
                 raise StepFailed("read_back", error) from error
-            back_sha = sha256_hex(back) if back is not None else None
-            if back_sha != intent.new_sha256:
+            if back != payload:  # equal bytes, equal hash: no need to hash them again
+                back_sha = sha256_hex(back) if back is not None else None
                 raise StepFailed("read_back", OSError(0, f"read back {back_sha}, wrote {intent.new_sha256}"))
         except StepFailed as failed:
             renamed = renamed and failed.step != "rename"
