@@ -6,12 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test bench clean
 
+# The package is byte-compiled at install: the Claude Code hook starts a fresh interpreter on every
+# tool call, and some environments set PYTHONDONTWRITEBYTECODE, which would recompile it each time.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	# Byte-compile now: the Claude Code hook starts a fresh interpreter on every tool call, and
-	# some environments set PYTHONDONTWRITEBYTECODE, which would recompile the package every time.
 	$(PY) -m compileall -q src
 	touch $(STAMP)
 
