@@ -65,6 +65,7 @@ class Coordinator:
         on_foreign_edit: ForeignPolicy = "raise",
         update_attempts: int = 500,
         update_deadline: float = 60.0,
+        optimistic_attempts: int = 8,
     ) -> None:
         self.root = os.path.realpath(root)
         self.backend = backend
@@ -72,6 +73,7 @@ class Coordinator:
         self.on_foreign_edit = on_foreign_edit
         self.update_attempts = update_attempts
         self.update_deadline = update_deadline
+        self.optimistic_attempts = optimistic_attempts
         self.journal = Journal(backend)
         self._extensions: dict[str, Any] = {}
         self._overlap = Overlap()
@@ -106,7 +108,7 @@ class Coordinator:
 
     def acquire(self, key: str, holder: str, ttl: float | None = None, wait: float = 0.0) -> Lease:
         """Take the lease on ``key`` for ``holder`` (waiting up to ``wait`` s). Raises LeaseHeld."""
-        return acquire(self.backend, self.key(key), holder, ttl or self.default_ttl, wait)
+        return acquire(self.backend, self.key(key), holder, ttl or self.default_ttl, wait, self._unblock)
 
     def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
         """Extend ``lease``. Raises LeaseLost if it expired or was taken over."""
@@ -124,7 +126,7 @@ class Coordinator:
     ) -> LeaseContext:
         """``with coord.lease(key, holder=...) as lease:`` holds the lease for the block."""
         return LeaseContext(self.backend, self.key(key), holder, ttl or self.default_ttl, wait,
-                            auto_renew, on_lost)
+                            auto_renew, on_lost, self._unblock)
 
     def keep_alive(self, lease: Lease, on_lost: Callable[[LeaseLost], None] | None = None) -> LeaseKeeper:
         """Start renewing ``lease`` every ttl/3 in the background; call ``.stop()`` when done."""
@@ -222,27 +224,42 @@ class Coordinator:
         """Read-modify-write: ``fn(old_bytes) -> new_bytes``, committed only if nobody wrote in
         between; on a conflict it re-reads and calls ``fn`` again (so ``fn`` must be pure), with
         jittered exponential backoff, up to ``attempts`` tries or ``deadline`` seconds. A missing
-        file reads as ``b""``."""
+        file reads as ``b""``.
+
+        The first ``optimistic_attempts`` tries take no lock; after that each try waits for the
+        key's lease and holds it across the read and the write, so a hot key cannot starve a
+        writer for ever."""
         from tenacity import (
             Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_random_exponential,
         )
 
+        budget = deadline or self.update_deadline
+        started = time.monotonic()
         retrying = Retrying(
             retry=retry_if_exception_type((VersionConflict, LeaseHeld)),
-            stop=stop_after_attempt(attempts or self.update_attempts)
-            | stop_after_delay(deadline or self.update_deadline),
+            stop=stop_after_attempt(attempts or self.update_attempts) | stop_after_delay(budget),
             wait=wait_random_exponential(multiplier=0.0005, max=0.05),
             reraise=True,
         )
         for attempt in retrying:
             with attempt:
-                snapshot = self.read(key)
-                if snapshot.foreign_edit and self.on_foreign_edit == "raise":
-                    raise self._foreign_error(snapshot.key, snapshot.path, snapshot.recorded_sha256,
-                                              snapshot.sha256 if snapshot.exists else None, snapshot.version)
+                if attempt.retry_state.attempt_number > self.optimistic_attempts:
+                    remaining = max(0.0, budget - (time.monotonic() - started))
+                    with self.lease(key, holder, ttl, wait=remaining) as lease:
+                        snapshot = self._readable(key)
+                        return self.write(key, fn(snapshot.data), lease=lease)
+                snapshot = self._readable(key)
                 return self.write(key, fn(snapshot.data), holder=holder,
                                   expect_version=snapshot.version, ttl=ttl)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _readable(self, key: str | os.PathLike[str]) -> Snapshot:
+        """``read``, raising ForeignEdit (under the raise policy) instead of returning it."""
+        snapshot = self.read(key)
+        if snapshot.foreign_edit and self.on_foreign_edit == "raise":
+            raise self._foreign_error(snapshot.key, snapshot.path, snapshot.recorded_sha256,
+                                      snapshot.sha256 if snapshot.exists else None, snapshot.version)
+        return snapshot
 
     def adopt(self, key: str | os.PathLike[str], holder: str = "(adopted)") -> VersionInfo:
         """Accept the bytes now on disk (written around the layer) as a new version."""
@@ -302,11 +319,7 @@ class Coordinator:
             try:
                 intent = self.backend.begin_write(request)
             except LeaseHeld:
-                # A writer that died mid-write still holds the lease it took for that write: recover
-                # its intent now rather than leave the key blocked until that lease expires.
-                stuck = self.backend.get_intent(target.key)
-                if stuck is not None and recovery.writer_is_dead(self.backend, stuck):
-                    recovery.resolve(self.backend, self.root, stuck)
+                if self._unblock(target.key):
                     continue
                 raise
             except IntentPending as pending:
@@ -395,6 +408,15 @@ class Coordinator:
             except (OSError, StepFailed) as error:
                 detail += f"; restoring the old bytes failed too ({error}): the next access reports ForeignEdit"
         self.backend.abort_write(intent, step, detail)
+
+    def _unblock(self, key: str) -> bool:
+        """A writer that died mid-write still holds the lease it took for that write: recover its
+        intent now rather than leave the key blocked until that lease expires. True if it did."""
+        stuck = self.backend.get_intent(key)
+        if stuck is not None and recovery.writer_is_dead(self.backend, stuck):
+            recovery.resolve(self.backend, self.root, stuck)
+            return True
+        return False
 
     def _settle(self, intent: IntentRecord, wait: float) -> bool:
         """Deal with another write's intent: recover it if its writer died, else wait up to

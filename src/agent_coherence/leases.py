@@ -19,8 +19,15 @@ if TYPE_CHECKING:
     from .models import Lease
 
 
-def acquire(backend: "Backend", key: str, holder: str, ttl: float, wait: float) -> "Lease":
-    """Take the lease on ``key``, polling with jittered backoff for up to ``wait`` seconds."""
+def acquire(
+    backend: "Backend", key: str, holder: str, ttl: float, wait: float,
+    unblock: Callable[[str], bool] | None = None,
+) -> "Lease":
+    """Take the lease on ``key``, polling with jittered backoff for up to ``wait`` seconds.
+
+    ``unblock(key)`` is asked, when the lease is held, whether it could free it (a dead writer's
+    write lease is freed by recovering its intent); if it did, the lease is tried again at once.
+    """
     from .models import Lease
 
     deadline = time.monotonic() + wait
@@ -29,6 +36,8 @@ def acquire(backend: "Backend", key: str, holder: str, ttl: float, wait: float) 
         try:
             return Lease.from_record(backend.acquire_lease(key, holder, ttl), ttl)
         except LeaseHeld as held:
+            if unblock is not None and unblock(key):
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise
@@ -92,9 +101,10 @@ class LeaseContext:
     def __init__(
         self, backend: "Backend", key: str, holder: str, ttl: float, wait: float,
         auto_renew: bool, on_lost: Callable[[LeaseLost], None] | None,
+        unblock: Callable[[str], bool] | None = None,
     ) -> None:
         self._backend = backend
-        self._args = (key, holder, ttl, wait)
+        self._args = (key, holder, ttl, wait, unblock)
         self._auto_renew = auto_renew
         self._on_lost = on_lost
         self.keeper: LeaseKeeper | None = None
