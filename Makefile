@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
+# pytest exits 5 when it collected no test: that fails here too, with a message that says so.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q || { status=$$?; [ $$status -ne 5 ] || echo "make test: no tests were collected" >&2; exit $$status; }
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
