@@ -72,22 +72,19 @@ class Channel:
         dedup_ttl: float | None = None, durability: Durability | None = None, sla: float | None = None,
         retention: float | None = None,
     ) -> ChannelConfig:
-        """Change the channel's stored settings (shared by every process)."""
-        current = self.config
+        """Change the given settings of the channel (shared by every process); the others keep
+        their stored values, even if another process changes them at the same time."""
         if durability not in (None, "durable", "fast"):
             raise ChannelError(f"durability must be 'durable' or 'fast', not {durability!r}")
         if max_attempts is not None and max_attempts < 1:
             raise ChannelError("max_attempts must be at least 1")
-        updated = ChannelConfig(
-            self.name,
-            visibility_timeout if visibility_timeout is not None else current.visibility_timeout,
-            max_attempts if max_attempts is not None else current.max_attempts,
-            dedup_ttl if dedup_ttl is not None else current.dedup_ttl,
-            (durability == "durable") if durability is not None else current.durable,
-            sla if sla is not None else current.sla,
-            retention if retention is not None else current.retention,
-        )
-        return self._backend.channel_config(self.name, updated)
+        changes = {
+            "visibility_timeout": visibility_timeout, "max_attempts": max_attempts, "dedup_ttl": dedup_ttl,
+            "durable": None if durability is None else durability == "durable", "sla": sla,
+            "retention": retention,
+        }
+        return self._backend.configure_channel(
+            self.name, {name: value for name, value in changes.items() if value is not None})
 
     def group(self, name: str) -> "Channel":
         """The consumer group ``name`` of this channel (created if new)."""

@@ -127,6 +127,10 @@ class Backend(Protocol):
         """The stored config of channel ``name`` (created with defaults), replaced by ``update``."""
         ...
 
+    def configure_channel(self, name: str, changes: dict[str, Any]) -> ChannelConfig:
+        """Apply ``changes`` (field -> value) to the stored config in one transaction."""
+        ...
+
     def add_group(self, channel: str, group: str) -> None:
         """Register a consumer group: messages sent from now on are fanned out to it."""
         ...

@@ -16,6 +16,7 @@ import json
 import os
 import time
 from _thread import RLock  # what threading.RLock is, without importing threading (hook start-up)
+from _weakrefset import WeakSet  # what weakref.WeakSet is, already loaded at start-up
 
 try:
     # The C module behind the ``sqlite3`` package, the same connect/Connection/errors. The package
@@ -68,6 +69,52 @@ def _jitter(limit: float) -> float:
     return limit * int.from_bytes(os.urandom(2), "big") / 65536
 
 
+_BACKENDS: "WeakSet[SQLiteBackend]" = WeakSet()
+
+
+class _Connection(sqlite3.Connection):
+    """A connection this process can find again before a fork (the base class takes no weak
+    references, and a connection can outlive its backend when garbage still refers to it)."""
+
+
+_CONNECTIONS: "WeakSet[_Connection]" = WeakSet()
+
+
+def _close_before_fork() -> None:
+    """No SQLite connection may be open across ``fork``: the child inherits SQLite's per-process
+    record of which files it has open and locked, but not the POSIX locks themselves, so even a
+    connection the child opens afresh can believe it is alone and delete the WAL under the
+    processes still writing to it (silently losing their commits). Every connection of this
+    process is closed here, before the fork; each backend reopens its own on next use."""
+    for backend in list(_BACKENDS):
+        if backend._conn is not None and backend._lock.acquire(timeout=5):
+            try:
+                backend._close_connection()
+            finally:
+                backend._lock.release()
+    for conn in list(_CONNECTIONS):  # left open by a backend that is gone but not yet collected
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+def _after_fork_in_child() -> None:
+    """Backstop for a connection that could not be closed before the fork (another thread held
+    it): the child never uses it and never closes it (closing could delete the WAL, see above), so
+    it is leaked on purpose."""
+    for backend in list(_BACKENDS):
+        if backend._conn is not None:
+            import ctypes
+
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(backend._conn))
+            backend._conn = None
+        backend._lock = RLock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(before=_close_before_fork, after_in_child=_after_fork_in_child)
+
+
 class SQLiteBackend(LivenessOps, ChannelOps):
     """Backend on one SQLite file. Safe for many processes and threads on one host."""
 
@@ -79,14 +126,16 @@ class SQLiteBackend(LivenessOps, ChannelOps):
         self._lock = RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
+        _BACKENDS.add(self)
         self._ensure_schema()
 
     # -- connection and transactions --------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
-            self._conn = None  # never touch a connection inherited across fork
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0,
+                                   factory=_Connection)
+            _CONNECTIONS.add(conn)
             conn.execute("PRAGMA busy_timeout=0")
             self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -176,18 +225,26 @@ class SQLiteBackend(LivenessOps, ChannelOps):
 
     def _schema_version(self) -> str | None:
         """The stored schema version, read without taking the write lock (None: no schema yet)."""
-        try:
-            row = self.read(lambda conn: conn.execute(
-                "SELECT value FROM meta WHERE name = 'schema_version'").fetchone())
-        except BackendUnavailable:
-            return None  # no meta table yet: a fresh database
-        return row[0] if row else None
+
+        def probe(conn: sqlite3.Connection) -> str | None:
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+            except sqlite3.OperationalError as error:
+                if _is_busy(error):
+                    raise
+                return None  # no meta table yet: a fresh database
+            return row[0] if row else None
+
+        return self.read(probe)
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
+            self._close_connection()
+
+    def _close_connection(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
 
     def now(self) -> float:
         return time.time()

@@ -110,6 +110,18 @@ class ChannelOps:
         cache[name] = (config, time.monotonic())
         return config
 
+    def configure_channel(self, name: str, changes: dict[str, Any]) -> ChannelConfig:
+        def work(conn: sqlite3.Connection) -> ChannelConfig:
+            fields = self._config(conn, name)._asdict()
+            fields.update(changes)
+            config = ChannelConfig(**fields)
+            self._store_config(conn, config)
+            return config
+
+        config = self.transaction(work)  # type: ignore[attr-defined]
+        self.__dict__.setdefault("_config_cache", {})[name] = (config, time.monotonic())
+        return config
+
     def list_channels(self) -> list[ChannelConfig]:
         names = self.read(lambda conn: [r[0] for r in conn.execute(  # type: ignore[attr-defined]
             "SELECT name FROM channels ORDER BY name")])
