@@ -393,33 +393,13 @@ class _Lexer:
 
     def _skip_balanced(self, i: int) -> int:
         """Index just past the ``)`` matching the ``(`` at ``i`` (quotes respected)."""
-        s, n = self.s, self.n
-        depth = 0
-        j = i
-        while j < n:
-            c = s[j]
-            if c == "\\":
-                j += 2
-                continue
-            if c == "'":
-                k = s.find("'", j + 1)
-                if k < 0:
-                    raise _ParseError("unterminated single quote")
-                j = k + 1
-                continue
-            if c == '"':
-                j = self._skip_dquote(j)
-                continue
-            if c == "(":
-                depth += 1
-            elif c == ")":
-                depth -= 1
-                if depth == 0:
-                    return j + 1
-            j += 1
-        raise _ParseError("unbalanced parentheses")
+        return self._skip_pair(i, "(", ")", "unbalanced parentheses")
 
     def _skip_braces(self, i: int) -> int:
+        """Index just past the ``}`` matching the ``{`` at ``i`` (quotes respected)."""
+        return self._skip_pair(i, "{", "}", "unterminated ${")
+
+    def _skip_pair(self, i: int, opening: str, closing: str, error: str) -> int:
         s, n = self.s, self.n
         depth = 0
         j = i
@@ -437,14 +417,14 @@ class _Lexer:
             if c == '"':
                 j = self._skip_dquote(j)
                 continue
-            if c == "{":
+            if c == opening:
                 depth += 1
-            elif c == "}":
+            elif c == closing:
                 depth -= 1
                 if depth == 0:
                     return j + 1
             j += 1
-        raise _ParseError("unterminated ${")
+        raise _ParseError(error)
 
     def _skip_dquote(self, j: int) -> int:
         s, n = self.s, self.n
