@@ -91,19 +91,23 @@ class Liveness:
         ]
         if report:
             for anomaly in found:
-                self._report(anomaly)
+                self.report(anomaly)
         return found
 
-    def _report(self, anomaly: Anomaly) -> None:
+    def report(self, anomaly: Anomaly) -> bool:
+        """Report an anomaly found by an adapter or by the caller: journaled as
+        ``anomaly.<kind>``, logged at WARNING and passed to ``on_anomaly``, once per (kind,
+        subject) for this object. Returns False if it had been reported already."""
         marker = (anomaly.kind, anomaly.subject)
         if marker in self._reported:
-            return
+            return False
         self._reported.add(marker)
         self._backend.journal_append(f"anomaly.{anomaly.kind}", None, anomaly.subject,
                                      {"detail": anomaly.detail, **anomaly.facts})
         logger.warning("%s: %s", anomaly.kind, anomaly.detail)
         if self.on_anomaly is not None:
             self.on_anomaly(anomaly)
+        return True
 
     def _zero_work(self, now: float) -> list[Anomaly]:
         found = []
