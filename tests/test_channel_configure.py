@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agent_coherence import Coordinator
 
 from conftest import FORK
+
+pytestmark = pytest.mark.contract
 
 ROUNDS = 300
 

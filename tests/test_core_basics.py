@@ -20,6 +20,8 @@ from agent_coherence.durable import temp_path_for
 
 from conftest import dead_pid, temp_files, wait_for
 
+pytestmark = pytest.mark.contract
+
 EMPTY = hashlib.sha256(b"").hexdigest()
 
 
@@ -194,6 +196,7 @@ def test_wait_for_a_lease_until_it_is_released(coord):
     assert taken.holder == "bob" and taken.fence == lease.fence + 1
 
 
+@pytest.mark.sqlite_only("needs a stopped clock: the server's clock keeps moving under the renewals")
 @pytest.mark.timeout(30)
 def test_keep_alive_holds_a_lease_past_its_ttl(coord, clock):
     ttl = 0.6  # renewal every 0.2 s of real time; expiry judged by the fake clock
@@ -233,6 +236,7 @@ def test_keep_alive_reports_a_lease_taken_over(coord, clock):
         coord.write("a.txt", b"zombie", lease=keeper.lease)
 
 
+@pytest.mark.sqlite_only("needs a stopped clock: the server's clock keeps moving under the renewals")
 @pytest.mark.timeout(30)
 def test_lease_context_auto_renew(coord, clock):
     with coord.lease("a.txt", holder="alice", ttl=0.6, auto_renew=True) as lease:

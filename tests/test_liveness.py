@@ -19,6 +19,8 @@ from agent_coherence.recovery import process_start
 
 from conftest import FORK
 
+pytestmark = pytest.mark.contract
+
 WAIT = 60
 
 
@@ -150,7 +152,7 @@ def test_channel_whose_oldest_ready_message_exceeds_its_sla_is_stale(coord, cloc
     clock.advance(2)
     [anomaly] = live.anomalies()
     assert (anomaly.kind, anomaly.subject) == ("stale_channel", "inbox")
-    assert anomaly.facts["age"] == pytest.approx(31)
+    assert anomaly.facts["age"] == pytest.approx(31, abs=0.5)  # the server clock moves on
 
 
 def test_assignment_past_its_deadline_is_overdue(coord, clock, live):

@@ -9,6 +9,9 @@ from pathlib import Path
 from agent_coherence import Coordinator, faults
 
 from conftest import FORK
+import pytest
+
+pytestmark = pytest.mark.contract
 
 
 def _die_mid_write(root: str, ready: "FORK.Event") -> None:  # type: ignore[name-defined]

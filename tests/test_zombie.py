@@ -16,6 +16,8 @@ from agent_coherence import faults
 
 from conftest import FORK, process_state, temp_files, wait_for
 
+pytestmark = pytest.mark.contract
+
 KEY = "plan.md"
 TTL = 1.0
 

@@ -81,8 +81,9 @@ class Journal:
         self._backend = backend
 
     def verify(self) -> int:
-        """Verify the whole chain; return the number of entries. Raises JournalCorrupt."""
-        return verify_entries(self._backend.journal_entries())
+        """Verify the whole record (every chain the backend keeps); return the number of
+        entries. Raises JournalCorrupt."""
+        return self._backend.journal_verify()
 
     def history(self, key: str | None = None, limit: int | None = None) -> list["Event"]:
         """Entries about ``key`` (every entry if None), oldest first."""
@@ -96,7 +97,8 @@ class Journal:
         from .models import Event
 
         total = self._backend.journal_count()
-        records = self._backend.journal_entries(after=max(0, total - count))
+        # Sequence numbers may have gaps (PostgreSQL): at least ``count`` entries lie past this.
+        records = list(self._backend.journal_entries(after=max(0, total - count)))[-count:] if count else []
         return [Event.from_record(record) for record in records]
 
     def count(self, kind: str | None = None, key: str | None = None) -> int:

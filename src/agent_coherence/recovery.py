@@ -16,7 +16,9 @@ from functools import lru_cache
 from .backends.base import Backend, IntentRecord
 from .durable import file_sha256, remove_quietly
 
-HOST = socket.gethostname()
+# This host's identity in intents. AGENT_COHERENCE_HOST overrides it: hosts that share a hostname
+# (containers) must set distinct ones, and tests use it to stand for another host.
+HOST = os.environ.get("AGENT_COHERENCE_HOST") or socket.gethostname()
 
 
 def process_start(pid: int) -> str:

@@ -1,8 +1,10 @@
 """Storage backends behind the Backend protocol (``base.py``).
 
-``open_backend`` picks one from a URL without importing the others: ``None`` is the embedded SQLite
-database under ``<root>/.agent-coherence/``; ``sqlite:///path/to/file.db`` names another file;
-``postgresql://...`` names the distributed backend (not part of this release).
+``open_backend`` picks one from a URL without importing the others: ``None`` is the URL in the
+``AGENT_COHERENCE_URL`` environment variable if set, else the embedded SQLite database under
+``<root>/.agent-coherence/``; ``sqlite:///path/to/file.db`` names another file;
+``postgresql://...`` names the distributed backend (``backends/postgres.py``, the ``[postgres]``
+extra; psycopg is imported only then).
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ def default_database(root: str) -> str:
     return os.path.join(os.path.realpath(root), STATE_DIR, DATABASE_NAME)
 
 
+URL_VARIABLE = "AGENT_COHERENCE_URL"
+
+
 def open_backend(root: str, url: str | None = None) -> Backend:
+    if url is None:
+        url = os.environ.get(URL_VARIABLE) or None
     if url is None or url == "sqlite:":
         from .sqlite import SQLiteBackend
 
@@ -41,16 +48,8 @@ def open_backend(root: str, url: str | None = None) -> Backend:
 
         return SQLiteBackend(url[len("sqlite://"):])
     if url.startswith(("postgresql://", "postgres://")):
-        import importlib.util
-
-        if importlib.util.find_spec(f"{__name__}.postgres") is None:
-            raise BackendUnavailable(
-                "the PostgreSQL backend is not part of this release of agent-coherence",
-                recover="use the embedded SQLite backend (url=None) on one host",
-                backend="postgresql", detail="not implemented",
-            )
         try:
-            from .postgres import PostgresBackend  # type: ignore[import-not-found]
+            from .postgres import PostgresBackend
         except ImportError as error:
             raise BackendUnavailable(
                 f"the PostgreSQL backend cannot be loaded: {error}",

@@ -27,7 +27,7 @@ except ImportError:
     import sqlite3  # type: ignore[no-redef]
 
 from ..errors import BackendUnavailable, LeaseHeld, LeaseLost, VersionConflict
-from ..journal import GENESIS, chain_hash, encode_data
+from ..journal import GENESIS, chain_hash, encode_data, verify_entries
 from .sqlite_channels import CHANNEL_SCHEMA, ChannelOps
 from .sqlite_liveness import LIVENESS_SCHEMA, LivenessOps
 from .sqlite_tx import Deferred as _Deferred, is_busy as _is_busy
@@ -288,6 +288,9 @@ class SQLiteBackend(LivenessOps, ChannelOps):
         rows = self.read(lambda conn: conn.execute(sql, params).fetchall())
         for seq, ts, kind, k, holder, data, prev, digest in rows:
             yield JournalRecord(seq, ts, kind, k, holder, json.loads(data), prev, digest)
+
+    def journal_verify(self) -> int:
+        return verify_entries(self.journal_entries())
 
     def journal_count(self, kind: str | None = None, key: str | None = None) -> int:
         sql, params = "SELECT count(*) FROM journal WHERE 1=1", []

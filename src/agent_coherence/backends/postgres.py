@@ -1,0 +1,336 @@
+"""The distributed backend: one PostgreSQL schema shared by agents on any number of hosts.
+
+Guarantees and how they are kept:
+
+* **One clock.** Every expiry (leases, visibility timeouts, dedup, effects) is judged inside SQL by
+  ``ac_now()``: the server's ``clock_timestamp()`` (plus a skew that is 0 outside tests), never a
+  client's clock. ``now()`` returns the same server clock.
+* **Durable commits.** Sessions run with ``synchronous_commit=on``: a lease, fence, intent,
+  version, send or ack is acknowledged only after the server flushed it. Only a lease *release*
+  and a *receive* commit without waiting for the flush (``SET LOCAL synchronous_commit=off``):
+  losing one to a server crash delays the next holder until the lease expires (the fence still
+  grows) or redelivers the message.
+* **READ COMMITTED with guarded writes.** Every state change is an ``UPDATE ... WHERE`` on the
+  condition it depends on (or a ``SELECT ... FOR UPDATE`` of the row first), one transaction per
+  operation; sessions set ``lock_timeout``, ``statement_timeout`` and
+  ``idle_in_transaction_session_timeout`` so a stalled client cannot hold rows.
+* **Outcomes are never guessed.** A transaction that fails before its COMMIT was sent did not
+  happen and is retried. One whose COMMIT was sent but not answered (connection lost, server
+  restarted) is *in doubt*: it is re-checked after reconnecting (by the journal row it wrote, or an
+  operation's own check, e.g. the intent id), reported as done only if it was, retried if it was
+  not, and raised as BackendUnavailable when it cannot be told. Transient failures are retried
+  (tenacity, jittered backoff) up to ``retry_deadline`` seconds, then BackendUnavailable.
+* **Schema creation** runs under a transaction-scoped advisory lock, so many clients may start at
+  once; a schema written by a newer release is refused.
+
+The journal's chains are in ``postgres_journal.py``; leases and writes in ``postgres_writes.py``;
+channels and liveness in their own modules. psycopg is imported here, so this module is only
+loaded when a ``postgresql://`` URL is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import urllib.parse
+from typing import Any, Callable, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+from ..errors import BackendUnavailable
+from .postgres_channels import CHANNEL_SCHEMA, ChannelOps
+from .postgres_journal import JOURNAL_SCHEMA, JournalOps
+from .postgres_tx import JOURNAL_PARTITIONS, Tx
+from .postgres_liveness import LIVENESS_SCHEMA, LivenessOps
+from .postgres_writes import WRITES_SCHEMA, Contended, WriteOps
+from .sqlite_tx import Deferred
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+DEFAULT_SCHEMA = "agent_coherence"
+# Migrations from an earlier schema version: version -> statements that bring it to version + 1.
+MIGRATIONS: dict[int, str] = {}
+
+BASE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS @meta (name text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS @clock_skew (
+    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1), seconds double precision NOT NULL DEFAULT 0);
+INSERT INTO @clock_skew(id, seconds) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE OR REPLACE FUNCTION @ac_now() RETURNS double precision LANGUAGE sql VOLATILE AS
+$$ SELECT extract(epoch FROM clock_timestamp())::double precision
+          + coalesce((SELECT seconds FROM @clock_skew WHERE id = 1), 0) $$;
+"""
+
+
+class _Retry(Exception):
+    """A transaction that certainly did not commit and may run again."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(libpq conninfo, schema): the ``schema`` query parameter is ours, the rest goes to libpq."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((value for name, value in query if name == "schema"), DEFAULT_SCHEMA)
+    rest = urllib.parse.urlencode([(name, value) for name, value in query if name != "schema"])
+    if not schema.replace("_", "").isalnum() or schema[0].isdigit():
+        raise ValueError(f"schema name {schema!r}: use letters, digits and underscores")
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), schema
+
+
+def _connection_lost(error: BaseException, conn: psycopg.Connection[Any] | None) -> bool:
+    """Whether the session is gone (server restart, network): judged by the connection, not by
+    SQLSTATE, which is None for most of these."""
+    if isinstance(error, (PoolTimeout, pg_errors.AdminShutdown, pg_errors.CrashShutdown,
+                          pg_errors.CannotConnectNow, pg_errors.IdleInTransactionSessionTimeout)):
+        return True
+    return conn is not None and (conn.closed or conn.broken)
+
+
+# Errors after which the same transaction may simply run again (nothing of it committed).
+_TRANSIENT = (pg_errors.LockNotAvailable, pg_errors.QueryCanceled, pg_errors.DeadlockDetected,
+              pg_errors.SerializationFailure, pg_errors.UniqueViolation)
+
+
+class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
+    """Backend on one PostgreSQL schema. Safe for many processes and threads on many hosts.
+
+    ``url``: a libpq URL; an extra ``schema=<name>`` parameter picks the schema (default
+    ``agent_coherence``, created if missing). ``prepare_threshold=None`` disables server-side
+    prepared statements (needed behind PgBouncer in transaction mode).
+    """
+
+    name = "postgresql"
+
+    def __init__(
+        self, url: str, *, pool_size: int = 4, retry_deadline: float = 30.0, connect_timeout: float = 5.0,
+        lock_timeout: float = 10.0, statement_timeout: float = 30.0, idle_timeout: float = 30.0,
+        prepare_threshold: int | None = 5,
+    ) -> None:
+        self.url = url
+        self.conninfo, self.schema = split_url(url)
+        self.retry_deadline = retry_deadline
+        self._pool_size = pool_size
+        self._connect_kwargs: dict[str, Any] = {
+            "autocommit": False, "prepare_threshold": prepare_threshold,
+            "connect_timeout": max(1, int(connect_timeout)),
+        }
+        self._session = (
+            f"SET lock_timeout = '{int(lock_timeout * 1000)}ms'; "
+            f"SET statement_timeout = '{int(statement_timeout * 1000)}ms'; "
+            f"SET idle_in_transaction_session_timeout = '{int(idle_timeout * 1000)}ms'; "
+            "SET synchronous_commit = on; SET TIME ZONE 'UTC'"
+        )
+        self._prefix = f'"{self.schema}".'
+        self._sql_cache: dict[str, str] = {}
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._pool_pid = -1
+        self._pool_lock = threading.Lock()
+        self._ensure_schema()
+
+    # -- SQL and connections ----------------------------------------------------------------
+
+    def sql(self, text: str) -> str:
+        """``text`` with ``@name`` made the schema-qualified ``"schema".name``."""
+        cached = self._sql_cache.get(text)
+        if cached is None:
+            cached = self._sql_cache[text] = text.replace("@", self._prefix)
+        return cached
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(self._session)
+        conn.commit()
+
+    def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        """This process's pool. A pool inherited over ``fork`` is abandoned, never closed: closing
+        it would end the parent's sessions, whose sockets the child shares."""
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+                    self.conninfo, min_size=1, max_size=self._pool_size, kwargs=self._connect_kwargs,
+                    configure=self._configure, open=False, timeout=self.retry_deadline,
+                    reconnect_timeout=self.retry_deadline, name=f"agent-coherence-{os.getpid()}",
+                )
+                pool.open(wait=False)
+                self._pool, self._pool_pid = pool, os.getpid()
+            return self._pool
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None and self._pool_pid == os.getpid():
+                self._pool.close()
+            self._pool = None
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def transaction(
+        self, work: Callable[[Tx], T], *, idempotent: bool = False,
+        check: Callable[[Tx], T | None] | None = None, durable: bool = True,
+    ) -> T:
+        """Run ``work`` in one READ COMMITTED transaction with its journal entries, then commit.
+
+        A failure before COMMIT is retried (nothing happened). A COMMIT left unanswered is in
+        doubt: the journal row this transaction wrote, else ``check`` (returns the result if the
+        transaction committed, None if not), else — for ``idempotent`` work — running it again,
+        decides; without any of these, BackendUnavailable says the outcome is unknown.
+        ``durable=False`` commits without waiting for the flush. A ``Deferred`` returned by
+        ``work`` is raised after the commit (its journal entry stays).
+        """
+        result = self._retrying(lambda: self._attempt(work, idempotent, check, durable))
+        if isinstance(result, Deferred):
+            raise result.error
+        return result
+
+    def read(self, work: Callable[[Tx], T]) -> T:
+        """Run read-only ``work`` (retried on any transient failure)."""
+        return self.transaction(work, idempotent=True, durable=False)
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Retry), stop=stop_after_delay(self.retry_deadline),
+            wait=wait_random_exponential(multiplier=0.02, max=1.0), reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _Retry as failed:
+            raise BackendUnavailable(
+                f"PostgreSQL ({self.schema}) stayed unavailable for {self.retry_deadline:.0f}s: {failed.cause}",
+                backend=self.name, detail=str(failed.cause),
+            ) from failed.cause
+
+    def _attempt(
+        self, work: Callable[[Tx], T], idempotent: bool, check: Callable[[Tx], T | None] | None,
+        durable: bool,
+    ) -> T:
+        pool = self.pool()
+        try:
+            conn = pool.getconn()
+        except PoolTimeout as error:
+            raise _Retry(error) from error
+        tx = Tx(self, conn)
+        commit_sent = False
+        try:
+            try:
+                if not durable:
+                    tx.run("SET LOCAL synchronous_commit = off")
+                result = work(tx)
+                tx.flush_journal()
+                commit_sent = True
+                conn.commit()
+                return result
+            except psycopg.Error as error:
+                lost = _connection_lost(error, conn)
+                if not lost:
+                    conn.rollback()
+                if not commit_sent or not lost:
+                    if lost or isinstance(error, _TRANSIENT):
+                        raise _Retry(error) from error
+                    raise BackendUnavailable(
+                        f"PostgreSQL error in {self.schema}: {error}", backend=self.name,
+                        detail=f"{type(error).__name__}: {error}",
+                    ) from error
+                return self._settle_in_doubt(tx, result, error, idempotent, check)
+            except Contended as error:
+                conn.rollback()
+                raise _Retry(error) from error
+            except BaseException:
+                if not conn.closed and not conn.broken:
+                    conn.rollback()
+                raise
+        finally:
+            pool.putconn(conn)
+
+    def _settle_in_doubt(
+        self, lost_tx: Tx, result: T, error: psycopg.Error, idempotent: bool,
+        check: Callable[[Tx], T | None] | None,
+    ) -> T:
+        """Decide a transaction whose COMMIT went unanswered, on a fresh connection."""
+        if lost_tx.seqs:
+            seq = lost_tx.seqs[0]
+            found = self._retrying(lambda: self._attempt(
+                lambda tx: tx.one("SELECT 1 FROM @journal WHERE seq = %s", (seq,)), True, None, False))
+            if found:
+                return result
+            raise _Retry(error)
+        if check is not None:
+            committed = self._retrying(lambda: self._attempt(check, True, None, False))
+            if committed is not None:
+                return committed
+            raise _Retry(error)
+        if idempotent:
+            raise _Retry(error)
+        raise BackendUnavailable(
+            f"the server connection was lost while committing; the outcome is unknown: {error}",
+            recover="re-read the state (lease, version, message) before acting on it",
+            backend=self.name, detail="in doubt",
+        )
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def _ensure_schema(self) -> None:
+        statements = BASE_SCHEMA + WRITES_SCHEMA + JOURNAL_SCHEMA + CHANNEL_SCHEMA + LIVENESS_SCHEMA
+
+        def create(tx: Tx) -> None:
+            # One creator at a time; the others wait here and then find everything in place.
+            tx.run("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"agent-coherence:{self.schema}",))
+            tx.run(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            if tx.one("SELECT to_regclass(%s)", (f'"{self.schema}".meta',))[0] is None:  # type: ignore[index]
+                tx.run(self.sql(statements))
+                tx.run("INSERT INTO @journal_heads(part, pseq, hash) SELECT p, 0, %s "
+                       "FROM generate_series(0, %s) AS p ON CONFLICT (part) DO NOTHING",
+                       (tx.genesis, JOURNAL_PARTITIONS - 1))
+                tx.run("INSERT INTO @meta(name, value) VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),))
+                return
+            version = self._stored_version(tx)
+            while version in MIGRATIONS:
+                tx.run(self.sql(MIGRATIONS[version]))
+                version += 1
+                tx.run("UPDATE @meta SET value = %s WHERE name = 'schema_version'", (str(version),))
+            self._refuse_newer(version)
+
+        def probe(tx: Tx) -> int | None:
+            if tx.one("SELECT to_regclass(%s)", (f'"{self.schema}".meta',))[0] is None:  # type: ignore[index]
+                return None
+            return self._stored_version(tx)
+
+        current = self.read(probe)
+        if current is not None:
+            self._refuse_newer(current)
+        if current != SCHEMA_VERSION:
+            self.transaction(create, idempotent=True)
+
+    @staticmethod
+    def _stored_version(tx: Tx) -> int:
+        row = tx.one("SELECT value FROM @meta WHERE name = 'schema_version'")
+        return int(row[0]) if row else 0
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise BackendUnavailable(
+                f"schema {self.schema!r} was written by a newer release of agent-coherence "
+                f"(schema version {version}; this release knows up to {SCHEMA_VERSION})",
+                recover="upgrade agent-coherence on this host to the release the other hosts run",
+                backend=self.name, detail=f"schema version {version}",
+            )
+
+    # -- clock ------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The server's clock (epoch seconds): the one every expiry is judged by."""
+        row = self.read(lambda tx: tx.one("SELECT @ac_now()"))
+        return float(row[0])  # type: ignore[index]
+
+    def skew_clock(self, seconds: float) -> float:
+        """Move the schema's clock by ``seconds`` for every client of it (tests only: expiry
+        can then be tested without waiting). Returns the total skew."""
+        row = self.transaction(lambda tx: tx.one(
+            "UPDATE @clock_skew SET seconds = seconds + %s WHERE id = 1 RETURNING seconds", (seconds,)),
+            idempotent=False, check=None)
+        return float(row[0])  # type: ignore[index]

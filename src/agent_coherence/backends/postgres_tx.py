@@ -1,0 +1,95 @@
+"""The transaction object the PostgreSQL backend's modules share, and the base of its mixins.
+
+A ``Tx`` runs statements on one connection inside one transaction and queues the transaction's
+journal entries; ``flush_journal`` writes them on one chain (see ``postgres_journal.py``) as the
+transaction's last statements, so the chain head is always the last row lock taken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from ..journal import GENESIS, chain_hash, encode_data
+from .records import JournalRecord
+
+if TYPE_CHECKING:
+    import psycopg
+
+T = TypeVar("T")
+
+JOURNAL_PARTITIONS = 64
+
+
+class TxRunner:
+    """What the mixins (leases and writes, journal, channels, liveness) need from the backend."""
+
+    name = "postgresql"
+
+    def sql(self, text: str) -> str:
+        raise NotImplementedError
+
+    def transaction(self, work: Callable[[Tx], T], *, idempotent: bool = False,
+                    check: Callable[[Tx], T | None] | None = None, durable: bool = True) -> T:
+        raise NotImplementedError
+
+    def read(self, work: Callable[[Tx], T]) -> T:
+        raise NotImplementedError
+
+
+class Tx:
+    """One transaction on one connection: statements, plus the journal entries it will append."""
+
+    genesis = GENESIS
+
+    def __init__(self, backend: TxRunner, conn: psycopg.Connection[Any]) -> None:
+        self.backend = backend
+        self.conn = conn
+        self.cursor = conn.cursor()
+        self.pending: list[tuple[str, str | None, str | None, str]] = []
+        self.seqs: list[int] = []
+        self.records: list[JournalRecord] = []
+
+    def run(self, sql: str, params: Any = None) -> int:
+        self.cursor.execute(self.backend.sql(sql), params)
+        return self.cursor.rowcount
+
+    def one(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
+        self.cursor.execute(self.backend.sql(sql), params)
+        return self.cursor.fetchone()
+
+    def all(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        self.cursor.execute(self.backend.sql(sql), params)
+        return self.cursor.fetchall()
+
+    def append(self, kind: str, key: str | None, holder: str | None, data: dict[str, Any]) -> None:
+        """Queue an entry: it is written with the others just before COMMIT."""
+        self.pending.append((kind, key, holder, encode_data(data)))
+
+    def flush_journal(self) -> None:
+        if not self.pending:
+            return
+        count = len(self.pending)
+        part = int.from_bytes(os.urandom(2), "big") % JOURNAL_PARTITIONS
+        row = self.one(
+            "UPDATE @journal_heads SET pseq = pseq + %(n)s WHERE part = %(part)s RETURNING pseq - %(n)s, hash, "
+            "@ac_now(), (SELECT array_agg(nextval('@journal_seq')) FROM generate_series(1, %(n)s))",
+            {"n": count, "part": part})
+        assert row is not None, "journal_heads row missing"
+        pseq, prev, ts, seqs = row[0], row[1], float(row[2]), sorted(row[3])
+        columns: list[list[Any]] = [[] for _ in range(10)]
+        for (kind, key, holder, data_json), seq in zip(self.pending, seqs):
+            pseq += 1
+            digest = chain_hash(prev, seq, ts, kind, key, holder, data_json)
+            for column, value in zip(columns, (seq, part, pseq, ts, kind, key, holder, data_json, prev, digest)):
+                column.append(value)
+            self.records.append(JournalRecord(seq, ts, kind, key, holder, json.loads(data_json), prev, digest))
+            prev = digest
+        self.seqs = seqs
+        self.run(
+            "WITH e AS (INSERT INTO @journal(seq, part, pseq, ts, kind, key, holder, data, prev_hash, hash) "
+            "SELECT * FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::float8[], %s::text[], %s::text[], "
+            "%s::text[], %s::text[], %s::text[], %s::text[])) "
+            "UPDATE @journal_heads SET hash = %s WHERE part = %s", (*columns, prev, part))
+        self.pending = []
