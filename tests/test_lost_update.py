@@ -1,7 +1,8 @@
 """Lost update with real processes: 8 processes x 250 read-modify-write increments of one file.
 
 The naive way (open, read, write the file) loses increments; ``Coordinator.update`` loses none, and
-the journal holds exactly one committed write per increment.
+the journal holds exactly one committed write per increment, on either backend (the coordinated
+test is a contract test: it runs through SQLite and through PostgreSQL).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def test_naive_read_modify_write_loses_updates(tmp_path):
     assert final < TOTAL, "the naive baseline should lose updates under contention"
 
 
+@pytest.mark.contract
 @pytest.mark.timeout(180)
 def test_update_loses_nothing(root):
     Coordinator.open(root).close()  # the schema exists before the race starts (opening races: test_open_race)

@@ -1,0 +1,214 @@
+"""What only the PostgreSQL backend has: partitioned journal chains (and their tamper checks), the
+schema's start-up and version guard, the server's clock, typed refusals, the light import path.
+
+Everything backend-neutral runs in the contract modules (``pytestmark = pytest.mark.contract``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import psycopg
+import pytest
+
+from agent_coherence import BackendUnavailable, Coordinator, JournalCorrupt
+from agent_coherence.backends.postgres import SCHEMA_VERSION, PostgresBackend, split_url
+from agent_coherence.journal import chain_hash, encode_data
+
+from conftest import FORK
+
+
+def execute(url: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """Change the schema the way someone with write access could, outside the layer."""
+    conninfo, schema = split_url(url)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        cursor = conn.execute(sql.replace("@", f'"{schema}".'), params)
+        return cursor.fetchall() if cursor.description else []
+
+
+@pytest.fixture
+def journaled(root, pg_url):
+    """A schema whose journal has entries of several kinds spread over several chains."""
+    with Coordinator.open(root, url=pg_url) as coord:
+        for i in range(48):  # enough entries that chains hold several (64 chains, picked at random)
+            coord.write(f"f{i % 4}.txt", f"v{i}", holder=f"agent-{i % 3}")
+        lease = coord.acquire("b.txt", "bob")
+        coord.release(lease)
+        coord.journal.append("note", "b.txt", "bob", text="handed over")
+        count = coord.journal.verify()
+    chains = execute(pg_url, "SELECT part, count(*) FROM @journal GROUP BY part HAVING count(*) >= 2 ORDER BY 2 DESC")
+    assert count >= 51 and chains, "the fixture needs a chain with two entries"
+    return pg_url, count, chains[0][0]
+
+
+def verify(url: str) -> int:
+    return PostgresBackend(url).journal_verify()
+
+
+def chain(url: str, part: int) -> list[tuple]:
+    return execute(url, "SELECT seq, pseq, ts, kind, key, holder, data, prev_hash, hash FROM @journal "
+                        "WHERE part = %s ORDER BY pseq", (part,))
+
+
+def test_untampered_chains_verify_and_come_out_in_one_order(journaled, root):
+    url, count, _ = journaled
+    assert verify(url) == count
+    with Coordinator.open(root, url=url) as coord:
+        seqs = [e.seq for e in coord.journal.history()]
+        assert seqs == sorted(seqs) and len(seqs) == count
+        assert [e.seq for e in coord.journal.tail(3)] == seqs[-3:]
+        assert coord.journal.head() == coord.journal.history()[-1].hash
+    parts = execute(url, "SELECT count(DISTINCT part) FROM @journal")[0][0]
+    assert parts > 1  # the entries really are spread over several chains
+
+
+def test_an_edited_entry_is_detected(journaled):
+    url, _, part = journaled
+    seq = chain(url, part)[0][0]
+    execute(url, "UPDATE @journal SET data = %s WHERE seq = %s", (json.dumps({"version": 999}), seq))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(url)
+    assert caught.value.seq == seq and caught.value.reason == "hash mismatch"
+
+
+def test_a_deleted_entry_is_detected(journaled):
+    url, _, part = journaled
+    first = chain(url, part)[0][0]
+    execute(url, "DELETE FROM @journal WHERE seq = %s", (first,))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(url)
+    assert caught.value.reason == "gap"
+
+
+def test_entries_removed_from_a_chains_end_are_detected_by_its_head(journaled):
+    url, _, part = journaled
+    last = chain(url, part)[-1][0]
+    execute(url, "DELETE FROM @journal WHERE seq = %s", (last,))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(url)
+    assert caught.value.reason == "head mismatch"
+
+
+def test_an_inserted_entry_with_a_recomputed_hash_is_detected(journaled):
+    url, _, part = journaled
+    rows = chain(url, part)
+    first = rows[0]
+    # A forged entry placed right after the first, hashed correctly against it: the next entry's
+    # link no longer matches.
+    data = encode_data({"forged": True})
+    forged = chain_hash(first[8], first[0] + 1000000, first[2], "write", "x", "mallory", data)
+    execute(url, "UPDATE @journal SET pseq = -pseq - 1 WHERE part = %s AND pseq > 1", (part,))  # make room
+    execute(url, "UPDATE @journal SET pseq = -pseq WHERE part = %s AND pseq < 0", (part,))
+    execute(url, "INSERT INTO @journal(seq, part, pseq, ts, kind, key, holder, data, prev_hash, hash) "
+                 "VALUES (%s, %s, 2, %s, 'write', 'x', 'mallory', %s, %s, %s)",
+            (first[0] + 1000000, part, first[2], data, first[8], forged))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(url)
+    assert caught.value.reason in ("broken link", "head mismatch")
+
+
+def test_reordered_entries_are_detected(journaled):
+    url, _, part = journaled
+    rows = chain(url, part)
+    a, b = rows[0], rows[1]
+    execute(url, "UPDATE @journal SET pseq = -1 WHERE seq = %s", (a[0],))
+    execute(url, "UPDATE @journal SET pseq = %s WHERE seq = %s", (a[1], b[0]))
+    execute(url, "UPDATE @journal SET pseq = %s WHERE seq = %s", (b[1], a[0]))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(url)
+    assert caught.value.reason == "broken link"
+
+
+def test_a_changed_global_sequence_number_is_detected(journaled):
+    url, _, part = journaled
+    seq = chain(url, part)[0][0]
+    execute(url, "UPDATE @journal SET seq = seq + 1000000 WHERE seq = %s", (seq,))
+    with pytest.raises(JournalCorrupt):
+        verify(url)
+
+
+def _journaled_writes(url: str, root: str, worker: int, count: int) -> None:
+    with Coordinator.open(root, url=url) as coord:
+        for i in range(count):
+            coord.write(f"w{worker}-{i}.txt", b"x", holder=f"w{worker}")
+
+
+def test_concurrent_writers_on_distinct_keys_leave_verifiable_chains(root, pg_url):
+    Coordinator.open(root, url=pg_url).close()
+    procs = [FORK.Process(target=_journaled_writes, args=(pg_url, str(root), w, 25)) for w in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    assert [p.exitcode for p in procs] == [0] * 4
+    backend = PostgresBackend(pg_url)
+    assert backend.journal_count(kind="write") == 100
+    assert backend.journal_verify() == backend.journal_count()
+
+
+# -- schema ---------------------------------------------------------------------------------
+
+
+def test_many_clients_creating_the_schema_at_once_all_succeed(pg_url):
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            PostgresBackend(pg_url).close()
+        except BaseException as error:  # report it to the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert execute(pg_url, "SELECT count(*) FROM @journal_heads")[0][0] == 64
+
+
+def test_a_schema_written_by_a_newer_release_is_refused(root, pg_url):
+    PostgresBackend(pg_url).close()
+    execute(pg_url, "UPDATE @meta SET value = %s WHERE name = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(BackendUnavailable) as caught:
+        Coordinator.open(root, url=pg_url)
+    assert "newer release" in str(caught.value) and caught.value.recover
+
+
+def test_an_unreachable_server_is_a_typed_error(root):
+    backend_url = "postgresql://postgres@127.0.0.1:1/postgres"
+    with pytest.raises(BackendUnavailable):
+        PostgresBackend(backend_url, retry_deadline=1.0)
+
+
+# -- clock ----------------------------------------------------------------------------------
+
+
+def test_expiry_is_judged_by_the_servers_clock_not_the_clients(root, pg_url, monkeypatch):
+    import time
+
+    coord = Coordinator.open(root, url=pg_url)
+    lease = coord.acquire("a.txt", "alice", ttl=30)
+    monkeypatch.setattr(time, "time", lambda: 4_000_000_000.0)  # a client clock far ahead
+    other = Coordinator.open(root, url=pg_url)
+    with pytest.raises(Exception) as caught:
+        other.acquire("a.txt", "bob")
+    assert type(caught.value).__name__ == "LeaseHeld"
+    coord.backend.skew_clock(31)  # the server's clock passes the expiry
+    assert other.acquire("a.txt", "bob").fence == lease.fence + 1
+
+
+# -- import cost ----------------------------------------------------------------------------
+
+
+def test_psycopg_stays_off_the_embedded_and_hook_paths(root):
+    code = ("import sys, agent_coherence; from agent_coherence import Coordinator; "
+            f"Coordinator.open({str(root)!r}).write('a.txt', b'x', holder='h'); "
+            "import agent_coherence.adapters.claude_code.hook; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg', 'psycopg_pool')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "[]"
