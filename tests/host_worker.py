@@ -16,6 +16,7 @@ import os
 import sqlite3
 import sys
 import time
+from typing import Callable
 
 from agent_coherence import Coordinator, recovery
 from agent_coherence.errors import CoherenceError, StaleReceipt
@@ -108,6 +109,7 @@ def stalled_write(root: str, key: str, out: str) -> None:
     coord.write(key, b"written on " + recovery.HOST.encode(), holder=f"{recovery.HOST}:{os.getpid()}", ttl=5)
 
 
+ROLES: dict[str, Callable[..., None]] = {"increment": increment, "consume": consume, "stalled_write": stalled_write}
+
 if __name__ == "__main__":
-    role, arguments = sys.argv[1], json.loads(sys.argv[2])
-    {"increment": increment, "consume": consume, "stalled_write": stalled_write}[role](**arguments)
+    ROLES[sys.argv[1]](**json.loads(sys.argv[2]))

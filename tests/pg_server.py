@@ -52,9 +52,11 @@ class TempPostgres:
         self.bin = self._binaries()
 
     def _run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []} if self.user else {}
+        user = self.user
         return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=timeout,
-                              cwd=self.base, env={**os.environ, "LC_ALL": "C"}, **kwargs)  # type: ignore[arg-type]
+                              cwd=self.base, env={**os.environ, "LC_ALL": "C"},
+                              user=user.pw_uid if user else None, group=user.pw_gid if user else None,
+                              extra_groups=[] if user else None)
 
     def _binaries(self) -> str:
         install, libs = _wheel_dirs()

@@ -171,7 +171,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
     # -- transactions -----------------------------------------------------------------------
 
     def transaction(
-        self, work: Callable[[Tx], T], *, idempotent: bool = False,
+        self, work: Callable[[Tx], T | Deferred], *, idempotent: bool = False,
         check: Callable[[Tx], T | None] | None = None, durable: bool = True,
     ) -> T:
         """Run ``work`` in one READ COMMITTED transaction with its journal entries, then commit.
@@ -206,9 +206,9 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
             ) from failed.cause
 
     def _attempt(
-        self, work: Callable[[Tx], T], idempotent: bool, check: Callable[[Tx], T | None] | None,
+        self, work: Callable[[Tx], T | Deferred], idempotent: bool, check: Callable[[Tx], T | None] | None,
         durable: bool,
-    ) -> T:
+    ) -> T | Deferred:
         pool = self.pool()
         try:
             conn = pool.getconn()
@@ -248,9 +248,9 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
             pool.putconn(conn)
 
     def _settle_in_doubt(
-        self, lost_tx: Tx, result: T, error: psycopg.Error, idempotent: bool,
+        self, lost_tx: Tx, result: T | Deferred, error: psycopg.Error, idempotent: bool,
         check: Callable[[Tx], T | None] | None,
-    ) -> T:
+    ) -> T | Deferred:
         """Decide a transaction whose COMMIT went unanswered, on a fresh connection."""
         if lost_tx.seqs:
             seq = lost_tx.seqs[0]

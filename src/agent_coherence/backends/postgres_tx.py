@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..journal import GENESIS, chain_hash, encode_data
 from .records import JournalRecord
+from .sqlite_tx import Deferred
 
 if TYPE_CHECKING:
     import psycopg
@@ -30,7 +31,7 @@ class TxRunner:
     def sql(self, text: str) -> str:
         raise NotImplementedError
 
-    def transaction(self, work: Callable[[Tx], T], *, idempotent: bool = False,
+    def transaction(self, work: Callable[[Tx], T | Deferred], *, idempotent: bool = False,
                     check: Callable[[Tx], T | None] | None = None, durable: bool = True) -> T:
         raise NotImplementedError
 

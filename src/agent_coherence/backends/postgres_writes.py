@@ -125,7 +125,7 @@ class WriteOps(TxRunner):
             try:
                 return self.take_lease(tx, key, holder, ttl, journal=True)[0]
             except LeaseHeld as held:
-                tx.append("conflict.lease", key, holder, {"held_by": held.holder})
+                tx.append("conflict.lease", key, holder, {"held_by": getattr(held, "holder")})
                 return Deferred(held)
 
         # A re-entry writes no journal entry: running it again is harmless.
@@ -244,7 +244,7 @@ class WriteOps(TxRunner):
                 try:
                     lease, auto = self.take_lease(tx, key, holder, request.ttl, journal=False)
                 except LeaseHeld as held:
-                    tx.append("conflict.lease", key, holder, {"held_by": held.holder})
+                    tx.append("conflict.lease", key, holder, {"held_by": getattr(held, "holder")})
                     return Deferred(held)
                 fence = lease.fence
             pending = self.intent_row(tx, key)
