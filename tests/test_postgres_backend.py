@@ -212,3 +212,21 @@ def test_psycopg_stays_off_the_embedded_and_hook_paths(root):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PATH": "/usr/bin:/bin"})
     assert out.stdout.strip() == "[]"
+
+
+# -- the Claude Code hook on this backend ----------------------------------------------------
+
+
+def test_the_claude_code_hook_coordinates_sessions_through_postgresql(root, pg_url):
+    from test_claude_hook import allowed, edit_payload, hook_env, reason, run_hook
+
+    app = root / "src" / "app.py"
+    app.parent.mkdir()
+    app.write_text("hello")
+    env = hook_env(root, AGENT_COHERENCE_URL=pg_url)
+    assert allowed(run_hook(root, edit_payload("alice", root, app, "hello", "hi"), env))
+    denied = run_hook(root, edit_payload("bob", root, app, "hello", "hey"), env)
+    assert not allowed(denied) and "claude:alice" in reason(denied)
+    lease = PostgresBackend(pg_url).get_lease("src/app.py")
+    assert lease is not None and lease.holder == "claude:alice"
+    assert not (root / ".agent-coherence").exists()  # nothing went to the embedded database

@@ -140,10 +140,15 @@ class HookContext:
     def remaining(self) -> float:
         return self.budget - (time.monotonic() - self.started)
 
+    def server_url(self) -> str | None:
+        """The PostgreSQL URL the hook runs on (``AGENT_COHERENCE_URL``), or None: the embedded database."""
+        url = self.env.get("AGENT_COHERENCE_URL", "")
+        return url if url.startswith(("postgresql://", "postgres://")) else None
+
     def database_exists(self) -> bool:
         from ...backends import default_database
 
-        return os.path.exists(default_database(self.root))
+        return self.server_url() is not None or os.path.exists(default_database(self.root))
 
     @property
     def backend(self) -> SQLiteBackend:
@@ -153,6 +158,12 @@ class HookContext:
 
             # Leave time inside the budget to answer after the database gave up being busy.
             deadline = max(0.05, self.remaining() * 0.6)
+            url = self.server_url()
+            if url is not None:  # psycopg is imported only here: the embedded path never pays for it
+                from ...backends.postgres import PostgresBackend
+
+                self._backend = PostgresBackend(url, pool_size=1, retry_deadline=deadline)  # type: ignore[assignment]
+                return self._backend  # type: ignore[return-value]
             self._backend = SQLiteBackend(default_database(self.root), busy_deadline=deadline)
             # Hook processes leave the WAL in place (see hook.run); keep it short so each new
             # process's WAL recovery stays cheap.
