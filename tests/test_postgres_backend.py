@@ -230,3 +230,59 @@ def test_the_claude_code_hook_coordinates_sessions_through_postgresql(root, pg_u
     lease = PostgresBackend(pg_url).get_lease("src/app.py")
     assert lease is not None and lease.holder == "claude:alice"
     assert not (root / ".agent-coherence").exists()  # nothing went to the embedded database
+
+
+# -- outcomes of a commit that went unanswered ---------------------------------------------------
+
+
+def lose_next_commit(monkeypatch: pytest.MonkeyPatch, committed: bool) -> dict[str, bool]:
+    """The next COMMIT sent from this thread fails as a dropped connection does: after the server
+    committed (``committed``) or before it could. Either way the client cannot tell which."""
+    original = psycopg.Connection.commit
+    state = {"armed": True}
+    caller = threading.current_thread()
+
+    def commit(self: psycopg.Connection) -> None:
+        if state["armed"] and threading.current_thread() is caller:
+            state["armed"] = False
+            if committed:
+                original(self)
+            self.close()  # an open transaction on a closed session is rolled back by the server
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        original(self)
+
+    monkeypatch.setattr(psycopg.Connection, "commit", commit)
+    return state
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["had-committed", "had-not"])
+def test_an_unanswered_commit_is_checked_by_its_journal_row(pg_url, monkeypatch, committed):
+    backend = PostgresBackend(pg_url)
+    state = lose_next_commit(monkeypatch, committed)
+    lease = backend.acquire_lease("a.txt", "alice", 30)
+    ids = [i for i, _ in backend.send_messages("jobs", [(b"1", "json", None, 0.0, None)])]
+    assert not state["armed"]
+    assert lease.fence == 1 and backend.journal_count(kind="lease.acquire") == 1  # granted once
+    assert backend.acquire_lease("a.txt", "alice", 30).fence == 1
+    assert backend.channel_stats("jobs")["depth"] == 1 and len(ids) == 1
+    backend.journal_verify()
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["had-committed", "had-not"])
+def test_an_unanswered_intent_is_checked_by_its_id(pg_url, monkeypatch, committed):
+    from agent_coherence.backends.records import WriteRequest
+
+    backend = PostgresBackend(pg_url)
+    lose_next_commit(monkeypatch, committed)
+    intent = backend.begin_write(WriteRequest(key="a.txt", holder="alice", new_sha256="0" * 64, size=1,
+                                              temp_path="/tmp/x", host="h", pid=1, pid_start="1"))
+    assert backend.list_intents() == [intent]
+
+
+def test_an_unanswered_commit_that_cannot_be_checked_is_reported_unknown(pg_url, monkeypatch):
+    backend = PostgresBackend(pg_url)
+    lose_next_commit(monkeypatch, committed=True)
+    with pytest.raises(BackendUnavailable) as caught:
+        backend.skew_clock(5)  # no journal row, no check, not safe to repeat
+    assert caught.value.facts["detail"] == "in doubt"
+    assert backend.now() > 0  # the client carries on with a new session
