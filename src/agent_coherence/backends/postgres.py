@@ -189,8 +189,11 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
         return result
 
     def read(self, work: Callable[[Tx], T]) -> T:
-        """Run read-only ``work`` (retried on any transient failure)."""
-        return self.transaction(work, idempotent=True, durable=False)
+        """Run read-only ``work`` in autocommit (one snapshot per statement, no BEGIN or COMMIT
+        round trips), retried on any transient failure."""
+        result = self._retrying(lambda: self._attempt(work, True, None, True, read_only=True))
+        assert not isinstance(result, Deferred)
+        return result
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         retrying = Retrying(
@@ -207,19 +210,24 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
 
     def _attempt(
         self, work: Callable[[Tx], T | Deferred], idempotent: bool, check: Callable[[Tx], T | None] | None,
-        durable: bool,
+        durable: bool, read_only: bool = False,
     ) -> T | Deferred:
         pool = self.pool()
         try:
             conn = pool.getconn()
         except PoolTimeout as error:
             raise _Retry(error) from error
-        tx = Tx(self, conn)
+        tx = Tx(self, conn, flush=durable)
         commit_sent = False
         try:
             try:
-                if not durable:
-                    tx.run("SET LOCAL synchronous_commit = off")
+                if read_only:
+                    conn.autocommit = True
+                    try:
+                        return work(tx)
+                    finally:
+                        if not conn.closed and not conn.broken:
+                            conn.autocommit = False
                 result = work(tx)
                 tx.flush_journal()
                 commit_sent = True

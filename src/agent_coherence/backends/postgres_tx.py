@@ -44,9 +44,10 @@ class Tx:
 
     genesis = GENESIS
 
-    def __init__(self, backend: TxRunner, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, backend: TxRunner, conn: psycopg.Connection[Any], flush: bool = True) -> None:
         self.backend = backend
         self.conn = conn
+        self.flush = flush
         self.cursor = conn.cursor()
         self.pending: list[tuple[str, str | None, str | None, str]] = []
         self.seqs: list[int] = []
@@ -73,10 +74,13 @@ class Tx:
             return
         count = len(self.pending)
         part = int.from_bytes(os.urandom(2), "big") % JOURNAL_PARTITIONS
+        # The commit's flush level rides on this statement (no round trip of its own): a
+        # transaction that writes anything journals it, and set_config(..., true) lasts until COMMIT.
         row = self.one(
             "UPDATE @journal_heads SET pseq = pseq + %(n)s WHERE part = %(part)s RETURNING pseq - %(n)s, hash, "
-            "@ac_now(), (SELECT array_agg(nextval('@journal_seq')) FROM generate_series(1, %(n)s))",
-            {"n": count, "part": part})
+            "@ac_now(), (SELECT array_agg(nextval('@journal_seq')) FROM generate_series(1, %(n)s)), "
+            "set_config('synchronous_commit', %(sync)s, true)",
+            {"n": count, "part": part, "sync": "on" if self.flush else "off"})
         assert row is not None, "journal_heads row missing"
         pseq, prev, ts, seqs = row[0], row[1], float(row[2]), sorted(row[3])
         columns: list[list[Any]] = [[] for _ in range(10)]
