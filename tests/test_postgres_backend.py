@@ -286,3 +286,18 @@ def test_an_unanswered_commit_that_cannot_be_checked_is_reported_unknown(pg_url,
         backend.skew_clock(5)  # no journal row, no check, not safe to repeat
     assert caught.value.facts["detail"] == "in doubt"
     assert backend.now() > 0  # the client carries on with a new session
+
+
+def test_the_cli_reads_the_state_on_postgresql(root, pg_url):
+    with Coordinator.open(root, url=pg_url) as coord:
+        coord.write("a.txt", b"x", holder="alice")
+        coord.acquire("b.txt", "bob")
+    for args in (["--url", pg_url, "--root", str(root), "status", "--json"],
+                 ["--url", pg_url, "--root", str(root), "journal", "verify"]):
+        result = subprocess.run([sys.executable, "-m", "agent_coherence.cli", *args], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+    status = json.loads(subprocess.run(
+        [sys.executable, "-m", "agent_coherence.cli", "--url", pg_url, "--root", str(root), "status", "--json"],
+        capture_output=True, text=True, timeout=60).stdout)
+    assert "b.txt" in json.dumps(status) and "a.txt" in json.dumps(status)

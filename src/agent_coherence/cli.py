@@ -158,7 +158,7 @@ def _open_existing(options: Any) -> Any:
     """The Coordinator for ``--root``/``--url`` without recovery, or None if the root has no
     state database yet (a read-only command must not create one)."""
     root = _root(options)
-    if options.url is None:
+    if options.url is None and not os.environ.get("AGENT_COHERENCE_URL"):
         from .backends import default_database
 
         if not os.path.exists(default_database(root)):
@@ -288,28 +288,22 @@ def _section(title: str, headers: list[str], rows: list[list[Any]]) -> None:
 
 def cmd_journal_verify(options: Any) -> int:
     from .errors import JournalCorrupt
-    from .journal import GENESIS, verify_entries
+    from .journal import GENESIS
 
     coord = _open_existing(options)
     if coord is None:
         print(f"journal OK: 0 entries, head {GENESIS} (no state database under {_root(options)} yet)")
         return 0
-    last: list[Any] = []
-
-    def remembering(entries: Any) -> Any:
-        for entry in entries:
-            last[:] = [entry]
-            yield entry
-
     try:
-        count = verify_entries(remembering(coord.backend.journal_entries()))
+        count = coord.journal.verify()  # every chain the backend keeps
+        head = coord.journal.head()
     except JournalCorrupt as corrupt:
         print(f"journal CORRUPT: {corrupt.message}", file=sys.stderr)
         print(f"  recover: {corrupt.recover}", file=sys.stderr)
         return 1
     finally:
         coord.close()
-    print(f"journal OK: {count} entries, head {last[0].hash if last else GENESIS}")
+    print(f"journal OK: {count} entries, head {head}")
     return 0
 
 
