@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import threading
 import urllib.parse
+import weakref
 from typing import Any, Callable, TypeVar
 
 import psycopg
@@ -64,6 +65,28 @@ CREATE OR REPLACE FUNCTION @ac_now() RETURNS double precision LANGUAGE sql VOLAT
 $$ SELECT extract(epoch FROM clock_timestamp())::double precision
           + coalesce((SELECT seconds FROM @clock_skew WHERE id = 1), 0) $$;
 """
+
+
+_SESSIONS: "weakref.WeakSet[psycopg.Connection[Any]]" = weakref.WeakSet()
+
+
+def _detach_inherited_sessions() -> None:
+    """In a forked child: point every inherited connection's socket at /dev/null. The child
+    shares those sockets with its parent; if the child closed one (a pool or a connection being
+    collected sends libpq's Terminate message), the parent's session would end under it."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for conn in list(_SESSIONS):
+            try:
+                os.dup2(devnull, conn.fileno())
+            except (OSError, psycopg.Error):
+                pass
+    finally:
+        os.close(devnull)
+    _SESSIONS.clear()
+
+
+os.register_at_fork(after_in_child=_detach_inherited_sessions)
 
 
 class _Retry(Exception):
@@ -145,6 +168,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
         return cached
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        _SESSIONS.add(conn)
         conn.execute(self._session)
         conn.commit()
 
