@@ -127,7 +127,9 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
 
     ``url``: a libpq URL; an extra ``schema=<name>`` parameter picks the schema (default
     ``agent_coherence``, created if missing). ``prepare_threshold=None`` disables server-side
-    prepared statements (needed behind PgBouncer in transaction mode).
+    prepared statements (needed behind PgBouncer in transaction mode). ``journal_chains``: how
+    many journal chains a schema created by this client gets (1 makes the journal a single
+    chain, which serialises every journaled commit: for comparison only).
     """
 
     name = "postgresql"
@@ -135,11 +137,12 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
     def __init__(
         self, url: str, *, pool_size: int = 4, retry_deadline: float = 30.0, connect_timeout: float = 5.0,
         lock_timeout: float = 10.0, statement_timeout: float = 30.0, idle_timeout: float = 30.0,
-        prepare_threshold: int | None = 5,
+        prepare_threshold: int | None = 5, journal_chains: int = JOURNAL_PARTITIONS,
     ) -> None:
         self.url = url
         self.conninfo, self.schema = split_url(url)
         self.retry_deadline = retry_deadline
+        self.journal_chains = journal_chains  # for a schema created here; else the schema's own
         self._pool_size = pool_size
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": False, "prepare_threshold": prepare_threshold,
@@ -317,7 +320,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
                 tx.run(self.sql(statements))
                 tx.run("INSERT INTO @journal_heads(part, pseq, hash) SELECT p, 0, %s "
                        "FROM generate_series(0, %s) AS p ON CONFLICT (part) DO NOTHING",
-                       (tx.genesis, JOURNAL_PARTITIONS - 1))
+                       (tx.genesis, self.journal_chains - 1))
                 tx.run("INSERT INTO @meta(name, value) VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),))
                 return
             version = self._stored_version(tx)
@@ -337,6 +340,8 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
             self._refuse_newer(current)
         if current != SCHEMA_VERSION:
             self.transaction(create, idempotent=True)
+        # The chain count is fixed when the schema is created: every client uses the schema's.
+        self.journal_chains = int(self.read(lambda tx: tx.one("SELECT count(*) FROM @journal_heads"))[0])  # type: ignore[index]
 
     @staticmethod
     def _stored_version(tx: Tx) -> int:

@@ -2,7 +2,7 @@
 
 A single chain (each entry links to the one before it) needs one lock held through every journaled
 commit's WAL flush, so every writer on the server would wait for every other. Here the journal is
-``JOURNAL_PARTITIONS`` independent chains:
+independent chains (``JOURNAL_PARTITIONS`` = 64 unless the schema was created with another count):
 
 * each transaction picks one chain at random and appends its entries there, taking the chain's
   head row (``journal_heads``) with a row lock as its *last* lock, just before COMMIT: writers on
@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 from ..errors import JournalCorrupt
 from ..journal import GENESIS, chain_hash, encode_data
-from .postgres_tx import JOURNAL_PARTITIONS, Tx, TxRunner
+from .postgres_tx import Tx, TxRunner
 from .records import JournalRecord
 
 JOURNAL_SCHEMA = """

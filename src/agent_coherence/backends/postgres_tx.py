@@ -27,6 +27,7 @@ class TxRunner:
     """What the mixins (leases and writes, journal, channels, liveness) need from the backend."""
 
     name = "postgresql"
+    journal_chains = JOURNAL_PARTITIONS
 
     def sql(self, text: str) -> str:
         raise NotImplementedError
@@ -73,7 +74,7 @@ class Tx:
         if not self.pending:
             return
         count = len(self.pending)
-        part = int.from_bytes(os.urandom(2), "big") % JOURNAL_PARTITIONS
+        part = int.from_bytes(os.urandom(2), "big") % self.backend.journal_chains
         # The commit's flush level rides on this statement (no round trip of its own): a
         # transaction that writes anything journals it, and set_config(..., true) lasts until COMMIT.
         row = self.one(
