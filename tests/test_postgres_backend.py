@@ -33,8 +33,10 @@ def execute(url: str, sql: str, params: tuple = ()) -> list[tuple]:
 def journaled(root, pg_url):
     """A schema whose journal has entries of several kinds spread over several chains."""
     with Coordinator.open(root, url=pg_url) as coord:
-        for i in range(48):  # enough entries that chains hold several (64 chains, picked at random)
-            coord.write(f"f{i % 4}.txt", f"v{i}", holder=f"agent-{i % 3}")
+        for i in range(4):
+            coord.write(f"f{i}.txt", f"v{i}", holder=f"agent-{i % 3}")
+        for i in range(44):  # enough entries that chains hold several (64 chains, picked at random)
+            coord.journal.append("note", f"f{i % 4}.txt", f"agent-{i % 3}", n=i)
         lease = coord.acquire("b.txt", "bob")
         coord.release(lease)
         coord.journal.append("note", "b.txt", "bob", text="handed over")

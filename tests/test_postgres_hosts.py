@@ -233,12 +233,12 @@ def _kill_run(root: Path, url: str, tmp_path: Path, naive: bool, count: int) -> 
 
 @pytest.mark.timeout(200)
 def test_baseline_consumers_killed_with_sigkill_repeat_effects(root, pg_url, tmp_path):
-    result = _kill_run(root, pg_url, tmp_path, naive=True, count=300)
+    result = _kill_run(root, pg_url, tmp_path, naive=True, count=200)
     assert result["duplicates"] > 0 and result["crash_points"] > 0  # at-least-once repeats effects
 
 
 @pytest.mark.timeout(200)
 def test_process_with_seen_under_sigkill_loses_nothing_and_repeats_nothing(root, pg_url, tmp_path):
-    result = _kill_run(root, pg_url, tmp_path, naive=False, count=600)
+    result = _kill_run(root, pg_url, tmp_path, naive=False, count=400)
     assert result["duplicates"] == 0 and result["crash_points"] > 0
     print(f"\nprocess(seen=) under SIGKILL on PostgreSQL: {result}")
