@@ -143,9 +143,11 @@ def test_hosts_consuming_one_channel_process_each_message_once(root, pg_url, tmp
 
 @pytest.fixture
 def crashable_server():
-    """A server of its own with fsync on: an immediate stop must lose nothing acknowledged."""
+    """A server of its own with fsync on: an immediate stop must lose nothing acknowledged. Its
+    default is ``synchronous_commit=off`` (the setting that lost acknowledged versions when it was
+    measured): the backend must turn it on for its own sessions."""
     try:
-        server = TempPostgres(fsync=True).start()
+        server = TempPostgres(fsync=True, settings={"synchronous_commit": "off"}).start()
     except (ServerUnavailable, OSError) as error:
         if os.environ.get("CI"):
             pytest.fail(f"could not start a PostgreSQL server: {error}")
@@ -163,6 +165,11 @@ def test_server_crashes_lose_no_acknowledged_write_or_message(root, crashable_se
     create_store(store)
     with Coordinator.open(root, url=url) as coord:
         ids = coord.channel("jobs", visibility_timeout=5).send_many(range(200))
+        assert coord.backend.read(lambda tx: tx.one("SHOW synchronous_commit")) == ("on",)
+    import psycopg
+
+    with psycopg.connect(crashable_server.url()) as raw:
+        assert raw.execute("SHOW synchronous_commit").fetchone() == ("off",)  # the server's default
     logs = [tmp_path / f"writer-{h}.log" for h in range(4)]
     writers = [start_host("increment", f"host-{h}", url, root=str(root), key="counter.txt", count=30,
                           out=str(logs[h])) for h in range(4)]
