@@ -223,6 +223,10 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
         return result
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
+        try:
+            return attempt()  # the common case, without building a retry loop
+        except _Retry:
+            pass
         retrying = Retrying(
             retry=retry_if_exception_type(_Retry), stop=stop_after_delay(self.retry_deadline),
             wait=wait_random_exponential(multiplier=0.02, max=1.0), reraise=True,

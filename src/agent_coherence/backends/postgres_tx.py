@@ -93,9 +93,15 @@ class Tx:
             self.records.append(JournalRecord(seq, ts, kind, key, holder, json.loads(data_json), prev, digest))
             prev = digest
         self.seqs = seqs
-        self.run(
-            "WITH e AS (INSERT INTO @journal(seq, part, pseq, ts, kind, key, holder, data, prev_hash, hash) "
-            "SELECT * FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::float8[], %s::text[], %s::text[], "
-            "%s::text[], %s::text[], %s::text[], %s::text[])) "
-            "UPDATE @journal_heads SET hash = %s WHERE part = %s", (*columns, prev, part))
+        if count == 1:  # the common case: scalars cost less to send than ten one-element arrays
+            self.run(
+                "WITH e AS (INSERT INTO @journal(seq, part, pseq, ts, kind, key, holder, data, prev_hash, hash) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)) UPDATE @journal_heads SET hash = %s WHERE part = %s",
+                (*(column[0] for column in columns), prev, part))
+        else:
+            self.run(
+                "WITH e AS (INSERT INTO @journal(seq, part, pseq, ts, kind, key, holder, data, prev_hash, hash) "
+                "SELECT * FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::float8[], %s::text[], %s::text[], "
+                "%s::text[], %s::text[], %s::text[], %s::text[])) "
+                "UPDATE @journal_heads SET hash = %s WHERE part = %s", (*columns, prev, part))
         self.pending = []
