@@ -30,6 +30,7 @@ loaded when a ``postgresql://`` URL is opened.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import urllib.parse
@@ -66,6 +67,11 @@ $$ SELECT extract(epoch FROM clock_timestamp())::double precision
           + coalesce((SELECT seconds FROM @clock_skew WHERE id = 1), 0) $$;
 """
 
+
+# The pool reports each failed reconnection as a warning. Without any logging configured, Python
+# would print those on stderr, which is where the Claude Code hook writes its refusals; an
+# application that configures logging still receives them (they propagate to its handlers).
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 _SESSIONS: "weakref.WeakSet[psycopg.Connection[Any]]" = weakref.WeakSet()
 
