@@ -165,6 +165,7 @@ def pg_url(pg_server: str) -> Iterator[str]:
 def backend_name(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The backend of this test: "sqlite" unless a contract module runs it on "postgres" too."""
     name = getattr(request, "param", "sqlite")
+    monkeypatch.delenv("AGENT_COHERENCE_URL", raising=False)  # the embedded backend unless chosen here
     if name == "postgres":
         only = request.node.get_closest_marker("sqlite_only")
         if only:
