@@ -131,11 +131,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[str]:
-    """The URL of the session's PostgreSQL server (started on first use)."""
-    external = os.environ.get("AGENT_COHERENCE_TEST_PG")
-    if external:
-        yield external
+def pg_instance() -> Iterator[TempPostgres | None]:
+    """The session's own PostgreSQL server (started on first use), or None when
+    ``AGENT_COHERENCE_TEST_PG`` names an external one."""
+    if os.environ.get("AGENT_COHERENCE_TEST_PG"):
+        yield None
         return
     try:
         server = TempPostgres().start()
@@ -144,9 +144,15 @@ def pg_server() -> Iterator[str]:
             pytest.fail(f"could not start the test PostgreSQL server: {error}")
         pytest.skip(f"could not start a PostgreSQL server: {error}")
     try:
-        yield server.url()
+        yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg_server(pg_instance: TempPostgres | None) -> str:
+    """The URL of the session's PostgreSQL server."""
+    return pg_instance.url() if pg_instance is not None else os.environ["AGENT_COHERENCE_TEST_PG"]
 
 
 def schema_url(server_url: str, schema: str) -> str:

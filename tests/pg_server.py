@@ -110,6 +110,11 @@ class TempPostgres:
         except OSError:
             return ""
 
+    def socket_url(self, schema: str) -> str:
+        """The URL through the server's unix socket (in ``base``): reachable from any network
+        namespace that sees the directory."""
+        return f"postgresql://postgres@/postgres?host={self.base}&port={self.port}&schema={schema}"
+
     def url(self, schema: str | None = None, database: str = "postgres") -> str:
         url = f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
         return f"{url}?schema={schema}" if schema else url

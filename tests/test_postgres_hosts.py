@@ -3,9 +3,11 @@ directory, each with its own host identity (``AGENT_COHERENCE_HOST``), keep the 
 channel guarantees through PostgreSQL — also while the server is crashed and restarted, and while
 consumers are killed with SIGKILL.
 
-Network namespaces were not used: the server listens on loopback, and a namespace's own loopback
-cannot reach it without veth links and routes set up as root, which the suite does not do to the
-machine. The processes differ in host identity, which is all the layer reads of a host.
+The processes differ in host identity, which is all the layer reads of a host. One test also puts
+each host in its own network namespace (``unshare -n``: a loopback of its own, no route to the
+server's TCP port); such a host reaches the server only through its unix socket in the shared
+directory. (TCP links between namespaces would need veth interfaces configured on the machine,
+which a test suite on a shared machine should not do.)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -30,10 +33,11 @@ from pg_server import ServerUnavailable, TempPostgres, fresh_schema
 WORKER = os.path.join(os.path.dirname(__file__), "host_worker.py")
 
 
-def start_host(role: str, host: str, url: str, extra_env: dict[str, str] | None = None,
+def start_host(role: str, host: str, url: str, extra_env: dict[str, str] | None = None, netns: bool = False,
                **arguments: object) -> subprocess.Popen[bytes]:
     env = {**os.environ, "AGENT_COHERENCE_URL": url, "AGENT_COHERENCE_HOST": host, **(extra_env or {})}
-    return subprocess.Popen([sys.executable, WORKER, role, json.dumps(arguments)], env=env)
+    prefix = ["unshare", "--net"] if netns else []
+    return subprocess.Popen([*prefix, sys.executable, WORKER, role, json.dumps(arguments)], env=env)
 
 
 def finish(procs: list[subprocess.Popen[bytes]], timeout: float = 120) -> list[int]:
@@ -94,6 +98,36 @@ def test_hosts_incrementing_one_counter_lose_nothing(root, pg_url, tmp_path):
     assert finish(procs) == [0] * 4
     with Coordinator.open(root, url=pg_url) as coord:
         check_counter(coord, "counter.txt", receipts(logs))
+
+
+@pytest.mark.timeout(180)
+def test_hosts_in_their_own_network_namespaces_lose_nothing(root, pg_instance, tmp_path):
+    if pg_instance is None:
+        pytest.skip("needs the suite's own server (its unix socket); AGENT_COHERENCE_TEST_PG is set")
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("network namespaces need root and unshare(1)")
+    url = pg_instance.socket_url(fresh_schema())
+    isolated = subprocess.run(["unshare", "--net", sys.executable, "-c",
+                               f"import socket; socket.create_connection(('127.0.0.1', {pg_instance.port}), 2)"],
+                              capture_output=True)
+    assert isolated.returncode != 0  # from inside a namespace the server's TCP port is out of reach
+    Coordinator.open(root, url=url).close()
+    store, stop = tmp_path / "effects.db", tmp_path / "stop"
+    create_store(store)
+    with Coordinator.open(root, url=url) as coord:
+        ids = coord.channel("jobs").send_many(range(60))
+    logs = [tmp_path / f"host-{h}.log" for h in range(3)]
+    procs = [start_host("increment", f"ns-host-{h}", url, netns=True, root=str(root), key="counter.txt",
+                        count=15, out=str(logs[h])) for h in range(3)]
+    procs += [start_host("consume", f"ns-consumer-{h}", url, netns=True, root=str(root), channel="jobs",
+                         out=str(tmp_path / f"consumer-{h}.log"), store=str(store), stop=str(stop))
+              for h in range(2)]
+    stop.touch()
+    assert finish(procs) == [0] * 5
+    with Coordinator.open(root, url=url) as coord:
+        check_counter(coord, "counter.txt", receipts(logs))
+    total, keys = effects(store)
+    assert keys == {f"id:{i}" for i in ids} and total == 60
 
 
 @pytest.mark.timeout(120)
