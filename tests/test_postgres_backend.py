@@ -257,9 +257,10 @@ def lose_next_commit(monkeypatch: pytest.MonkeyPatch, committed: bool) -> dict[s
     return state
 
 
+@pytest.mark.parametrize("pool_size", [4, 1], ids=["pool", "one-connection"])
 @pytest.mark.parametrize("committed", [True, False], ids=["had-committed", "had-not"])
-def test_an_unanswered_commit_is_checked_by_its_journal_row(pg_url, monkeypatch, committed):
-    backend = PostgresBackend(pg_url)
+def test_an_unanswered_commit_is_checked_by_its_journal_row(pg_url, monkeypatch, committed, pool_size):
+    backend = PostgresBackend(pg_url, pool_size=pool_size, retry_deadline=10)
     state = lose_next_commit(monkeypatch, committed)
     lease = backend.acquire_lease("a.txt", "alice", 30)
     ids = [i for i, _ in backend.send_messages("jobs", [(b"1", "json", None, 0.0, None)])]

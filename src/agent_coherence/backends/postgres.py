@@ -256,6 +256,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
             raise _Retry(error) from error
         tx = Tx(self, conn, flush=durable)
         commit_sent = False
+        in_doubt: psycopg.Error | None = None
         try:
             try:
                 if read_only:
@@ -281,7 +282,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
                         f"PostgreSQL error in {self.schema}: {error}", backend=self.name,
                         detail=f"{type(error).__name__}: {error}",
                     ) from error
-                return self._settle_in_doubt(tx, result, error, idempotent, check)
+                in_doubt = error
             except Contended as error:
                 conn.rollback()
                 raise _Retry(error) from error
@@ -290,7 +291,9 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
                     conn.rollback()
                 raise
         finally:
-            pool.putconn(conn)
+            pool.putconn(conn)  # before any check: a pool of one needs it back
+        assert in_doubt is not None  # every other path returned or raised above
+        return self._settle_in_doubt(tx, result, in_doubt, idempotent, check)
 
     def _settle_in_doubt(
         self, lost_tx: Tx, result: T | Deferred, error: psycopg.Error, idempotent: bool,
