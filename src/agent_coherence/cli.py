@@ -65,10 +65,11 @@ class UsageError(Exception):
 
 
 def _usage(parser: Any) -> int:
-    # Exit 1, not 2: a Claude Code too old for the hook's exec form runs the bare command, and
-    # exit 2 from a PreToolUse hook would block every tool call. 1 is a non-blocking error.
+    # A usage error, exit 2. The installer writes the hook in shell form (`agent-coherence hook`),
+    # which every Claude Code version runs with its argument, so no installed hook runs the bare
+    # command; only the exec form on a client older than 2.1.139 would (see docs/claude-code.md).
     parser.print_help(sys.stderr)
-    return 1
+    return 2
 
 
 # -- the parser -------------------------------------------------------------------------------
@@ -141,6 +142,8 @@ def _build_parser() -> Any:
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(run=cmd_version)
+    # Listed for --help only: `hook` is dispatched in main() before any parser is built.
+    sub.add_parser("hook", help="the Claude Code hook entry point (run by Claude Code, event JSON on stdin)")
     return parser
 
 
@@ -555,15 +558,24 @@ def cmd_install(options: Any) -> int:
             print(f"wrote {path}")
         print(f"Claude Code plugin written to {options.plugin}")
         return 0
-    path = installer.install_settings(root, scope=options.scope, command=options.command)
-    print(f"agent-coherence hooks installed for Claude Code ({options.scope} scope) in {path}")
+    plan = installer.plan_install(root, scope=options.scope, command=options.command)
+    path = installer.install_settings(root, scope=plan.scope, command=plan.command)
+    print(f"agent-coherence hooks installed for Claude Code ({plan.scope} scope, command "
+          f"{plan.command!r}) in {path}")
+    if plan.notice:
+        print(f"note: {plan.notice}")
     return 0
 
 
 def cmd_uninstall(options: Any) -> int:
     from agent_coherence.adapters.claude_code import installer
 
-    path = installer.uninstall_settings(_root(options), scope=options.scope)
+    root = _root(options)
+    if not installer.is_installed(root, scope=options.scope):
+        path = installer.settings_path(root, scope=options.scope)
+        print(f"agent-coherence hooks are not installed in {path} ({options.scope} scope); nothing was changed")
+        return 0
+    path = installer.uninstall_settings(root, scope=options.scope)
     print(f"agent-coherence hooks removed from {path} ({options.scope} scope); other settings kept")
     return 0
 
