@@ -214,6 +214,8 @@ def _dispatch(ctx: HookContext) -> Outcome:
 
     if event == "SessionStart":
         return session.session_start(ctx)
+    if event == "SubagentStart":
+        return session.subagent_start(ctx)
     if event in ("Stop", "SubagentStop"):
         return session.stop(ctx)
     if event == "SessionEnd":
@@ -256,22 +258,23 @@ def _pre_tool_use(ctx: HookContext) -> Outcome:
         refusal = bash_checks.check_command(ctx, command)
         return deny(refusal) if refusal else ALLOW
     if tool in READ_TOOLS:
-        _register_read(ctx, before=True)
+        refusal = _register_read(ctx, before=True)
+        return deny(refusal) if refusal else ALLOW
     return ALLOW
 
 
-def _register_read(ctx: HookContext, before: bool) -> None:
+def _register_read(ctx: HookContext, before: bool) -> str | None:
     from . import file_checks
 
     tool_input = ctx.payload.get("tool_input")
     path = tool_input.get("file_path") if isinstance(tool_input, dict) else None
     if path is None:
-        return
+        return None
     try:
         target = ctx.file_key(path)
     except PathOutsideRoot:
-        return  # reading outside the project is not coordinated
-    file_checks.register_read(ctx, target, before)
+        return None  # reading outside the project is not coordinated
+    return file_checks.register_read(ctx, target, before)
 
 
 def _post_tool_use(ctx: HookContext) -> Outcome:
