@@ -98,7 +98,7 @@ def run_sessions(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
 
 
 def _client_env(base: dict[str, str], home: Path, url: str, extra: dict[str, str]) -> dict[str, str]:
-    env = {name: base[name] for name in ("PATH", "LANG", "TERM") if name in base}
+    env: dict[str, str] = {name: base[name] for name in ("PATH", "LANG", "TERM") if name in base}
     env.update({
         "HOME": str(home),
         "ANTHROPIC_BASE_URL": url,
