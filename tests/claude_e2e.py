@@ -131,9 +131,12 @@ def _drive(spec: dict[str, Any]) -> dict[str, Any]:
     from fake_anthropic import FakeAnthropic, Script, Turn
 
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=30)
+    # Subagents are scripted like sessions but started by the client (their prompt is the Agent
+    # tool's); they come first, so a subagent prompt that quotes its parent's marker still matches.
+    scripted = spec.get("subagents", []) + spec["sessions"]
     script = Script({s["marker"]: [Turn(tools=[(n, i) for n, i in t.get("tools", [])], text=t.get("text", ""),
                                         after=t.get("after")) for t in s["turns"]]
-                     for s in spec["sessions"]})
+                     for s in scripted})
     server = FakeAnthropic(script).start()
     sessions: dict[str, Any] = {}
     procs: list[subprocess.Popen[str]] = []

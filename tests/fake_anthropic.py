@@ -12,14 +12,17 @@ wait for a gate another session's progress opens (its request for a given turn a
 means the tool call of the turn before it has finished, hooks included). Every ``tool_result``
 the client sends back is recorded, so a test can assert what the model was told.
 
-Deterministic by construction: no randomness, no clocks, gates instead of sleeps.
+Deterministic by construction: no randomness, and gates (another session's progress, a file some
+hook wrote) instead of sleeps.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,7 +36,9 @@ class Turn:
 
     tools: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     text: str = ""
-    after: str | None = None  # gate name: "<marker>:<turn>" (that session asked for that turn)
+    # A gate: "<marker>:<turn>" (that session asked for that turn), "<marker>:exit" (set by the
+    # driver when that session's process ended) or "file:<path>" (that file exists).
+    after: str | None = None
 
 
 def tool(name: str, **tool_input: Any) -> Turn:
@@ -90,12 +95,22 @@ class Script:
         if turn_index >= len(turns):
             return [{"type": "text", "text": "done"}]
         turn = turns[turn_index]
-        if turn.after is not None and not self.gate(turn.after).wait(GATE_TIMEOUT):
+        if turn.after is not None and not self._wait(turn.after):
             return [{"type": "text", "text": f"gate {turn.after} never opened"}]
         if turn.tools:
             return [{"type": "tool_use", "id": f"toolu_{marker}_{turn_index}_{i}", "name": name, "input": args}
                     for i, (name, args) in enumerate(turn.tools)]
         return [{"type": "text", "text": turn.text}]
+
+    def _wait(self, gate: str) -> bool:
+        if not gate.startswith("file:"):
+            return self.gate(gate).wait(GATE_TIMEOUT)
+        deadline = time.monotonic() + GATE_TIMEOUT
+        while not os.path.exists(gate[len("file:"):]):  # written by a process outside this server
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def _record_results(self, marker: str, turn_index: int, messages: list[dict[str, Any]]) -> None:
         """Record each tool_result not seen before (the whole conversation is resent every turn)."""

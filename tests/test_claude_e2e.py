@@ -180,3 +180,68 @@ def test_a_hook_that_cannot_start_or_hangs_refuses_the_write_only_with_on_failur
             assert not written and 'blocking because onFailure is "block"' in answer, (marker, answer)
         else:
             assert written and "File created successfully" in answer, (marker, answer)
+
+
+STOP_RECORDER = """#!/bin/sh
+# The installed Stop hook, run as installed, with its input and answer kept; `N.done` marks that
+# the hook has answered the N-th Stop.
+dir={dir}
+n=$(ls "$dir" | grep -c '[.]in$')
+cat > "$dir/$n.in"
+agent-coherence hook < "$dir/$n.in" | tee "$dir/$n.out"
+touch "$dir/$n.done"
+"""
+
+
+def test_a_background_subagent_doing_the_work_is_no_zero_work_anomaly(claude: str, tmp_path: Path) -> None:
+    from agent_coherence.backends import default_database
+    from agent_coherence.backends.sqlite import SQLiteBackend
+
+    project = tmp_path / "project"
+    project.mkdir()
+    session_id = "6f2d1c3a-0b4e-4c8a-9d7e-2a1b3c4d5e6f"
+    store = SQLiteBackend(default_database(str(project)))
+    store.assign("task-feature", f"claude:{session_id}", None, {"summary": "write feature.py"})
+    store.close()
+    assert cli("install", "claude-code", "--root", str(project)).returncode == 0
+    stops = tmp_path / "stops"
+    stops.mkdir()
+    recorder = tmp_path / "record-stop"
+    recorder.write_text(STOP_RECORDER.format(dir=stops))
+    recorder.chmod(0o755)
+    path = project / ".claude" / "settings.json"
+    settings = json.loads(path.read_text())
+    settings["hooks"]["Stop"][0]["hooks"][0]["command"] = str(recorder)
+    path.write_text(json.dumps(settings))
+
+    main = [
+        use("Agent", description="write the feature", prompt="SUBAGENT-ECHO: write feature.py",
+            subagent_type="general-purpose"),
+        {"text": "The agent is writing the feature."},  # Stop fires here, the subagent still runs
+        {"text": "The feature is written."},
+    ]
+    subagent = [
+        dict(use("Write", file_path=str(project / "feature.py"), content="ENABLED = True\n"),
+             after=f"file:{stops / '0.done'}"),  # only after the first Stop was answered
+        {"text": "feature.py written"},
+    ]
+    spec = {"claude": claude, "subagents": [{"marker": "SUBAGENT-ECHO", "turns": subagent}],
+            "sessions": [session("SESSION-DELTA", project, main, tmp_path, args=[
+                "--permission-mode", "acceptEdits", "--session-id", session_id])]}
+    result = claude_e2e.run_sessions(spec, tmp_path)
+    assert result["sessions"]["SESSION-DELTA"]["returncode"] == 0, result["sessions"]
+
+    first_stop = json.loads((stops / "0.in").read_text())
+    assert [t.get("status") for t in first_stop["background_tasks"]] == ["running"], first_stop
+    assert (stops / "0.out").read_text().strip() == ""  # no block, so no forced extra turn
+    assert (project / "feature.py").read_text() == "ENABLED = True\n"
+    shown = cli("journal", "show", "--json", "--limit", "1000", "--root", str(project))
+    entries = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert not [e for e in entries if e["kind"] == "anomaly.zero_work"], entries
+    subagent_starts = [e["holder"] for e in entries if e["kind"] == "worker.start" and "/" in (e["holder"] or "")]
+    assert len(subagent_starts) == 1 and subagent_starts[0].startswith(f"claude:{session_id}/"), entries
+    writes = [e for e in entries if e["kind"] == "write.claude"]
+    assert [w["holder"] for w in writes] == subagent_starts  # the subagent wrote, as a worker from its start
+    main_requests = [r for r in result["requests"] if r["marker"] == "SESSION-DELTA"]
+    assert len(main_requests) == 3, main_requests
+    assert cli("journal", "verify", "--root", str(project)).returncode == 0
