@@ -132,7 +132,10 @@ def _build_parser() -> Any:
             command.add_argument("--plugin", metavar="DIR",
                                  help="write a Claude Code plugin layout into DIR instead of settings")
             command.add_argument("--command", default=None,
-                                 help="the hook command to configure (default: chosen by the installer)")
+                                 help="the hook command to configure (default: `agent-coherence` from PATH "
+                                      "in the shared project file, or, when it is not on PATH, the "
+                                      "absolute path in .claude/settings.local.json; the absolute path "
+                                      "for --local and --user)")
         command.set_defaults(run=run, scope="project")
 
     watch = sub.add_parser("watch", parents=[where, backend], help="report liveness anomalies as they appear")
