@@ -6,7 +6,8 @@ Two halves:
 * In the test process: :func:`claude_binary` installs ``@anthropic-ai/claude-code`` at
   :data:`CLAUDE_VERSION` into a cache inside the checkout (``.venv/claude-code/``, reused across
   runs), :func:`isolation_problem` says why ``unshare`` can't give us a loopback-only namespace
-  (or None), and :func:`run_sessions` runs this file as a script inside one.
+  (or None), and :func:`run_sessions` runs this file as a script inside one (``unshare --net``
+  as root, inside a user namespace of its own otherwise).
 * Inside the namespace (``python claude_e2e.py SPEC RESULT``): bring ``lo`` up, start the fake
   server on 127.0.0.1, start every session of the spec at once (``claude -p``, a scratch HOME, a
   dummy API key, ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1``), wait for all, and write what
@@ -64,22 +65,34 @@ def claude_binary(cache: Path = CACHE) -> Path:
     return binary
 
 
+# How to get a loopback-only namespace: a plain network namespace needs root (CAP_SYS_ADMIN); an
+# unprivileged user gets one inside a user namespace of its own. The first that works is used.
+UNSHARE_WAYS = (["unshare", "--net"], ["unshare", "--user", "--map-root-user", "--net"])
+_working: list[list[str]] = []
+
+
 def _unshare_prefix() -> list[str]:
-    # A user namespace as well, so no root is needed; ``lo`` is brought up inside.
-    return ["unshare", "--user", "--map-root-user", "--net"]
+    if not _working and isolation_problem() is not None:
+        raise Unavailable("no loopback-only network namespace here")
+    return _working[0]
 
 
 def isolation_problem() -> str | None:
     """Why a loopback-only network namespace can't be made here, or None when it can."""
+    if _working:
+        return None
     if shutil.which("unshare") is None:
         return "unshare (util-linux) is not installed"
     if shutil.which("ip") is None:
         return "ip (iproute2) is not installed, so loopback can't be brought up in the namespace"
-    probe = subprocess.run(_unshare_prefix() + ["ip", "link", "set", "lo", "up"],
-                           capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        return f"no network namespace: {probe.stderr.strip() or 'unshare failed'}"
-    return None
+    errors = []
+    for way in UNSHARE_WAYS if os.geteuid() == 0 else UNSHARE_WAYS[1:]:
+        probe = subprocess.run(way + ["ip", "link", "set", "lo", "up"], capture_output=True, text=True, timeout=30)
+        if probe.returncode == 0:
+            _working.append(way)
+            return None
+        errors.append(f"{' '.join(way)}: {probe.stderr.strip() or 'failed'}")
+    return "no network namespace: " + "; ".join(errors)
 
 
 def run_sessions(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:

@@ -44,6 +44,14 @@ def claude() -> str:
         pytest.skip(str(missing))
 
 
+def test_without_npm_the_client_is_unavailable_with_the_reason(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """What makes the real-client tests skip here and fail in CI: a reason, never a silent pass."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm on it
+    with pytest.raises(claude_e2e.Unavailable, match="npm is not installed"):
+        claude_e2e.claude_binary(tmp_path / "cache")
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PATH=os.pathsep.join([BIN, os.environ.get("PATH", "")]))
     return subprocess.run([os.path.join(BIN, "agent-coherence"), *args], capture_output=True, text=True,
