@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from ...backends.sqlite import SQLiteBackend
 
+# MultiEdit is gone from current clients (no tool, no hooks); older ones still send it.
 WRITE_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
 BASH_TOOLS = frozenset({"Bash"})
 READ_TOOLS = frozenset({"Read"})
