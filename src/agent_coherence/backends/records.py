@@ -187,8 +187,11 @@ class WriteRequest(Record):
 
 
 class JournalRecord(Record):
-    __slots__ = ("seq", "ts", "kind", "key", "holder", "data", "prev_hash", "hash")
-    _defaults = {"data": dict, "prev_hash": "", "hash": ""}
+    """One journal entry. ``data_text``: the data exactly as the backend stores it, which is what
+    the chain hashes (None: not known, ``encode_data(data)`` stands in for it)."""
+
+    __slots__ = ("seq", "ts", "kind", "key", "holder", "data", "prev_hash", "hash", "data_text")
+    _defaults = {"data": dict, "prev_hash": "", "hash": "", "data_text": None}
     if TYPE_CHECKING:
         seq: int
         ts: float
@@ -198,6 +201,7 @@ class JournalRecord(Record):
         data: dict[str, Any]
         prev_hash: str
         hash: str
+        data_text: str | None
 
 
 class WorkerRecord(Record):
@@ -268,6 +272,12 @@ class MessageRecord(Record):
         attempts: int
         receipt: str | None
         consumer: str | None
+
+
+def effect_key(key: str | None, message_id: int) -> str:
+    """The identity of one message's effect: its send key *and* its id (a key sent again after
+    the dedup window is a new message, with a new id, whose effect is its own), or the id alone."""
+    return f"{key}#{message_id}" if key is not None else f"id:{message_id}"
 
 
 class IntentPending(Exception):

@@ -27,10 +27,12 @@ except ImportError:
     import sqlite3  # type: ignore[no-redef]
 
 from ..errors import BackendUnavailable, LeaseHeld, LeaseLost, VersionConflict
-from ..journal import GENESIS, chain_hash, encode_data
+from ..journal import FORMAT, FORMAT_ENTRY, GENESIS, chain_hash, encode_data, unreadable_entry
+from ..logs import get_logger
+from ..paths import STATE_DIR
 from .sqlite_channels import CHANNEL_SCHEMA, ChannelOps
 from .sqlite_liveness import LIVENESS_SCHEMA, LivenessOps
-from .sqlite_tx import Deferred as _Deferred, is_busy as _is_busy
+from .sqlite_tx import Deferred as _Deferred, database_error, is_busy as _is_busy
 from .records import IntentPending, IntentRecord, JournalRecord, LeaseRecord, VersionRecord, WriteRequest
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
@@ -39,9 +41,11 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-SCHEMA_VERSION = "2"
-# Changes to a database made by an earlier schema version, applied in order on open.
-_MIGRATIONS = {"1": "ALTER TABLE intents ADD COLUMN synced INTEGER NOT NULL DEFAULT 0"}
+# 1: the first release. 2: intents.synced. 3: the journal's unambiguous encoding, and the
+# channel clock. A database of a later version is refused, never used (see _check_version).
+SCHEMA_VERSION = 3
+JOURNAL_PAGE = 2000  # journal entries fetched per read while iterating
+GITIGNORE = "# Made by agent-coherence: coordination state of this machine, never committed.\n*\n"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -127,7 +131,11 @@ class SQLiteBackend(LivenessOps, ChannelOps):
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
         _BACKENDS.add(self)
-        self._ensure_schema()
+        try:
+            self._ensure_schema()
+        except BaseException:
+            self.close()
+            raise
 
     # -- connection and transactions --------------------------------------------------------
 
@@ -148,15 +156,15 @@ class SQLiteBackend(LivenessOps, ChannelOps):
         while True:
             try:
                 return operation()
-            except sqlite3.OperationalError as error:
-                if not _is_busy(error):
-                    raise BackendUnavailable(
-                        f"SQLite error on {self.path}: {error}", backend=self.name, detail=str(error)
-                    ) from error
+            except sqlite3.DatabaseError as error:
+                if not (isinstance(error, sqlite3.OperationalError) and _is_busy(error)):
+                    raise database_error(self.path, self.name, error) from error
                 if time.monotonic() > deadline:
+                    get_logger("backends.sqlite").warning(
+                        "SQLite database %s stayed busy for %.0fs", self.path, self.busy_deadline)
                     raise BackendUnavailable(
                         f"SQLite database {self.path} stayed busy for {self.busy_deadline:.0f}s",
-                        backend=self.name, detail=str(error),
+                        backend=self.name, detail=str(error), reason="busy",
                     ) from error
             attempt += 1
             # Short jittered sleeps: fair between processes, unlike SQLite's busy handler.
@@ -202,40 +210,123 @@ class SQLiteBackend(LivenessOps, ChannelOps):
         return self._retry_busy(attempt)
 
     def _ensure_schema(self) -> None:
+        """Create the schema, or bring an older one up to date, in one immediate transaction (so
+        processes opening a fresh root at once do not race). A database made by a newer release
+        is refused before anything in it is touched."""
         directory = os.path.dirname(self.path)
+        created = bool(directory) and self._ensure_directory(directory)
+        stored = self._schema_version()
+        if stored == SCHEMA_VERSION:
+            if created:
+                self._ensure_gitignore(directory)
+            return
+        self._check_version(stored)
+
+        def create(conn: sqlite3.Connection) -> int | None:
+            version = self._stored_version(conn)
+            self._check_version(version)
+            for statement in filter(str.strip, (_SCHEMA + LIVENESS_SCHEMA + CHANNEL_SCHEMA).split(";")):
+                conn.execute(statement)
+            if version is None:
+                conn.execute("INSERT INTO meta(name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                return None
+            for older in range(version, SCHEMA_VERSION):
+                self._migrate(conn, older)
+            conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
+            return version
+
+        migrated_from = self.transaction(create)
+        log = get_logger("backends.sqlite")
+        if migrated_from is None:
+            log.info("created the state database %s (schema %d)", self.path, SCHEMA_VERSION)
+        elif migrated_from != SCHEMA_VERSION:
+            log.info("migrated the state database %s from schema %d to %d", self.path, migrated_from,
+                     SCHEMA_VERSION)
         if directory:
-            os.makedirs(directory, exist_ok=True)
+            self._ensure_gitignore(directory)
 
-        def create(conn: sqlite3.Connection) -> None:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
-            for statement in filter(str.strip, (LIVENESS_SCHEMA + CHANNEL_SCHEMA).split(";")):
-                conn.execute(statement)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
-            )
-            version = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0]
-            while version in _MIGRATIONS:
-                conn.execute(_MIGRATIONS[version])
-                version = str(int(version) + 1)
-                conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (version,))
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        """Bring a database of schema ``version`` to ``version + 1`` (inside the open transaction)."""
+        if version == 1:
+            conn.execute("ALTER TABLE intents ADD COLUMN synced INTEGER NOT NULL DEFAULT 0")
+        elif version == 2:
+            # The journal's entries so far keep the old encoding; this entry, hashed in the new one,
+            # records where they end, and every entry after it uses the new one.
+            head = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+            if head is not None:
+                self._append(conn, FORMAT_ENTRY, None, None,
+                             {"format": FORMAT, "previous_entries": head[0], "previous_head": head[1]})
 
-        if self._schema_version() != SCHEMA_VERSION:
-            self.transaction(create)
+    def _check_version(self, version: int | None) -> None:
+        if version is not None and version > SCHEMA_VERSION:
+            from .. import __version__
 
-    def _schema_version(self) -> str | None:
-        """The stored schema version, read without taking the write lock (None: no schema yet)."""
+            raise BackendUnavailable(
+                f"the state database {self.path} was created by a newer agent-coherence (schema "
+                f"{version}; this release, {__version__}, reads schema {SCHEMA_VERSION} and older)",
+                recover="upgrade agent-coherence in this environment (every process on the root must run the "
+                        "same release); the database was not changed",
+                backend=self.name, detail=f"schema {version}", reason="newer", path=self.path)
 
-        def probe(conn: sqlite3.Connection) -> str | None:
-            try:
-                row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-            except sqlite3.OperationalError as error:
-                if _is_busy(error):
-                    raise
-                return None  # no meta table yet: a fresh database
-            return row[0] if row else None
+    @staticmethod
+    def _stored_version(conn: sqlite3.Connection) -> int | None:
+        """The schema version stored in the database (None: no schema yet)."""
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        except sqlite3.OperationalError as error:
+            if _is_busy(error) or "no such table" not in str(error):
+                raise
+            return None  # no meta table yet: a fresh database
+        if row is None:
+            return None
+        try:
+            return int(row[0])
+        except (TypeError, ValueError):
+            raise sqlite3.DatabaseError(f"schema_version is {row[0]!r}, not a number") from None
 
-        return self.read(probe)
+    def _schema_version(self) -> int | None:
+        """The stored schema version, read without taking the write lock."""
+        return self.read(self._stored_version)
+
+    def _ensure_directory(self, directory: str) -> bool:
+        """Create the database's directory if missing; True if it was created here."""
+        if os.path.isdir(directory):
+            return False
+        try:
+            os.makedirs(directory)
+        except FileExistsError:
+            if os.path.isdir(directory):
+                return False  # another process made it first
+            raise self._directory_error(directory, "it exists and is not a directory") from None
+        except OSError as error:
+            raise self._directory_error(directory, error.strerror or str(error)) from error
+        return True
+
+    def _directory_error(self, directory: str, why: str) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"cannot create the state directory {directory}: {why}",
+            recover=(f"move whatever is at {directory} (or a parent of it that is a file) out of the way, "
+                     "or check the permissions; or open with url='sqlite:///<another file>'"),
+            backend=self.name, detail=why, reason="state directory", path=directory)
+
+    @staticmethod
+    def _ensure_gitignore(directory: str) -> None:
+        """Keep the state directory out of git: its own ``.gitignore`` that ignores everything in it
+        (itself included). Only in a directory named like the default state directory."""
+        if os.path.basename(directory) != STATE_DIR:
+            return
+        try:
+            fd = os.open(os.path.join(directory, ".gitignore"),
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            return
+        except OSError as error:
+            get_logger("backends.sqlite").warning("cannot write %s/.gitignore: %s", directory, error)
+            return
+        try:
+            os.write(fd, GITIGNORE.encode("ascii"))
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         with self._lock:
@@ -271,23 +362,34 @@ class SQLiteBackend(LivenessOps, ChannelOps):
         self, kind: str, key: str | None, holder: str | None, data: dict[str, Any]
     ) -> JournalRecord:
         seq, ts, prev, digest = self.transaction(lambda conn: self._append(conn, kind, key, holder, data))
-        return JournalRecord(seq, ts, kind, key, holder, json.loads(encode_data(data)), prev, digest)
+        data_text = encode_data(data)
+        return JournalRecord(seq, ts, kind, key, holder, json.loads(data_text), prev, digest, data_text)
 
     def journal_entries(
         self, key: str | None = None, after: int = 0, limit: int | None = None
     ) -> Iterator[JournalRecord]:
+        """Read in pages of JOURNAL_PAGE entries, so a long journal is never held in memory at once.
+        Raises JournalCorrupt for an entry whose data is not JSON."""
         sql = "SELECT seq, ts, kind, key, holder, data, prev_hash, hash FROM journal WHERE seq > ?"
-        params: list[Any] = [after]
         if key is not None:
             sql += " AND key = ?"
-            params.append(key)
-        sql += " ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        rows = self.read(lambda conn: conn.execute(sql, params).fetchall())
-        for seq, ts, kind, k, holder, data, prev, digest in rows:
-            yield JournalRecord(seq, ts, kind, k, holder, json.loads(data), prev, digest)
+        sql += " ORDER BY seq LIMIT ?"
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = JOURNAL_PAGE if remaining is None else min(JOURNAL_PAGE, remaining)
+            params = (after, key, page) if key is not None else (after, page)
+            rows = self.read(lambda conn: conn.execute(sql, params).fetchall())
+            for seq, ts, kind, k, holder, data, prev, digest in rows:
+                try:
+                    parsed = json.loads(data)
+                except (TypeError, ValueError) as error:
+                    raise unreadable_entry(seq, f"its data is not JSON ({error})") from error
+                yield JournalRecord(seq, ts, kind, k, holder, parsed, prev, digest, data)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
 
     def journal_count(self, kind: str | None = None, key: str | None = None) -> int:
         sql, params = "SELECT count(*) FROM journal WHERE 1=1", []
