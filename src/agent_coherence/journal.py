@@ -24,6 +24,7 @@ import json
 
 from .errors import BackendUnavailable, JournalCorrupt
 from .hashing import sha256_hex
+from .logs import ERROR, INFO, log
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
@@ -75,11 +76,10 @@ def unreadable_entry(seq: int, why: str) -> JournalCorrupt:
     )
 
 
-def _entry_hashes(entry: "JournalRecord") -> tuple[str, str]:
-    """(current, legacy) hash of ``entry`` as stored."""
+def _hash_fields(entry: "JournalRecord") -> tuple[str, int, float, str, str | None, str | None, str]:
+    """The fields of ``entry`` that its hash covers, as stored."""
     data_text = entry.data_text if entry.data_text is not None else encode_data(entry.data)
-    fields = (entry.prev_hash, entry.seq, entry.ts, entry.kind, entry.key, entry.holder, data_text)
-    return chain_hash(*fields), legacy_chain_hash(*fields)
+    return (entry.prev_hash, entry.seq, entry.ts, entry.kind, entry.key, entry.holder, data_text)
 
 
 def verify_entries(entries: Iterable["JournalRecord"], on_entry: Callable[[int], None] | None = None) -> int:
@@ -114,17 +114,19 @@ def verify_entries(entries: Iterable["JournalRecord"], on_entry: Callable[[int],
                 seq=entry.seq, reason="broken link",
             )
         try:
-            current, legacy = _entry_hashes(entry)
+            fields = _hash_fields(entry)
+            current = chain_hash(*fields) == entry.hash
+            legacy = not current and legacy_allowed and legacy_chain_hash(*fields) == entry.hash
         except (TypeError, ValueError, UnicodeError) as error:
             raise unreadable_entry(entry.seq, f"a field has the wrong type ({error})") from error
-        if current == entry.hash:
+        if current:
             if legacy_seen and legacy_allowed and entry.kind != FORMAT_ENTRY:
                 raise JournalCorrupt(
                     f"journal entry {entry.seq} switches to the current encoding without a "
                     f"{FORMAT_ENTRY} entry", seq=entry.seq, reason="encoding",
                 )
             legacy_allowed = False
-        elif legacy_allowed and legacy == entry.hash:
+        elif legacy:
             legacy_seen = True
         else:
             raise JournalCorrupt(
@@ -147,15 +149,13 @@ class Journal:
         """Verify the whole chain; return the number of entries. Raises JournalCorrupt, also
         when an entry cannot be read at all (a damaged database). ``on_entry(count)`` is called
         after each entry."""
-        from .logs import get_logger
-
-        log = get_logger("journal")
         try:
             count = verify_entries(self._backend.journal_entries(), on_entry)
         except JournalCorrupt as corrupt:
-            log.error("journal verification failed at entry %s: %s", corrupt.facts.get("seq"), corrupt.message)
+            log("journal", ERROR, "journal verification failed at entry %s: %s", corrupt.facts.get("seq"),
+                corrupt.message)
             raise
-        log.info("journal verified: %d entries", count)
+        log("journal", INFO, "journal verified: %d entries", count)
         return count
 
     def history(self, key: str | None = None, limit: int | None = None) -> list["Event"]:

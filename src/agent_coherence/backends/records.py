@@ -274,6 +274,9 @@ class MessageRecord(Record):
         consumer: str | None
 
 
+CLOCK_KEY = "clock:channels"  # the journal key under which a backend records steps of its clock
+
+
 def effect_key(key: str | None, message_id: int) -> str:
     """The identity of one message's effect: its send key *and* its id (a key sent again after
     the dedup window is a new message, with a new id, whose effect is its own), or the id alone."""

@@ -28,7 +28,7 @@ except ImportError:
 
 from ..errors import BackendUnavailable, LeaseHeld, LeaseLost, VersionConflict
 from ..journal import FORMAT, FORMAT_ENTRY, GENESIS, chain_hash, encode_data, unreadable_entry
-from ..logs import get_logger
+from ..logs import INFO, WARNING, log
 from ..paths import STATE_DIR
 from .sqlite_channels import CHANNEL_SCHEMA, ChannelOps
 from .sqlite_liveness import LIVENESS_SCHEMA, LivenessOps
@@ -160,8 +160,8 @@ class SQLiteBackend(LivenessOps, ChannelOps):
                 if not (isinstance(error, sqlite3.OperationalError) and _is_busy(error)):
                     raise database_error(self.path, self.name, error) from error
                 if time.monotonic() > deadline:
-                    get_logger("backends.sqlite").warning(
-                        "SQLite database %s stayed busy for %.0fs", self.path, self.busy_deadline)
+                    log("backends.sqlite", WARNING, "SQLite database %s stayed busy for %.0fs", self.path,
+                        self.busy_deadline)
                     raise BackendUnavailable(
                         f"SQLite database {self.path} stayed busy for {self.busy_deadline:.0f}s",
                         backend=self.name, detail=str(error), reason="busy",
@@ -236,12 +236,11 @@ class SQLiteBackend(LivenessOps, ChannelOps):
             return version
 
         migrated_from = self.transaction(create)
-        log = get_logger("backends.sqlite")
         if migrated_from is None:
-            log.info("created the state database %s (schema %d)", self.path, SCHEMA_VERSION)
+            log("backends.sqlite", INFO, "created the state database %s (schema %d)", self.path, SCHEMA_VERSION)
         elif migrated_from != SCHEMA_VERSION:
-            log.info("migrated the state database %s from schema %d to %d", self.path, migrated_from,
-                     SCHEMA_VERSION)
+            log("backends.sqlite", INFO, "migrated the state database %s from schema %d to %d", self.path,
+                migrated_from, SCHEMA_VERSION)
         if directory:
             self._ensure_gitignore(directory)
 
@@ -321,7 +320,7 @@ class SQLiteBackend(LivenessOps, ChannelOps):
         except FileExistsError:
             return
         except OSError as error:
-            get_logger("backends.sqlite").warning("cannot write %s/.gitignore: %s", directory, error)
+            log("backends.sqlite", WARNING, "cannot write %s/.gitignore: %s", directory, error)
             return
         try:
             os.write(fd, GITIGNORE.encode("ascii"))

@@ -23,8 +23,8 @@ from __future__ import annotations
 import os
 import time
 
-from ..logs import get_logger
-from .records import ChannelConfig, MessageRecord, effect_key
+from ..logs import INFO, WARNING, log
+from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
@@ -54,7 +54,6 @@ CREATE TABLE IF NOT EXISTS effects (
 CREATE TABLE IF NOT EXISTS channel_clock (
     id INTEGER PRIMARY KEY CHECK (id = 1), observed REAL NOT NULL, ahead REAL NOT NULL);
 """
-CLOCK_KEY = "clock:channels"  # the journal key of clock steps
 CLOCK_STEP_REPORTED = 1.0  # a step back of at least this many seconds is journaled and logged
 
 CONFIG_CACHE_SECONDS = 1.0
@@ -88,7 +87,7 @@ class ChannelOps:
             if step >= CLOCK_STEP_REPORTED:
                 self._append(conn, "clock.step", CLOCK_KEY, None,  # type: ignore[attr-defined]
                              {"step": step, "clock": wall, "channel_time": now}, wall)
-                get_logger("channels").warning(
+                log("channels", WARNING,
                     "the backend clock stepped back %.3fs: channel time holds at %.3f and runs on from there",
                     step, now)
         conn.execute("INSERT OR REPLACE INTO channel_clock(id, observed, ahead) VALUES (1, ?, ?)", (now, ahead))
@@ -277,9 +276,8 @@ class ChannelOps:
         self._append(conn, "message.dead", f"channel:{message.channel}", message.consumer,  # type: ignore[attr-defined]
                      {"id": message.id, "group": message.group, "attempts": message.attempts,
                       "dead_letter_id": dead_id}, wall)
-        get_logger("channels").warning(
-            "message %s on %r moved to %r after %d delivery attempts", message.id, message.channel, dead,
-            message.attempts)
+        log("channels", WARNING, "message %s on %r moved to %r after %d delivery attempts", message.id,
+            message.channel, dead, message.attempts)
 
     @staticmethod
     def _touch_worker(conn: sqlite3.Connection, worker: str, work: int, now: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import BackendUnavailable
+from ..logs import ERROR, log
 
 TYPE_CHECKING = False  # sqlite3 (the package) is not imported at run time: see sqlite.py
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ def database_error(path: str, backend: str, error: Exception) -> BackendUnavaila
     ``reason`` is "corrupt" for a damaged file or one that is not a database, else "error"."""
     code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
     if code in _CORRUPT_CODES or type(error).__name__ == "DatabaseError":
+        log("backends.sqlite", ERROR, "the state database %s is damaged: %s", path, error)
         return BackendUnavailable(
             f"the state database {path} is damaged or is not an agent-coherence database: {error}",
             recover=(f"move {path} aside (the files under the root are not affected) and open again to "
