@@ -115,7 +115,7 @@ class Spool:
         ``ChannelError`` for a malformed ``name`` or one already pending in its generation.
         """
         exclusive = name is not None  # a given name must not replace a pending one
-        if exclusive:
+        if name is not None:
             _check(name, _NAME, "message name")
         else:
             name = new_name()
@@ -432,7 +432,8 @@ def _target(path: str | os.PathLike[str], root: str | os.PathLike[str] | None) -
         return os.path.abspath(os.fspath(path))
     from .paths import resolve_file_key  # raises PathOutsideRoot
 
-    return resolve_file_key(os.fspath(root), os.fspath(path)).path
+    # ArtifactPath's attributes are not declared to mypy yet (paths.py, another change).
+    return resolve_file_key(os.fspath(root), os.fspath(path)).path  # type: ignore[attr-defined]
 
 
 def _split_header(data: bytes) -> tuple[str, bytes] | None:

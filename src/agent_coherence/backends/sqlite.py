@@ -170,7 +170,7 @@ class SQLiteBackend(LivenessOps, ChannelOps):
             # Short jittered sleeps: fair between processes, unlike SQLite's busy handler.
             time.sleep(_jitter(min(0.002, 0.0002 * (1 + attempt // 8))))
 
-    def transaction(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
+    def transaction(self, work: Callable[[sqlite3.Connection], T | _Deferred], *, durable: bool = False) -> T:
         """Run ``work`` in one BEGIN IMMEDIATE transaction, retried while the database is busy.
 
         ``durable=True`` commits with synchronous=FULL (survives power loss). If ``work`` returns
@@ -178,7 +178,7 @@ class SQLiteBackend(LivenessOps, ChannelOps):
         raised afterwards.
         """
 
-        def attempt() -> T:
+        def attempt() -> T | _Deferred:
             with self._lock:
                 conn = self._connection()
                 if durable:
