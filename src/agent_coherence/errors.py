@@ -147,6 +147,18 @@ class StaleReceipt(ChannelError):
     receipt: str
 
 
+class SlotOccupied(ChannelError):
+    """``materialize`` refused: the file still holds an unconsumed message.
+
+    Facts: ``path``, ``existing_message_id`` (in the file), ``message_id`` (the refused one).
+    """
+
+    recover = "wait until the file is consumed (consume_materialized), or pass force=True"
+    path: str
+    existing_message_id: str
+    message_id: str
+
+
 class JournalCorrupt(CoherenceError):
     """The hash chain of the journal is broken: an entry was altered, deleted, inserted or
     reordered.
@@ -184,6 +196,7 @@ __all__ = [
     "LeaseHeld",
     "LeaseLost",
     "PathOutsideRoot",
+    "SlotOccupied",
     "StaleReceipt",
     "VersionConflict",
 ]

@@ -61,7 +61,7 @@ from typing import Iterator
 from . import faults
 from .durable import StepFailed, ensure_parent, fsync_dir, remove_quietly, rename_into_place
 from .durable import scan_dir, sha256_hex, temp_path_for, write_temp
-from .errors import ChannelError, DurabilityError, StaleReceipt
+from .errors import ChannelError, DurabilityError, SlotOccupied, StaleReceipt
 
 SEP = "~"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,149}\Z")  # the cur/ name stays <= 255 bytes
@@ -350,15 +350,6 @@ def _flocked(path: str) -> Iterator[int]:
 HEADER_PREFIX = b"<!-- agent-coherence message-id: "
 HEADER_SUFFIX = b" -->"
 _MESSAGE_ID = re.compile(r"[!-~]{1,200}\Z")  # printable ASCII, no spaces; '--' refused apart
-
-
-class SlotOccupied(ChannelError):
-    """``materialize`` refused: the file still holds an unconsumed message.
-
-    Facts: ``path``, ``existing_message_id`` (in the file), ``message_id`` (the refused one).
-    """
-
-    recover = "wait until the file is consumed (consume_materialized), or pass force=True"
 
 
 def materialize(payload: bytes, path: str | os.PathLike[str], *, message_id: str,
