@@ -75,7 +75,7 @@ class ChannelOps:
 
     # -- channel time -----------------------------------------------------------------------
 
-    def _tick(self, conn: sqlite3.Connection) -> tuple[float, float]:
+    def _advance_channel_time(self, conn: sqlite3.Connection) -> tuple[float, float]:
         """(backend clock, channel time) inside a write transaction; notices a step back."""
         wall = self.now()  # type: ignore[attr-defined]
         row = conn.execute("SELECT observed, ahead FROM channel_clock WHERE id = 1").fetchone()
@@ -94,7 +94,7 @@ class ChannelOps:
         return wall, now
 
     def _channel_time(self, conn: sqlite3.Connection) -> float:
-        """Channel time for a read: as ``_tick`` would give, without recording anything."""
+        """Channel time for a read: as ``_advance_channel_time`` would give, without recording anything."""
         wall = self.now()  # type: ignore[attr-defined]
         row = conn.execute("SELECT observed, ahead FROM channel_clock WHERE id = 1").fetchone()
         return wall if row is None else max(wall + row[1], row[0])
@@ -185,7 +185,7 @@ class ChannelOps:
         config = self.channel_config(channel)
 
         def work(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
-            wall, now = self._tick(conn)
+            wall, now = self._advance_channel_time(conn)
             groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
             row = conn.execute("SELECT last_id FROM message_seq WHERE channel = ?", (channel,)).fetchone()
             last_id = row[0] if row else 0
@@ -221,7 +221,7 @@ class ChannelOps:
         self, channel: str, group: str, consumer: str, visibility_timeout: float, limit: int
     ) -> list[MessageRecord]:
         def work(conn: sqlite3.Connection) -> list[MessageRecord]:
-            wall, now = self._tick(conn)
+            wall, now = self._advance_channel_time(conn)
             config = self._config(conn, channel)
             received: list[MessageRecord] = []
             taken: set[int] = set()
@@ -295,7 +295,7 @@ class ChannelOps:
         config = self.channel_config(channel)
 
         def work(conn: sqlite3.Connection) -> list[bool]:
-            wall, now = self._tick(conn)
+            wall, now = self._advance_channel_time(conn)
             results: list[bool] = []
             for message_id, group, receipt in acks:
                 match = (message_id, group, receipt, channel)
@@ -341,7 +341,7 @@ class ChannelOps:
 
     def nack_message(self, channel: str, message_id: int, group: str, receipt: str, delay: float) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
-            wall, now = self._tick(conn)
+            wall, now = self._advance_channel_time(conn)
             changed = conn.execute(
                 "UPDATE messages SET available_at = ?, receipt = NULL WHERE id = ? AND grp = ? AND receipt = ? "
                 "AND channel = ? AND acked_at IS NULL", (now + delay, message_id, group, receipt, channel)).rowcount
@@ -354,7 +354,7 @@ class ChannelOps:
 
     def extend_message(self, channel: str, message_id: int, group: str, receipt: str, seconds: float) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
-            _, now = self._tick(conn)
+            _, now = self._advance_channel_time(conn)
             return bool(conn.execute(
                 "UPDATE messages SET available_at = ? WHERE id = ? AND grp = ? AND receipt = ? AND channel = ? "
                 "AND acked_at IS NULL AND available_at > ?",
