@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
 from .backends.base import ChannelConfig, MessageRecord
 from .backends.records import effect_key
 from .errors import ChannelError, StaleReceipt
+from .logs import DEBUG, log
 from .models import Delivery
 
 if TYPE_CHECKING:
@@ -279,6 +280,8 @@ class Channel:
                 return
             if not check(self.effect_key(delivery)):
                 break
+            log("channels", DEBUG, "message %s on %r is done already (effect %s recorded): acked, not run",
+                delivery.message_id, self.name, self.effect_key(delivery))
             try:
                 self.ack(delivery)
             except StaleReceipt:
