@@ -85,6 +85,15 @@ def test_damaged_journal_pages_give_journal_corrupt(root):
     assert caught.value.recover
 
 
+def test_a_journal_table_that_is_gone_gives_journal_corrupt(root):
+    with Coordinator.open(root) as coord:
+        coord.journal.append("note", "k", "h")
+        tamper(root, "DROP TABLE journal")
+        with pytest.raises(JournalCorrupt) as caught:
+            coord.journal.verify()
+    assert (caught.value.seq, caught.value.reason) == (1, "unreadable")
+
+
 def open_landed(root: Path) -> Coordinator:
     """A state database written by the release this one replaces (tests/data, made with it)."""
     state = root / ".agent-coherence"

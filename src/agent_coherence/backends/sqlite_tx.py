@@ -32,9 +32,11 @@ def is_busy(error: sqlite3.OperationalError) -> bool:
 
 def database_error(path: str, backend: str, error: Exception) -> BackendUnavailable:
     """The typed error for an SQLite error that retrying will not cure, with a hint that fits it.
-    ``reason`` is "corrupt" for a damaged file or one that is not a database, else "error"."""
+    ``reason`` is "corrupt" for a damaged file, one that is not a database, or one missing a
+    table or column of the schema (created when it was opened), else "error"."""
     code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
-    if code in _CORRUPT_CODES or type(error).__name__ == "DatabaseError":
+    damaged_schema = str(error).startswith(("no such table", "no such column"))
+    if code in _CORRUPT_CODES or type(error).__name__ == "DatabaseError" or damaged_schema:
         log("backends.sqlite", ERROR, "the state database %s is damaged: %s", path, error)
         return BackendUnavailable(
             f"the state database {path} is damaged or is not an agent-coherence database: {error}",
