@@ -32,6 +32,7 @@ _EXPORTS = {
     "PathOutsideRoot": "errors",
     "ChannelError": "errors",
     "StaleReceipt": "errors",
+    "SlotOccupied": "errors",
     "JournalCorrupt": "errors",
     "BackendUnavailable": "errors",
     "scan_dir": "durable",
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from .durable import scan_dir
     from .errors import (
         BackendUnavailable, ChannelError, CoherenceError, DurabilityError, ForeignEdit,
-        JournalCorrupt, LeaseHeld, LeaseLost, PathOutsideRoot, StaleReceipt, VersionConflict,
+        JournalCorrupt, LeaseHeld, LeaseLost, PathOutsideRoot, SlotOccupied, StaleReceipt, VersionConflict,
     )
     from .models import Anomaly, Delivery, Event, Lease, Message, Snapshot, VersionInfo, WriteReceipt
 

@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         # again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as error:
+        # A filesystem problem outside the library's typed errors (a root that is a file, ...):
+        # one message that names it, never a traceback.
+        print(f"agent-coherence: {type(error).__name__}: {error}", file=sys.stderr)
+        print("  recover: check the path and its permissions, then retry", file=sys.stderr)
+        return 2
 
 
 class UsageError(Exception):
@@ -216,7 +222,7 @@ def _status_report(coord: Any, limit: int) -> dict[str, Any]:
     ]
     total = backend.journal_count()
     recent = list(backend.journal_entries(after=max(0, total - PROBLEM_SCAN)))
-    problems = [asdict(e) for e in recent if e.kind in PROBLEM_KINDS][-limit:]
+    problems = [_entry_dict(e) for e in recent if e.kind in PROBLEM_KINDS][-limit:]
     return {
         "root": coord.root,
         "backend": backend.name,
@@ -293,8 +299,11 @@ def _section(title: str, headers: list[str], rows: list[list[Any]]) -> None:
 
 
 def cmd_journal_verify(options: Any) -> int:
+    """Exit 0: the chain verifies; 1: it does not (altered, or unreadable entries); 2: the state
+    cannot be opened at all (a damaged database: see main)."""
     from .errors import JournalCorrupt
     from .journal import GENESIS, verify_entries
+    from .progress import Progress
 
     coord = _open_existing(options)
     if coord is None:
@@ -308,7 +317,8 @@ def cmd_journal_verify(options: Any) -> int:
             yield entry
 
     try:
-        count = verify_entries(remembering(coord.backend.journal_entries()))
+        with Progress("verifying the journal", coord.backend.journal_count()) as progress:
+            count = verify_entries(remembering(coord.backend.journal_entries()), progress.update)
     except JournalCorrupt as corrupt:
         print(f"journal CORRUPT: {corrupt.message}", file=sys.stderr)
         print(f"  recover: {corrupt.recover}", file=sys.stderr)
@@ -321,7 +331,6 @@ def cmd_journal_verify(options: Any) -> int:
 
 def cmd_journal_show(options: Any) -> int:
     from collections import deque
-    from dataclasses import asdict
 
     if options.limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -338,12 +347,17 @@ def cmd_journal_show(options: Any) -> int:
             entries = deque(backend.journal_entries(key=coord.key(options.key)), maxlen=options.limit)
         for entry in entries:
             if options.json:
-                _print_json(asdict(entry), indent=None)
+                _print_json(_entry_dict(entry), indent=None)
             else:
                 print(_entry_line(entry))
     finally:
         coord.close()
     return 0
+
+
+def _entry_dict(entry: Any) -> dict[str, Any]:
+    """A journal entry for JSON output (its data once, parsed)."""
+    return {name: getattr(entry, name) for name in ("seq", "ts", "kind", "key", "holder", "data", "prev_hash", "hash")}
 
 
 def _entry_line(entry: Any) -> str:

@@ -42,6 +42,10 @@ class LeaseHeld(CoherenceError):
     """
 
     recover = "wait for the lease to be released or to expire, or retry with wait=<seconds>"
+    key: str
+    holder: str
+    expires_at: float
+    acquired_at: float
 
 
 class LeaseLost(CoherenceError):
@@ -52,6 +56,11 @@ class LeaseLost(CoherenceError):
     """
 
     recover = "stop writing; acquire a new lease, re-read the artifact and redo the work"
+    key: str
+    holder: str
+    fence: int
+    current_holder: str | None
+    current_fence: int | None
 
 
 class VersionConflict(CoherenceError):
@@ -61,6 +70,9 @@ class VersionConflict(CoherenceError):
     """
 
     recover = "re-read the artifact, re-apply your change to the new version and retry"
+    key: str
+    expected: int
+    actual: int
 
 
 class ForeignEdit(CoherenceError):
@@ -74,6 +86,11 @@ class ForeignEdit(CoherenceError):
         "inspect the file; accept the bytes on disk with coord.adopt(key) "
         "(or on_foreign_edit='adopt'), or restore the recorded version"
     )
+    key: str
+    path: str
+    recorded_sha256: str | None
+    disk_sha256: str | None
+    version: int
 
 
 class DurabilityError(CoherenceError):
@@ -85,6 +102,11 @@ class DurabilityError(CoherenceError):
     """
 
     recover = "free space or fix the disk, then retry; the previous version is intact"
+    key: str
+    path: str
+    step: str
+    errno: int | None
+    detail: str
 
 
 class PathOutsideRoot(CoherenceError):
@@ -95,10 +117,16 @@ class PathOutsideRoot(CoherenceError):
     """
 
     recover = "use a path inside the workspace root (relative to it, without '..' or escaping symlinks)"
+    key: object
+    root: str
+    reason: str
 
 
 class ChannelError(CoherenceError):
-    """A channel operation was refused (stale receipt handle, unknown message, bad argument)."""
+    """A channel operation was refused (stale receipt handle, unknown message, bad argument).
+
+    Facts for a bad argument or setting: ``setting`` (its name) and ``value``; nothing was changed.
+    """
 
     recover = "receive the message again and retry with the new delivery"
 
@@ -114,25 +142,48 @@ class StaleReceipt(ChannelError):
         "do not ack this delivery; the message was redelivered (or already acked). "
         "Make the work idempotent (see Channel.process) and receive again"
     )
+    channel: str
+    message_id: str
+    receipt: str
+
+
+class SlotOccupied(ChannelError):
+    """``materialize`` refused: the file still holds an unconsumed message.
+
+    Facts: ``path``, ``existing_message_id`` (in the file), ``message_id`` (the refused one).
+    """
+
+    recover = "wait until the file is consumed (consume_materialized), or pass force=True"
+    path: str
+    existing_message_id: str
+    message_id: str
 
 
 class JournalCorrupt(CoherenceError):
     """The hash chain of the journal is broken: an entry was altered, deleted, inserted or
     reordered.
 
-    Facts: ``seq`` (first bad entry), ``reason``.
+    Facts: ``seq`` (first bad entry), ``reason`` ("gap", "broken link", "hash mismatch",
+    "encoding", or "unreadable" for an entry that cannot be read at all: bad types, data that is
+    not JSON, damaged database pages).
     """
 
     recover = "treat the record after seq as untrusted; restore the state directory from a backup"
+    seq: int
+    reason: str
 
 
 class BackendUnavailable(CoherenceError):
-    """The backend could not be reached or stayed busy past the operation's deadline.
+    """The backend could not be reached or used: it stayed busy past the operation's deadline, its
+    database is damaged or was created by a newer release, or the state directory cannot be made.
 
-    Facts: ``backend``, ``detail``.
+    Facts: ``backend``, ``detail``, and for the embedded backend ``reason`` ("busy", "corrupt",
+    "newer", "state directory", "error") and ``path``.
     """
 
     recover = "check the database (disk space, permissions, server) and retry"
+    backend: str
+    detail: str
 
 
 __all__ = [
@@ -145,6 +196,7 @@ __all__ = [
     "LeaseHeld",
     "LeaseLost",
     "PathOutsideRoot",
+    "SlotOccupied",
     "StaleReceipt",
     "VersionConflict",
 ]

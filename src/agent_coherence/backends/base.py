@@ -7,7 +7,9 @@ that same transaction, so the record and the effect can never disagree.
 The records (``records.py``, re-exported here) are light immutable value objects, not pydantic
 models or dataclasses: the Claude Code hook path uses the backend directly and must start fast, so
 it imports ``records`` and ``sqlite`` but never this module. All times are the backend's clock,
-in epoch seconds.
+in epoch seconds, except channel time: ``available_at`` and dedup and effect expiry are judged by
+the backend's clock made monotonic across a step back (see ``sqlite_channels``). Every backend
+should do the same: a server's ``now()`` can step back too.
 """
 
 from __future__ import annotations
@@ -155,8 +157,10 @@ class Backend(Protocol):
         effect_scope: str | None = None,
     ) -> list[bool]:
         """Acknowledge (message id, group, receipt) items; False for a stale receipt. With
-        ``effect_ttl``, record each message's effect key under ``effect_scope`` (default: the
-        channel) in the same transaction; the record expires after ``effect_ttl`` seconds."""
+        ``effect_ttl``, record each message's effect key (``records.effect_key``: its key and id)
+        under ``effect_scope`` (default: the channel) in the same transaction, also for a stale
+        receipt whose message is still unacknowledged (the work is done); the record expires
+        after ``effect_ttl`` seconds."""
         ...
 
     def nack_message(self, channel: str, message_id: int, group: str, receipt: str, delay: float) -> bool: ...
@@ -170,6 +174,14 @@ class Backend(Protocol):
         ...
 
     def list_channels(self) -> list[ChannelConfig]: ...
+
+    def overdue_messages(self, limit: int = 100) -> list[MessageRecord]:
+        """Unacknowledged messages whose deadline (backend clock) has passed, in any channel."""
+        ...
+
+    def expired_deliveries(self, limit: int = 100) -> list[MessageRecord]:
+        """Delivered, unacknowledged messages whose visibility timeout ran out (channel time)."""
+        ...
 
     # -- what a holder last read ------------------------------------------------------------
     def put_view(self, holder: str, key: str, version: int, sha256: str | None) -> None:
