@@ -30,6 +30,7 @@ from ..errors import BackendUnavailable, LeaseHeld, LeaseLost, VersionConflict
 from ..journal import GENESIS, chain_hash, encode_data
 from .sqlite_channels import CHANNEL_SCHEMA, ChannelOps
 from .sqlite_liveness import LIVENESS_SCHEMA, LivenessOps
+from .sqlite_refs import RefOps
 from .sqlite_tx import Deferred as _Deferred, is_busy as _is_busy
 from .records import IntentPending, IntentRecord, JournalRecord, LeaseRecord, VersionRecord, WriteRequest
 
@@ -115,7 +116,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(before=_close_before_fork, after_in_child=_after_fork_in_child)
 
 
-class SQLiteBackend(LivenessOps, ChannelOps):
+class SQLiteBackend(RefOps, LivenessOps, ChannelOps):
     """Backend on one SQLite file. Safe for many processes and threads on one host."""
 
     name = "sqlite"
