@@ -42,6 +42,13 @@ if TYPE_CHECKING:
     from ...coordinator import Coordinator
 
 
+def _addressing(config: RunnableConfig, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
+    """``config`` addressing one checkpoint (the namespace spelled out: some savers return the
+    config they were given)."""
+    configurable = {**config["configurable"], "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}
+    return {**config, "configurable": configurable}  # type: ignore[typeddict-item]
+
+
 class CoherentCheckpointer(BaseCheckpointSaver[Any]):
     """Wraps ``inner`` (InMemorySaver, SqliteSaver, AsyncSqliteSaver, PostgresSaver, ...).
 
@@ -114,7 +121,7 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
         head = self.heads.head(thread_id, ns)
         if configurable.get("checkpoint_id") or head is None:
             return self._marked(self.inner.get_tuple(config), head)
-        found = self.inner.get_tuple({**config, "configurable": {**configurable, "checkpoint_id": head}})
+        found = self.inner.get_tuple(_addressing(config, ns, head))
         if found is None:  # the inner saver lost it (deleted, or another process's memory): its latest
             found = self.inner.get_tuple(config)
         return self._marked(found, head)
@@ -154,7 +161,7 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
         head = await asyncio.to_thread(self.heads.head, thread_id, ns)
         if configurable.get("checkpoint_id") or head is None:
             return self._marked(await self.inner.aget_tuple(config), head)
-        found = await self.inner.aget_tuple({**config, "configurable": {**configurable, "checkpoint_id": head}})
+        found = await self.inner.aget_tuple(_addressing(config, ns, head))
         return self._marked(found or await self.inner.aget_tuple(config), head)
 
     async def alist(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
