@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,7 @@ def counting_runs(root: str, worker: int, runs: int, hooked: bool, barrier: Any)
     path = os.path.join(root, "count.txt")
 
     def bump(old: bytes) -> bytes:
+        time.sleep(0.001)  # the work a node does between its read and its write
         return str(int(old or b"0") + 1).encode()
 
     @coherent_node(writes=["count.txt"])

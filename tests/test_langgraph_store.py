@@ -4,6 +4,7 @@ in order, and three processes doing read-modify-writes of one key on a SQLite st
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,7 @@ def increments(root: str, db: str, count: int, coherent: bool, barrier: Any) -> 
             while True:
                 item = store.get(NS, "hits")
                 value = {"n": (item.value["n"] if item else 0) + 1}
+                time.sleep(0.002)  # the work a node does between its read and its write
                 if not coherent:
                     store.put(NS, "hits", value)
                     break

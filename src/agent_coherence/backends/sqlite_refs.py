@@ -102,7 +102,7 @@ class RefOps:
                          {**data, "value": value, "previous": actual, "version": version, "fence": fence}, now)
             return RefRecord(name, value, version, holder, fence or 0, now)
 
-        return self._refs_transaction(work, durable=durable)
+        return self._refs_transaction(work, durable=durable)  # type: ignore[return-value]
 
     def delete_ref(self, name: str, *, holder: str, kind: str) -> bool:
         def work(conn: sqlite3.Connection) -> bool:

@@ -69,8 +69,8 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
         self.coordinator = coordinator
         self.heads = Heads(coordinator, strict_roots=strict_roots, put_lease_wait=put_lease_wait,
                            durable=durable_head)
-        self._options = {"strict_roots": strict_roots, "put_lease_wait": put_lease_wait,
-                         "durable_head": durable_head}
+        self._options: dict[str, Any] = {"strict_roots": strict_roots, "put_lease_wait": put_lease_wait,
+                                         "durable_head": durable_head}
 
     def __repr__(self) -> str:
         return f"CoherentCheckpointer({self.inner!r})"
@@ -130,7 +130,7 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
              before: RunnableConfig | None = None, limit: int | None = None) -> Iterator[CheckpointTuple]:
         heads: dict[tuple[str, str], str | None] = {}
         for found in self.inner.list(config, filter=filter, before=before, limit=limit):
-            yield self._marked(found, self._cached_head(found, heads))
+            yield self._mark(found, self._cached_head(found, heads))
 
     def _cached_head(self, found: CheckpointTuple, heads: dict[tuple[str, str], str | None]) -> str | None:
         configurable = found.config["configurable"]
@@ -139,16 +139,18 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
             heads[place] = self.heads.head(*place)
         return heads[place]
 
+    @classmethod
+    def _marked(cls, found: CheckpointTuple | None, head: str | None) -> CheckpointTuple | None:
+        return cls._mark(found, head) if found is not None else None
+
     @staticmethod
-    def _marked(found: CheckpointTuple | None, head: str | None) -> CheckpointTuple | None:
+    def _mark(found: CheckpointTuple, head: str | None) -> CheckpointTuple:
         """Mark a tuple that is not the head: a run or update seeded from it forks deliberately.
         LangGraph merges the returned config into every put of such a run. The mark is always
         set (empty for the head), so a stale mark in a caller's config is overwritten."""
-        if found is None:
-            return None
         checkpoint_id = found.config["configurable"].get("checkpoint_id")
         mark = checkpoint_id if head is not None and checkpoint_id != head else ""
-        config = {**found.config, "configurable": {**found.config["configurable"], FORK_KEY: mark}}
+        config: Any = {**found.config, "configurable": {**found.config["configurable"], FORK_KEY: mark}}
         return found._replace(config=config)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -174,7 +176,7 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
         heads: dict[tuple[str, str], str | None] = {}
         async for item in self.inner.alist(config, filter=filter, before=before, limit=limit):
             head = await asyncio.to_thread(self._cached_head, item, heads)
-            yield self._marked(item, head)  # type: ignore[misc]
+            yield self._mark(item, head)
 
     # -- writes ------------------------------------------------------------------------------
 

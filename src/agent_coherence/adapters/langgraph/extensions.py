@@ -44,7 +44,7 @@ class DeleteForRuns(_Base):
         """A head whose checkpoint the inner saver deleted moves to the inner saver's latest
         (one lookup per thread and namespace)."""
         for thread_id, ns, head in self.heads.all_heads():
-            config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": head}}
+            config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": head}}
             if self.inner.get_tuple(config) is None:
                 self.heads.reset(thread_id, ns, self.latest_in_inner(thread_id, ns), why)
 

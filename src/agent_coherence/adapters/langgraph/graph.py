@@ -55,7 +55,8 @@ class ThreadRun:
         """Take the thread lease and start renewing it. Raises ThreadBusy."""
         try:
             lease = self.coordinator.acquire(self.key, self.holder, self.ttl, wait=self.wait)
-        except LeaseHeld as held:
+        except LeaseHeld as error:
+            held: Any = error  # its facts are attributes: holder, expires_at, acquired_at
             waited = f" after waiting {self.wait:.1f}s" if self.wait else ""
             raise ThreadBusy(
                 f"thread {str(self.thread_id)!r} is busy{waited}: run {held.holder!r} holds it "

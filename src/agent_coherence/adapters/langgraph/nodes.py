@@ -130,9 +130,10 @@ class NodeHandle:
         if recorded is not None:
             receipt = WriteReceipt.model_validate_json(recorded.value)
         else:
-            receipt = self._recognise(artifact, n)
-            if receipt is None:
+            recognised = self._recognise(artifact, n)
+            if recognised is None:
                 return None
+            receipt = recognised
             self._record(artifact, n, receipt)
         self.replayed.append(receipt)
         self.receipts.append(receipt)
@@ -183,10 +184,11 @@ class NodeRun:
                  ttl: float | None, lease_wait: float) -> None:
         config = get_config()
         configurable = config.get("configurable", {})
-        self.coordinator = coordinator or configurable.get(COORDINATOR_KEY)
-        if self.coordinator is None:
+        found = coordinator or configurable.get(COORDINATOR_KEY)
+        if found is None:
             raise TypeError(f"node {name!r} is wrapped by coherent_node but has no coordinator: run the "
                             "graph through coherent_graph, or pass coherent_node(..., coordinator=coord)")
+        self.coordinator: "Coordinator" = found
         self.configurable = configurable
         self.name = name
         self.writes = sorted({self.coordinator.key(key) for key in writes})
@@ -203,6 +205,8 @@ class NodeRun:
             self.coordinator.backend.check_fence(thread_lease_key(thread_id), str(self.configurable.get(HOLDER_KEY)),
                                                  int(fence))
         info = get_runtime().execution_info
+        if info is None:
+            raise TypeError(f"node {self.name!r} is wrapped by coherent_node and must run as a node of a graph")
         thread = str(info.thread_id if info.thread_id is not None else thread_id)
         holder = task_holder_prefix(thread, info.task_id) + f"{os.getpid()}:{os.urandom(4).hex()}"
         leases: dict[str, "Lease"] = {}
@@ -243,7 +247,7 @@ def coherent_node(writes: Iterable[str] = (), *, coordinator: "Coordinator | Non
     declared = list(writes)
 
     def decorate(fn: F) -> F:
-        label = name or getattr(fn, "__name__", "node")
+        label = str(name or getattr(fn, "__name__", "node"))
         wants_handle = HANDLE_PARAMETER in inspect.signature(fn).parameters
 
         if inspect.iscoroutinefunction(fn):

@@ -143,7 +143,7 @@ class CoherentStore(BaseStore):
 
     def _read_into(self, results: list[Result], ops: list[Any], reads: list[int]) -> None:
         if reads:
-            for index, found in zip(reads, self.inner.batch([ops[i] for i in reads])):
+            for index, found in zip(reads, self.inner.batch([ops[i] for i in reads])):  # reads only
                 results[index] = self._versioned(ops[index], found)
             reads.clear()
 
@@ -154,7 +154,7 @@ class CoherentStore(BaseStore):
 
         async def flush() -> None:
             if reads:
-                found = await self.inner.abatch([ops[i] for i in reads])
+                found = await self.inner.abatch([ops[i] for i in reads])  # type: ignore[misc]
                 versioned = await asyncio.to_thread(lambda: [self._versioned(ops[i], f) for i, f in zip(reads, found)])
                 for index, item in zip(reads, versioned):
                     results[index] = item
@@ -175,7 +175,7 @@ class CoherentStore(BaseStore):
             return VersionedItem(found, current_version(backend.get_version(version_key(found.namespace, found.key))))
         if isinstance(op, SearchOp) and isinstance(found, list):
             return [VersionedSearchItem(item, current_version(backend.get_version(version_key(item.namespace, item.key))))
-                    for item in found]
+                    for item in found if isinstance(item, SearchItem)]  # type: ignore[return-value]
         return found
 
     def _put(self, checked: CheckedPutOp) -> None:
