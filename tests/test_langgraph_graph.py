@@ -276,3 +276,25 @@ def test_importing_the_adapter_imports_no_langgraph() -> None:
             "lg.ThreadBusy; assert 'langgraph' not in sys.modules; "
             "lg.CoherentCheckpointer; assert 'langgraph.checkpoint.base' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_thread_lease_is_renewed_while_a_long_run_runs(coord: Coordinator) -> None:
+    busy: list[str] = []
+    app: Any = None
+
+    def long(state: LogState) -> dict[str, list[str]]:
+        time.sleep(0.9)  # three times the lease's ttl: only renewal keeps the thread
+        try:
+            app.invoke({"log": ["rival"]}, {"configurable": {"thread_id": "t"}})
+        except ThreadBusy as error:
+            busy.append(error.holder)
+        return {"log": ["long"]}
+
+    builder = StateGraph(LogState)
+    builder.add_node("long", long)
+    builder.add_edge(START, "long")
+    builder.add_edge("long", END)
+    app = coherent_graph(builder.compile(checkpointer=InMemorySaver()), coord, ttl=0.3)
+    assert app.invoke({"log": []}, CONFIG)["log"] == ["long"]
+    assert len(busy) == 1 and busy[0].startswith("langgraph-run:")
+    assert coord.leases() == []

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 REFS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS refs (name TEXT PRIMARY KEY, value TEXT NOT NULL, "
-    "version INTEGER NOT NULL, holder TEXT NOT NULL, fence INTEGER NOT NULL, updated_at REAL NOT NULL)"
+    "version INTEGER NOT NULL, holder TEXT NOT NULL, fence INTEGER NOT NULL, updated_at REAL NOT NULL) "
+    "WITHOUT ROWID"
 )
 _COLUMNS = "name, value, version, holder, fence, updated_at"
 

@@ -30,11 +30,12 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from ...errors import LeaseHeld
 from .checkpointer import CoherentCheckpointer
 from .errors import ThreadBusy
+from .heads import Heads
+from .renewal import Holding, Renewer
 from .keys import COORDINATOR_KEY, FENCE_KEY, HOLDER_KEY, run_holder, thread_lease_key
 
 if TYPE_CHECKING:
     from ...coordinator import Coordinator
-    from ...leases import LeaseKeeper
 
 OnBusy = Literal["reject", "wait"]
 
@@ -42,14 +43,16 @@ OnBusy = Literal["reject", "wait"]
 class ThreadRun:
     """The lease one run holds on its thread, and the config that carries its fence."""
 
-    def __init__(self, coordinator: "Coordinator", thread_id: Any, *, ttl: float, wait: float) -> None:
+    def __init__(self, coordinator: "Coordinator", renewer: Renewer, thread_id: Any, *, ttl: float,
+                 wait: float) -> None:
         self.coordinator = coordinator
+        self.renewer = renewer
         self.thread_id = thread_id
         self.key = thread_lease_key(thread_id)
         self.holder = run_holder("langgraph-run")
         self.ttl = ttl
         self.wait = wait
-        self.keeper: "LeaseKeeper | None" = None
+        self.holding: Holding | None = None
 
     def acquire(self) -> None:
         """Take the thread lease and start renewing it. Raises ThreadBusy."""
@@ -64,18 +67,24 @@ class ThreadRun:
                 key=self.key, holder=held.holder, expires_at=held.expires_at,
                 acquired_at=held.acquired_at, thread_id=self.thread_id,
             ) from None
-        self.keeper = self.coordinator.keep_alive(lease)
+        self.holding = self.renewer.hold(lease)
 
-    def release(self) -> None:
-        keeper, self.keeper = self.keeper, None
-        if keeper is not None:
-            keeper.stop()
-            self.coordinator.release(keeper.lease)
+    def release(self, heads: Heads | None) -> None:
+        """Flush the run's head moves (``heads``: the checkpointer's, when it defers the flush
+        to the end of the run), then give the thread back."""
+        holding, self.holding = self.holding, None
+        if holding is not None:
+            self.renewer.drop(holding)
+            try:
+                if heads is not None:
+                    heads.seal(self.thread_id, self.holder)
+            finally:
+                self.coordinator.release(holding.lease)
 
     def config(self, config: dict[str, Any]) -> dict[str, Any]:
-        assert self.keeper is not None
+        assert self.holding is not None
         configurable = {**config.get("configurable", {}), HOLDER_KEY: self.holder,
-                        FENCE_KEY: self.keeper.lease.fence, COORDINATOR_KEY: self.coordinator}
+                        FENCE_KEY: self.holding.lease.fence, COORDINATOR_KEY: self.coordinator}
         return {**config, "configurable": configurable}
 
 
@@ -90,7 +99,11 @@ class CoherentGraph:
             raise ValueError("ttl must be positive and wait_timeout not negative")
         saver = getattr(graph, "checkpointer", None)
         if isinstance(saver, BaseCheckpointSaver) and not isinstance(saver, CoherentCheckpointer):
-            graph = graph.copy({"checkpointer": CoherentCheckpointer(saver, coordinator)})
+            # each head move skips its own flush: the run's end flushes them all at once (seal)
+            saver = CoherentCheckpointer(saver, coordinator, durable_head=False)
+            graph = graph.copy({"checkpointer": saver})
+        self.renewer = Renewer(coordinator.backend)
+        self.heads = saver.heads if isinstance(saver, CoherentCheckpointer) else None
         self.graph = graph
         self.coordinator = coordinator
         self.on_busy = on_busy
@@ -114,7 +127,7 @@ class CoherentGraph:
         if thread_id is None or configurable.get(FENCE_KEY) is not None:
             return None
         wait = self.wait_timeout if self.on_busy == "wait" else 0.0
-        return ThreadRun(self.coordinator, thread_id, ttl=self.ttl, wait=wait)
+        return ThreadRun(self.coordinator, self.renewer, thread_id, ttl=self.ttl, wait=wait)
 
     @contextmanager
     def _held(self, config: dict[str, Any] | None) -> Iterator[dict[str, Any] | None]:
@@ -126,7 +139,7 @@ class CoherentGraph:
         try:
             yield run.config(config or {})
         finally:
-            run.release()
+            run.release(self.heads)
 
     @asynccontextmanager
     async def _aheld(self, config: dict[str, Any] | None) -> AsyncIterator[dict[str, Any] | None]:
@@ -139,12 +152,12 @@ class CoherentGraph:
             await asyncio.shield(acquiring)
         except asyncio.CancelledError:
             # the acquire goes on in its thread: give the lease back as soon as it has it
-            acquiring.add_done_callback(lambda done: run.release() if not done.exception() else None)
+            acquiring.add_done_callback(lambda done: run.release(None) if not done.exception() else None)
             raise
         try:
             yield run.config(config or {})
         finally:
-            await asyncio.shield(asyncio.to_thread(run.release))
+            await asyncio.shield(asyncio.to_thread(run.release, self.heads))
 
     def _run_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         if kwargs.get("durability") is None and self.durability is not None:

@@ -168,6 +168,23 @@ class Heads:
             checkpoint_ns=target.checkpoint_ns, checkpoint_id=target.checkpoint_id,
         )
 
+    def seal(self, thread_id: Any, holder: str) -> None:
+        """Make every head move so far survive power loss: one flushed transaction that re-sets
+        the thread's root head to its current value (journaled ``langgraph.run_end``). Run by
+        ``coherent_graph`` when a run ends, so heads moved without a flush each (``durable=False``)
+        are durable before the run returns."""
+        if self.durable:
+            return  # every move was flushed already
+        name = head_ref_name(thread_id)
+        current = self.backend.get_ref(name)
+        if current is None:
+            return
+        try:
+            self.backend.set_ref(name, current.value, expect=current.value, holder=holder,
+                                 kind="langgraph.run_end", data={"thread_id": str(thread_id)}, durable=True)
+        except VersionConflict:
+            pass  # another run moved the head since: its refused compare was flushed all the same
+
     # -- maintenance -------------------------------------------------------------------------
 
     def forget_thread(self, thread_id: Any, why: str) -> int:
