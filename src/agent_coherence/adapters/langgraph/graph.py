@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from ...errors import LeaseHeld
+from ...errors import LeaseHeld, LeaseLost
 from .checkpointer import CoherentCheckpointer
 from .errors import ThreadBusy
 from .heads import Heads
-from .renewal import Holding, Renewer
+from .renewal import Holding, Renewer, renewer_for
 from .keys import COORDINATOR_KEY, FENCE_KEY, HOLDER_KEY, run_holder, thread_lease_key
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class CoherentGraph:
             # each head move skips its own flush: the run's end flushes them all at once (seal)
             saver = CoherentCheckpointer(saver, coordinator, durable_head=False)
             graph = graph.copy({"checkpointer": saver})
-        self.renewer = Renewer(coordinator.backend)
+        self.renewer = renewer_for(coordinator)
         self.heads = saver.heads if isinstance(saver, CoherentCheckpointer) else None
         self.graph = graph
         self.coordinator = coordinator
@@ -124,10 +124,22 @@ class CoherentGraph:
         thread's fence (a nested call inside a fenced run of the same thread)."""
         configurable = (config or {}).get("configurable") or {}
         thread_id = configurable.get("thread_id")
-        if thread_id is None or configurable.get(FENCE_KEY) is not None:
+        if thread_id is None or self._holds(configurable):
             return None
         wait = self.wait_timeout if self.on_busy == "wait" else 0.0
         return ThreadRun(self.coordinator, self.renewer, thread_id, ttl=self.ttl, wait=wait)
+
+    def _holds(self, configurable: dict[str, Any]) -> bool:
+        """Whether the config carries a live fence on its own thread (a call nested in a run)."""
+        fence = configurable.get(FENCE_KEY)
+        if fence is None:
+            return False
+        try:
+            self.coordinator.backend.check_fence(thread_lease_key(configurable["thread_id"]),
+                                                 str(configurable.get(HOLDER_KEY)), int(fence))
+        except LeaseLost:
+            return False  # a stale fence (a config kept from an earlier run): take the lease anew
+        return True
 
     @contextmanager
     def _held(self, config: dict[str, Any] | None) -> Iterator[dict[str, Any] | None]:

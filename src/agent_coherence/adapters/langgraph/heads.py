@@ -24,12 +24,16 @@ from urllib.parse import unquote
 from ...errors import VersionConflict
 from .errors import CheckpointConflict
 from .keys import (
-    FENCE_KEY, FORK_KEY, HEADS_PREFIX, HOLDER_KEY, head_ref_name, run_holder, thread_heads_prefix, thread_lease_key,
+    FENCE_KEY, FORK_KEY, HEADS_PREFIX, HOLDER_KEY, head_ref_name, run_holder, thread_effects_prefix,
+    thread_heads_prefix, thread_lease_key,
 )
 
 if TYPE_CHECKING:
     from ...coordinator import Coordinator
     from ...models import Lease
+
+
+PUT_LEASE_TTL = 10.0  # a put takes milliseconds; a dead putter's lease blocks its thread this long
 
 
 class PutTarget:
@@ -115,7 +119,7 @@ class Heads:
             holder, fence, lease_key = str(target.holder), target.fence, thread_lease_key(target.thread_id)
             self.backend.check_fence(lease_key, holder, fence)
         else:
-            put_lease = self.coordinator.acquire(target.ref, run_holder("langgraph-put"),
+            put_lease = self.coordinator.acquire(target.ref, run_holder("langgraph-put"), PUT_LEASE_TTL,
                                                  wait=self.put_lease_wait)
             holder, fence, lease_key = put_lease.holder, put_lease.fence, put_lease.key
         try:
@@ -188,6 +192,8 @@ class Heads:
     # -- maintenance -------------------------------------------------------------------------
 
     def forget_thread(self, thread_id: Any, why: str) -> int:
+        """Drop the thread's heads and the receipts its nodes recorded."""
+        self.backend.delete_refs(thread_effects_prefix(thread_id), holder="langgraph", kind=why)
         return self.backend.delete_refs(thread_heads_prefix(thread_id), holder="langgraph", kind=why)
 
     def namespaces(self, thread_id: Any) -> list[tuple[str, str]]:

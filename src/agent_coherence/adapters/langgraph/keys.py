@@ -46,8 +46,12 @@ def head_ref_name(thread_id: Any, checkpoint_ns: str = "") -> str:
     return thread_heads_prefix(thread_id) + checkpoint_ns
 
 
+def thread_effects_prefix(thread_id: Any) -> str:
+    return f"langgraph:effect/{quote(str(thread_id), safe='')}/"
+
+
 def effect_ref_name(thread_id: Any, task_id: str, artifact: str, n: int) -> str:
-    return f"langgraph:effect/{quote(str(thread_id), safe='')}/{task_id}/{artifact}#{n}"
+    return f"{thread_effects_prefix(thread_id)}{task_id}/{artifact}#{n}"
 
 
 def run_holder(kind: str) -> str:

@@ -43,10 +43,10 @@ from ... import faults
 from ...errors import VersionConflict
 from ...models import Anomaly, Snapshot, WriteReceipt
 from .keys import COORDINATOR_KEY, FENCE_KEY, HOLDER_KEY, effect_ref_name, thread_lease_key
+from .renewal import Holding, renewer_for
 
 if TYPE_CHECKING:
     from ...coordinator import Coordinator
-    from ...leases import LeaseKeeper
     from ...models import Lease
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -194,7 +194,8 @@ class NodeRun:
         self.writes = sorted({self.coordinator.key(key) for key in writes})
         self.ttl = ttl
         self.lease_wait = lease_wait
-        self.keepers: list["LeaseKeeper"] = []
+        self.holdings: list[Holding] = []
+        self.renewer = renewer_for(self.coordinator)
         self.started = time.time()
         self.handle: NodeHandle | None = None
 
@@ -214,7 +215,7 @@ class NodeRun:
             for key in self.writes:
                 lease = self.coordinator.acquire(key, holder, self.ttl, wait=self.lease_wait)
                 leases[key] = lease
-                self.keepers.append(self.coordinator.keep_alive(lease))
+                self.holdings.append(self.renewer.hold(lease))
         except BaseException:
             self.exit(succeeded=False)
             raise
@@ -223,10 +224,10 @@ class NodeRun:
         return self.handle
 
     def exit(self, succeeded: bool) -> None:
-        for keeper in self.keepers:
-            keeper.stop()
-            self.coordinator.release(keeper.lease)
-        self.keepers = []
+        for holding in self.holdings:
+            self.renewer.drop(holding)
+            self.coordinator.release(holding.lease)
+        self.holdings = []
         handle = self.handle
         if succeeded and handle is not None and self.writes and not handle.receipts:
             self.coordinator.liveness.report(Anomaly(
@@ -254,7 +255,12 @@ def coherent_node(writes: Iterable[str] = (), *, coordinator: "Coordinator | Non
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
                 run = NodeRun(label, declared, coordinator, ttl, lease_wait)
-                handle = await asyncio.to_thread(run.enter)
+                entering = asyncio.ensure_future(asyncio.to_thread(run.enter))
+                try:
+                    handle = await asyncio.shield(entering)
+                except asyncio.CancelledError:  # the leases may still arrive: give them back then
+                    entering.add_done_callback(lambda done: run.exit(False) if not done.exception() else None)
+                    raise
                 token = _CURRENT.set(handle)
                 succeeded = False
                 try:

@@ -12,13 +12,18 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING
 
 from ...errors import BackendUnavailable, LeaseLost
 
 if TYPE_CHECKING:
     from ...backends.base import Backend
+    from ...coordinator import Coordinator
     from ...models import Lease
+
+_RENEWERS: "weakref.WeakKeyDictionary[Coordinator, Renewer]" = weakref.WeakKeyDictionary()
+_RENEWERS_LOCK = threading.Lock()
 
 
 class Holding:
@@ -81,3 +86,12 @@ class Renewer:
             return
         holding.lease = lease.model_copy(update={"expires_at": record.expires_at})
         holding.due = time.monotonic() + lease.ttl / 3
+
+
+def renewer_for(coordinator: "Coordinator") -> Renewer:
+    """The one Renewer of ``coordinator`` (created on first use)."""
+    with _RENEWERS_LOCK:
+        renewer = _RENEWERS.get(coordinator)
+        if renewer is None:
+            renewer = _RENEWERS[coordinator] = Renewer(coordinator.backend)
+        return renewer

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from ...coordinator import Coordinator
 
 
+STORE_LEASE_TTL = 10.0  # a put takes milliseconds; a dead putter's lease blocks its key this long
+
+
 class VersionedItem(Item):
     """An ``Item`` with the ``version`` its key had when it was read."""
 
@@ -199,7 +202,7 @@ class CoherentStore(BaseStore):
         given back, nothing written) or LeaseHeld."""
         op = checked.op
         key = version_key(op.namespace, op.key)
-        lease = self.coordinator.acquire(key, run_holder("langgraph-store"), wait=self.lease_wait)
+        lease = self.coordinator.acquire(key, run_holder("langgraph-store"), STORE_LEASE_TTL, wait=self.lease_wait)
         record = self.coordinator.backend.get_version(key)
         actual = current_version(record)
         if checked.expect_version is not None and checked.expect_version != actual:
