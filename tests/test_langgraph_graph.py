@@ -298,3 +298,21 @@ def test_the_thread_lease_is_renewed_while_a_long_run_runs(coord: Coordinator) -
     assert app.invoke({"log": []}, CONFIG)["log"] == ["long"]
     assert len(busy) == 1 and busy[0].startswith("langgraph-run:")
     assert coord.leases() == []
+
+
+def test_async_sqlite_saver_and_with_config(coord: Coordinator, tmp_path: Path) -> None:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async def runs() -> tuple[list[str], list[str]]:
+        async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "async.db")) as saver:
+            app = coherent_graph(two_step_builder(0).compile(checkpointer=saver), coord).with_config(
+                {"configurable": {"thread_id": "a"}})
+            first = (await app.ainvoke({"log": ["one"]}))["log"]
+            second = [c async for c in app.astream({"log": ["two"]}, stream_mode="values")][-1]["log"]
+            return first, second
+
+    first, second = asyncio.run(runs())
+    assert first == ["one", "step1", "step2"]
+    assert second == first + ["two", "step1", "step2"]
+    assert coord.journal.count(kind="langgraph.checkpoint") >= 6
+    assert coord.journal.count(kind="lease.acquire", key=thread_lease_key("a")) == 2  # the bound thread was held

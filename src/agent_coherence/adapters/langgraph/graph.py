@@ -114,6 +114,11 @@ class CoherentGraph:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.graph, name)
 
+    def with_config(self, config: dict[str, Any] | None = None, **kwargs: Any) -> "CoherentGraph":
+        """The compiled graph's ``with_config``, still holding threads."""
+        return CoherentGraph(self.graph.with_config(config, **kwargs), self.coordinator, on_busy=self.on_busy,
+                             wait_timeout=self.wait_timeout, ttl=self.ttl, durability=self.durability)
+
     def __repr__(self) -> str:
         return f"coherent_graph({self.graph!r}, on_busy={self.on_busy!r})"
 
@@ -122,7 +127,8 @@ class CoherentGraph:
     def _thread_run(self, config: dict[str, Any] | None) -> ThreadRun | None:
         """The run to hold, or None when the config names no thread or already carries this
         thread's fence (a nested call inside a fenced run of the same thread)."""
-        configurable = (config or {}).get("configurable") or {}
+        bound = (getattr(self.graph, "config", None) or {}).get("configurable") or {}  # with_config
+        configurable = {**bound, **((config or {}).get("configurable") or {})}
         thread_id = configurable.get("thread_id")
         if thread_id is None or self._holds(configurable):
             return None
