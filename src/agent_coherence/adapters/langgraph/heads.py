@@ -152,8 +152,8 @@ class Heads:
 
     def _classify(self, target: PutTarget, current: str | None) -> str:
         """The journal kind of an allowed put; raises CheckpointConflict for a refused one."""
-        if current is None or target.parent == current:
-            return "langgraph.checkpoint"
+        if current is None or target.parent == current or target.checkpoint_id == current:
+            return "langgraph.checkpoint"  # (the last: the head put again, e.g. a retried put)
         if target.parent is None and target.fence is None and not self.strict_roots:
             return "langgraph.root"  # a second root on the thread: allowed (see docs), recorded
         if target.parent is not None and (target.source == "fork" or target.fork_of == target.parent):
