@@ -18,7 +18,7 @@ class LogState(TypedDict):
     log: Annotated[list, operator.add]
 
 
-def step_node(name: str, delay: float) -> Callable[[LogState], dict[str, list[str]]]:
+def step_node(name: str, delay: float) -> Any:
     def node(state: LogState) -> dict[str, list[str]]:
         time.sleep(delay)
         return {"log": [name]}

@@ -29,7 +29,7 @@ from agent_coherence.adapters.langgraph import (  # noqa: E402
 )
 from lg_graphs import History, LogState, step_node, two_step_builder  # noqa: E402
 
-CONFIG = {"configurable": {"thread_id": "t"}}
+CONFIG: Any = {"configurable": {"thread_id": "t"}}
 KEY = thread_lease_key("t")
 
 
@@ -189,7 +189,7 @@ def test_time_travel_forks_deliberately(coord: Coordinator, saver: SqliteSaver) 
     # the same non-head parent without the deliberate address is a race, and refused
     cp: CoherentCheckpointer = app.checkpointer
     old_id = after_first.config["configurable"]["checkpoint_id"]
-    plain = {"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": old_id}}
+    plain: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": old_id}}
     stale = saver.get_tuple(plain)
     assert stale is not None
     checkpoint = {**stale.checkpoint, "id": "1ffffffff-0000-6000-8000-000000000000"}
@@ -252,7 +252,7 @@ class CopyingSaver(InMemorySaver):
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         for found in reversed(list(self.list({"configurable": {"thread_id": source_thread_id}}))):
-            config = {"configurable": {"thread_id": target_thread_id, "checkpoint_ns": "",
+            config: Any = {"configurable": {"thread_id": target_thread_id, "checkpoint_ns": "",
                                        "checkpoint_id": (found.parent_config or {}).get("configurable", {}).get("checkpoint_id")}}
             self.put(config, found.checkpoint, found.metadata, found.checkpoint["channel_versions"])
 

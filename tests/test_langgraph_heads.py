@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings, strategies as st
 import pytest
@@ -26,13 +27,13 @@ from agent_coherence.adapters.langgraph import CheckpointConflict, CoherentCheck
 _ids = itertools.count(1)
 
 
-def new_checkpoint() -> dict:
+def new_checkpoint() -> Any:
     checkpoint = empty_checkpoint()
     checkpoint["id"] = f"1f000000-0000-6000-8000-{next(_ids):012d}"  # increasing, like uuid6
     return checkpoint
 
 
-def config(thread: str, parent: str | None) -> dict:
+def config(thread: str, parent: str | None) -> Any:
     configurable = {"thread_id": thread, "checkpoint_ns": ""}
     if parent is not None:
         configurable["checkpoint_id"] = parent
@@ -65,7 +66,8 @@ def play(saver: object, thread: str, schedule: list[tuple[int, bool]], runs: int
 
 
 def lineage(inner: InMemorySaver, thread: str, head: str) -> set[str]:
-    chain, current = set(), head
+    chain: set[str] = set()
+    current: str | None = head
     while current is not None:
         chain.add(current)
         found = inner.get_tuple(config(thread, current))

@@ -72,7 +72,7 @@ def test_nodes_get_the_store_through_the_graph(coord: Coordinator) -> None:
 
     def count(state: LogState, store: BaseStore) -> dict[str, list[str]]:
         item = store.get(NS, "runs")
-        store.put(NS, "runs", {"n": (item.value["n"] if item else 0) + 1},
+        store.put(NS, "runs", {"n": (item.value["n"] if item else 0) + 1},  # type: ignore[call-arg]
                   expect_version=item.version if isinstance(item, VersionedItem) else 0)
         return {"log": ["counted"]}
 
@@ -122,7 +122,9 @@ def test_three_processes_fifty_read_modify_writes_each(root: Path, coord: Coordi
         proc.join(timeout=120)
         assert proc.exitcode == 0
     with SqliteStore.from_conn_string(db) as check:
-        total = check.get(NS, "hits").value["n"]
+        hits = check.get(NS, "hits")
+        assert hits is not None
+        total = hits.value["n"]
     if coherent:
         assert total == processes * each
     else:

@@ -28,7 +28,7 @@ from conftest import FORK, wait_for  # noqa: E402
 from lg_graphs import History, LogState, contains_run, run_work, two_step_builder  # noqa: E402
 
 THREAD = "T"
-CONFIG = {"configurable": {"thread_id": THREAD}}
+CONFIG: Any = {"configurable": {"thread_id": THREAD}}
 
 
 def build(saver: Any, mode: str, coord: Coordinator | None, delay: float = 0.3) -> Any:
@@ -200,6 +200,7 @@ def test_a_zombie_run_cannot_put_or_put_writes(root: Path, coord: Coordinator) -
     proc = FORK.Process(target=zombie, args=(str(root), db, inside, results))
     proc.start()
     assert inside.wait(30)
+    assert proc.pid is not None
     os.kill(proc.pid, signal.SIGSTOP)
     try:
         wait_for(lambda: coord.backend.get_lease(f"langgraph:thread/{THREAD}") is None, timeout=10)
