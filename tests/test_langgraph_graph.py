@@ -163,6 +163,9 @@ def test_update_state_and_batch_take_the_lease(coord: Coordinator, saver: Sqlite
     with pytest.raises(ThreadBusy) as busy:
         app.update_state(CONFIG, {"log": ["edit"]})
     assert busy.value.holder.startswith("langgraph-run:") and busy.value.expires_at > time.time()
+    raw = two_step_builder(0).compile(checkpointer=CoherentCheckpointer(saver, coord))  # no thread lease
+    with pytest.raises(ThreadBusy):
+        raw.invoke({"log": ["outsider"]}, CONFIG)
     runner.join()
     app.update_state(CONFIG, {"log": ["edit"]})
     assert app.get_state(CONFIG).values["log"][-1] == "edit"

@@ -18,11 +18,12 @@ This module knows nothing of LangGraph's classes: it reads plain config dicts.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import unquote
 
 from ...errors import VersionConflict
-from .errors import CheckpointConflict
+from .errors import CheckpointConflict, ThreadBusy
 from .keys import (
     FENCE_KEY, FORK_KEY, HEADS_PREFIX, HOLDER_KEY, head_ref_name, run_holder, thread_effects_prefix,
     thread_heads_prefix, thread_lease_key,
@@ -119,6 +120,7 @@ class Heads:
             holder, fence, lease_key = str(target.holder), target.fence, thread_lease_key(target.thread_id)
             self.backend.check_fence(lease_key, holder, fence)
         else:
+            self._refuse_if_held(target)
             put_lease = self.coordinator.acquire(target.ref, run_holder("langgraph-put"), PUT_LEASE_TTL,
                                                  wait=self.put_lease_wait)
             holder, fence, lease_key = put_lease.holder, put_lease.fence, put_lease.key
@@ -130,6 +132,16 @@ class Heads:
                 self.coordinator.release(put_lease)
             raise
         return PutTicket(target, current, kind, holder, lease_key, fence, put_lease)
+
+    def _refuse_if_held(self, target: PutTarget) -> None:
+        """An unfenced put on a thread that a run holds (``coherent_graph``) is refused up front:
+        ThreadBusy, naming the run."""
+        held = self.backend.get_lease(thread_lease_key(target.thread_id))
+        if held is not None:
+            raise ThreadBusy(
+                f"thread {target.thread_id!r} is held by run {held.holder!r} until {time.ctime(held.expires_at)}: "
+                "this put does not belong to that run", key=held.key, holder=held.holder,
+                expires_at=held.expires_at, acquired_at=held.acquired_at, thread_id=target.thread_id)
 
     def finish(self, ticket: PutTicket) -> None:
         """Move the head to the put's checkpoint: compare-and-set, fence-checked. Raises
