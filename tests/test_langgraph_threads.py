@@ -31,7 +31,7 @@ THREAD = "T"
 CONFIG: Any = {"configurable": {"thread_id": THREAD}}
 
 
-def build(saver: Any, mode: str, coord: Coordinator | None, delay: float = 0.3) -> Any:
+def build(saver: Any, mode: str, coord: Coordinator | None, delay: float = 0.5) -> Any:
     """The graph as each mode runs it: stock, CoherentCheckpointer alone, or coherent_graph."""
     if mode == "stock":
         return two_step_builder(delay).compile(checkpointer=saver)
