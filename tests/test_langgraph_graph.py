@@ -319,3 +319,22 @@ def test_async_sqlite_saver_and_with_config(coord: Coordinator, tmp_path: Path) 
     assert second == first + ["two", "step1", "step2"]
     assert coord.journal.count(kind="langgraph.checkpoint") >= 6
     assert coord.journal.count(kind="lease.acquire", key=thread_lease_key("a")) == 2  # the bound thread was held
+
+
+def test_interrupt_and_resume_through_coherent_graph(coord: Coordinator, saver: SqliteSaver) -> None:
+    from langgraph.types import Command, interrupt
+
+    def ask(state: LogState) -> dict[str, list[str]]:
+        answer = interrupt("approve?")
+        return {"log": [f"approved={answer}"]}
+
+    builder = StateGraph(LogState)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", END)
+    app = coherent_graph(builder.compile(checkpointer=saver), coord)
+    paused = app.invoke({"log": ["draft"]}, CONFIG)
+    assert "__interrupt__" in paused
+    assert coord.leases() == []  # the pause ends the run: the thread is free for the human's answer
+    assert app.invoke(Command(resume="yes"), CONFIG)["log"] == ["draft", "approved=yes"]
+    assert coord.journal.count(kind="conflict.checkpoint") == 0
