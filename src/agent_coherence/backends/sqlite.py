@@ -32,6 +32,7 @@ from ..logs import WARNING, log
 from .sqlite_channels import ChannelOps
 from .sqlite_liveness import LivenessOps
 from .sqlite_schema import SchemaOps
+from .sqlite_refs import RefOps
 from .sqlite_tx import Deferred as _Deferred, database_error, is_busy as _is_busy
 from .records import IntentPending, IntentRecord, JournalRecord, LeaseRecord, VersionRecord, WriteRequest
 
@@ -95,7 +96,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(before=_close_before_fork, after_in_child=_after_fork_in_child)
 
 
-class SQLiteBackend(SchemaOps, LivenessOps, ChannelOps):
+class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps):
     """Backend on one SQLite file. Safe for many processes and threads on one host."""
 
     name = "sqlite"
