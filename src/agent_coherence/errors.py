@@ -41,6 +41,11 @@ class LeaseHeld(CoherenceError):
     ``acquired_at``.
     """
 
+    key: str
+    holder: str
+    expires_at: float
+    acquired_at: float
+
     recover = "wait for the lease to be released or to expire, or retry with wait=<seconds>"
 
 
@@ -51,6 +56,12 @@ class LeaseLost(CoherenceError):
     ``current_fence``.
     """
 
+    key: str
+    holder: str
+    fence: int
+    current_holder: str | None
+    current_fence: int | None
+
     recover = "stop writing; acquire a new lease, re-read the artifact and redo the work"
 
 
@@ -59,6 +70,10 @@ class VersionConflict(CoherenceError):
 
     Facts: ``key``, ``expected``, ``actual``.
     """
+
+    key: str
+    expected: int
+    actual: int
 
     recover = "re-read the artifact, re-apply your change to the new version and retry"
 
@@ -69,6 +84,12 @@ class ForeignEdit(CoherenceError):
     Facts: ``key``, ``path``, ``recorded_sha256``, ``disk_sha256`` (None if the file is gone),
     ``version``.
     """
+
+    key: str
+    path: str
+    recorded_sha256: str | None
+    disk_sha256: str | None
+    version: int
 
     recover = (
         "inspect the file; accept the bytes on disk with coord.adopt(key) "
@@ -84,6 +105,12 @@ class DurabilityError(CoherenceError):
     The target keeps its previous bytes and version unless ``detail`` says otherwise.
     """
 
+    key: str
+    path: str
+    step: str
+    errno: int | None
+    detail: str
+
     recover = "free space or fix the disk, then retry; the previous version is intact"
 
 
@@ -94,7 +121,27 @@ class PathOutsideRoot(CoherenceError):
     Facts: ``key`` (as given), ``root``, ``reason``. Nothing was written.
     """
 
+    key: object
+    root: str
+    reason: str
+
     recover = "use a path inside the workspace root (relative to it, without '..' or escaping symlinks)"
+
+
+class NotARegularFile(CoherenceError):
+    """The key names something other than a regular file: a directory, a FIFO, a socket or a
+    device. Refused at once (it is never opened for blocking I/O, so it cannot hang the caller or
+    block the key); nothing was read or written.
+
+    Facts: ``key``, ``path``, ``kind`` ("directory", "FIFO", "socket", "character device",
+    "block device").
+    """
+
+    key: str
+    path: str
+    kind: str
+
+    recover = "move the non-file away (agent-coherence reads and writes only regular files) and retry"
 
 
 class ChannelError(CoherenceError):
@@ -129,8 +176,13 @@ class JournalCorrupt(CoherenceError):
 class BackendUnavailable(CoherenceError):
     """The backend could not be reached or stayed busy past the operation's deadline.
 
-    Facts: ``backend``, ``detail``.
+    Facts: ``backend``, ``detail``, ``errno`` (ENOSPC when the database's disk is full, else
+    None).
     """
+
+    backend: str
+    detail: str
+    errno: int | None
 
     recover = "check the database (disk space, permissions, server) and retry"
 
@@ -144,6 +196,7 @@ __all__ = [
     "JournalCorrupt",
     "LeaseHeld",
     "LeaseLost",
+    "NotARegularFile",
     "PathOutsideRoot",
     "StaleReceipt",
     "VersionConflict",

@@ -32,6 +32,8 @@ class ArtifactPath:
 
     __slots__ = ("key", "path")
     __match_args__ = ("key", "path")
+    key: str
+    path: str
 
     def __init__(self, key: str, path: str) -> None:
         object.__setattr__(self, "key", key)

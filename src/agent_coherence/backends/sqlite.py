@@ -30,7 +30,7 @@ from ..errors import BackendUnavailable, LeaseHeld, LeaseLost, VersionConflict
 from ..journal import GENESIS, chain_hash, encode_data
 from .sqlite_channels import CHANNEL_SCHEMA, ChannelOps
 from .sqlite_liveness import LIVENESS_SCHEMA, LivenessOps
-from .sqlite_tx import Deferred as _Deferred, is_busy as _is_busy
+from .sqlite_tx import Deferred as _Deferred, full_disk_errno as _full_disk_errno, is_busy as _is_busy
 from .records import IntentPending, IntentRecord, JournalRecord, LeaseRecord, VersionRecord, WriteRequest
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
@@ -151,18 +151,19 @@ class SQLiteBackend(LivenessOps, ChannelOps):
             except sqlite3.OperationalError as error:
                 if not _is_busy(error):
                     raise BackendUnavailable(
-                        f"SQLite error on {self.path}: {error}", backend=self.name, detail=str(error)
+                        f"SQLite error on {self.path}: {error}", backend=self.name, detail=str(error),
+                        errno=_full_disk_errno(error),
                     ) from error
                 if time.monotonic() > deadline:
                     raise BackendUnavailable(
                         f"SQLite database {self.path} stayed busy for {self.busy_deadline:.0f}s",
-                        backend=self.name, detail=str(error),
+                        backend=self.name, detail=str(error), errno=None,
                     ) from error
             attempt += 1
             # Short jittered sleeps: fair between processes, unlike SQLite's busy handler.
             time.sleep(_jitter(min(0.002, 0.0002 * (1 + attempt // 8))))
 
-    def transaction(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
+    def transaction(self, work: Callable[[sqlite3.Connection], T | _Deferred], *, durable: bool = False) -> T:
         """Run ``work`` in one BEGIN IMMEDIATE transaction, retried while the database is busy.
 
         ``durable=True`` commits with synchronous=FULL (survives power loss). If ``work`` returns
@@ -170,7 +171,7 @@ class SQLiteBackend(LivenessOps, ChannelOps):
         raised afterwards.
         """
 
-        def attempt() -> T:
+        def attempt() -> T | _Deferred:
             with self._lock:
                 conn = self._connection()
                 if durable:
@@ -335,13 +336,19 @@ class SQLiteBackend(LivenessOps, ChannelOps):
             self._append(conn, "lease.acquire", key, holder, data, now)
         return LeaseRecord(key, holder, fence, now, now + ttl), True
 
-    def acquire_lease(self, key: str, holder: str, ttl: float) -> LeaseRecord:
+    def acquire_lease(self, key: str, holder: str, ttl: float, *, record_conflict: bool = True,
+                      waited: float = 0.0) -> LeaseRecord:
         def work(conn: sqlite3.Connection) -> LeaseRecord | _Deferred:
             now = self.now()
             try:
                 return self._take_lease(conn, key, holder, ttl, now, journal=True)[0]
             except LeaseHeld as held:
-                self._append(conn, "conflict.lease", key, holder, {"held_by": held.holder}, now)
+                if not record_conflict:
+                    raise
+                data: dict[str, Any] = {"held_by": held.holder}
+                if waited:
+                    data["waited"] = round(waited, 3)
+                self._append(conn, "conflict.lease", key, holder, data, now)
                 return _Deferred(held)
 
         return self.transaction(work)
@@ -536,13 +543,13 @@ class SQLiteBackend(LivenessOps, ChannelOps):
 
         return self.transaction(work, durable=durable)
 
-    def abort_write(self, intent: IntentRecord, step: str, detail: str) -> None:
+    def abort_write(self, intent: IntentRecord, step: str, detail: str, *, journal: bool = True) -> None:
         def work(conn: sqlite3.Connection) -> None:
             now = self.now()
-            self._drop_intent(conn, intent, now)
-            self._append(conn, "write.failed", intent.key, intent.holder,
-                         {"step": step, "detail": detail, "version": intent.base_version,
-                          "fence": intent.fence}, now)
+            if self._drop_intent(conn, intent, now) and journal:
+                self._append(conn, "write.failed", intent.key, intent.holder,
+                             {"step": step, "detail": detail, "version": intent.base_version,
+                              "fence": intent.fence}, now)
 
         self.transaction(work)
 
