@@ -483,6 +483,9 @@ class Coordinator:
         except (OSError, StepFailed, CoherenceError):
             recovery.undo_later(self.backend, self.root, intent, restore, step, detail, claim)
             note = "the key is blocked until its undo can be recorded (retried in the background)"
+        except BaseException:  # interrupted again while undoing: finish the undo in the background
+            recovery.undo_later(self.backend, self.root, intent, restore, step, detail, claim)
+            raise
         if isinstance(cause, OSError):
             raise self._durability_error(target, step, cause, note) from cause
         disk_full = self._disk_full(target, step, cause, note)

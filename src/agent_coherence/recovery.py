@@ -183,7 +183,7 @@ def undo_later(backend: Backend, root: str, intent: IntentRecord, old: object, s
                     with KeyFile(root, intent.key) as file:
                         undo(backend, file, intent, old, step, detail)
                     return
-                except (OSError, StepFailed, CoherenceError):
+                except Exception:  # OSError, StepFailed, CoherenceError: not yet possible
                     delay = min(delay * 2, 0.5)
         finally:
             _WRITING.discard(claim.temp_path)

@@ -23,6 +23,7 @@ import errno
 import os
 import stat
 
+from . import faults
 from .durable import StepFailed, remove_quietly, rename_into_place, write_temp
 from .errors import NotARegularFile, PathOutsideRoot
 
@@ -180,6 +181,7 @@ class KeyFile:
         directory = self.directory()
         if directory is None or not remove_quietly(self.name, dir_fd=directory):
             return False
+        faults.check("fsync_dir")
         os.fsync(directory)
         return True
 
