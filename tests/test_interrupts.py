@@ -183,3 +183,42 @@ def test_a_real_sigint_mid_write_leaves_the_key_free_and_consistent(root, trial)
         if child.is_alive():
             child.kill()
             child.join()
+
+
+# -- an intent this process left behind ---------------------------------------------------------
+
+
+def test_an_intent_no_thread_of_this_process_is_on_is_recovered_here(coord, root):
+    """An intent of this very process that no thread is writing (an interrupt landed where the
+    undo could not run) is recovered by recover() and by the next writer, not left until exit."""
+    import threading
+
+    from agent_coherence import recovery
+    from agent_coherence.backends.base import WriteRequest
+    from agent_coherence.durable import temp_path_for
+
+    coord.write(KEY, OLD, holder="h")
+    pid, start = recovery.own_identity()
+    left = coord.backend.begin_write(WriteRequest(
+        key=KEY, holder="h", new_sha256="0" * 64, size=1, temp_path=temp_path_for(str(root / KEY)),
+        host=recovery.HOST, pid=pid, pid_start=start, ttl=30))
+    assert [r.key for r in coord.recover()] == [KEY]
+    assert coord.backend.get_intent(KEY) is None
+
+    # ... while a write another thread is performing is left alone
+    in_rename, go_on = threading.Event(), threading.Event()
+
+    def hold(step: str) -> None:
+        in_rename.set()
+        go_on.wait(10)
+
+    receipts = []
+    with faults.inject("rename", hold):
+        writer = threading.Thread(target=lambda: receipts.append(coord.write(KEY, NEW, holder="h")))
+        writer.start()
+        assert in_rename.wait(10)
+        assert coord.recover() == []
+        go_on.set()
+        writer.join(10)
+    assert receipts[0].version == 2 and left.intent_id
+    assert_consistent(coord, root, NEW, 2)
