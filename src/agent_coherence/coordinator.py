@@ -332,7 +332,7 @@ class Coordinator:
         new_sha = sha256_hex(payload) if payload is not None else None
         temp = temp_path_for(target.path)
         with KeyFile(self.root, target.key, target.path) as file, recovery.WriteClaim(temp) as claim:
-            intent, old = self._begin(target, file, temp, holder, fence, new_sha, len(payload or b""),
+            intent, old = self._begin(target, file, claim, holder, fence, new_sha, len(payload or b""),
                                       expect_version, ttl, policy)
             progress = _Progress()
             try:
@@ -349,29 +349,29 @@ class Coordinator:
                             holder=holder, committed_at=record.updated_at)
 
     def _begin(
-        self, target: ArtifactPath, file: KeyFile, temp: str, holder: str, fence: int | None,
+        self, target: ArtifactPath, file: KeyFile, claim: recovery.WriteClaim, holder: str, fence: int | None,
         new_sha: str | None, size: int, expect_version: int | None, ttl: float, policy: ForeignPolicy,
     ) -> tuple[IntentRecord, bytes | None]:
         """Record the intent, then read the old bytes and check them against the record."""
         pid, pid_start = recovery.own_identity()
         request = WriteRequest(
-            key=target.key, holder=holder, new_sha256=new_sha, size=size, temp_path=temp,
+            key=target.key, holder=holder, new_sha256=new_sha, size=size, temp_path=claim.temp_path,
             host=recovery.HOST, pid=pid, pid_start=pid_start, fence=fence, ttl=ttl,
             expect_version=expect_version,
         )
         while True:
-            intent = self._record_intent(target, request)
+            intent = self._record_intent(target, request, claim)
             try:
                 old = self._read_file(target, file)
             except BaseException as error:  # unreadable, not a regular file, or interrupted
-                self._abort_unread(intent, "read", error)
+                self._abort_unread(intent, "read", error, claim)
                 raise
             old_sha = sha256_hex(old) if old is not None else None
             if intent.base_version == 0 or old_sha == intent.base_sha256:
                 return intent, old
             recorded_sha = intent.base_sha256
             if policy != "adopt":
-                self._abort_unread(intent, "foreign_edit", f"disk {old_sha}, recorded {recorded_sha}")
+                self._abort_unread(intent, "foreign_edit", f"disk {old_sha}, recorded {recorded_sha}", claim)
                 raise self._foreign_error(target.key, target.path, recorded_sha, old_sha, intent.base_version)
             # Adopt the bytes on disk as a version of their own, then write on top of them: the
             # journal shows an "adopt" followed by the "write", and no failure.
@@ -379,7 +379,8 @@ class Coordinator:
             self.backend.record_version(target.key, "(adopted)", old_sha, len(old or b""), fence=None,
                                         expect_version=intent.base_version, kind="adopt")
 
-    def _record_intent(self, target: ArtifactPath, request: WriteRequest) -> IntentRecord:
+    def _record_intent(self, target: ArtifactPath, request: WriteRequest,
+                       claim: recovery.WriteClaim) -> IntentRecord:
         """``begin_write``, recovering a dead writer's intent in the way. An interruption inside
         it may leave the intent recorded: it is looked up by its temp path and aborted."""
         while True:
@@ -409,7 +410,7 @@ class Coordinator:
             except BaseException:
                 stray = self._stray_intent(target.key, request.temp_path)
                 if stray is not None:
-                    self._abort_unread(stray, "intent", "interrupted")
+                    self._abort_unread(stray, "intent", "interrupted", claim)
                 raise
 
     def _stray_intent(self, key: str, temp: str) -> IntentRecord | None:
@@ -419,15 +420,14 @@ class Coordinator:
             return None
         return intent if intent is not None and intent.temp_path == temp else None
 
-    def _abort_unread(self, intent: IntentRecord, step: str, cause: object) -> None:
+    def _abort_unread(self, intent: IntentRecord, step: str, cause: object, claim: recovery.WriteClaim) -> None:
         """Resolve an intent whose file step never started (nothing to put back). If the abort
         cannot be recorded now, it is retried in the background (see :mod:`recovery`)."""
         detail = cause if isinstance(cause, str) else _describe(cause)
         try:
             self.backend.abort_write(intent, step, detail)
         except (CoherenceError, OSError):
-            recovery.undo_later(self.backend, self.root, intent, UNCHANGED, step, detail,
-                                recovery.WriteClaim(intent.temp_path))
+            recovery.undo_later(self.backend, self.root, intent, UNCHANGED, step, detail, claim)
 
     def _apply(self, file: KeyFile, intent: IntentRecord, payload: bytes | None, progress: "_Progress") -> None:
         """The file step: make the intent durable, replace (or remove) the bytes, read back.
