@@ -450,8 +450,8 @@ class Coordinator:
             intent_synced = self._overlap.start(lambda: self.backend.sync_intent(intent))
             try:
                 file.write_temp(temp_name, payload, mode)
-            finally:
                 progress.step = "intent"
+            finally:
                 intent_synced.wait()
             if not intent.auto_lease:  # a long write may outlive a caller's lease: stop here if so
                 progress.step = "fence"
