@@ -222,3 +222,14 @@ def test_an_intent_no_thread_of_this_process_is_on_is_recovered_here(coord, root
         writer.join(10)
     assert receipts[0].version == 2 and left.intent_id
     assert_consistent(coord, root, NEW, 2)
+
+
+def test_a_transaction_an_interrupt_left_open_is_rolled_back_at_the_next_use(coord, root):
+    """An interrupt landing between ``BEGIN IMMEDIATE`` and its handler leaves the connection in a
+    transaction that holds the database's write lock (every other process then waits, and gives
+    up after its busy deadline). The next use of the connection rolls it back first."""
+    coord.write(KEY, OLD, holder="h")
+    coord.backend.read(lambda conn: conn.execute("BEGIN IMMEDIATE"))  # as an interrupt leaves it
+    assert coord.write(KEY, NEW, holder="h").version == 2
+    outcome = write_from_another_process(root)
+    assert outcome[:2] == ("ok", 3) and outcome[2] < AT_ONCE, outcome

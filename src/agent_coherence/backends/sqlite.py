@@ -176,9 +176,11 @@ class SQLiteBackend(LivenessOps, ChannelOps):
                 conn = self._connection()
                 if durable:
                     conn.execute("PRAGMA synchronous=FULL")
+                if conn.in_transaction:  # left open by an interruption (KeyboardInterrupt) mid-way
+                    conn.execute("ROLLBACK")
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
                     try:
+                        conn.execute("BEGIN IMMEDIATE")
                         result = work(conn)
                         conn.execute("COMMIT")
                     except BaseException:
