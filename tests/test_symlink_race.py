@@ -125,4 +125,4 @@ def test_a_directory_swapped_for_a_symlink_never_redirects_a_byte(tmp_path):
 
 @pytest.mark.slow
 def test_a_directory_swapped_for_a_symlink_never_redirects_a_byte_long(tmp_path):
-    check(tmp_path, seconds=40.0)
+    check(tmp_path, seconds=15.0)  # 40 s runs gave the same: nothing outside
