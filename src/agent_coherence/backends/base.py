@@ -38,11 +38,14 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
     # -- leases -----------------------------------------------------------------------------
-    def acquire_lease(self, key: str, holder: str, ttl: float) -> LeaseRecord:
+    def acquire_lease(self, key: str, holder: str, ttl: float, *, record_conflict: bool = True,
+                      waited: float = 0.0) -> LeaseRecord:
         """Take the lease, or renew it if ``holder`` already holds it live (same fence).
 
         A free or expired lease gets a fence strictly greater than any before it for this key.
-        Raises LeaseHeld when another holder's lease is live.
+        Raises LeaseHeld when another holder's lease is live; the refusal is journaled
+        (``conflict.lease``, with ``waited`` seconds if given) unless ``record_conflict`` is False
+        (a caller that will try again journals only its last refusal).
         """
         ...
 
@@ -97,8 +100,10 @@ class Backend(Protocol):
         recovery rolls the durable intent forward to the same version."""
         ...
 
-    def abort_write(self, intent: IntentRecord, step: str, detail: str) -> None:
-        """Resolve a failed write: drop the intent, release an auto lease, journal the failure."""
+    def abort_write(self, intent: IntentRecord, step: str, detail: str, *, journal: bool = True) -> None:
+        """Resolve a failed write: drop the intent, release an auto lease, journal the failure
+        (``write.failed``) if the intent was still there. ``journal=False`` drops it silently: the
+        write is not failing but starting over (after adopting a foreign edit)."""
         ...
 
     def list_intents(self) -> list[IntentRecord]: ...
