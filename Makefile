@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
+# The type check first (a few seconds; config in pyproject.toml), then every test.
 # pytest exits 5 when it collected no test: that fails here too, with a message that says so.
 test: $(STAMP)
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q || { status=$$?; [ $$status -ne 5 ] || echo "make test: no tests were collected" >&2; exit $$status; }
 
 bench: $(STAMP)

@@ -76,7 +76,7 @@ def main() -> int:
         cases = [
             ("`python3 -c pass` (bare interpreter)", [python, "-c", "pass"], b"", 0),
             ("hook, PreToolUse Write, allowed (`python -m ...hook`)", hook, write, 0),
-            ("hook, PreToolUse Write, denied: leased by another session", hook, other, 2),
+            ("hook, PreToolUse Write, denied: leased by another session", hook, other, 0),  # a JSON denial
             ("hook, PreToolUse Bash (`sed -i` on a file), allowed", hook, bash, 0),
         ]
         script = os.path.join(os.path.dirname(python), "agent-coherence")

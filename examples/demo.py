@@ -4,6 +4,8 @@
    ``coord.update``.
 2. The next_task.md incident: a file used as a mailbox, and the same pipeline on an acknowledged
    channel with a liveness check.
+3. and 4. LangGraph (when installed): two runs on one thread with the stock saver beside
+   ``coherent_graph``, and a planner/worker graph writing plan.md through node hooks.
 
 Offline and deterministic in its conclusions; runs in a few seconds.
 """
@@ -28,7 +30,27 @@ def main() -> int:
     print("\n#### 2. The next_task.md incident")
     status = next_task_incident.main(["--root", os.path.join(base, "next-task")])
     lost_ok = counts.get("coordinated") == counts.get("expected")
-    return 0 if (status == 0 and lost_ok) else 1
+    langgraph_ok = langgraph_case(base)
+    return 0 if (status == 0 and lost_ok and langgraph_ok) else 1
+
+
+def langgraph_case(base: str) -> bool:
+    """LangGraph: two runs on one thread, and a planner/worker graph writing plan.md."""
+    import importlib.util
+
+    if importlib.util.find_spec("langgraph") is None:
+        print("\n#### 3. LangGraph: skipped (pip install 'agent-coherence[langgraph]')")
+        return True
+    import langgraph_double_run
+    import langgraph_plan_nodes
+
+    print("\n#### 3. LangGraph: two runs on one thread at once")
+    totals = langgraph_double_run.run(os.path.join(base, "langgraph-double-run"), trials=1)
+    print("\n#### 4. LangGraph: planner and workers sharing plan.md")
+    plans = langgraph_plan_nodes.run(os.path.join(base, "langgraph-plan"))
+    hooked = plans["coherent_node"]
+    return (totals["reject"]["dropped"] == totals["wait"]["dropped"] == 0 and totals["reject"]["busy"] == 1
+            and hooked.count("- [x]") == len(langgraph_plan_nodes.ITEMS))
 
 
 if __name__ == "__main__":

@@ -429,20 +429,52 @@ def test_process_acks_on_success_and_nacks_on_error(coord):
         assert nothing is None
 
 
-def test_process_skips_a_message_whose_effect_is_recorded(coord, clock):
-    """Default store: the effect key is recorded with the ack, so a re-send of the same key
-    after the dedup window is acknowledged without running the block again."""
+def test_a_key_sent_again_after_the_dedup_window_is_delivered_and_processed(coord, clock):
+    """send() accepted the second job-1 (new id): process() must run it, not ack it unseen
+    because the first job-1's effect record (24 h) outlived the dedup window (10 s here)."""
     ch = coord.channel("proc", dedup_ttl=10.0)
-    ch.send("first", key="job-1")
+    first = ch.send("first", key="job-1")
+    assert ch.send("first again", key="job-1") == first  # within the window: not enqueued
     runs = []
     with ch.process("c") as delivery:
         runs.append(delivery.payload)
     clock.advance(11)
-    ch.send("again", key="job-1")  # dedup window passed: enqueued again
+    second = ch.send("again", key="job-1")  # dedup window passed: a new message
+    assert second != first
     ch.send("next", key="job-2")
-    with ch.process("c") as delivery:
-        runs.append(delivery.payload)
-    assert runs == ["first", "next"]
+    while True:
+        with ch.process("c") as delivery:
+            if delivery is None:
+                break
+            runs.append(delivery.payload)
+    assert runs == ["first", "again", "next"]
+    assert ch.effect_key(_delivery(ch, first, "job-1")) == f"job-1#{first}"  # the key and the id
+    assert ch.stats()["depth"] == 0
+
+
+def _delivery(ch, message_id: str, key: str):
+    from agent_coherence import Delivery
+
+    return Delivery(message_id=message_id, channel=ch.name, payload=None, attempt=1, receipt="r",
+                    consumer="c", key=key, visible_at=0.0)
+
+
+def test_process_records_a_finished_blocks_effect_even_when_its_receipt_went_stale(coord, clock):
+    """The block outlived its visibility timeout and the message went to b meanwhile: a's ack is
+    refused (StaleReceipt), but a's work is done, so the next redelivery (b died without acking)
+    is skipped, not run a third time."""
+    ch = coord.channel("slow", visibility_timeout=5.0)
+    ch.send("job", key="k")
+    runs = []
+    with pytest.raises(StaleReceipt):
+        with ch.process("a") as delivery:
+            runs.append(delivery.attempt)
+            clock.advance(6)  # the timeout runs out while the block works
+            assert ch.receive("b").attempt == 2  # b takes it, then dies without an ack
+    clock.advance(6)
+    with ch.process("c") as again:
+        assert again is None  # skipped (and acknowledged) as done
+    assert runs == [1]
     assert ch.stats()["depth"] == 0
 
 
@@ -466,7 +498,7 @@ def test_process_with_seen_skips_a_redelivery_whose_effect_committed_before_the_
     with ch.process("c", seen=effects.__contains__) as delivery:
         assert delivery.key == "k2"  # k1 was acknowledged and skipped, not handed out again
         effects.append(ch.effect_key(delivery))
-    assert effects == ["k1", "k2"]
+    assert effects == ["k1#1", "k2#2"]
     assert ch.stats()["depth"] == 0
 
 

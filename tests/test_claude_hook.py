@@ -2,7 +2,8 @@
 stdin, the decision in the exit code, stderr and stdout JSON.
 
 Payloads follow the documented shapes (hooks reference, input schemas per event). A refused tool
-call is exit 2 with the reason on stderr and nothing on stdout; an allowed one is exit 0 with no
+call is exit 0 with a ``permissionDecision: "deny"`` JSON answer carrying the reason (exit 2 with
+the reason on stderr only when even the event can't be told); an allowed one is exit 0 with no
 output at all.
 """
 
@@ -69,24 +70,46 @@ def assert_clean(result: subprocess.CompletedProcess[bytes]) -> None:
         assert isinstance(json.loads(result.stdout), dict)
 
 
-def allowed(result: subprocess.CompletedProcess[bytes]) -> bool:
+def denial(result: subprocess.CompletedProcess[bytes]) -> str | None:
+    """The reason a PreToolUse answer refuses the call, or None when it allows it."""
     assert_clean(result)
-    if result.returncode == 0:
-        assert result.stdout == b"", result.stdout
-        return True
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert result.stdout == b"" and result.stderr.strip(), "a denial carries its reason on stderr only"
-    return False
+    if result.returncode == 2:  # the event could not be told: the answer every event honours
+        assert result.stdout == b"" and result.stderr.strip(), "an exit-2 refusal carries its reason on stderr"
+        return result.stderr.decode()
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    answer = json.loads(result.stdout).get("hookSpecificOutput", {}) if result.stdout.strip() else {}
+    if answer.get("permissionDecision") is None:
+        return None  # no output, or another event's answer: nothing refused
+    assert answer["hookEventName"] == "PreToolUse" and answer["permissionDecision"] == "deny", answer
+    assert answer["permissionDecisionReason"].strip()
+    return str(answer["permissionDecisionReason"])
+
+
+def allowed(result: subprocess.CompletedProcess[bytes]) -> bool:
+    """True for a PreToolUse answer that lets the call go on: exit 0 and no output at all."""
+    if denial(result) is not None:
+        return False
+    assert result.stdout == b"", result.stdout
+    return True
 
 
 def reason(result: subprocess.CompletedProcess[bytes]) -> str:
-    return result.stderr.decode()
+    text = denial(result)
+    return result.stderr.decode() if text is None else text
 
 
 def output(result: subprocess.CompletedProcess[bytes]) -> dict:
     assert_clean(result)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout) if result.stdout.strip() else {}
+
+
+def post_problem(said: dict) -> str:
+    """The problem a PostToolUse answer reports: said once, as additional context (a ``decision:
+    block`` reason too would make the client show Claude the same text twice)."""
+    assert set(said) == {"hookSpecificOutput"}, said
+    assert said["hookSpecificOutput"]["hookEventName"] == "PostToolUse"
+    return str(said["hookSpecificOutput"]["additionalContext"])
 
 
 def backend(root: Path) -> SQLiteBackend:
@@ -186,8 +209,10 @@ def test_main_takes_streams_and_env_in_process(root: Path) -> None:
     assert main(io.BytesIO(data), stdout, hook_env(root), stderr) == 0
     assert stdout.getvalue() == "" and stderr.getvalue() == ""
     data = json.dumps(write_payload("other", root, root / "x.txt")).encode()
-    assert main(io.BytesIO(data), stdout, hook_env(root), stderr) == 2
-    assert "claude:inproc" in stderr.getvalue()
+    assert main(io.BytesIO(data), stdout, hook_env(root), stderr) == 0
+    answer = json.loads(stdout.getvalue())["hookSpecificOutput"]
+    assert answer["permissionDecision"] == "deny" and "claude:inproc" in answer["permissionDecisionReason"]
+    assert stderr.getvalue() == ""
 
 
 # -- leases: one writer per file, named in the refusal, free after SessionEnd ---------------------
@@ -390,10 +415,7 @@ def test_a_write_that_returned_success_but_did_not_land_is_reported(root: Path) 
     target = root / "ghost.txt"
     assert allowed(run_hook(root, write_payload("alice", root, target, "boo\n")))
     said = output(run_hook(root, post_write_payload("alice", root, target, "boo\n")))
-    assert said["decision"] == "block"
-    assert "does not exist on disk" in said["reason"]
-    assert said["hookSpecificOutput"]["hookEventName"] == "PostToolUse"
-    assert said["hookSpecificOutput"]["additionalContext"] == said["reason"]
+    assert "does not exist on disk" in post_problem(said)
     assert backend(root).journal_count(kind="write.missing") == 1
 
 
@@ -402,7 +424,7 @@ def test_a_write_whose_bytes_differ_from_the_request_is_reported(root: Path) -> 
     assert allowed(run_hook(root, write_payload("alice", root, target, "wanted\n")))
     target.write_text("something else\n")
     said = output(run_hook(root, post_write_payload("alice", root, target, "wanted\n")))
-    assert said["decision"] == "block" and "not the content you sent" in said["reason"]
+    assert "not the content you sent" in post_problem(said)
     target.write_text("same\r\n")  # line endings converted by the tool are not a difference
     assert output(run_hook(root, post_write_payload("alice", root, target, "same\n"))) == {}
 
@@ -414,7 +436,7 @@ def test_an_edit_whose_new_text_is_missing_is_reported(root: Path) -> None:
                                        "originalFile": "print('hello')\n", "structuredPatch": [],
                                        "userModified": False, "replaceAll": False})
     said = output(run_hook(root, post))
-    assert "does not contain the new_string" in said["reason"]
+    assert "does not contain the new_string" in post_problem(said)
     app.write_text("print('goodbye')\n")
     assert output(run_hook(root, post)) == {}
 
@@ -556,9 +578,10 @@ def test_a_hook_whose_stdin_never_closes_does_not_hang(root: Path) -> None:
         proc.wait(timeout=20)  # the budget ends it, not the closing of stdin
     finally:
         proc.stdin.close()
-    err = proc.stderr.read()
-    assert proc.returncode == 2 and b"time budget" in err and b"Traceback" not in err
-    assert proc.stdout.read() == b""
+    err, out = proc.stderr.read(), proc.stdout.read()
+    answer = json.loads(out)["hookSpecificOutput"]
+    assert proc.returncode == 0 and answer["permissionDecision"] == "deny" and b"Traceback" not in err
+    assert "time budget" in answer["permissionDecisionReason"]
 
 
 def test_the_hook_process_imports_nothing_heavy(root: Path) -> None:

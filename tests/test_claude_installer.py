@@ -72,14 +72,17 @@ def project(tmp_path):
 
 def test_hook_entries_shape() -> None:
     entries = hook_entries(CMD)
-    assert list(entries) == ["PreToolUse", "PostToolUse", "PostToolUseFailure", "SessionStart", "Stop",
-                             "SubagentStop", "SessionEnd"]
+    assert list(entries) == ["PreToolUse", "PostToolUse", "PostToolUseFailure", "SessionStart", "SubagentStart",
+                             "Stop", "SubagentStop", "SessionEnd"]
     for event, groups in entries.items():
         assert len(groups) == 1 and len(groups[0]["hooks"]) == 1
         handler = groups[0]["hooks"][0]
         assert handler["type"] == "command"
-        assert handler["command"] == CMD and handler["args"] == ["hook"]
+        # shell form: every client version runs it with its argument (no bare `agent-coherence`)
+        assert handler["command"] == f"{CMD} hook" and "args" not in handler
         assert handler["timeout"] == (5 if event == "SessionEnd" else 10)
+        # a PreToolUse hook that can't start or times out refuses the call instead of letting it run
+        assert handler.get("onFailure") == ("block" if event == "PreToolUse" else None)
         assert is_our_handler(handler)
         if event in ("PreToolUse", "PostToolUse", "PostToolUseFailure"):
             assert groups[0]["matcher"] == "Write|Edit|MultiEdit|NotebookEdit|Bash|Read"
@@ -139,7 +142,7 @@ def test_reinstall_with_another_command_replaces_in_place(project) -> None:
     for event, groups in hooks.items():
         ours = [h for g in groups for h in g["hooks"] if is_our_handler(h)]
         assert len(ours) <= 1, event
-        assert all(h["command"] == "/elsewhere/bin/agent-coherence" for h in ours)
+        assert all(h["command"] == "/elsewhere/bin/agent-coherence hook" for h in ours)
     assert is_our_handler(hooks["PreToolUse"][0]["hooks"][0]), "position kept"
     assert hooks["PreToolUse"][1] == ORIGINAL["hooks"]["PreToolUse"][0]
 
@@ -297,12 +300,14 @@ def test_file_mode_kept_and_symlink_followed(tmp_path) -> None:
 
 def test_shell_form(tmp_path) -> None:
     root = str(tmp_path)
-    path = install_settings(root, command="/path with space/agent-coherence", form="shell")
+    path = install_settings(root, command="/path with space/agent-coherence")
     handler = json.loads(_read(path))["hooks"]["PreToolUse"][0]["hooks"][0]
     assert handler["command"] == "'/path with space/agent-coherence' hook" and "args" not in handler
-    install_settings(root, command=CMD)  # switching to exec form replaces, no duplicates
+    install_settings(root, command=CMD, form="exec")  # switching to exec form replaces, no duplicates
     hooks = json.loads(_read(path))["hooks"]
-    assert hooks == hook_entries(CMD)
+    assert hooks == hook_entries(CMD, form="exec")
+    handler = hooks["PreToolUse"][0]["hooks"][0]
+    assert handler["command"] == CMD and handler["args"] == ["hook"] and handler["onFailure"] == "block"
     uninstall_settings(root)
     assert json.loads(_read(path)) == {}
 
@@ -317,7 +322,43 @@ def test_default_command(tmp_path, monkeypatch) -> None:
     script.chmod(0o755)
     assert installer.default_command() == str(script)
     handler = hook_entries()["Stop"][0]["hooks"][0]
-    assert handler["command"] == str(script)
+    assert handler["command"] == f"{script} hook"
+
+
+def test_the_shared_project_file_never_gets_a_path_of_this_machine(tmp_path, monkeypatch) -> None:
+    bindir = tmp_path / "venv" / "bin"
+    bindir.mkdir(parents=True)
+    script = bindir / "agent-coherence"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bindir / "python"))
+    root = str(tmp_path / "project")
+
+    on_path = installer.plan_install(root, on_path="/usr/local/bin/agent-coherence")
+    assert on_path == installer.InstallPlan("project", "agent-coherence", None)
+    assert installer.plan_install(root, scope="local", on_path="/x") == ("local", str(script), None)
+    assert installer.plan_install(root, scope="user", on_path="/x") == ("user", str(script), None)
+    assert installer.plan_install(root, command="/my/wrapper") == ("project", "/my/wrapper", None)
+
+    off_path = installer.plan_install(root, on_path="")  # not on PATH: the absolute path stays personal
+    assert off_path.scope == "local" and off_path.command == str(script)
+    assert "settings.local.json" in off_path.notice and "--command agent-coherence" in off_path.notice
+    path = install_settings(root, scope=off_path.scope, command=off_path.command)
+    assert path.endswith(os.path.join(".claude", "settings.local.json"))
+    assert not os.path.exists(os.path.join(root, ".claude", "settings.json"))
+
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "elsewhere" / "python"))  # no script anywhere
+    nowhere = installer.plan_install(root, on_path="")
+    assert nowhere.scope == "project" and nowhere.command == "agent-coherence" and "neither on PATH" in nowhere.notice
+
+
+def test_is_installed(tmp_path) -> None:
+    root = str(tmp_path)
+    assert not installer.is_installed(root)
+    install_settings(root, command=CMD)
+    assert installer.is_installed(root) and not installer.is_installed(root, scope="local")
+    uninstall_settings(root)
+    assert not installer.is_installed(root)
 
 
 def test_write_plugin(tmp_path) -> None:

@@ -179,8 +179,11 @@ def test_importing_the_cli_loads_nothing_heavy() -> None:
 def test_install_and_uninstall_dispatch_to_the_installer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple] = []
     fake = types.ModuleType(cli.INSTALLER_MODULE)
+    fake.plan_install = lambda project_dir=None, *, scope="project", command=None: (  # type: ignore[attr-defined]
+        types.SimpleNamespace(scope=scope, command=command or "agent-coherence", notice=None))
     fake.install_settings = lambda project_dir=None, *, scope="project", command=None, home=None: (  # type: ignore[attr-defined]
         calls.append(("install", project_dir, scope, command)) or "/x/settings.json")
+    fake.is_installed = lambda project_dir=None, *, scope="project": True  # type: ignore[attr-defined]
     fake.uninstall_settings = lambda project_dir=None, *, scope="project", home=None: (  # type: ignore[attr-defined]
         calls.append(("uninstall", project_dir, scope)) or "/x/settings.json")
     fake.write_plugin = lambda directory, *, command=None: (  # type: ignore[attr-defined]
@@ -195,7 +198,7 @@ def test_install_and_uninstall_dispatch_to_the_installer(tmp_path: Path, monkeyp
     assert cli.main(["install", "claude-code", "--plugin", str(tmp_path / "plug")]) == 0
     assert cli.main(["uninstall", "claude-code", "--user", "--root", root]) == 0
     assert calls == [
-        ("install", root, "project", None),
+        ("install", root, "project", "agent-coherence"),
         ("install", root, "local", "ac hook"),
         ("plugin", str(tmp_path / "plug"), None),
         ("uninstall", root, "user"),
@@ -207,11 +210,14 @@ def test_install_and_uninstall_dispatch_to_the_installer(tmp_path: Path, monkeyp
 def test_install_and_uninstall_with_the_real_installer(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
+    bindir = str(Path(sys.executable).parent)  # the venv's bin, where the agent-coherence script is
     env = dict(os.environ, HOME=str(tmp_path / "home"))
+    no_script = os.pathsep.join(d for d in env.get("PATH", "").split(os.pathsep)
+                                if d and not os.path.exists(os.path.join(d, "agent-coherence")))
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, path: str = no_script) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "agent_coherence.cli", *args, "--root", str(project)],
-                              capture_output=True, text=True, timeout=60, env=env)
+                              capture_output=True, text=True, timeout=60, env=dict(env, PATH=path))
 
     installed = run("install", "claude-code", "--local")
     assert installed.returncode == 0, installed.stderr
@@ -221,7 +227,40 @@ def test_install_and_uninstall_with_the_real_installer(tmp_path: Path) -> None:
 
     removed = run("uninstall", "claude-code", "--local")
     assert removed.returncode == 0, removed.stderr
-    assert "agent-coherence" not in settings.read_text()
+    assert "removed" in removed.stdout and "agent-coherence" not in settings.read_text()
+    again = run("uninstall", "claude-code", "--local")
+    assert again.returncode == 0 and "removed" not in again.stdout and "not installed" in again.stdout
+
+    # The shared file: plain `agent-coherence` when it is on PATH, never this machine's path.
+    shared = project / ".claude" / "settings.json"
+    on_path = run("install", "claude-code", path=os.pathsep.join([bindir, no_script]))
+    assert on_path.returncode == 0, on_path.stderr
+    handler = json.loads(shared.read_text())["hooks"]["PreToolUse"][0]["hooks"][0]
+    assert handler["command"] == "agent-coherence hook" and bindir not in shared.read_text()
+    assert run("uninstall", "claude-code", path=no_script).returncode == 0
+    before = shared.read_text()
+    # Not on PATH: the absolute path goes to settings.local.json, the shared file is left alone.
+    off_path = run("install", "claude-code")
+    assert off_path.returncode == 0, off_path.stderr
+    assert "not on PATH" in off_path.stdout and "settings.local.json" in off_path.stdout
+    assert shared.read_text() == before
+    local = json.loads(settings.read_text())["hooks"]["PreToolUse"][0]["hooks"][0]
+    assert local["command"] == f"{bindir}/agent-coherence hook"
+
+
+def test_usage_errors_exit_2_and_help_lists_every_command(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "agent_coherence.cli", *args], capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path)
+
+    for args in ((), ("journal",)):
+        bare = run(*args)
+        assert bare.returncode == 2 and "usage:" in bare.stderr and "Traceback" not in bare.stderr, args
+    listed = run("--help")
+    assert listed.returncode == 0
+    commands = listed.stdout.split("commands:", 1)[1]
+    for name in ("status", "journal", "doctor", "install", "uninstall", "watch", "version", "hook"):
+        assert f"\n    {name} " in commands, name
 
 
 def test_version() -> None:

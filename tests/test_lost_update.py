@@ -73,6 +73,7 @@ def test_naive_read_modify_write_loses_updates(tmp_path):
 
 
 @pytest.mark.contract
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_update_loses_nothing(root):
     Coordinator.open(root).close()  # the schema exists before the race starts (opening races: test_open_race)

@@ -191,6 +191,7 @@ LINK_TARGETS = ["<outside>", "<outside>/secret.txt", "<outside>/dir", "<outside>
                 "<root>", "."]
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=st.one_of(keys(), st.text(max_size=40)), operation=st.sampled_from(["write", "delete", "read", "adopt"]),
        link=st.none() | st.tuples(st.sampled_from(["l1", "sub/l2"]), st.sampled_from(LINK_TARGETS)))

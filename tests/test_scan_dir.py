@@ -32,6 +32,7 @@ def naive_scan(directory: str) -> list[tuple[str, int]]:
     return [(n, os.stat(os.path.join(directory, n)).st_size) for n in names[:10]]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_entries_vanishing_during_the_scan_are_skipped(tmp_path):
     directory = tmp_path / "queue"

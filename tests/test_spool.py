@@ -278,7 +278,7 @@ class SpoolModel(RuleBasedStateMachine):
 
 
 SpoolModel.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
-test_spool_against_model = SpoolModel.TestCase
+test_spool_against_model = pytest.mark.slow(SpoolModel.TestCase)
 
 
 # --- rotation -----------------------------------------------------------------------------------

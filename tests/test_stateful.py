@@ -222,4 +222,4 @@ LeaseMachine.TestCase.settings = settings(
     max_examples=60, stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-test_lease_version_fence_model = pytest.mark.timeout(300)(LeaseMachine.TestCase)
+test_lease_version_fence_model = pytest.mark.slow(pytest.mark.timeout(300)(LeaseMachine.TestCase))

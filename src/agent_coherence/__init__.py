@@ -30,8 +30,10 @@ _EXPORTS = {
     "ForeignEdit": "errors",
     "DurabilityError": "errors",
     "PathOutsideRoot": "errors",
+    "NotARegularFile": "errors",
     "ChannelError": "errors",
     "StaleReceipt": "errors",
+    "SlotOccupied": "errors",
     "JournalCorrupt": "errors",
     "BackendUnavailable": "errors",
     "scan_dir": "durable",
@@ -46,7 +48,8 @@ if TYPE_CHECKING:
     from .durable import scan_dir
     from .errors import (
         BackendUnavailable, ChannelError, CoherenceError, DurabilityError, ForeignEdit,
-        JournalCorrupt, LeaseHeld, LeaseLost, PathOutsideRoot, StaleReceipt, VersionConflict,
+        JournalCorrupt, LeaseHeld, LeaseLost, NotARegularFile, PathOutsideRoot, SlotOccupied, StaleReceipt,
+        VersionConflict,
     )
     from .models import Anomaly, Delivery, Event, Lease, Message, Snapshot, VersionInfo, WriteReceipt
 

@@ -15,12 +15,15 @@ only causes a redelivery.
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
 
 from .backends.base import ChannelConfig, MessageRecord
+from .backends.records import effect_key
 from .errors import ChannelError, StaleReceipt
+from .logs import DEBUG, log
 from .models import Delivery
 
 if TYPE_CHECKING:
@@ -44,6 +47,30 @@ def _decode(record: MessageRecord) -> Any:
     return json.loads(record.payload) if record.encoding == "json" else bytes(record.payload)
 
 
+def check_seconds(name: str, value: object, *, optional: bool = False) -> None:
+    """Refuse a duration that is not a finite number of seconds >= 0 (None too, unless optional)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ChannelError(f"{name} must be a finite number of seconds >= 0, not {value!r}",
+                           recover=f"pass {name} as seconds, e.g. {name}=30", setting=name, value=value)
+
+
+def check_text(name: str, value: object, *, optional: bool = False) -> None:
+    """Refuse a name or key that is not a non-empty string without NUL (None too, unless optional)."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ChannelError(f"{name} must be a non-empty string, not {value!r}",
+                           recover=f"pass {name} as a non-empty string", setting=name, value=value)
+
+
+def check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ChannelError(f"{name} must be a whole number >= 1, not {value!r}",
+                           recover=f"pass {name} as a positive integer", setting=name, value=value)
+
+
 class Channel:
     """A named channel on a backend, optionally viewed as one consumer group.
 
@@ -53,8 +80,8 @@ class Channel:
     """
 
     def __init__(self, backend: "Backend", name: str, group: str = "", **settings: Any) -> None:
-        if not name or "\x00" in name:
-            raise ChannelError(f"invalid channel name {name!r}", recover="use a non-empty name")
+        if not isinstance(name, str) or not name or "\x00" in name:
+            raise ChannelError(f"invalid channel name {name!r}", recover="use a non-empty string as the name")
         self._backend = backend
         self.name = name
         self.group_name = group
@@ -73,11 +100,16 @@ class Channel:
         retention: float | None = None,
     ) -> ChannelConfig:
         """Change the given settings of the channel (shared by every process); the others keep
-        their stored values, even if another process changes them at the same time."""
+        their stored values, even if another process changes them at the same time. Durations are
+        finite seconds >= 0; a bad value raises ChannelError and changes nothing."""
         if durability not in (None, "durable", "fast"):
-            raise ChannelError(f"durability must be 'durable' or 'fast', not {durability!r}")
-        if max_attempts is not None and max_attempts < 1:
-            raise ChannelError("max_attempts must be at least 1")
+            raise ChannelError(f"durability must be 'durable' or 'fast', not {durability!r}",
+                               recover="pass durability='durable' or durability='fast'")
+        if max_attempts is not None:
+            check_count("max_attempts", max_attempts)
+        for setting, value in (("visibility_timeout", visibility_timeout), ("dedup_ttl", dedup_ttl),
+                               ("sla", sla), ("retention", retention)):
+            check_seconds(setting, value, optional=True)
         changes = {
             "visibility_timeout": visibility_timeout, "max_attempts": max_attempts, "dedup_ttl": dedup_ttl,
             "durable": None if durability is None else durability == "durable", "sla": sla,
@@ -88,8 +120,7 @@ class Channel:
 
     def group(self, name: str) -> "Channel":
         """The consumer group ``name`` of this channel (created if new)."""
-        if not name:
-            raise ChannelError("a consumer group needs a name")
+        check_text("group name", name)
         self._backend.add_group(self.name, name)
         return Channel(self._backend, self.name, name)
 
@@ -110,10 +141,13 @@ class Channel:
     def send_many(self, items: Iterable[Any], delay: float = 0.0, deadline: float | None = None) -> list[str]:
         """Append many messages in one transaction (one fsync). Items are payloads or
         ``(payload, key)`` pairs."""
+        check_seconds("delay", delay)
+        check_seconds("deadline", deadline, optional=True)
         now = self._backend.now()
         rows = []
         for item in items:
             payload, key = item if isinstance(item, tuple) else (item, None)
+            check_text("key", key, optional=True)
             data, encoding = _encode(payload)
             rows.append((data, encoding, key, delay, now + deadline if deadline is not None else None))
         if not rows:
@@ -131,6 +165,10 @@ class Channel:
 
     def receive_many(self, consumer: str, max_messages: int = 10, visibility_timeout: float | None = None,
                      wait: float = 0.0) -> list[Delivery]:
+        check_text("consumer", consumer)
+        check_count("max_messages", max_messages)
+        check_seconds("visibility_timeout", visibility_timeout, optional=True)
+        check_seconds("wait", wait)
         timeout = visibility_timeout if visibility_timeout is not None else self.config.visibility_timeout
         deadline = time.monotonic() + wait
         pause = 0.005
@@ -146,7 +184,12 @@ class Channel:
                         attempt=record.attempts, receipt=record.receipt or "", consumer=record.consumer or "",
                         key=record.key, visible_at=record.available_at, group=self.group_name or None)
 
-    def _check_mine(self, delivery: Delivery) -> None:
+    def _check_mine(self, delivery: object) -> None:
+        if not isinstance(delivery, Delivery):
+            raise ChannelError(
+                f"expected a Delivery (from receive() or process()), not {type(delivery).__name__}",
+                recover="pass the Delivery that receive() returned; receive() returns None when the "
+                        "channel is empty, so check for None first", value=delivery)
         if delivery.channel != self.name or (delivery.group or "") != self.group_name:
             raise ChannelError(
                 f"delivery of {delivery.channel!r}/{delivery.group!r} handed to channel "
@@ -165,6 +208,9 @@ class Channel:
     def ack_many(self, deliveries: Iterable[Delivery]) -> None:
         """Acknowledge several deliveries in one transaction; raises StaleReceipt (after acking
         the valid ones) if any receipt was stale."""
+        if isinstance(deliveries, Delivery) or not isinstance(deliveries, Iterable):
+            raise ChannelError(f"ack_many() takes a list of deliveries, not {type(deliveries).__name__}",
+                               recover="pass a list of Delivery objects (or use ack() for one)")
         deliveries = list(deliveries)
         for delivery in deliveries:
             self._check_mine(delivery)
@@ -177,6 +223,7 @@ class Channel:
     def nack(self, delivery: Delivery, delay: float = 0.0) -> None:
         """Give the message back: visible again after ``delay`` seconds. Raises StaleReceipt."""
         self._check_mine(delivery)
+        check_seconds("delay", delay)
         if not self._backend.nack_message(self.name, int(delivery.message_id), self.group_name,
                                           delivery.receipt, delay):
             raise self._stale(delivery, "nack")
@@ -185,6 +232,7 @@ class Channel:
         """Keep the message invisible for ``seconds`` more from now. Raises StaleReceipt if its
         timeout already passed."""
         self._check_mine(delivery)
+        check_seconds("seconds", seconds)
         if not self._backend.extend_message(self.name, int(delivery.message_id), self.group_name,
                                             delivery.receipt, seconds):
             raise self._stale(delivery, "extend")
@@ -192,8 +240,12 @@ class Channel:
     # -- exactly-once effects ---------------------------------------------------------------
 
     def effect_key(self, delivery: Delivery) -> str:
-        """The key that identifies a message's effect: its send key, else its id."""
-        return delivery.key or f"id:{delivery.message_id}"
+        """The identity of a message's effect: ``<send key>#<id>``, or ``id:<id>`` without a key.
+
+        It includes the id on purpose: a key sent again after the dedup window is accepted as a
+        new message (with a new id), and that message's work must not be skipped as done."""
+        self._check_mine(delivery)
+        return effect_key(delivery.key, int(delivery.message_id))
 
     @contextmanager
     def process(
@@ -202,13 +254,23 @@ class Channel:
     ) -> Iterator[Delivery | None]:
         """Receive one message, run the block, acknowledge on success, nack on exception.
 
-        Messages whose effect was already recorded are acknowledged and skipped, so a redelivery
-        (after a crash, or a lost ack) does not repeat the work. By default the effect is recorded
-        in this backend, in the same transaction as the ack. That makes the *ack* and the record
-        atomic, not your block's side effects: if the block writes to another store, record the
-        effect key there in the same transaction as the effect, and pass ``seen=`` to look it up.
-        Yields None when no message is available.
+        Yields None when no message is available. What it guarantees, precisely:
+
+        - Every message ``send()`` accepted reaches a block (or, after ``max_attempts``
+          deliveries, the dead-letter channel). A block that raises nacks it: it comes back.
+        - A message whose effect is recorded (:meth:`effect_key`: its key *and* id) is acked and
+          skipped instead of run again. By default the record lives in this backend and is written
+          when the block returns: in the ack's transaction, or, if the receipt went stale
+          meanwhile (the visibility timeout passed; StaleReceipt is then raised after the block),
+          on its own, so a redelivery that has not started yet is skipped.
+        - Not guaranteed: a redelivery that starts while the first block is still running (its
+          visibility timeout ran out) runs the block a second time, and a crash after the block's
+          side effects but before its record repeats them. The block's own side effects are at
+          least once. For exactly once, make them idempotent, or record ``effect_key(d)`` in the
+          same transaction as the effect in your own store and pass ``seen=`` to look it up there.
         """
+        check_text("consumer", consumer)
+        check_seconds("effect_ttl", effect_ttl)
         scope = self._effect_scope()
         check = seen or (lambda key: self._backend.effect_seen(scope, key))
         while True:
@@ -218,6 +280,8 @@ class Channel:
                 return
             if not check(self.effect_key(delivery)):
                 break
+            log("channels", DEBUG, "message %s on %r is done already (effect %s recorded): acked, not run",
+                delivery.message_id, self.name, self.effect_key(delivery))
             try:
                 self.ack(delivery)
             except StaleReceipt:

@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         # again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as error:
+        # A filesystem problem outside the library's typed errors (a root that is a file, ...):
+        # one message that names it, never a traceback.
+        print(f"agent-coherence: {type(error).__name__}: {error}", file=sys.stderr)
+        print("  recover: check the path and its permissions, then retry", file=sys.stderr)
+        return 2
 
 
 class UsageError(Exception):
@@ -65,10 +71,11 @@ class UsageError(Exception):
 
 
 def _usage(parser: Any) -> int:
-    # Exit 1, not 2: a Claude Code too old for the hook's exec form runs the bare command, and
-    # exit 2 from a PreToolUse hook would block every tool call. 1 is a non-blocking error.
+    # A usage error, exit 2. The installer writes the hook in shell form (`agent-coherence hook`),
+    # which every Claude Code version runs with its argument, so no installed hook runs the bare
+    # command; only the exec form on a client older than 2.1.139 would (see docs/claude-code.md).
     parser.print_help(sys.stderr)
-    return 1
+    return 2
 
 
 # -- the parser -------------------------------------------------------------------------------
@@ -131,7 +138,10 @@ def _build_parser() -> Any:
             command.add_argument("--plugin", metavar="DIR",
                                  help="write a Claude Code plugin layout into DIR instead of settings")
             command.add_argument("--command", default=None,
-                                 help="the hook command to configure (default: chosen by the installer)")
+                                 help="the hook command to configure (default: `agent-coherence` from PATH "
+                                      "in the shared project file, or, when it is not on PATH, the "
+                                      "absolute path in .claude/settings.local.json; the absolute path "
+                                      "for --local and --user)")
         command.set_defaults(run=run, scope="project")
 
     watch = sub.add_parser("watch", parents=[where, backend], help="report liveness anomalies as they appear")
@@ -141,6 +151,8 @@ def _build_parser() -> Any:
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(run=cmd_version)
+    # Listed for --help only: `hook` is dispatched in main() before any parser is built.
+    sub.add_parser("hook", help="the Claude Code hook entry point (run by Claude Code, event JSON on stdin)")
     return parser
 
 
@@ -210,7 +222,7 @@ def _status_report(coord: Any, limit: int) -> dict[str, Any]:
     ]
     total = backend.journal_count()
     recent = list(backend.journal_entries(after=max(0, total - PROBLEM_SCAN)))
-    problems = [asdict(e) for e in recent if e.kind in PROBLEM_KINDS][-limit:]
+    problems = [_entry_dict(e) for e in recent if e.kind in PROBLEM_KINDS][-limit:]
     return {
         "root": coord.root,
         "backend": backend.name,
@@ -287,15 +299,19 @@ def _section(title: str, headers: list[str], rows: list[list[Any]]) -> None:
 
 
 def cmd_journal_verify(options: Any) -> int:
+    """Exit 0: the chain verifies; 1: it does not (altered, or unreadable entries); 2: the state
+    cannot be opened at all (a damaged database: see main)."""
     from .errors import JournalCorrupt
     from .journal import GENESIS
+    from .progress import Progress
 
     coord = _open_existing(options)
     if coord is None:
         print(f"journal OK: 0 entries, head {GENESIS} (no state database under {_root(options)} yet)")
         return 0
     try:
-        count = coord.journal.verify()  # every chain the backend keeps
+        with Progress("verifying the journal", coord.backend.journal_count()) as progress:
+            count = coord.journal.verify(progress.update)  # every chain the backend keeps
         head = coord.journal.head()
     except JournalCorrupt as corrupt:
         print(f"journal CORRUPT: {corrupt.message}", file=sys.stderr)
@@ -309,7 +325,6 @@ def cmd_journal_verify(options: Any) -> int:
 
 def cmd_journal_show(options: Any) -> int:
     from collections import deque
-    from dataclasses import asdict
 
     if options.limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -326,12 +341,17 @@ def cmd_journal_show(options: Any) -> int:
             entries = deque(backend.journal_entries(key=coord.key(options.key)), maxlen=options.limit)
         for entry in entries:
             if options.json:
-                _print_json(asdict(entry), indent=None)
+                _print_json(_entry_dict(entry), indent=None)
             else:
                 print(_entry_line(entry))
     finally:
         coord.close()
     return 0
+
+
+def _entry_dict(entry: Any) -> dict[str, Any]:
+    """A journal entry for JSON output (its data once, parsed)."""
+    return {name: getattr(entry, name) for name in ("seq", "ts", "kind", "key", "holder", "data", "prev_hash", "hash")}
 
 
 def _entry_line(entry: Any) -> str:
@@ -549,15 +569,24 @@ def cmd_install(options: Any) -> int:
             print(f"wrote {path}")
         print(f"Claude Code plugin written to {options.plugin}")
         return 0
-    path = installer.install_settings(root, scope=options.scope, command=options.command)
-    print(f"agent-coherence hooks installed for Claude Code ({options.scope} scope) in {path}")
+    plan = installer.plan_install(root, scope=options.scope, command=options.command)
+    path = installer.install_settings(root, scope=plan.scope, command=plan.command)
+    print(f"agent-coherence hooks installed for Claude Code ({plan.scope} scope, command "
+          f"{plan.command!r}) in {path}")
+    if plan.notice:
+        print(f"note: {plan.notice}")
     return 0
 
 
 def cmd_uninstall(options: Any) -> int:
     from agent_coherence.adapters.claude_code import installer
 
-    path = installer.uninstall_settings(_root(options), scope=options.scope)
+    root = _root(options)
+    if not installer.is_installed(root, scope=options.scope):
+        path = installer.settings_path(root, scope=options.scope)
+        print(f"agent-coherence hooks are not installed in {path} ({options.scope} scope); nothing was changed")
+        return 0
+    path = installer.uninstall_settings(root, scope=options.scope)
     print(f"agent-coherence hooks removed from {path} ({options.scope} scope); other settings kept")
     return 0
 

@@ -41,6 +41,11 @@ class LeaseHeld(CoherenceError):
     ``acquired_at``.
     """
 
+    key: str
+    holder: str
+    expires_at: float
+    acquired_at: float
+
     recover = "wait for the lease to be released or to expire, or retry with wait=<seconds>"
 
 
@@ -51,6 +56,12 @@ class LeaseLost(CoherenceError):
     ``current_fence``.
     """
 
+    key: str
+    holder: str
+    fence: int
+    current_holder: str | None
+    current_fence: int | None
+
     recover = "stop writing; acquire a new lease, re-read the artifact and redo the work"
 
 
@@ -59,6 +70,10 @@ class VersionConflict(CoherenceError):
 
     Facts: ``key``, ``expected``, ``actual``.
     """
+
+    key: str
+    expected: int
+    actual: int
 
     recover = "re-read the artifact, re-apply your change to the new version and retry"
 
@@ -69,6 +84,12 @@ class ForeignEdit(CoherenceError):
     Facts: ``key``, ``path``, ``recorded_sha256``, ``disk_sha256`` (None if the file is gone),
     ``version``.
     """
+
+    key: str
+    path: str
+    recorded_sha256: str | None
+    disk_sha256: str | None
+    version: int
 
     recover = (
         "inspect the file; accept the bytes on disk with coord.adopt(key) "
@@ -84,6 +105,12 @@ class DurabilityError(CoherenceError):
     The target keeps its previous bytes and version unless ``detail`` says otherwise.
     """
 
+    key: str
+    path: str
+    step: str
+    errno: int | None
+    detail: str
+
     recover = "free space or fix the disk, then retry; the previous version is intact"
 
 
@@ -94,11 +121,34 @@ class PathOutsideRoot(CoherenceError):
     Facts: ``key`` (as given), ``root``, ``reason``. Nothing was written.
     """
 
+    key: object
+    root: str
+    reason: str
+
     recover = "use a path inside the workspace root (relative to it, without '..' or escaping symlinks)"
 
 
+class NotARegularFile(CoherenceError):
+    """The key names something other than a regular file: a directory, a FIFO, a socket or a
+    device. Refused at once (it is never opened for blocking I/O, so it cannot hang the caller or
+    block the key); nothing was read or written.
+
+    Facts: ``key``, ``path``, ``kind`` ("directory", "FIFO", "socket", "character device",
+    "block device").
+    """
+
+    key: str
+    path: str
+    kind: str
+
+    recover = "move the non-file away (agent-coherence reads and writes only regular files) and retry"
+
+
 class ChannelError(CoherenceError):
-    """A channel operation was refused (stale receipt handle, unknown message, bad argument)."""
+    """A channel operation was refused (stale receipt handle, unknown message, bad argument).
+
+    Facts for a bad argument or setting: ``setting`` (its name) and ``value``; nothing was changed.
+    """
 
     recover = "receive the message again and retry with the new delivery"
 
@@ -114,23 +164,49 @@ class StaleReceipt(ChannelError):
         "do not ack this delivery; the message was redelivered (or already acked). "
         "Make the work idempotent (see Channel.process) and receive again"
     )
+    channel: str
+    message_id: str
+    receipt: str
+
+
+class SlotOccupied(ChannelError):
+    """``materialize`` refused: the file still holds an unconsumed message.
+
+    Facts: ``path``, ``existing_message_id`` (in the file), ``message_id`` (the refused one).
+    """
+
+    recover = "wait until the file is consumed (consume_materialized), or pass force=True"
+    path: str
+    existing_message_id: str
+    message_id: str
 
 
 class JournalCorrupt(CoherenceError):
     """The hash chain of the journal is broken: an entry was altered, deleted, inserted or
     reordered.
 
-    Facts: ``seq`` (first bad entry), ``reason``.
+    Facts: ``seq`` (first bad entry), ``reason`` ("gap", "broken link", "hash mismatch",
+    "encoding", or "unreadable" for an entry that cannot be read at all: bad types, data that is
+    not JSON, damaged database pages).
     """
 
     recover = "treat the record after seq as untrusted; restore the state directory from a backup"
+    seq: int
+    reason: str
 
 
 class BackendUnavailable(CoherenceError):
-    """The backend could not be reached or stayed busy past the operation's deadline.
+    """The backend could not be reached or used: it stayed busy past the operation's deadline, its
+    database is damaged or was created by a newer release, or the state directory cannot be made.
 
-    Facts: ``backend``, ``detail``.
+    Facts: ``backend``, ``detail``, ``errno`` (ENOSPC when the database's disk is full, else
+    None), and for the embedded backend ``reason`` ("busy", "corrupt", "newer", "state directory",
+    "error") and ``path``.
     """
+
+    backend: str
+    detail: str
+    errno: int | None
 
     recover = "check the database (disk space, permissions, server) and retry"
 
@@ -144,7 +220,9 @@ __all__ = [
     "JournalCorrupt",
     "LeaseHeld",
     "LeaseLost",
+    "NotARegularFile",
     "PathOutsideRoot",
+    "SlotOccupied",
     "StaleReceipt",
     "VersionConflict",
 ]

@@ -10,10 +10,10 @@ the same either way.
 from __future__ import annotations
 
 try:
-    from _sha2 import sha256 as _builtin_sha256  # CPython 3.12+
+    from _sha2 import sha256 as _builtin_sha256  # type: ignore[import-not-found]  # CPython 3.12+
 except ImportError:
     try:
-        from _sha256 import sha256 as _builtin_sha256  # CPython 3.11
+        from _sha256 import sha256 as _builtin_sha256  # type: ignore[import-not-found]  # 3.11
     except ImportError:  # a build without the built-in hashes
         _builtin_sha256 = None
 

@@ -10,7 +10,9 @@ shared state instead and report, as :class:`~agent_coherence.models.Anomaly`:
 - ``lease_expired_in_flight``: a write whose lease expired before it committed, or a delivery whose
   visibility timeout ran out while its consumer was still alive;
 - ``overdue_assignment``: an assigned task past its deadline;
-- ``missed_heartbeat``: a worker that promised heartbeats and stopped sending them.
+- ``missed_heartbeat``: a worker that promised heartbeats and stopped sending them;
+- ``clock_step``: the backend's clock stepped back (journaled by the channels as ``clock.step``;
+  reported while the step is less than ``ended_window`` old).
 
 Each new anomaly goes to the journal (``anomaly.<kind>``), to the ``agent_coherence.liveness``
 logger, and to an optional callback. Work is counted from acknowledged messages, from
@@ -23,6 +25,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from .backends.records import CLOCK_KEY
 from .models import Anomaly
 
 if TYPE_CHECKING:
@@ -88,6 +91,7 @@ class Liveness:
             *self._expired_in_flight(now),
             *self._overdue_assignments(now),
             *self._missed_heartbeats(now),
+            *self._clock_steps(now),
         ]
         if report:
             for anomaly in found:
@@ -205,6 +209,17 @@ class Liveness:
                     detail=f"worker {worker.worker!r} promised a heartbeat every {every}s; "
                            f"last seen {now - worker.last_seen:.1f}s ago", facts={"every": every}))
         return found
+
+
+    def _clock_steps(self, now: float) -> list[Anomaly]:
+        return [
+            Anomaly(kind="clock_step", subject=f"{CLOCK_KEY}#{entry.seq}", since=entry.ts,
+                    detail=f"the backend clock stepped back {entry.data.get('step', 0):.1f}s; channel time held "
+                           "(ready messages stayed ready), but lease expiry follows the clock: see docs/limits.md",
+                    facts=dict(entry.data))
+            for entry in self._backend.journal_entries(key=CLOCK_KEY)
+            if entry.kind == "clock.step" and now - entry.ts < self.ended_window
+        ]
 
 
 def watch_main(coord: "Coordinator", interval: float = 2.0, once: bool = False) -> int:

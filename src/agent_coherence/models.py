@@ -143,7 +143,7 @@ class Anomaly(_Frozen):
 
     kind: Literal[
         "zero_work", "overdue_delivery", "stale_channel", "lease_expired_in_flight",
-        "missed_heartbeat", "overdue_assignment",
+        "missed_heartbeat", "overdue_assignment", "clock_step",
     ]
     subject: str
     detail: str

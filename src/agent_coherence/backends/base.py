@@ -7,21 +7,23 @@ that same transaction, so the record and the effect can never disagree.
 The records (``records.py``, re-exported here) are light immutable value objects, not pydantic
 models or dataclasses: the Claude Code hook path uses the backend directly and must start fast, so
 it imports ``records`` and ``sqlite`` but never this module. All times are the backend's clock,
-in epoch seconds.
+in epoch seconds, except channel time: ``available_at`` and dedup and effect expiry are judged by
+the backend's clock made monotonic across a step back (see ``sqlite_channels``). Every backend
+should do the same: a server's ``now()`` can step back too.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 from .records import (  # re-exported: the records live apart so the hook path skips this module
     AssignmentRecord, ChannelConfig, IntentPending, IntentRecord, JournalRecord, LeaseRecord,
-    MessageRecord, Record, VersionRecord, WorkerRecord, WriteRequest,
+    MessageRecord, Record, RefRecord, VersionRecord, WorkerRecord, WriteRequest,
 )
 
 __all__ = [
     "AssignmentRecord", "Backend", "ChannelConfig", "IntentPending", "IntentRecord", "JournalRecord",
-    "LeaseRecord", "MessageRecord", "Record", "VersionRecord", "WorkerRecord", "WriteRequest",
+    "LeaseRecord", "MessageRecord", "Record", "RefRecord", "VersionRecord", "WorkerRecord", "WriteRequest",
 ]
 
 
@@ -36,11 +38,14 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
     # -- leases -----------------------------------------------------------------------------
-    def acquire_lease(self, key: str, holder: str, ttl: float) -> LeaseRecord:
+    def acquire_lease(self, key: str, holder: str, ttl: float, *, record_conflict: bool = True,
+                      waited: float = 0.0) -> LeaseRecord:
         """Take the lease, or renew it if ``holder`` already holds it live (same fence).
 
         A free or expired lease gets a fence strictly greater than any before it for this key.
-        Raises LeaseHeld when another holder's lease is live.
+        Raises LeaseHeld when another holder's lease is live; the refusal is journaled
+        (``conflict.lease``, with ``waited`` seconds if given) unless ``record_conflict`` is False
+        (a caller that will try again journals only its last refusal).
         """
         ...
 
@@ -95,8 +100,10 @@ class Backend(Protocol):
         recovery rolls the durable intent forward to the same version."""
         ...
 
-    def abort_write(self, intent: IntentRecord, step: str, detail: str) -> None:
-        """Resolve a failed write: drop the intent, release an auto lease, journal the failure."""
+    def abort_write(self, intent: IntentRecord, step: str, detail: str, *, journal: bool = True) -> None:
+        """Resolve a failed write: drop the intent, release an auto lease, journal the failure
+        (``write.failed``) if the intent was still there. ``journal=False`` drops it silently: the
+        write is not failing but starting over (after adopting a foreign edit)."""
         ...
 
     def list_intents(self) -> list[IntentRecord]: ...
@@ -120,6 +127,48 @@ class Backend(Protocol):
     ) -> VersionRecord:
         """Record bytes that reached disk by another path (an adopted foreign edit, a write made by
         a tool under the holder's lease) as a new version. Raises LeaseLost / VersionConflict."""
+        ...
+
+    # -- refs: named pointers with compare-and-set ------------------------------------------
+    def get_ref(self, name: str) -> RefRecord | None:
+        """The ref ``name``, or None if it was never set (or was deleted)."""
+        ...
+
+    def list_refs(self, prefix: str, limit: int | None = None) -> list[RefRecord]:
+        """Refs whose name starts with ``prefix``, in name order."""
+        ...
+
+    def set_ref(
+        self,
+        name: str,
+        value: str,
+        *,
+        expect: str | None,
+        holder: str,
+        kind: str,
+        data: dict[str, Any],
+        force: bool = False,
+        lease_key: str | None = None,
+        fence: int | None = None,
+        durable: bool = True,
+    ) -> RefRecord:
+        """Point ``name`` at ``value`` if it now points at ``expect`` (None: the ref must not exist),
+        or unconditionally with ``force``. With ``fence``, (holder, fence) must be the live lease
+        on ``lease_key`` (default: ``name``), checked in the same transaction. The change is
+        journaled as ``kind`` (key ``name``) with ``data`` plus value, previous, version and fence;
+        a refused compare is journaled as ``conflict.ref``.
+
+        Raises VersionConflict (facts: key, expected, actual: the values) or LeaseLost; the ref is
+        then unchanged. ``durable=True`` commits with a flush that survives power loss."""
+        ...
+
+    def delete_ref(self, name: str, *, holder: str, kind: str) -> bool:
+        """Delete the ref ``name`` (journaled as ``kind``); False if there was none."""
+        ...
+
+    def delete_refs(self, prefix: str, *, holder: str, kind: str) -> int:
+        """Delete every ref whose name starts with ``prefix`` (one journal entry ``kind`` each);
+        returns how many."""
         ...
 
     # -- channels ---------------------------------------------------------------------------
@@ -155,8 +204,10 @@ class Backend(Protocol):
         effect_scope: str | None = None,
     ) -> list[bool]:
         """Acknowledge (message id, group, receipt) items; False for a stale receipt. With
-        ``effect_ttl``, record each message's effect key under ``effect_scope`` (default: the
-        channel) in the same transaction; the record expires after ``effect_ttl`` seconds."""
+        ``effect_ttl``, record each message's effect key (``records.effect_key``: its key and id)
+        under ``effect_scope`` (default: the channel) in the same transaction, also for a stale
+        receipt whose message is still unacknowledged (the work is done); the record expires
+        after ``effect_ttl`` seconds."""
         ...
 
     def nack_message(self, channel: str, message_id: int, group: str, receipt: str, delay: float) -> bool: ...
@@ -170,6 +221,14 @@ class Backend(Protocol):
         ...
 
     def list_channels(self) -> list[ChannelConfig]: ...
+
+    def overdue_messages(self, limit: int = 100) -> list[MessageRecord]:
+        """Unacknowledged messages whose deadline (backend clock) has passed, in any channel."""
+        ...
+
+    def expired_deliveries(self, limit: int = 100) -> list[MessageRecord]:
+        """Delivered, unacknowledged messages whose visibility timeout ran out (channel time)."""
+        ...
 
     # -- what a holder last read ------------------------------------------------------------
     def put_view(self, holder: str, key: str, version: int, sha256: str | None) -> None:
@@ -214,7 +273,8 @@ class Backend(Protocol):
 
     def journal_count(self, kind: str | None = None, key: str | None = None) -> int: ...
 
-    def journal_verify(self) -> int:
+    def journal_verify(self, on_entry: Callable[[int], None] | None = None) -> int:
         """Check every hash chain the backend keeps (one in SQLite, one per partition in
-        PostgreSQL); return the number of entries. Raises JournalCorrupt."""
+        PostgreSQL); return the number of entries. ``on_entry(count)`` is called after each
+        verified entry (progress reports). Raises JournalCorrupt, also for an unreadable entry."""
         ...

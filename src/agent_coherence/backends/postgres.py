@@ -43,19 +43,20 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from ..errors import BackendUnavailable
-from .postgres_channels import CHANNEL_SCHEMA, ChannelOps
+from .postgres_channels import CHANNEL_CLOCK_SCHEMA, CHANNEL_SCHEMA, ChannelOps
 from .postgres_journal import JOURNAL_SCHEMA, JournalOps
 from .postgres_tx import JOURNAL_PARTITIONS, Tx
 from .postgres_liveness import LIVENESS_SCHEMA, LivenessOps
+from .postgres_refs import REFS_SCHEMA, RefOps
 from .postgres_writes import WRITES_SCHEMA, Contended, WriteOps
 from .sqlite_tx import Deferred
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_SCHEMA = "agent_coherence"
 # Migrations from an earlier schema version: version -> statements that bring it to version + 1.
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {1: REFS_SCHEMA + CHANNEL_CLOCK_SCHEMA}  # changes to a schema of each earlier version
 
 BASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS @meta (name text PRIMARY KEY, value text NOT NULL);
@@ -128,7 +129,7 @@ _TRANSIENT = (pg_errors.LockNotAvailable, pg_errors.QueryCanceled, pg_errors.Dea
               pg_errors.SerializationFailure, pg_errors.UniqueViolation)
 
 
-class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
+class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps, RefOps):
     """Backend on one PostgreSQL schema. Safe for many processes and threads on many hosts.
 
     ``url``: a libpq URL; an extra ``schema=<name>`` parameter picks the schema (default
@@ -323,7 +324,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps):
     # -- schema -----------------------------------------------------------------------------
 
     def _ensure_schema(self) -> None:
-        statements = BASE_SCHEMA + WRITES_SCHEMA + JOURNAL_SCHEMA + CHANNEL_SCHEMA + LIVENESS_SCHEMA
+        statements = BASE_SCHEMA + WRITES_SCHEMA + JOURNAL_SCHEMA + CHANNEL_SCHEMA + LIVENESS_SCHEMA + REFS_SCHEMA
 
         def create(tx: Tx) -> None:
             # One creator at a time; the others wait here and then find everything in place.

@@ -20,7 +20,8 @@ from typing import Any
 
 from .postgres_liveness import TOUCH_WORKER
 from .postgres_tx import Tx, TxRunner
-from .records import ChannelConfig, MessageRecord
+from ..logs import WARNING, log
+from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
 
 CHANNEL_SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS @message_ids;
@@ -43,7 +44,27 @@ CREATE TABLE IF NOT EXISTS @dedup (
 CREATE TABLE IF NOT EXISTS @effects (
     channel text NOT NULL, effect_key text NOT NULL, expires_at double precision NOT NULL,
     PRIMARY KEY (channel, effect_key));
+""" + """
+CREATE TABLE IF NOT EXISTS @channel_clock (
+    id int PRIMARY KEY CHECK (id = 1), observed double precision NOT NULL, ahead double precision NOT NULL);
+INSERT INTO @channel_clock(id, observed, ahead) VALUES (1, 0, 0) ON CONFLICT (id) DO NOTHING;
+CREATE OR REPLACE FUNCTION @ac_channel_now() RETURNS double precision LANGUAGE sql VOLATILE AS
+$$ SELECT coalesce(nullif(current_setting('ac.channel_now', true), '')::double precision,
+                   (SELECT greatest(@ac_now() + ahead, observed) FROM @channel_clock WHERE id = 1), @ac_now()) $$;
 """
+CHANNEL_CLOCK_SCHEMA = CHANNEL_SCHEMA[CHANNEL_SCHEMA.index("CREATE TABLE IF NOT EXISTS @channel_clock"):]
+CLOCK_STEP_REPORTED = 1.0  # a step back of at least this many seconds is journaled and logged
+# One statement: read the clock, hold channel time through a step back (ahead grows by the step),
+# move the high-water mark unless another transaction holds its row (SKIP LOCKED: never waits, so
+# no lock order to keep), and pin this transaction's channel time for ac_channel_now().
+_ADVANCE = (
+    "WITH t AS (SELECT w.wall, c.observed, c.ahead, greatest(c.ahead, c.observed - w.wall) AS held "
+    "FROM (SELECT @ac_now() AS wall) w, @channel_clock c WHERE c.id = 1), "
+    "u AS (UPDATE @channel_clock k SET observed = greatest(t.wall + t.held, k.observed), ahead = t.held FROM t "
+    "WHERE k.id IN (SELECT id FROM @channel_clock WHERE id = 1 FOR UPDATE SKIP LOCKED) "
+    "AND (t.wall + t.held > k.observed OR t.held > k.ahead) RETURNING k.ahead) "
+    "SELECT t.wall, t.wall + t.held, t.held - t.ahead, (SELECT count(*) FROM u), "
+    "set_config('ac.channel_now', (t.wall + t.held)::text, true) FROM t")
 
 CONFIG_CACHE_SECONDS = 1.0
 ACKED = 1e18  # available_at of a retained, acknowledged message: never visible again
@@ -71,6 +92,22 @@ class ChannelOps(TxRunner):
     """Channel operations (see the Backend protocol for the contract)."""
 
     _config_cache: dict[str, tuple[ChannelConfig, float]]
+
+    # -- channel time -----------------------------------------------------------------------
+
+    @staticmethod
+    def _advance_channel_time(tx: Tx) -> float:
+        """Channel time for this write transaction (also what ``ac_channel_now()`` returns in it);
+        journals a step back of the server clock (``clock.step``) once, by the transaction that
+        records it."""
+        row = tx.one(_ADVANCE)
+        assert row is not None, "channel_clock row missing"
+        wall, now, step, recorded = float(row[0]), float(row[1]), float(row[2]), int(row[3])
+        if recorded and step >= CLOCK_STEP_REPORTED:
+            tx.append("clock.step", CLOCK_KEY, None, {"step": step, "clock": wall, "channel_time": now})
+            log("channels", WARNING,
+                "the server clock stepped back %.3fs: channel time holds at %.3f and runs on from there", step, now)
+        return now
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -152,6 +189,7 @@ class ChannelOps(TxRunner):
         config = self.channel_config(channel)
 
         def work(tx: Tx) -> list[tuple[int, bool]]:
+            self._advance_channel_time(tx)
             groups = [row[0] for row in tx.all("SELECT grp FROM @channel_groups WHERE channel = %s", (channel,))]
             ids = [row[0] for row in tx.all("SELECT nextval('@message_ids') FROM generate_series(1, %s)",
                                             (len(items),))]
@@ -160,9 +198,9 @@ class ChannelOps(TxRunner):
             for (payload, encoding, key, delay, deadline), message_id in zip(items, ids):
                 if key is not None:
                     claimed = tx.one(
-                        "INSERT INTO @dedup AS d(channel, key, message_id, expires_at) VALUES (%s,%s,%s,@ac_now() + %s) "
+                        "INSERT INTO @dedup AS d(channel, key, message_id, expires_at) VALUES (%s,%s,%s,@ac_channel_now() + %s) "
                         "ON CONFLICT (channel, key) DO UPDATE SET message_id = excluded.message_id, "
-                        "expires_at = excluded.expires_at WHERE d.expires_at <= @ac_now() RETURNING message_id",
+                        "expires_at = excluded.expires_at WHERE d.expires_at <= @ac_channel_now() RETURNING message_id",
                         (channel, key, message_id, config.dedup_ttl))
                     if claimed is None:
                         original = tx.one("SELECT message_id FROM @dedup WHERE channel = %s AND key = %s",
@@ -178,7 +216,7 @@ class ChannelOps(TxRunner):
                         for column, value in zip(columns, (message_id, group, key, payload, encoding, delay, deadline)):
                             column.append(value)
                 tx.run(
-                    f"WITH n AS MATERIALIZED (SELECT @ac_now() AS t) INSERT INTO @messages({_COLUMNS}) "
+                    f"WITH n AS MATERIALIZED (SELECT @ac_channel_now() AS t) INSERT INTO @messages({_COLUMNS}) "
                     "SELECT i, %s, g, k, p, e, n.t, n.t + d, dl, 0, NULL, NULL "
                     "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bytea[], %s::text[], %s::float8[], "
                     "%s::float8[]) AS u(i, g, k, p, e, d, dl), n", (channel, *columns))
@@ -193,13 +231,14 @@ class ChannelOps(TxRunner):
         self, channel: str, group: str, consumer: str, visibility_timeout: float, limit: int
     ) -> list[MessageRecord]:
         def work(tx: Tx) -> list[MessageRecord]:
+            self._advance_channel_time(tx)
             config = self._config(tx, channel)
             received: list[MessageRecord] = []
             taken: list[int] = []
             while len(received) < limit:
                 wanted = limit - len(received)
                 rows = [_message(row) for row in tx.all(
-                    f"SELECT {_COLUMNS} FROM @messages WHERE channel = %s AND grp = %s AND available_at <= @ac_now() "
+                    f"SELECT {_COLUMNS} FROM @messages WHERE channel = %s AND grp = %s AND available_at <= @ac_channel_now() "
                     "AND NOT (id = ANY(%s)) ORDER BY available_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
                     (channel, group, taken, wanted))]
                 dead = [m for m in rows if m.attempts >= config.max_attempts]
@@ -208,7 +247,7 @@ class ChannelOps(TxRunner):
                 deliver = [m.id for m in rows if m.attempts < config.max_attempts]
                 if deliver:
                     updated = {row[0]: _message(row) for row in tx.all(
-                        "UPDATE @messages m SET available_at = @ac_now() + %s, consumer = %s, attempts = m.attempts + 1, "
+                        "UPDATE @messages m SET available_at = @ac_channel_now() + %s, consumer = %s, attempts = m.attempts + 1, "
                         "receipt = substr(md5(random()::text || clock_timestamp()::text || m.id::text), 1, 16) "
                         f"WHERE m.channel = %s AND m.grp = %s AND m.id = ANY(%s) RETURNING {_M_COLUMNS}",
                         (visibility_timeout, consumer, channel, group, deliver))}
@@ -231,7 +270,7 @@ class ChannelOps(TxRunner):
         dead = dead_letter_name(message.channel)
         self._config(tx, dead)
         row = tx.one(
-            f"INSERT INTO @messages({_COLUMNS}) VALUES (nextval('@message_ids'), %s, '', %s, %s, %s, %s, @ac_now(), "
+            f"INSERT INTO @messages({_COLUMNS}) VALUES (nextval('@message_ids'), %s, '', %s, %s, %s, %s, @ac_channel_now(), "
             "%s, 0, NULL, NULL) RETURNING id",
             (dead, message.key, message.payload, message.encoding, message.enqueued_at, message.deadline))
         tx.run("DELETE FROM @messages WHERE id = %s AND grp = %s AND channel = %s",
@@ -249,12 +288,13 @@ class ChannelOps(TxRunner):
         config = self.channel_config(channel)
 
         def work(tx: Tx) -> list[bool]:
+            self._advance_channel_time(tx)
             match = ("FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS a(id, grp, receipt) "
                      "WHERE m.channel = %s AND m.id = a.id AND m.grp = a.grp AND m.receipt = a.receipt "
                      "AND m.acked_at IS NULL RETURNING m.id, m.grp, m.receipt, m.consumer, m.key")
             params = ([a[0] for a in acks], [a[1] for a in acks], [a[2] for a in acks], channel)
             if config.retention > 0:
-                rows = tx.all(f"UPDATE @messages m SET acked_at = @ac_now(), available_at = {ACKED} {match}", params)
+                rows = tx.all(f"UPDATE @messages m SET acked_at = @ac_channel_now(), available_at = {ACKED} {match}", params)
             else:
                 rows = tx.all(f"DELETE FROM @messages m USING {match.replace('FROM ', '', 1)}", params)
             matched = {(row[0], row[1], row[2]): row for row in rows}
@@ -265,28 +305,39 @@ class ChannelOps(TxRunner):
                 row = matched.pop(tuple(ack), None)  # type: ignore[arg-type]
                 results.append(row is not None)
                 if row is None:
+                    if effect_ttl is not None:
+                        # The work is done even though the receipt went stale: record it, so a
+                        # redelivery that has not started yet is skipped instead of repeated.
+                        late = tx.one("SELECT key FROM @messages WHERE id = %s AND grp = %s AND channel = %s "
+                                      "AND acked_at IS NULL", (ack[0], ack[1], channel))
+                        if late is not None:
+                            self._record_effect(tx, effect_scope or channel, effect_key(late[0], ack[0]), effect_ttl)
                     continue
                 done.append(ack[0])
                 if row[3] is not None:
                     work_by_consumer[row[3]] = work_by_consumer.get(row[3], 0) + 1
                 if effect_ttl is not None:
-                    tx.run("INSERT INTO @effects(channel, effect_key, expires_at) VALUES (%s, %s, @ac_now() + %s) "
-                           "ON CONFLICT (channel, effect_key) DO UPDATE SET expires_at = excluded.expires_at",
-                           (effect_scope or channel, row[4] or f"id:{ack[0]}", effect_ttl))
+                    self._record_effect(tx, effect_scope or channel, effect_key(row[4], ack[0]), effect_ttl)
             for consumer in sorted(work_by_consumer):
                 tx.run(TOUCH_WORKER, (consumer, work_by_consumer[consumer]))
             if done:
                 tx.append("message.ack", f"channel:{channel}", None, _ids_data(done))
                 if config.retention > 0:
                     tx.run("DELETE FROM @messages WHERE channel = %s AND acked_at IS NOT NULL "
-                           "AND acked_at < @ac_now() - %s", (channel, config.retention))
+                           "AND acked_at < @ac_channel_now() - %s", (channel, config.retention))
             return results
 
         return self.transaction(work, durable=config.durable, idempotent=True)
 
+    @staticmethod
+    def _record_effect(tx: Tx, scope: str, key: str, ttl: float) -> None:
+        tx.run("INSERT INTO @effects(channel, effect_key, expires_at) VALUES (%s, %s, @ac_channel_now() + %s) "
+               "ON CONFLICT (channel, effect_key) DO UPDATE SET expires_at = excluded.expires_at", (scope, key, ttl))
+
     def nack_message(self, channel: str, message_id: int, group: str, receipt: str, delay: float) -> bool:
         def work(tx: Tx) -> bool:
-            changed = tx.run("UPDATE @messages SET available_at = @ac_now() + %s, receipt = NULL WHERE id = %s "
+            self._advance_channel_time(tx)
+            changed = tx.run("UPDATE @messages SET available_at = @ac_channel_now() + %s, receipt = NULL WHERE id = %s "
                              "AND grp = %s AND receipt = %s AND channel = %s AND acked_at IS NULL",
                              (delay, message_id, group, receipt, channel))
             if changed:
@@ -296,14 +347,18 @@ class ChannelOps(TxRunner):
         return self.transaction(work, idempotent=True)
 
     def extend_message(self, channel: str, message_id: int, group: str, receipt: str, seconds: float) -> bool:
-        return bool(self.transaction(lambda tx: tx.run(
-            "UPDATE @messages SET available_at = @ac_now() + %s WHERE id = %s AND grp = %s AND receipt = %s "
-            "AND channel = %s AND acked_at IS NULL AND available_at > @ac_now()",
-            (seconds, message_id, group, receipt, channel)), idempotent=True))
+        def work(tx: Tx) -> bool:
+            self._advance_channel_time(tx)
+            return bool(tx.run(
+                "UPDATE @messages SET available_at = @ac_channel_now() + %s WHERE id = %s AND grp = %s "
+                "AND receipt = %s AND channel = %s AND acked_at IS NULL AND available_at > @ac_channel_now()",
+                (seconds, message_id, group, receipt, channel)))
+
+        return self.transaction(work, idempotent=True)
 
     def effect_seen(self, scope: str, effect_key: str) -> bool:
         row = self.read(lambda tx: tx.one(
-            "SELECT expires_at > @ac_now() FROM @effects WHERE channel = %s AND effect_key = %s", (scope, effect_key)))
+            "SELECT expires_at > @ac_channel_now() FROM @effects WHERE channel = %s AND effect_key = %s", (scope, effect_key)))
         return bool(row and row[0])
 
     # -- observation ------------------------------------------------------------------------
@@ -313,12 +368,12 @@ class ChannelOps(TxRunner):
             groups = [row[0] for row in tx.all("SELECT grp FROM @channel_groups WHERE channel = %s ORDER BY grp",
                                                (channel,))]
             rows = tx.all(
-                "WITH n AS MATERIALIZED (SELECT @ac_now() AS t) SELECT grp, count(*) FILTER (WHERE available_at <= n.t), "
+                "WITH n AS MATERIALIZED (SELECT @ac_channel_now() AS t, @ac_now() AS w) SELECT grp, count(*) FILTER (WHERE available_at <= n.t), "
                 "count(*) FILTER (WHERE available_at > n.t AND receipt IS NOT NULL AND acked_at IS NULL), "
                 "count(*) FILTER (WHERE available_at > n.t AND receipt IS NULL AND acked_at IS NULL), "
                 "min(enqueued_at) FILTER (WHERE available_at <= n.t), "
-                "count(*) FILTER (WHERE deadline IS NOT NULL AND deadline < n.t AND acked_at IS NULL), n.t "
-                "FROM @messages, n WHERE channel = %s GROUP BY grp, n.t", (channel,))
+                "count(*) FILTER (WHERE deadline IS NOT NULL AND deadline < n.w AND acked_at IS NULL), n.t "
+                "FROM @messages, n WHERE channel = %s GROUP BY grp, n.t, n.w", (channel,))
             return groups, rows
 
         groups, rows = self.read(work)
@@ -353,5 +408,5 @@ class ChannelOps(TxRunner):
         """Messages that were delivered, not acknowledged, and whose visibility timeout ran out."""
         rows = self.read(lambda tx: tx.all(
             f"SELECT {_COLUMNS} FROM @messages WHERE receipt IS NOT NULL AND acked_at IS NULL "
-            "AND available_at <= @ac_now() LIMIT %s", (limit,)))
+            "AND available_at <= @ac_channel_now() LIMIT %s", (limit,)))
         return [_message(row) for row in rows]

@@ -24,10 +24,10 @@ someone who rewrites the head row too.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..errors import JournalCorrupt
-from ..journal import GENESIS, chain_hash, encode_data
+from ..journal import GENESIS, chain_hash, encode_data, unreadable_entry
 from .postgres_tx import Tx, TxRunner
 from .records import JournalRecord
 
@@ -46,8 +46,14 @@ _ENTRY_COLUMNS = "seq, ts, kind, key, holder, data, prev_hash, hash"
 
 
 def _record(row: tuple[Any, ...]) -> JournalRecord:
+    """The entry of a row; ``data_text`` is the stored text, which is what the chain hashes.
+    Raises JournalCorrupt for data that is not JSON."""
     seq, ts, kind, key, holder, data, prev, digest = row
-    return JournalRecord(seq, ts, kind, key, holder, json.loads(data), prev, digest)
+    try:
+        parsed = json.loads(data)
+    except (TypeError, ValueError) as error:
+        raise unreadable_entry(seq, f"its data is not JSON ({error})") from error
+    return JournalRecord(seq, ts, kind, key, holder, parsed, prev, digest, data)
 
 
 class JournalOps(TxRunner):
@@ -90,9 +96,10 @@ class JournalOps(TxRunner):
         row = self.read(lambda tx: tx.one(sql, params))
         return int(row[0])  # type: ignore[index]
 
-    def journal_verify(self) -> int:
+    def journal_verify(self, on_entry: Callable[[int], None] | None = None) -> int:
         """Check every chain (see the module docstring); return the number of entries.
-        Raises JournalCorrupt at the first broken entry."""
+        ``on_entry(count)`` is called after each verified entry. Raises JournalCorrupt at the
+        first broken entry."""
         def load(tx: Tx) -> tuple[list[tuple[Any, ...]], dict[int, tuple[int, str]]]:
             rows = tx.all(f"SELECT part, pseq, {_ENTRY_COLUMNS} FROM @journal ORDER BY part, pseq")
             heads = {part: (pseq, digest) for part, pseq, digest in tx.all(
@@ -103,9 +110,10 @@ class JournalOps(TxRunner):
         chains: dict[int, list[tuple[Any, ...]]] = {}
         for row in rows:
             chains.setdefault(row[0], []).append(row)
+        checked = 0
         for part in sorted(set(chains) | set(heads)):
-            _verify_chain(part, chains.get(part, []), heads.get(part))
-        return len(rows)
+            checked = _verify_chain(part, chains.get(part, []), heads.get(part), checked, on_entry)
+        return checked
 
     def journal_anchor(self) -> str:
         """One hash over every chain's head: record it elsewhere to anchor the journal."""
@@ -114,7 +122,9 @@ class JournalOps(TxRunner):
                           encode_data({str(part): [pseq, digest] for part, pseq, digest in heads}))
 
 
-def _verify_chain(part: int, rows: list[tuple[Any, ...]], head: tuple[int, str] | None) -> None:
+def _verify_chain(part: int, rows: list[tuple[Any, ...]], head: tuple[int, str] | None, checked: int,
+                  on_entry: Callable[[int], None] | None) -> int:
+    """Check one chain; return ``checked`` plus its length (``on_entry`` gets that running count)."""
     prev, position, last_seq = GENESIS, 0, 0
     for row in rows:
         entry = _record(row[2:])
@@ -128,15 +138,22 @@ def _verify_chain(part: int, rows: list[tuple[Any, ...]], head: tuple[int, str] 
             raise JournalCorrupt(
                 f"journal entry {entry.seq} does not link to the entry before it on chain {part}",
                 seq=entry.seq, reason="broken link")
-        recomputed = chain_hash(entry.prev_hash, entry.seq, entry.ts, entry.kind, entry.key, entry.holder,
-                                encode_data(entry.data))
+        try:
+            recomputed = chain_hash(entry.prev_hash, entry.seq, entry.ts, entry.kind, entry.key, entry.holder,
+                                    row[7])  # the data exactly as stored
+        except (TypeError, ValueError, UnicodeError) as error:
+            raise unreadable_entry(entry.seq, f"a field has the wrong type ({error})") from error
         if recomputed != entry.hash:
             raise JournalCorrupt(
                 f"journal entry {entry.seq} ({entry.kind}) was altered: its hash does not match",
                 seq=entry.seq, reason="hash mismatch")
         prev, last_seq = entry.hash, entry.seq
+        checked += 1
+        if on_entry is not None:
+            on_entry(checked)
     if head is None or head != (position, prev):
         raise JournalCorrupt(
             f"journal chain {part} ends at position {position}, but its head records "
             f"{head[0] if head else 'nothing'}: entries were removed from its end or the head was edited",
             seq=last_seq, reason="head mismatch")
+    return checked

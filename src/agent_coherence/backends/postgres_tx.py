@@ -90,7 +90,7 @@ class Tx:
             digest = chain_hash(prev, seq, ts, kind, key, holder, data_json)
             for column, value in zip(columns, (seq, part, pseq, ts, kind, key, holder, data_json, prev, digest)):
                 column.append(value)
-            self.records.append(JournalRecord(seq, ts, kind, key, holder, json.loads(data_json), prev, digest))
+            self.records.append(JournalRecord(seq, ts, kind, key, holder, json.loads(data_json), prev, digest, data_json))
             prev = digest
         self.seqs = seqs
         if count == 1:  # the common case: scalars cost less to send than ten one-element arrays

@@ -120,12 +120,18 @@ class WriteOps(TxRunner):
             tx.append("lease.acquire", key, holder, data)
         return LeaseRecord(key, holder, fence, acquired, expires), newly
 
-    def acquire_lease(self, key: str, holder: str, ttl: float) -> LeaseRecord:
+    def acquire_lease(self, key: str, holder: str, ttl: float, *, record_conflict: bool = True,
+                      waited: float = 0.0) -> LeaseRecord:
         def work(tx: Tx) -> LeaseRecord | Deferred:
             try:
                 return self.take_lease(tx, key, holder, ttl, journal=True)[0]
             except LeaseHeld as held:
-                tx.append("conflict.lease", key, holder, {"held_by": getattr(held, "holder")})
+                if not record_conflict:
+                    raise
+                data: dict[str, Any] = {"held_by": getattr(held, "holder")}
+                if waited:
+                    data["waited"] = round(waited, 3)
+                tx.append("conflict.lease", key, holder, data)
                 return Deferred(held)
 
         # A re-entry writes no journal entry: running it again is harmless.
@@ -300,11 +306,11 @@ class WriteOps(TxRunner):
 
         return self.transaction(work)
 
-    def abort_write(self, intent: IntentRecord, step: str, detail: str) -> None:
+    def abort_write(self, intent: IntentRecord, step: str, detail: str, *, journal: bool = True) -> None:
         def work(tx: Tx) -> None:
-            self._drop_intent(tx, intent)
-            tx.append("write.failed", intent.key, intent.holder,
-                      {"step": step, "detail": detail, "version": intent.base_version, "fence": intent.fence})
+            if self._drop_intent(tx, intent) and journal:
+                tx.append("write.failed", intent.key, intent.holder,
+                          {"step": step, "detail": detail, "version": intent.base_version, "fence": intent.fence})
 
         self.transaction(work)
 

@@ -21,12 +21,12 @@ class _DataclassFields:
     """``__dataclass_fields__`` on demand: made from a real dataclass with the same fields the
     first time the dataclasses module asks for it (so only code that uses it pays for it)."""
 
-    def __get__(self, instance: object, owner: type) -> dict[str, Any]:
-        table = owner.__dict__.get("_dataclass_table")
+    def __get__(self, instance: object, owner: "type[Record]") -> dict[str, Any]:
+        table: dict[str, Any] | None = owner.__dict__.get("_dataclass_table")
         if table is None:
             import dataclasses
 
-            specs = []
+            specs: list[tuple[Any, ...]] = []
             for name in owner.__slots__:
                 default = owner._defaults.get(name, _NO_DEFAULT)
                 if default is _NO_DEFAULT:
@@ -36,8 +36,7 @@ class _DataclassFields:
                 else:
                     specs.append((name, "Any", dataclasses.field(default=default)))
             shadow = dataclasses.make_dataclass(owner.__name__, specs, frozen=True)
-            table = dataclasses.fields(shadow)
-            table = {f.name: f for f in table}
+            table = {f.name: f for f in dataclasses.fields(shadow)}
             type.__setattr__(owner, "_dataclass_table", table)
         return table
 
@@ -46,7 +45,7 @@ class Record:
     """Base of the records: subclasses list their fields in ``__slots__`` (in order) and their
     defaults in ``_defaults`` (a callable default is a factory, called per instance)."""
 
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
     _defaults: dict[str, Any] = {}
     __dataclass_fields__ = _DataclassFields()
 
@@ -100,7 +99,7 @@ class Record:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.__match_args__ = cls.__slots__
+        setattr(cls, "__match_args__", cls.__slots__)  # mypy refuses a plain assignment to it
 
 
 def _frozen(record: Record, name: str) -> AttributeError:
@@ -186,9 +185,26 @@ class WriteRequest(Record):
         expect_version: int | None
 
 
+class RefRecord(Record):
+    """A named pointer, such as the head of a history: its ``value``, a ``version`` that every set
+    bumps (1 for the first), and the ``holder`` and ``fence`` (0: none) of the last set."""
+
+    __slots__ = ("name", "value", "version", "holder", "fence", "updated_at")
+    if TYPE_CHECKING:
+        name: str
+        value: str
+        version: int
+        holder: str
+        fence: int
+        updated_at: float
+
+
 class JournalRecord(Record):
-    __slots__ = ("seq", "ts", "kind", "key", "holder", "data", "prev_hash", "hash")
-    _defaults = {"data": dict, "prev_hash": "", "hash": ""}
+    """One journal entry. ``data_text``: the data exactly as the backend stores it, which is what
+    the chain hashes (None: not known, ``encode_data(data)`` stands in for it)."""
+
+    __slots__ = ("seq", "ts", "kind", "key", "holder", "data", "prev_hash", "hash", "data_text")
+    _defaults = {"data": dict, "prev_hash": "", "hash": "", "data_text": None}
     if TYPE_CHECKING:
         seq: int
         ts: float
@@ -198,6 +214,7 @@ class JournalRecord(Record):
         data: dict[str, Any]
         prev_hash: str
         hash: str
+        data_text: str | None
 
 
 class WorkerRecord(Record):
@@ -268,6 +285,15 @@ class MessageRecord(Record):
         attempts: int
         receipt: str | None
         consumer: str | None
+
+
+CLOCK_KEY = "clock:channels"  # the journal key under which a backend records steps of its clock
+
+
+def effect_key(key: str | None, message_id: int) -> str:
+    """The identity of one message's effect: its send key *and* its id (a key sent again after
+    the dedup window is a new message, with a new id, whose effect is its own), or the id alone."""
+    return f"{key}#{message_id}" if key is not None else f"id:{message_id}"
 
 
 class IntentPending(Exception):

@@ -27,10 +27,13 @@ except ImportError:
     import sqlite3  # type: ignore[no-redef]
 
 from ..errors import BackendUnavailable, LeaseHeld, LeaseLost, VersionConflict
-from ..journal import GENESIS, chain_hash, encode_data, verify_entries
-from .sqlite_channels import CHANNEL_SCHEMA, ChannelOps
-from .sqlite_liveness import LIVENESS_SCHEMA, LivenessOps
-from .sqlite_tx import Deferred as _Deferred, is_busy as _is_busy
+from ..journal import GENESIS, chain_hash, encode_data, unreadable_entry, verify_entries
+from ..logs import WARNING, log
+from .sqlite_channels import ChannelOps
+from .sqlite_liveness import LivenessOps
+from .sqlite_schema import SchemaOps
+from .sqlite_refs import RefOps
+from .sqlite_tx import Deferred as _Deferred, database_error, is_busy as _is_busy
 from .records import IntentPending, IntentRecord, JournalRecord, LeaseRecord, VersionRecord, WriteRequest
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
@@ -39,30 +42,8 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-SCHEMA_VERSION = "2"
-# Changes to a database made by an earlier schema version, applied in order on open.
-_MIGRATIONS = {"1": "ALTER TABLE intents ADD COLUMN synced INTEGER NOT NULL DEFAULT 0"}
+JOURNAL_PAGE = 2000  # journal entries fetched per read while iterating
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS leases (
-    key TEXT PRIMARY KEY, holder TEXT, fence INTEGER NOT NULL,
-    acquired_at REAL NOT NULL, expires_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS leases_by_holder ON leases(holder) WHERE holder IS NOT NULL;
-CREATE TABLE IF NOT EXISTS artifacts (
-    key TEXT PRIMARY KEY, version INTEGER NOT NULL, sha256 TEXT, size INTEGER NOT NULL,
-    writer TEXT NOT NULL, fence INTEGER NOT NULL, updated_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS intents (
-    key TEXT PRIMARY KEY, intent_id TEXT NOT NULL, holder TEXT NOT NULL, fence INTEGER NOT NULL,
-    base_version INTEGER NOT NULL, base_sha256 TEXT, new_version INTEGER NOT NULL, new_sha256 TEXT,
-    size INTEGER NOT NULL, temp_path TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
-    pid_start TEXT NOT NULL, created_at REAL NOT NULL, auto_lease INTEGER NOT NULL,
-    synced INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS journal (
-    seq INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, key TEXT, holder TEXT,
-    data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS journal_by_key ON journal(key, seq) WHERE key IS NOT NULL;
-"""
 
 def _jitter(limit: float) -> float:
     """A uniform random delay in [0, limit) (os.urandom: the random module costs the hook start-up)."""
@@ -115,7 +96,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(before=_close_before_fork, after_in_child=_after_fork_in_child)
 
 
-class SQLiteBackend(LivenessOps, ChannelOps):
+class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps):
     """Backend on one SQLite file. Safe for many processes and threads on one host."""
 
     name = "sqlite"
@@ -127,7 +108,11 @@ class SQLiteBackend(LivenessOps, ChannelOps):
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
         _BACKENDS.add(self)
-        self._ensure_schema()
+        try:
+            self._ensure_schema()
+        except BaseException:
+            self.close()
+            raise
 
     # -- connection and transactions --------------------------------------------------------
 
@@ -148,21 +133,21 @@ class SQLiteBackend(LivenessOps, ChannelOps):
         while True:
             try:
                 return operation()
-            except sqlite3.OperationalError as error:
-                if not _is_busy(error):
-                    raise BackendUnavailable(
-                        f"SQLite error on {self.path}: {error}", backend=self.name, detail=str(error)
-                    ) from error
+            except sqlite3.DatabaseError as error:
+                if not (isinstance(error, sqlite3.OperationalError) and _is_busy(error)):
+                    raise database_error(self.path, self.name, error) from error
                 if time.monotonic() > deadline:
+                    log("backends.sqlite", WARNING, "SQLite database %s stayed busy for %.0fs", self.path,
+                        self.busy_deadline)
                     raise BackendUnavailable(
                         f"SQLite database {self.path} stayed busy for {self.busy_deadline:.0f}s",
-                        backend=self.name, detail=str(error),
+                        backend=self.name, detail=str(error), reason="busy", errno=None,
                     ) from error
             attempt += 1
             # Short jittered sleeps: fair between processes, unlike SQLite's busy handler.
             time.sleep(_jitter(min(0.002, 0.0002 * (1 + attempt // 8))))
 
-    def transaction(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
+    def transaction(self, work: Callable[[sqlite3.Connection], T | _Deferred], *, durable: bool = False) -> T:
         """Run ``work`` in one BEGIN IMMEDIATE transaction, retried while the database is busy.
 
         ``durable=True`` commits with synchronous=FULL (survives power loss). If ``work`` returns
@@ -170,14 +155,16 @@ class SQLiteBackend(LivenessOps, ChannelOps):
         raised afterwards.
         """
 
-        def attempt() -> T:
+        def attempt() -> T | _Deferred:
             with self._lock:
                 conn = self._connection()
                 if durable:
                     conn.execute("PRAGMA synchronous=FULL")
+                if conn.in_transaction:  # left open by an interruption (KeyboardInterrupt) mid-way
+                    conn.execute("ROLLBACK")
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
                     try:
+                        conn.execute("BEGIN IMMEDIATE")
                         result = work(conn)
                         conn.execute("COMMIT")
                     except BaseException:
@@ -200,42 +187,6 @@ class SQLiteBackend(LivenessOps, ChannelOps):
                 return work(self._connection())
 
         return self._retry_busy(attempt)
-
-    def _ensure_schema(self) -> None:
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-
-        def create(conn: sqlite3.Connection) -> None:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
-            for statement in filter(str.strip, (LIVENESS_SCHEMA + CHANNEL_SCHEMA).split(";")):
-                conn.execute(statement)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
-            )
-            version = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0]
-            while version in _MIGRATIONS:
-                conn.execute(_MIGRATIONS[version])
-                version = str(int(version) + 1)
-                conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (version,))
-
-        if self._schema_version() != SCHEMA_VERSION:
-            self.transaction(create)
-
-    def _schema_version(self) -> str | None:
-        """The stored schema version, read without taking the write lock (None: no schema yet)."""
-
-        def probe(conn: sqlite3.Connection) -> str | None:
-            try:
-                row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-            except sqlite3.OperationalError as error:
-                if _is_busy(error):
-                    raise
-                return None  # no meta table yet: a fresh database
-            return row[0] if row else None
-
-        return self.read(probe)
 
     def close(self) -> None:
         with self._lock:
@@ -271,26 +222,37 @@ class SQLiteBackend(LivenessOps, ChannelOps):
         self, kind: str, key: str | None, holder: str | None, data: dict[str, Any]
     ) -> JournalRecord:
         seq, ts, prev, digest = self.transaction(lambda conn: self._append(conn, kind, key, holder, data))
-        return JournalRecord(seq, ts, kind, key, holder, json.loads(encode_data(data)), prev, digest)
+        data_text = encode_data(data)
+        return JournalRecord(seq, ts, kind, key, holder, json.loads(data_text), prev, digest, data_text)
 
     def journal_entries(
         self, key: str | None = None, after: int = 0, limit: int | None = None
     ) -> Iterator[JournalRecord]:
+        """Read in pages of JOURNAL_PAGE entries, so a long journal is never held in memory at once.
+        Raises JournalCorrupt for an entry whose data is not JSON."""
         sql = "SELECT seq, ts, kind, key, holder, data, prev_hash, hash FROM journal WHERE seq > ?"
-        params: list[Any] = [after]
         if key is not None:
             sql += " AND key = ?"
-            params.append(key)
-        sql += " ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        rows = self.read(lambda conn: conn.execute(sql, params).fetchall())
-        for seq, ts, kind, k, holder, data, prev, digest in rows:
-            yield JournalRecord(seq, ts, kind, k, holder, json.loads(data), prev, digest)
+        sql += " ORDER BY seq LIMIT ?"
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = JOURNAL_PAGE if remaining is None else min(JOURNAL_PAGE, remaining)
+            params = (after, key, page) if key is not None else (after, page)
+            rows = self.read(lambda conn: conn.execute(sql, params).fetchall())
+            for seq, ts, kind, k, holder, data, prev, digest in rows:
+                try:
+                    parsed = json.loads(data)
+                except (TypeError, ValueError) as error:
+                    raise unreadable_entry(seq, f"its data is not JSON ({error})") from error
+                yield JournalRecord(seq, ts, kind, k, holder, parsed, prev, digest, data)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
 
-    def journal_verify(self) -> int:
-        return verify_entries(self.journal_entries())
+    def journal_verify(self, on_entry: Callable[[int], None] | None = None) -> int:
+        return verify_entries(self.journal_entries(), on_entry)
 
     def journal_count(self, kind: str | None = None, key: str | None = None) -> int:
         sql, params = "SELECT count(*) FROM journal WHERE 1=1", []
@@ -338,13 +300,19 @@ class SQLiteBackend(LivenessOps, ChannelOps):
             self._append(conn, "lease.acquire", key, holder, data, now)
         return LeaseRecord(key, holder, fence, now, now + ttl), True
 
-    def acquire_lease(self, key: str, holder: str, ttl: float) -> LeaseRecord:
+    def acquire_lease(self, key: str, holder: str, ttl: float, *, record_conflict: bool = True,
+                      waited: float = 0.0) -> LeaseRecord:
         def work(conn: sqlite3.Connection) -> LeaseRecord | _Deferred:
             now = self.now()
             try:
                 return self._take_lease(conn, key, holder, ttl, now, journal=True)[0]
             except LeaseHeld as held:
-                self._append(conn, "conflict.lease", key, holder, {"held_by": held.holder}, now)
+                if not record_conflict:
+                    raise
+                data: dict[str, Any] = {"held_by": held.holder}
+                if waited:
+                    data["waited"] = round(waited, 3)
+                self._append(conn, "conflict.lease", key, holder, data, now)
                 return _Deferred(held)
 
         return self.transaction(work)
@@ -539,13 +507,13 @@ class SQLiteBackend(LivenessOps, ChannelOps):
 
         return self.transaction(work, durable=durable)
 
-    def abort_write(self, intent: IntentRecord, step: str, detail: str) -> None:
+    def abort_write(self, intent: IntentRecord, step: str, detail: str, *, journal: bool = True) -> None:
         def work(conn: sqlite3.Connection) -> None:
             now = self.now()
-            self._drop_intent(conn, intent, now)
-            self._append(conn, "write.failed", intent.key, intent.holder,
-                         {"step": step, "detail": detail, "version": intent.base_version,
-                          "fence": intent.fence}, now)
+            if self._drop_intent(conn, intent, now) and journal:
+                self._append(conn, "write.failed", intent.key, intent.holder,
+                             {"step": step, "detail": detail, "version": intent.base_version,
+                              "fence": intent.fence}, now)
 
         self.transaction(work)
 

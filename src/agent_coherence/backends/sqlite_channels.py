@@ -4,6 +4,15 @@ One ``messages`` row per (message, consumer group). A message is visible when ``
 in the past; receiving it moves ``available_at`` to the end of its visibility timeout and stamps a
 fresh receipt, so "ready" and "in flight" are one index range and receive costs O(log depth).
 
+Channel time: ``available_at``, ``enqueued_at``, dedup and effect expiry are judged by the
+backend's clock made monotonic (``channel_clock``): if the clock steps back, channel time holds at
+the latest value any channel operation saw and runs on from there at the clock's pace, so ready
+messages stay ready and timeouts run out on schedule instead of stalling for the size of the step.
+The step is journaled (``clock.step``, key ``clock:channels``) and logged; liveness reports it as
+a ``clock_step`` anomaly. A step back that happens and is overtaken between two channel operations
+goes unseen (only timeouts already running then are delayed, by at most the step). Deadlines,
+journal times and worker times stay on the backend's clock.
+
 A mixin of SQLiteBackend: it relies on ``transaction``, ``read``, ``now`` and ``_append``.
 Durable channels commit sends and acks with synchronous=FULL; receives (and everything in a
 ``fast`` channel) commit with NORMAL: losing a receive to power loss only means a redelivery.
@@ -14,7 +23,8 @@ from __future__ import annotations
 import os
 import time
 
-from .records import ChannelConfig, MessageRecord
+from ..logs import INFO, WARNING, log
+from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
@@ -41,7 +51,10 @@ CREATE TABLE IF NOT EXISTS dedup (
 CREATE TABLE IF NOT EXISTS effects (
     channel TEXT NOT NULL, effect_key TEXT NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (channel, effect_key));
+CREATE TABLE IF NOT EXISTS channel_clock (
+    id INTEGER PRIMARY KEY CHECK (id = 1), observed REAL NOT NULL, ahead REAL NOT NULL);
 """
+CLOCK_STEP_REPORTED = 1.0  # a step back of at least this many seconds is journaled and logged
 
 CONFIG_CACHE_SECONDS = 1.0
 ACKED = 1e18  # available_at of a retained, acknowledged message: never visible again
@@ -59,6 +72,32 @@ def _message(row: tuple) -> MessageRecord:
 
 class ChannelOps:
     """Channel operations (see the Backend protocol for the contract)."""
+
+    # -- channel time -----------------------------------------------------------------------
+
+    def _advance_channel_time(self, conn: sqlite3.Connection) -> tuple[float, float]:
+        """(backend clock, channel time) inside a write transaction; notices a step back."""
+        wall = self.now()  # type: ignore[attr-defined]
+        row = conn.execute("SELECT observed, ahead FROM channel_clock WHERE id = 1").fetchone()
+        observed, ahead = row if row is not None else (wall, 0.0)
+        now = wall + ahead
+        if now < observed:
+            step = observed - now
+            ahead, now = ahead + step, observed
+            if step >= CLOCK_STEP_REPORTED:
+                self._append(conn, "clock.step", CLOCK_KEY, None,  # type: ignore[attr-defined]
+                             {"step": step, "clock": wall, "channel_time": now}, wall)
+                log("channels", WARNING,
+                    "the backend clock stepped back %.3fs: channel time holds at %.3f and runs on from there",
+                    step, now)
+        conn.execute("INSERT OR REPLACE INTO channel_clock(id, observed, ahead) VALUES (1, ?, ?)", (now, ahead))
+        return wall, now
+
+    def _channel_time(self, conn: sqlite3.Connection) -> float:
+        """Channel time for a read: as ``_advance_channel_time`` would give, without recording anything."""
+        wall = self.now()  # type: ignore[attr-defined]
+        row = conn.execute("SELECT observed, ahead FROM channel_clock WHERE id = 1").fetchone()
+        return wall if row is None else max(wall + row[1], row[0])
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -146,7 +185,7 @@ class ChannelOps:
         config = self.channel_config(channel)
 
         def work(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
-            now = self.now()  # type: ignore[attr-defined]
+            wall, now = self._advance_channel_time(conn)
             groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
             row = conn.execute("SELECT last_id FROM message_seq WHERE channel = ?", (channel,)).fetchone()
             last_id = row[0] if row else 0
@@ -171,7 +210,7 @@ class ChannelOps:
             sent = [mid for mid, new in results if new]
             if sent:
                 self._append(conn, "message.send", f"channel:{channel}", None,  # type: ignore[attr-defined]
-                             {"ids": sent} if len(sent) > 1 else {"id": sent[0]}, now)
+                             {"ids": sent} if len(sent) > 1 else {"id": sent[0]}, wall)
             return results
 
         return self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]
@@ -182,7 +221,7 @@ class ChannelOps:
         self, channel: str, group: str, consumer: str, visibility_timeout: float, limit: int
     ) -> list[MessageRecord]:
         def work(conn: sqlite3.Connection) -> list[MessageRecord]:
-            now = self.now()  # type: ignore[attr-defined]
+            wall, now = self._advance_channel_time(conn)
             config = self._config(conn, channel)
             received: list[MessageRecord] = []
             taken: set[int] = set()
@@ -197,7 +236,7 @@ class ChannelOps:
                     if message.id in taken:
                         continue  # a zero visibility timeout leaves it visible: once per call
                     if message.attempts >= config.max_attempts:
-                        self._dead_letter(conn, message, now)
+                        self._dead_letter(conn, message, now, wall)
                         moved += 1
                         continue
                     taken.add(message.id)
@@ -213,16 +252,16 @@ class ChannelOps:
                 if not moved or len(rows) < wanted:
                     break  # look again only to refill the places of dead-lettered messages
             if received:
-                self._touch_worker(conn, consumer, 0, now)
+                self._touch_worker(conn, consumer, 0, wall)
                 ids = [m.id for m in received]
                 self._append(conn, "message.receive", f"channel:{channel}", consumer,  # type: ignore[attr-defined]
                              {"ids": ids, "group": group} if len(ids) > 1 else
-                             {"id": ids[0], "group": group, "attempt": received[0].attempts}, now)
+                             {"id": ids[0], "group": group, "attempt": received[0].attempts}, wall)
             return received
 
         return self.transaction(work)  # type: ignore[attr-defined]
 
-    def _dead_letter(self, conn: sqlite3.Connection, message: MessageRecord, now: float) -> None:
+    def _dead_letter(self, conn: sqlite3.Connection, message: MessageRecord, now: float, wall: float) -> None:
         dead = dead_letter_name(message.channel)
         self._config(conn, dead)
         row = conn.execute("SELECT last_id FROM message_seq WHERE channel = ?", (dead,)).fetchone()
@@ -236,7 +275,9 @@ class ChannelOps:
                      (message.id, message.group, message.channel))
         self._append(conn, "message.dead", f"channel:{message.channel}", message.consumer,  # type: ignore[attr-defined]
                      {"id": message.id, "group": message.group, "attempts": message.attempts,
-                      "dead_letter_id": dead_id}, now)
+                      "dead_letter_id": dead_id}, wall)
+        log("channels", WARNING, "message %s on %r moved to %r after %d delivery attempts", message.id,
+            message.channel, dead, message.attempts)
 
     @staticmethod
     def _touch_worker(conn: sqlite3.Connection, worker: str, work: int, now: float) -> None:
@@ -254,13 +295,21 @@ class ChannelOps:
         config = self.channel_config(channel)
 
         def work(conn: sqlite3.Connection) -> list[bool]:
-            now = self.now()  # type: ignore[attr-defined]
+            wall, now = self._advance_channel_time(conn)
             results: list[bool] = []
             for message_id, group, receipt in acks:
                 match = (message_id, group, receipt, channel)
                 row = conn.execute("SELECT consumer, key FROM messages WHERE id = ? AND grp = ? AND receipt = ? "
                                    "AND channel = ? AND acked_at IS NULL", match).fetchone()
                 if row is None:
+                    if effect_ttl is not None:
+                        # The work is done even though the receipt went stale: record it, so a
+                        # redelivery that has not started yet is skipped instead of repeated.
+                        late = conn.execute("SELECT key FROM messages WHERE id = ? AND grp = ? AND channel = ? "
+                                            "AND acked_at IS NULL", (message_id, group, channel)).fetchone()
+                        if late is not None:
+                            self._record_effect(conn, effect_scope or channel, effect_key(late[0], message_id),
+                                                now + effect_ttl)
                     results.append(False)
                     continue
                 if config.retention > 0:
@@ -269,14 +318,14 @@ class ChannelOps:
                 else:
                     conn.execute("DELETE FROM messages WHERE id = ? AND grp = ? AND receipt = ? AND channel = ?", match)
                 if effect_ttl is not None:
-                    conn.execute("INSERT OR REPLACE INTO effects(channel, effect_key, expires_at) VALUES (?,?,?)",
-                                 (effect_scope or channel, row[1] or f"id:{message_id}", now + effect_ttl))
-                self._touch_worker(conn, row[0], 1, now)
+                    self._record_effect(conn, effect_scope or channel, effect_key(row[1], message_id),
+                                        now + effect_ttl)
+                self._touch_worker(conn, row[0], 1, wall)
                 results.append(True)
             done = [a[0] for a, ok in zip(acks, results) if ok]
             if done:
                 self._append(conn, "message.ack", f"channel:{channel}", None,  # type: ignore[attr-defined]
-                             {"ids": done} if len(done) > 1 else {"id": done[0]}, now)
+                             {"ids": done} if len(done) > 1 else {"id": done[0]}, wall)
             if config.retention > 0 and done:
                 # Through messages_acked: touches only what expired, however many are retained.
                 conn.execute("DELETE FROM messages WHERE channel = ? AND acked_at IS NOT NULL AND acked_at < ?",
@@ -285,22 +334,27 @@ class ChannelOps:
 
         return self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]
 
+    @staticmethod
+    def _record_effect(conn: sqlite3.Connection, scope: str, key: str, expires_at: float) -> None:
+        conn.execute("INSERT OR REPLACE INTO effects(channel, effect_key, expires_at) VALUES (?,?,?)",
+                     (scope, key, expires_at))
+
     def nack_message(self, channel: str, message_id: int, group: str, receipt: str, delay: float) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
-            now = self.now()  # type: ignore[attr-defined]
+            wall, now = self._advance_channel_time(conn)
             changed = conn.execute(
                 "UPDATE messages SET available_at = ?, receipt = NULL WHERE id = ? AND grp = ? AND receipt = ? "
                 "AND channel = ? AND acked_at IS NULL", (now + delay, message_id, group, receipt, channel)).rowcount
             if changed:
                 self._append(conn, "message.nack", f"channel:{channel}", None,  # type: ignore[attr-defined]
-                             {"id": message_id, "delay": delay}, now)
+                             {"id": message_id, "delay": delay}, wall)
             return bool(changed)
 
         return self.transaction(work)  # type: ignore[attr-defined]
 
     def extend_message(self, channel: str, message_id: int, group: str, receipt: str, seconds: float) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
-            now = self.now()  # type: ignore[attr-defined]
+            _, now = self._advance_channel_time(conn)
             return bool(conn.execute(
                 "UPDATE messages SET available_at = ? WHERE id = ? AND grp = ? AND receipt = ? AND channel = ? "
                 "AND acked_at IS NULL AND available_at > ?",
@@ -309,15 +363,18 @@ class ChannelOps:
         return self.transaction(work)  # type: ignore[attr-defined]
 
     def effect_seen(self, scope: str, effect_key: str) -> bool:
-        row = self.read(lambda conn: conn.execute(  # type: ignore[attr-defined]
-            "SELECT expires_at FROM effects WHERE channel = ? AND effect_key = ?", (scope, effect_key)).fetchone())
-        return row is not None and row[0] > self.now()  # type: ignore[attr-defined]
+        def work(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT expires_at FROM effects WHERE channel = ? AND effect_key = ?",
+                               (scope, effect_key)).fetchone()
+            return row is not None and row[0] > self._channel_time(conn)
+
+        return self.read(work)  # type: ignore[attr-defined]
 
     # -- observation ------------------------------------------------------------------------
 
     def channel_stats(self, channel: str) -> dict[str, Any]:
         def work(conn: sqlite3.Connection) -> dict[str, Any]:
-            now = self.now()  # type: ignore[attr-defined]
+            wall, now = self.now(), self._channel_time(conn)  # type: ignore[attr-defined]
             groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
             stats: dict[str, Any] = {"channel": channel, "groups": {}}
             for group in groups or [""]:
@@ -326,7 +383,7 @@ class ChannelOps:
                     "sum(available_at > ? AND receipt IS NULL AND acked_at IS NULL), "
                     "min(CASE WHEN available_at <= ? THEN enqueued_at END), "
                     "sum(deadline IS NOT NULL AND deadline < ? AND acked_at IS NULL) "
-                    "FROM messages WHERE channel = ? AND grp = ?", (now, now, now, now, now, channel, group)).fetchone()
+                    "FROM messages WHERE channel = ? AND grp = ?", (now, now, now, now, wall, channel, group)).fetchone()
                 stats["groups"][group] = {
                     "ready": ready or 0, "in_flight": in_flight or 0, "delayed": delayed or 0,
                     "overdue": overdue or 0, "oldest_ready_age": (now - oldest) if oldest is not None else None,
@@ -353,8 +410,7 @@ class ChannelOps:
 
     def expired_deliveries(self, limit: int = 100) -> list[MessageRecord]:
         """Messages that were delivered, not acknowledged, and whose visibility timeout ran out."""
-        now = self.now()  # type: ignore[attr-defined]
         rows = self.read(lambda conn: conn.execute(  # type: ignore[attr-defined]
             f"SELECT {_COLUMNS} FROM messages WHERE receipt IS NOT NULL AND acked_at IS NULL AND available_at <= ? "
-            "LIMIT ?", (now, limit)).fetchall())
+            "LIMIT ?", (self._channel_time(conn), limit)).fetchall())
         return [_message(row) for row in rows]

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from ...backends.sqlite import SQLiteBackend
 
+# MultiEdit is gone from current clients (no tool, no hooks); older ones still send it.
 WRITE_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
 BASH_TOOLS = frozenset({"Bash"})
 READ_TOOLS = frozenset({"Read"})
@@ -52,8 +53,19 @@ ALLOW = Outcome()
 
 
 def deny(reason: str) -> Outcome:
-    """Refuse a tool call: exit code 2 with the reason on stderr, which Claude Code shows to Claude
-    as the denial reason. (Exit 2 is honoured by every version; stdout JSON is then ignored.)"""
+    """Refuse a PreToolUse tool call: exit 0 with ``permissionDecision: "deny"`` and the reason.
+
+    Claude Code gives Claude the reason as the tool's error. This JSON form is used rather than
+    exit 2, whose stderr the client prefixes with the hook's command line (an absolute path on
+    this machine, of no use to Claude)."""
+    return Outcome(0, {"hookSpecificOutput": {
+        "hookEventName": "PreToolUse", "permissionDecision": "deny", "permissionDecisionReason": reason,
+    }})
+
+
+def block(reason: str) -> Outcome:
+    """Refuse a call whose event can't be told (its input was unreadable): exit 2 with the reason
+    on stderr, the one answer every event and every client version takes as a refusal."""
     return Outcome(2, None, reason)
 
 
@@ -63,13 +75,10 @@ def note(message: str) -> Outcome:
 
 
 def post_tool_problem(reason: str) -> Outcome:
-    """After a tool ran: tell Claude something is wrong with what it just did (the tool already ran,
-    so nothing is blocked; ``decision: block`` puts ``reason`` next to the tool result)."""
-    return Outcome(0, {
-        "decision": "block",
-        "reason": reason,
-        "hookSpecificOutput": {"hookEventName": "PostToolUse", "additionalContext": reason},
-    })
+    """After a tool ran: tell Claude something is wrong with what it just did. The tool already
+    ran, so nothing is blocked; the text reaches Claude once, as context next to the tool result
+    (not also as a ``decision: block`` reason, which would repeat it)."""
+    return Outcome(0, {"hookSpecificOutput": {"hookEventName": "PostToolUse", "additionalContext": reason}})
 
 
 def env_float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:

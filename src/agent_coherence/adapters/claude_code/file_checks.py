@@ -32,14 +32,33 @@ UNKNOWN_VERSION = -1  # a view that can't be trusted: the next write needs a fre
 
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def special_file(path: str) -> str | None:
+    """What the file at ``path`` is when it is neither a regular file nor a directory ("a FIFO
+    (named pipe)", "a socket", ...), else None. Looked at with ``lstat``: never opened, so a FIFO
+    can't block and a device can't react."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    for test, name in _SPECIAL_KINDS:
+        if test(mode):
+            return name
+    return None
 
 
 def _open_regular(path: str) -> int | None:
     """A descriptor of the regular file at ``path``, or None (missing, a directory, a FIFO or
-    device: opened non-blocking so a FIFO can't hang the hook)."""
+    device). Special files are turned away by ``lstat`` before any open; the open is non-blocking
+    as well, so a FIFO swapped in between can't hang the hook either."""
     try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
         fd = os.open(path, _OPEN_FLAGS)
-    except OSError:
+    except (OSError, ValueError):
         return None
     if stat.S_ISREG(os.fstat(fd).st_mode):
         return fd
@@ -156,6 +175,24 @@ def stale_refusal(target: ArtifactPath, why: str, action: str) -> str:
     )
 
 
+def special_refusal(target: ArtifactPath, kind: str, action: str) -> str:
+    return (
+        f"agent-coherence: refused to {action} {target.key}: it is {kind}, not a regular file. Opening "
+        f"it could block or act on a device, and only regular files are coordinated between sessions. "
+        f"Choose another path, or ask the user what this file is for."
+    )
+
+
+def refuse_special(ctx: HookContext, target: ArtifactPath, action: str) -> str | None:
+    """The refusal for a FIFO, socket or device at ``target`` (journalled as ``conflict.path``),
+    or None for a regular file, a directory or nothing at all."""
+    kind = special_file(target.path)
+    if kind is None:
+        return None
+    ctx.journal("conflict.path", target.key, {"reason": f"not a regular file: {kind}", "action": action[:200]})
+    return special_refusal(target, kind, action)
+
+
 def outside_refusal(path: object, root: str, reason: str, action: str) -> str:
     return (
         f"agent-coherence: refused to {action} {path!s}: {reason} (project root {root}). This project "
@@ -173,6 +210,9 @@ def check_write(ctx: HookContext, target: ArtifactPath, action: str,
     check and the write. A refused write gives back a lease it took (one it renewed stays).
     ``taken`` collects (key, fence) of leases newly taken here, for a caller that may still refuse.
     """
+    special = refuse_special(ctx, target, action)
+    if special is not None:
+        return special
     backend = ctx.backend
     asked_at = backend.now()
     try:
@@ -210,8 +250,9 @@ def check_leases_under(ctx: HookContext, prefix: str, action: str) -> str | None
 # -- what a session has read ----------------------------------------------------------------
 
 
-def register_read(ctx: HookContext, target: ArtifactPath, before: bool) -> None:
-    """Remember the version the session is reading.
+def register_read(ctx: HookContext, target: ArtifactPath, before: bool) -> str | None:
+    """Remember the version the session is reading. Returns a refusal for a FIFO, socket or device
+    (before the read: reading one could block the session), else None.
 
     Before the read, the version on disk is recorded (if a write slips in before the read, the
     session saw the newer bytes and is merely asked to read again later). After the read, that view
@@ -219,20 +260,25 @@ def register_read(ctx: HookContext, target: ArtifactPath, before: bool) -> None:
     needs a fresh Read. With no view yet (the pre-read hook didn't run), the current version is
     recorded.
     """
+    if before:
+        special = refuse_special(ctx, target, "read")
+        if special is not None:
+            return special
     disk_sha, _ = file_sha256(target.path)
     if disk_sha is None:
-        return
+        return None
     backend = ctx.backend
     record = backend.get_version(target.key)
     version = record.version if record is not None else 0
     if not before:
         view = backend.get_view(ctx.holder, target.key)
         if view == (version, disk_sha):
-            return
+            return None
         if view is not None and view[0] != UNKNOWN_VERSION:
             backend.put_view(ctx.holder, target.key, UNKNOWN_VERSION, None)
-            return
+            return None
     backend.put_view(ctx.holder, target.key, version, disk_sha)
+    return None
 
 
 # -- after a write --------------------------------------------------------------------------
@@ -305,6 +351,10 @@ def confirm_write(ctx: HookContext, target: ArtifactPath, tool: str, tool_input:
         return (f"agent-coherence: the {tool} tool reported success, but {target.key} could not be "
                 f"confirmed on disk ({error.strerror or error}). Check the disk (space, permissions), "
                 f"read the file and write it again if it is wrong.")
+    kind = special_file(target.path) if data is None else None
+    if kind is not None:
+        return (f"agent-coherence: the {tool} tool reported success, but {target.key} is {kind}, not a "
+                f"regular file: nothing was recorded. Check what is at that path before going on.")
     if data is None:
         ctx.journal("write.missing", target.key, {"tool": tool})
         record_write(ctx, target, None, 0, "delete.claude")

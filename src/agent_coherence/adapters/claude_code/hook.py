@@ -3,21 +3,25 @@
 Claude Code runs it as a separate process for each hook event, with the event JSON on stdin. It
 answers the way the hooks reference documents:
 
-* PreToolUse, a write refused: exit code 2, the reason on stderr (Claude sees it as the denial
-  reason). Allowed: exit 0 and no output, so the normal permission flow continues.
+* PreToolUse, a write refused: exit 0 and JSON ``{"hookSpecificOutput": {"hookEventName":
+  "PreToolUse", "permissionDecision": "deny", "permissionDecisionReason": ...}}`` (Claude sees
+  the reason as the tool's error). Allowed: exit 0 and no output, so the normal permission flow
+  continues.
 * PostToolUse, something wrong with a write that reported success: exit 0 and JSON
-  ``{"decision": "block", "reason": ..., "hookSpecificOutput": {"additionalContext": ...}}``.
+  ``{"hookSpecificOutput": {"hookEventName": "PostToolUse", "additionalContext": ...}}``.
 * Stop / SubagentStop, the zero-work anomaly: exit 0 and ``{"decision": "block", "reason": ...}``
-  (only ``systemMessage`` when ``stop_hook_active`` is set, so it cannot loop).
+  (only ``systemMessage`` when ``stop_hook_active`` is set, so it cannot loop). While the input's
+  ``background_tasks`` lists running tasks, the check waits for a later Stop.
 * SessionStart with open assignments: exit 0 and ``additionalContext`` listing them.
+* SubagentStart: the subagent becomes a liveness worker; exit 0, no output.
 * Anything else: exit 0, no output.
 
 Failures never hang and never print a traceback. Each call has a time budget
 (``AGENT_COHERENCE_HOOK_BUDGET`` seconds, default 3; SessionEnd 1). A call that can't be
 checked (unreadable input, a database error, the budget spent) fails closed when it is a
-PreToolUse of a tool that may write (Write, Edit, MultiEdit, NotebookEdit, Bash, or a tool that
-can't be told): it is denied with the reason. Every other event fails open with a note on stderr,
-which Claude Code keeps in its debug log.
+PreToolUse of a tool that may write (Write, Edit, NotebookEdit, Bash, the retired MultiEdit, or a
+tool that can't be told): it is denied with the reason (exit 2 when even the event can't be told).
+Every other event fails open with a note on stderr, which Claude Code keeps in its debug log.
 
 Start-up time is paid on every tool call, so this module imports only the standard library and the
 light parts of agent_coherence (no pydantic, no typing, no dataclasses); the Bash scanner is
@@ -33,7 +37,7 @@ import sys
 from ...errors import PathOutsideRoot
 from .context import (
     ALLOW, BASH_TOOLS, DEFAULT_BUDGET, READ_TOOLS, SESSION_END_BUDGET, WRITE_TOOLS, BadInput,
-    HookContext, Outcome, deny, env_float, note, post_tool_problem,
+    HookContext, Outcome, block, deny, env_float, note, post_tool_problem,
 )
 
 TYPE_CHECKING = False
@@ -51,7 +55,7 @@ class BudgetExceeded(BaseException):
 
 def _signal_module():
     try:
-        import _signal  # the C module behind ``signal``, without its enum wrappers (start-up time)
+        import _signal  # type: ignore[import-not-found]  # the C module behind ``signal``, without its enum wrappers (start-up time)
 
         return _signal
     except ImportError:
@@ -210,6 +214,8 @@ def _dispatch(ctx: HookContext) -> Outcome:
 
     if event == "SessionStart":
         return session.session_start(ctx)
+    if event == "SubagentStart":
+        return session.subagent_start(ctx)
     if event in ("Stop", "SubagentStop"):
         return session.stop(ctx)
     if event == "SessionEnd":
@@ -252,22 +258,23 @@ def _pre_tool_use(ctx: HookContext) -> Outcome:
         refusal = bash_checks.check_command(ctx, command)
         return deny(refusal) if refusal else ALLOW
     if tool in READ_TOOLS:
-        _register_read(ctx, before=True)
+        refusal = _register_read(ctx, before=True)
+        return deny(refusal) if refusal else ALLOW
     return ALLOW
 
 
-def _register_read(ctx: HookContext, before: bool) -> None:
+def _register_read(ctx: HookContext, before: bool) -> str | None:
     from . import file_checks
 
     tool_input = ctx.payload.get("tool_input")
     path = tool_input.get("file_path") if isinstance(tool_input, dict) else None
     if path is None:
-        return
+        return None
     try:
         target = ctx.file_key(path)
     except PathOutsideRoot:
-        return  # reading outside the project is not coordinated
-    file_checks.register_read(ctx, target, before)
+        return None  # reading outside the project is not coordinated
+    return file_checks.register_read(ctx, target, before)
 
 
 def _post_tool_use(ctx: HookContext) -> Outcome:
@@ -346,11 +353,12 @@ def _failure(raw: bytes, payload: dict | None, reason: str) -> Outcome:
     may_write = tool is None or tool in WRITE_TOOLS or tool in BASH_TOOLS
     if event == "PreToolUse" and may_write or event is None and tool is not None and may_write:
         what = f"this {tool} call" if tool else "this tool call"
-        return deny(
+        refusal = (
             f"agent-coherence could not check {what} ({reason}), so it is refused: writes the layer "
             f"cannot check might overwrite another session's work. Try again in a moment; if it keeps "
             f"failing, tell the user (`agent-coherence doctor` checks the project's coordination state)."
         )
+        return deny(refusal) if event == "PreToolUse" else block(refusal)
     if event == "PostToolUse" and tool in WRITE_TOOLS:
         return post_tool_problem(
             f"agent-coherence could not confirm this {tool} write ({reason}). Read the file to check "

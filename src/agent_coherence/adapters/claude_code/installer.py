@@ -42,20 +42,22 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from agent_coherence.errors import CoherenceError
 
 __all__ = [
     "HOOK_COMMAND", "HOOK_ARGS", "TOOL_MATCHER", "HOOK_TAG", "SettingsError", "default_command",
     "hook_entries", "install_settings", "uninstall_settings", "write_plugin", "settings_path",
-    "is_our_handler",
+    "is_our_handler", "is_installed", "InstallPlan", "plan_install",
 ]
 
 HOOK_COMMAND = "agent-coherence"  # the executable; it is called with HOOK_ARGS
 HOOK_ARGS = ("hook",)
 HOOK_TAG = "agent-coherence"  # statusMessage on every handler we install
-TOOL_MATCHER = "Write|Edit|MultiEdit|NotebookEdit|Bash|Read"  # exact-match alternatives
+# Exact-match alternatives. MultiEdit is no tool of current clients (2.1.197 and later neither offer
+# it nor run hooks for it); it stays for older ones, where it is a file write like Edit.
+TOOL_MATCHER = "Write|Edit|MultiEdit|NotebookEdit|Bash|Read"
 PLUGIN_NAME = "agent-coherence"
 DESCRIPTION = ("agent-coherence: per-file leases and version checks so parallel Claude Code sessions "
                "and subagents don't overwrite each other's edits")
@@ -64,6 +66,7 @@ SESSION_END_TIMEOUT = 5
 
 Scope = Literal["project", "local", "user"]
 Form = Literal["exec", "shell"]
+SESSION_EVENTS = ("SessionStart", "SubagentStart", "Stop", "SubagentStop")
 
 
 class SettingsError(CoherenceError, ValueError):
@@ -85,9 +88,10 @@ def default_command() -> str:
     """The absolute path of the ``agent-coherence`` script next to ``sys.executable`` if it exists.
 
     If it doesn't, returns plain ``"agent-coherence"``, found on ``PATH`` at run time. The absolute
-    path lets the hooks work without the virtualenv activated. ``sys.executable`` is deliberately
-    not resolved: a venv's ``python`` is a symlink to the base interpreter, and the script lives
-    next to the link.
+    path lets the hooks work without the virtualenv activated, on this machine only: it is the
+    default for the personal scopes (``local``, ``user``), never for the shared project file (see
+    :func:`plan_install`). ``sys.executable`` is deliberately not resolved: a venv's ``python`` is
+    a symlink to the base interpreter, and the script lives next to the link.
     """
     exe = sys.executable
     if exe:
@@ -99,34 +103,95 @@ def default_command() -> str:
     return HOOK_COMMAND
 
 
-def _handler(command: str, timeout: int, form: Form) -> dict:
+class InstallPlan(NamedTuple):
+    """Where :func:`plan_install` puts the hooks and with which command; ``notice`` (or None) says
+    what the user should know about that choice."""
+
+    scope: Scope
+    command: str
+    notice: str | None
+
+
+def plan_install(project_dir: str | None = None, *, scope: Scope = "project", command: str | None = None,
+                 on_path: str | None = None, home: str | None = None) -> InstallPlan:
+    """Choose the settings file and the hook command for an install.
+
+    * An explicit ``command`` is used as given, in the scope asked for.
+    * ``local`` and ``user`` are this machine's own files: :func:`default_command` (an absolute
+      path when this Python has the script next to it).
+    * ``project`` is ``.claude/settings.json``, shared with the team, so it never gets a path of
+      this machine: it gets plain ``agent-coherence``, looked up on ``PATH`` by each user's client.
+      When ``agent-coherence`` is not on this machine's ``PATH`` (``on_path`` is what
+      ``shutil.which`` found; looked up when None), that entry could not start here, so the hooks
+      go into ``.claude/settings.local.json`` with the absolute path instead, the shared file is
+      left alone, and the notice says so.
+    """
+    if command is not None:
+        return InstallPlan(scope, command, None)
+    if scope != "project":
+        return InstallPlan(scope, default_command(), None)
+    if on_path is None:
+        import shutil
+
+        on_path = shutil.which(HOOK_COMMAND)
+    if on_path:
+        return InstallPlan("project", HOOK_COMMAND, None)
+    local = default_command()
+    if local == HOOK_COMMAND:  # no script next to this Python either: nothing machine-specific to hide
+        return InstallPlan("project", HOOK_COMMAND, (
+            f"{HOOK_COMMAND} is neither on PATH nor next to {sys.executable}: until it is on PATH, the "
+            f"hook can't start here and the client refuses every write it guards (onFailure: block)."))
+    notice = (f"{HOOK_COMMAND} is not on PATH here, so the hooks went into "
+              f"{settings_path(project_dir, scope='local')} (this checkout only) with the command {local}; "
+              f"{settings_path(project_dir, scope='project')}, which is shared with the team, was not "
+              f"changed. To install the hooks for everyone who has {HOOK_COMMAND} on PATH, run "
+              f"`agent-coherence install claude-code --command {HOOK_COMMAND}`.")
+    if is_installed(project_dir, scope="project", home=home):
+        notice += (f" Note: the shared file already has agent-coherence hooks; if their command is not on "
+                   f"PATH here, writes will be refused until it is (onFailure: block).")
+    return InstallPlan("local", local, notice)
+
+
+def _handler(command: str, timeout: int, form: Form, on_failure: str | None = None) -> dict:
     if form == "shell":
         import shlex
 
-        return {"type": "command", "command": f"{shlex.quote(command)} {' '.join(HOOK_ARGS)}",
-                "timeout": timeout, "statusMessage": HOOK_TAG}
-    return {"type": "command", "command": command, "args": list(HOOK_ARGS), "timeout": timeout,
-            "statusMessage": HOOK_TAG}
+        handler = {"type": "command", "command": f"{shlex.quote(command)} {' '.join(HOOK_ARGS)}",
+                   "timeout": timeout, "statusMessage": HOOK_TAG}
+    else:
+        handler = {"type": "command", "command": command, "args": list(HOOK_ARGS), "timeout": timeout,
+                   "statusMessage": HOOK_TAG}
+    if on_failure is not None:
+        handler["onFailure"] = on_failure
+    return handler
 
 
-def hook_entries(command: str | None = None, *, form: Form = "exec") -> dict:
+def hook_entries(command: str | None = None, *, form: Form = "shell") -> dict:
     """The ``"hooks"`` mapping we add: event name -> list of one matcher group holding our handler.
 
     Tool events match ``TOOL_MATCHER``. ``Read`` is there so the hook learns which version of a file
-    a session saw. Session and stop events have no matcher (they match everything). Timeouts are
-    10 s, except ``SessionEnd``: 5 s, which also raises its 1.5 s default budget.
+    a session saw. Session, subagent and stop events have no matcher (they match everything).
+    Timeouts are 10 s, except ``SessionEnd``: 5 s, which also raises its 1.5 s default budget.
 
-    ``form="exec"`` (the default) writes ``command`` plus ``args: ["hook"]``: no shell, so paths with
-    spaces or quotes are safe. Claude Code supports that form since v2.1.139. ``form="shell"``
-    writes one shell-quoted command string, for older versions.
+    The PreToolUse handler carries ``"onFailure": "block"``: when the hook can't start (not on
+    PATH, an ENOENT spawn error) or is killed on its timeout, the client refuses the tool call
+    instead of running it unchecked. Clients that predate the key ignore it (2.1.197 does) and
+    let the call run, as before.
+
+    ``form="shell"`` (the default) writes one shell-quoted command string, ``agent-coherence
+    hook``, which every client version runs as written. ``form="exec"`` writes ``command`` plus
+    ``args: ["hook"]`` (no shell); Claude Code runs that form since v2.1.139, and an older client
+    runs the bare command without its argument, a usage error (exit 2) that would refuse every
+    tool call.
     """
     if form not in ("exec", "shell"):
         raise ValueError(f"form must be 'exec' or 'shell', not {form!r}")
     cmd = command or default_command()
     entries: dict = {}
     for event in ("PreToolUse", "PostToolUse", "PostToolUseFailure"):
-        entries[event] = [{"matcher": TOOL_MATCHER, "hooks": [_handler(cmd, DEFAULT_TIMEOUT, form)]}]
-    for event in ("SessionStart", "Stop", "SubagentStop"):
+        on_failure = "block" if event == "PreToolUse" else None
+        entries[event] = [{"matcher": TOOL_MATCHER, "hooks": [_handler(cmd, DEFAULT_TIMEOUT, form, on_failure)]}]
+    for event in SESSION_EVENTS:
         entries[event] = [{"hooks": [_handler(cmd, DEFAULT_TIMEOUT, form)]}]
     entries["SessionEnd"] = [{"hooks": [_handler(cmd, SESSION_END_TIMEOUT, form)]}]
     return entries
@@ -174,8 +239,11 @@ def settings_path(project_dir: str | None = None, *, scope: Scope = "project", h
 
 
 def install_settings(project_dir: str | None = None, *, scope: Scope = "project", command: str | None = None,
-                     home: str | None = None, form: Form = "exec") -> str:
+                     home: str | None = None, form: Form = "shell") -> str:
     """Merge our hooks into the settings file for ``scope``. Returns the settings path.
+
+    ``command`` defaults to :func:`default_command`; the CLI chooses it with :func:`plan_install`
+    instead, which keeps machine-specific paths out of the shared project file.
 
     Idempotent: handlers we installed earlier are replaced where they are (their matcher groups keep
     their positions), missing ones are appended, and when nothing changes nothing is written.
@@ -200,6 +268,20 @@ def install_settings(project_dir: str | None = None, *, scope: Scope = "project"
                 del hooks[event]
     _store(path, data, original)
     return path
+
+
+def is_installed(project_dir: str | None = None, *, scope: Scope = "project", home: str | None = None) -> bool:
+    """True if the settings file for ``scope`` holds any handler of ours. A missing or unreadable
+    file holds none; a malformed one raises :class:`SettingsError`."""
+    path = settings_path(project_dir, scope=scope, home=home)
+    if not os.path.lexists(path):
+        return False
+    _, data = _load(path)
+    hooks = data.get("hooks")
+    if not isinstance(hooks, dict):
+        return False
+    return any(is_our_handler(handler) for groups in hooks.values() if isinstance(groups, list)
+               for group in groups for handler in (_handlers_of(group) or []))
 
 
 def uninstall_settings(project_dir: str | None = None, *, scope: Scope = "project", home: str | None = None) -> str:
@@ -388,7 +470,7 @@ def _fsync_dir(directory: str) -> None:
 # -- plugin layout -------------------------------------------------------------------------------
 
 
-def write_plugin(directory: str, *, command: str | None = None, form: Form = "exec") -> list[str]:
+def write_plugin(directory: str, *, command: str | None = None, form: Form = "shell") -> list[str]:
     """Write a Claude Code plugin layout into ``directory``. Returns the paths it wrote.
 
     * ``.claude-plugin/plugin.json``: ``{"name", "version", "description"}``.
@@ -396,8 +478,8 @@ def write_plugin(directory: str, *, command: str | None = None, form: Form = "ex
 
     The manifest deliberately has no ``"hooks": "./hooks/hooks.json"`` entry. Claude Code loads
     ``hooks/hooks.json`` automatically, and declaring that same file in the manifest makes it load
-    twice. Current versions reject it with "Duplicate hooks file detected ... manifest.hooks should
-    only reference additional hook files"; older ones ran every hook twice
+    twice: 2.1.197 rejects it ("Duplicate hooks file detected ..."), 2.1.332 notes that it "loads on
+    its own" and loads it once, and older versions ran every hook twice
     (anthropics/claude-code#10871).
 
     The hook command defaults to :func:`default_command`, an absolute path on this machine. Pass

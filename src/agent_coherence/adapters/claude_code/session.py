@@ -1,4 +1,5 @@
-"""Session events: start, stop (the zero-work check) and end (release everything, fast).
+"""Session events: start, subagent start, stop (the zero-work check) and end (release everything,
+fast).
 
 A session is a liveness worker named after its holder (``claude:<session_id>``, or
 ``claude:<session_id>/<agent_id>`` for a subagent). Its work count grows with each write the hook
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 
 from ...errors import PathOutsideRoot
-from .context import ALLOW, Outcome
+from .context import ALLOW, Outcome, note
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 MAX_LISTED = 10
 RESUMING_SOURCES = ("resume", "compact")
+ACTIVE_TASK_STATES = ("running", "pending")
 
 
 def _worker_names(ctx: HookContext) -> list[str]:
@@ -66,6 +68,26 @@ def session_start(ctx: HookContext) -> Outcome:
     return Outcome(0, {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": context}})
 
 
+def subagent_start(ctx: HookContext) -> Outcome:
+    """SubagentStart: the subagent is a liveness worker of its own from its start (``worker.start``
+    in the journal), not only from its first write. With ``AGENT_COHERENCE_HOOK_HOLDER=session``
+    it is its session, which is already a worker."""
+    if ctx.agent_id is None or ctx.holder == ctx.family:
+        return ALLOW
+    agent_type = ctx.payload.get("agent_type")
+    ctx.backend.worker_start(ctx.holder, {"source": "subagent", "parent": ctx.family,
+                                          "agent_type": agent_type if isinstance(agent_type, str) else None})
+    return ALLOW
+
+
+def running_background_tasks(payload: dict) -> int:
+    """How many entries of the Stop input's ``background_tasks`` are still running or pending."""
+    tasks = payload.get("background_tasks")
+    if not isinstance(tasks, list):
+        return 0
+    return sum(1 for task in tasks if isinstance(task, dict) and task.get("status") in ACTIVE_TASK_STATES)
+
+
 def _declared_outputs(ctx: HookContext) -> list[str]:
     if ctx.agent_id is not None:
         return []  # the declaration belongs to the main agent, not to each subagent
@@ -105,9 +127,19 @@ def _work_done(ctx: HookContext) -> tuple[int, float | None]:
 
 
 def stop(ctx: HookContext) -> Outcome:
-    """Stop or SubagentStop: the zero-work check; a finished subagent also gives back its leases."""
+    """Stop or SubagentStop: the zero-work check; a finished subagent also gives back its leases.
+
+    Claude Code fires Stop while background tasks (subagents started in the background) still run,
+    and lists them in ``background_tasks``. Their work is not done yet, so the check waits: no
+    anomaly and no extra turn now; the Stop that follows their end runs it."""
     outputs = _declared_outputs(ctx)
-    outcome = _zero_work_check(ctx, outputs) if outputs or ctx.database_exists() else ALLOW
+    pending = running_background_tasks(ctx.payload)
+    if pending:
+        outcome = note(f"agent-coherence: zero-work check deferred, {pending} background task(s) still running")
+    elif outputs or ctx.database_exists():
+        outcome = _zero_work_check(ctx, outputs)
+    else:
+        outcome = ALLOW
     blocked = outcome.output is not None and outcome.output.get("decision") == "block"
     if ctx.event == "SubagentStop" and ctx.agent_id is not None and not blocked and ctx.database_exists():
         _release(ctx, [ctx.holder])

@@ -1,0 +1,58 @@
+"""Channel calls given the wrong types, and channel settings out of range, are refused with a
+typed ChannelError that says what was expected, and change nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent_coherence.errors import ChannelError
+
+
+
+@pytest.mark.parametrize("call", [
+    lambda ch: ch.ack(None),
+    lambda ch: ch.ack("1"),
+    lambda ch: ch.nack(None),
+    lambda ch: ch.extend(None, 5),
+    lambda ch: ch.ack_many(None),
+    lambda ch: ch.effect_key(None),
+])
+def test_a_channel_call_given_something_that_is_not_a_delivery_says_so(coord, call):
+    ch = coord.channel("typed")
+    with pytest.raises(ChannelError) as caught:
+        call(ch)
+    assert "Delivery" in caught.value.message or "deliveries" in caught.value.message
+    assert "receive()" in caught.value.recover or "list" in caught.value.recover
+
+
+@pytest.mark.parametrize("setting,value", [
+    ("visibility_timeout", -1), ("visibility_timeout", float("nan")), ("visibility_timeout", "30"),
+    ("dedup_ttl", float("inf")), ("dedup_ttl", -0.5), ("retention", -1), ("sla", float("-inf")),
+    ("max_attempts", 0), ("max_attempts", 2.5), ("max_attempts", True), ("durability", "eventually"),
+])
+def test_invalid_channel_settings_are_refused_and_nothing_changes(coord, setting, value):
+    ch = coord.channel("settings")
+    before = ch.config
+    with pytest.raises(ChannelError) as caught:
+        ch.configure(**{setting: value})
+    assert caught.value.recover
+    with pytest.raises(ChannelError):
+        coord.channel("settings", **{setting: value})
+    assert ch.config == before
+
+
+@pytest.mark.parametrize("call", [
+    lambda ch: ch.send("x", delay=-1),
+    lambda ch: ch.send("x", deadline=float("nan")),
+    lambda ch: ch.send("x", key=42),
+    lambda ch: ch.receive(None),
+    lambda ch: ch.receive("c", visibility_timeout=-5),
+    lambda ch: ch.receive_many("c", 0),
+    lambda ch: ch.receive("c", wait=-1.0),
+    lambda ch: ch.group(""),
+])
+def test_invalid_arguments_to_channel_calls_are_refused(coord, call):
+    ch = coord.channel("args")
+    with pytest.raises(ChannelError):
+        call(ch)
+    assert ch.stats()["depth"] == 0
