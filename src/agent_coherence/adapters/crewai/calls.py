@@ -176,6 +176,8 @@ def check_current(coord: Coordinator, agent: str, target: Target) -> None:
     disk_sha, _ = file_sha256(target.artifact.path)
     if record is not None and disk_sha != record.sha256:
         if coord.on_foreign_edit != "adopt":
+            backend.journal_append("conflict.foreign", key, agent, {
+                "version": record.version, "recorded_sha256": record.sha256, "disk_sha256": disk_sha})
             raise ForeignEdit(f"{key!r} was changed outside agent-coherence since version {record.version}",
                               key=key, path=target.artifact.path, recorded_sha256=record.sha256,
                               disk_sha256=disk_sha, version=record.version)
@@ -185,6 +187,7 @@ def check_current(coord: Coordinator, agent: str, target: Target) -> None:
     version = record.version if record is not None else 0
     view = backend.get_view(agent, key)
     if view is not None and view[0] != version:
+        backend.journal_append("conflict.view", key, agent, {"seen": view[0], "version": version})
         raise VersionConflict(f"{key!r} is at version {version}, not the version {view[0]} {agent!r} read",
                               key=key, expected=view[0], actual=version)
     target.before_sha, target.before_version = disk_sha, version

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from itertools import islice
-from typing import Any
+from typing import Any, ClassVar
 
 from crewai.tools import BaseTool
 from crewai_tools import FileReadTool, FileWriterTool
@@ -51,6 +51,7 @@ class _Coordinated(BaseModel):
     the agent they act for."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+    coordinates_itself: ClassVar[bool] = True  # the global hooks leave these tools alone
 
     coordinator: Any
     holder: str | None = None

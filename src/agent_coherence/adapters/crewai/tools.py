@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from crewai.tools import BaseTool
 from pydantic import ConfigDict, PrivateAttr
@@ -39,6 +39,7 @@ class CoherentTool(BaseTool):
     """A tool whose calls hold the leases on the files they write (built by :func:`coherent_tool`)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+    coordinates_itself: ClassVar[bool] = True  # the global hooks leave it alone
 
     inner: BaseTool
     coordinator: Any
