@@ -50,16 +50,38 @@ def no_leftover_hooks() -> Iterator[None]:
     clear_all_global_hooks()
 
 
-def messages_seen(store: list[list[dict[str, Any]]]) -> Any:
-    """A script function's helper: remember every message list the model was shown."""
-    def remember(messages: list[dict[str, Any]]) -> None:
-        store.append(list(messages))
-    return remember
+def after_fork_in_child() -> None:
+    """Call first in a child forked from a process that has already run a crew.
+
+    CrewAI's event bus starts its thread pool and event-loop thread on first use; threads do not
+    survive fork, so in the child every event would wait for a thread that is not there (and each
+    kickoff would hang in its final flush). Marking the bus uninitialised makes it start fresh ones.
+    """
+    from crewai.events import crewai_event_bus
+
+    bus: Any = crewai_event_bus
+    bus._executor_initialized = False
+    bus._pending_futures = set()
+    bus._has_pending_events = False
 
 
 def tool_results(messages: list[dict[str, Any]]) -> list[str]:
     """The tool results (as the model reads them) in a message list."""
     return [str(m.get("content")) for m in messages if m.get("role") == "tool"]
+
+
+def run_children(children: list[Any], timeout: float = 60.0) -> list[int | None]:
+    """Start forked children, wait for them (killing any still running after ``timeout``, so a
+    hung child fails the test instead of blocking the suite), and return their exit codes."""
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout)
+    for child in children:
+        if child.is_alive():
+            child.kill()
+            child.join()
+    return [child.exitcode for child in children]
 
 
 @pytest.fixture

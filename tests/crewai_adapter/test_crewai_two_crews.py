@@ -17,7 +17,7 @@ import pytest
 from agent_coherence import Coordinator
 from conftest import FORK
 
-from .conftest import tool_results
+from .conftest import after_fork_in_child, run_children, tool_results
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -26,6 +26,7 @@ ROUNDS = 4
 
 def count_up(root: str, holder: str, coherent: bool, barrier: Any, rounds: int) -> None:
     """A crew whose model reads the counter, writes counter + 1, and repeats ``rounds`` times."""
+    after_fork_in_child()
     from crewai_tools import FileReadTool, FileWriterTool
 
     from agent_coherence.adapters.crewai import CoherentFileReadTool, CoherentFileWriterTool
@@ -75,11 +76,7 @@ def race(root: Path, coherent: bool) -> int:
     barrier = FORK.Barrier(2)
     children = [FORK.Process(target=count_up, args=(str(root), f"crewai:crew-{i}", coherent, barrier, ROUNDS))
                 for i in range(2)]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(60)
-        assert child.exitcode == 0, child.exitcode
+    assert run_children(children) == [0] * len(children)
     return int((root / "counter.txt").read_text())
 
 

@@ -11,7 +11,7 @@ a file written by someone else since this agent last read it (through the layer)
 
 After the call (:meth:`GuardedCall.confirm`): for a tool that wrote the files itself, each file is
 fsynced (with its directory), hashed and recorded as a new version under the call's lease, and the
-agent's view moves there; a file the tool said it wrote but that does not exist, or that could not
+agent's view (if it read the file) moves there; a file the tool said it wrote but that does not exist, or that could not
 be confirmed durable, or whose lease was lost during the call, comes back as a :class:`Refusal`.
 
 Each call takes its leases as ``<holder>#<n>``, its own holder, so two parallel calls by one agent
@@ -104,7 +104,7 @@ class GuardedCall:
             fence = target.lease.fence if target.lease is not None else None
             record, lost = record_tool_bytes(backend, target.artifact.key, self.call_holder, sha,
                                              len(data or b""), fence=fence, kind=kind)
-            backend.put_view(self.holder, target.artifact.key, record.version, sha)
+            advance_view(self.coord, self.holder, target.artifact.key, record.version, sha)
             if lost is not None:
                 problems.append(Refusal("LeaseLost", (
                     f"{PREFIX}your write to {target.shown} landed, but the file's lease was lost while the tool "
@@ -123,6 +123,14 @@ class GuardedCall:
                 except CoherenceError:
                     pass  # the lease expires on its own; nothing to undo
                 target.lease = None
+
+
+def advance_view(coord: Coordinator, agent: str, key: str, version: int, sha: str | None) -> None:
+    """After the agent's own write: if it had read the file, its view moves to the version it
+    wrote (it knows those bytes). An agent that never read the file gets no view: its writes are
+    not checked against reads it never made."""
+    if coord.backend.get_view(agent, key) is not None:
+        coord.backend.put_view(agent, key, version, sha)
 
 
 def resolve_target(coord: Coordinator, shown: str, path: str, confine: str | None) -> ArtifactPath:

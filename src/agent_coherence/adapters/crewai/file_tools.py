@@ -29,7 +29,7 @@ from crewai_tools.tools.file_writer_tool.file_writer_tool import FileWriterToolI
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...errors import CoherenceError
-from .calls import Refused, begin_call, default_holder, resolve_target
+from .calls import Refused, advance_view, begin_call, default_holder, resolve_target
 from .failures import Refusal, as_tool_failure, internal_error, invalid_input, refusal_for
 from .tools import never_cache
 
@@ -114,7 +114,7 @@ class CoherentFileWriterTool(_Coordinated, FileWriterTool):
                                                  expect_version=expected_version)
             except CoherenceError as error:
                 raise Refused(refusal_for(error, shown)) from error
-            self.coordinator.backend.put_view(call.holder, receipt.key, receipt.version, receipt.sha256)
+            advance_view(self.coordinator, call.holder, receipt.key, receipt.version, receipt.sha256)
             return f"Content successfully written to {display}"
         finally:
             call.close()
