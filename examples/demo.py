@@ -4,6 +4,8 @@
    ``coord.update``.
 2. The next_task.md incident: a file used as a mailbox, and the same pipeline on an acknowledged
    channel with a liveness check.
+3. CrewAI: two parallel FileWriterTool calls in one turn, stock beside CoherentFileWriterTool
+   (skipped when crewai is not installed; importing crewai adds a few seconds).
 
 Offline and deterministic in its conclusions; runs in a few seconds.
 """
@@ -28,7 +30,21 @@ def main() -> int:
     print("\n#### 2. The next_task.md incident")
     status = next_task_incident.main(["--root", os.path.join(base, "next-task")])
     lost_ok = counts.get("coordinated") == counts.get("expected")
-    return 0 if (status == 0 and lost_ok) else 1
+    crewai_ok = crewai_case(os.path.join(base, "crewai"))
+    return 0 if (status == 0 and lost_ok and crewai_ok) else 1
+
+
+def crewai_case(root: str) -> bool:
+    """The CrewAI case, in a child process: it points HOME at a temp dir before importing crewai."""
+    import importlib.util
+    import subprocess
+
+    print("\n#### 3. CrewAI: parallel tool calls on one file")
+    if importlib.util.find_spec("crewai") is None or importlib.util.find_spec("crewai_tools") is None:
+        print("skipped: pip install 'agent-coherence[crewai]' to run it")
+        return True
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crewai_parallel_clobber.py")
+    return subprocess.run([sys.executable, script, "--trials", "5", "--root", root]).returncode == 0
 
 
 if __name__ == "__main__":
