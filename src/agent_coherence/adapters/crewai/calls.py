@@ -145,10 +145,12 @@ def resolve_target(coord: Coordinator, shown: str, path: str, confine: str | Non
 
 def begin_call(
     coord: Coordinator, holder: str | None, paths: list[tuple[str, str]], *, lease_wait: float,
-    ttl: float | None = None, confine: str | None = None, renew: bool = True,
+    ttl: float | None = None, confine: str | None = None, renew: bool = True, check_disk: bool = True,
 ) -> GuardedCall:
     """Take the leases for a call writing ``paths`` ((as shown, as opened) pairs) and check them.
-    Raises :class:`Refused`; on any failure, leases already taken are released."""
+    ``check_disk=False`` skips hashing the bytes on disk, for a caller whose write is
+    ``Coordinator.write`` (which checks them itself). Raises :class:`Refused`; on any failure,
+    leases already taken are released."""
     agent = holder or default_holder()
     targets: dict[str, Target] = {}
     for shown, path in paths:
@@ -163,7 +165,7 @@ def begin_call(
             target.lease = coord.acquire(target.artifact.key, call.call_holder, ttl, wait=lease_wait)
             if renew:
                 call.keepers.append(coord.keep_alive(target.lease))
-            check_current(coord, agent, target)
+            check_current(coord, agent, target, check_disk)
     except CoherenceError as error:
         call.close()
         failing = next((t.shown for t in call.targets if t.artifact.key == error.facts.get("key")), None)
@@ -174,14 +176,17 @@ def begin_call(
     return call
 
 
-def check_current(coord: Coordinator, agent: str, target: Target) -> None:
+def check_current(coord: Coordinator, agent: str, target: Target, check_disk: bool = True) -> None:
     """Under the lease: the bytes on disk are the recorded ones (else ForeignEdit, or adopted
     under the coordinator's ``adopt`` policy), and the agent's last read, if any, is the current
     version (else VersionConflict). Records the state the call starts from on ``target``."""
     backend = coord.backend
     key = target.artifact.key
     record = backend.get_version(key)
-    disk_sha, _ = file_sha256(target.artifact.path)
+    if not check_disk:
+        disk_sha = record.sha256 if record is not None else None
+    else:
+        disk_sha, _ = file_sha256(target.artifact.path)
     if record is not None and disk_sha != record.sha256:
         if coord.on_foreign_edit != "adopt":
             backend.journal_append("conflict.foreign", key, agent, {

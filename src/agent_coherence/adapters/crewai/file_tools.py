@@ -100,7 +100,8 @@ class CoherentFileWriterTool(_Coordinated, FileWriterTool):
         base = str(self.base_dir)
         shown = os.path.join(directory, filename) if directory not in ("./", ".") else filename
         call = begin_call(self.coordinator, self.agent, [(shown, os.path.join(base, directory, filename))],
-                          lease_wait=self.lease_wait, confine=base, renew=False)
+                          lease_wait=self.lease_wait, confine=base, renew=False,
+                          check_disk=False)
         try:
             target = call.targets[0]
             display = os.path.relpath(target.artifact.path, os.path.realpath(os.path.join(base, directory)))
