@@ -85,3 +85,20 @@ def test_base_dir_outside_the_root_is_refused_at_construction(work: Path, wcoord
 
     with pytest.raises(ValueError, match="outside the coordinator's root"):
         CoherentFileWriterTool(coordinator=wcoord, base_dir=str(work / "outside"))
+
+
+def test_the_reader_reports_the_version_and_refuses_outside_paths(work: Path, wcoord: Coordinator) -> None:
+    from crewai.tools import ToolFailure
+
+    from agent_coherence.adapters.crewai import CoherentFileReadTool
+
+    wcoord.write("notes.md", b"one\ntwo\nthree\n", holder="setup")
+    reader = CoherentFileReadTool(coordinator=wcoord, holder="crewai:me")
+    assert reader.name == "Read a file's content"
+    text = reader.run(file_path="notes.md", start_line=2, line_count=1)
+    assert text == "two\n\n[agent-coherence: this is version 1 of notes.md; to replace it, write with expected_version=1]"
+    assert wcoord.backend.get_view("crewai:me", "notes.md") == (1, wcoord.version("notes.md").sha256)  # type: ignore[union-attr]
+    (work / "outside" / "secret.txt").write_text("secret")
+    for path in ("../outside/secret.txt", str(work / "outside" / "secret.txt")):
+        refused = reader.run(file_path=path)
+        assert isinstance(refused, ToolFailure) and refused.code == "PathOutsideRoot", refused

@@ -88,7 +88,7 @@ def test_a_write_the_tool_claims_but_did_not_make_is_a_failure(work: Path, wcoor
 
     result = coherent_tool(save_report, wcoord, base_dir=str(work / "root")).run(filename="r.md", content="x")
     assert isinstance(result, ToolFailure) and result.code == "WriteUnconfirmed" and result.retryable
-    assert "does not exist on disk" in result.message
+    assert "does not exist on disk after the call (the tool answered 'saved r.md')" in result.message
 
 
 def test_a_stale_read_and_a_foreign_edit_are_refused(work: Path, wcoord: Coordinator) -> None:

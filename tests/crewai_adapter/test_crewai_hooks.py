@@ -155,3 +155,25 @@ def test_a_task_that_wrote_nothing_it_declared_is_zero_work(work: Path, wcoord: 
     assert [(a.kind, a.facts["key"]) for a in found] == [("zero_work", "plan.md")]
     assert "without a coordinated write to plan.md" in found[0].detail
     assert wcoord.journal.count("anomaly.zero_work") == 1
+
+
+def test_a_problem_after_the_call_is_reported_without_aborting(work: Path, wcoord: Coordinator) -> None:
+    from crewai.tools import tool
+
+    from agent_coherence.adapters.crewai import install_crewai_hooks
+
+    @tool("Save Report")
+    def save_report(filename: str, content: str) -> str:
+        """Claim to save a report, and save nothing."""
+        return f"saved {filename}"
+
+    hooks = install_crewai_hooks(wcoord, watch_tasks=False)
+    try:
+        told, output = run_turns([save_report], [("save_report", {"filename": str(work / "root" / "r.md"),
+                                                                  "content": "x"})])
+    finally:
+        hooks.uninstall()
+    # kickoff returned normally (an after hook that raised HookAborted would have aborted it)
+    assert "(code: WriteUnconfirmed)" in told[0] and "'saved " in told[0]
+    assert [f.failure.code for f in output.tool_failures] == ["WriteUnconfirmed"]
+    assert wcoord.leases() == []

@@ -79,10 +79,11 @@ class GuardedCall:
     targets: list[Target]
     keepers: list[LeaseKeeper] = field(default_factory=list)
 
-    def confirm(self, kind: str = "write.crewai", expect_written: bool = True) -> list[Refusal]:
+    def confirm(self, kind: str = "write.crewai", expect_written: bool = True, said: object = None) -> list[Refusal]:
         """After a tool wrote the files itself: confirm and record each changed file as a new
-        version under the call's lease. ``expect_written``: the tool reported success, so a
-        missing file is a problem. Returns the problems (empty: every write confirmed)."""
+        version under the call's lease. ``expect_written``: the call did not report a failure, so
+        a missing file is a problem (``said``: what the tool returned, quoted to the model).
+        Returns the problems (empty: every write confirmed)."""
         backend = self.coord.backend
         problems: list[Refusal] = []
         for target in self.targets:
@@ -96,9 +97,10 @@ class GuardedCall:
             sha = sha256_hex(data) if data is not None else None
             if sha == target.before_sha:
                 if data is None and expect_written:
+                    answer = f" (the tool answered {str(said)[:200]!r})" if said is not None else ""
                     problems.append(Refusal("WriteUnconfirmed", (
-                        f"{PREFIX}the tool reported success, but {target.shown} does not exist on disk: the write "
-                        f"did not happen. Check the path and write the file again."), True,
+                        f"{PREFIX}{target.shown} does not exist on disk after the call{answer}: the write did "
+                        f"not happen. Check the path and write the file again."), True,
                         {"key": target.artifact.key}))
                 continue
             fence = target.lease.fence if target.lease is not None else None

@@ -98,8 +98,8 @@ def refusal_for(error: CoherenceError, shown: str) -> Refusal:
     return Refusal(type(error).__name__, f"{PREFIX}{error.message}. Nothing was written.", False, facts)
 
 
-def invalid_input(shown: object, why: str) -> Refusal:
-    return Refusal("InvalidInput", f"{PREFIX}refused to write {shown!r}: {why}. Nothing was written.", False,
+def invalid_input(shown: object, why: str, action: str = "write") -> Refusal:
+    return Refusal("InvalidInput", f"{PREFIX}refused to {action} {shown!r}: {why}. Nothing was written.", False,
                    {"reason": why})
 
 

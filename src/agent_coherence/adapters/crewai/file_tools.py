@@ -18,6 +18,7 @@ This module imports crewai and crewai_tools; ``agent_coherence.adapters.crewai``
 
 from __future__ import annotations
 
+import asyncio
 import os
 from itertools import islice
 from typing import Any, ClassVar
@@ -94,6 +95,9 @@ class CoherentFileWriterTool(_Coordinated, FileWriterTool):
         except Exception as error:  # fail closed: an unexpected error is a failure, never a success
             return as_tool_failure(internal_error(error, str(filename)[:200]))
 
+    async def _arun(self, **kwargs: Any) -> Any:  # type: ignore[override]
+        return await asyncio.to_thread(self._run, **kwargs)
+
     def _write(self, filename: str, content: str, directory: str, overwrite: str | bool,
                expected_version: int | None) -> str:
         replace, payload = self._checked(filename, content, directory, overwrite)
@@ -166,7 +170,7 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
     ) -> Any:
         shown = file_path or self.file_path
         if not isinstance(shown, str) or not shown:
-            return as_tool_failure(invalid_input(shown, "no file_path was given"))
+            return as_tool_failure(invalid_input(shown, "no file_path was given", "read"))
         try:
             return self._read(shown, start_line or 1, line_count)
         except Refused as refused:
@@ -176,9 +180,12 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
         except Exception as error:
             return as_tool_failure(internal_error(error, shown[:200]))
 
+    async def _arun(self, **kwargs: Any) -> Any:  # type: ignore[override]
+        return await asyncio.to_thread(self._run, **kwargs)
+
     def _read(self, shown: str, start_line: int, line_count: int | None) -> str:
         if "\x00" in shown:
-            raise Refused(invalid_input(shown, "the path contains a NUL byte"))
+            raise Refused(invalid_input(shown, "the path contains a NUL byte", "read"))
         base = str(self.base_dir)
         artifact = resolve_target(self.coordinator, shown, os.path.join(base, shown), base)
         snapshot = self.coordinator.read(artifact.key)
@@ -188,7 +195,7 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
         try:
             text = snapshot.data.decode(self.encoding)
         except UnicodeDecodeError:
-            raise Refused(invalid_input(shown, f"the file is not valid {self.encoding} text")) from None
+            raise Refused(invalid_input(shown, f"the file is not valid {self.encoding} text", "read")) from None
         if not snapshot.foreign_edit:
             self.coordinator.backend.put_view(self.agent, artifact.key, snapshot.version, snapshot.sha256)
         lines = text.splitlines(keepends=True)

@@ -102,7 +102,7 @@ class CrewAIHooks:
             try:
                 failed = detect_tool_failure(ctx.raw_tool_result) is not None or str(ctx.tool_result).startswith(
                     "Error executing tool")
-                problems = call.confirm(kind="write.crewai", expect_written=not failed)
+                problems = call.confirm(kind="write.crewai", expect_written=not failed, said=ctx.tool_result)
             finally:
                 call.close()
         except Exception as error:

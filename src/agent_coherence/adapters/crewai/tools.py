@@ -62,7 +62,7 @@ class CoherentTool(BaseTool):
         from crewai.tools.tool_failure import detect_tool_failure
 
         failed = detect_tool_failure(result) is not None
-        problems = call.confirm(expect_written=not failed)
+        problems = call.confirm(expect_written=not failed, said=result)
         if problems and not failed:
             return as_tool_failure(problems[0])
         return result
