@@ -53,7 +53,7 @@ def append_many(root: str, wrapped: bool, n: int, worker: int) -> None:
     coord = Coordinator.open(root)
     tool = appender(Path(root))
     if wrapped:
-        tool = coherent_tool(tool, coord, holder=f"crewai:appender-{worker}", base_dir=root)
+        tool = coherent_tool(tool, coord, holder="crewai:appender", base_dir=root)  # one holder for all
     for i in range(n):
         result = tool.run(path="log.txt", line=f"{worker}-{i}")
         if not str(result).startswith("appended"):

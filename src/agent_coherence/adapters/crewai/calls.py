@@ -14,7 +14,7 @@ fsynced (with its directory), hashed and recorded as a new version under the cal
 agent's view (if it read the file) moves there; a file the tool said it wrote but that does not exist, or that could not
 be confirmed durable, or whose lease was lost during the call, comes back as a :class:`Refusal`.
 
-Each call takes its leases as ``<holder>#<n>``, its own holder, so two parallel calls by one agent
+Each call takes its leases as ``<holder>#<pid>-<n>``, its own holder, so two parallel calls by one agent
 exclude each other too; what the agent has read (its view) is kept under ``holder``.
 
 Leases are renewed while a call runs. Enforced for writers that use the layer; an edit around it
@@ -161,7 +161,10 @@ def begin_call(
         except PathOutsideRoot as error:
             raise Refused(refusal_for(error, shown)) from error
         targets.setdefault(artifact.key, Target(shown, artifact))
-    call = GuardedCall(coord, agent, f"{agent}#{next(_CALLS)}", [targets[k] for k in sorted(targets)])
+    # The pid keeps the calls of forked processes apart even when they share a holder and the
+    # counter's state.
+    call_holder = f"{agent}#{os.getpid()}-{next(_CALLS)}"
+    call = GuardedCall(coord, agent, call_holder, [targets[k] for k in sorted(targets)])
     try:
         for target in call.targets:  # in key order, so two calls never wait on each other crosswise
             target.lease = coord.acquire(target.artifact.key, call.call_holder, ttl, wait=lease_wait)

@@ -43,11 +43,11 @@ class Refusal:
 
 
 def describe_holder(holder: str | None) -> str:
-    """A holder as a sentence fragment; per-call lease holders (``agent#7``) name the agent."""
+    """A holder as a sentence fragment; per-call lease holders (``agent#<pid>-<n>``) name the agent."""
     if not holder:
         return "another writer"
     agent, sep, call = holder.rpartition("#")
-    if sep and call.isdigit():
+    if sep and agent:
         return f"{agent!r} (its tool call {call})"
     return repr(holder)
 

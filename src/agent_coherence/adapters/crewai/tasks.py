@@ -121,13 +121,17 @@ class TaskWatch:
         with self._lock:
             call = self._saving.pop(task_id, None)
             started = self._started.pop(task_id, None)
-        if call is not None:
-            try:
-                call.confirm(kind="write.crewai.output_file")
-            finally:
-                call.close()
-        if started is not None:
-            self._check_work(task, *started)
+        try:
+            if call is not None:
+                try:
+                    call.confirm(kind="write.crewai.output_file")
+                finally:
+                    call.close()
+            if started is not None:
+                self._check_work(task, *started)
+        except Exception as error:  # on CrewAI's event thread: record it, never raise into the bus
+            self.coordinator.backend.journal_append("crewai.task_watch_error", None, None, {
+                "task": task_id, "error": f"{type(error).__name__}: {error}"})
 
     def task_failed(self, _source: Any, event: Any) -> None:
         task = getattr(event, "task", None)
