@@ -47,13 +47,14 @@ def test_same_name_description_and_schema(work: Path, wcoord: Coordinator) -> No
         assert wrapped.cache_function({}, "x") is False
 
 
-def append_many(root: str, wrapped: bool, n: int, worker: int) -> None:
+def append_many(root: str, wrapped: bool, n: int, worker: int, start: Any) -> None:
     from agent_coherence.adapters.crewai import coherent_tool
 
     coord = Coordinator.open(root)
     tool = appender(Path(root))
     if wrapped:
         tool = coherent_tool(tool, coord, holder="crewai:appender", base_dir=root)  # one holder for all
+    start.wait(timeout=20)  # all appenders run at once
     for i in range(n):
         result = tool.run(path="log.txt", line=f"{worker}-{i}")
         if not str(result).startswith("appended"):
@@ -65,7 +66,8 @@ def append_many(root: str, wrapped: bool, n: int, worker: int) -> None:
 @pytest.mark.parametrize("wrapped", [False, True], ids=["stock", "coherent"])
 def test_calls_on_one_file_serialise_across_processes(work: Path, wrapped: bool) -> None:
     root, n = work / "root", 25
-    children = [FORK.Process(target=append_many, args=(str(root), wrapped, n, w)) for w in range(3)]
+    start = FORK.Barrier(3)
+    children = [FORK.Process(target=append_many, args=(str(root), wrapped, n, w, start)) for w in range(3)]
     assert run_children(children) == [0] * len(children)
     lines = (root / "log.txt").read_text().splitlines()
     if wrapped:
