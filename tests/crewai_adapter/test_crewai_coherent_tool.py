@@ -171,3 +171,20 @@ def test_write_calls_are_never_served_from_the_cache(work: Path, wcoord: Coordin
     tool = coherent_tool(appender(root), wcoord, base_dir=str(root))
     run_crew(ScriptedLLM([same, same, "done"]), [tool], cache=True)
     assert (root / "log.txt").read_text() == "again\nagain\n"  # the tool ran twice, not once
+
+
+def test_the_text_react_path_reaches_the_same_checks(work: Path, wcoord: Coordinator) -> None:
+    """Without function calling CrewAI calls ``_run`` through its structured tool, not ``run``."""
+    from agent_coherence.adapters.crewai import CoherentFileWriterTool
+    from agent_coherence.adapters.crewai.scripted import ScriptedLLM, run_crew
+
+    root = work / "root"
+    writer = CoherentFileWriterTool(coordinator=wcoord, base_dir=str(root))
+    good = {"filename": "plan.md", "content": "via react", "overwrite": True}
+    bad = {"filename": "../outside/x.txt", "content": "no", "overwrite": True}
+    llm = ScriptedLLM([[("File Writer Tool", good)], [("File Writer Tool", bad)], "done"], native=False)
+    output = run_crew(llm, [writer])
+    assert (root / "plan.md").read_text() == "via react"
+    assert wcoord.version("plan.md").version == 1  # type: ignore[union-attr]
+    assert [f.failure.code for f in output.tool_failures] == ["PathOutsideRoot"]
+    assert not (work / "outside" / "x.txt").exists()

@@ -177,3 +177,19 @@ def test_a_problem_after_the_call_is_reported_without_aborting(work: Path, wcoor
     assert "(code: WriteUnconfirmed)" in told[0] and "'saved " in told[0]
     assert [f.failure.code for f in output.tool_failures] == ["WriteUnconfirmed"]
     assert wcoord.leases() == []
+
+
+def test_the_hooks_leave_the_coherent_tools_alone(work: Path, wcoord: Coordinator) -> None:
+    from agent_coherence.adapters.crewai import CoherentFileWriterTool, install_crewai_hooks
+
+    writer = CoherentFileWriterTool(coordinator=wcoord, base_dir=str(work / "root"), lease_wait=2.0)
+    hooks = install_crewai_hooks(wcoord, watch_tasks=False)
+    try:
+        told, output = run_turns([writer], [write("plan.md", "one"), write("plan.md", "two")])
+    finally:
+        hooks.uninstall()
+    # Leased twice (by the hook, then by the tool under another holder), each call would wait for
+    # itself and fail with LeaseHeld.
+    assert told == ["Content successfully written to plan.md"] * 2 and output.tool_failures == []
+    kinds = [e.kind for e in wcoord.journal.history("plan.md") if e.kind.startswith("write")]
+    assert kinds == ["write", "write"]

@@ -3,7 +3,9 @@
 Each turn of the script is either a string (the final answer) or a list of tool calls
 ``(tool_name, args)``, which CrewAI runs the way it runs a real model's function calls (several
 calls in one turn run in parallel threads). A script can also be a function ``messages -> turn``,
-for a model that reacts to what its tools returned. No network, no API key.
+for a model that reacts to what its tools returned. With ``native=False`` the model has no
+function calling and answers in CrewAI's text (ReAct) format instead, one tool call per turn, named
+by the tool's display name (``File Writer Tool``). No network, no API key.
 
 This module imports crewai.
 """
@@ -40,6 +42,7 @@ class ScriptedLLM(BaseLLM):
 
     script: Any = ()
     done: str = "done"
+    native: bool = True
     _turns: list[Turn] = PrivateAttr(default_factory=list)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
@@ -55,13 +58,18 @@ class ScriptedLLM(BaseLLM):
         else:
             with self._lock:
                 turn = self._turns.pop(0) if self._turns else self.done
-        return turn if isinstance(turn, str) else tool_calls(turn)
+        if self.native:
+            return turn if isinstance(turn, str) else tool_calls(turn)
+        if isinstance(turn, str):
+            return f"Thought: I have the answer\nFinal Answer: {turn}"
+        (name, args), = turn  # the text format has one action per turn
+        return f"Thought: I use a tool\nAction: {name}\nAction Input: {json.dumps(args)}"
 
     def supports_function_calling(self) -> bool:
-        return True
+        return self.native
 
     def supports_stop_words(self) -> bool:
-        return False
+        return not self.native
 
 
 def run_crew(llm: ScriptedLLM, tools: list[Any], *, role: str = "writer", output_file: str | None = None,
