@@ -193,3 +193,20 @@ def test_the_hooks_leave_the_coherent_tools_alone(work: Path, wcoord: Coordinato
     assert told == ["Content successfully written to plan.md"] * 2 and output.tool_failures == []
     kinds = [e.kind for e in wcoord.journal.history("plan.md") if e.kind.startswith("write")]
     assert kinds == ["write", "write"]
+
+
+def test_a_call_another_hook_blocks_gives_its_leases_back(work: Path, wcoord: Coordinator) -> None:
+    from crewai.hooks import register_before_tool_call_hook
+    from crewai_tools import FileWriterTool
+
+    from agent_coherence.adapters.crewai import install_crewai_hooks
+
+    hooks = install_crewai_hooks(wcoord, watch_tasks=False)
+    register_before_tool_call_hook(lambda _ctx: False)  # the user's own policy, after ours
+    try:
+        told, output = run_turns([FileWriterTool(base_dir=str(work / "root"))], [write("new.md", "x")])
+    finally:
+        hooks.uninstall()
+    assert told == ["Tool execution blocked by hook. Tool: file_writer_tool"]  # CrewAI's text, untouched
+    assert output.tool_failures == [] and wcoord.leases() == []
+    assert not (work / "root" / "new.md").exists()

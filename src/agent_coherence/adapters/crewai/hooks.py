@@ -100,8 +100,10 @@ class CrewAIHooks:
             return None
         try:
             try:
+                # The tool did not run (another hook blocked it) or did not succeed: a missing file
+                # is then no surprise; bytes it changed anyway are still recorded.
                 failed = detect_tool_failure(ctx.raw_tool_result) is not None or str(ctx.tool_result).startswith(
-                    "Error executing tool")
+                    ("Error executing tool", "Tool execution blocked by hook"))
                 problems = call.confirm(kind="write.crewai", expect_written=not failed, said=ctx.tool_result)
             finally:
                 call.close()
