@@ -29,6 +29,7 @@ from crewai_tools.tools.file_read_tool.file_read_tool import FileReadToolSchema
 from crewai_tools.tools.file_writer_tool.file_writer_tool import FileWriterToolInput, strtobool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ...coordinator import Coordinator
 from ...errors import CoherenceError
 from .calls import Refused, advance_view, begin_call, default_holder, resolve_target
 from .failures import Refusal, as_tool_failure, internal_error, invalid_input, refusal_for
@@ -54,7 +55,7 @@ class _Coordinated(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
     coordinates_itself: ClassVar[bool] = True  # the global hooks leave these tools alone
 
-    coordinator: Any
+    coordinator: Coordinator
     holder: str | None = None
     lease_wait: float = 10.0
 

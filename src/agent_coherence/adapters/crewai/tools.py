@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from crewai.tools import BaseTool
 from pydantic import ConfigDict, PrivateAttr
 
+from ...coordinator import Coordinator
 from .calls import GuardedCall, Refused, begin_call
 from .failures import Refusal, as_tool_failure, internal_error
 from .targets import PathArgs, anchored, extract_paths
-
-if TYPE_CHECKING:
-    from ...coordinator import Coordinator
 
 
 def never_cache(_args: Any = None, _result: Any = None) -> bool:
@@ -42,7 +40,7 @@ class CoherentTool(BaseTool):
     coordinates_itself: ClassVar[bool] = True  # the global hooks leave it alone
 
     inner: BaseTool
-    coordinator: Any
+    coordinator: Coordinator
     holder: str | None = None
     lease_wait: float = 10.0
     base_dir: str | None = None
