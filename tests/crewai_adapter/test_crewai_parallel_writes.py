@@ -90,3 +90,22 @@ def test_coherent_writer_serialises_and_records_every_success(work: Path, wcoord
             assert len(failure) == 1 and "(code: VersionConflict)" in failure[0], told
             assert [f.failure.code for f in output.tool_failures] == ["VersionConflict"]
     assert conflicts == 25 and both_written == 25, (conflicts, both_written)
+
+
+def test_a_wrapped_stock_writer_serialises_its_parallel_calls(work: Path, wcoord: Coordinator) -> None:
+    from crewai_tools import FileWriterTool
+
+    from agent_coherence.adapters.crewai import coherent_tool
+
+    root = work / "root"
+    tool = coherent_tool(FileWriterTool(base_dir=str(root)), wcoord, holder="crewai:writer")
+    shas = {hashlib.sha256(p.encode()).hexdigest() for p in (FIRST, SECOND)}
+    for trial in range(20):
+        seq = wcoord.journal.count()
+        told, _ = one_turn([tool], [write(FIRST if trial % 2 else SECOND), write(SECOND if trial % 2 else FIRST)])
+        final = (root / "plan.md").read_text()
+        assert told == [SUCCESS, SUCCESS] and final in (FIRST, SECOND), trial  # one whole payload
+        recorded = [e for e in wcoord.journal.history("plan.md") if e.kind == "write.crewai" and e.seq > seq]
+        assert {e.data["sha256"] for e in recorded} <= shas and recorded  # each write that changed it
+        assert wcoord.version("plan.md").sha256 == hashlib.sha256(final.encode()).hexdigest()  # type: ignore[union-attr]
+        assert wcoord.leases() == []
