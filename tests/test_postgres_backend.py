@@ -76,6 +76,21 @@ def test_an_edited_entry_is_detected(journaled):
     assert caught.value.seq == seq and caught.value.reason == "hash mismatch"
 
 
+def test_the_hash_covers_the_data_exactly_as_stored(journaled):
+    url, _, part = journaled
+    seq, data = execute(url, "SELECT seq, data FROM @journal WHERE part = %s ORDER BY pseq LIMIT 1", (part,))[0]
+    respaced = json.dumps(json.loads(data))  # the same JSON value, other text: not what was hashed
+    assert respaced != data
+    execute(url, "UPDATE @journal SET data = %s WHERE seq = %s", (respaced, seq))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(url)
+    assert caught.value.seq == seq and caught.value.reason == "hash mismatch"
+    execute(url, "UPDATE @journal SET data = %s WHERE seq = %s", ("{not json", seq))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(url)
+    assert caught.value.seq == seq and caught.value.reason == "unreadable"
+
+
 def test_a_deleted_entry_is_detected(journaled):
     url, _, part = journaled
     first = chain(url, part)[0][0]
@@ -178,6 +193,21 @@ def test_a_schema_written_by_a_newer_release_is_refused(root, pg_url):
     with pytest.raises(BackendUnavailable) as caught:
         Coordinator.open(root, url=pg_url)
     assert "newer release" in str(caught.value) and caught.value.recover
+
+
+def test_a_version_1_schema_gains_refs_and_channel_time(root, pg_url):
+    PostgresBackend(pg_url).close()
+    execute(pg_url, "DROP FUNCTION @ac_channel_now(); DROP TABLE @channel_clock; DROP TABLE @refs; "
+                    "UPDATE @meta SET value = '1' WHERE name = 'schema_version'")
+    with Coordinator.open(root, url=pg_url) as coord:
+        coord.backend.set_ref("heads/t", "c1", expect=None, holder="run-a", kind="test.move", data={})
+        channel = coord.channel("tasks")
+        channel.send("x")
+        delivery = channel.receive("c")
+        assert delivery is not None and delivery.payload == "x"
+        channel.ack(delivery)
+        coord.journal.verify()
+    assert execute(pg_url, "SELECT value FROM @meta WHERE name = 'schema_version'") == [(str(SCHEMA_VERSION),)]
 
 
 def test_an_unreachable_server_is_a_typed_error(root):
