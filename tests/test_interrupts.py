@@ -188,6 +188,7 @@ def test_a_real_sigint_mid_write_leaves_the_key_free_and_consistent(root, trial)
 # -- an intent this process left behind ---------------------------------------------------------
 
 
+@pytest.mark.contract  # recovery is above the backend: it must judge the intent the same way on each
 def test_an_intent_no_thread_of_this_process_is_on_is_recovered_here(coord, root):
     """An intent of this very process that no thread is writing (an interrupt landed where the
     undo could not run) is recovered by recover() and by the next writer, not left until exit."""
