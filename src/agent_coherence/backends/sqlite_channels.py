@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS channel_clock (
 CLOCK_STEP_REPORTED = 1.0  # a step back of at least this many seconds is journaled and logged
 
 CONFIG_CACHE_SECONDS = 1.0
+RECEIVE_SEEN_EVERY = 1.0  # seconds: how stale a receiving consumer's last_seen may be (see _seen_receiving)
 
 
 def dead_letter_name(channel: str) -> str:
@@ -202,9 +203,13 @@ class ChannelOps(ChannelDepthOps):
 
         def work(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
             wall, now = self._advance_channel_time(conn)
-            groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
-            row = conn.execute("SELECT last_id FROM message_seq WHERE channel = ?", (channel,)).fetchone()
-            last_id = row[0] if row else 0
+            # One read for the id counter and the groups: a row per group (one with NULL if none).
+            rows = conn.execute(
+                "SELECT s.last_id, g.grp FROM (SELECT ? AS channel) AS c "
+                "LEFT JOIN message_seq AS s ON s.channel = c.channel "
+                "LEFT JOIN channel_groups AS g ON g.channel = c.channel", (channel,)).fetchall()
+            last_id = rows[0][0] or 0
+            groups = [row[1] for row in rows if row[1] is not None]
             results: list[tuple[int, bool]] = []
             for payload, encoding, key, delay, deadline in items:
                 if key is not None:
@@ -276,7 +281,7 @@ class ChannelOps(ChannelDepthOps):
                     break  # look again only to refill the places of dead-lettered messages
             if not received:
                 return received
-            self._touch_worker(conn, consumer, 0, wall)
+            self._seen_receiving(conn, consumer, wall)
             if config.durable:
                 ids = [m.id for m in received]
                 self._append(conn, "message.receive", f"channel:{channel}", consumer,  # type: ignore[attr-defined]
@@ -310,6 +315,19 @@ class ChannelOps(ChannelDepthOps):
                       "dead_letter_id": dead_id, "sent": message.enqueued_at}, wall)
         log("channels", WARNING, "message %s on %r moved to %r after %d delivery attempts", message.id,
             message.channel, dead, message.attempts)
+
+    def _seen_receiving(self, conn: sqlite3.Connection, consumer: str, wall: float) -> None:
+        """Advance the consumer's ``last_seen`` on receive at most every RECEIVE_SEEN_EVERY
+        seconds per process (an ack always does, with the work it counts): liveness judges
+        "alive" in tens of seconds, and a statement and a page per receive buy it nothing."""
+        touched = self.__dict__.setdefault("_receive_seen", {})
+        last = touched.get(consumer)
+        if last is not None and 0 <= wall - last < RECEIVE_SEEN_EVERY:
+            return
+        self._touch_worker(conn, consumer, 0, wall)
+        if len(touched) > 10_000:
+            touched.clear()  # bounded: a process with many short-lived consumer names
+        touched[consumer] = wall
 
     @staticmethod
     def _touch_worker(conn: sqlite3.Connection, worker: str, work: int, now: float) -> None:
