@@ -1,0 +1,246 @@
+"""Channel figures and liveness read counters and index ranges, not the messages: they must give
+exactly what a scan of the messages gives.
+
+The reference below is the scan the backend ran before the counters existed (every row of the
+channel read on each call). A hypothesis state machine drives sends (keyed, delayed, with
+deadlines, fanned out to groups), receives, acks (also stale ones), nacks, extends, dead-letters
+and clock steps, and after every step compares ``channel_stats`` for every channel and the whole
+``anomalies()`` list with the reference. Without the maintained count (a send that forgets it, an
+ack that forgets to subtract it) the first comparison after it fails.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import tempfile
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from agent_coherence import Coordinator
+from agent_coherence.backends.records import MessageRecord
+from agent_coherence.backends.sqlite_channel_depth import MESSAGE_COLUMNS
+from agent_coherence.errors import StaleReceipt
+from agent_coherence.liveness import Liveness
+
+from conftest import FakeClock, use_fake_clock
+
+
+class ScanReference:
+    """The backend, except that channel figures, overdue messages and timed-out deliveries are
+    computed by scanning every message (what the backend did before its counters)."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def channel_stats(self, channel: str) -> dict[str, Any]:
+        backend = self._backend
+
+        def work(conn: sqlite3.Connection) -> dict[str, Any]:
+            wall, now = backend.now(), backend._channel_time(conn)
+            groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
+            stats: dict[str, Any] = {"channel": channel, "groups": {}}
+            for group in groups or [""]:
+                ready, in_flight, delayed, oldest, overdue = conn.execute(
+                    "SELECT sum(available_at <= ?), sum(available_at > ? AND receipt IS NOT NULL AND acked_at IS NULL), "
+                    "sum(available_at > ? AND receipt IS NULL AND acked_at IS NULL), "
+                    "min(CASE WHEN available_at <= ? THEN enqueued_at END), "
+                    "sum(deadline IS NOT NULL AND deadline < ? AND acked_at IS NULL) "
+                    "FROM messages NOT INDEXED WHERE channel = ? AND grp = ?",
+                    (now, now, now, now, wall, channel, group)).fetchone()
+                stats["groups"][group] = {
+                    "ready": ready or 0, "in_flight": in_flight or 0, "delayed": delayed or 0,
+                    "overdue": overdue or 0, "oldest_ready_age": (now - oldest) if oldest is not None else None}
+            for name in ("ready", "in_flight", "delayed"):
+                stats[name] = sum(g[name] for g in stats["groups"].values())
+            stats["depth"] = stats["ready"] + stats["in_flight"] + stats["delayed"]
+            ages = [g["oldest_ready_age"] for g in stats["groups"].values() if g["oldest_ready_age"] is not None]
+            stats["oldest_ready_age"] = max(ages) if ages else None
+            return stats
+
+        return backend.read(work)
+
+    def overdue_messages(self, limit: int = 100) -> list[MessageRecord]:
+        now = self._backend.now()
+        rows = self._backend.read(lambda conn: conn.execute(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages NOT INDEXED WHERE deadline IS NOT NULL AND deadline < ? "
+            "AND acked_at IS NULL", (now,)).fetchall())
+        return [MessageRecord(*row) for row in rows]
+
+    def expired_deliveries(self, limit: int = 100) -> list[MessageRecord]:
+        backend = self._backend
+        rows = backend.read(lambda conn: conn.execute(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages NOT INDEXED WHERE receipt IS NOT NULL AND acked_at IS NULL "
+            "AND available_at <= ?", (backend._channel_time(conn),)).fetchall())
+        return [MessageRecord(*row) for row in rows]
+
+
+def _anomalies(liveness: Liveness) -> list[dict[str, Any]]:
+    found = [a.model_dump() for a in liveness.anomalies(report=False)]
+    return sorted(found, key=lambda a: (a["kind"], a["subject"], a["since"]))
+
+
+def _approx(stats: dict[str, Any]) -> dict[str, Any]:
+    """Ages rounded: the two sides compute ``now - enqueued_at`` from the same numbers, but keep it robust."""
+    def fix(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        return round(value, 6) if isinstance(value, float) else value
+    return fix(stats)
+
+
+CHANNELS = ["plain", "grouped"]
+CONSUMERS = ["c1", "c2"]
+
+
+class ChannelFigures(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = tempfile.mkdtemp(prefix="ac-depth-")
+        self.coord = Coordinator.open(self.directory)
+        self.clock: FakeClock = use_fake_clock(self.coord)
+        backend = self.coord.backend
+        self.ours = Liveness(backend, zero_work_grace=1.0)
+        self.reference = Liveness(ScanReference(backend), zero_work_grace=1.0)
+        self.plain = self.coord.channel("plain", max_attempts=2, visibility_timeout=5, sla=3, durability="fast")
+        grouped = self.coord.channel("grouped", retention=30, visibility_timeout=4, sla=2)
+        self.groups = [grouped.group("g1"), grouped.group("g2")]
+        self.views = [self.plain, *self.groups]
+        self.held: list[tuple[Any, Any]] = []  # (channel view, delivery)
+        self.ours.start("idle", channels=["plain", "grouped"])
+        self.ours.start("busy", channels=["plain"])
+
+    def teardown(self) -> None:
+        self.coord.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    @rule(channel=st.sampled_from(CHANNELS), count=st.integers(1, 3), key=st.sampled_from([None, "k1", "k2"]),
+          delay=st.sampled_from([0.0, 0.0, 2.0, 8.0]), deadline=st.sampled_from([None, None, 1.0, 6.0]))
+    def send(self, channel: str, count: int, key: str | None, delay: float, deadline: float | None) -> None:
+        ch = self.coord.channel(channel)
+        items = [(f"m{i}", key) if key and i == 0 else f"m{i}" for i in range(count)]
+        ch.send_many(items, delay=delay, deadline=deadline)
+
+    @rule(view=st.integers(0, 2), consumer=st.sampled_from(CONSUMERS), limit=st.integers(1, 3),
+          timeout=st.sampled_from([None, 0.0, 1.0]))
+    def receive(self, view: int, consumer: str, limit: int, timeout: float | None) -> None:
+        ch = self.views[view]
+        for delivery in ch.receive_many(consumer, limit, visibility_timeout=timeout):
+            self.held.append((ch, delivery))
+
+    @rule(index=st.integers(0, 10), many=st.booleans())
+    def ack(self, index: int, many: bool) -> None:
+        if not self.held:
+            return
+        ch, delivery = self.held.pop(index % len(self.held))
+        batch = [delivery] + ([d for c, d in self.held if c is ch][:2] if many else [])
+        self.held = [(c, d) for c, d in self.held if d not in batch]
+        try:
+            ch.ack_many(batch)
+        except StaleReceipt:
+            pass
+
+    @rule(index=st.integers(0, 10), delay=st.sampled_from([0.0, 3.0]))
+    def nack(self, index: int, delay: float) -> None:
+        if not self.held:
+            return
+        ch, delivery = self.held.pop(index % len(self.held))
+        try:
+            ch.nack(delivery, delay=delay)
+        except StaleReceipt:
+            pass
+
+    @rule(index=st.integers(0, 10))
+    def extend(self, index: int) -> None:
+        if self.held:
+            ch, delivery = self.held[index % len(self.held)]
+            try:
+                ch.extend(delivery, 2.0)
+            except StaleReceipt:
+                pass
+
+    @rule(seconds=st.sampled_from([0.5, 1.5, 4.0, 10.0]))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @rule()
+    def clock_steps_back(self) -> None:
+        self.clock.advance(-2.0)
+
+    @rule()
+    def busy_worker_works(self) -> None:
+        self.ours.record_work("busy")
+
+    @invariant()
+    def figures_match_a_scan(self) -> None:
+        backend = self.coord.backend
+        reference = ScanReference(backend)
+        for name in ("plain", "grouped", "plain.dead"):
+            assert _approx(backend.channel_stats(name)) == _approx(reference.channel_stats(name)), name
+        assert _anomalies(self.ours) == _anomalies(self.reference)
+
+
+TestChannelFigures = ChannelFigures.TestCase
+TestChannelFigures.settings = settings(max_examples=25, stateful_step_count=25, deadline=None,
+                                       suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_counts_are_rebuilt_when_an_older_database_is_upgraded(root):
+    clock = FakeClock()
+    with Coordinator.open(root) as coord:
+        use_fake_clock(coord, clock)
+        ch = coord.channel("tasks")
+        ch.send_many(["a", "b", "c"])
+        ch.ack(ch.receive("c"))
+        before = coord.backend.channel_stats("tasks")
+        path = coord.backend.path
+    assert (before["depth"], before["ready"]) == (2, 2)
+    with sqlite3.connect(path) as conn:  # as schema 3 left it: no counts
+        conn.execute("DELETE FROM channel_counts")
+        conn.execute("UPDATE meta SET value = '3' WHERE name = 'schema_version'")
+    conn.close()
+    with Coordinator.open(root) as coord:
+        use_fake_clock(coord, clock)
+        assert coord.backend.channel_stats("tasks") == before
+        coord.journal.verify()
+
+
+def test_a_fast_channel_journals_each_delivery_once_when_it_ends(coord, clock):
+    ch = coord.channel("quick", durability="fast", visibility_timeout=5, max_attempts=3)
+    ch.send("a")
+    first = ch.receive("c1")
+    clock.advance(6)  # c1's delivery times out
+    again = ch.receive("c2")
+    assert again.message_id == first.message_id
+    ch.ack(again)
+    ch.send("b")
+    ch.ack(ch.receive("c2"))
+    entries = list(coord.journal.history("channel:quick"))
+    assert [e.kind for e in entries] == ["message.redeliver", "message.ack", "message.ack"]
+    assert entries[0].data["previous"] == [[int(first.message_id), "c1", 1]]
+    assert {k: entries[1].data[k] for k in ("id", "consumer", "attempt")} == {
+        "id": int(again.message_id), "consumer": "c2", "attempt": 2}
+    assert coord.journal.verify() == coord.journal.count()
+
+
+def test_a_durable_channel_still_journals_send_receive_and_ack(coord):
+    ch = coord.channel("audit", durability="durable")
+    ch.send("x")
+    ch.ack(ch.receive("c"))
+    assert [e.kind for e in coord.journal.history("channel:audit")] == [
+        "message.send", "message.receive", "message.ack"]
+
+
+@pytest.mark.parametrize("value", [1e13, 1e18])
+def test_a_duration_beyond_the_cap_is_refused(coord, value):
+    from agent_coherence.errors import ChannelError
+
+    with pytest.raises(ChannelError):
+        coord.channel("tasks").send("x", delay=value)
+    assert coord.backend.channel_stats("tasks")["depth"] == 0
