@@ -59,10 +59,10 @@ def migrate_to_counts(conn: sqlite3.Connection) -> None:
 def count_messages(conn: sqlite3.Connection, channel: str, groups: list[str], change: int) -> None:
     """Add ``change`` to the unacknowledged count of each of ``groups`` (inside the transaction
     that sends, acks or dead-letters the messages)."""
-    conn.executemany(
-        "INSERT INTO channel_counts(channel, grp, unacked) VALUES (?,?,?) "
-        "ON CONFLICT(channel, grp) DO UPDATE SET unacked = unacked + excluded.unacked",
-        [(channel, group, change) for group in groups])
+    for group in groups:
+        conn.execute("INSERT INTO channel_counts(channel, grp, unacked) VALUES (?,?,?) "
+                     "ON CONFLICT(channel, grp) DO UPDATE SET unacked = unacked + excluded.unacked",
+                     (channel, group, change))
 
 
 class ChannelDepthOps:
