@@ -137,8 +137,9 @@ def bench_round_trips(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
         markdown_table(["operation", "commits", "median µs", "p90 µs", "round trips/s", "ratio", "spread",
                         "target", "result"], rows),
         "",
-        "Per round trip, ours also journals three hash-chained entries (send, receive, ack), records "
-        "the consumer's liveness (last seen, work done), and checks the dedup window and consumer "
+        "Per round trip, ours also journals hash-chained entries (`durable`: send, receive and ack; "
+        "`fast`: one, when the delivery ends), counts the channel's unacknowledged messages, records "
+        "the consumer's liveness (work done), and checks the dedup window and consumer "
         "groups; the floor and the peers record nothing. The `durable` receive commits with NORMAL: "
         "losing one to power loss only means a redelivery, and the ack's FULL commit makes it durable "
         "anyway (one WAL).",
@@ -473,7 +474,7 @@ def profile_round_trip(scratch: str, rounds: int, n: int) -> str:
     res = interleaved_rounds(cases, rounds, label="profile")
     labels = {
         "as shipped": "`fast` round trip, as shipped",
-        "no journal": "… without the three journal entries",
+        "no journal": "… without the journal entry",
         "no journal, no liveness": "… and without the consumer's liveness record",
         "floor NORMAL": "floor: bare SQLite NORMAL",
         "litequeue": "litequeue",
