@@ -191,3 +191,45 @@ def test_a_duration_beyond_the_cap_is_refused(coord, value):
     with pytest.raises(ChannelError):
         coord.channel("tasks").send("x", delay=value)
     assert coord.backend.channel_stats("tasks")["depth"] == 0
+
+
+def _vm_steps(coord: Coordinator, check: Any) -> int:
+    """SQLite virtual-machine steps (in hundreds) that ``check()`` runs: a count of the work, not a time."""
+    steps = [0]
+
+    def tick() -> int:
+        steps[0] += 1
+        return 0
+
+    conn = coord.backend._connection()
+    conn.set_progress_handler(tick, 100)
+    try:
+        check()
+    finally:
+        conn.set_progress_handler(None, 100)
+    return steps[0]
+
+
+def test_liveness_reads_the_same_rows_at_any_depth(tmp_path):
+    """The shape of the benchmark, without a clock: the checks' SQLite work is the same at 500 and
+    at 20,000 queued messages, while the scan's grows with the depth."""
+    work: dict[int, tuple[int, int]] = {}
+    for depth in (500, 20_000):
+        with Coordinator.open(tmp_path / str(depth)) as coord:
+            clock = use_fake_clock(coord)
+            ch = coord.channel("watched", durability="fast", sla=1)
+            ch.send_many(["m"] * depth)
+            ch.send_many(["due"] * 3, deadline=0)
+            coord.liveness.start("watcher", channels=["watched"])
+            ch.receive_many("consumer", 3, visibility_timeout=0)
+            clock.advance(10)
+            ours = Liveness(coord.backend, zero_work_grace=0.0)
+            scan = Liveness(ScanReference(coord.backend), zero_work_grace=0.0)  # type: ignore[arg-type]
+            assert _anomalies(ours) == _anomalies(scan)
+            assert {a["kind"] for a in _anomalies(ours)} == {
+                "zero_work", "stale_channel", "overdue_delivery", "lease_expired_in_flight"}
+            work[depth] = (_vm_steps(coord, lambda: ours.anomalies(report=False)),
+                           _vm_steps(coord, lambda: scan.anomalies(report=False)))
+    (ours_small, scan_small), (ours_deep, scan_deep) = work[500], work[20_000]
+    assert ours_deep <= ours_small + 2, work  # flat: the same index ranges and counts
+    assert scan_deep > 20 * scan_small, work  # the scan reads every message
