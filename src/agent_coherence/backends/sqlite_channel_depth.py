@@ -11,8 +11,10 @@ index range that holds only the messages that are *not* plain ready ones:
 * the oldest ready message is the first visible one in id order (the primary key): channel time
   never runs back, so within a channel a later id never has an earlier ``enqueued_at`` (a
   dead-lettered message is stamped with the time it entered the dead-letter channel for that
-  reason). Messages written before schema 3 (no channel clock yet) may break this order after a
-  clock step; their age is then approximate;
+  reason). Two exceptions make the age approximate: messages written before schema 3 (no channel
+  clock yet) around a clock step, and a step back shorter than the channel clock's recording
+  interval (50 ms, ``CLOCK_RECORD_EVERY``), which can order two sends up to that much out of
+  time;
 * timed-out deliveries come from the partial index ``messages_inflight``, overdue messages from
   ``messages_due``; both hold unacknowledged rows only.
 
