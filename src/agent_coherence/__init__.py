@@ -30,6 +30,7 @@ _EXPORTS = {
     "ForeignEdit": "errors",
     "DurabilityError": "errors",
     "PathOutsideRoot": "errors",
+    "NotARegularFile": "errors",
     "ChannelError": "errors",
     "StaleReceipt": "errors",
     "SlotOccupied": "errors",
@@ -47,7 +48,8 @@ if TYPE_CHECKING:
     from .durable import scan_dir
     from .errors import (
         BackendUnavailable, ChannelError, CoherenceError, DurabilityError, ForeignEdit,
-        JournalCorrupt, LeaseHeld, LeaseLost, PathOutsideRoot, SlotOccupied, StaleReceipt, VersionConflict,
+        JournalCorrupt, LeaseHeld, LeaseLost, NotARegularFile, PathOutsideRoot, SlotOccupied, StaleReceipt,
+        VersionConflict,
     )
     from .models import Anomaly, Delivery, Event, Lease, Message, Snapshot, VersionInfo, WriteReceipt
 

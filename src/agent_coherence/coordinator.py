@@ -10,10 +10,17 @@ A write is confirmed or it raises. The sequence, for one artifact:
    back and compare the hash.
 4. ``commit_write``: bump the version atomically with the fence check (a FULL-sync commit).
 
-Any failure puts the old bytes back if they had been replaced, resolves the intent, journals the
-failure and raises a typed error. A crash leaves the intent for recovery: on open (and whenever a
-later writer meets it) the intent of a dead writer is rolled forward if the disk holds its bytes,
-back otherwise.
+Every file step reaches the file from the root through directory descriptors opened
+``O_NOFOLLOW`` (:mod:`rooted`), so a directory swapped for a symlink mid-write is refused, never
+followed; a FIFO, socket, device or directory at the key is refused (``NotARegularFile``).
+
+Any failure or interruption (KeyboardInterrupt and every other BaseException too) puts the old bytes
+back if they had been replaced, resolves the intent, journals the failure and raises: a typed error
+for a failure, the interruption itself otherwise; a write interrupted after its commit is complete.
+An undo that cannot be recorded (disk full) is retried in the background until it can be, and
+the caller still gets its ``DurabilityError``. A crash leaves the intent for recovery: on open (and
+whenever a later writer meets it) the intent of a dead writer is rolled forward if the disk holds
+its bytes, back otherwise.
 
 Scope: enforced for writers that use the layer; edits that bypass it are detected (by hash, at the
 next read or write), not prevented.
@@ -21,31 +28,31 @@ next read or write), not prevented.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
-from . import faults, recovery
+from . import arguments, faults, recovery
+from .arguments import ForeignPolicy
 from .backends import open_backend
 from .backends.base import Backend, IntentPending, IntentRecord, WriteRequest
-from .durable import (
-    StepFailed, ensure_parent, file_mode, fsync_dir, read_bytes, remove_quietly, replace_durably, sha256_hex,
-    temp_path_for, write_temp, rename_into_place,
-)
+from .durable import StepFailed, is_enospc, sha256_hex, temp_path_for
 from .errors import (
-    BackendUnavailable, DurabilityError, ForeignEdit, LeaseHeld, LeaseLost, VersionConflict,
+    BackendUnavailable, CoherenceError, DurabilityError, ForeignEdit, LeaseHeld, LeaseLost, VersionConflict,
 )
 from .journal import Journal
 from .leases import LeaseContext, LeaseKeeper, acquire
 from .overlap import Overlap
 from .models import Lease, Snapshot, VersionInfo, WriteReceipt
 from .paths import ArtifactPath, normalize_key, resolve_file_key
+from .recovery import UNCHANGED
+from .rooted import KeyFile
 
 if TYPE_CHECKING:
     from .channel import Channel
     from .liveness import Liveness
 
-ForeignPolicy = Literal["raise", "adopt"]
 EMPTY_SHA256 = sha256_hex(b"")
 
 
@@ -69,10 +76,13 @@ class Coordinator:
     ) -> None:
         self.root = os.path.realpath(root)
         self.backend = backend
-        self.default_ttl = default_ttl
+        arguments.check_settings(dict(default_ttl=default_ttl, on_foreign_edit=on_foreign_edit,
+                                      update_attempts=update_attempts, update_deadline=update_deadline,
+                                      optimistic_attempts=optimistic_attempts))
+        self.default_ttl = float(default_ttl)
         self.on_foreign_edit = on_foreign_edit
         self.update_attempts = update_attempts
-        self.update_deadline = update_deadline
+        self.update_deadline = float(update_deadline)
         self.optimistic_attempts = optimistic_attempts
         self.journal = Journal(backend)
         self._extensions: dict[str, Any] = {}
@@ -83,8 +93,10 @@ class Coordinator:
              **options: Any) -> "Coordinator":
         """Open the coordinator for ``root``: the embedded SQLite backend under
         ``<root>/.agent-coherence/`` when ``url`` is None, else the backend the URL names.
-        Interrupted writes of dead processes are recovered unless ``recover=False``."""
+        Interrupted writes of dead processes are recovered unless ``recover=False``. Settings
+        (``default_ttl``, ``on_foreign_edit``, ...) are checked before anything is opened."""
         real_root = os.path.realpath(os.fspath(root))
+        arguments.check_settings(options)  # refuse bad settings before touching the disk
         os.makedirs(real_root, exist_ok=True)
         coordinator = cls(real_root, open_backend(real_root, url), **options)
         if recover:
@@ -106,13 +118,20 @@ class Coordinator:
 
     # -- leases -----------------------------------------------------------------------------
 
-    def acquire(self, key: str, holder: str, ttl: float | None = None, wait: float = 0.0) -> Lease:
-        """Take the lease on ``key`` for ``holder`` (waiting up to ``wait`` s). Raises LeaseHeld."""
-        return acquire(self.backend, self.key(key), holder, ttl or self.default_ttl, wait, self._unblock)
+    def acquire(self, key: str | os.PathLike[str], holder: str, ttl: float | None = None, wait: float = 0.0) -> Lease:
+        """Take the lease on ``key`` for ``holder`` (waiting up to ``wait`` s). Raises LeaseHeld.
+
+        A refusal is journaled once per call (``conflict.lease``, with the seconds waited), when
+        the call gives up, not once per retry while it waits."""
+        return acquire(self.backend, self.key(key), arguments.holder_name(holder), self._ttl(ttl),
+                       arguments.wait_seconds(wait), self._unblock)
+
+    def _ttl(self, ttl: float | None) -> float:
+        return self.default_ttl if ttl is None else arguments.ttl_seconds(ttl)
 
     def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
         """Extend ``lease``. Raises LeaseLost if it expired or was taken over."""
-        ttl = ttl or lease.ttl
+        ttl = lease.ttl if ttl is None else arguments.ttl_seconds(ttl)
         record = self.backend.renew_lease(lease.key, lease.holder, lease.fence, ttl)
         return Lease.from_record(record, ttl)
 
@@ -121,12 +140,12 @@ class Coordinator:
         return self.backend.release_lease(lease.key, lease.holder, lease.fence)
 
     def lease(
-        self, key: str, holder: str, ttl: float | None = None, *, wait: float = 0.0,
+        self, key: str | os.PathLike[str], holder: str, ttl: float | None = None, *, wait: float = 0.0,
         auto_renew: bool = False, on_lost: Callable[[LeaseLost], None] | None = None,
     ) -> LeaseContext:
         """``with coord.lease(key, holder=...) as lease:`` holds the lease for the block."""
-        return LeaseContext(self.backend, self.key(key), holder, ttl or self.default_ttl, wait,
-                            auto_renew, on_lost, self._unblock)
+        return LeaseContext(self.backend, self.key(key), arguments.holder_name(holder), self._ttl(ttl),
+                            arguments.wait_seconds(wait), auto_renew, on_lost, self._unblock)
 
     def keep_alive(self, lease: Lease, on_lost: Callable[[LeaseLost], None] | None = None) -> LeaseKeeper:
         """Start renewing ``lease`` every ttl/3 in the background; call ``.stop()`` when done."""
@@ -164,13 +183,19 @@ class Coordinator:
 
         A write caught between rename and commit is waited for (briefly), so the snapshot never
         pairs new bytes with an old version. Bytes changed outside the layer come back with
-        ``foreign_edit=True``.
+        ``foreign_edit=True``. Raises NotARegularFile (a FIFO, socket, device or directory at the
+        key: refused at once, never waited on), PathOutsideRoot (a symlink swapped onto the path),
+        DurabilityError (step "read": the file cannot be read, e.g. EACCES or EIO).
         """
         target = resolve_file_key(self.root, key)
+        with KeyFile(self.root, target.key, target.path) as file:
+            return self._read(target, file)
+
+    def _read(self, target: ArtifactPath, file: KeyFile) -> Snapshot:
         deadline = time.monotonic() + 5.0
         while True:
             record = self.backend.get_version(target.key)
-            data = read_bytes(target.path)
+            data = self._read_file(target, file)
             disk_sha = sha256_hex(data) if data is not None else None
             if record is not None and disk_sha == record.sha256:
                 return Snapshot(key=target.key, path=target.path, data=data or b"", version=record.version,
@@ -185,7 +210,7 @@ class Coordinator:
             if intent is not None and time.monotonic() < deadline:
                 self._settle(intent, wait=0.05)  # a write between rename and commit: wait for it
                 continue
-            if read_bytes(target.path) != data:
+            if self._read_file(target, file) != data:
                 continue  # the disk moved under us (an aborted write being undone): look again
             return Snapshot(key=target.key, path=target.path, data=data or b"",
                             version=record.version if record else 0,
@@ -205,10 +230,14 @@ class Coordinator:
         Give ``lease=`` (held via :meth:`lease`) or ``holder=`` (the lease is taken for this write,
         or reused if the holder already has it). ``expect_version`` makes it a compare-and-set.
         Raises LeaseHeld, LeaseLost, VersionConflict, ForeignEdit, DurabilityError,
-        PathOutsideRoot, BackendUnavailable; on any of them the old bytes and version stand.
+        PathOutsideRoot, NotARegularFile, BackendUnavailable; on any of them the old bytes and
+        version stand. ``data`` must be bytes-like or str (else TypeError, nothing written).
+
+        Interrupted (KeyboardInterrupt or any other BaseException), the write is undone before the
+        exception propagates, or, if it had already committed, left complete.
         """
-        payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-        return self._change(key, payload, lease, holder, expect_version, ttl, on_foreign_edit)
+        return self._change(key, arguments.payload_bytes(data), lease, holder, expect_version, ttl,
+                            on_foreign_edit)
 
     def delete(
         self, key: str | os.PathLike[str], *, lease: Lease | None = None, holder: str | None = None,
@@ -253,6 +282,15 @@ class Coordinator:
                                   expect_version=snapshot.version, ttl=ttl)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _read_file(self, target: ArtifactPath, file: KeyFile) -> bytes | None:
+        """The bytes at the key (None: no file); an OS failure becomes DurabilityError("read")."""
+        try:
+            return file.read()
+        except StepFailed as failed:
+            raise self._durability_error(target, "read", failed.error) from failed.error
+        except OSError as error:
+            raise self._durability_error(target, "read", error) from error
+
     def _readable(self, key: str | os.PathLike[str]) -> Snapshot:
         """``read``, raising ForeignEdit (under the raise policy) instead of returning it."""
         snapshot = self.read(key)
@@ -264,8 +302,10 @@ class Coordinator:
     def adopt(self, key: str | os.PathLike[str], holder: str = "(adopted)") -> VersionInfo:
         """Accept the bytes now on disk (written around the layer) as a new version."""
         target = resolve_file_key(self.root, key)
+        holder = arguments.holder_name(holder)
         record = self.backend.get_version(target.key)
-        data = read_bytes(target.path)
+        with KeyFile(self.root, target.key, target.path) as file:
+            data = self._read_file(target, file)
         adopted = self.backend.record_version(
             target.key, holder, sha256_hex(data) if data is not None else None,
             len(data) if data is not None else 0, fence=None,
@@ -283,41 +323,70 @@ class Coordinator:
             if lease.key != target.key:
                 raise ValueError(f"the lease is for {lease.key!r}, not {target.key!r}")
             holder, fence = lease.holder, lease.fence
-        elif holder:
-            fence = None
+        elif holder is not None:
+            holder, fence = arguments.holder_name(holder), None
         else:
             raise TypeError("write needs lease= (from coord.lease) or holder= (who is writing)")
+        ttl = self._ttl(ttl)
+        policy = self.on_foreign_edit if policy is None else arguments.foreign_policy(policy)
         new_sha = sha256_hex(payload) if payload is not None else None
-        intent, old = self._begin(target, holder, fence, new_sha, len(payload or b""), expect_version,
-                                  ttl or self.default_ttl, policy or self.on_foreign_edit)
-        self._apply(target, intent, old, payload)
-        try:
-            faults.check("commit")
-            # The intent is durable already: a commit lost to power loss is rolled forward to the
-            # same version by recovery, so this commit need not flush.
-            record = self.backend.commit_write(intent, durable=False)
-        except (LeaseLost, BackendUnavailable, OSError) as error:
-            self._undo(target, intent, old, "commit", str(error))
-            if isinstance(error, OSError):
-                raise self._durability_error(target, "commit", error) from error
-            raise
+        temp = temp_path_for(target.path)
+        with KeyFile(self.root, target.key, target.path) as file, recovery.WriteClaim(temp) as claim:
+            intent, old = self._begin(target, file, claim, holder, fence, new_sha, len(payload or b""),
+                                      expect_version, ttl, policy)
+            progress = _Progress()
+            try:
+                self._apply(file, intent, payload, progress)
+                progress.step = "commit"
+                faults.check("commit")
+                # The intent is durable already: a commit lost to power loss is rolled forward to
+                # the same version by recovery, so this commit need not flush.
+                record = self.backend.commit_write(intent, durable=False)
+            except BaseException as error:
+                self._fail(target, file, intent, old, progress, error, claim)
         return WriteReceipt(key=target.key, path=target.path, version=record.version,
                             sha256=new_sha or EMPTY_SHA256, size=record.size, fence=record.fence,
                             holder=holder, committed_at=record.updated_at)
 
     def _begin(
-        self, target: ArtifactPath, holder: str, fence: int | None, new_sha: str | None, size: int,
-        expect_version: int | None, ttl: float, policy: ForeignPolicy,
+        self, target: ArtifactPath, file: KeyFile, claim: recovery.WriteClaim, holder: str, fence: int | None,
+        new_sha: str | None, size: int, expect_version: int | None, ttl: float, policy: ForeignPolicy,
     ) -> tuple[IntentRecord, bytes | None]:
+        """Record the intent, then read the old bytes and check them against the record."""
         pid, pid_start = recovery.own_identity()
+        request = WriteRequest(
+            key=target.key, holder=holder, new_sha256=new_sha, size=size, temp_path=claim.temp_path,
+            host=recovery.HOST, pid=pid, pid_start=pid_start, fence=fence, ttl=ttl,
+            expect_version=expect_version,
+        )
         while True:
-            request = WriteRequest(
-                key=target.key, holder=holder, new_sha256=new_sha, size=size,
-                temp_path=temp_path_for(target.path), host=recovery.HOST, pid=pid, pid_start=pid_start,
-                fence=fence, ttl=ttl, expect_version=expect_version,
-            )
+            intent = self._record_intent(target, request, claim)
             try:
-                intent = self.backend.begin_write(request)
+                old = self._read_file(target, file)
+            except BaseException as error:  # unreadable, not a regular file, or interrupted
+                self._abort_unread(intent, "read", error, claim)
+                raise
+            old_sha = sha256_hex(old) if old is not None else None
+            if intent.base_version == 0 or old_sha == intent.base_sha256:
+                return intent, old
+            recorded_sha = intent.base_sha256
+            if policy != "adopt":
+                self._abort_unread(intent, "foreign_edit", f"disk {old_sha}, recorded {recorded_sha}", claim)
+                raise self._foreign_error(target.key, target.path, recorded_sha, old_sha, intent.base_version)
+            # Adopt the bytes on disk as a version of their own, then write on top of them: the
+            # journal shows an "adopt" followed by the "write", and no failure.
+            self.backend.abort_write(intent, "foreign_edit", "adopted", journal=False)
+            self.backend.record_version(target.key, "(adopted)", old_sha, len(old or b""), fence=None,
+                                        expect_version=intent.base_version, kind="adopt")
+
+    def _record_intent(self, target: ArtifactPath, request: WriteRequest,
+                       claim: recovery.WriteClaim) -> IntentRecord:
+        """``begin_write``, recovering a dead writer's intent in the way. An interruption inside
+        it may leave the intent recorded: it is looked up by its temp path and aborted."""
+        while True:
+            try:
+                faults.check("intent")
+                return self.backend.begin_write(request)
             except LeaseHeld:
                 if self._unblock(target.key):
                     continue
@@ -330,84 +399,99 @@ class Coordinator:
                         "is still in flight",
                         key=intent.key, holder=intent.holder, acquired_at=intent.created_at,
                         expires_at=intent.created_at, pid=intent.pid,
-                    )
-                continue
-            try:
-                old = read_bytes(target.path)
-            except OSError as error:  # unreadable (EACCES, EIO): give the intent back, then raise
-                self.backend.abort_write(intent, "read", str(error))
-                raise self._durability_error(target, "read", error) from error
-            old_sha = sha256_hex(old) if old is not None else None
-            if intent.base_version == 0 or old_sha == intent.base_sha256:
-                return intent, old
-            recorded_sha = intent.base_sha256
-            self.backend.abort_write(intent, "foreign_edit", f"disk {old_sha}, recorded {recorded_sha}")
-            if policy != "adopt":
-                raise self._foreign_error(target.key, target.path, recorded_sha, old_sha, intent.base_version)
-            self.backend.record_version(target.key, "(adopted)", old_sha, len(old or b""), fence=None,
-                                        expect_version=intent.base_version, kind="adopt")
+                    ) from None
+            except OSError as error:
+                raise self._durability_error(target, "intent", error) from error
+            except BackendUnavailable as error:
+                disk_full = self._disk_full(target, "intent", error)
+                if disk_full is not None:
+                    raise disk_full from error
+                raise
+            except BaseException:
+                stray = self._stray_intent(target.key, request.temp_path)
+                if stray is not None:
+                    self._abort_unread(stray, "intent", "interrupted", claim)
+                raise
 
-    def _apply(self, target: ArtifactPath, intent: IntentRecord, old: bytes | None,
-               payload: bytes | None) -> None:
+    def _stray_intent(self, key: str, temp: str) -> IntentRecord | None:
+        try:
+            intent = self.backend.get_intent(key)
+        except CoherenceError:
+            return None
+        return intent if intent is not None and intent.temp_path == temp else None
+
+    def _abort_unread(self, intent: IntentRecord, step: str, cause: object, claim: recovery.WriteClaim) -> None:
+        """Resolve an intent whose file step never started (nothing to put back). If the abort
+        cannot be recorded now, it is retried in the background (see :mod:`recovery`)."""
+        detail = cause if isinstance(cause, str) else _describe(cause)
+        try:
+            self.backend.abort_write(intent, step, detail)
+        except (CoherenceError, OSError):
+            recovery.undo_later(self.backend, self.root, intent, UNCHANGED, step, detail, claim)
+
+    def _apply(self, file: KeyFile, intent: IntentRecord, payload: bytes | None, progress: "_Progress") -> None:
         """The file step: make the intent durable, replace (or remove) the bytes, read back.
 
         The intent's flush runs on a helper thread while the temp file is written and fsynced;
-        nothing visible changes on disk until both are done. Undone on failure.
+        nothing visible changes on disk until both are done. ``progress`` says how far it got.
         """
-        renamed = False
-        try:
-            if payload is None:
-                self.backend.sync_intent(intent)
+        temp_name = recovery.temp_name(intent)
+        if payload is None:
+            progress.step = "intent"
+            self.backend.sync_intent(intent)
+            self.backend.check_fence(intent.key, intent.holder, intent.fence)
+            progress.step, progress.replaced = "remove", True
+            file.remove()
+        else:
+            progress.step = "directory"
+            mode = file.mode()
+            file.directory(create=True)
+            progress.step = "write"
+            intent_synced = self._overlap.start(lambda: self.backend.sync_intent(intent))
+            try:
+                file.write_temp(temp_name, payload, mode)
+                progress.step = "intent"
+            finally:
+                intent_synced.wait()
+            if not intent.auto_lease:  # a long write may outlive a caller's lease: stop here if so
+                progress.step = "fence"
                 self.backend.check_fence(intent.key, intent.holder, intent.fence)
-                renamed = remove_quietly(target.path)
-                if renamed:  # nothing removed, nothing to make durable (the parent may not exist)
-                    fsync_dir(os.path.dirname(target.path))
-            else:
-                ensure_parent(target.path)
-                intent_synced = self._overlap.start(lambda: self.backend.sync_intent(intent))
-                try:
-                    write_temp(intent.temp_path, payload, file_mode(target.path))
-                finally:
-                    intent_synced.wait()
-                if not intent.auto_lease:  # a long write may outlive a caller's lease: stop here if so
-                    self.backend.check_fence(intent.key, intent.holder, intent.fence)
-                renamed = True
-                rename_into_place(intent.temp_path, target.path)
-            try:
-                faults.check("read_back")
-                back = read_bytes(target.path)
-            except OSError as error:
-                raise StepFailed("read_back", error) from error
-            if back != payload:  # equal bytes, equal hash: no need to hash them again
-                back_sha = sha256_hex(back) if back is not None else None
-                raise StepFailed("read_back", OSError(0, f"read back {back_sha}, wrote {intent.new_sha256}"))
-        except StepFailed as failed:
-            renamed = renamed and failed.step != "rename"
-            self._undo(target, intent, old if renamed else _UNCHANGED, failed.step, str(failed.error))
-            raise self._durability_error(target, failed.step, failed.error) from failed.error
-        except (OSError, LeaseLost, BackendUnavailable) as error:
-            self._undo(target, intent, old if renamed else _UNCHANGED, "write", str(error))
-            if isinstance(error, OSError):
-                raise self._durability_error(target, "write", error) from error
-            raise
-
-    def _undo(self, target: ArtifactPath, intent: IntentRecord, old: "bytes | None | object",
-              step: str, detail: str) -> None:
-        """Put the old bytes back (if they had been replaced), then resolve the intent."""
+            progress.step, progress.replaced = "rename", True
+            file.rename_into_place(temp_name)
+        progress.step = "read_back"
         try:
-            remove_quietly(intent.temp_path)
-        except OSError:
-            pass  # a stray temp file is harmless; an unresolved intent would block the key
-        if old is not _UNCHANGED:
-            try:
-                if old is None:
-                    remove_quietly(target.path)
-                    fsync_dir(os.path.dirname(target.path))
-                else:
-                    replace_durably(target.path, old, intent.temp_path)  # type: ignore[arg-type]
-            except (OSError, StepFailed) as error:
-                detail += f"; restoring the old bytes failed too ({error}): the next access reports ForeignEdit"
-        self.backend.abort_write(intent, step, detail)
+            faults.check("read_back")
+            back = file.read()
+        except OSError as error:
+            raise StepFailed("read_back", error) from error
+        if back != payload:  # equal bytes, equal hash: no need to hash them again
+            back_sha = sha256_hex(back) if back is not None else None
+            raise StepFailed("read_back", OSError(0, f"read back {back_sha}, wrote {intent.new_sha256}"))
+
+    def _fail(self, target: ArtifactPath, file: KeyFile, intent: IntentRecord, old: bytes | None,
+              progress: "_Progress", error: BaseException, claim: recovery.WriteClaim) -> NoReturn:
+        """Undo the write after ``error`` (or leave it complete if it committed), then raise: a
+        typed error for a failure, ``error`` itself for an interruption or a refusal."""
+        failed = error if isinstance(error, StepFailed) else None
+        step = failed.step if failed else progress.step
+        replaced = progress.replaced and step != "rename" if failed else progress.replaced
+        cause: BaseException = failed.error if failed else error
+        detail, note = _describe(cause), ""
+        restore = old if replaced else UNCHANGED
+        try:
+            recovery.undo(self.backend, file, intent, restore, step, detail)
+        except (OSError, StepFailed, CoherenceError):
+            recovery.undo_later(self.backend, self.root, intent, restore, step, detail, claim)
+            note = "the key is blocked until its undo can be recorded (retried in the background)"
+        except BaseException:  # interrupted again while undoing: finish the undo in the background
+            recovery.undo_later(self.backend, self.root, intent, restore, step, detail, claim)
+            raise
+        if isinstance(cause, OSError):
+            raise self._durability_error(target, step, cause, note) from cause
+        disk_full = self._disk_full(target, step, cause, note)
+        if disk_full is not None:
+            raise disk_full from cause
+        raise error
 
     def _unblock(self, key: str) -> bool:
         """A writer that died mid-write still holds the lease it took for that write: recover its
@@ -447,11 +531,43 @@ class Coordinator:
         )
 
     @staticmethod
-    def _durability_error(target: ArtifactPath, step: str, error: OSError) -> DurabilityError:
+    def _durability_error(target: ArtifactPath, step: str, error: OSError, note: str = "") -> DurabilityError:
+        what = "read of" if step == "read" else "write to"
+        outcome = "the previous version is intact" + (f"; {note}" if note else "")
+        facts: dict[str, Any] = {}
+        if step == "directory":
+            facts["recover"] = ("a directory on the key's path is missing, not a directory or not accessible: "
+                                "fix the path and retry")
+        elif step == "read" and not is_enospc(error):
+            facts["recover"] = "check the file's permissions and the disk, then retry"
         return DurabilityError(
-            f"write to {target.key!r} failed at {step}: {error.strerror or error}; the previous version is intact",
-            key=target.key, path=target.path, step=step, errno=error.errno, detail=str(error),
+            f"{what} {target.key!r} failed at {step}: {error.strerror or error}; {outcome}",
+            key=target.key, path=target.path, step=step, errno=error.errno, detail=str(error), **facts,
         )
 
+    def _disk_full(self, target: ArtifactPath, step: str, error: BaseException,
+                   note: str = "") -> DurabilityError | None:
+        """A backend refusal for lack of space (the database's disk is full), as the
+        DurabilityError it is for the writer; None for any other error."""
+        if isinstance(error, BackendUnavailable) and getattr(error, "errno", None) == errno.ENOSPC:
+            full = OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (database: {error.detail})")
+            return self._durability_error(target, step, full, note)
+        return None
 
-_UNCHANGED = object()
+
+class _Progress:
+    """How far a write's file step got: the step running and whether the target may have been
+    replaced (or removed) already, so an undo must put the old bytes back."""
+
+    __slots__ = ("step", "replaced")
+
+    def __init__(self) -> None:
+        self.step = "intent"
+        self.replaced = False
+
+
+def _describe(error: object) -> str:
+    if isinstance(error, Exception):
+        return str(error) or type(error).__name__
+    return f"interrupted by {type(error).__name__}"
+

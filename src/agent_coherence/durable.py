@@ -69,11 +69,15 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def write_temp(temp: str, data: bytes, mode: int = 0o644) -> None:
-    """Create ``temp`` exclusively, write ``data`` and fsync it. Raises StepFailed."""
+def write_temp(temp: str, data: bytes, mode: int = 0o644, *, dir_fd: int | None = None) -> None:
+    """Create ``temp`` exclusively (never through a symlink), write ``data`` and fsync it.
+    With ``dir_fd``, ``temp`` is a name in that directory. Raises StepFailed.
+
+    On any failure or interruption (KeyboardInterrupt included) the temp file is removed."""
     try:
         faults.check("open_temp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+                     dir_fd=dir_fd)
     except OSError as exc:
         raise StepFailed("open_temp", exc) from exc
     step = "write"
@@ -83,28 +87,34 @@ def write_temp(temp: str, data: bytes, mode: int = 0o644) -> None:
         step = "fsync"
         faults.check("fsync")
         os.fsync(fd)
-    except OSError as exc:
+    except BaseException as exc:
         os.close(fd)
-        remove_quietly(temp)
-        raise StepFailed(step, exc) from exc
+        remove_quietly(temp, dir_fd=dir_fd)
+        if isinstance(exc, OSError):
+            raise StepFailed(step, exc) from exc
+        raise
     os.close(fd)
 
 
-def rename_into_place(temp: str, path: str) -> None:
+def rename_into_place(temp: str, path: str, *, dir_fd: int | None = None) -> None:
     """Atomically rename ``temp`` over ``path`` and fsync the directory. Raises StepFailed.
+    With ``dir_fd``, both are names in that directory and it is the one fsynced.
 
     If the rename fails the temp file is removed and ``path`` is untouched. If only the directory
     fsync fails, the rename has happened in the namespace but is not known to be durable.
     """
     try:
         faults.check("rename")
-        os.rename(temp, path)
+        os.rename(temp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError as exc:
-        remove_quietly(temp)
+        remove_quietly(temp, dir_fd=dir_fd)
         raise StepFailed("rename", exc) from exc
     try:
         faults.check("fsync_dir")
-        fsync_dir(os.path.dirname(path))
+        if dir_fd is None:
+            fsync_dir(os.path.dirname(path))
+        else:
+            os.fsync(dir_fd)
     except OSError as exc:
         raise StepFailed("fsync_dir", exc) from exc
 
@@ -142,9 +152,10 @@ def file_sha256(path: str) -> str | None:
     return None if data is None else sha256_hex(data)
 
 
-def remove_quietly(path: str) -> bool:
+def remove_quietly(path: str, *, dir_fd: int | None = None) -> bool:
+    """Unlink ``path`` (a name in ``dir_fd`` if given); False if it was not there."""
     try:
-        os.unlink(path)
+        os.unlink(path, dir_fd=dir_fd)
         return True
     except (FileNotFoundError, NotADirectoryError):
         return False

@@ -41,11 +41,12 @@ class LeaseHeld(CoherenceError):
     ``acquired_at``.
     """
 
-    recover = "wait for the lease to be released or to expire, or retry with wait=<seconds>"
     key: str
     holder: str
     expires_at: float
     acquired_at: float
+
+    recover = "wait for the lease to be released or to expire, or retry with wait=<seconds>"
 
 
 class LeaseLost(CoherenceError):
@@ -55,12 +56,13 @@ class LeaseLost(CoherenceError):
     ``current_fence``.
     """
 
-    recover = "stop writing; acquire a new lease, re-read the artifact and redo the work"
     key: str
     holder: str
     fence: int
     current_holder: str | None
     current_fence: int | None
+
+    recover = "stop writing; acquire a new lease, re-read the artifact and redo the work"
 
 
 class VersionConflict(CoherenceError):
@@ -69,10 +71,11 @@ class VersionConflict(CoherenceError):
     Facts: ``key``, ``expected``, ``actual``.
     """
 
-    recover = "re-read the artifact, re-apply your change to the new version and retry"
     key: str
     expected: int
     actual: int
+
+    recover = "re-read the artifact, re-apply your change to the new version and retry"
 
 
 class ForeignEdit(CoherenceError):
@@ -82,15 +85,16 @@ class ForeignEdit(CoherenceError):
     ``version``.
     """
 
-    recover = (
-        "inspect the file; accept the bytes on disk with coord.adopt(key) "
-        "(or on_foreign_edit='adopt'), or restore the recorded version"
-    )
     key: str
     path: str
     recorded_sha256: str | None
     disk_sha256: str | None
     version: int
+
+    recover = (
+        "inspect the file; accept the bytes on disk with coord.adopt(key) "
+        "(or on_foreign_edit='adopt'), or restore the recorded version"
+    )
 
 
 class DurabilityError(CoherenceError):
@@ -101,12 +105,13 @@ class DurabilityError(CoherenceError):
     The target keeps its previous bytes and version unless ``detail`` says otherwise.
     """
 
-    recover = "free space or fix the disk, then retry; the previous version is intact"
     key: str
     path: str
     step: str
     errno: int | None
     detail: str
+
+    recover = "free space or fix the disk, then retry; the previous version is intact"
 
 
 class PathOutsideRoot(CoherenceError):
@@ -116,10 +121,27 @@ class PathOutsideRoot(CoherenceError):
     Facts: ``key`` (as given), ``root``, ``reason``. Nothing was written.
     """
 
-    recover = "use a path inside the workspace root (relative to it, without '..' or escaping symlinks)"
     key: object
     root: str
     reason: str
+
+    recover = "use a path inside the workspace root (relative to it, without '..' or escaping symlinks)"
+
+
+class NotARegularFile(CoherenceError):
+    """The key names something other than a regular file: a directory, a FIFO, a socket or a
+    device. Refused at once (it is never opened for blocking I/O, so it cannot hang the caller or
+    block the key); nothing was read or written.
+
+    Facts: ``key``, ``path``, ``kind`` ("directory", "FIFO", "socket", "character device",
+    "block device").
+    """
+
+    key: str
+    path: str
+    kind: str
+
+    recover = "move the non-file away (agent-coherence reads and writes only regular files) and retry"
 
 
 class ChannelError(CoherenceError):
@@ -177,13 +199,16 @@ class BackendUnavailable(CoherenceError):
     """The backend could not be reached or used: it stayed busy past the operation's deadline, its
     database is damaged or was created by a newer release, or the state directory cannot be made.
 
-    Facts: ``backend``, ``detail``, and for the embedded backend ``reason`` ("busy", "corrupt",
-    "newer", "state directory", "error") and ``path``.
+    Facts: ``backend``, ``detail``, ``errno`` (ENOSPC when the database's disk is full, else
+    None), and for the embedded backend ``reason`` ("busy", "corrupt", "newer", "state directory",
+    "error") and ``path``.
     """
 
-    recover = "check the database (disk space, permissions, server) and retry"
     backend: str
     detail: str
+    errno: int | None
+
+    recover = "check the database (disk space, permissions, server) and retry"
 
 
 __all__ = [
@@ -195,6 +220,7 @@ __all__ = [
     "JournalCorrupt",
     "LeaseHeld",
     "LeaseLost",
+    "NotARegularFile",
     "PathOutsideRoot",
     "SlotOccupied",
     "StaleReceipt",

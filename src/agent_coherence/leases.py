@@ -27,20 +27,26 @@ def acquire(
 
     ``unblock(key)`` is asked, when the lease is held, whether it could free it (a dead writer's
     write lease is freed by recovering its intent); if it did, the lease is tried again at once.
+    One call journals at most one ``conflict.lease``: the refusal of its last try, once ``wait``
+    has run out (the tries before it are not events of their own).
     """
     from .models import Lease
 
-    deadline = time.monotonic() + wait
+    started = time.monotonic()
+    deadline = started + wait
     delay = 0.005
     while True:
+        last = time.monotonic() >= deadline  # only the try that gives up journals the conflict
         try:
-            return Lease.from_record(backend.acquire_lease(key, holder, ttl), ttl)
+            record = backend.acquire_lease(key, holder, ttl, record_conflict=last,
+                                           waited=time.monotonic() - started if wait else 0.0)
+            return Lease.from_record(record, ttl)
         except LeaseHeld as held:
             if unblock is not None and unblock(key):
                 continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if last:
                 raise
+            remaining = max(0.0, deadline - time.monotonic())
             until_expiry = max(0.001, held.expires_at - backend.now())
             time.sleep(min(remaining, until_expiry, delay * random.uniform(0.5, 1.5)))
             delay = min(delay * 2, 0.25)

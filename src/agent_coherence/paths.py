@@ -6,8 +6,9 @@ Refused (``PathOutsideRoot``, nothing written): empty keys, NUL bytes, over-long
 that resolves outside the root (``..``, absolute paths elsewhere, escaping symlinks), the root
 itself, and the state directory.
 
-Limit: the check runs when the key is resolved. A directory swapped for a symlink by another
-process between that check and the write is not defended against.
+The check here runs when the key is resolved. A directory swapped for a symlink by another
+process after that check is met by the file operations themselves, which walk from the root with
+``O_NOFOLLOW`` directory descriptors and refuse it (see :mod:`rooted`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ class ArtifactPath:
     dataclass because this module is on the Claude Code hook path, which must start fast)."""
 
     __slots__ = ("key", "path")
+    key: str
+    path: str
     __match_args__ = ("key", "path")
+    key: str
+    path: str
 
     def __init__(self, key: str, path: str) -> None:
         object.__setattr__(self, "key", key)
@@ -95,7 +100,7 @@ def _resolve(real_root: str, lexical: str) -> str:
     of them is a symlink (or the path is not lexically under the root) is the full realpath run.
     """
     if not lexical.startswith(real_root + os.sep):
-        return os.path.realpath(lexical)
+        return _realpath(lexical)
     current = real_root
     for part in lexical[len(real_root) + 1:].split(os.sep):
         current = os.path.join(current, part)
@@ -104,8 +109,23 @@ def _resolve(real_root: str, lexical: str) -> str:
         except (FileNotFoundError, NotADirectoryError):
             return lexical  # nothing below a missing component can be a symlink
         if stat.S_ISLNK(mode):
-            return os.path.realpath(lexical)
+            return _realpath(lexical)
     return lexical
+
+
+class _PathChanged(Exception):
+    """The path kept changing while it was resolved (a symlink on it replaced or removed)."""
+
+
+def _realpath(path: str) -> str:
+    """``os.path.realpath``, which raises (FileNotFoundError, ...) when a symlink on the path is
+    removed between its lstat and its readlink; tried again, then given up as _PathChanged."""
+    for _ in range(3):
+        try:
+            return os.path.realpath(path)
+        except OSError:
+            continue
+    raise _PathChanged(path)
 
 
 @lru_cache(maxsize=128)
@@ -124,7 +144,10 @@ def resolve_file_key(root: str, key: object) -> ArtifactPath:
     lexical = os.path.normpath(joined)
     # ".." after a symlink climbs out of the link's target, not out of the link: only the kernel's
     # order of resolution (realpath of the path as given) names the file a tool would open.
-    resolved = os.path.realpath(joined) if ".." in text.split("/") else _resolve(real_root, lexical)
+    try:
+        resolved = _realpath(joined) if ".." in text.split("/") else _resolve(real_root, lexical)
+    except _PathChanged:
+        raise _refuse(key, real_root, "a symlink on the path kept changing while it was resolved") from None
     if resolved != real_root and not resolved.startswith(real_root + os.sep):
         inside = lexical == real_root or lexical.startswith(real_root + os.sep)
         reason = "a symlink on the path resolves outside the root" if inside else "resolves outside the root"

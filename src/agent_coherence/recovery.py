@@ -1,22 +1,57 @@
 """Recovery of interrupted writes: decide whether an intent's writer is dead, then roll the intent
-forward (the new bytes are on disk) or back (they are not), removing its temp file.
+forward (the new bytes are on disk) or back (they are not), removing its temp file; and the undo of
+a failed write, retried in the background when it cannot be finished at once.
 
 A writer on this host is judged by its process (pid plus the process's start time, so a recycled
-pid is not mistaken for the writer). A writer on another host cannot be probed, so it is judged by
-its lease: once the lease it wrote under is gone, the intent is resolved.
+pid is not mistaken for the writer); within this process, by whether a thread is still performing
+(or undoing) that write, so an intent an interrupted write left behind is recovered here too, not
+left blocking the key for the process's lifetime. A writer on another host cannot be probed, so it
+is judged by its lease: once the lease it wrote under is gone, the intent is resolved.
+
+An undo that cannot be finished (the database or the disk is full, the database is unreachable)
+is retried on a daemon thread until it is: the key stays blocked meanwhile (the old bytes are kept
+in memory, nothing is lost) and is free within half a second of the space coming back. If the
+process exits first, its intent is recovered as a dead writer's.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
 from .backends.base import Backend, IntentRecord
-from .durable import file_sha256, remove_quietly
+from .durable import StepFailed, is_enospc, sha256_hex
+from .errors import CoherenceError
+from .rooted import KeyFile
 
 HOST = socket.gethostname()
+
+UNCHANGED = object()
+"""``old`` for an undo whose target was never replaced (nothing to put back)."""
+
+_WRITING: set[str] = set()  # temp paths of the writes this process's threads are performing or undoing
+
+
+class WriteClaim:
+    """Marks one write (by its temp path) as being performed by this process, for the length of a
+    ``with`` block, or until its background undo finishes if it was handed to one."""
+
+    __slots__ = ("temp_path", "deferred")
+
+    def __init__(self, temp_path: str) -> None:
+        self.temp_path = temp_path
+        self.deferred = False
+
+    def __enter__(self) -> "WriteClaim":
+        _WRITING.add(self.temp_path)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.deferred:
+            _WRITING.discard(self.temp_path)
 
 
 def process_start(pid: int) -> str:
@@ -60,8 +95,11 @@ def own_identity() -> tuple[int, str]:
 
 def writer_is_dead(backend: Backend, intent: IntentRecord) -> bool:
     if intent.host == HOST:
-        if intent.pid == os.getpid():
-            return False  # this process (another thread may be mid-write)
+        pid, own_start = own_identity()
+        if intent.pid == pid:
+            if intent.pid_start in (own_start, "", "?"):
+                return intent.temp_path not in _WRITING  # no thread of this process is on it
+            return True  # an earlier process that had the same pid
         start = process_start(intent.pid)
         if not start:
             return True
@@ -78,12 +116,79 @@ class Resolution:
 
 
 def resolve(backend: Backend, root: str, intent: IntentRecord) -> Resolution:
-    """Resolve one intent whose writer is dead: forward if the disk holds its bytes, else back."""
-    remove_quietly(intent.temp_path)
-    disk_sha = file_sha256(os.path.join(root, intent.key))
+    """Resolve one intent whose writer is dead: forward if the disk holds its bytes, else back.
+    The file is reached through the root (see :mod:`rooted`); a file that cannot be read there
+    (gone, not regular, behind a swapped-in symlink) does not hold the new bytes."""
+    with KeyFile(root, intent.key) as file:
+        file.remove_temp(temp_name(intent))
+        try:
+            data = file.read()
+        except (OSError, CoherenceError):
+            data = None
+    disk_sha = sha256_hex(data) if data is not None else None
     forward = disk_sha == intent.new_sha256
     backend.resolve_intent(intent, roll_forward=forward)
     return Resolution(intent.key, intent.intent_id, forward)
+
+
+def temp_name(intent: IntentRecord) -> str:
+    """The intent's temp file, as a name in the key's directory."""
+    return os.path.basename(intent.temp_path)
+
+
+def undo(backend: Backend, file: KeyFile, intent: IntentRecord, old: object, step: str, detail: str) -> bool:
+    """Undo a failed or interrupted write of this process: remove its temp file, put the old bytes
+    back (``old``: the bytes, None for no file, UNCHANGED if the target was never replaced), then
+    resolve the intent with a ``write.failed`` entry.
+
+    Returns False, touching nothing, if the intent is gone already (the write committed before an
+    interruption). Raises (OSError, StepFailed, CoherenceError) when the old bytes cannot be put
+    back for lack of space, or the intent cannot be resolved: call again later. A restore that
+    fails for another reason is given up (it would fail again): the intent is resolved, the detail
+    says so, and the next access reports ForeignEdit.
+    """
+    current = backend.get_intent(intent.key)
+    if current is None or current.intent_id != intent.intent_id:
+        return False
+    file.remove_temp(temp_name(intent))
+    if old is not UNCHANGED:
+        try:
+            if old is None:
+                file.remove()
+            else:
+                file.replace(old, temp_name(intent))  # type: ignore[arg-type]
+        except (OSError, StepFailed, CoherenceError) as error:
+            cause = error.error if isinstance(error, StepFailed) else error
+            if isinstance(cause, OSError) and is_enospc(cause):
+                raise
+            detail += f"; restoring the old bytes failed too ({error}): the next access reports ForeignEdit"
+    backend.abort_write(intent, step, detail)
+    return True
+
+
+def undo_later(backend: Backend, root: str, intent: IntentRecord, old: object, step: str, detail: str,
+               claim: WriteClaim) -> None:
+    """Retry :func:`undo` on a daemon thread until it succeeds; the write stays claimed (so no
+    thread of this process recovers it meanwhile) until then."""
+    import threading
+
+    claim.deferred = True
+
+    def retry() -> None:
+        delay = 0.02
+        try:
+            while True:
+                time.sleep(delay)
+                try:
+                    with KeyFile(root, intent.key) as file:
+                        undo(backend, file, intent, old, step, detail)
+                    return
+                except Exception:  # OSError, StepFailed, CoherenceError: not yet possible
+                    delay = min(delay * 2, 0.5)
+        finally:
+            _WRITING.discard(claim.temp_path)
+
+    threading.Thread(target=retry, name=f"agent-coherence-undo:{intent.key}", daemon=True).start()
 
 
 def recover_dead_writers(backend: Backend, root: str) -> list[Resolution]:

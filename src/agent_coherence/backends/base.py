@@ -18,12 +18,12 @@ from typing import Any, Iterator, Protocol, runtime_checkable
 
 from .records import (  # re-exported: the records live apart so the hook path skips this module
     AssignmentRecord, ChannelConfig, IntentPending, IntentRecord, JournalRecord, LeaseRecord,
-    MessageRecord, Record, VersionRecord, WorkerRecord, WriteRequest,
+    MessageRecord, Record, RefRecord, VersionRecord, WorkerRecord, WriteRequest,
 )
 
 __all__ = [
     "AssignmentRecord", "Backend", "ChannelConfig", "IntentPending", "IntentRecord", "JournalRecord",
-    "LeaseRecord", "MessageRecord", "Record", "VersionRecord", "WorkerRecord", "WriteRequest",
+    "LeaseRecord", "MessageRecord", "Record", "RefRecord", "VersionRecord", "WorkerRecord", "WriteRequest",
 ]
 
 
@@ -38,11 +38,14 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
     # -- leases -----------------------------------------------------------------------------
-    def acquire_lease(self, key: str, holder: str, ttl: float) -> LeaseRecord:
+    def acquire_lease(self, key: str, holder: str, ttl: float, *, record_conflict: bool = True,
+                      waited: float = 0.0) -> LeaseRecord:
         """Take the lease, or renew it if ``holder`` already holds it live (same fence).
 
         A free or expired lease gets a fence strictly greater than any before it for this key.
-        Raises LeaseHeld when another holder's lease is live.
+        Raises LeaseHeld when another holder's lease is live; the refusal is journaled
+        (``conflict.lease``, with ``waited`` seconds if given) unless ``record_conflict`` is False
+        (a caller that will try again journals only its last refusal).
         """
         ...
 
@@ -97,8 +100,10 @@ class Backend(Protocol):
         recovery rolls the durable intent forward to the same version."""
         ...
 
-    def abort_write(self, intent: IntentRecord, step: str, detail: str) -> None:
-        """Resolve a failed write: drop the intent, release an auto lease, journal the failure."""
+    def abort_write(self, intent: IntentRecord, step: str, detail: str, *, journal: bool = True) -> None:
+        """Resolve a failed write: drop the intent, release an auto lease, journal the failure
+        (``write.failed``) if the intent was still there. ``journal=False`` drops it silently: the
+        write is not failing but starting over (after adopting a foreign edit)."""
         ...
 
     def list_intents(self) -> list[IntentRecord]: ...
@@ -122,6 +127,48 @@ class Backend(Protocol):
     ) -> VersionRecord:
         """Record bytes that reached disk by another path (an adopted foreign edit, a write made by
         a tool under the holder's lease) as a new version. Raises LeaseLost / VersionConflict."""
+        ...
+
+    # -- refs: named pointers with compare-and-set ------------------------------------------
+    def get_ref(self, name: str) -> RefRecord | None:
+        """The ref ``name``, or None if it was never set (or was deleted)."""
+        ...
+
+    def list_refs(self, prefix: str, limit: int | None = None) -> list[RefRecord]:
+        """Refs whose name starts with ``prefix``, in name order."""
+        ...
+
+    def set_ref(
+        self,
+        name: str,
+        value: str,
+        *,
+        expect: str | None,
+        holder: str,
+        kind: str,
+        data: dict[str, Any],
+        force: bool = False,
+        lease_key: str | None = None,
+        fence: int | None = None,
+        durable: bool = True,
+    ) -> RefRecord:
+        """Point ``name`` at ``value`` if it now points at ``expect`` (None: the ref must not exist),
+        or unconditionally with ``force``. With ``fence``, (holder, fence) must be the live lease
+        on ``lease_key`` (default: ``name``), checked in the same transaction. The change is
+        journaled as ``kind`` (key ``name``) with ``data`` plus value, previous, version and fence;
+        a refused compare is journaled as ``conflict.ref``.
+
+        Raises VersionConflict (facts: key, expected, actual: the values) or LeaseLost; the ref is
+        then unchanged. ``durable=True`` commits with a flush that survives power loss."""
+        ...
+
+    def delete_ref(self, name: str, *, holder: str, kind: str) -> bool:
+        """Delete the ref ``name`` (journaled as ``kind``); False if there was none."""
+        ...
+
+    def delete_refs(self, prefix: str, *, holder: str, kind: str) -> int:
+        """Delete every ref whose name starts with ``prefix`` (one journal entry ``kind`` each);
+        returns how many."""
         ...
 
     # -- channels ---------------------------------------------------------------------------

@@ -185,6 +185,20 @@ class WriteRequest(Record):
         expect_version: int | None
 
 
+class RefRecord(Record):
+    """A named pointer, such as the head of a history: its ``value``, a ``version`` that every set
+    bumps (1 for the first), and the ``holder`` and ``fence`` (0: none) of the last set."""
+
+    __slots__ = ("name", "value", "version", "holder", "fence", "updated_at")
+    if TYPE_CHECKING:
+        name: str
+        value: str
+        version: int
+        holder: str
+        fence: int
+        updated_at: float
+
+
 class JournalRecord(Record):
     """One journal entry. ``data_text``: the data exactly as the backend stores it, which is what
     the chain hashes (None: not known, ``encode_data(data)`` stands in for it)."""

@@ -32,6 +32,7 @@ from ..logs import WARNING, log
 from .sqlite_channels import ChannelOps
 from .sqlite_liveness import LivenessOps
 from .sqlite_schema import SchemaOps
+from .sqlite_refs import RefOps
 from .sqlite_tx import Deferred as _Deferred, database_error, is_busy as _is_busy
 from .records import IntentPending, IntentRecord, JournalRecord, LeaseRecord, VersionRecord, WriteRequest
 
@@ -95,7 +96,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(before=_close_before_fork, after_in_child=_after_fork_in_child)
 
 
-class SQLiteBackend(SchemaOps, LivenessOps, ChannelOps):
+class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps):
     """Backend on one SQLite file. Safe for many processes and threads on one host."""
 
     name = "sqlite"
@@ -140,7 +141,7 @@ class SQLiteBackend(SchemaOps, LivenessOps, ChannelOps):
                         self.busy_deadline)
                     raise BackendUnavailable(
                         f"SQLite database {self.path} stayed busy for {self.busy_deadline:.0f}s",
-                        backend=self.name, detail=str(error), reason="busy",
+                        backend=self.name, detail=str(error), reason="busy", errno=None,
                     ) from error
             attempt += 1
             # Short jittered sleeps: fair between processes, unlike SQLite's busy handler.
@@ -159,9 +160,11 @@ class SQLiteBackend(SchemaOps, LivenessOps, ChannelOps):
                 conn = self._connection()
                 if durable:
                     conn.execute("PRAGMA synchronous=FULL")
+                if conn.in_transaction:  # left open by an interruption (KeyboardInterrupt) mid-way
+                    conn.execute("ROLLBACK")
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
                     try:
+                        conn.execute("BEGIN IMMEDIATE")
                         result = work(conn)
                         conn.execute("COMMIT")
                     except BaseException:
@@ -294,13 +297,19 @@ class SQLiteBackend(SchemaOps, LivenessOps, ChannelOps):
             self._append(conn, "lease.acquire", key, holder, data, now)
         return LeaseRecord(key, holder, fence, now, now + ttl), True
 
-    def acquire_lease(self, key: str, holder: str, ttl: float) -> LeaseRecord:
+    def acquire_lease(self, key: str, holder: str, ttl: float, *, record_conflict: bool = True,
+                      waited: float = 0.0) -> LeaseRecord:
         def work(conn: sqlite3.Connection) -> LeaseRecord | _Deferred:
             now = self.now()
             try:
                 return self._take_lease(conn, key, holder, ttl, now, journal=True)[0]
             except LeaseHeld as held:
-                self._append(conn, "conflict.lease", key, holder, {"held_by": held.holder}, now)
+                if not record_conflict:
+                    raise
+                data: dict[str, Any] = {"held_by": held.holder}
+                if waited:
+                    data["waited"] = round(waited, 3)
+                self._append(conn, "conflict.lease", key, holder, data, now)
                 return _Deferred(held)
 
         return self.transaction(work)
@@ -495,13 +504,13 @@ class SQLiteBackend(SchemaOps, LivenessOps, ChannelOps):
 
         return self.transaction(work, durable=durable)
 
-    def abort_write(self, intent: IntentRecord, step: str, detail: str) -> None:
+    def abort_write(self, intent: IntentRecord, step: str, detail: str, *, journal: bool = True) -> None:
         def work(conn: sqlite3.Connection) -> None:
             now = self.now()
-            self._drop_intent(conn, intent, now)
-            self._append(conn, "write.failed", intent.key, intent.holder,
-                         {"step": step, "detail": detail, "version": intent.base_version,
-                          "fence": intent.fence}, now)
+            if self._drop_intent(conn, intent, now) and journal:
+                self._append(conn, "write.failed", intent.key, intent.holder,
+                             {"step": step, "detail": detail, "version": intent.base_version,
+                              "fence": intent.fence}, now)
 
         self.transaction(work)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from ..errors import BackendUnavailable
 from ..logs import ERROR, log
 
@@ -42,7 +44,7 @@ def database_error(path: str, backend: str, error: Exception) -> BackendUnavaila
             f"the state database {path} is damaged or is not an agent-coherence database: {error}",
             recover=(f"move {path} aside (the files under the root are not affected) and open again to "
                      "start a new record, or restore it from a backup"),
-            backend=backend, detail=str(error), reason="corrupt", path=path)
+            backend=backend, detail=str(error), reason="corrupt", path=path, errno=None)
     hints = {
         _READONLY: "the database (or its directory) is read-only: check the permissions",
         _FULL: "the disk is full: free space and retry",
@@ -50,4 +52,12 @@ def database_error(path: str, backend: str, error: Exception) -> BackendUnavaila
     }
     return BackendUnavailable(
         f"SQLite error on {path}: {error}", recover=hints.get(code, BackendUnavailable.recover),
-        backend=backend, detail=str(error), reason="error", path=path)
+        backend=backend, detail=str(error), reason="error", path=path, errno=full_disk_errno(error))
+
+
+def full_disk_errno(error: Exception) -> int | None:
+    """ENOSPC when SQLite failed for lack of space ("database or disk is full"), else None."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return errno.ENOSPC if (code & 0xFF) == _FULL else None
+    return errno.ENOSPC if "disk is full" in str(error).lower() else None

@@ -55,7 +55,7 @@ class BudgetExceeded(BaseException):
 
 def _signal_module():
     try:
-        import _signal  # the C module behind ``signal``, without its enum wrappers (start-up time)
+        import _signal  # type: ignore[import-not-found]  # the C module behind ``signal``, without its enum wrappers (start-up time)
 
         return _signal
     except ImportError:

@@ -1,0 +1,34 @@
+"""The LangGraph adapter's errors: refinements of the core errors, so a caller that handles
+``VersionConflict`` or ``LeaseHeld`` handles these too. Imports nothing from LangGraph."""
+
+from __future__ import annotations
+
+from ...errors import LeaseHeld, VersionConflict
+
+
+class CheckpointConflict(VersionConflict):
+    """A checkpoint was refused because its parent is not the thread's head: another run moved
+    the thread on since this run read it (the run that got this error wrote nothing further).
+
+    Facts: ``thread_id``, ``checkpoint_ns``, ``expected`` (the parent this run built on),
+    ``actual`` (the head now), ``checkpoint_id`` (the refused checkpoint), ``key`` (the head ref).
+    """
+
+    recover = ("re-run on the thread's current state (invoke again without a checkpoint_id), or run "
+               "the graph through coherent_graph so concurrent runs on one thread wait or are refused "
+               "up front")
+
+
+class ThreadBusy(LeaseHeld):
+    """Another run holds the thread: ``coherent_graph`` refused to start a second concurrent run.
+
+    Facts: ``thread_id``, ``key`` (the thread lease), ``holder`` (the run that holds it: host, pid
+    and run id), ``expires_at`` (backend clock, epoch seconds; renewed while that run is alive),
+    ``acquired_at``.
+    """
+
+    recover = ("retry once the running invocation has finished, or use on_busy='wait' to queue "
+               "behind it")
+
+
+__all__ = ["CheckpointConflict", "ThreadBusy"]

@@ -1,0 +1,97 @@
+"""Renewal of many run leases from one daemon thread.
+
+A run holds its thread lease for as long as it runs, so the lease is renewed every ttl/3. Most
+graph runs are short: starting a renewal thread per run (``Coordinator.keep_alive``) would cost
+more than the run's coordination itself. One thread per process renews every lease it is given
+when it falls due. A renewal that finds the lease lost records ``LeaseLost`` on the holding; the
+run learns of it from the fence checks of its next put, put_writes or hooked node.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING
+
+from ...errors import BackendUnavailable, LeaseLost
+
+if TYPE_CHECKING:
+    from ...backends.base import Backend
+    from ...coordinator import Coordinator
+    from ...models import Lease
+
+_RENEWERS: "weakref.WeakKeyDictionary[Coordinator, Renewer]" = weakref.WeakKeyDictionary()
+_RENEWERS_LOCK = threading.Lock()
+
+
+class Holding:
+    """One lease being renewed: the lease as of its last renewal, and why renewal stopped."""
+
+    __slots__ = ("lease", "due", "lost")
+
+    def __init__(self, lease: "Lease") -> None:
+        self.lease = lease
+        self.due = time.monotonic() + lease.ttl / 3
+        self.lost: LeaseLost | None = None
+
+
+class Renewer:
+    """Renews the leases it holds, each every ttl/3, on one daemon thread (restarted after fork)."""
+
+    def __init__(self, backend: "Backend") -> None:
+        self._backend = backend
+        self._wake = threading.Condition()
+        self._held: set[Holding] = set()
+        self._pid = -1
+
+    def hold(self, lease: "Lease") -> Holding:
+        holding = Holding(lease)
+        with self._wake:
+            self._held.add(holding)
+            if self._pid != os.getpid():  # first use in this process (a fork leaves no thread)
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="langgraph-lease-renewal", daemon=True).start()
+            self._wake.notify()
+        return holding
+
+    def drop(self, holding: Holding) -> None:
+        with self._wake:
+            self._held.discard(holding)
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        while pid == self._pid:
+            with self._wake:
+                now = time.monotonic()
+                due = [h for h in self._held if h.due <= now]
+                if not due:
+                    nearest = min((h.due for h in self._held), default=now + 60.0)
+                    self._wake.wait(max(0.005, nearest - now))
+                    continue
+            for holding in due:
+                self._renew(holding)
+
+    def _renew(self, holding: Holding) -> None:
+        lease = holding.lease
+        try:
+            record = self._backend.renew_lease(lease.key, lease.holder, lease.fence, lease.ttl)
+        except LeaseLost as lost:
+            holding.lost = lost
+            self.drop(holding)
+            return
+        except BackendUnavailable:
+            holding.due = time.monotonic() + min(1.0, lease.ttl / 10)  # retry soon
+            return
+        holding.lease = lease.model_copy(update={"expires_at": record.expires_at})
+        holding.due = time.monotonic() + lease.ttl / 3
+
+
+def renewer_for(coordinator: "Coordinator") -> Renewer:
+    """The one Renewer of ``coordinator`` (created on first use)."""
+    with _RENEWERS_LOCK:
+        renewer = _RENEWERS.get(coordinator)
+        if renewer is None:
+            renewer = _RENEWERS[coordinator] = Renewer(coordinator.backend)
+        return renewer

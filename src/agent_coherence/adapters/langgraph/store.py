@@ -1,0 +1,227 @@
+"""``CoherentStore``: a LangGraph ``BaseStore`` whose puts can require the version they read.
+
+LangGraph's stores have no version or if-match (``PutOp`` has none, ``Item`` carries timestamps
+only, the SQLite store writes with ``INSERT OR REPLACE``), so concurrent read-modify-writes of one
+key lose updates. Here each item's version is a coordinator version record of the key
+``store:<namespace>/<key>`` (labels percent-quoted). A put holds that key's lease while it checks
+the expected version, lets the inner store write, and bumps the version (fence-checked), so the
+check, the write and the bump are one step for every process sharing the coordinator.
+
+- ``get`` / ``search`` return :class:`VersionedItem` / :class:`VersionedSearchItem` with
+  ``.version`` (0 for a key never put through this wrapper, or deleted);
+- ``put(..., expect_version=v)`` raises ``VersionConflict`` (facts key, expected, actual) unless
+  the version is ``v``; without it, a put is unconditional but still serialised and versioned;
+- ``batch`` / ``abatch`` apply ops in order: two puts to one key in one batch are both applied, in
+  order (or the second refused by its own expected version), never collapsed into one.
+
+Limits: writes that go to the inner store directly are not seen (their items keep the version of
+the last put through this wrapper). A delete makes the version read 0 again, so an expectation of
+"absent" matches a key that was created and deleted meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from urllib.parse import quote
+
+from langgraph.store.base import (
+    NOT_PROVIDED, BaseStore, GetOp, Item, NotProvided, Op, PutOp, Result, SearchItem, SearchOp,
+)
+
+from ...errors import VersionConflict
+from .keys import run_holder
+
+if TYPE_CHECKING:
+    from ...backends.base import VersionRecord
+    from ...coordinator import Coordinator
+
+
+STORE_LEASE_TTL = 10.0  # a put takes milliseconds; a dead putter's lease blocks its key this long
+
+
+class VersionedItem(Item):
+    """An ``Item`` with the ``version`` its key had when it was read."""
+
+    __slots__ = ("version",)
+
+    def __init__(self, item: Item, version: int) -> None:
+        super().__init__(value=item.value, key=item.key, namespace=item.namespace,
+                         created_at=item.created_at, updated_at=item.updated_at)
+        self.version = version
+
+    def dict(self) -> dict:
+        return {**super().dict(), "version": self.version}
+
+
+class VersionedSearchItem(SearchItem):
+    """A ``SearchItem`` with the ``version`` its key had when it was read."""
+
+    __slots__ = ("version",)
+
+    def __init__(self, item: SearchItem, version: int) -> None:
+        super().__init__(item.namespace, item.key, item.value, item.created_at, item.updated_at, item.score)
+        self.version = version
+
+    def dict(self) -> dict:
+        return {**super().dict(), "version": self.version}
+
+
+class CheckedPutOp(NamedTuple):
+    """A put that commits only if the key's version is ``expect_version`` (None: unchecked)."""
+
+    op: PutOp
+    expect_version: int | None = None
+
+
+def version_key(namespace: tuple[str, ...], key: str) -> str:
+    labels = "/".join(quote(label, safe="") for label in namespace)
+    return f"store:{labels}/{quote(key, safe='')}"
+
+
+def current_version(record: "VersionRecord | None") -> int:
+    """The version an item reads as: 0 when never put or deleted."""
+    return record.version if record is not None and record.sha256 is not None else 0
+
+
+class CoherentStore(BaseStore):
+    """Wraps any ``BaseStore`` (InMemoryStore, SqliteStore, PostgresStore, ...). ``lease_wait``:
+    how long a put waits for another put of the same key to finish (``LeaseHeld`` after that)."""
+
+    def __init__(self, inner: BaseStore, coordinator: "Coordinator", *, lease_wait: float = 10.0) -> None:
+        self.inner = inner
+        self.coordinator = coordinator
+        self.lease_wait = lease_wait
+        self.supports_ttl = inner.supports_ttl
+        self.ttl_config = inner.ttl_config
+
+    def __repr__(self) -> str:
+        return f"CoherentStore({self.inner!r})"
+
+    # -- the convenience methods that take an expected version ---------------------------------
+
+    def put(self, namespace: tuple[str, ...], key: str, value: Mapping[str, Any],
+            index: Literal[False] | list[str] | None = None, *, ttl: float | None | NotProvided = NOT_PROVIDED,
+            expect_version: int | None = None) -> None:
+        self.batch([CheckedPutOp(self._put_op(namespace, key, dict(value), index, ttl), expect_version)])
+
+    async def aput(self, namespace: tuple[str, ...], key: str, value: Mapping[str, Any],
+                   index: Literal[False] | list[str] | None = None, *,
+                   ttl: float | None | NotProvided = NOT_PROVIDED, expect_version: int | None = None) -> None:
+        await self.abatch([CheckedPutOp(self._put_op(namespace, key, dict(value), index, ttl), expect_version)])
+
+    def delete(self, namespace: tuple[str, ...], key: str, *, expect_version: int | None = None) -> None:
+        self.batch([CheckedPutOp(PutOp(namespace, str(key), None, ttl=None), expect_version)])
+
+    async def adelete(self, namespace: tuple[str, ...], key: str, *, expect_version: int | None = None) -> None:
+        await self.abatch([CheckedPutOp(PutOp(namespace, str(key), None, ttl=None), expect_version)])
+
+    def _put_op(self, namespace: tuple[str, ...], key: str, value: dict[str, Any] | None,
+                index: Literal[False] | list[str] | None, ttl: float | None | NotProvided) -> PutOp:
+        if not namespace or any(not isinstance(label, str) or not label or "." in label for label in namespace):
+            raise ValueError(f"invalid namespace {namespace!r}: non-empty string labels without '.'")
+        if ttl not in (NOT_PROVIDED, None) and not self.supports_ttl:
+            raise NotImplementedError(f"TTL is not supported by {type(self.inner).__name__}")
+        if isinstance(ttl, NotProvided):
+            ttl = (self.ttl_config or {}).get("default_ttl")
+        return PutOp(namespace, str(key), value, index=index, ttl=ttl)
+
+    # -- batch: reads pass through with versions, puts one by one in order ---------------------
+
+    def batch(self, ops: Iterable[Op | CheckedPutOp]) -> list[Result]:
+        ops = list(ops)
+        results: list[Result] = [None] * len(ops)
+        reads: list[int] = []
+        for index, op in enumerate(ops):
+            if isinstance(op, (PutOp, CheckedPutOp)):
+                self._read_into(results, ops, reads)
+                self._put(_checked(op))
+            else:
+                reads.append(index)
+        self._read_into(results, ops, reads)
+        return results
+
+    def _read_into(self, results: list[Result], ops: list[Any], reads: list[int]) -> None:
+        if reads:
+            for index, found in zip(reads, self.inner.batch([ops[i] for i in reads])):  # reads only
+                results[index] = self._versioned(ops[index], found)
+            reads.clear()
+
+    async def abatch(self, ops: Iterable[Op | CheckedPutOp]) -> list[Result]:
+        ops = list(ops)
+        results: list[Result] = [None] * len(ops)
+        reads: list[int] = []
+
+        async def flush() -> None:
+            if reads:
+                found = await self.inner.abatch([ops[i] for i in reads])  # type: ignore[misc]
+                versioned = await asyncio.to_thread(lambda: [self._versioned(ops[i], f) for i, f in zip(reads, found)])
+                for index, item in zip(reads, versioned):
+                    results[index] = item
+                reads.clear()
+
+        for index, op in enumerate(ops):
+            if isinstance(op, (PutOp, CheckedPutOp)):
+                await flush()
+                await self._aput(_checked(op))
+            else:
+                reads.append(index)
+        await flush()
+        return results
+
+    def _versioned(self, op: Any, found: Result) -> Result:
+        backend = self.coordinator.backend
+        if isinstance(op, GetOp) and isinstance(found, Item):
+            return VersionedItem(found, current_version(backend.get_version(version_key(found.namespace, found.key))))
+        if isinstance(op, SearchOp) and isinstance(found, list):
+            return [VersionedSearchItem(item, current_version(backend.get_version(version_key(item.namespace, item.key))))
+                    for item in found if isinstance(item, SearchItem)]  # type: ignore[return-value]
+        return found
+
+    def _put(self, checked: CheckedPutOp) -> None:
+        lease, actual = self._begin(checked)
+        try:
+            self.inner.batch([checked.op])
+            self._commit(checked.op, lease, actual)
+        finally:
+            self.coordinator.release(lease)
+
+    async def _aput(self, checked: CheckedPutOp) -> None:
+        lease, actual = await asyncio.to_thread(self._begin, checked)
+        try:
+            await self.inner.abatch([checked.op])
+            await asyncio.to_thread(self._commit, checked.op, lease, actual)
+        finally:
+            await asyncio.shield(asyncio.to_thread(self.coordinator.release, lease))
+
+    def _begin(self, checked: CheckedPutOp) -> tuple[Any, int]:
+        """Take the key's lease and check the expected version. Raises VersionConflict (the lease
+        given back, nothing written) or LeaseHeld."""
+        op = checked.op
+        key = version_key(op.namespace, op.key)
+        lease = self.coordinator.acquire(key, run_holder("langgraph-store"), STORE_LEASE_TTL, wait=self.lease_wait)
+        record = self.coordinator.backend.get_version(key)
+        actual = current_version(record)
+        if checked.expect_version is not None and checked.expect_version != actual:
+            self.coordinator.release(lease)
+            self.coordinator.backend.journal_append("conflict.version", key, lease.holder,
+                                                    {"expected": checked.expect_version, "actual": actual})
+            raise VersionConflict(
+                f"store item {op.namespace!r}/{op.key!r} is at version {actual}, not the expected "
+                f"{checked.expect_version}", key=key, expected=checked.expect_version, actual=actual,
+                namespace=op.namespace, item_key=op.key)
+        return lease, record.version if record is not None else 0
+
+    def _commit(self, op: PutOp, lease: Any, recorded: int) -> None:
+        encoded = json.dumps(op.value, sort_keys=True, default=str).encode() if op.value is not None else None
+        self.coordinator.backend.record_version(
+            lease.key, lease.holder, hashlib.sha256(encoded).hexdigest() if encoded is not None else None,
+            len(encoded or b""), fence=lease.fence, expect_version=recorded,
+            kind="store.put" if op.value is not None else "store.delete")
+
+
+def _checked(op: PutOp | CheckedPutOp) -> CheckedPutOp:
+    return op if isinstance(op, CheckedPutOp) else CheckedPutOp(op, None)

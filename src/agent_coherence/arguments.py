@@ -1,0 +1,80 @@
+"""Checks of the arguments the Coordinator takes: a bad value is refused before anything is
+touched, with an error that names the argument and what it accepts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Literal
+
+ForeignPolicy = Literal["raise", "adopt"]
+FOREIGN_POLICIES = ("raise", "adopt")
+
+
+def payload_bytes(data: object) -> bytes:
+    """``data`` as bytes: a str is encoded as UTF-8, a bytes-like object copied. Anything else (an
+    int would otherwise become that many NUL bytes) is a TypeError."""
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    try:
+        return bytes(memoryview(data))  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"data must be bytes-like or str, not {type(data).__name__}") from None
+
+
+def ttl_seconds(ttl: object, name: str = "ttl") -> float:
+    """A lease time-to-live: a finite number of seconds above 0."""
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(ttl).__name__}")
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise ValueError(f"{name} must be a finite number of seconds above 0, not {ttl!r}")
+    return float(ttl)
+
+
+def wait_seconds(wait: object) -> float:
+    """How long to wait: a finite number of seconds, 0 or more."""
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)):
+        raise TypeError(f"wait must be a number of seconds, not {type(wait).__name__}")
+    if not math.isfinite(wait) or wait < 0:
+        raise ValueError(f"wait must be a finite number of seconds, 0 or more, not {wait!r}")
+    return float(wait)
+
+
+def holder_name(holder: object) -> str:
+    """Who holds a lease or writes: a non-empty string."""
+    if not isinstance(holder, str):
+        raise TypeError(f"holder must be a str naming the writer, not {type(holder).__name__}")
+    if not holder.strip():
+        raise ValueError("holder must name the writer (an empty or blank holder is refused)")
+    return holder
+
+
+def foreign_policy(policy: object) -> ForeignPolicy:
+    """``on_foreign_edit``: "raise" or "adopt"."""
+    if policy not in FOREIGN_POLICIES:
+        raise ValueError(f"on_foreign_edit must be one of {FOREIGN_POLICIES}, not {policy!r}")
+    return policy  # type: ignore[return-value]
+
+
+def count(value: object, name: str) -> int:
+    """A number of attempts: an int, 0 or more."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int, 0 or more, not {value!r}")
+    return value
+
+
+_SETTINGS: dict[str, Callable[[Any], object]] = {
+    "default_ttl": lambda value: ttl_seconds(value, "default_ttl"),
+    "on_foreign_edit": foreign_policy,
+    "update_attempts": lambda value: count(value, "update_attempts"),
+    "update_deadline": lambda value: ttl_seconds(value, "update_deadline"),
+    "optimistic_attempts": lambda value: count(value, "optimistic_attempts"),
+}
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Refuse an unknown Coordinator setting (TypeError) or a bad value (TypeError, ValueError)."""
+    for name, value in settings.items():
+        check = _SETTINGS.get(name)
+        if check is None:
+            raise TypeError(f"unknown Coordinator setting {name!r}; known: {', '.join(_SETTINGS)}")
+        check(value)

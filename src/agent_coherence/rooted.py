@@ -1,0 +1,196 @@
+"""A key's file, reached from the workspace root through directory file descriptors.
+
+``resolve_file_key`` checks a key once, by path; another process can swap a directory on that path
+for a symlink a moment later. Every file operation here therefore walks from the root again, one
+component at a time, opening each directory relative to its parent with
+``O_DIRECTORY | O_NOFOLLOW``; the file itself is opened, created (``O_EXCL | O_NOFOLLOW``),
+renamed, removed and its directory fsynced relative to the last directory's descriptor. A symlink
+met on the way is refused (``PathOutsideRoot``), never followed, so no byte is read from or written
+to a place the walk did not reach inside the root. Missing directories are created the same way
+(``mkdir`` relative to the parent's descriptor, then opened ``O_NOFOLLOW``).
+
+Reads open with ``O_NONBLOCK`` and check ``fstat`` before reading: a FIFO, socket, device or
+directory at the key is refused with ``NotARegularFile`` at once, never waited on.
+
+Limits: the root directory itself (and the path above it) is trusted, as resolved at open. A
+directory that is *moved* (renamed, not replaced by a symlink) while a write holds its descriptor
+takes that write with it: the descriptor follows the directory. Hard links are not checked.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from . import faults
+from .durable import StepFailed, remove_quietly, rename_into_place, write_temp
+from .errors import NotARegularFile, PathOutsideRoot
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+          (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+
+
+def kind_of(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    return next((name for test, name in _KINDS if test(mode)), "special file")
+
+
+class KeyFile:
+    """The file of one key (``key`` relative to ``root``; ``path`` only for messages).
+
+    The directory descriptor is opened on first use and kept until :meth:`close`, so one write's
+    steps all happen in the one directory the walk reached. Not thread-safe: one per operation.
+    """
+
+    __slots__ = ("root", "key", "path", "name", "_dirs", "_fd")
+
+    def __init__(self, root: str, key: str, path: str | None = None) -> None:
+        self.root = root
+        self.key = key
+        self.path = path or os.path.join(root, key)
+        *self._dirs, self.name = key.split("/")
+        self._fd: int | None = None
+
+    def __enter__(self) -> "KeyFile":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    # -- the walk ---------------------------------------------------------------------------
+
+    def directory(self, create: bool = False) -> int | None:
+        """The descriptor of the key's directory; None if it is missing (or a file is in the way)
+        and ``create`` is False. Raises PathOutsideRoot (a symlink on the path) and, when
+        creating, StepFailed("directory") (a file in the way, a directory removed meanwhile)."""
+        if self._fd is None:
+            self._fd = self._walk(create)
+        return self._fd
+
+    def _walk(self, create: bool) -> int | None:
+        current: int | None = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in self._dirs:
+                assert current is not None
+                child = self._open_child(current, part, create)
+                os.close(current)
+                current = child
+                if current is None:
+                    return None
+            found, current = current, None
+            return found
+        finally:
+            if current is not None:
+                os.close(current)
+
+    def _open_child(self, parent: int, name: str, create: bool) -> int | None:
+        for _ in range(8):  # another process may remove what it just made: look again
+            try:
+                return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    return None
+            except OSError as error:  # ENOTDIR: a symlink (O_NOFOLLOW) or a file is in the way
+                if self._is_symlink(parent, name):
+                    raise self._swapped(name) from None
+                if error.errno == errno.ENOTDIR and not create:
+                    return None
+                raise StepFailed("directory", error) from error
+            try:
+                os.mkdir(name, 0o777, dir_fd=parent)
+            except FileExistsError:
+                continue
+            except OSError as error:
+                raise StepFailed("directory", error) from error
+            os.fsync(parent)  # the new directory's entry is durable before anything goes in it
+        raise StepFailed("directory", OSError(errno.EAGAIN, f"{name!r} keeps vanishing"))
+
+    @staticmethod
+    def _is_symlink(parent: int, name: str) -> bool:
+        try:
+            return stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
+        except OSError:
+            return False
+
+    def _swapped(self, name: str) -> PathOutsideRoot:
+        reason = f"a symlink appeared on the path ({name!r}) after the key was checked; not followed"
+        return PathOutsideRoot(f"refused key {self.key!r}: {reason}", key=self.key, root=self.root,
+                               reason=reason)
+
+    # -- operations on the file -------------------------------------------------------------
+
+    def read(self) -> bytes | None:
+        """The file's bytes, or None if it does not exist. Raises NotARegularFile, PathOutsideRoot
+        (the file was replaced by a symlink), OSError (EACCES, EIO)."""
+        directory = self.directory()
+        if directory is None:
+            return None
+        try:
+            fd = os.open(self.name, _READ_FLAGS, dir_fd=directory)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise self._swapped(self.name) from None
+            if error.errno == errno.ENXIO:  # a socket (or a device without a driver)
+                raise self._not_regular("socket") from None
+            raise
+        with open(fd, "rb", closefd=True) as handle:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise self._not_regular(kind_of(mode))
+            return handle.read()
+
+    def _not_regular(self, kind: str) -> NotARegularFile:
+        return NotARegularFile(f"{self.key!r} is a {kind}, not a regular file", key=self.key,
+                               path=self.path, kind=kind)
+
+    def mode(self) -> int:
+        """The permission bits of the file, or 0o644 if there is none (a replacement keeps them)."""
+        directory = self.directory()
+        if directory is None:
+            return 0o644
+        try:
+            return os.stat(self.name, dir_fd=directory, follow_symlinks=False).st_mode & 0o7777
+        except OSError:
+            return 0o644
+
+    def write_temp(self, temp_name: str, data: bytes, mode: int) -> None:
+        """Create ``temp_name`` beside the file (making missing directories), write and fsync it."""
+        write_temp(temp_name, data, mode, dir_fd=self.directory(create=True))
+
+    def rename_into_place(self, temp_name: str) -> None:
+        """Rename ``temp_name`` over the file and fsync the directory. Raises StepFailed."""
+        rename_into_place(temp_name, self.name, dir_fd=self.directory(create=True))
+
+    def replace(self, data: bytes, temp_name: str) -> None:
+        """Write ``data`` over the file durably (temp, fsync, rename, directory fsync)."""
+        self.write_temp(temp_name, data, self.mode())
+        self.rename_into_place(temp_name)
+
+    def remove(self) -> bool:
+        """Unlink the file and fsync its directory; False if there was nothing to remove."""
+        directory = self.directory()
+        if directory is None or not remove_quietly(self.name, dir_fd=directory):
+            return False
+        faults.check("fsync_dir")
+        os.fsync(directory)
+        return True
+
+    def remove_temp(self, temp_name: str) -> None:
+        """Remove a temp file beside the file, if there is one; never raises OSError (a stray temp
+        file is harmless, and recovery removes it later)."""
+        try:
+            directory = self.directory()
+            if directory is not None:
+                remove_quietly(temp_name, dir_fd=directory)
+        except (OSError, PathOutsideRoot):
+            pass

@@ -1,0 +1,197 @@
+"""Bad arguments are refused with a clear error and change nothing; fault plans with a typo are
+refused instead of silently testing nothing; the journal records one entry per real event."""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from agent_coherence import Coordinator, LeaseHeld, faults
+
+from conftest import tree_snapshot
+
+
+# -- payloads -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("payload", [5, 0, None, 3.5, ["a"], {"a": 1}, object()],
+                         ids=lambda p: type(p).__name__)
+def test_a_payload_that_is_not_bytes_like_or_str_is_a_type_error(coord, root, payload):
+    before = tree_snapshot(root, skip=".agent-coherence")
+    with pytest.raises(TypeError, match="bytes-like or str"):
+        coord.write("a.txt", payload, holder="h")
+    assert tree_snapshot(root, skip=".agent-coherence") == before
+    assert coord.version("a.txt") is None and coord.journal.count() == 0
+
+
+@pytest.mark.parametrize("payload,stored", [
+    (b"bytes", b"bytes"), (bytearray(b"array"), b"array"), (memoryview(b"view"), b"view"),
+    ("text é", "text é".encode()),
+])
+def test_bytes_like_and_str_payloads_are_written(coord, root, payload, stored):
+    assert coord.write("a.txt", payload, holder="h").size == len(stored)
+    assert (root / "a.txt").read_bytes() == stored
+
+
+# -- settings -------------------------------------------------------------------------------
+
+BAD_SETTINGS = [
+    ({"on_foreign_edit": "ignore"}, ValueError, "on_foreign_edit"),
+    ({"on_foreign_edit": None}, ValueError, "on_foreign_edit"),
+    ({"default_ttl": -1}, ValueError, "default_ttl"),
+    ({"default_ttl": 0}, ValueError, "default_ttl"),
+    ({"default_ttl": math.inf}, ValueError, "default_ttl"),
+    ({"default_ttl": math.nan}, ValueError, "default_ttl"),
+    ({"default_ttl": "30"}, TypeError, "default_ttl"),
+    ({"update_attempts": -1}, ValueError, "update_attempts"),
+    ({"no_such_setting": 1}, TypeError, "no_such_setting"),
+]
+
+
+@pytest.mark.parametrize("settings,error,named", BAD_SETTINGS, ids=[repr(s) for s, _, _ in BAD_SETTINGS])
+def test_bad_coordinator_settings_are_refused_before_anything_is_created(tmp_path, settings, error, named):
+    root = tmp_path / "fresh"
+    with pytest.raises(error, match=named):
+        Coordinator.open(root, **settings)
+    assert not root.exists()
+
+
+BAD_CALLS = [
+    ("write ttl=-1", lambda c: c.write("a.txt", b"x", holder="h", ttl=-1), ValueError, "ttl"),
+    ("write ttl=0", lambda c: c.write("a.txt", b"x", holder="h", ttl=0), ValueError, "ttl"),
+    ("write ttl=inf", lambda c: c.write("a.txt", b"x", holder="h", ttl=math.inf), ValueError, "ttl"),
+    ("write ttl=nan", lambda c: c.write("a.txt", b"x", holder="h", ttl=math.nan), ValueError, "ttl"),
+    ("write holder=''", lambda c: c.write("a.txt", b"x", holder=""), ValueError, "holder"),
+    ("write holder=' '", lambda c: c.write("a.txt", b"x", holder="  "), ValueError, "holder"),
+    ("write holder=7", lambda c: c.write("a.txt", b"x", holder=7), TypeError, "holder"),
+    ("write policy", lambda c: c.write("a.txt", b"x", holder="h", on_foreign_edit="ignore"), ValueError,
+     "on_foreign_edit"),
+    ("acquire ttl=-1", lambda c: c.acquire("a.txt", "h", ttl=-1), ValueError, "ttl"),
+    ("acquire ttl=inf", lambda c: c.acquire("a.txt", "h", ttl=math.inf), ValueError, "ttl"),
+    ("acquire holder=''", lambda c: c.acquire("a.txt", ""), ValueError, "holder"),
+    ("acquire holder=None", lambda c: c.acquire("a.txt", None), TypeError, "holder"),
+    ("acquire wait=-1", lambda c: c.acquire("a.txt", "h", wait=-1), ValueError, "wait"),
+    ("acquire wait=nan", lambda c: c.acquire("a.txt", "h", wait=math.nan), ValueError, "wait"),
+    ("lease ttl=0", lambda c: c.lease("a.txt", "h", ttl=0), ValueError, "ttl"),
+    ("lease wait=-0.5", lambda c: c.lease("a.txt", "h", wait=-0.5), ValueError, "wait"),
+    ("update holder=''", lambda c: c.update("a.txt", lambda old: b"x", holder=""), ValueError, "holder"),
+    ("delete ttl=-1", lambda c: c.delete("a.txt", holder="h", ttl=-1), ValueError, "ttl"),
+    ("adopt holder=''", lambda c: c.adopt("a.txt", holder=""), ValueError, "holder"),
+]
+
+
+@pytest.mark.parametrize("call,error,named", [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS])
+def test_bad_call_arguments_are_refused_and_change_nothing(coord, root, call, error, named):
+    (root / "a.txt").write_bytes(b"old")
+    before = tree_snapshot(root, skip=".agent-coherence")
+    with pytest.raises(error, match=named):
+        call(coord)
+    assert tree_snapshot(root, skip=".agent-coherence") == before
+    assert coord.journal.count() == 0 and coord.leases() == []
+
+
+def test_a_renewed_lease_keeps_a_valid_ttl(coord):
+    lease = coord.acquire("a.txt", "h", ttl=10)
+    with pytest.raises(ValueError, match="ttl"):
+        coord.renew(lease, ttl=-5)
+    assert coord.renew(lease).ttl == 10
+
+
+# -- fault plans ----------------------------------------------------------------------------
+
+
+def test_an_unknown_fault_step_or_errno_is_refused():
+    with pytest.raises(ValueError, match="unknown fault step 'fsyn'"):
+        with faults.inject("fsyn", errno.EIO):
+            pass
+    with pytest.raises(ValueError, match="unknown errno"):
+        with faults.inject("fsync", 99999):
+            pass
+    with pytest.raises(TypeError):
+        with faults.inject("fsync", "EIO"):  # type: ignore[arg-type]
+            pass
+    with faults.inject("fsync", errno.EIO):  # a valid plan is still accepted
+        pass
+
+
+@pytest.mark.parametrize("spec,complaint", [
+    ("rename:EIOO", "'EIOO' is neither an errno name"),
+    ("renam:EIO", "unknown step 'renam'"),
+    ("rename", "'' is neither an errno name"),
+    ("commit:sleep=soon", "sleep= needs a number"),
+    ("commit:sleep=-1", "sleep= needs a number"),
+    ("rename:EIO,fsync:errno", "'errno' is neither"),
+])
+def test_a_malformed_environment_fault_plan_fails_loudly(root, spec, complaint):
+    code = f"from agent_coherence import Coordinator\nCoordinator.open({str(root)!r}).write('a.txt', b'x', holder='h')\n"
+    env = dict(os.environ, AGENT_COHERENCE_FAULTS=spec)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "ValueError" in done.stderr and complaint in done.stderr
+    assert not (root / "a.txt").exists()
+
+
+def test_a_well_formed_environment_fault_plan_parses():
+    plan = faults.parse(" rename:EIO , commit:sleep=0.01,write:ENOSPC ,")
+    assert sorted(plan) == ["commit", "rename", "write"]
+
+
+# -- the journal: one entry per real event ----------------------------------------------------
+
+
+def test_a_write_that_adopts_a_foreign_edit_is_not_journaled_as_failed(coord, root):
+    coord.write("a.txt", b"v1", holder="h")
+    (root / "a.txt").write_bytes(b"edited around the layer")
+    receipt = coord.write("a.txt", b"v3", holder="h", on_foreign_edit="adopt")
+    assert receipt.version == 3 and (root / "a.txt").read_bytes() == b"v3"
+    assert coord.journal.count(kind="write.failed") == 0
+    kinds = [e.kind for e in coord.journal.history("a.txt")]
+    assert kinds == ["write", "adopt", "write"]
+    adopted = coord.journal.history("a.txt")[1]
+    assert adopted.data["version"] == 2 and adopted.data["size"] == len(b"edited around the layer")
+    coord.journal.verify()
+
+
+def test_a_coordinator_wide_adopt_policy_is_journaled_the_same_way(root):
+    with Coordinator.open(root, on_foreign_edit="adopt") as coord:
+        coord.write("a.txt", b"v1", holder="h")
+        (root / "a.txt").write_bytes(b"edited")
+        coord.write("a.txt", b"v3", holder="h")
+        assert coord.journal.count(kind="write.failed") == 0
+        assert coord.journal.count(kind="adopt") == 1
+
+
+def test_an_acquire_that_waits_journals_one_conflict(coord):
+    coord.acquire("a.txt", "alice", ttl=30)
+    with pytest.raises(LeaseHeld):
+        coord.acquire("a.txt", "bob", wait=0.6)
+    [conflict] = [e for e in coord.journal.history("a.txt") if e.kind == "conflict.lease"]
+    assert (conflict.holder, conflict.data["held_by"]) == ("bob", "alice")
+    assert conflict.data["waited"] >= 0.6
+    with pytest.raises(LeaseHeld):
+        coord.acquire("a.txt", "bob")  # a second refused call is a second event
+    assert coord.journal.count(kind="conflict.lease", key="a.txt") == 2
+
+
+def test_an_acquire_that_waits_and_succeeds_journals_no_conflict(coord, clock):
+    coord.acquire("a.txt", "alice", ttl=0.3)
+    clock.advance(0.2)
+
+    def expire_soon() -> None:
+        clock.advance(1)
+
+    import threading
+
+    timer = threading.Timer(0.2, expire_soon)
+    timer.start()
+    try:
+        lease = coord.acquire("a.txt", "bob", wait=5)
+    finally:
+        timer.cancel()
+    assert lease.holder == "bob"
+    assert coord.journal.count(kind="conflict.lease", key="a.txt") == 0

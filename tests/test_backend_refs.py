@@ -1,0 +1,97 @@
+"""The Backend protocol's refs (named pointers with a fenced compare-and-set), written against the
+protocol only so that any backend can run it: here the SQLite backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_coherence import Coordinator, LeaseLost, VersionConflict
+from conftest import FORK, FakeClock
+
+
+def test_compare_and_set_creates_moves_and_refuses(coord: Coordinator) -> None:
+    backend = coord.backend
+    assert backend.get_ref("heads/t") is None
+    first = backend.set_ref("heads/t", "c1", expect=None, holder="run-a", kind="test.move", data={"step": 1})
+    assert (first.name, first.value, first.version, first.holder, first.fence) == ("heads/t", "c1", 1, "run-a", 0)
+    with pytest.raises(VersionConflict) as conflict:
+        backend.set_ref("heads/t", "c2", expect=None, holder="run-b", kind="test.move", data={})
+    assert (conflict.value.key, conflict.value.expected, conflict.value.actual) == ("heads/t", None, "c1")
+    with pytest.raises(VersionConflict):
+        backend.set_ref("heads/t", "c2", expect="c0", holder="run-b", kind="test.move", data={})
+    assert backend.get_ref("heads/t") == first  # unchanged by the refusals
+    second = backend.set_ref("heads/t", "c2", expect="c1", holder="run-a", kind="test.move", data={"step": 2})
+    assert (second.value, second.version) == ("c2", 2)
+    forced = backend.set_ref("heads/t", "c9", expect="anything", force=True, holder="admin", kind="test.reset", data={})
+    assert (forced.value, forced.version) == ("c9", 3)
+    entries = [e for e in coord.journal.history("heads/t")]
+    assert [e.kind for e in entries] == ["test.move", "conflict.ref", "conflict.ref", "test.move", "test.reset"]
+    assert entries[3].data == {"step": 2, "value": "c2", "previous": "c1", "version": 2, "fence": None}
+    coord.journal.verify()
+
+
+def test_the_fence_is_checked_in_the_same_transaction(coord: Coordinator, clock: FakeClock) -> None:
+    backend = coord.backend
+    lease = coord.acquire("thread/t", "run-a", ttl=10)
+    moved = backend.set_ref("heads/t", "c1", expect=None, holder="run-a", kind="test.move", data={},
+                            lease_key="thread/t", fence=lease.fence)
+    assert moved.fence == lease.fence
+    with pytest.raises(LeaseLost):  # not the live fence
+        backend.set_ref("heads/t", "c2", expect="c1", holder="run-a", kind="test.move", data={},
+                        lease_key="thread/t", fence=lease.fence + 1)
+    clock.advance(11)  # the lease expires; another run takes the thread
+    coord.acquire("thread/t", "run-b", ttl=10)
+    with pytest.raises(LeaseLost):
+        backend.set_ref("heads/t", "c2", expect="c1", holder="run-a", kind="test.move", data={},
+                        lease_key="thread/t", fence=lease.fence)
+    assert backend.get_ref("heads/t") == moved
+
+
+def test_prefixes_list_and_delete_exactly_their_names(coord: Coordinator) -> None:
+    backend = coord.backend
+    for name in ("h/a/", "h/a/sub", "h/ab/", "h/b", "h/a\U0010ffff", "other"):
+        backend.set_ref(name, "v", expect=None, holder="x", kind="test.move", data={})
+    assert [r.name for r in backend.list_refs("h/a/")] == ["h/a/", "h/a/sub"]
+    assert [r.name for r in backend.list_refs("h/a")] == ["h/a/", "h/a/sub", "h/ab/", "h/a\U0010ffff"]
+    assert len(backend.list_refs("")) == 6
+    assert len(backend.list_refs("h/", limit=2)) == 2
+    assert backend.delete_ref("h/a/", holder="x", kind="test.delete") is True
+    assert backend.delete_ref("h/a/", holder="x", kind="test.delete") is False
+    assert [r.name for r in backend.list_refs("h/a/")] == ["h/a/sub"]
+    assert backend.delete_refs("h/", holder="x", kind="test.delete") == 4
+    assert [r.name for r in backend.list_refs("")] == ["other"]
+    assert coord.journal.count(kind="test.delete") == 5
+
+
+def bump(root: str, count: int, barrier: Any) -> None:
+    coord = Coordinator.open(root)
+    barrier.wait()
+    done = 0
+    while done < count:
+        current = coord.backend.get_ref("counter")
+        value = current.value if current else None
+        try:
+            coord.backend.set_ref("counter", str(int(value or 0) + 1), expect=value, holder=f"p{id(coord)}",
+                                  kind="test.bump", data={}, durable=False)
+            done += 1
+        except VersionConflict:
+            continue
+    coord.close()
+
+
+def test_compare_and_set_is_atomic_across_processes(root: Path, coord: Coordinator) -> None:
+    coord.close()
+    processes, each = 3, 40
+    barrier = FORK.Barrier(processes)
+    procs = [FORK.Process(target=bump, args=(str(root), each, barrier)) for _ in range(processes)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    final = coord.backend.get_ref("counter")
+    assert final is not None and final.value == str(processes * each) and final.version == processes * each
+    assert coord.journal.count(kind="test.bump") == processes * each

@@ -1,0 +1,131 @@
+"""CoherentStore over LangGraph's stores: versions on items, expected-version puts, batches applied
+in order, and three processes doing read-modify-writes of one key on a SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langgraph.store.sqlite")
+
+from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
+from langgraph.graph import END, START, StateGraph  # noqa: E402
+from langgraph.store.base import BaseStore, GetOp, PutOp  # noqa: E402
+from langgraph.store.memory import InMemoryStore  # noqa: E402
+from langgraph.store.sqlite import SqliteStore  # noqa: E402
+
+from agent_coherence import Coordinator, VersionConflict  # noqa: E402
+from agent_coherence.adapters.langgraph import (  # noqa: E402
+    CheckedPutOp, CoherentStore, VersionedItem, VersionedSearchItem, coherent_graph,
+)
+from conftest import FORK  # noqa: E402
+from lg_graphs import LogState  # noqa: E402
+
+NS = ("counters",)
+
+
+def test_items_carry_versions_and_puts_check_them(coord: Coordinator) -> None:
+    store = CoherentStore(InMemoryStore(), coord)
+    assert store.get(NS, "a") is None
+    store.put(NS, "a", {"n": 1}, expect_version=0)
+    item = store.get(NS, "a")
+    assert isinstance(item, VersionedItem) and item.version == 1 and item.value == {"n": 1}
+    with pytest.raises(VersionConflict) as conflict:
+        store.put(NS, "a", {"n": 99}, expect_version=0)
+    assert (conflict.value.expected, conflict.value.actual) == (0, 1)
+    assert store.get(NS, "a").value == {"n": 1}  # the refused put changed nothing
+    store.put(NS, "a", {"n": 2})  # unconditional, still versioned
+    assert store.get(NS, "a").version == 2
+    [hit] = store.search(NS)
+    assert isinstance(hit, VersionedSearchItem) and hit.version == 2
+    store.delete(NS, "a", expect_version=2)
+    assert store.get(NS, "a") is None
+    store.put(NS, "a", {"n": 3}, expect_version=0)
+    assert coord.journal.count(kind="store.put") == 3 and coord.journal.count(kind="store.delete") == 1
+
+
+def test_two_puts_to_one_key_in_one_batch_apply_in_order(coord: Coordinator) -> None:
+    store = CoherentStore(InMemoryStore(), coord)
+    results = store.batch([PutOp(NS, "k", {"v": "first"}), GetOp(NS, "k"), PutOp(NS, "k", {"v": "second"}),
+                           GetOp(NS, "k")])
+    assert results[0] is None and results[2] is None
+    assert (results[1].value, results[1].version) == ({"v": "first"}, 1)
+    assert (results[3].value, results[3].version) == ({"v": "second"}, 2)
+    with pytest.raises(VersionConflict):  # the second expects the version the first replaced
+        store.batch([CheckedPutOp(PutOp(NS, "k", {"v": "third"}), 2), CheckedPutOp(PutOp(NS, "k", {"v": "x"}), 2)])
+    assert store.get(NS, "k").value == {"v": "third"}
+
+    async def async_side() -> tuple[Any, Any]:
+        await store.aput(NS, "k", {"v": "async"}, expect_version=3)
+        return await store.aget(NS, "k"), await store.abatch([GetOp(NS, "k")])
+
+    item, [again] = asyncio.run(async_side())
+    assert (item.value, item.version, again.version) == ({"v": "async"}, 4, 4)
+
+
+def test_nodes_get_the_store_through_the_graph(coord: Coordinator) -> None:
+    store = CoherentStore(InMemoryStore(), coord)
+
+    def count(state: LogState, store: BaseStore) -> dict[str, list[str]]:
+        item = store.get(NS, "runs")
+        store.put(NS, "runs", {"n": (item.value["n"] if item else 0) + 1},  # type: ignore[call-arg]
+                  expect_version=item.version if isinstance(item, VersionedItem) else 0)
+        return {"log": ["counted"]}
+
+    builder = StateGraph(LogState)
+    builder.add_node("count", count)
+    builder.add_edge(START, "count")
+    builder.add_edge("count", END)
+    app = coherent_graph(builder.compile(checkpointer=InMemorySaver(), store=store), coord)
+    for run in range(3):
+        app.invoke({"log": []}, {"configurable": {"thread_id": f"t{run}"}})
+    assert store.get(NS, "runs").value == {"n": 3}
+
+
+def increments(root: str, db: str, count: int, coherent: bool, barrier: Any) -> None:
+    coord = Coordinator.open(root)
+    with SqliteStore.from_conn_string(db) as sqlite_store:
+        store: Any = CoherentStore(sqlite_store, coord) if coherent else sqlite_store
+        barrier.wait()
+        for _ in range(count):
+            while True:
+                item = store.get(NS, "hits")
+                value = {"n": (item.value["n"] if item else 0) + 1}
+                time.sleep(0.002)  # the work a node does between its read and its write
+                if not coherent:
+                    store.put(NS, "hits", value)
+                    break
+                try:
+                    store.put(NS, "hits", value, expect_version=item.version if item else 0)
+                    break
+                except VersionConflict:
+                    continue  # someone else's increment landed first: read again
+    coord.close()
+
+
+@pytest.mark.parametrize("coherent", [False, True], ids=["stock", "coherent"])
+def test_three_processes_fifty_read_modify_writes_each(root: Path, coord: Coordinator, coherent: bool) -> None:
+    coord.close()
+    db = str(root / "store.db")
+    with SqliteStore.from_conn_string(db) as setup:
+        setup.setup()
+    processes, each = 3, 50
+    barrier = FORK.Barrier(processes)
+    procs = [FORK.Process(target=increments, args=(str(root), db, each, coherent, barrier)) for _ in range(processes)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
+    with SqliteStore.from_conn_string(db) as check:
+        hits = check.get(NS, "hits")
+        assert hits is not None
+        total = hits.value["n"]
+    if coherent:
+        assert total == processes * each
+    else:
+        assert total < processes * each  # the stock store lost updates
