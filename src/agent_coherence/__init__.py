@@ -36,6 +36,7 @@ _EXPORTS = {
     "JournalCorrupt": "errors",
     "BackendUnavailable": "errors",
     "scan_dir": "durable",
+    "Retention": "retention",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
         JournalCorrupt, LeaseHeld, LeaseLost, PathOutsideRoot, SlotOccupied, StaleReceipt, VersionConflict,
     )
     from .models import Anomaly, Delivery, Event, Lease, Message, Snapshot, VersionInfo, WriteReceipt
+    from .retention import Retention
 
 
 def __getattr__(name: str) -> Any:

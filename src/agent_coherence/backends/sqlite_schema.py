@@ -15,6 +15,7 @@ from ..logs import INFO, WARNING, log
 from ..paths import STATE_DIR
 from .sqlite_channels import CHANNEL_SCHEMA
 from .sqlite_liveness import LIVENESS_SCHEMA
+from .sqlite_retention import RETENTION_SCHEMA
 from .sqlite_tx import is_busy
 
 try:
@@ -23,8 +24,9 @@ except ImportError:
     import sqlite3  # type: ignore[no-redef]
 
 # 1: the first release. 2: intents.synced. 3: the journal's unambiguous encoding, and the
-# channel clock. A database of a later version is refused, never used (see _check_version).
-SCHEMA_VERSION = 3
+# channel clock. 4: the index of notable journal kinds (retention's checkpoints, status's counts).
+# A database of a later version is refused, never used (see _check_version).
+SCHEMA_VERSION = 4
 GITIGNORE = "# Made by agent-coherence: coordination state of this machine, never committed.\n*\n"
 
 _SCHEMA = """
@@ -71,7 +73,7 @@ class SchemaOps:
         def create(conn: sqlite3.Connection) -> int | None:
             version = self._stored_version(conn)
             self._check_version(version)
-            for statement in filter(str.strip, (_SCHEMA + LIVENESS_SCHEMA + CHANNEL_SCHEMA).split(";")):
+            for statement in filter(str.strip, (_SCHEMA + LIVENESS_SCHEMA + CHANNEL_SCHEMA + RETENTION_SCHEMA).split(";")):
                 conn.execute(statement)
             if version is None:
                 conn.execute("INSERT INTO meta(name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
