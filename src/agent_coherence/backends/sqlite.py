@@ -31,7 +31,7 @@ from ..journal import GENESIS, chain_hash, encode_data, unreadable_entry
 from ..logs import WARNING, log
 from .sqlite_channels import ChannelOps
 from .sqlite_liveness import LivenessOps
-from .sqlite_retention import INDEXED_KINDS, INDEXED_KINDS_SQL, RetentionOps
+from .sqlite_retention import INDEXED_KINDS, INDEXED_KINDS_SQL, JOURNAL_BOUNDS, RetentionOps
 from .sqlite_schema import SchemaOps
 from .sqlite_tx import Deferred as _Deferred, database_error, is_busy as _is_busy
 from .records import IntentPending, IntentRecord, JournalRecord, LeaseRecord, VersionRecord, WriteRequest
@@ -256,8 +256,8 @@ class SQLiteBackend(SchemaOps, LivenessOps, ChannelOps, RetentionOps):
         which has no gaps here (a gap is for ``verify`` to find), so no count scans the journal;
         the kinds in INDEXED_KINDS are counted from their index."""
         if kind is None and key is None:
-            return self.read(lambda conn: conn.execute(
-                "SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM journal").fetchone()[0])
+            first, last = self.read(lambda conn: conn.execute(JOURNAL_BOUNDS).fetchone())
+            return 0 if first is None else last - first + 1
         sql, params = "SELECT count(*) FROM journal WHERE 1=1", []
         if kind is not None:
             if key is not None:

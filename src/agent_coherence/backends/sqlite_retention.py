@@ -42,6 +42,8 @@ INDEXED_KINDS_SQL = "kind IN (" + ", ".join(f"'{kind}'" for kind in INDEXED_KIND
 RETENTION_SCHEMA = f"""
 CREATE INDEX IF NOT EXISTS journal_by_kind ON journal(kind, seq) WHERE {INDEXED_KINDS_SQL};
 """
+# Two subqueries: each is one b-tree descent; ``SELECT min(seq), max(seq)`` would scan the table.
+JOURNAL_BOUNDS = "SELECT (SELECT min(seq) FROM journal), (SELECT max(seq) FROM journal)"
 DISABLED_RECHECK = 5000  # transactions before a process re-reads a policy that turned steps off
 
 # (table, the condition under which a row goes, its parameters' names): see _sweep.
@@ -180,10 +182,11 @@ class RetentionOps:
 
     def _compact_journal(self, conn: sqlite3.Connection, batch: int, older_than: float | None,
                          cap: int | None, report: CompactionReport) -> None:
-        first, last = conn.execute("SELECT min(seq), max(seq) FROM journal").fetchone()
+        first, last = conn.execute(JOURNAL_BOUNDS).fetchone()
         if first is None:
             return
-        limit = min(first - 1 + batch, last)
+        # The newest entry always stays: the checkpoint links to it (and takes the next seq).
+        limit = min(first - 1 + batch, last - 1)
         cut = first - 1
         if cap is not None:
             cut = max(cut, last - cap)
@@ -192,7 +195,7 @@ class RetentionOps:
                                  (first, limit, older_than)).fetchone()[0]
             cut = max(cut, limit if young is None else young - 1)
         cut = min(cut, limit)
-        report.more = cut == limit < last  # the batch ended the step, not the policy
+        report.more = cut == limit < last - 1  # the batch ended the step, not the policy
         if cut < first:
             return
         removed_before = self._verify_removed(conn, first, cut)
@@ -227,7 +230,7 @@ class RetentionOps:
                   keep: int | None) -> CompactionReport:
         report = CompactionReport(dry_run=True)
         older_than, cap = self._journal_limits(policy, before, keep)
-        first, last = conn.execute("SELECT min(seq), max(seq) FROM journal").fetchone()
+        first, last = conn.execute(JOURNAL_BOUNDS).fetchone()
         if first is not None:
             cut = first - 1
             if cap is not None:
@@ -235,6 +238,7 @@ class RetentionOps:
             if older_than is not None:
                 young = conn.execute("SELECT min(seq) FROM journal WHERE ts >= ?", (older_than,)).fetchone()[0]
                 cut = max(cut, last if young is None else young - 1)
+            cut = min(cut, last - 1)
             if cut >= first:
                 report.journal, report.journal_through = cut - first + 1, cut
         values = self._cutoffs(conn, policy)
