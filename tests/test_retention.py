@@ -350,3 +350,33 @@ def test_compact_on_an_empty_journal_and_genesis_head(root):
     with Coordinator.open(root, retention=MANUAL) as coord:
         assert coord.compact().removed == 0
         assert coord.journal.head() == GENESIS and coord.journal.tail() == []
+
+
+# -- streaming verify ----------------------------------------------------------------------
+
+
+def _peak(run) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_verify_streams_in_constant_memory(root, monkeypatch):
+    from agent_coherence.backends import sqlite as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "JOURNAL_PAGE", 200)
+    peaks, loaded = {}, 0
+    with Coordinator.open(root, retention=MANUAL) as coord:
+        for size in (1000, 8000):
+            while coord.journal.count() < size:
+                coord.journal.append("note", "k.txt", "h", text="x" * 200)
+            assert coord.journal.verify() == size  # warm: the first call imports and caches
+            peaks[size] = _peak(coord.journal.verify)
+        loaded = _peak(lambda: list(coord.backend.journal_entries()))  # the naive way: all at once
+    assert peaks[8000] < 1.3 * peaks[1000], peaks  # flat in the journal's length
+    assert loaded > 5 * peaks[8000], (loaded, peaks)  # what holding the journal would cost

@@ -247,9 +247,10 @@ class SQLiteBackend(SchemaOps, LivenessOps, ChannelOps, RetentionOps):
                 yield JournalRecord(seq, ts, kind, k, holder, parsed, prev, digest, data)
             if len(rows) < page:
                 return
-            after = rows[-1][0]
+            after, fetched = rows[-1][0], len(rows)
+            del rows  # one page in memory at a time, not two while the next is fetched
             if remaining is not None:
-                remaining -= len(rows)
+                remaining -= fetched
 
     def journal_count(self, kind: str | None = None, key: str | None = None) -> int:
         """Entries (of ``kind``, about ``key``). Without either, from the bounds of the sequence,
