@@ -13,6 +13,7 @@ import json
 import sqlite3
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from agent_coherence import Coordinator, JournalCorrupt, LeaseLost
 from agent_coherence.backends import default_database
@@ -312,9 +313,9 @@ def test_automatic_steps_keep_the_journal_bounded_across_processes(root):
 
 def test_without_retention_the_same_load_keeps_everything(root):
     with Coordinator.open(root, retention=Retention.keep_everything()) as coord:
-        for i in range(150):
+        for i in range(60):
             coord.write(f"a{i % 5}.txt", f"{i}", holder="h")
-        assert coord.journal.verify() == 150 and coord.journal.walk().removed == 0
+        assert coord.journal.verify() == 60 and coord.journal.walk().removed == 0
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -369,14 +370,37 @@ def _peak(run) -> int:
 def test_verify_streams_in_constant_memory(root, monkeypatch):
     from agent_coherence.backends import sqlite as sqlite_backend
 
-    monkeypatch.setattr(sqlite_backend, "JOURNAL_PAGE", 200)
+    monkeypatch.setattr(sqlite_backend, "JOURNAL_PAGE", 100)
     peaks, loaded = {}, 0
     with Coordinator.open(root, retention=MANUAL) as coord:
-        for size in (1000, 8000):
+        for size in (500, 4000):
             while coord.journal.count() < size:
                 coord.journal.append("note", "k.txt", "h", text="x" * 200)
             assert coord.journal.verify() == size  # warm: the first call imports and caches
             peaks[size] = _peak(coord.journal.verify)
         loaded = _peak(lambda: list(coord.backend.journal_entries()))  # the naive way: all at once
-    assert peaks[8000] < 1.3 * peaks[1000], peaks  # flat in the journal's length
-    assert loaded > 5 * peaks[8000], (loaded, peaks)  # what holding the journal would cost
+    assert peaks[4000] < 1.3 * peaks[500], peaks  # flat in the journal's length
+    assert loaded > 5 * peaks[4000], (loaded, peaks)  # what holding the journal would cost
+
+
+# -- property: any interleaving of writes and compactions verifies -------------------------
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.integers(1, 8), st.tuples(st.integers(0, 12), st.integers(1, 6))), max_size=12))
+def test_any_interleaving_of_writes_and_compactions_verifies(tmp_path_factory, plan):
+    root = tmp_path_factory.mktemp("prop")
+    total = 0
+    with Coordinator.open(root, retention=MANUAL) as coord:
+        for step in plan:
+            if isinstance(step, int):  # that many writes
+                for i in range(step):
+                    coord.journal.append("note", "k", "h", n=total)
+                    total += 1
+            else:  # a compaction keeping `keep` entries, at most `batch` removed per step
+                keep, batch = step
+                coord.backend.compact(Retention(every=0, batch=batch), keep=keep)
+        walk = coord.journal.walk()  # verifies
+        kept = seqs(root)
+        assert walk.count == len(kept) and walk.removed == (kept[0] - 1 if kept else 0)
+        numbers = [e.data["n"] for e in coord.journal.history() if e.kind == "note"]
+        assert numbers == list(range(total - len(numbers), total))  # the newest, oldest-first removal
