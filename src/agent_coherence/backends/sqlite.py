@@ -107,13 +107,14 @@ class SQLiteBackend(SchemaOps, LivenessOps, ChannelOps, RetentionOps):
         self._lock = RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
-        self._start_maintenance_countdown()
+        self._maintenance_countdown = 1 << 62  # no retention step before the schema exists
         _BACKENDS.add(self)
         try:
             self._ensure_schema()
         except BaseException:
             self.close()
             raise
+        self._start_maintenance_countdown()
 
     # -- connection and transactions --------------------------------------------------------
 
@@ -175,8 +176,10 @@ class SQLiteBackend(SchemaOps, LivenessOps, ChannelOps, RetentionOps):
                     if durable:
                         conn.execute("PRAGMA synchronous=NORMAL")
 
+        # A bounded retention step every so many transactions, before this one rather than after:
+        # an interrupt during the step then comes before the caller's change, never after it.
+        self.maintenance_due()
         result = self._retry_busy(attempt)
-        self.maintenance_due()  # a bounded retention step every so many transactions
         if isinstance(result, _Deferred):
             raise result.error
         return result

@@ -98,7 +98,7 @@ class RetentionOps:
     # -- steps ------------------------------------------------------------------------------
 
     def maintenance_due(self) -> None:
-        """Called after each transaction: every ``every`` transactions of this process, one step.
+        """Called before each transaction: every ``every`` transactions of this process, one step.
         A failed step is logged, never raised into the operation that triggered it."""
         self._maintenance_countdown -= 1
         if self._maintenance_countdown > 0:
