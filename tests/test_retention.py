@@ -223,6 +223,8 @@ def test_released_lease_rows_go_live_ones_and_pending_writes_stay(root):
         assert again.fence > old.fence  # the fence keeps growing after its row went
         with pytest.raises(LeaseLost):  # the old token is not valid again (no reused fence)
             coord.backend.check_fence("old.txt", "alice", old.fence)
+        resolved = coord.recover()  # the dead writer's intent is still resolved after compaction
+        assert [r.key for r in resolved] == ["pending.txt"] and coord.backend.list_intents() == []
 
 
 def test_fences_never_repeat_across_many_prunes(root):
@@ -404,3 +406,32 @@ def test_any_interleaving_of_writes_and_compactions_verifies(tmp_path_factory, p
         assert walk.count == len(kept) and walk.removed == (kept[0] - 1 if kept else 0)
         numbers = [e.data["n"] for e in coord.journal.history() if e.kind == "note"]
         assert numbers == list(range(total - len(numbers), total))  # the newest, oldest-first removal
+
+
+# -- a crash during compaction -------------------------------------------------------------
+
+
+def _compact_forever(root: str) -> None:
+    with Coordinator.open(root) as coord:
+        while True:
+            coord.journal.append("note", "k", "h")
+            coord.backend.compact(keep=50)
+
+
+def test_kill_9_during_compaction_leaves_a_journal_that_verifies(root):
+    import os
+    import signal
+    import time
+
+    with Coordinator.open(root, retention=Retention(every=0, batch=3)) as coord:
+        for _ in range(300):
+            coord.journal.append("note", "k", "h")
+    for delay in (0.15, 0.3, 0.45):
+        proc = FORK.Process(target=_compact_forever, args=(str(root),))
+        proc.start()
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        with Coordinator.open(root) as coord:
+            walk = coord.journal.walk()
+            assert walk.removed > 0 and walk.first_seq == walk.removed + 1
