@@ -69,6 +69,12 @@ def test_policy_is_validated_and_stored_for_every_process(root):
         assert other.backend.retention() == policy
     with pytest.raises(AttributeError):
         policy.every = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Coordinator.open(root, retention={"every": 3})  # type: ignore[arg-type]
+    with Coordinator.open(root) as coord, pytest.raises(ValueError):
+        coord.compact(keep=-1)
+    with Coordinator.open(root) as coord:
+        assert coord.backend.retention() == policy  # the refusals changed nothing
 
 
 # -- the journal ---------------------------------------------------------------------------

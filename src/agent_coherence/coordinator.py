@@ -78,6 +78,8 @@ class Coordinator:
         self.optimistic_attempts = optimistic_attempts
         self.journal = Journal(backend)
         if retention is not None:  # stored in the backend: every process on the state applies it
+            if not isinstance(retention, Retention):
+                raise TypeError(f"retention must be a Retention or None, not {retention!r}")
             backend.retention(retention)
         self._extensions: dict[str, Any] = {}
         self._overlap = Overlap()

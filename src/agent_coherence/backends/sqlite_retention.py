@@ -127,6 +127,9 @@ class RetentionOps:
         policy = self.retention() if policy is None else policy
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
             raise ValueError(f"keep={keep!r}: give a number of journal entries >= 0")
+        if before is not None and (isinstance(before, bool) or not isinstance(before, (int, float))
+                                   or before != before):
+            raise ValueError(f"before={before!r}: give a timestamp (epoch seconds)")
         if dry_run:
             return self.read(lambda conn: self._estimate(conn, policy, before, keep))  # type: ignore[attr-defined]
         return self.transaction(lambda conn: self._step(conn, policy, before, keep))  # type: ignore[attr-defined]
