@@ -103,7 +103,7 @@ class ChainWalk:
     def __init__(self, anchor: str | None = None) -> None:
         self.count = 0  # entries checked
         self.head = GENESIS  # hash of the last entry checked
-        self.first_seq = 0  # sequence number of the first entry checked (0: none yet)
+        self.first_seq = 0  # place of the first entry checked (its seq on a single chain; 0: none yet)
         self.first_prev = GENESIS
         self.removed = 0  # entries removed before the first, as the newest checkpoint says
         self.checkpoint: tuple[int, int, str] | None = None  # newest checkpoint: (its seq, through, through_hash)
@@ -125,16 +125,18 @@ class ChainWalk:
         self._expected_seq, self.first_prev = seq, prev_hash
         self._start_known = True
 
-    def check(self, entry: "JournalRecord") -> None:
+    def check(self, entry: "JournalRecord", position: int | None = None) -> None:
         """Check the next entry. Raises JournalCorrupt at a gap, a broken link, a wrong hash or
-        encoding, or an unreadable checkpoint."""
+        encoding, or an unreadable checkpoint. ``position``: the entry's place in its chain, for
+        a backend that keeps several chains (default: its ``seq``, the single chain's place)."""
+        place = entry.seq if position is None else position
         if self._expected_seq == 0:  # the first entry: entry 1, or the first one kept by compaction
-            self._expected_seq = entry.seq if entry.seq > 1 else 1
-            self.first_prev = entry.prev_hash if entry.seq > 1 else GENESIS
-        if entry.seq != self._expected_seq:
+            self._expected_seq = place if place > 1 else 1
+            self.first_prev = entry.prev_hash if place > 1 else GENESIS
+        if place != self._expected_seq:
             raise JournalCorrupt(
-                f"journal entry {self._expected_seq} is missing (found seq {entry.seq} next)",
-                seq=self._expected_seq, reason="gap",
+                f"journal entry {self._expected_seq} is missing (found {place} next)",
+                seq=entry.seq if position is not None else self._expected_seq, reason="gap",
             )
         expected_prev = self.head if self.count else self.first_prev
         if entry.prev_hash != expected_prev:
@@ -163,20 +165,20 @@ class ChainWalk:
                 seq=entry.seq, reason="hash mismatch",
             )
         if entry.kind == CHECKPOINT_ENTRY and current:
-            self._note_checkpoint(entry)
+            self._note_checkpoint(entry, place)
         if not self.anchor_found and entry.hash == self.anchor:
             self.anchor_found = True
         if self.count == 0:
-            self.first_seq = entry.seq
+            self.first_seq = place
         self.head = entry.hash
         self.count += 1
         self._expected_seq += 1
 
-    def _note_checkpoint(self, entry: "JournalRecord") -> None:
+    def _note_checkpoint(self, entry: "JournalRecord", place: int) -> None:
         data = entry.data
         through, through_hash, removed = data.get("through"), data.get("through_hash"), data.get("removed")
         if not (isinstance(through, int) and isinstance(through_hash, str) and isinstance(removed, int)
-                and 0 < through < entry.seq and removed > 0):
+                and 0 < through < place and removed > 0):
             raise unreadable_entry(entry.seq, f"its checkpoint data is not valid ({data!r})")
         self.checkpoint = (entry.seq, through, through_hash)
         self.removed = removed
