@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 DAY = 86400.0
-CHECKPOINT_ENTRY = "journal.checkpoint"
 
 _FIELDS = ("journal_days", "journal_entries", "lease_days", "worker_days", "assignment_days", "every", "batch")
 _OPTIONAL_AGES = ("journal_days", "lease_days", "worker_days", "assignment_days")
