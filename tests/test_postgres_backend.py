@@ -47,7 +47,7 @@ def journaled(root, pg_url):
 
 
 def verify(url: str) -> int:
-    return PostgresBackend(url).journal_verify()
+    return PostgresBackend(url).journal_verify().count
 
 
 def chain(url: str, part: int) -> list[tuple]:
@@ -163,7 +163,7 @@ def test_concurrent_writers_on_distinct_keys_leave_verifiable_chains(root, pg_ur
     assert [p.exitcode for p in procs] == [0] * 4
     backend = PostgresBackend(pg_url)
     assert backend.journal_count(kind="write") == 100
-    assert backend.journal_verify() == backend.journal_count()
+    assert backend.journal_verify().count == backend.journal_count()
 
 
 # -- schema ---------------------------------------------------------------------------------
@@ -334,3 +334,48 @@ def test_the_cli_reads_the_state_on_postgresql(root, pg_url):
         [sys.executable, "-m", "agent_coherence.cli", "--url", pg_url, "--root", str(root), "status", "--json"],
         capture_output=True, text=True, timeout=60).stdout)
     assert "b.txt" in json.dumps(status) and "a.txt" in json.dumps(status)
+
+
+# -- retention: stored, never applied, compaction refused ----------------------------------
+
+
+def test_compaction_is_refused_and_automatic_retention_does_not_run(pg_url, root, monkeypatch, capsys):
+    from agent_coherence.cli import main
+    from agent_coherence.retention import Retention
+
+    tight = Retention(journal_entries=5, lease_days=0, every=1, batch=10)  # on SQLite: a step per transaction
+    with Coordinator.open(root, url=pg_url, retention=tight) as coord:
+        for i in range(30):
+            coord.write(f"f{i % 3}.txt", f"v{i}", holder="h")
+        assert coord.backend.retention() == tight  # stored for every process
+        before = coord.journal.count()
+        assert before >= 30 and coord.journal.verify() == before  # no step removed anything
+        for dry_run in (False, True):
+            with pytest.raises(BackendUnavailable) as refused:
+                coord.compact(keep=1, dry_run=dry_run)
+            assert refused.value.facts["reason"] == "unsupported" and "embedded-backend" in refused.value.message
+        with pytest.raises(ValueError):
+            coord.compact(keep=-1)  # bad input: the same refusal as on the embedded backend
+        assert coord.journal.count() == before and coord.journal.verify() == before
+    monkeypatch.setenv("AGENT_COHERENCE_URL", pg_url)
+    capsys.readouterr()
+    assert main(["journal", "compact", "--root", str(root), "--keep", "1"]) == 2
+    assert "embedded-backend only" in capsys.readouterr().err
+    assert PostgresBackend(pg_url).journal_count() == before
+
+
+def test_journal_count_and_tail_without_a_scan_agree_with_the_rows(pg_url, root):
+    with Coordinator.open(root, url=pg_url) as coord:
+        for i in range(12):
+            coord.write(f"f{i % 4}.txt", f"v{i}", holder="h")
+        backend = coord.backend
+        with psycopg.connect(split_url(pg_url)[0]) as conn:
+            schema = split_url(pg_url)[1]
+            rows = conn.execute(f'SELECT seq, hash FROM "{schema}".journal ORDER BY seq').fetchall()
+        assert backend.journal_count() == len(rows)  # from the chains' head rows
+        tail = backend.journal_tail(3)
+        assert [(r.seq, r.hash) for r in tail] == [tuple(r) for r in rows[-3:]]
+        assert coord.journal.head() == rows[-1][1]
+        assert coord.journal.walk(anchor=rows[-5][1]).count == len(rows)
+        with pytest.raises(JournalCorrupt):
+            coord.journal.verify(anchor="f" * 64)  # not in any chain

@@ -16,6 +16,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
+from ..retention import CompactionReport, Retention
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..journal import ChainWalk
+
 from .records import (  # re-exported: the records live apart so the hook path skips this module
     AssignmentRecord, ChannelConfig, IntentPending, IntentRecord, JournalRecord, LeaseRecord,
     MessageRecord, Record, RefRecord, VersionRecord, WorkerRecord, WriteRequest,
@@ -271,10 +277,36 @@ class Backend(Protocol):
         """Entries in sequence order (optionally of one key)."""
         ...
 
-    def journal_count(self, kind: str | None = None, key: str | None = None) -> int: ...
+    def journal_count(self, kind: str | None = None, key: str | None = None) -> int:
+        """Entries (of ``kind``, about ``key``), from indexes or maintained bounds: never a scan
+        of the whole journal for the total or for the kinds ``status`` counts."""
+        ...
 
-    def journal_verify(self, on_entry: Callable[[int], None] | None = None) -> int:
-        """Check every hash chain the backend keeps (one in SQLite, one per partition in
-        PostgreSQL); return the number of entries. ``on_entry(count)`` is called after each
-        verified entry (progress reports). Raises JournalCorrupt, also for an unreadable entry."""
+    def journal_verify(
+        self, on_entry: Callable[[int], None] | None = None, anchor: str | None = None
+    ) -> ChainWalk:
+        """Check every hash chain the backend keeps (one in SQLite, several in PostgreSQL), each
+        from its first kept entry against its newest ``journal.checkpoint``; return the finished
+        walk (``count``: entries checked, ``head``: what ``Journal.head()`` anchors). ``anchor``
+        must still be in the journal. ``on_entry(count)`` is called after each verified entry.
+        Raises JournalCorrupt, also for an unreadable entry."""
+        ...
+
+    def journal_tail(self, count: int) -> list[JournalRecord]:
+        """The newest ``count`` entries, oldest first."""
+        ...
+
+    # -- retention (see retention.py) -------------------------------------------------------
+    def retention(self, update: Retention | None = None) -> Retention:
+        """The stored retention policy (the default if none); ``update`` stores a new one."""
+        ...
+
+    def compact(
+        self, policy: Retention | None = None, *, before: float | None = None, keep: int | None = None,
+        dry_run: bool = False,
+    ) -> CompactionReport:
+        """One bounded retention step in one transaction: removes what the policy lets go
+        (never what a live lease, an unresolved intent, an unacked message, a dedup or effect
+        window or an open assignment needs), journal entries oldest first behind a
+        ``journal.checkpoint`` entry; ``dry_run`` counts what a full pass would remove."""
         ...

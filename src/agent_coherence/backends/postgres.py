@@ -48,6 +48,7 @@ from .postgres_journal import JOURNAL_SCHEMA, JournalOps
 from .postgres_tx import JOURNAL_PARTITIONS, Tx
 from .postgres_liveness import LIVENESS_SCHEMA, LivenessOps
 from .postgres_refs import REFS_SCHEMA, RefOps
+from .postgres_retention import RetentionOps
 from .postgres_writes import WRITES_SCHEMA, Contended, WriteOps
 from .sqlite_tx import Deferred
 
@@ -129,7 +130,7 @@ _TRANSIENT = (pg_errors.LockNotAvailable, pg_errors.QueryCanceled, pg_errors.Dea
               pg_errors.SerializationFailure, pg_errors.UniqueViolation)
 
 
-class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps, RefOps):
+class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps, RefOps, RetentionOps):
     """Backend on one PostgreSQL schema. Safe for many processes and threads on many hosts.
 
     ``url``: a libpq URL; an extra ``schema=<name>`` parameter picks the schema (default

@@ -27,7 +27,7 @@ import json
 from typing import Any, Callable, Iterator
 
 from ..errors import JournalCorrupt
-from ..journal import GENESIS, chain_hash, encode_data, unreadable_entry
+from ..journal import GENESIS, ChainWalk, chain_hash, encode_data, unreadable_entry
 from .postgres_tx import Tx, TxRunner
 from .records import JournalRecord
 
@@ -86,6 +86,12 @@ class JournalOps(TxRunner):
             yield _record(row)
 
     def journal_count(self, kind: str | None = None, key: str | None = None) -> int:
+        """Entries (of ``kind``, about ``key``). The total is the sum of the chains' lengths kept
+        in the head rows (no entry is ever removed here: compaction is embedded-only), so it reads
+        64 rows, not the journal; a kind or key is counted from its index."""
+        if kind is None and key is None:
+            row = self.read(lambda tx: tx.one("SELECT coalesce(sum(pseq), 0) FROM @journal_heads"))
+            return int(row[0])  # type: ignore[index]
         sql, params = "SELECT count(*) FROM @journal WHERE true", []
         if kind is not None:
             sql += " AND kind = %s"
@@ -96,10 +102,20 @@ class JournalOps(TxRunner):
         row = self.read(lambda tx: tx.one(sql, params))
         return int(row[0])  # type: ignore[index]
 
-    def journal_verify(self, on_entry: Callable[[int], None] | None = None) -> int:
-        """Check every chain (see the module docstring); return the number of entries.
-        ``on_entry(count)`` is called after each verified entry. Raises JournalCorrupt at the
-        first broken entry."""
+    def journal_tail(self, count: int) -> list[JournalRecord]:
+        """The newest ``count`` entries by global ``seq``, oldest first (one index descent)."""
+        if count <= 0:
+            return []
+        rows = self.read(lambda tx: tx.all(
+            f"SELECT {_ENTRY_COLUMNS} FROM @journal ORDER BY seq DESC LIMIT %s", (count,)))
+        return [_record(row) for row in reversed(rows)]
+
+    def journal_verify(self, on_entry: Callable[[int], None] | None = None, anchor: str | None = None) -> ChainWalk:
+        """Check every chain (see the module docstring) in one read transaction; return the walk
+        (``count``; ``head``: the newest entry's hash, as ``Journal.head()``). ``anchor`` must be
+        the hash of an entry still in some chain. Limit: the rows are loaded at once, so memory
+        grows with the journal (the embedded backend streams). Raises JournalCorrupt at the first
+        broken entry."""
         def load(tx: Tx) -> tuple[list[tuple[Any, ...]], dict[int, tuple[int, str]]]:
             rows = tx.all(f"SELECT part, pseq, {_ENTRY_COLUMNS} FROM @journal ORDER BY part, pseq")
             heads = {part: (pseq, digest) for part, pseq, digest in tx.all(
@@ -108,12 +124,21 @@ class JournalOps(TxRunner):
 
         rows, heads = self.read(load)
         chains: dict[int, list[tuple[Any, ...]]] = {}
+        newest: tuple[int, str] = (0, GENESIS)
+        anchor_found = anchor is None
         for row in rows:
             chains.setdefault(row[0], []).append(row)
+            if row[2] > newest[0]:
+                newest = (row[2], row[9])
+            anchor_found = anchor_found or row[9] == anchor
         checked = 0
         for part in sorted(set(chains) | set(heads)):
             checked = _verify_chain(part, chains.get(part, []), heads.get(part), checked, on_entry)
-        return checked
+        walk = ChainWalk(anchor)
+        walk.count, walk.head, walk.anchor_found = checked, newest[1], anchor_found
+        walk.first_seq = 1 if checked else 0  # positions start at 1 on every chain (seq may have gaps)
+        walk.finish()  # raises for a missing anchor; no chain here is ever compacted
+        return walk
 
     def journal_anchor(self) -> str:
         """One hash over every chain's head: record it elsewhere to anchor the journal."""
