@@ -10,8 +10,9 @@ ratios. Prints markdown to stdout (progress goes to stderr). Targets:
   fsync + rename + directory fsync in plain Python), at 1 KiB and 64 KiB;
 * it is at least 4x faster than the same write through the peer ``ccs`` (PyPI
   ``agent-coherence==0.15.0``, run in its own venv);
-* an uncontended lease acquire + release is no slower than ``filelock.FileLock``, while also
-  giving a TTL, a holder and a fencing token;
+* an uncontended lease acquire + release costs at most 0.8x ``filelock.FileLock``, while also
+  giving a TTL, a holder and a fencing token, and ``coord.acquire`` + ``release`` costs about
+  what the backend's calls alone do (the ``× backend`` column);
 * 2 and 8 processes contending through ``coord.update`` on one counter lose nothing: the final
   count equals the number of commits.
 
@@ -42,7 +43,7 @@ from agent_coherence import Coordinator  # noqa: E402
 
 WRITE_TARGET = 1.5  # x the floor
 PEER_TARGET = 4.0  # x the peer's latency
-LOCK_TARGET = 1.0  # x filelock
+LOCK_TARGET = 0.8  # x filelock
 WARMUP = 5
 STEADY_WARMUP = 200  # x 11 WAL pages per write: past SQLite's 1000-page auto-checkpoint
 KEY = "bench/payload.bin"
@@ -257,17 +258,20 @@ def bench_leases(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
         if mode in ("coord", "backend"):
             target, met = f"≤ {LOCK_TARGET:.2f}×", verdict(ratio <= LOCK_TARGET)
             all_met &= ratio <= LOCK_TARGET
+        over_backend = fmt_ratio(res.ratio(mode, "backend")) if mode in ("coord", "context", "backend") else ""
         rows.append([title, fmt_us(res.median(mode)), fmt_us(res.p90(mode)), fmt_rate(1e9 / res.median(mode)),
-                     fmt_ratio(ratio), gives, target, met])
+                     fmt_ratio(ratio), over_backend, gives, target, met])
     return "\n".join([
         "### Uncontended lease acquire + release vs file locks",
         "",
-        f"{rounds} interleaved rounds × {n} cycles; key `locks/resource.txt` (a file key: resolved and "
-        "confined to the root on every call). Ours commits each step with SQLite WAL "
-        "`synchronous=NORMAL` (survives a process crash, not power loss) and journals it.",
+        f"{rounds} interleaved rounds × {n} cycles; key `locks/resource.txt` (a file key: the public API "
+        "resolves and confines it on first use and remembers it per coordinator, as a lease only names a "
+        "key and every write resolves its path again; the backend rows are handed the canonical key). Ours "
+        "commits each step with SQLite WAL `synchronous=NORMAL` (survives a process crash, not power loss) "
+        "and journals it.",
         "",
-        markdown_table(["operation", "median µs", "p90 µs", "cycles/s", "× filelock", "gives", "target",
-                        "result"], rows),
+        markdown_table(["operation", "median µs", "p90 µs", "cycles/s", "× filelock", "× backend", "gives",
+                        "target", "result"], rows),
     ]), all_met
 
 

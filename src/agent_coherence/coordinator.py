@@ -42,7 +42,7 @@ from .errors import (
     BackendUnavailable, CoherenceError, DurabilityError, ForeignEdit, LeaseHeld, LeaseLost, VersionConflict,
 )
 from .journal import Journal
-from .leases import LeaseContext, LeaseKeeper, acquire
+from .leases import LeaseContext, LeaseKeeper, LeaseKeys, acquire
 from .overlap import Overlap
 from .models import Lease, Snapshot, VersionInfo, WriteReceipt
 from .paths import ArtifactPath, normalize_key, resolve_file_key
@@ -87,6 +87,7 @@ class Coordinator:
         self.journal = Journal(backend)
         self._extensions: dict[str, Any] = {}
         self._overlap = Overlap()
+        self._lease_keys = LeaseKeys(self.root)
 
     @classmethod
     def open(cls, root: str | os.PathLike[str] = ".", url: str | None = None, *, recover: bool = True,
@@ -123,7 +124,7 @@ class Coordinator:
 
         A refusal is journaled once per call (``conflict.lease``, with the seconds waited), when
         the call gives up, not once per retry while it waits."""
-        return acquire(self.backend, self.key(key), arguments.holder_name(holder), self._ttl(ttl),
+        return acquire(self.backend, self._lease_keys(key), arguments.holder_name(holder), self._ttl(ttl),
                        arguments.wait_seconds(wait), self._unblock)
 
     def _ttl(self, ttl: float | None) -> float:
@@ -132,8 +133,7 @@ class Coordinator:
     def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
         """Extend ``lease``. Raises LeaseLost if it expired or was taken over."""
         ttl = lease.ttl if ttl is None else arguments.ttl_seconds(ttl)
-        record = self.backend.renew_lease(lease.key, lease.holder, lease.fence, ttl)
-        return Lease.from_record(record, ttl)
+        return self.backend.renew_lease(lease.key, lease.holder, lease.fence, ttl)
 
     def release(self, lease: Lease) -> bool:
         """Give ``lease`` up; False if it was already lost."""
@@ -144,7 +144,7 @@ class Coordinator:
         auto_renew: bool = False, on_lost: Callable[[LeaseLost], None] | None = None,
     ) -> LeaseContext:
         """``with coord.lease(key, holder=...) as lease:`` holds the lease for the block."""
-        return LeaseContext(self.backend, self.key(key), arguments.holder_name(holder), self._ttl(ttl),
+        return LeaseContext(self.backend, self._lease_keys(key), arguments.holder_name(holder), self._ttl(ttl),
                             arguments.wait_seconds(wait), auto_renew, on_lost, self._unblock)
 
     def keep_alive(self, lease: Lease, on_lost: Callable[[LeaseLost], None] | None = None) -> LeaseKeeper:
@@ -152,7 +152,9 @@ class Coordinator:
         return LeaseKeeper(self.backend, lease, on_lost).start()
 
     def leases(self, holder: str | None = None) -> list[Lease]:
-        return [Lease.from_record(r, r.expires_at - r.acquired_at) for r in self.backend.list_leases(holder)]
+        """The live leases (of ``holder`` if given); each one's ``ttl`` is its span from
+        ``acquired_at`` to ``expires_at``, as storage does not keep the ttl asked for."""
+        return self.backend.list_leases(holder)
 
     # -- channels and liveness --------------------------------------------------------------
 
@@ -175,8 +177,7 @@ class Coordinator:
     # -- reads ------------------------------------------------------------------------------
 
     def version(self, key: str) -> VersionInfo | None:
-        record = self.backend.get_version(self.key(key))
-        return VersionInfo.from_record(record) if record else None
+        return self.backend.get_version(self.key(key))
 
     def read(self, key: str | os.PathLike[str]) -> Snapshot:
         """The bytes of ``key`` and their version, read together.
@@ -311,7 +312,7 @@ class Coordinator:
             len(data) if data is not None else 0, fence=None,
             expect_version=record.version if record else 0, kind="adopt",
         )
-        return VersionInfo.from_record(adopted)
+        return adopted
 
     def _change(
         self, key: str | os.PathLike[str], payload: bytes | None, lease: Lease | None,

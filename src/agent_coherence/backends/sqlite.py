@@ -282,7 +282,7 @@ class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps):
                 )
             expires = max(row[3], now + ttl)
             conn.execute("UPDATE leases SET expires_at = ? WHERE key = ?", (expires, key))
-            return LeaseRecord(key, holder, row[1], row[2], expires), False
+            return LeaseRecord(key, holder, row[1], row[2], expires, ttl), False
         fence = (row[1] if row is not None else 0) + 1
         conn.execute(
             "INSERT INTO leases(key, holder, fence, acquired_at, expires_at) VALUES (?,?,?,?,?) "
@@ -295,7 +295,7 @@ class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps):
             if row is not None and row[0] is not None:
                 data["expired_holder"] = row[0]
             self._append(conn, "lease.acquire", key, holder, data, now)
-        return LeaseRecord(key, holder, fence, now, now + ttl), True
+        return LeaseRecord(key, holder, fence, now, now + ttl, ttl), True
 
     def acquire_lease(self, key: str, holder: str, ttl: float, *, record_conflict: bool = True,
                       waited: float = 0.0) -> LeaseRecord:
@@ -332,7 +332,7 @@ class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps):
             now = self.now()
             row = self._live_lease_or_lost(conn, key, holder, fence, now)
             conn.execute("UPDATE leases SET expires_at = ? WHERE key = ?", (now + ttl, key))
-            return LeaseRecord(key, holder, fence, row[2], now + ttl)
+            return LeaseRecord(key, holder, fence, row[2], now + ttl, ttl)
 
         return self.transaction(work)
 
