@@ -32,8 +32,6 @@ class ArtifactPath:
     dataclass because this module is on the Claude Code hook path, which must start fast)."""
 
     __slots__ = ("key", "path")
-    key: str
-    path: str
     __match_args__ = ("key", "path")
     key: str
     path: str
