@@ -10,6 +10,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from conftest import FakeClock
 PUBLIC_TYPES = ("Lease", "WriteReceipt", "Snapshot", "VersionInfo", "Event", "Message", "Delivery", "Anomaly")
 
 
-def samples(coord: Coordinator) -> dict[str, object]:
+def samples(coord: Coordinator) -> dict[str, Any]:
     """One real instance of each public type, made the way users get them."""
     lease = coord.acquire("a.txt", holder="w", ttl=30)
     receipt = coord.write("a.txt", b"one", lease=lease)
@@ -59,7 +60,7 @@ def test_the_public_types_are_the_backends_records(coord: Coordinator) -> None:
 @pytest.mark.parametrize("name", PUBLIC_TYPES)
 def test_each_public_type_is_immutable_and_compares_by_value(coord: Coordinator, name: str) -> None:
     value = samples(coord)[name]
-    cls = getattr(agent_coherence, name)
+    cls: Any = getattr(agent_coherence, name)
     assert type(value) is cls
     field = cls.__slots__[1]  # a str field in every type
     before = getattr(value, field)
@@ -70,13 +71,13 @@ def test_each_public_type_is_immutable_and_compares_by_value(coord: Coordinator,
     assert getattr(value, field) == before and not hasattr(value, "extra")
     copy = pickle.loads(pickle.dumps(value))
     assert copy == value and copy is not value
-    if not any(isinstance(v, dict) for v in value.model_dump().values()):  # type: ignore[attr-defined]
+    if not any(isinstance(v, dict) for v in value.model_dump().values()):
         assert hash(copy) == hash(value)  # a dict field (payload, facts) is unhashable, as in pydantic
     assert repr(copy) == repr(value) and repr(value).startswith(f"{name}({cls.__slots__[0]}=")
-    changed = value.model_copy(update={field: "changed"})  # type: ignore[attr-defined]
+    changed = value.model_copy(update={field: "changed"})
     assert getattr(changed, field) == "changed" and getattr(value, field) == before and changed != value
-    assert dataclasses.replace(value, **{field: "changed"}) == changed  # type: ignore[type-var]
-    dumped = value.model_dump()  # type: ignore[attr-defined]
+    assert dataclasses.replace(value, **{field: "changed"}) == changed
+    dumped = value.model_dump()
     assert list(dumped) == list(cls.__slots__) and cls(**dumped) == value
 
 
