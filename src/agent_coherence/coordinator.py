@@ -204,16 +204,16 @@ class Coordinator:
             intent = self.backend.get_intent(target.key)
             if self.backend.get_version(target.key) != record:
                 continue  # a commit slipped in between the reads
-            if record is None and (intent is None or intent.new_sha256 != disk_sha):
-                # untracked bytes, or a first write not renamed into place yet
-                return Snapshot(key=target.key, path=target.path, data=data or b"", version=0,
-                                sha256=disk_sha or EMPTY_SHA256, exists=data is not None)
             if intent is None and disk_sha is not None:
                 try:
                     if recovery.forward_from_stamp(self.backend, file, record, data, disk_sha) is not None:
                         continue  # a commit lost to power loss, recorded again: read it
                 except VersionConflict:
                     continue
+            if record is None and (intent is None or intent.new_sha256 != disk_sha):
+                # untracked bytes, or a first write not renamed into place yet
+                return Snapshot(key=target.key, path=target.path, data=data or b"", version=0,
+                                sha256=disk_sha or EMPTY_SHA256, exists=data is not None)
             if intent is not None and time.monotonic() < deadline:
                 self._settle(intent, wait=0.05)  # a write between rename and commit: wait for it
                 continue
