@@ -195,6 +195,7 @@ def undo(backend: Backend, file: KeyFile, intent: IntentRecord, old: object, ste
             if isinstance(cause, OSError) and is_enospc(cause):
                 raise
             detail += f"; restoring the old bytes failed too ({error}): the next access reports ForeignEdit"
+            file.clear_stamp()  # the bytes left are not a version: the journal entry says so too
     backend.abort_write(intent, step, detail)
     return True
 

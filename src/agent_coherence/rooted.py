@@ -169,6 +169,20 @@ class KeyFile:
         with ``stamp``, stamped first (returns whether the filesystem took the stamp)."""
         return write_temp(temp_name, data, mode, dir_fd=self.directory(create=True), stamp=stamp)
 
+    def clear_stamp(self) -> None:
+        """Remove the file's stamp if it has one (best effort: never raises)."""
+        try:
+            directory = self.directory()
+            if directory is None:
+                return
+            fd = os.open(self.name, _READ_FLAGS, dir_fd=directory)
+        except (OSError, PathOutsideRoot):
+            return
+        try:
+            stamps.remove(fd)
+        finally:
+            os.close(fd)
+
     def read_stamp(self) -> Stamp | None:
         """The file's stamp (see :mod:`stamps`); None if it has none or cannot be opened."""
         directory = self.directory()

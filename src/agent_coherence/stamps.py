@@ -75,6 +75,15 @@ def put(fd: int, stamp: bytes) -> bool:
         return False
 
 
+def remove(fd: int) -> None:
+    """Remove the stamp of the open file ``fd`` and fsync it (never raises OSError)."""
+    try:
+        os.removexattr(fd, ATTRIBUTE)
+        os.fsync(fd)
+    except OSError:
+        pass
+
+
 def get(fd: int) -> Stamp | None:
     """The stamp of the open file ``fd``; None if it has none (or an unreadable one)."""
     try:
