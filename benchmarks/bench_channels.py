@@ -1,6 +1,7 @@
 """Channel benchmarks: round trips against the SQLite floor and queue peers, batching, depth.
 
     python benchmarks/bench_channels.py [--quick] [--rounds N] [--dir DIR] [--profile | --no-profile]
+                                        [--only anomalies]
 
 Everything is measured side by side in one run, in interleaved rounds (see ``_util``): figures
 are medians of per-round medians, ratios are medians of per-round ratios. Prints markdown to
@@ -13,7 +14,11 @@ stdout (progress goes to stderr). Messages are 100 bytes. Targets:
 * ``send_many`` of 100 gives at least 20x the per-message throughput of single sends (durable);
 * receive + ack at 1M messages deep costs at most 1.2x what it costs at 1k (100k in ``--quick``);
   a naive file queue (a directory of files: glob + stat + sort for the oldest, read, unlink) is
-  measured at the same depths, up to 100k files.
+  measured at the same depths, up to 100k files;
+* ``liveness.anomalies()`` over a channel with an SLA and a watching worker takes at most 10 ms at
+  every depth from 1k to 1M (100k in ``--quick``) and at most 1.5x its time at 1k; the scan it
+  replaced (every message read per check, ``tests/channel_scan.py``) is timed beside it. This one
+  is asserted: the script exits 1 when it is missed.
 
 When a round-trip target is missed (or with ``--profile``), a last section shows where a round
 trip's time goes: statements and WAL pages per transaction, and the round trip measured with the
@@ -34,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))  # channel_scan: the reference
 
 from _util import (  # noqa: E402
     fmt_rate, fmt_ratio, fmt_us, interleaved_rounds, markdown_table, time_ops, verdict,
@@ -50,6 +56,9 @@ LITEQUEUE_TARGET = 1.0  # litequeue latency / ours (above: ours is faster)
 BATCH_TARGET = 20.0  # send_many(100) per-message throughput, x single sends
 BATCH = 100
 DEPTH_TARGET = 1.2  # receive + ack cost at the deepest depth, x the cost at 1k
+ANOMALY_BOUND_MS = 10.0  # liveness.anomalies() at any depth
+ANOMALY_FLAT = 1.5  # anomalies() at the deepest depth, x at 1k
+ANOMALY_FILL = 20_000  # messages per send_many while building a deep channel
 NAIVE_CAP = 100_000  # the naive file queue is not built deeper than this (see the note it prints)
 
 
@@ -128,8 +137,9 @@ def bench_round_trips(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
         markdown_table(["operation", "commits", "median µs", "p90 µs", "round trips/s", "ratio", "spread",
                         "target", "result"], rows),
         "",
-        "Per round trip, ours also journals three hash-chained entries (send, receive, ack), records "
-        "the consumer's liveness (last seen, work done), and checks the dedup window and consumer "
+        "Per round trip, ours also journals hash-chained entries (`durable`: send, receive and ack; "
+        "`fast`: one, when the delivery ends), counts the channel's unacknowledged messages, records "
+        "the consumer's liveness (work done), and checks the dedup window and consumer "
         "groups; the floor and the peers record nothing. The `durable` receive commits with NORMAL: "
         "losing one to power loss only means a redelivery, and the ack's FULL commit makes it durable "
         "anyway (one WAL).",
@@ -285,6 +295,86 @@ def bench_depth(scratch: str, rounds: int, depths: list[int], ops: int, naive_op
     return text, met
 
 
+# ------------------------------------------------------------------------------ anomalies at depth
+
+
+def _watched_channel(root: str, depth: int) -> float:
+    """A channel ``depth`` deep with an SLA, a worker watching it that did nothing, a few deliveries
+    whose timeout ran out and a few messages past their deadline: every channel check has
+    something to find. Returns the seconds it took to build."""
+    started = time.perf_counter()
+    with Coordinator.open(root) as coord:
+        ch = coord.channel("watched", durability="fast", sla=0.5)
+        for start in range(0, depth, ANOMALY_FILL):
+            ch.send_many([PAYLOAD] * min(ANOMALY_FILL, depth - start))
+        ch.send_many([PAYLOAD] * 3, deadline=0)
+        coord.liveness.start("watcher", channels=["watched"])
+        coord.liveness.start("consumer", channels=["watched"])
+        ch.receive_many("consumer", 3, visibility_timeout=0)
+    return time.perf_counter() - started
+
+
+def _anomaly_case(root: str, ops: int, scan: bool) -> Callable[[], list[int]]:
+    def run() -> list[int]:
+        from agent_coherence.liveness import Liveness
+        from channel_scan import ScanReference
+
+        with Coordinator.open(root) as coord:
+            backend = ScanReference(coord.backend) if scan else coord.backend
+            liveness = Liveness(backend, zero_work_grace=0.0)  # type: ignore[arg-type]
+            return time_ops(lambda _: liveness.anomalies(report=False), ops, 1)
+
+    return run
+
+
+def _anomaly_kinds(root: str, scan: bool) -> list[tuple[str, str]]:
+    from agent_coherence.liveness import Liveness
+    from channel_scan import ScanReference
+
+    with Coordinator.open(root) as coord:
+        backend = ScanReference(coord.backend) if scan else coord.backend
+        found = Liveness(backend, zero_work_grace=0.0).anomalies(report=False)  # type: ignore[arg-type]
+        return sorted((a.kind, a.subject) for a in found)
+
+
+def bench_anomalies(scratch: str, rounds: int, depths: list[int], ops: int) -> tuple[str, bool]:
+    cases: dict[str, Callable[[], list[int]]] = {}
+    builds, same = [], True
+    for depth in depths:
+        root = _fresh_dir(scratch, f"watched{depth}")
+        seconds = _watched_channel(root, depth)
+        builds.append(f"{depth:,} in {seconds:.1f} s")
+        print(f"  [anomalies] channel built to {depth:,} in {seconds:.1f}s", file=sys.stderr, flush=True)
+        time.sleep(0.6)  # past the SLA: the channel is stale
+        same = same and _anomaly_kinds(root, scan=False) == _anomaly_kinds(root, scan=True)
+        cases[f"ours {depth}"] = _anomaly_case(root, ops, scan=False)
+        cases[f"scan {depth}"] = _anomaly_case(root, 1, scan=True)
+    res = interleaved_rounds(cases, rounds, label="anomalies")
+    base, deepest = depths[0], depths[-1]
+    flat = res.ratio(f"ours {deepest}", f"ours {base}")
+    worst_ms = max(res.median(f"ours {d}") for d in depths) / 1e6
+    met = same and worst_ms <= ANOMALY_BOUND_MS and flat <= ANOMALY_FLAT
+    rows = [[f"{d:,}", f"{res.median(f'ours {d}') / 1e6:.2f}", fmt_ratio(res.ratio(f"ours {d}", f"ours {base}")),
+             f"{res.median(f'scan {d}') / 1e6:,.1f}", fmt_ratio(res.ratio(f"scan {d}", f"ours {d}")),
+             f"≤ {ANOMALY_BOUND_MS:.0f} ms, ≤ {ANOMALY_FLAT:.1f}× 1k" if d == deepest else "",
+             verdict(met) if d == deepest else ""] for d in depths]
+    text = "\n".join([
+        "### `liveness.anomalies()` vs queue depth",
+        "",
+        f"{rounds} interleaved rounds; ours: {ops} calls per round, the scan: 1. One `fast` channel with an "
+        "SLA (0.5 s, passed: it is stale), a watching worker that did nothing (zero work), 3 deliveries "
+        "whose visibility timeout ran out while their consumer is alive and 3 messages past their "
+        "deadline, on top of `depth` ready messages. *Scan* = the same checks reading every message "
+        "(`tests/channel_scan.py`, what the backend did before it kept counts).",
+        "",
+        markdown_table(["depth", "ours ms", "ours × 1k", "scan ms", "scan ÷ ours", "target", "result"], rows),
+        "",
+        f"Both found the same anomalies at every depth: {'yes' if same else '**no**'}. "
+        f"Built with `send_many` of {ANOMALY_FILL:,}: {'; '.join(builds)}.",
+    ])
+    return text, met
+
+
 # ------------------------------------------------------------------------------ where the time goes
 
 
@@ -384,7 +474,7 @@ def profile_round_trip(scratch: str, rounds: int, n: int) -> str:
     res = interleaved_rounds(cases, rounds, label="profile")
     labels = {
         "as shipped": "`fast` round trip, as shipped",
-        "no journal": "… without the three journal entries",
+        "no journal": "… without the journal entry",
         "no journal, no liveness": "… and without the consumer's liveness record",
         "floor NORMAL": "floor: bare SQLite NORMAL",
         "litequeue": "litequeue",
@@ -417,11 +507,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", help="scratch directory (default: a fresh one under the system temp dir)")
     parser.add_argument("--profile", action="store_true", help="always print where a round trip's time goes")
     parser.add_argument("--no-profile", action="store_true", help="never print it")
+    parser.add_argument("--only", choices=["anomalies"], help="run only this section")
     args = parser.parse_args(argv)
 
     rounds = args.rounds or (5 if args.quick else 11)
     n, batches = (30, 3) if args.quick else (100, 10)
     depths = [1_000, 100_000] if args.quick else [1_000, 100_000, 1_000_000]
+    anomaly_depths = [1_000, 10_000, 100_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000]
     depth_ops = 300  # cheap at any depth: enough samples for a steady median even in --quick
     naive_ops = {1_000: 30, 100_000: 2} if args.quick else {1_000: 50, 100_000: 3}
     base = args.dir or tempfile.gettempdir()
@@ -430,13 +522,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         sections, met = [], {}
-        text, met["round trip"] = bench_round_trips(scratch, rounds, n)
+        if args.only is None:
+            text, met["round trip"] = bench_round_trips(scratch, rounds, n)
+            sections.append(text)
+            text, met["batching"] = bench_batching(scratch, rounds, n, batches)
+            sections.append(text)
+            text, met["depth"] = bench_depth(scratch, rounds, depths, depth_ops, naive_ops)
+            sections.append(text)
+        text, met["anomalies"] = bench_anomalies(scratch, rounds, anomaly_depths, 20)
         sections.append(text)
-        text, met["batching"] = bench_batching(scratch, rounds, n, batches)
-        sections.append(text)
-        text, met["depth"] = bench_depth(scratch, rounds, depths, depth_ops, naive_ops)
-        sections.append(text)
-        if args.profile or (not met["round trip"] and not args.no_profile):
+        if args.profile or (not met.get("round trip", True) and not args.no_profile):
             sections.append(profile_round_trip(scratch, rounds, 4 * n))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -445,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.monotonic() - started:.0f} s)\n")
     print("\n\n".join(sections))
     print()
+    if not met["anomalies"]:
+        print("bench_channels: liveness.anomalies() is not bounded in depth (see its table)", file=sys.stderr)
+        return 1
     return 0
 
 

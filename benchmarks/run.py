@@ -87,7 +87,7 @@ def run_script(script: Path, passthrough: list[str]) -> tuple[str, int, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="passed to every script")
-    parser.add_argument("--only", help="comma-separated script names (core, channels, hook)")
+    parser.add_argument("--only", help="comma-separated script names (core, channels, crewai, hook)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"report path (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
 

@@ -6,6 +6,8 @@
    channel with a liveness check.
 3. and 4. LangGraph (when installed): two runs on one thread with the stock saver beside
    ``coherent_graph``, and a planner/worker graph writing plan.md through node hooks.
+5. CrewAI: two parallel FileWriterTool calls in one turn, stock beside CoherentFileWriterTool
+   (skipped when crewai is not installed; importing crewai adds a few seconds).
 
 Offline and deterministic in its conclusions; runs in a few seconds.
 """
@@ -31,7 +33,8 @@ def main() -> int:
     status = next_task_incident.main(["--root", os.path.join(base, "next-task")])
     lost_ok = counts.get("coordinated") == counts.get("expected")
     langgraph_ok = langgraph_case(base)
-    return 0 if (status == 0 and lost_ok and langgraph_ok) else 1
+    crewai_ok = crewai_case(os.path.join(base, "crewai"))
+    return 0 if (status == 0 and lost_ok and langgraph_ok and crewai_ok) else 1
 
 
 def langgraph_case(base: str) -> bool:
@@ -51,6 +54,19 @@ def langgraph_case(base: str) -> bool:
     hooked = plans["coherent_node"]
     return (totals["reject"]["dropped"] == totals["wait"]["dropped"] == 0 and totals["reject"]["busy"] == 1
             and hooked.count("- [x]") == len(langgraph_plan_nodes.ITEMS))
+
+
+def crewai_case(root: str) -> bool:
+    """The CrewAI case, in a child process: it points HOME at a temp dir before importing crewai."""
+    import importlib.util
+    import subprocess
+
+    print("\n#### 5. CrewAI: parallel tool calls on one file")
+    if importlib.util.find_spec("crewai") is None or importlib.util.find_spec("crewai_tools") is None:
+        print("skipped: pip install 'agent-coherence[crewai]' to run it")
+        return True
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crewai_parallel_clobber.py")
+    return subprocess.run([sys.executable, script, "--trials", "5", "--root", root]).returncode == 0
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ _EXPORTS = {
     "JournalCorrupt": "errors",
     "BackendUnavailable": "errors",
     "scan_dir": "durable",
+    "Retention": "retention",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
         VersionConflict,
     )
     from .models import Anomaly, Delivery, Event, Lease, Message, Snapshot, VersionInfo, WriteReceipt
+    from .retention import Retention
 
 
 def __getattr__(name: str) -> Any:

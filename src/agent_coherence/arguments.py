@@ -68,7 +68,17 @@ _SETTINGS: dict[str, Callable[[Any], object]] = {
     "update_attempts": lambda value: count(value, "update_attempts"),
     "update_deadline": lambda value: ttl_seconds(value, "update_deadline"),
     "optimistic_attempts": lambda value: count(value, "optimistic_attempts"),
+    "retention": lambda value: retention_policy(value),
 }
+
+
+def retention_policy(value: Any) -> object:
+    """A ``Retention`` or None (keep the stored policy)."""
+    from .retention import Retention
+
+    if value is not None and not isinstance(value, Retention):
+        raise TypeError(f"retention must be a Retention or None, not {value!r}")
+    return value
 
 
 def check_settings(settings: dict[str, Any]) -> None:

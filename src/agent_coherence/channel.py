@@ -47,12 +47,18 @@ def _decode(record: MessageRecord) -> Any:
     return json.loads(record.payload) if record.encoding == "json" else bytes(record.payload)
 
 
+MAX_SECONDS = 1e12  # ~31,700 years: every channel time stays far below ACKED (backends/sqlite_channel_depth)
+
+
 def check_seconds(name: str, value: object, *, optional: bool = False) -> None:
-    """Refuse a duration that is not a finite number of seconds >= 0 (None too, unless optional)."""
+    """Refuse a duration that is not a finite number of seconds in [0, MAX_SECONDS] (None too,
+    unless optional)."""
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ChannelError(f"{name} must be a finite number of seconds >= 0, not {value!r}",
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+            or value > MAX_SECONDS):
+        raise ChannelError(f"{name} must be a finite number of seconds >= 0 (at most {MAX_SECONDS:g}), "
+                           f"not {value!r}",
                            recover=f"pass {name} as seconds, e.g. {name}=30", setting=name, value=value)
 
 

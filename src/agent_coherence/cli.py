@@ -111,7 +111,21 @@ def _build_parser() -> Any:
     journal.set_defaults(run=lambda options: _usage(journal))
     journal_sub = journal.add_subparsers(title="journal commands", metavar="ACTION")
     verify = journal_sub.add_parser("verify", parents=[where, backend], help="check the whole hash chain")
+    verify.add_argument("--anchor", default=None, metavar="HASH",
+                        help="a head recorded earlier: fail if it is no longer in the chain (a cut tail)")
     verify.set_defaults(run=cmd_journal_verify)
+    compact = journal_sub.add_parser(
+        "compact", parents=[where, backend],
+        help="apply the retention policy now: remove old journal entries behind a checkpoint, and "
+             "released leases, expired dedup/effect rows, ended workers, finished assignments")
+    compact.add_argument("--before", default=None, metavar="WHEN",
+                         help="remove journal entries older than WHEN: an age (30d, 12h, 90m) or an ISO "
+                              "date/time (2026-11-01, 2026-11-01T12:00)")
+    compact.add_argument("--keep", type=int, default=None, metavar="N",
+                         help="keep at most the newest N journal entries")
+    compact.add_argument("--dry-run", action="store_true", help="count what would be removed; change nothing")
+    compact.add_argument("--json", action="store_true", help="machine-readable output")
+    compact.set_defaults(run=cmd_journal_compact)
     show = journal_sub.add_parser("show", parents=[where, backend], help="print entries, newest last")
     show.add_argument("key", nargs="?", help="only entries about this artifact key")
     show.add_argument("--limit", type=int, default=50, help="the newest N entries (default: 50)")
@@ -220,8 +234,8 @@ def _status_report(coord: Any, limit: int) -> dict[str, Any]:
     intents = [
         dict(asdict(i), writer_dead=recovery.writer_is_dead(backend, i)) for i in backend.list_intents()
     ]
-    total = backend.journal_count()
-    recent = list(backend.journal_entries(after=max(0, total - PROBLEM_SCAN)))
+    total = backend.journal_count()  # from the sequence's bounds and indexes: no journal scan
+    recent = backend.journal_tail(PROBLEM_SCAN)
     problems = [_entry_dict(e) for e in recent if e.kind in PROBLEM_KINDS][-limit:]
     return {
         "root": coord.root,
@@ -299,33 +313,89 @@ def _section(title: str, headers: list[str], rows: list[list[Any]]) -> None:
 
 
 def cmd_journal_verify(options: Any) -> int:
-    """Exit 0: the chain verifies; 1: it does not (altered, or unreadable entries); 2: the state
-    cannot be opened at all (a damaged database: see main)."""
+    """Exit 0: the chain verifies; 1: it does not (altered, or unreadable entries, or the anchor
+    is gone); 2: the state cannot be opened at all (a damaged database: see main). Streams the
+    journal: memory stays flat however long it is."""
     from .errors import JournalCorrupt
-    from .journal import GENESIS, verify_entries
+    from .journal import GENESIS
     from .progress import Progress
 
     coord = _open_existing(options)
     if coord is None:
         print(f"journal OK: 0 entries, head {GENESIS} (no state database under {_root(options)} yet)")
         return 0
-    last: list[Any] = []
-
-    def remembering(entries: Any) -> Any:
-        for entry in entries:
-            last[:] = [entry]
-            yield entry
-
     try:
         with Progress("verifying the journal", coord.backend.journal_count()) as progress:
-            count = verify_entries(remembering(coord.backend.journal_entries()), progress.update)
+            walk = coord.journal.walk(progress.update, anchor=options.anchor)
     except JournalCorrupt as corrupt:
         print(f"journal CORRUPT: {corrupt.message}", file=sys.stderr)
         print(f"  recover: {corrupt.recover}", file=sys.stderr)
         return 1
     finally:
         coord.close()
-    print(f"journal OK: {count} entries, head {last[0].hash if last else GENESIS}")
+    print(f"journal OK: {walk.count} entries, head {walk.head}")
+    if walk.checkpoint is not None and walk.first_seq > 1:
+        print(f"  {walk.removed} earlier entries were compacted; checkpoint entry {walk.checkpoint[0]} "
+              f"anchors the first kept entry, {walk.first_seq}")
+    if options.anchor is not None:
+        print(f"  anchor {options.anchor} is in the chain")
+    return 0
+
+
+def _parse_before(text: str, now: float) -> float:
+    """A timestamp from ``--before``: an age (``30d``, ``12h``, ``90m``, ``45s``) or an ISO
+    date/time (local time unless it names a zone)."""
+    units = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+    if text[-1:] in units:
+        try:
+            amount = float(text[:-1])
+        except ValueError:
+            amount = -1.0
+        if amount >= 0:
+            return now - amount * units[text[-1]]
+        raise UsageError(f"--before {text!r}: an age is a number >= 0 and a unit, like 30d, 12h, 90m")
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise UsageError(f"--before {text!r}: give an age (30d, 12h, 90m) or an ISO date (2026-11-01)") from None
+
+
+def cmd_journal_compact(options: Any) -> int:
+    """Exit 0: done (or nothing to do); 1: the oldest journal entries do not verify, so nothing
+    more was removed."""
+    from .errors import JournalCorrupt
+
+    if options.keep is not None and options.keep < 0:
+        raise UsageError("--keep must be at least 0")
+    coord = _open_existing(options)
+    if coord is None:
+        print(_no_state(options))
+        return 0
+    try:
+        before = None if options.before is None else _parse_before(options.before, coord.backend.now())
+        report = coord.compact(before=before, keep=options.keep, dry_run=options.dry_run)
+    except JournalCorrupt as corrupt:
+        print(f"journal CORRUPT: {corrupt.message}", file=sys.stderr)
+        print(f"  recover: {corrupt.recover}", file=sys.stderr)
+        return 1
+    finally:
+        coord.close()
+    if options.json:
+        _print_json(report.as_dict())
+        return 0
+    verb = "would remove" if report.dry_run else "removed"
+    if report.journal:
+        line = f"journal: {verb} {report.journal} entries (up to entry {report.journal_through})"
+        if report.checkpoint_seq:
+            line += f", anchored by checkpoint entry {report.checkpoint_seq}"
+        print(line)
+    else:
+        print("journal: nothing to remove")
+    rows = [f"{getattr(report, name)} {name}" for name in ("leases", "dedup", "effects", "workers", "assignments")
+            if getattr(report, name)]
+    print(f"rows: {verb} " + (", ".join(rows) if rows else "none"))
     return 0
 
 
@@ -341,8 +411,7 @@ def cmd_journal_show(options: Any) -> int:
     try:
         backend = coord.backend
         if options.key is None:
-            total = backend.journal_count()
-            entries: Any = backend.journal_entries(after=max(0, total - options.limit))
+            entries: Any = backend.journal_tail(options.limit)
         else:
             entries = deque(backend.journal_entries(key=coord.key(options.key)), maxlen=options.limit)
         for entry in entries:

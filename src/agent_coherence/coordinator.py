@@ -42,6 +42,7 @@ from .errors import (
     BackendUnavailable, CoherenceError, DurabilityError, ForeignEdit, LeaseHeld, LeaseLost, VersionConflict,
 )
 from .journal import Journal
+from .retention import CompactionReport, Retention
 from .leases import LeaseContext, LeaseKeeper, acquire
 from .overlap import Overlap
 from .models import Lease, Snapshot, VersionInfo, WriteReceipt
@@ -73,6 +74,7 @@ class Coordinator:
         update_attempts: int = 500,
         update_deadline: float = 60.0,
         optimistic_attempts: int = 8,
+        retention: Retention | None = None,
     ) -> None:
         self.root = os.path.realpath(root)
         self.backend = backend
@@ -85,6 +87,10 @@ class Coordinator:
         self.update_deadline = float(update_deadline)
         self.optimistic_attempts = optimistic_attempts
         self.journal = Journal(backend)
+        if retention is not None:  # stored in the backend: every process on the state applies it
+            if not isinstance(retention, Retention):
+                raise TypeError(f"retention must be a Retention or None, not {retention!r}")
+            backend.retention(retention)
         self._extensions: dict[str, Any] = {}
         self._overlap = Overlap()
         self.write_mode = stamps.mode(self.root)  # "stamp": files carry their version, no intent flush
@@ -552,6 +558,25 @@ class Coordinator:
         return False
 
     # -- recovery and errors ----------------------------------------------------------------
+
+    def compact(self, *, before: float | None = None, keep: int | None = None, dry_run: bool = False,
+                steps: int | None = None) -> CompactionReport:
+        """Apply the retention policy now, in bounded steps (one transaction each, so writers
+        wait at most one step) until nothing is left or ``steps`` ran. ``before`` (a timestamp)
+        and ``keep`` (journal entries) replace the policy's journal limits; ``dry_run`` counts
+        what would go and changes nothing. Raises JournalCorrupt (removing nothing more) when
+        the oldest entries do not verify."""
+        if dry_run:
+            return self.backend.compact(before=before, keep=keep, dry_run=True)
+        total = CompactionReport()
+        done = 0
+        while steps is None or done < steps:
+            step = self.backend.compact(before=before, keep=keep)
+            total.add(step)
+            done += 1
+            if not step.more:
+                break
+        return total
 
     def recover(self) -> list[recovery.Resolution]:
         """Resolve the intents of dead writers (also done on open). Returns what was resolved."""

@@ -1,7 +1,8 @@
 """Fault injection seam for tests: make a named step of a write fail or pause.
 
 Steps named by the write path (``STEPS``): ``intent``, ``open_temp``, ``write``, ``fsync``,
-``rename``, ``fsync_dir``, ``commit``, ``read_back``. Production code calls :func:`check` before
+``rename``, ``fsync_dir``, ``commit``, ``read_back``; and by the adapters: ``langgraph.effect``
+(between a node's confirmed write and the record of its receipt). Production code calls :func:`check` before
 each step; with no fault planned this is one dict lookup. An unknown step or errno name is refused
 (ValueError), in code and in the environment alike, so a typo cannot make a fault test pass
 without testing anything.
@@ -24,7 +25,8 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-STEPS = ("intent", "open_temp", "write", "fsync", "rename", "fsync_dir", "commit", "read_back")
+STEPS = ("intent", "open_temp", "write", "fsync", "rename", "fsync_dir", "commit", "read_back",
+         "langgraph.effect")
 ENV = "AGENT_COHERENCE_FAULTS"
 
 _Action = Callable[[str], None]

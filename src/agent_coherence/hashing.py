@@ -3,11 +3,13 @@
 ``hashlib`` loads OpenSSL (libcrypto), which costs a few milliseconds per process: too much for
 the Claude Code hook, which starts a process per tool call and hashes only small things (journal
 entries, typical source files). CPython's own SHA-256 module loads in a fraction of that but hashes
-several times slower, so inputs of ``LARGE`` bytes or more still go to ``hashlib``. The digests are
-the same either way.
+several times slower, so inputs of ``LARGE`` bytes or more still go to ``hashlib``, and so does
+everything once ``hashlib``'s OpenSSL module is loaded anyway. The digests are the same either way.
 """
 
 from __future__ import annotations
+
+import sys
 
 try:
     from _sha2 import sha256 as _builtin_sha256  # type: ignore[import-not-found]  # CPython 3.12+
@@ -23,7 +25,8 @@ LARGE = 4 << 20
 def sha256(data: bytes = b"", size_hint: int = 0):
     """A sha256 hash object (``update``, ``hexdigest``). ``size_hint``: how many bytes will be
     hashed in total, when more than ``data`` will follow through ``update``."""
-    if _builtin_sha256 is None or max(size_hint, len(data)) >= LARGE:
+    # Once OpenSSL is loaded anyway (any process that imported hashlib), it costs nothing more.
+    if _builtin_sha256 is None or max(size_hint, len(data)) >= LARGE or "_hashlib" in sys.modules:
         import hashlib
 
         return hashlib.sha256(data)

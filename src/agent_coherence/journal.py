@@ -14,7 +14,12 @@ is a ``journal.format`` entry that records the old head, and the old encoding is
 Limits, plainly: the chain proves the record was not edited *without recomputing the chain*.
 Someone who can write the database can rewrite every hash after the point they changed; keep
 ``Journal.head()`` somewhere else (a log line, a commit message) to anchor it. Removing entries from
-the end is only detectable against such an anchor. Entries written in the old encoding keep its
+the end is only detectable against such an anchor (``verify(anchor=...)``).
+
+Compaction (the retention policy, ``retention.py``) removes the oldest entries and appends a
+``journal.checkpoint`` entry that names the last removed entry (sequence number and hash) and how
+many were removed in all; the first kept entry must link to it. What was removed can no longer be
+checked, only that the kept part starts where the removed part ended. Entries written in the old encoding keep its
 weakness: a field's text could be shifted into its neighbour (or NULL swapped for '') unnoticed.
 """
 
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
 GENESIS = "0" * 64
 FORMAT = "agent-coherence.journal/2"  # the first element of every hashed entry
 FORMAT_ENTRY = "journal.format"  # the entry that starts the current encoding in a migrated journal
+CHECKPOINT_ENTRY = "journal.checkpoint"  # the entry that anchors what compaction removed
 
 
 def encode_data(data: dict[str, Any]) -> str:
@@ -82,32 +88,57 @@ def _hash_fields(entry: "JournalRecord") -> tuple[str, int, float, str, str | No
     return (entry.prev_hash, entry.seq, entry.ts, entry.kind, entry.key, entry.holder, data_text)
 
 
-def verify_entries(entries: Iterable["JournalRecord"], on_entry: Callable[[int], None] | None = None) -> int:
-    """Check a sequence of entries from the first; return how many were checked.
+class ChainWalk:
+    """Checks entries one at a time, oldest first, in constant memory (see :meth:`check`).
 
-    ``on_entry(count)`` is called after each verified entry (for progress reports). Raises
-    JournalCorrupt at the first entry whose sequence number, link, hash or encoding is wrong, or
-    that cannot be read.
+    A journal whose oldest entries were compacted starts after entry 1: its first entry must link
+    to what the newest ``journal.checkpoint`` entry says was removed last (its sequence number and
+    hash), which :meth:`finish` checks once the whole journal was seen. Entries before the first
+    one cannot be checked any more; the checkpoint only proves which entry they ended with.
+    ``anchor``: a hash recorded elsewhere earlier (``Journal.head()``), which must still be in the
+    chain (an entry's hash, or the last entry a checkpoint removed): this is what detects entries
+    cut from the end.
     """
-    expected_prev = GENESIS
-    expected_seq = 1
-    legacy_allowed = True  # old-encoding entries may only come first, before the format entry
-    legacy_seen = False
-    iterator = iter(entries)
-    while True:
-        try:
-            entry = next(iterator)
-        except StopIteration:
-            return expected_seq - 1
-        except BackendUnavailable as error:
-            if error.facts.get("reason") != "corrupt":
-                raise
-            raise unreadable_entry(expected_seq, f"the database is damaged ({error.facts.get('detail')})") from error
-        if entry.seq != expected_seq:
+
+    def __init__(self, anchor: str | None = None) -> None:
+        self.count = 0  # entries checked
+        self.head = GENESIS  # hash of the last entry checked
+        self.first_seq = 0  # place of the first entry checked (its seq on a single chain; 0: none yet)
+        self.first_prev = GENESIS
+        self.removed = 0  # entries removed before the first, as the newest checkpoint says
+        self.checkpoint: tuple[int, int, str] | None = None  # newest checkpoint: (its seq, through, through_hash)
+        self.anchor = anchor
+        self.anchor_found = anchor is None
+        self._expected_seq = 0
+        self._legacy_allowed = True  # old-encoding entries may only come first, before the format entry
+        self._legacy_seen = False
+        self._start_known = False
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next entry must have (0: any, before the first)."""
+        return self._expected_seq
+
+    def start_at(self, seq: int, prev_hash: str) -> None:
+        """Expect the first entry to be ``seq`` linking to ``prev_hash`` (checking a range that
+        starts after a known anchor, as compaction does)."""
+        self._expected_seq, self.first_prev = seq, prev_hash
+        self._start_known = True
+
+    def check(self, entry: "JournalRecord", position: int | None = None) -> None:
+        """Check the next entry. Raises JournalCorrupt at a gap, a broken link, a wrong hash or
+        encoding, or an unreadable checkpoint. ``position``: the entry's place in its chain, for
+        a backend that keeps several chains (default: its ``seq``, the single chain's place)."""
+        place = entry.seq if position is None else position
+        if self._expected_seq == 0:  # the first entry: entry 1, or the first one kept by compaction
+            self._expected_seq = place if place > 1 else 1
+            self.first_prev = entry.prev_hash if place > 1 else GENESIS
+        if place != self._expected_seq:
             raise JournalCorrupt(
-                f"journal entry {expected_seq} is missing (found seq {entry.seq} next)",
-                seq=expected_seq, reason="gap",
+                f"journal entry {self._expected_seq} is missing (found {place} next)",
+                seq=entry.seq if position is not None else self._expected_seq, reason="gap",
             )
+        expected_prev = self.head if self.count else self.first_prev
         if entry.prev_hash != expected_prev:
             raise JournalCorrupt(
                 f"journal entry {entry.seq} does not link to entry {entry.seq - 1}",
@@ -116,27 +147,96 @@ def verify_entries(entries: Iterable["JournalRecord"], on_entry: Callable[[int],
         try:
             fields = _hash_fields(entry)
             current = chain_hash(*fields) == entry.hash
-            legacy = not current and legacy_allowed and legacy_chain_hash(*fields) == entry.hash
+            legacy = not current and self._legacy_allowed and legacy_chain_hash(*fields) == entry.hash
         except (TypeError, ValueError, UnicodeError) as error:
             raise unreadable_entry(entry.seq, f"a field has the wrong type ({error})") from error
         if current:
-            if legacy_seen and legacy_allowed and entry.kind != FORMAT_ENTRY:
+            if self._legacy_seen and self._legacy_allowed and entry.kind != FORMAT_ENTRY:
                 raise JournalCorrupt(
                     f"journal entry {entry.seq} switches to the current encoding without a "
                     f"{FORMAT_ENTRY} entry", seq=entry.seq, reason="encoding",
                 )
-            legacy_allowed = False
+            self._legacy_allowed = False
         elif legacy:
-            legacy_seen = True
+            self._legacy_seen = True
         else:
             raise JournalCorrupt(
                 f"journal entry {entry.seq} ({entry.kind}) was altered: its hash does not match",
                 seq=entry.seq, reason="hash mismatch",
             )
-        expected_prev = entry.hash
-        expected_seq += 1
+        if entry.kind == CHECKPOINT_ENTRY and current:
+            self._note_checkpoint(entry, place)
+        if not self.anchor_found and entry.hash == self.anchor:
+            self.anchor_found = True
+        if self.count == 0:
+            self.first_seq = place
+        self.head = entry.hash
+        self.count += 1
+        self._expected_seq += 1
+
+    def _note_checkpoint(self, entry: "JournalRecord", place: int) -> None:
+        data = entry.data
+        through, through_hash, removed = data.get("through"), data.get("through_hash"), data.get("removed")
+        if not (isinstance(through, int) and isinstance(through_hash, str) and isinstance(removed, int)
+                and 0 < through < place and removed > 0):
+            raise unreadable_entry(entry.seq, f"its checkpoint data is not valid ({data!r})")
+        self.checkpoint = (entry.seq, through, through_hash)
+        self.removed = removed
+        if not self.anchor_found and through_hash == self.anchor:
+            self.anchor_found = True
+
+    def finish(self) -> int:
+        """Check what can only be checked at the end; return the number of entries checked."""
+        if self.count and self.first_seq > 1 and not self._start_known:
+            if self.checkpoint is None:
+                raise JournalCorrupt(
+                    f"journal entries 1 to {self.first_seq - 1} are missing, and no {CHECKPOINT_ENTRY} "
+                    "entry records their removal", seq=1, reason="gap",
+                )
+            _, through, through_hash = self.checkpoint
+            if through != self.first_seq - 1 or through_hash != self.first_prev:
+                raise JournalCorrupt(
+                    f"the journal starts at entry {self.first_seq}, but its newest checkpoint (entry "
+                    f"{self.checkpoint[0]}) says entries up to {through} were removed: entries were "
+                    "removed without a checkpoint, or the newest checkpoint was removed",
+                    seq=through + 1, reason="gap",
+                )
+        if not self.anchor_found:
+            raise JournalCorrupt(
+                f"the anchor {self.anchor} is not in the journal: entries were cut from its end (or the "
+                f"anchor is older than the compacted part, {self.removed} entries)",
+                seq=self.next_seq, reason="anchor missing",
+                recover="treat the record after the anchor as lost; compare with a backup",
+            )
+        return self.count
+
+
+def verify_entries(
+    entries: Iterable["JournalRecord"], on_entry: Callable[[int], None] | None = None,
+    walk: ChainWalk | None = None,
+) -> int:
+    """Check a sequence of entries from the first kept one; return how many were checked.
+
+    ``on_entry(count)`` is called after each verified entry (for progress reports); ``walk``
+    carries an anchor in and the head and compaction facts out. Holds one entry at a time. Raises
+    JournalCorrupt at the first entry whose sequence number, link, hash or encoding is wrong, or
+    that cannot be read, and at the end when the start does not match the newest checkpoint.
+    """
+    walk = ChainWalk() if walk is None else walk
+    iterator = iter(entries)
+    while True:
+        try:
+            entry = next(iterator)
+        except StopIteration:
+            return walk.finish()
+        except BackendUnavailable as error:
+            if error.facts.get("reason") != "corrupt":
+                raise
+            raise unreadable_entry(max(walk.next_seq, 1),
+                                   f"the database is damaged ({error.facts.get('detail')})") from error
+        walk.check(entry)
         if on_entry is not None:
-            on_entry(expected_seq - 1)
+            on_entry(walk.count)
 
 
 class Journal:
@@ -145,18 +245,25 @@ class Journal:
     def __init__(self, backend: "Backend") -> None:
         self._backend = backend
 
-    def verify(self, on_entry: Callable[[int], None] | None = None) -> int:
-        """Verify the whole chain; return the number of entries. Raises JournalCorrupt, also
-        when an entry cannot be read at all (a damaged database). ``on_entry(count)`` is called
+    def verify(self, on_entry: Callable[[int], None] | None = None, anchor: str | None = None) -> int:
+        """Verify the chain, streaming it (constant memory in its length); return the number of
+        entries kept. Raises JournalCorrupt, also when an entry cannot be read at all (a damaged
+        database), when the start does not match the newest checkpoint, and when ``anchor`` (a
+        ``head()`` recorded earlier) is no longer in the chain. ``on_entry(count)`` is called
         after each entry."""
+        return self.walk(on_entry, anchor).count
+
+    def walk(self, on_entry: Callable[[int], None] | None = None, anchor: str | None = None) -> ChainWalk:
+        """Like :meth:`verify`, returning the finished walk (its head, and what compaction removed)."""
+        walk = ChainWalk(anchor)
         try:
-            count = verify_entries(self._backend.journal_entries(), on_entry)
+            verify_entries(self._backend.journal_entries(), on_entry, walk)
         except JournalCorrupt as corrupt:
             log("journal", ERROR, "journal verification failed at entry %s: %s", corrupt.facts.get("seq"),
                 corrupt.message)
             raise
-        log("journal", INFO, "journal verified: %d entries", count)
-        return count
+        log("journal", INFO, "journal verified: %d entries (%d earlier ones compacted)", walk.count, walk.removed)
+        return walk
 
     def history(self, key: str | None = None, limit: int | None = None) -> list["Event"]:
         """Entries about ``key`` (every entry if None), oldest first."""
@@ -169,16 +276,15 @@ class Journal:
         """The newest ``count`` entries, oldest first."""
         from .models import Event
 
-        total = self._backend.journal_count()
-        records = self._backend.journal_entries(after=max(0, total - count))
-        return [Event.from_record(record) for record in records]
+        return [Event.from_record(record) for record in self._backend.journal_tail(count)]
 
     def count(self, kind: str | None = None, key: str | None = None) -> int:
         return self._backend.journal_count(kind=kind, key=key)
 
     def head(self) -> str:
-        """The hash of the newest entry: record it elsewhere to anchor the chain."""
-        records = list(self._backend.journal_entries(after=max(0, self.count() - 1)))
+        """The hash of the newest entry: record it elsewhere to anchor the chain (pass it to
+        ``verify(anchor=...)`` later)."""
+        records = self._backend.journal_tail(1)
         return records[-1].hash if records else GENESIS
 
     def append(self, kind: str, key: str | None = None, holder: str | None = None, **data: Any) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Protocol, runtime_checkable
 
+from ..retention import CompactionReport, Retention
+
 from .records import (  # re-exported: the records live apart so the hook path skips this module
     AssignmentRecord, ChannelConfig, IntentPending, IntentRecord, JournalRecord, LeaseRecord,
     MessageRecord, Record, RefRecord, VersionRecord, WorkerRecord, WriteRequest,
@@ -271,4 +273,26 @@ class Backend(Protocol):
         """Entries in sequence order (optionally of one key)."""
         ...
 
-    def journal_count(self, kind: str | None = None, key: str | None = None) -> int: ...
+    def journal_count(self, kind: str | None = None, key: str | None = None) -> int:
+        """Entries (of ``kind``, about ``key``), from indexes or maintained bounds: never a scan
+        of the whole journal for the total or for the kinds ``status`` counts."""
+        ...
+
+    def journal_tail(self, count: int) -> list[JournalRecord]:
+        """The newest ``count`` entries, oldest first."""
+        ...
+
+    # -- retention (see retention.py) -------------------------------------------------------
+    def retention(self, update: Retention | None = None) -> Retention:
+        """The stored retention policy (the default if none); ``update`` stores a new one."""
+        ...
+
+    def compact(
+        self, policy: Retention | None = None, *, before: float | None = None, keep: int | None = None,
+        dry_run: bool = False,
+    ) -> CompactionReport:
+        """One bounded retention step in one transaction: removes what the policy lets go
+        (never what a live lease, an unresolved intent, an unacked message, a dedup or effect
+        window or an open assignment needs), journal entries oldest first behind a
+        ``journal.checkpoint`` entry; ``dry_run`` counts what a full pass would remove."""
+        ...

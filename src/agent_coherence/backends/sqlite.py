@@ -31,6 +31,7 @@ from ..journal import GENESIS, chain_hash, encode_data, unreadable_entry
 from ..logs import WARNING, log
 from .sqlite_channels import ChannelOps
 from .sqlite_liveness import LivenessOps
+from .sqlite_retention import INDEXED_KINDS, INDEXED_KINDS_SQL, JOURNAL_BOUNDS, RetentionOps
 from .sqlite_schema import SchemaOps
 from .sqlite_refs import RefOps
 from .sqlite_tx import Deferred as _Deferred, database_error, is_busy as _is_busy
@@ -96,7 +97,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(before=_close_before_fork, after_in_child=_after_fork_in_child)
 
 
-class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps):
+class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps, RetentionOps):
     """Backend on one SQLite file. Safe for many processes and threads on one host."""
 
     name = "sqlite"
@@ -107,12 +108,14 @@ class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps):
         self._lock = RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
+        self._maintenance_countdown = 1 << 62  # no retention step before the schema exists
         _BACKENDS.add(self)
         try:
             self._ensure_schema()
         except BaseException:
             self.close()
             raise
+        self._start_maintenance_countdown()
 
     # -- connection and transactions --------------------------------------------------------
 
@@ -176,6 +179,9 @@ class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps):
                     if durable:
                         conn.execute("PRAGMA synchronous=NORMAL")
 
+        # A bounded retention step every so many transactions, before this one rather than after:
+        # an interrupt during the step then comes before the caller's change, never after it.
+        self.maintenance_due()
         result = self._retry_busy(attempt)
         if isinstance(result, _Deferred):
             raise result.error
@@ -247,19 +253,40 @@ class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps):
                 yield JournalRecord(seq, ts, kind, k, holder, parsed, prev, digest, data)
             if len(rows) < page:
                 return
-            after = rows[-1][0]
+            after, fetched = rows[-1][0], len(rows)
+            del rows  # one page in memory at a time, not two while the next is fetched
             if remaining is not None:
-                remaining -= len(rows)
+                remaining -= fetched
 
     def journal_count(self, kind: str | None = None, key: str | None = None) -> int:
+        """Entries (of ``kind``, about ``key``). Without either, from the bounds of the sequence,
+        which has no gaps here (a gap is for ``verify`` to find), so no count scans the journal;
+        the kinds in INDEXED_KINDS are counted from their index."""
+        if kind is None and key is None:
+            first, last = self.read(lambda conn: conn.execute(JOURNAL_BOUNDS).fetchone())
+            return 0 if first is None else last - first + 1
         sql, params = "SELECT count(*) FROM journal WHERE 1=1", []
         if kind is not None:
-            sql += " AND kind = ?" if key is None else " AND kind || '' = ?"  # prefer the key index
+            if key is not None:
+                sql += " AND kind || '' = ?"  # prefer the key index
+            else:
+                sql += " AND kind = ?" + (f" AND {INDEXED_KINDS_SQL}" if kind in INDEXED_KINDS else "")
             params.append(kind)
         if key is not None:
             sql += " AND key = ?"
             params.append(key)
         return self.read(lambda conn: conn.execute(sql, params).fetchone()[0])
+
+    def journal_tail(self, count: int) -> list[JournalRecord]:
+        """The newest ``count`` entries, oldest first (by sequence number: compaction leaves the
+        first entries missing, so a count is not a position)."""
+        if count <= 0:
+            return []
+        start = self.read(lambda conn: conn.execute(
+            "SELECT seq FROM journal ORDER BY seq DESC LIMIT 1 OFFSET ?", (count - 1,)).fetchone())
+        if start is None:
+            return list(self.journal_entries())
+        return list(self.journal_entries(after=start[0] - 1))[-count:]
 
     # -- leases -----------------------------------------------------------------------------
 
@@ -283,7 +310,7 @@ class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps):
             expires = max(row[3], now + ttl)
             conn.execute("UPDATE leases SET expires_at = ? WHERE key = ?", (expires, key))
             return LeaseRecord(key, holder, row[1], row[2], expires), False
-        fence = (row[1] if row is not None else 0) + 1
+        fence = (row[1] if row is not None else self.fence_floor(conn)) + 1  # above removed rows' fences
         conn.execute(
             "INSERT INTO leases(key, holder, fence, acquired_at, expires_at) VALUES (?,?,?,?,?) "
             "ON CONFLICT(key) DO UPDATE SET holder=excluded.holder, fence=excluded.fence, "

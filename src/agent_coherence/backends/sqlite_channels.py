@@ -10,8 +10,21 @@ the latest value any channel operation saw and runs on from there at the clock's
 messages stay ready and timeouts run out on schedule instead of stalling for the size of the step.
 The step is journaled (``clock.step``, key ``clock:channels``) and logged; liveness reports it as
 a ``clock_step`` anomaly. A step back that happens and is overtaken between two channel operations
-goes unseen (only timeouts already running then are delayed, by at most the step). Deadlines,
-journal times and worker times stay on the backend's clock.
+goes unseen (only timeouts already running then are delayed, by at most the step). Channel time
+is recorded at most every CLOCK_RECORD_EVERY (50 ms) while it runs on, so after a step back a
+message that became visible, or a timeout that ran out, in the last 50 ms before the step may be
+hidden for up to 50 ms more. Deadlines, journal times and worker times stay on the backend's clock.
+
+The record: a ``durable`` channel journals every send, receive and ack as it happens. A ``fast``
+channel journals each delivery once, when it ends: the ack (``message.ack``: id, group, consumer,
+attempt, send time), the receive that delivers the message again (``message.redeliver``: the
+previous consumer and attempt), or the move to the dead-letter channel (``message.dead``). While a
+message is in a fast channel its row is its record (not hash-chained until it leaves). So the
+journal of a fast channel says who received and acknowledged what with one entry per round trip
+instead of three; what it does not prove is that a message still queued was sent.
+
+Unacknowledged messages are counted per (channel, group) in the transactions that change them
+(``sqlite_channel_depth``), so liveness reads counts, not messages.
 
 A mixin of SQLiteBackend: it relies on ``transaction``, ``read``, ``now`` and ``_append``.
 Durable channels commit sends and acks with synchronous=FULL; receives (and everything in a
@@ -25,6 +38,7 @@ import time
 
 from ..logs import INFO, WARNING, log
 from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
+from .sqlite_channel_depth import ACKED, MESSAGE_COLUMNS as _COLUMNS, ChannelDepthOps, count_messages
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
@@ -42,7 +56,6 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts INTEGER NOT NULL, receipt TEXT, consumer TEXT, acked_at REAL,
     PRIMARY KEY (channel, grp, id));
 CREATE INDEX IF NOT EXISTS messages_ready ON messages(channel, grp, available_at, id);
-CREATE INDEX IF NOT EXISTS messages_deadline ON messages(deadline) WHERE deadline IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_acked ON messages(channel, acked_at) WHERE acked_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS message_seq (channel TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dedup (
@@ -55,11 +68,13 @@ CREATE TABLE IF NOT EXISTS channel_clock (
     id INTEGER PRIMARY KEY CHECK (id = 1), observed REAL NOT NULL, ahead REAL NOT NULL);
 """
 CLOCK_STEP_REPORTED = 1.0  # a step back of at least this many seconds is journaled and logged
+# Channel time is recorded when it has run on this long since it was last recorded (and at every
+# step): a statement and a page less per operation at high rates. The price, after a step back:
+# what became visible in the last CLOCK_RECORD_EVERY seconds before it may wait that long again.
+CLOCK_RECORD_EVERY = 0.05
 
 CONFIG_CACHE_SECONDS = 1.0
-ACKED = 1e18  # available_at of a retained, acknowledged message: never visible again
-_COLUMNS = ("id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, attempts, "
-            "receipt, consumer")
+RECEIVE_SEEN_EVERY = 1.0  # seconds: how stale a receiving consumer's last_seen may be (see _seen_receiving)
 
 
 def dead_letter_name(channel: str) -> str:
@@ -70,7 +85,15 @@ def _message(row: tuple) -> MessageRecord:
     return MessageRecord(*row)
 
 
-class ChannelOps:
+def _ended_deliveries(delivered: list[list[Any]]) -> dict[str, Any]:
+    """The data of a fast channel's ack entry: per message [id, group, consumer, attempt, sent]."""
+    if len(delivered) == 1:
+        message_id, group, consumer, attempt, sent = delivered[0]
+        return {"id": message_id, "group": group, "consumer": consumer, "attempt": attempt, "sent": sent}
+    return {"delivered": delivered}
+
+
+class ChannelOps(ChannelDepthOps):
     """Channel operations (see the Backend protocol for the contract)."""
 
     # -- channel time -----------------------------------------------------------------------
@@ -80,7 +103,7 @@ class ChannelOps:
         wall = self.now()  # type: ignore[attr-defined]
         row = conn.execute("SELECT observed, ahead FROM channel_clock WHERE id = 1").fetchone()
         observed, ahead = row if row is not None else (wall, 0.0)
-        now = wall + ahead
+        now, stored_ahead = wall + ahead, ahead
         if now < observed:
             step = observed - now
             ahead, now = ahead + step, observed
@@ -90,7 +113,8 @@ class ChannelOps:
                 log("channels", WARNING,
                     "the backend clock stepped back %.3fs: channel time holds at %.3f and runs on from there",
                     step, now)
-        conn.execute("INSERT OR REPLACE INTO channel_clock(id, observed, ahead) VALUES (1, ?, ?)", (now, ahead))
+        if row is None or ahead != stored_ahead or now - observed >= CLOCK_RECORD_EVERY:
+            conn.execute("INSERT OR REPLACE INTO channel_clock(id, observed, ahead) VALUES (1, ?, ?)", (now, ahead))
         return wall, now
 
     def _channel_time(self, conn: sqlite3.Connection) -> float:
@@ -186,9 +210,13 @@ class ChannelOps:
 
         def work(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
             wall, now = self._advance_channel_time(conn)
-            groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
-            row = conn.execute("SELECT last_id FROM message_seq WHERE channel = ?", (channel,)).fetchone()
-            last_id = row[0] if row else 0
+            # One read for the id counter and the groups: a row per group (one with NULL if none).
+            rows = conn.execute(
+                "SELECT s.last_id, g.grp FROM (SELECT ? AS channel) AS c "
+                "LEFT JOIN message_seq AS s ON s.channel = c.channel "
+                "LEFT JOIN channel_groups AS g ON g.channel = c.channel", (channel,)).fetchall()
+            last_id = rows[0][0] or 0
+            groups = [row[1] for row in rows if row[1] is not None]
             results: list[tuple[int, bool]] = []
             for payload, encoding, key, delay, deadline in items:
                 if key is not None:
@@ -206,9 +234,12 @@ class ChannelOps:
                     conn.execute("INSERT OR REPLACE INTO dedup(channel, key, message_id, expires_at) VALUES (?,?,?,?)",
                                  (channel, key, last_id, now + config.dedup_ttl))
                 results.append((last_id, True))
-            conn.execute("INSERT OR REPLACE INTO message_seq(channel, last_id) VALUES (?, ?)", (channel, last_id))
             sent = [mid for mid, new in results if new]
-            if sent:
+            if not sent:
+                return results
+            conn.execute("INSERT OR REPLACE INTO message_seq(channel, last_id) VALUES (?, ?)", (channel, last_id))
+            count_messages(conn, channel, groups or [""], len(sent))
+            if config.durable:
                 self._append(conn, "message.send", f"channel:{channel}", None,  # type: ignore[attr-defined]
                              {"ids": sent} if len(sent) > 1 else {"id": sent[0]}, wall)
             return results
@@ -220,10 +251,12 @@ class ChannelOps:
     def receive_messages(
         self, channel: str, group: str, consumer: str, visibility_timeout: float, limit: int
     ) -> list[MessageRecord]:
+        config = self.channel_config(channel)  # max_attempts: cached like the send's dedup TTL
+
         def work(conn: sqlite3.Connection) -> list[MessageRecord]:
             wall, now = self._advance_channel_time(conn)
-            config = self._config(conn, channel)
             received: list[MessageRecord] = []
+            redelivered: list[list[Any]] = []  # [id, previous consumer, previous attempt]
             taken: set[int] = set()
             while len(received) < limit:
                 wanted = limit - len(received)
@@ -240,6 +273,8 @@ class ChannelOps:
                         moved += 1
                         continue
                     taken.add(message.id)
+                    if message.consumer is not None:
+                        redelivered.append([message.id, message.consumer, message.attempts])
                     receipt = os.urandom(8).hex()
                     conn.execute(
                         "UPDATE messages SET available_at = ?, receipt = ?, consumer = ?, attempts = attempts + 1 "
@@ -251,12 +286,18 @@ class ChannelOps:
                         message.attempts + 1, receipt, consumer))
                 if not moved or len(rows) < wanted:
                     break  # look again only to refill the places of dead-lettered messages
-            if received:
-                self._touch_worker(conn, consumer, 0, wall)
+            if not received:
+                return received
+            self._seen_receiving(conn, consumer, wall)
+            if config.durable:
                 ids = [m.id for m in received]
                 self._append(conn, "message.receive", f"channel:{channel}", consumer,  # type: ignore[attr-defined]
                              {"ids": ids, "group": group} if len(ids) > 1 else
                              {"id": ids[0], "group": group, "attempt": received[0].attempts}, wall)
+            elif redelivered:
+                # A fast channel records a delivery when it ends: these ended unacknowledged.
+                self._append(conn, "message.redeliver", f"channel:{channel}", consumer,  # type: ignore[attr-defined]
+                             {"group": group, "previous": redelivered}, wall)
             return received
 
         return self.transaction(work)  # type: ignore[attr-defined]
@@ -267,17 +308,33 @@ class ChannelOps:
         row = conn.execute("SELECT last_id FROM message_seq WHERE channel = ?", (dead,)).fetchone()
         dead_id = (row[0] if row else 0) + 1
         conn.execute("INSERT OR REPLACE INTO message_seq(channel, last_id) VALUES (?, ?)", (dead, dead_id))
+        # Enqueued now, in the dead-letter channel: its ids then follow channel time, as the
+        # oldest-ready lookup needs (sqlite_channel_depth); the original send time is journaled.
         conn.execute(
             f"INSERT INTO messages({_COLUMNS}) VALUES (?,?,'',?,?,?,?,?,?,0,NULL,NULL)",
-            (dead_id, dead, message.key, message.payload, message.encoding, message.enqueued_at, now,
-             message.deadline))
+            (dead_id, dead, message.key, message.payload, message.encoding, now, now, message.deadline))
         conn.execute("DELETE FROM messages WHERE id = ? AND grp = ? AND channel = ?",
                      (message.id, message.group, message.channel))
+        count_messages(conn, message.channel, [message.group], -1)
+        count_messages(conn, dead, [""], 1)
         self._append(conn, "message.dead", f"channel:{message.channel}", message.consumer,  # type: ignore[attr-defined]
                      {"id": message.id, "group": message.group, "attempts": message.attempts,
-                      "dead_letter_id": dead_id}, wall)
+                      "dead_letter_id": dead_id, "sent": message.enqueued_at}, wall)
         log("channels", WARNING, "message %s on %r moved to %r after %d delivery attempts", message.id,
             message.channel, dead, message.attempts)
+
+    def _seen_receiving(self, conn: sqlite3.Connection, consumer: str, wall: float) -> None:
+        """Advance the consumer's ``last_seen`` on receive at most every RECEIVE_SEEN_EVERY
+        seconds per process (an ack always does, with the work it counts): liveness judges
+        "alive" in tens of seconds, and a statement and a page per receive buy it nothing."""
+        touched = self.__dict__.setdefault("_receive_seen", {})
+        last = touched.get(consumer)
+        if last is not None and 0 <= wall - last < RECEIVE_SEEN_EVERY:
+            return
+        self._touch_worker(conn, consumer, 0, wall)
+        if len(touched) > 10_000:
+            touched.clear()  # bounded: a process with many short-lived consumer names
+        touched[consumer] = wall
 
     @staticmethod
     def _touch_worker(conn: sqlite3.Connection, worker: str, work: int, now: float) -> None:
@@ -297,10 +354,13 @@ class ChannelOps:
         def work(conn: sqlite3.Connection) -> list[bool]:
             wall, now = self._advance_channel_time(conn)
             results: list[bool] = []
+            delivered: list[list[Any]] = []  # [id, group, consumer, attempt, sent] of each ack
+            counted: dict[str, int] = {}
             for message_id, group, receipt in acks:
                 match = (message_id, group, receipt, channel)
-                row = conn.execute("SELECT consumer, key FROM messages WHERE id = ? AND grp = ? AND receipt = ? "
-                                   "AND channel = ? AND acked_at IS NULL", match).fetchone()
+                row = conn.execute("SELECT consumer, key, attempts, enqueued_at FROM messages WHERE id = ? "
+                                   "AND grp = ? AND receipt = ? AND channel = ? AND acked_at IS NULL",
+                                   match).fetchone()
                 if row is None:
                     if effect_ttl is not None:
                         # The work is done even though the receipt went stale: record it, so a
@@ -321,12 +381,21 @@ class ChannelOps:
                     self._record_effect(conn, effect_scope or channel, effect_key(row[1], message_id),
                                         now + effect_ttl)
                 self._touch_worker(conn, row[0], 1, wall)
+                counted[group] = counted.get(group, 0) + 1
+                delivered.append([message_id, group, row[0], row[2], row[3]])
                 results.append(True)
-            done = [a[0] for a, ok in zip(acks, results) if ok]
-            if done:
+            if not delivered:
+                return results
+            for group, acked in counted.items():
+                count_messages(conn, channel, [group], -acked)
+            done = [d[0] for d in delivered]
+            if config.durable:
                 self._append(conn, "message.ack", f"channel:{channel}", None,  # type: ignore[attr-defined]
                              {"ids": done} if len(done) > 1 else {"id": done[0]}, wall)
-            if config.retention > 0 and done:
+            else:
+                self._append(conn, "message.ack", f"channel:{channel}", None,  # type: ignore[attr-defined]
+                             _ended_deliveries(delivered), wall)
+            if config.retention > 0:
                 # Through messages_acked: touches only what expired, however many are retained.
                 conn.execute("DELETE FROM messages WHERE channel = ? AND acked_at IS NOT NULL AND acked_at < ?",
                              (channel, now - config.retention))
@@ -369,48 +438,3 @@ class ChannelOps:
             return row is not None and row[0] > self._channel_time(conn)
 
         return self.read(work)  # type: ignore[attr-defined]
-
-    # -- observation ------------------------------------------------------------------------
-
-    def channel_stats(self, channel: str) -> dict[str, Any]:
-        def work(conn: sqlite3.Connection) -> dict[str, Any]:
-            wall, now = self.now(), self._channel_time(conn)  # type: ignore[attr-defined]
-            groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
-            stats: dict[str, Any] = {"channel": channel, "groups": {}}
-            for group in groups or [""]:
-                ready, in_flight, delayed, oldest, overdue = conn.execute(
-                    "SELECT sum(available_at <= ?), sum(available_at > ? AND receipt IS NOT NULL AND acked_at IS NULL), "
-                    "sum(available_at > ? AND receipt IS NULL AND acked_at IS NULL), "
-                    "min(CASE WHEN available_at <= ? THEN enqueued_at END), "
-                    "sum(deadline IS NOT NULL AND deadline < ? AND acked_at IS NULL) "
-                    "FROM messages WHERE channel = ? AND grp = ?", (now, now, now, now, wall, channel, group)).fetchone()
-                stats["groups"][group] = {
-                    "ready": ready or 0, "in_flight": in_flight or 0, "delayed": delayed or 0,
-                    "overdue": overdue or 0, "oldest_ready_age": (now - oldest) if oldest is not None else None,
-                }
-            # A delayed message (sent with a delay, or nacked with one) is neither ready nor in
-            # flight, but it is in the channel: depth counts it.
-            stats["depth"] = sum(g["ready"] + g["in_flight"] + g["delayed"] for g in stats["groups"].values())
-            stats["ready"] = sum(g["ready"] for g in stats["groups"].values())
-            stats["in_flight"] = sum(g["in_flight"] for g in stats["groups"].values())
-            stats["delayed"] = sum(g["delayed"] for g in stats["groups"].values())
-            ages = [g["oldest_ready_age"] for g in stats["groups"].values() if g["oldest_ready_age"] is not None]
-            stats["oldest_ready_age"] = max(ages) if ages else None
-            return stats
-
-        return self.read(work)  # type: ignore[attr-defined]
-
-    def overdue_messages(self, limit: int = 100) -> list[MessageRecord]:
-        """Unacknowledged messages whose deadline has passed (any channel)."""
-        now = self.now()  # type: ignore[attr-defined]
-        rows = self.read(lambda conn: conn.execute(  # type: ignore[attr-defined]
-            f"SELECT {_COLUMNS} FROM messages WHERE deadline IS NOT NULL AND deadline < ? AND acked_at IS NULL "
-            "ORDER BY deadline LIMIT ?", (now, limit)).fetchall())
-        return [_message(row) for row in rows]
-
-    def expired_deliveries(self, limit: int = 100) -> list[MessageRecord]:
-        """Messages that were delivered, not acknowledged, and whose visibility timeout ran out."""
-        rows = self.read(lambda conn: conn.execute(  # type: ignore[attr-defined]
-            f"SELECT {_COLUMNS} FROM messages WHERE receipt IS NOT NULL AND acked_at IS NULL AND available_at <= ? "
-            "LIMIT ?", (self._channel_time(conn), limit)).fetchall())
-        return [_message(row) for row in rows]

@@ -13,8 +13,10 @@ from ..errors import BackendUnavailable
 from ..journal import FORMAT, FORMAT_ENTRY
 from ..logs import INFO, WARNING, log
 from ..paths import STATE_DIR
+from .sqlite_channel_depth import DEPTH_SCHEMA, migrate_to_counts
 from .sqlite_channels import CHANNEL_SCHEMA
 from .sqlite_liveness import LIVENESS_SCHEMA
+from .sqlite_retention import RETENTION_SCHEMA
 from .sqlite_tx import is_busy
 
 try:
@@ -23,8 +25,10 @@ except ImportError:
     import sqlite3  # type: ignore[no-redef]
 
 # 1: the first release. 2: intents.synced. 3: the journal's unambiguous encoding, and the
-# channel clock. A database of a later version is refused, never used (see _check_version).
-SCHEMA_VERSION = 3
+# channel clock. 4: channel counts (liveness reads them instead of the messages). 5: the index of
+# notable journal kinds (retention's checkpoints, status's counts; made by the CREATE statements
+# that every upgrade runs). A database of a later version is refused, never used (see _check_version).
+SCHEMA_VERSION = 5
 GITIGNORE = "# Made by agent-coherence: coordination state of this machine, never committed.\n*\n"
 
 _SCHEMA = """
@@ -71,7 +75,8 @@ class SchemaOps:
         def create(conn: sqlite3.Connection) -> int | None:
             version = self._stored_version(conn)
             self._check_version(version)
-            for statement in filter(str.strip, (_SCHEMA + LIVENESS_SCHEMA + CHANNEL_SCHEMA).split(";")):
+            schema = _SCHEMA + LIVENESS_SCHEMA + CHANNEL_SCHEMA + DEPTH_SCHEMA + RETENTION_SCHEMA
+            for statement in filter(str.strip, schema.split(";")):
                 conn.execute(statement)
             if version is None:
                 conn.execute("INSERT INTO meta(name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -101,6 +106,8 @@ class SchemaOps:
             if head is not None:
                 self._append(conn, FORMAT_ENTRY, None, None,  # type: ignore[attr-defined]
                              {"format": FORMAT, "previous_entries": head[0], "previous_head": head[1]})
+        elif version == 3:
+            migrate_to_counts(conn)
 
     def _check_version(self, version: int | None) -> None:
         if version is not None and version > SCHEMA_VERSION:

@@ -14,12 +14,11 @@ reported.
 
 from __future__ import annotations
 
-import os
-import stat
 import time
 
-from ...errors import LeaseHeld, LeaseLost
-from ...hashing import sha256, sha256_hex
+from ...errors import LeaseHeld
+from ...hashing import sha256_hex
+from ...tool_writes import file_sha256, read_synced, record_tool_bytes, special_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,75 +26,7 @@ if TYPE_CHECKING:
     from ...paths import ArtifactPath
     from .context import HookContext
 
-CHUNK = 1 << 20
 UNKNOWN_VERSION = -1  # a view that can't be trusted: the next write needs a fresh Read
-
-
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-
-
-def special_file(path: str) -> str | None:
-    """What the file at ``path`` is when it is neither a regular file nor a directory ("a FIFO
-    (named pipe)", "a socket", ...), else None. Looked at with ``lstat``: never opened, so a FIFO
-    can't block and a device can't react."""
-    try:
-        mode = os.lstat(path).st_mode
-    except (OSError, ValueError):
-        return None
-    for test, name in _SPECIAL_KINDS:
-        if test(mode):
-            return name
-    return None
-
-
-def _open_regular(path: str) -> int | None:
-    """A descriptor of the regular file at ``path``, or None (missing, a directory, a FIFO or
-    device). Special files are turned away by ``lstat`` before any open; the open is non-blocking
-    as well, so a FIFO swapped in between can't hang the hook either."""
-    try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return None
-        fd = os.open(path, _OPEN_FLAGS)
-    except (OSError, ValueError):
-        return None
-    if stat.S_ISREG(os.fstat(fd).st_mode):
-        return fd
-    os.close(fd)
-    return None
-
-
-def file_sha256(path: str) -> tuple[str | None, int]:
-    """(sha256, size) of the regular file at ``path``; (None, 0) if there is none."""
-    fd = _open_regular(path)
-    if fd is None:
-        return None, 0
-    with os.fdopen(fd, "rb") as handle:
-        digest, size = sha256(size_hint=os.fstat(fd).st_size), 0
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def read_synced(path: str) -> bytes | None:
-    """The file's bytes after fsyncing it and its directory; None if it does not exist.
-
-    Raises OSError if the bytes can't be confirmed durable (fsync failed).
-    """
-    fd = _open_regular(path)
-    if fd is None:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        data = handle.read()
-        os.fsync(handle.fileno())
-    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return data
 
 
 # -- how holders and times read in a message ------------------------------------------------
@@ -303,12 +234,7 @@ def record_write(ctx: HookContext, target: ArtifactPath, sha: str | None, size: 
             f"file's lease: {describe_holder(lease.holder, ctx)} took it at {clock(lease.acquired_at)}. "
             f"Read the file to check that neither session's changes were lost."
         )
-    try:
-        record = backend.record_version(target.key, ctx.holder, sha, size, fence=fence,
-                                        expect_version=None, kind=kind)
-    except LeaseLost:
-        record = backend.record_version(target.key, ctx.holder, sha, size, fence=None,
-                                        expect_version=None, kind=kind)
+    record, _ = record_tool_bytes(backend, target.key, ctx.holder, sha, size, fence=fence, kind=kind)
     backend.put_view(ctx.holder, target.key, record.version, sha)
     backend.worker_beat(ctx.holder, work=1)
     return warning

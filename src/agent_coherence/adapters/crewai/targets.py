@@ -1,0 +1,78 @@
+"""Which files a tool call writes: the paths named in its arguments.
+
+The default extractor reads the argument names file tools commonly use (``file_path``, ``path``,
+``filename``, ...; ``directory`` joined with ``filename`` the way crewai_tools' FileWriterTool joins
+them; lists under ``paths`` or ``files``). A tool whose arguments name files differently passes its
+own function ``args -> paths``, or a fixed list of paths. Relative paths are taken relative to the
+tool's base directory (its ``base_dir`` when it has one, else the working directory at call time),
+which is where the tool itself will open them.
+
+Limit: a path the tool computes internally (not named in its arguments) is invisible here; declare
+it with ``paths=``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+
+PathArgs = Union[Callable[[Mapping[str, Any]], Iterable[str]], Sequence[str], None]
+
+FILE_ARGS = ("file_path", "filepath", "path", "file", "file_name", "output_file", "output_path",
+             "target_file", "destination", "target")
+NAME_ARGS = ("filename",)
+DIRECTORY_ARGS = ("directory", "dir", "folder")
+LIST_ARGS = ("paths", "files", "file_paths")
+
+
+def default_paths(args: Mapping[str, Any]) -> list[str]:
+    """The file paths named in ``args`` under the common argument names (see the module doc)."""
+    found: list[str] = []
+    for name in FILE_ARGS:
+        value = args.get(name)
+        if isinstance(value, str) and value:
+            found.append(value)
+    directory = next((args[d] for d in DIRECTORY_ARGS if isinstance(args.get(d), str) and args[d]), None)
+    for name in NAME_ARGS:
+        value = args.get(name)
+        if isinstance(value, str) and value:
+            found.append(os.path.join(directory, value) if directory else value)
+    for name in LIST_ARGS:
+        values = args.get(name)
+        if isinstance(values, (list, tuple)):
+            found.extend(v for v in values if isinstance(v, str) and v)
+    return found
+
+
+def extract_paths(spec: PathArgs, args: Mapping[str, Any]) -> list[str]:
+    """The paths a call with ``args`` writes, as ``spec`` says (None: the default extractor)."""
+    if spec is None:
+        return default_paths(args)
+    if callable(spec):
+        return [p for p in spec(args) if p]
+    return [p for p in spec if p]
+
+
+def anchored(path: str, base_dir: str | None) -> str:
+    """``path`` as the tool will open it: relative paths joined to ``base_dir`` (or the cwd).
+    A path with a NUL byte or that is not a string is returned as given, for the key check to
+    refuse with its reason."""
+    if not isinstance(path, str) or "\x00" in path or os.path.isabs(path):
+        return path
+    return os.path.join(base_dir or os.getcwd(), path)
+
+
+def looks_like_file_write(tool_name: str, args: Mapping[str, Any]) -> bool:
+    """Whether a call of ``tool_name`` with ``args`` probably writes a file: a writing verb in the
+    tool's name with a path in its arguments, or a path argument beside a content argument."""
+    if not default_paths(args):
+        return False
+    name = tool_name.lower()
+    if any(verb in name for verb in WRITE_VERBS):
+        return True
+    return any(isinstance(args.get(c), str) for c in CONTENT_ARGS)
+
+
+WRITE_VERBS = ("write", "writer", "save", "edit", "append", "create", "update", "delete", "remove",
+               "patch", "replace", "move", "rename", "copy")
+CONTENT_ARGS = ("content", "contents", "text", "data", "body", "new_content", "new_string")

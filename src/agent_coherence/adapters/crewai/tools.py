@@ -1,0 +1,137 @@
+"""``coherent_tool``: any CrewAI tool, with its file writes coordinated.
+
+The wrapper has the tool's name, description and argument schema, so the model sees the same tool.
+Around each call it takes the leases on the files the arguments name (see :mod:`.calls`), runs the
+tool, then confirms and records what the tool wrote. A refusal (a file held by another writer, a
+stale read, a path outside the root, an unconfirmed write, a lost lease) comes back as a CrewAI
+``ToolFailure``; the tool's own result is returned only when every write was confirmed.
+
+Limits: the tool writes the bytes itself, so the write is only as atomic as the tool makes it; the
+layer confirms and records it afterwards. Files the tool writes without naming them in its
+arguments are not coordinated unless declared with ``paths=``. Results are never cached.
+
+This module imports crewai; ``agent_coherence.adapters.crewai`` loads it on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any, ClassVar
+
+from crewai.tools import BaseTool
+from pydantic import ConfigDict, PrivateAttr
+
+from ...coordinator import Coordinator
+from .calls import GuardedCall, Refused, begin_call
+from .failures import Refusal, as_tool_failure, internal_error
+from .targets import PathArgs, anchored, extract_paths
+
+
+def never_cache(_args: Any = None, _result: Any = None) -> bool:
+    """``cache_function`` of every coordinated tool: a write must run every time it is asked for."""
+    return False
+
+
+class CoherentTool(BaseTool):
+    """A tool whose calls hold the leases on the files they write (built by :func:`coherent_tool`)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    coordinates_itself: ClassVar[bool] = True  # the global hooks leave it alone
+
+    inner: BaseTool
+    coordinator: Coordinator
+    holder: str | None = None
+    lease_wait: float = 10.0
+    base_dir: str | None = None
+    _paths: PathArgs = PrivateAttr(default=None)
+
+    def _guard(self, kwargs: dict[str, Any]) -> GuardedCall:
+        named = extract_paths(self._paths, kwargs)
+        if not named:
+            raise Refused(Refusal("NoTarget", (
+                f"agent-coherence: refused the call: none of its arguments names the file to write "
+                f"({sorted(kwargs)}). Nothing was written. Name the file in the arguments."), False))
+        base = self.base_dir or getattr(self.inner, "base_dir", None)
+        pairs = [(shown, anchored(shown, base)) for shown in named]
+        return begin_call(self.coordinator, self.holder, pairs, lease_wait=self.lease_wait)
+
+    def _finish(self, call: GuardedCall, result: Any) -> Any:
+        from crewai.tools.tool_failure import detect_tool_failure
+
+        failed = detect_tool_failure(result) is not None
+        problems = call.confirm(expect_written=not failed, said=result)
+        if problems and not failed:
+            return as_tool_failure(problems[0])
+        return result
+
+    def _run(self, **kwargs: Any) -> Any:
+        try:
+            call = self._guard(kwargs)
+        except Refused as refused:
+            return as_tool_failure(refused.refusal)
+        except Exception as error:  # fail closed: never let an uncoordinated write through
+            return as_tool_failure(internal_error(error, ", ".join(map(str, kwargs.values()))[:200]))
+        try:
+            result: Any = None
+            try:
+                result = self.inner.run(**kwargs)
+            except BaseException:
+                call.confirm(expect_written=False)  # record what the tool left on disk before re-raising
+                raise
+            return self._finish(call, result)
+        finally:
+            call.close()
+
+    async def _arun(self, **kwargs: Any) -> Any:
+        if not _has_async(self.inner):
+            return await asyncio.to_thread(self._run, **kwargs)
+        try:
+            call = await asyncio.to_thread(self._guard, kwargs)
+        except Refused as refused:
+            return as_tool_failure(refused.refusal)
+        except Exception as error:
+            return as_tool_failure(internal_error(error, ", ".join(map(str, kwargs.values()))[:200]))
+        try:
+            try:
+                result = await self.inner.arun(**kwargs)
+            except BaseException:
+                await asyncio.to_thread(call.confirm, expect_written=False)
+                raise
+            return await asyncio.to_thread(self._finish, call, result)
+        finally:
+            await asyncio.to_thread(call.close)
+
+
+def _has_async(tool: BaseTool) -> bool:
+    """Whether ``tool`` has a real async implementation (an overridden ``_arun``, or a ``@tool``
+    around a coroutine function)."""
+    func = getattr(tool, "func", None)
+    if func is not None:
+        return inspect.iscoroutinefunction(func)
+    return type(tool)._arun is not BaseTool._arun
+
+
+def coherent_tool(
+    tool: BaseTool, coordinator: Coordinator, *, paths: PathArgs = None, holder: str | None = None,
+    lease_wait: float = 10.0, base_dir: str | None = None,
+) -> CoherentTool:
+    """Wrap ``tool`` (a ``BaseTool`` subclass instance or a ``@tool`` function) so its file writes
+    are coordinated through ``coordinator``.
+
+    ``paths``: which files a call writes, as a function of its arguments (``args -> paths``) or a
+    fixed list; by default the common argument names are read (see :mod:`.targets`). ``holder``:
+    who the agent is (its reads and writes are tracked under it; default ``crewai:<host>:<pid>``;
+    give each agent its own and the same one to its read tool). ``lease_wait``: how long a call
+    waits for another writer of the same file before it is refused (retryable). ``base_dir``:
+    what relative paths are relative to (default: the tool's ``base_dir``, else the working
+    directory), which must be where the tool opens them.
+    """
+    wrapper = CoherentTool(
+        name=tool.name, description=tool.description, args_schema=tool.args_schema,
+        result_schema=tool.result_schema, env_vars=tool.env_vars, result_as_answer=tool.result_as_answer,
+        max_usage_count=tool.max_usage_count, tool_failure_policy=tool.tool_failure_policy,
+        cache_function=never_cache, inner=tool, coordinator=coordinator, holder=holder, lease_wait=lease_wait, base_dir=base_dir,
+    )
+    wrapper._paths = paths
+    return wrapper

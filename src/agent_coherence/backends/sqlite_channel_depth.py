@@ -1,0 +1,127 @@
+"""What a channel holds, read in time independent of its depth (SQLite).
+
+Liveness asks, for every watched channel, how many messages are ready, how old the oldest ready
+one is, which deliveries timed out and which messages are overdue. Scanning the messages for that
+costs O(depth) (1.5 s at a million queued); here each answer comes from a maintained counter or an
+index range that holds only the messages that are *not* plain ready ones:
+
+* ``channel_counts`` keeps the unacknowledged messages per (channel, group), changed in the same
+  transaction as the send, ack and dead-letter that change it. Ready = that count minus the
+  messages not yet visible (in flight or delayed), which are a range of ``messages_ready``;
+* the oldest ready message is the first visible one in id order (the primary key): channel time
+  never runs back, so within a channel a later id never has an earlier ``enqueued_at`` (a
+  dead-lettered message is stamped with the time it entered the dead-letter channel for that
+  reason). Two exceptions make the age approximate: messages written before schema 3 (no channel
+  clock yet) around a clock step, and a step back shorter than the channel clock's recording
+  interval (50 ms, ``CLOCK_RECORD_EVERY``), which can order two sends up to that much out of
+  time;
+* timed-out deliveries come from the partial index ``messages_inflight``, overdue messages from
+  ``messages_due``; both hold unacknowledged rows only.
+
+Cost: O(groups x messages not yet visible), not O(depth). Many delayed messages (sent with a
+delay, or nacked with one) make it grow with their number.
+
+A mixin of SQLiteBackend (through ChannelOps): it relies on ``read``, ``now`` and
+``_channel_time``.
+"""
+
+from __future__ import annotations
+
+from .records import MessageRecord
+
+TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
+if TYPE_CHECKING:
+    import sqlite3
+    from typing import Any
+
+ACKED = 1e18  # available_at of a retained, acknowledged message: never visible again
+
+DEPTH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS channel_counts (
+    channel TEXT NOT NULL, grp TEXT NOT NULL, unacked INTEGER NOT NULL, PRIMARY KEY (channel, grp));
+CREATE INDEX IF NOT EXISTS messages_inflight ON messages(available_at) WHERE receipt IS NOT NULL AND acked_at IS NULL;
+CREATE INDEX IF NOT EXISTS messages_due ON messages(deadline) WHERE deadline IS NOT NULL AND acked_at IS NULL;
+"""
+
+MESSAGE_COLUMNS = ("id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, attempts, "
+                   "receipt, consumer")
+
+
+def migrate_to_counts(conn: sqlite3.Connection) -> None:
+    """Schema 3 to 4, inside the migration's transaction: count what every channel holds now and
+    replace the deadline index by one without acknowledged rows."""
+    for statement in filter(str.strip, DEPTH_SCHEMA.split(";")):
+        conn.execute(statement)
+    conn.execute("DROP INDEX IF EXISTS messages_deadline")
+    conn.execute("DELETE FROM channel_counts")
+    conn.execute("INSERT INTO channel_counts(channel, grp, unacked) SELECT channel, grp, count(*) FROM messages "
+                 "WHERE acked_at IS NULL GROUP BY channel, grp")
+
+
+def count_messages(conn: sqlite3.Connection, channel: str, groups: list[str], change: int) -> None:
+    """Add ``change`` to the unacknowledged count of each of ``groups`` (inside the transaction
+    that sends, acks or dead-letters the messages)."""
+    for group in groups:
+        conn.execute("INSERT INTO channel_counts(channel, grp, unacked) VALUES (?,?,?) "
+                     "ON CONFLICT(channel, grp) DO UPDATE SET unacked = unacked + excluded.unacked",
+                     (channel, group, change))
+
+
+class ChannelDepthOps:
+    """channel_stats, overdue_messages and expired_deliveries (see the module docstring)."""
+
+    def _group_figures(self, conn: sqlite3.Connection, channel: str, group: str, now: float,
+                       wall: float) -> dict[str, Any]:
+        row = conn.execute("SELECT unacked FROM channel_counts WHERE channel = ? AND grp = ?",
+                           (channel, group)).fetchone()
+        unacked = row[0] if row else 0
+        # Through messages_ready: only the rows not visible yet (acknowledged ones sit at ACKED).
+        hidden, in_flight = conn.execute(
+            "SELECT count(*), sum(receipt IS NOT NULL) FROM messages WHERE channel = ? AND grp = ? "
+            "AND available_at > ? AND available_at < ?", (channel, group, now, ACKED)).fetchone()
+        # The first visible message by id is the oldest (see the module docstring); the '+'
+        # keeps SQLite on the primary key, whose order is the one wanted, instead of sorting.
+        oldest = conn.execute(
+            "SELECT enqueued_at FROM messages WHERE channel = ? AND grp = ? AND +available_at <= ? "
+            "ORDER BY id LIMIT 1", (channel, group, now)).fetchone()
+        # Through messages_due (the '+' keeps SQLite off the channel's own indexes): only overdue rows.
+        overdue = conn.execute(
+            "SELECT count(*) FROM messages WHERE deadline IS NOT NULL AND deadline < ? AND acked_at IS NULL "
+            "AND +channel = ? AND +grp = ?", (wall, channel, group)).fetchone()[0]
+        in_flight = in_flight or 0
+        return {"ready": unacked - hidden, "in_flight": in_flight, "delayed": hidden - in_flight,
+                "overdue": overdue, "oldest_ready_age": (now - oldest[0]) if oldest is not None else None}
+
+    def channel_stats(self, channel: str) -> dict[str, Any]:
+        def work(conn: sqlite3.Connection) -> dict[str, Any]:
+            wall, now = self.now(), self._channel_time(conn)  # type: ignore[attr-defined]
+            groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
+            figures = {group: self._group_figures(conn, channel, group, now, wall) for group in groups or [""]}
+            stats: dict[str, Any] = {"channel": channel, "groups": figures}
+            # A delayed message (sent with a delay, or nacked with one) is neither ready nor in
+            # flight, but it is in the channel: depth counts it.
+            for name in ("ready", "in_flight", "delayed"):
+                stats[name] = sum(g[name] for g in figures.values())
+            stats["depth"] = stats["ready"] + stats["in_flight"] + stats["delayed"]
+            ages = [g["oldest_ready_age"] for g in figures.values() if g["oldest_ready_age"] is not None]
+            stats["oldest_ready_age"] = max(ages) if ages else None
+            return stats
+
+        return self.read(work)  # type: ignore[attr-defined,no-any-return]
+
+    def overdue_messages(self, limit: int = 100) -> list[MessageRecord]:
+        """Unacknowledged messages whose deadline has passed (any channel), earliest deadline first."""
+        now = self.now()  # type: ignore[attr-defined]
+        rows = self.read(lambda conn: conn.execute(  # type: ignore[attr-defined]
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE deadline IS NOT NULL AND deadline < ? "
+            "AND acked_at IS NULL ORDER BY deadline LIMIT ?", (now, limit)).fetchall())
+        return [MessageRecord(*row) for row in rows]
+
+    def expired_deliveries(self, limit: int = 100) -> list[MessageRecord]:
+        """Messages that were delivered, not acknowledged, and whose visibility timeout ran out
+        (longest expired first)."""
+        rows = self.read(lambda conn: conn.execute(  # type: ignore[attr-defined]
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE receipt IS NOT NULL AND acked_at IS NULL "
+            "AND available_at <= ? ORDER BY available_at LIMIT ?",
+            (self._channel_time(conn), limit)).fetchall())  # type: ignore[attr-defined]
+        return [MessageRecord(*row) for row in rows]

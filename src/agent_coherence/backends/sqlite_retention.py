@@ -1,0 +1,252 @@
+"""Retention on SQLite: the stored policy, bounded compaction steps, the fence floor.
+
+A mixin of SQLiteBackend: it relies on ``transaction``, ``read``, ``now``, ``_append`` and
+``_channel_time``. What is kept and why is in ``retention.py``; how it is done here:
+
+* each step runs in one transaction and examines at most ``batch`` rows per table: the journal
+  from its oldest entry; every other table through a rowid cursor kept in ``meta`` that wraps
+  around, so no step scans a whole table and no index is added to a hot path for it;
+* the journal entries a step removes are verified first (from the newest checkpoint's anchor), so
+  compaction never launders an edited entry into a checkpoint: a damaged start stops it;
+* a removed lease row's fence raises ``meta.fence_floor``, and a lease row made afresh starts
+  above the floor (``fence_floor``), so a fence is never handed out twice for a key.
+
+A dry run (``compact(dry_run=True)``) counts what a full pass would remove, read-only (it scans,
+but takes no lock that writers wait for).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..errors import CoherenceError
+from ..journal import CHECKPOINT_ENTRY, GENESIS, ChainWalk
+from ..logs import ERROR, WARNING, log
+from ..retention import CompactionReport, Retention
+from .records import JournalRecord
+
+try:
+    import _sqlite3 as sqlite3  # see sqlite.py: the C module, without the package's imports
+except ImportError:
+    import sqlite3  # type: ignore[no-redef]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# Journal kinds with an index (a partial one: ordinary writes and leases pay nothing for it). A
+# count or lookup of one of them must repeat the index's condition for SQLite to use it.
+INDEXED_KINDS = ("conflict.lease", "conflict.version", "write.failed", CHECKPOINT_ENTRY)
+INDEXED_KINDS_SQL = "kind IN (" + ", ".join(f"'{kind}'" for kind in INDEXED_KINDS) + ")"
+RETENTION_SCHEMA = f"""
+CREATE INDEX IF NOT EXISTS journal_by_kind ON journal(kind, seq) WHERE {INDEXED_KINDS_SQL};
+"""
+# Two subqueries: each is one b-tree descent; ``SELECT min(seq), max(seq)`` would scan the table.
+JOURNAL_BOUNDS = "SELECT (SELECT min(seq) FROM journal), (SELECT max(seq) FROM journal)"
+DISABLED_RECHECK = 5000  # transactions before a process re-reads a policy that turned steps off
+
+# (table, the condition under which a row goes, its parameters' names): see _sweep.
+_SWEEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("leases", "expires_at < :lease_cutoff AND NOT EXISTS (SELECT 1 FROM intents WHERE intents.key = leases.key)",
+     ("lease_cutoff",)),
+    ("dedup", "expires_at <= :channel_now", ("channel_now",)),
+    ("effects", "expires_at <= :channel_now", ("channel_now",)),
+    ("assignments", "completed_at IS NOT NULL AND completed_at < :assignment_cutoff", ("assignment_cutoff",)),
+    ("workers", "ended_at IS NOT NULL AND ended_at < :worker_cutoff AND NOT EXISTS (SELECT 1 FROM assignments "
+                "WHERE assignments.worker = workers.worker AND completed_at IS NULL)", ("worker_cutoff",)),
+)
+
+
+def _meta(conn: sqlite3.Connection, name: str) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _set_meta(conn: sqlite3.Connection, name: str, value: str) -> None:
+    conn.execute("INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                 (name, value))
+
+
+class RetentionOps:
+    """The retention policy and its steps (see the module docstring and ``retention.py``)."""
+
+    path: str
+    _maintenance_countdown: int
+
+    def _start_maintenance_countdown(self) -> None:
+        """A random start, so short-lived processes (a hook per event) take their share of steps."""
+        self._maintenance_countdown = 1 + int.from_bytes(os.urandom(2), "big") % Retention().every
+
+    # -- the policy -------------------------------------------------------------------------
+
+    def retention(self, update: Retention | None = None) -> Retention:
+        """The stored policy (the default if none was stored); ``update`` stores a new one."""
+        if update is not None:
+            text = json.dumps(update.as_dict(), sort_keys=True)
+            self.transaction(lambda conn: _set_meta(conn, "retention", text))  # type: ignore[attr-defined]
+            return update
+        text = self.read(lambda conn: _meta(conn, "retention"))  # type: ignore[attr-defined]
+        return Retention() if text is None else Retention.from_dict(json.loads(text))
+
+    @staticmethod
+    def fence_floor(conn: sqlite3.Connection) -> int:
+        """The highest fence of a removed lease row: a new lease row starts above it."""
+        value = _meta(conn, "fence_floor")
+        return 0 if value is None else int(value)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def maintenance_due(self) -> None:
+        """Called before each transaction: every ``every`` transactions of this process, one step.
+        A failed step is logged, never raised into the operation that triggered it."""
+        self._maintenance_countdown -= 1
+        if self._maintenance_countdown > 0:
+            return
+        self._maintenance_countdown = DISABLED_RECHECK  # also while the step below runs
+        try:
+            policy = self.retention()
+            if policy.every == 0:
+                return
+            self._maintenance_countdown = policy.every
+            self.compact(policy)
+        except CoherenceError as error:
+            level = ERROR if error.facts.get("reason") in ("gap", "broken link", "hash mismatch") else WARNING
+            log("retention", level, "retention step skipped: %s", error.message)
+        except sqlite3.Error as error:
+            log("retention", WARNING, "retention step skipped: %s", error)
+
+    def compact(
+        self, policy: Retention | None = None, *, before: float | None = None, keep: int | None = None,
+        dry_run: bool = False,
+    ) -> CompactionReport:
+        """One bounded retention step in one transaction (``dry_run``: count what a full pass
+        would remove instead, changing nothing). ``before`` (a timestamp) and ``keep`` (a number
+        of entries) replace the policy's journal limits. Raises JournalCorrupt, removing nothing,
+        when the entries it would remove do not verify."""
+        policy = self.retention() if policy is None else policy
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
+            raise ValueError(f"keep={keep!r}: give a number of journal entries >= 0")
+        if before is not None and (isinstance(before, bool) or not isinstance(before, (int, float))
+                                   or before != before):
+            raise ValueError(f"before={before!r}: give a timestamp (epoch seconds)")
+        if dry_run:
+            return self.read(lambda conn: self._estimate(conn, policy, before, keep))  # type: ignore[attr-defined]
+        return self.transaction(lambda conn: self._step(conn, policy, before, keep))  # type: ignore[attr-defined]
+
+    def _cutoffs(self, conn: sqlite3.Connection, policy: Retention) -> dict[str, float]:
+        now: float = self.now()  # type: ignore[attr-defined]
+        never = float("-inf")  # a cutoff nothing is older than
+        ages = {"lease_cutoff": "lease_days", "assignment_cutoff": "assignment_days", "worker_cutoff": "worker_days"}
+        values: dict[str, float] = {}
+        for name, field in ages.items():
+            seconds = policy.seconds(field)
+            values[name] = never if seconds is None else now - seconds
+        values["channel_now"] = self._channel_time(conn)  # type: ignore[attr-defined]
+        return values
+
+    def _journal_limits(self, policy: Retention, before: float | None, keep: int | None) -> tuple[float | None, int | None]:
+        if before is None and keep is None:
+            seconds = policy.seconds("journal_days")
+            return (None if seconds is None else self.now() - seconds), policy.journal_entries  # type: ignore[attr-defined]
+        return before, keep
+
+    def _step(self, conn: sqlite3.Connection, policy: Retention, before: float | None,
+              keep: int | None) -> CompactionReport:
+        report = CompactionReport()
+        older_than, cap = self._journal_limits(policy, before, keep)
+        self._compact_journal(conn, policy.batch, older_than, cap, report)
+        values = self._cutoffs(conn, policy)
+        for table, condition, names in _SWEEPS:
+            removed, more = self._sweep(conn, table, condition, {n: values[n] for n in names}, policy.batch)
+            setattr(report, table, removed)
+            report.more = report.more or more
+        return report
+
+    def _sweep(self, conn: sqlite3.Connection, table: str, condition: str, params: dict[str, float],
+               batch: int) -> tuple[int, bool]:
+        """Examine the next ``batch`` rows of ``table`` after the stored cursor; remove those
+        meeting ``condition``. Returns (removed, whether rows remain after these)."""
+        cursor_name = f"retention.cursor.{table}"
+        cursor = int(_meta(conn, cursor_name) or 0)
+        fence = ", fence" if table == "leases" else ""
+        rows = conn.execute(
+            f"SELECT rowid, ({condition}){fence} FROM {table} WHERE rowid > :cursor ORDER BY rowid LIMIT :batch",
+            dict(params, cursor=cursor, batch=batch)).fetchall()
+        doomed = [row for row in rows if row[1]]
+        if doomed:
+            if table == "leases":
+                floor = max(self.fence_floor(conn), max(row[2] for row in doomed))
+                _set_meta(conn, "fence_floor", str(floor))
+            conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", [(row[0],) for row in doomed])
+        more = len(rows) == batch
+        _set_meta(conn, cursor_name, str(rows[-1][0] if more else 0))
+        return len(doomed), more
+
+    def _compact_journal(self, conn: sqlite3.Connection, batch: int, older_than: float | None,
+                         cap: int | None, report: CompactionReport) -> None:
+        first, last = conn.execute(JOURNAL_BOUNDS).fetchone()
+        if first is None:
+            return
+        # The newest entry always stays: the checkpoint links to it (and takes the next seq).
+        limit = min(first - 1 + batch, last - 1)
+        cut = first - 1
+        if cap is not None:
+            cut = max(cut, last - cap)
+        if older_than is not None:
+            young = conn.execute("SELECT min(seq) FROM journal WHERE seq BETWEEN ? AND ? AND ts >= ?",
+                                 (first, limit, older_than)).fetchone()[0]
+            cut = max(cut, limit if young is None else young - 1)
+        cut = min(cut, limit)
+        report.more = cut == limit < last - 1  # the batch ended the step, not the policy
+        if cut < first:
+            return
+        removed_before = self._verify_removed(conn, first, cut)
+        through_hash = conn.execute("SELECT hash FROM journal WHERE seq = ?", (cut,)).fetchone()[0]
+        deleted = conn.execute("DELETE FROM journal WHERE seq <= ?", (cut,)).rowcount
+        seq = self._append(conn, CHECKPOINT_ENTRY, None, None,  # type: ignore[attr-defined]
+                           {"through": cut, "through_hash": through_hash, "removed": removed_before + deleted})[0]
+        report.journal, report.journal_through, report.checkpoint_seq = deleted, cut, seq
+
+    @staticmethod
+    def _verify_removed(conn: sqlite3.Connection, first: int, cut: int) -> int:
+        """Verify entries ``first``..``cut`` from the newest checkpoint's anchor (GENESIS when
+        there is none); return how many entries earlier compactions removed. Raises JournalCorrupt."""
+        row = conn.execute(
+            f"SELECT data FROM journal WHERE kind = ? AND {INDEXED_KINDS_SQL} ORDER BY seq DESC LIMIT 1",
+            (CHECKPOINT_ENTRY,)).fetchone()
+        walk = ChainWalk()
+        removed = 0
+        if row is not None:
+            checkpoint = json.loads(row[0])
+            removed = int(checkpoint["removed"])
+            walk.start_at(int(checkpoint["through"]) + 1, str(checkpoint["through_hash"]))
+        else:
+            walk.start_at(1, GENESIS)
+        for seq, ts, kind, key, holder, data, prev, digest in conn.execute(
+                "SELECT seq, ts, kind, key, holder, data, prev_hash, hash FROM journal "
+                "WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, cut)):
+            walk.check(JournalRecord(seq, ts, kind, key, holder, json.loads(data), prev, digest, data))
+        return removed
+
+    def _estimate(self, conn: sqlite3.Connection, policy: Retention, before: float | None,
+                  keep: int | None) -> CompactionReport:
+        report = CompactionReport(dry_run=True)
+        older_than, cap = self._journal_limits(policy, before, keep)
+        first, last = conn.execute(JOURNAL_BOUNDS).fetchone()
+        if first is not None:
+            cut = first - 1
+            if cap is not None:
+                cut = max(cut, last - cap)
+            if older_than is not None:
+                young = conn.execute("SELECT min(seq) FROM journal WHERE ts >= ?", (older_than,)).fetchone()[0]
+                cut = max(cut, last if young is None else young - 1)
+            cut = min(cut, last - 1)
+            if cut >= first:
+                report.journal, report.journal_through = cut - first + 1, cut
+        values = self._cutoffs(conn, policy)
+        for table, condition, names in _SWEEPS:
+            count = conn.execute(f"SELECT count(*) FROM {table} WHERE {condition}",
+                                 {n: values[n] for n in names}).fetchone()[0]
+            setattr(report, table, count)
+        return report

@@ -1,0 +1,160 @@
+"""How long the coordination state keeps what it no longer needs: the retention policy.
+
+Without one, the state grows with every operation: journal entries, released lease rows, expired
+dedup and effect rows, ended workers and finished assignments are never deleted. A ``Retention``
+says what may go; the backend stores it, so every process on the state applies the same policy
+(``Coordinator.open(..., retention=Retention(...))`` stores a new one), and applies it
+incrementally: every ``every`` transactions one bounded step (at most ``batch`` rows per table),
+or on demand with ``Coordinator.compact()`` / ``agent-coherence journal compact``.
+
+What retention never removes, whatever the policy: a live lease, a lease row of a key with an
+unresolved intent, a message that is not acknowledged, a dedup or effect row inside its window, an
+open assignment, a worker with an open assignment. Fences keep growing after a lease row is
+removed: the backend keeps the highest removed fence and starts new lease rows above it.
+
+Journal entries are removed oldest first, and each step that removes some appends a
+``journal.checkpoint`` entry naming the last removed entry's sequence number and hash and how many
+were removed in all, so the remaining journal still verifies (see ``journal.py``).
+
+This module is imported by the backend: it stays free of typing, pydantic and dataclasses.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+DAY = 86400.0
+
+_FIELDS = ("journal_days", "journal_entries", "lease_days", "worker_days", "assignment_days", "every", "batch")
+_OPTIONAL_AGES = ("journal_days", "lease_days", "worker_days", "assignment_days")
+
+
+class Retention:
+    """A retention policy (immutable). ``None`` for an age or a count keeps that kind of row forever.
+
+    * ``journal_days``: journal entries older than this are removed;
+    * ``journal_entries``: at most this many journal entries are kept (the oldest go first);
+    * ``lease_days``: a lease row released or expired this long ago is removed (its fence is kept);
+    * ``worker_days``: an ended worker with no open assignment, ended this long ago, is removed;
+    * ``assignment_days``: a completed assignment, completed this long ago, is removed;
+    * expired dedup and effect rows are always removed (their window has passed);
+    * ``every``: transactions of one process between two automatic steps (0: never automatically);
+    * ``batch``: the most rows one step examines per table (bounds the pause of a step).
+    """
+
+    __slots__ = _FIELDS
+    if TYPE_CHECKING:
+        journal_days: float | None
+        journal_entries: int | None
+        lease_days: float | None
+        worker_days: float | None
+        assignment_days: float | None
+        every: int
+        batch: int
+
+    def __init__(
+        self, *, journal_days: float | None = 30.0, journal_entries: int | None = 100_000,
+        lease_days: float | None = 1.0, worker_days: float | None = 7.0, assignment_days: float | None = 7.0,
+        every: int = 200, batch: int = 500,
+    ) -> None:
+        values = {"journal_days": journal_days, "journal_entries": journal_entries, "lease_days": lease_days,
+                  "worker_days": worker_days, "assignment_days": assignment_days, "every": every, "batch": batch}
+        for name in _OPTIONAL_AGES:
+            value = values[name]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not value >= 0):
+                raise ValueError(f"Retention({name}={value!r}): give a number of days >= 0, or None to keep forever")
+        count = values["journal_entries"]
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ValueError(f"Retention(journal_entries={count!r}): give an integer >= 1, or None for no cap")
+        for name, least in (("every", 0), ("batch", 1)):
+            value = values[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"Retention({name}={value!r}): give an integer >= {least}")
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def keep_everything(cls) -> "Retention":
+        """The policy of releases before retention: nothing is ever removed."""
+        return cls(journal_days=None, journal_entries=None, lease_days=None, worker_days=None,
+                   assignment_days=None, every=0)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Retention is immutable (cannot set {name!r}); make a new one")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _FIELDS}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Retention":
+        """The policy stored as ``as_dict()``; unknown names are refused (a newer release's policy)."""
+        unknown = set(values) - set(_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown retention settings {sorted(unknown)}")
+        return cls(**values)
+
+    def seconds(self, name: str) -> float | None:
+        """An age of the policy in seconds (None: kept forever)."""
+        days = getattr(self, name)
+        return None if days is None else float(days) * DAY
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Retention) and self.as_dict() == other.as_dict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.as_dict().items()))
+
+    def __repr__(self) -> str:
+        return "Retention(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
+
+
+class CompactionReport:
+    """What one or more retention steps removed (or, in a dry run, would remove).
+
+    ``journal_through``: the sequence number of the last journal entry removed (0: none);
+    ``checkpoint_seq``: the checkpoint entry appended (0: none, also in a dry run); ``more``: the
+    last step stopped at its batch limit, so another step has work.
+    """
+
+    __slots__ = ("journal", "journal_through", "checkpoint_seq", "leases", "dedup", "effects", "workers",
+                 "assignments", "more", "dry_run")
+    if TYPE_CHECKING:
+        journal: int
+        journal_through: int
+        checkpoint_seq: int
+        leases: int
+        dedup: int
+        effects: int
+        workers: int
+        assignments: int
+        more: bool
+        dry_run: bool
+
+    ROWS = ("journal", "leases", "dedup", "effects", "workers", "assignments")
+
+    def __init__(self, dry_run: bool = False) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+        self.more = False
+        self.dry_run = dry_run
+
+    def add(self, other: "CompactionReport") -> None:
+        """Fold a later step's report into this one."""
+        for name in self.ROWS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.journal_through = max(self.journal_through, other.journal_through)
+        self.checkpoint_seq = max(self.checkpoint_seq, other.checkpoint_seq)
+        self.more = other.more
+
+    @property
+    def removed(self) -> int:
+        return sum(getattr(self, name) for name in self.ROWS)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self) -> str:
+        return "CompactionReport(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"

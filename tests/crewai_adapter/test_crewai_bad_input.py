@@ -1,0 +1,104 @@
+"""Bad input from the model: a clear ToolFailure, and nothing written anywhere."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_coherence import Coordinator
+from conftest import tree_snapshot
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def writer(work: Path, wcoord: Coordinator) -> Any:
+    from agent_coherence.adapters.crewai import CoherentFileWriterTool
+
+    os.symlink(work / "outside", work / "root" / "escape")
+    return CoherentFileWriterTool(coordinator=wcoord, base_dir=str(work / "root"), max_bytes=1024)
+
+
+BAD = [
+    ({"filename": "../outside/x.txt"}, "PathOutsideRoot", "resolves outside"),
+    ({"filename": "escape/x.txt"}, "PathOutsideRoot", "symlink"),
+    ({"filename": "new/dir/a\x00b.txt"}, "InvalidInput", "NUL byte"),
+    ({"filename": "x.txt", "directory": "/tmp"}, "InvalidInput", "absolute path"),
+    ({"filename": "x.txt", "directory": "{root}"}, "InvalidInput", "absolute path"),
+    ({"filename": "{root}/x.txt"}, "InvalidInput", "absolute path"),
+    ({"filename": "new/x.txt", "content": "y" * 1025}, "InvalidInput", "over this tool's limit of 1024"),
+    ({"filename": "new/x.txt", "content": "bad \udcff"}, "InvalidInput", "not valid utf-8"),
+    ({"filename": "new/\udcff.txt"}, "PathOutsideRoot", "unencodable"),
+    ({"filename": "x.txt", "overwrite": "perhaps"}, "InvalidInput", "overwrite must be true or false"),
+]
+
+
+@pytest.mark.parametrize("args, code, why", BAD, ids=[c[1] + ":" + c[2] for c in BAD])
+def test_refused_and_nothing_written(work: Path, writer: Any, args: dict[str, Any], code: str, why: str) -> None:
+    from crewai.tools import ToolFailure
+
+    args = {k: v.replace("{root}", str(work / "root")) if isinstance(v, str) else v for k, v in args.items()}
+    call = {"content": "data", "overwrite": True, **args}
+    before = tree_snapshot(work, skip=".agent-coherence")
+    result = writer.run(**call)
+    assert isinstance(result, ToolFailure), result
+    assert result.code == code and why in result.message and "Nothing was written" in result.message, result
+    assert tree_snapshot(work, skip=".agent-coherence") == before
+
+
+def test_a_refusal_reaches_the_model_and_the_task_record(work: Path, writer: Any) -> None:
+    from agent_coherence.adapters.crewai.scripted import ScriptedLLM, run_crew
+
+    from .conftest import tool_results
+
+    told: list[str] = []
+
+    def script(messages: list[dict[str, Any]]) -> Any:
+        if not tool_results(messages):
+            return [("file_writer_tool", {"filename": "../outside/x.txt", "content": "x", "overwrite": True})]
+        told.extend(tool_results(messages))
+        return "done"
+
+    before = tree_snapshot(work, skip=".agent-coherence")
+    output = run_crew(ScriptedLLM(script), [writer])
+    assert len(told) == 1 and told[0].startswith("agent-coherence: refused") and "(code: PathOutsideRoot)" in told[0]
+    assert [f.failure.code for f in output.tool_failures] == ["PathOutsideRoot"]
+    assert tree_snapshot(work, skip=".agent-coherence") == before
+
+
+def test_tool_failure_policy_raise_stops_the_crew(work: Path, writer: Any) -> None:
+    from crewai.tools import ToolExecutionFailedError
+
+    from agent_coherence.adapters.crewai.scripted import ScriptedLLM, run_crew
+
+    writer.tool_failure_policy = "raise"
+    llm = ScriptedLLM([[("file_writer_tool", {"filename": "../x", "content": "x", "overwrite": True})], "done"])
+    with pytest.raises(ToolExecutionFailedError, match="PathOutsideRoot"):
+        run_crew(llm, [writer])
+
+
+def test_base_dir_outside_the_root_is_refused_at_construction(work: Path, wcoord: Coordinator) -> None:
+    from agent_coherence.adapters.crewai import CoherentFileWriterTool
+
+    with pytest.raises(ValueError, match="outside the coordinator's root"):
+        CoherentFileWriterTool(coordinator=wcoord, base_dir=str(work / "outside"))
+
+
+def test_the_reader_reports_the_version_and_refuses_outside_paths(work: Path, wcoord: Coordinator) -> None:
+    from crewai.tools import ToolFailure
+
+    from agent_coherence.adapters.crewai import CoherentFileReadTool
+
+    wcoord.write("notes.md", b"one\ntwo\nthree\n", holder="setup")
+    reader = CoherentFileReadTool(coordinator=wcoord, holder="crewai:me")
+    assert reader.name == "Read a file's content"
+    text = reader.run(file_path="notes.md", start_line=2, line_count=1)
+    assert text == "two\n\n[agent-coherence: this is version 1 of notes.md; to replace it, write with expected_version=1]"
+    assert wcoord.backend.get_view("crewai:me", "notes.md") == (1, wcoord.version("notes.md").sha256)  # type: ignore[union-attr]
+    (work / "outside" / "secret.txt").write_text("secret")
+    for path in ("../outside/secret.txt", str(work / "outside" / "secret.txt")):
+        refused = reader.run(file_path=path)
+        assert isinstance(refused, ToolFailure) and refused.code == "PathOutsideRoot", refused
