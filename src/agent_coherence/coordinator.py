@@ -33,7 +33,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
-from . import arguments, faults, recovery
+from . import arguments, faults, recovery, stamps
 from .arguments import ForeignPolicy
 from .backends import open_backend
 from .backends.base import Backend, IntentPending, IntentRecord, WriteRequest
@@ -94,6 +94,7 @@ class Coordinator:
         self._extensions: dict[str, Any] = {}
         self._overlap = Overlap()
         self._lease_keys = LeaseKeys(self.root)
+        self.write_mode = stamps.mode(self.root)  # "stamp": files carry their version, no intent flush
 
     @classmethod
     def open(cls, root: str | os.PathLike[str] = ".", url: str | None = None, *, recover: bool = True,
@@ -210,6 +211,12 @@ class Coordinator:
             intent = self.backend.get_intent(target.key)
             if self.backend.get_version(target.key) != record:
                 continue  # a commit slipped in between the reads
+            if intent is None and disk_sha is not None:
+                try:
+                    if recovery.forward_from_stamp(self.backend, file, record, data, disk_sha) is not None:
+                        continue  # a commit lost to power loss, recorded again: read it
+                except VersionConflict:
+                    continue
             if record is None and (intent is None or intent.new_sha256 != disk_sha):
                 # untracked bytes, or a first write not renamed into place yet
                 return Snapshot(key=target.key, path=target.path, data=data or b"", version=0,
@@ -374,9 +381,14 @@ class Coordinator:
                 self._abort_unread(intent, "read", error, claim)
                 raise
             old_sha = sha256_hex(old) if old is not None else None
+            if intent.base_version == 0 and old is not None \
+                    and self._forward_lost_commit(target, file, intent, old, old_sha):
+                continue
             if intent.base_version == 0 or old_sha == intent.base_sha256:
                 return intent, old
             recorded_sha = intent.base_sha256
+            if self._forward_lost_commit(target, file, intent, old, old_sha):
+                continue
             if policy != "adopt":
                 self._abort_unread(intent, "foreign_edit", f"disk {old_sha}, recorded {recorded_sha}", claim)
                 raise self._foreign_error(target.key, target.path, recorded_sha, old_sha, intent.base_version)
@@ -385,6 +397,21 @@ class Coordinator:
             self.backend.abort_write(intent, "foreign_edit", "adopted", journal=False)
             self.backend.record_version(target.key, "(adopted)", old_sha, len(old or b""), fence=None,
                                         expect_version=intent.base_version, kind="adopt")
+
+    def _forward_lost_commit(self, target: ArtifactPath, file: KeyFile, intent: IntentRecord,
+                             old: bytes | None, old_sha: str | None) -> bool:
+        """The disk differs from the record: if its stamp proves it is the next version (a commit
+        lost to power loss), give up ``intent``, record that version and return True (the caller
+        begins again on top of it); False for a foreign edit."""
+        stamp = file.read_stamp() if old is not None else None
+        if stamp is None or stamp.sha256 != old_sha or stamp.version != intent.base_version + 1:
+            return False
+        self.backend.abort_write(intent, "foreign_edit", "a lost commit found", journal=False)
+        record = self.backend.get_version(target.key)
+        try:
+            return recovery.forward_from_stamp(self.backend, file, record, old, old_sha) is not None
+        except VersionConflict:
+            return True  # another writer moved the record meanwhile: begin again
 
     def _record_intent(self, target: ArtifactPath, request: WriteRequest,
                        claim: recovery.WriteClaim) -> IntentRecord:
@@ -437,10 +464,12 @@ class Coordinator:
             recovery.undo_later(self.backend, self.root, intent, UNCHANGED, step, detail, claim)
 
     def _apply(self, file: KeyFile, intent: IntentRecord, payload: bytes | None, progress: "_Progress") -> None:
-        """The file step: make the intent durable, replace (or remove) the bytes, read back.
+        """The file step: make the write recoverable, replace (or remove) the bytes, read back.
 
-        The intent's flush runs on a helper thread while the temp file is written and fsynced;
-        nothing visible changes on disk until both are done. ``progress`` says how far it got.
+        In the ``stamp`` mode the temp file carries the stamp (see :mod:`stamps`) and the intent
+        is not flushed; in the ``flush`` mode (and for a delete, which leaves no file to stamp) the
+        intent's flush runs on a helper thread while the temp file is written and fsynced. Nothing
+        visible changes on disk until that is done. ``progress`` says how far it got.
         """
         temp_name = recovery.temp_name(intent)
         if payload is None:
@@ -454,12 +483,19 @@ class Coordinator:
             mode = file.mode()
             file.directory(create=True)
             progress.step = "write"
-            intent_synced = self._overlap.start(lambda: self.backend.sync_intent(intent))
-            try:
-                file.write_temp(temp_name, payload, mode)
-                progress.step = "intent"
-            finally:
-                intent_synced.wait()
+            if self.write_mode == "stamp":
+                # The stamped file says which version it is: recovery rolls the write forward
+                # from it, so the intent is not flushed (unless this filesystem refused the stamp).
+                if not file.write_temp(temp_name, payload, mode, recovery.stamp_for(intent)):
+                    progress.step = "intent"
+                    self.backend.sync_intent(intent)
+            else:
+                intent_synced = self._overlap.start(lambda: self.backend.sync_intent(intent))
+                try:
+                    file.write_temp(temp_name, payload, mode)
+                    progress.step = "intent"
+                finally:
+                    intent_synced.wait()
             if not intent.auto_lease:  # a long write may outlive a caller's lease: stop here if so
                 progress.step = "fence"
                 self.backend.check_fence(intent.key, intent.holder, intent.fence)

@@ -537,7 +537,7 @@ class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps, RetentionOps):
             if self._drop_intent(conn, intent, now) and journal:
                 self._append(conn, "write.failed", intent.key, intent.holder,
                              {"step": step, "detail": detail, "version": intent.base_version,
-                              "fence": intent.fence}, now)
+                              "fence": intent.fence, "intent": intent.intent_id}, now)
 
         self.transaction(work)
 
