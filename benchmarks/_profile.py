@@ -232,8 +232,7 @@ def profile_write(scratch: str, size: int, n: int) -> str:
 
 def profile_lease(scratch: str, n: int) -> str:
     """Attribute the time of an uncontended ``coord.acquire`` + ``coord.release`` cycle."""
-    import agent_coherence.coordinator as cm
-    from agent_coherence.models import Lease
+    import agent_coherence.leases as lm
 
     root = _fresh_dir(scratch, "profile-lease")
     coord = Coordinator.open(root)
@@ -242,8 +241,8 @@ def profile_lease(scratch: str, n: int) -> str:
         for _ in range(20):
             coord.release(coord.acquire(key, holder="bench", ttl=30))
         timer = CallTimer()
-        timer.wrap(cm, "normalize_key")
-        timer.wrap(Lease, "from_record", "Lease.from_record")
+        timer.wrap(coord, "_lease_keys", "lease key (cached)")
+        timer.wrap(lm, "normalize_key")
         undo = _instrument_backend(timer, coord.backend, (
             "acquire_lease", "release_lease", "_take_lease", "_lease_row"))
 

@@ -10,8 +10,9 @@ ratios. Prints markdown to stdout (progress goes to stderr). Targets:
   fsync + rename + directory fsync in plain Python), at 1 KiB and 64 KiB;
 * it is at least 4x faster than the same write through the peer ``ccs`` (PyPI
   ``agent-coherence==0.15.0``, run in its own venv);
-* an uncontended lease acquire + release is no slower than ``filelock.FileLock``, while also
-  giving a TTL, a holder and a fencing token;
+* an uncontended lease acquire + release costs at most 0.8x ``filelock.FileLock``, while also
+  giving a TTL, a holder and a fencing token, and ``coord.acquire`` + ``release`` costs about
+  what the backend's calls alone do (the ``× backend`` column);
 * 2 and 8 processes contending through ``coord.update`` on one counter lose nothing: the final
   count equals the number of commits.
 
@@ -40,9 +41,9 @@ from peers import time_filelock, time_floor_write, time_portalocker  # noqa: E40
 
 from agent_coherence import Coordinator  # noqa: E402
 
-WRITE_TARGET = 1.5  # x the floor
-PEER_TARGET = 4.0  # x the peer's latency
-LOCK_TARGET = 1.0  # x filelock
+WRITE_TARGETS = {"1 KiB": 1.3, "64 KiB": 1.2}  # x the floor
+PEER_TARGET = 5.0  # x the peer's latency
+LOCK_TARGET = 0.8  # x filelock
 WARMUP = 5
 STEADY_WARMUP = 200  # x 11 WAL pages per write: past SQLite's 1000-page auto-checkpoint
 KEY = "bench/payload.bin"
@@ -68,9 +69,11 @@ def _coordinator_case(scratch: str, size: int, n: int, mode: str) -> Callable[[]
     def run() -> list[int]:
         root = _fresh_dir(scratch, f"ours-{mode}")
         coord = Coordinator.open(root)
+        if mode == "flush":  # the fallback mode, as without user xattrs: the intent is flushed
+            coord.write_mode = "flush"
         a, b = _payloads(size)
         try:
-            if mode in ("holder", "steady"):  # steady: past the first WAL checkpoint, the WAL is reused
+            if mode in ("holder", "steady", "flush"):  # steady: past the first WAL checkpoint, the WAL is reused
                 warmup = STEADY_WARMUP if mode == "steady" else WARMUP
                 return time_ops(lambda i: coord.write(KEY, a if i % 2 else b, holder="bench"), n, warmup)
             if mode == "update":
@@ -121,7 +124,7 @@ def bench_writes(scratch: str, rounds: int, n: int, peer_n: int, use_peer: bool)
     cases: dict[str, Callable[[], list[int]]] = {}
     for label, size in SIZES.items():
         cases[f"floor {label}"] = _floor_case(scratch, size, n)
-        for mode in ("holder", "steady", "lease", "update"):
+        for mode in ("holder", "flush", "steady", "lease", "update"):
             cases[f"{mode} {label}"] = _coordinator_case(scratch, size, n, mode)
     peers: PeerRuns | None = None
     peer_note = ""
@@ -140,6 +143,7 @@ def bench_writes(scratch: str, rounds: int, n: int, peer_n: int, use_peer: bool)
 
     names = {
         "holder": "`coord.write(holder=)`",
+        "flush": "`coord.write(holder=)`, flush mode (no xattrs: intent flushed)",
         "steady": f"`coord.write(holder=)`, steady state (after {STEADY_WARMUP} writes)",
         "lease": "`coord.write(lease=)` (lease held)",
         "update": "`coord.update()` (read + CAS write)",
@@ -155,8 +159,9 @@ def bench_writes(scratch: str, rounds: int, n: int, peer_n: int, use_peer: bool)
             lo, hi = res.ratio_spread(name, floor)
             target, met = "", ""
             if mode == "holder":
-                target, met = f"≤ {WRITE_TARGET:.2f}×", verdict(ratio <= WRITE_TARGET)
-                all_met &= ratio <= WRITE_TARGET
+                limit = WRITE_TARGETS[label]
+                target, met = f"≤ {limit:.2f}×", verdict(ratio <= limit)
+                all_met &= ratio <= limit
             rows.append([title, label, fmt_us(res.median(name)), fmt_us(res.p90(name)),
                          fmt_rate(1e9 / res.median(name)), fmt_ratio(ratio), f"{lo:.2f}–{hi:.2f}", target, met])
     out = [
@@ -257,17 +262,20 @@ def bench_leases(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
         if mode in ("coord", "backend"):
             target, met = f"≤ {LOCK_TARGET:.2f}×", verdict(ratio <= LOCK_TARGET)
             all_met &= ratio <= LOCK_TARGET
+        over_backend = fmt_ratio(res.ratio(mode, "backend")) if mode in ("coord", "context", "backend") else ""
         rows.append([title, fmt_us(res.median(mode)), fmt_us(res.p90(mode)), fmt_rate(1e9 / res.median(mode)),
-                     fmt_ratio(ratio), gives, target, met])
+                     fmt_ratio(ratio), over_backend, gives, target, met])
     return "\n".join([
         "### Uncontended lease acquire + release vs file locks",
         "",
-        f"{rounds} interleaved rounds × {n} cycles; key `locks/resource.txt` (a file key: resolved and "
-        "confined to the root on every call). Ours commits each step with SQLite WAL "
-        "`synchronous=NORMAL` (survives a process crash, not power loss) and journals it.",
+        f"{rounds} interleaved rounds × {n} cycles; key `locks/resource.txt` (a file key: the public API "
+        "resolves and confines it on first use and remembers it per coordinator, as a lease only names a "
+        "key and every write resolves its path again; the backend rows are handed the canonical key). Ours "
+        "commits each step with SQLite WAL `synchronous=NORMAL` (survives a process crash, not power loss) "
+        "and journals it.",
         "",
-        markdown_table(["operation", "median µs", "p90 µs", "cycles/s", "× filelock", "gives", "target",
-                        "result"], rows),
+        markdown_table(["operation", "median µs", "p90 µs", "cycles/s", "× filelock", "× backend", "gives",
+                        "target", "result"], rows),
     ]), all_met
 
 

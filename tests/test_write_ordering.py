@@ -1,7 +1,8 @@
 """The order of a confirmed write's durable steps.
 
 The version commit does not flush; the write's durability rests on the intent being flushed before
-anything visible changes on disk. These tests pin that order down: at the rename (and at a delete's
+anything visible changes on disk (the flush mode), or on the temp file carrying its stamp (the
+stamp mode, see docs/concepts.md). These tests pin that order down: at the rename (and at a delete's
 unlink) the intent is already synced, and a commit that never happens is rolled forward by
 recovery to exactly the version the receipt would have named.
 """
@@ -13,7 +14,7 @@ import sqlite3
 
 import pytest
 
-from agent_coherence import Coordinator, faults
+from agent_coherence import Coordinator, faults, stamps
 from agent_coherence.backends import default_database
 
 
@@ -23,11 +24,33 @@ def _intent_rows(root: str) -> list[tuple]:
 
 
 def test_the_intent_is_durable_before_the_rename(coord: Coordinator) -> None:
+    """The flush mode (no user xattrs): the intent is flushed before the rename."""
+    coord.write_mode = "flush"
     seen: list[list[tuple]] = []
     with faults.inject("rename", lambda step: seen.append(_intent_rows(coord.root))):
         coord.write("plan.md", b"v1", holder="planner")
     assert seen == [[("plan.md", 1)]]
     assert _intent_rows(coord.root) == []
+
+
+def test_the_temp_file_is_stamped_before_the_rename(coord: Coordinator) -> None:
+    """The stamp mode: the intent is not flushed; the file being renamed carries its stamp."""
+    if stamps.mode(coord.root) != "stamp":
+        pytest.skip("no user xattrs here")
+    seen: list[tuple] = []
+
+    def at_rename(step: str) -> None:
+        intent = coord.backend.get_intent("plan.md")
+        assert intent is not None
+        temp = os.path.join(coord.root, os.path.basename(intent.temp_path))
+        stamp = stamps.decode(os.getxattr(temp, stamps.ATTRIBUTE))
+        seen.append((_intent_rows(coord.root), stamp and (stamp.intent_id, stamp.version)))
+        seen.append((intent.intent_id, intent.new_version))
+
+    with faults.inject("rename", at_rename):
+        coord.write("plan.md", b"v1", holder="planner")
+    (rows, stamped), expected = seen
+    assert rows == [("plan.md", 0)] and stamped == expected
 
 
 def test_the_intent_is_durable_before_a_delete(coord: Coordinator, monkeypatch: pytest.MonkeyPatch) -> None:

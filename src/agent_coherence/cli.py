@@ -481,6 +481,7 @@ def cmd_doctor(options: Any) -> int:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     checks.append(_filesystem_check(root))
+    checks.append(_write_mode_check(root))
     for status, name, detail in checks:
         print(f"{status:<4}  {name}: {detail}")
     failed = sum(status == "FAIL" for status, _, _ in checks)
@@ -490,6 +491,16 @@ def cmd_doctor(options: Any) -> int:
     else:
         print(f"doctor: all {len(checks)} checks passed for {root}")
     return 1 if failed or (options.strict and warned) else 0
+
+
+def _write_mode_check(root: str) -> Check:
+    from . import stamps
+
+    if stamps.mode(root) == "stamp":
+        return ("PASS", "write mode", "stamp (files take the user.agent-coherence xattr: a write's "
+                "intent is not flushed, recovery reads the version from the file)")
+    why = f"{stamps.ENVIRONMENT}=off" if stamps.forced_off() else "no user extended attributes here"
+    return ("PASS", "write mode", f"flush ({why}: each write flushes its intent before the rename)")
 
 
 def _probe(name: str, probe: Callable[[str], str], workdir: str) -> Check:

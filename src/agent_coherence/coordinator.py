@@ -33,7 +33,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
-from . import arguments, faults, recovery
+from . import arguments, faults, recovery, stamps
 from .arguments import ForeignPolicy
 from .backends import open_backend
 from .backends.base import Backend, IntentPending, IntentRecord, WriteRequest
@@ -43,7 +43,7 @@ from .errors import (
 )
 from .journal import Journal
 from .retention import CompactionReport, Retention
-from .leases import LeaseContext, LeaseKeeper, acquire
+from .leases import LeaseContext, LeaseKeeper, LeaseKeys, acquire
 from .overlap import Overlap
 from .models import Lease, Snapshot, VersionInfo, WriteReceipt
 from .paths import ArtifactPath, normalize_key, resolve_file_key
@@ -93,6 +93,8 @@ class Coordinator:
             backend.retention(retention)
         self._extensions: dict[str, Any] = {}
         self._overlap = Overlap()
+        self._lease_keys = LeaseKeys(self.root)
+        self.write_mode = stamps.mode(self.root)  # "stamp": files carry their version, no intent flush
 
     @classmethod
     def open(cls, root: str | os.PathLike[str] = ".", url: str | None = None, *, recover: bool = True,
@@ -129,7 +131,7 @@ class Coordinator:
 
         A refusal is journaled once per call (``conflict.lease``, with the seconds waited), when
         the call gives up, not once per retry while it waits."""
-        return acquire(self.backend, self.key(key), arguments.holder_name(holder), self._ttl(ttl),
+        return acquire(self.backend, self._lease_keys(key), arguments.holder_name(holder), self._ttl(ttl),
                        arguments.wait_seconds(wait), self._unblock)
 
     def _ttl(self, ttl: float | None) -> float:
@@ -138,8 +140,7 @@ class Coordinator:
     def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
         """Extend ``lease``. Raises LeaseLost if it expired or was taken over."""
         ttl = lease.ttl if ttl is None else arguments.ttl_seconds(ttl)
-        record = self.backend.renew_lease(lease.key, lease.holder, lease.fence, ttl)
-        return Lease.from_record(record, ttl)
+        return self.backend.renew_lease(lease.key, lease.holder, lease.fence, ttl)
 
     def release(self, lease: Lease) -> bool:
         """Give ``lease`` up; False if it was already lost."""
@@ -150,7 +151,7 @@ class Coordinator:
         auto_renew: bool = False, on_lost: Callable[[LeaseLost], None] | None = None,
     ) -> LeaseContext:
         """``with coord.lease(key, holder=...) as lease:`` holds the lease for the block."""
-        return LeaseContext(self.backend, self.key(key), arguments.holder_name(holder), self._ttl(ttl),
+        return LeaseContext(self.backend, self._lease_keys(key), arguments.holder_name(holder), self._ttl(ttl),
                             arguments.wait_seconds(wait), auto_renew, on_lost, self._unblock)
 
     def keep_alive(self, lease: Lease, on_lost: Callable[[LeaseLost], None] | None = None) -> LeaseKeeper:
@@ -158,7 +159,9 @@ class Coordinator:
         return LeaseKeeper(self.backend, lease, on_lost).start()
 
     def leases(self, holder: str | None = None) -> list[Lease]:
-        return [Lease.from_record(r, r.expires_at - r.acquired_at) for r in self.backend.list_leases(holder)]
+        """The live leases (of ``holder`` if given); each one's ``ttl`` is its span from
+        ``acquired_at`` to ``expires_at``, as storage does not keep the ttl asked for."""
+        return self.backend.list_leases(holder)
 
     # -- channels and liveness --------------------------------------------------------------
 
@@ -181,8 +184,7 @@ class Coordinator:
     # -- reads ------------------------------------------------------------------------------
 
     def version(self, key: str) -> VersionInfo | None:
-        record = self.backend.get_version(self.key(key))
-        return VersionInfo.from_record(record) if record else None
+        return self.backend.get_version(self.key(key))
 
     def read(self, key: str | os.PathLike[str]) -> Snapshot:
         """The bytes of ``key`` and their version, read together.
@@ -209,6 +211,12 @@ class Coordinator:
             intent = self.backend.get_intent(target.key)
             if self.backend.get_version(target.key) != record:
                 continue  # a commit slipped in between the reads
+            if intent is None and disk_sha is not None:
+                try:
+                    if recovery.forward_from_stamp(self.backend, file, record, data, disk_sha) is not None:
+                        continue  # a commit lost to power loss, recorded again: read it
+                except VersionConflict:
+                    continue
             if record is None and (intent is None or intent.new_sha256 != disk_sha):
                 # untracked bytes, or a first write not renamed into place yet
                 return Snapshot(key=target.key, path=target.path, data=data or b"", version=0,
@@ -317,7 +325,7 @@ class Coordinator:
             len(data) if data is not None else 0, fence=None,
             expect_version=record.version if record else 0, kind="adopt",
         )
-        return VersionInfo.from_record(adopted)
+        return adopted
 
     def _change(
         self, key: str | os.PathLike[str], payload: bytes | None, lease: Lease | None,
@@ -373,9 +381,14 @@ class Coordinator:
                 self._abort_unread(intent, "read", error, claim)
                 raise
             old_sha = sha256_hex(old) if old is not None else None
+            if intent.base_version == 0 and old is not None \
+                    and self._forward_lost_commit(target, file, intent, old, old_sha):
+                continue
             if intent.base_version == 0 or old_sha == intent.base_sha256:
                 return intent, old
             recorded_sha = intent.base_sha256
+            if self._forward_lost_commit(target, file, intent, old, old_sha):
+                continue
             if policy != "adopt":
                 self._abort_unread(intent, "foreign_edit", f"disk {old_sha}, recorded {recorded_sha}", claim)
                 raise self._foreign_error(target.key, target.path, recorded_sha, old_sha, intent.base_version)
@@ -384,6 +397,21 @@ class Coordinator:
             self.backend.abort_write(intent, "foreign_edit", "adopted", journal=False)
             self.backend.record_version(target.key, "(adopted)", old_sha, len(old or b""), fence=None,
                                         expect_version=intent.base_version, kind="adopt")
+
+    def _forward_lost_commit(self, target: ArtifactPath, file: KeyFile, intent: IntentRecord,
+                             old: bytes | None, old_sha: str | None) -> bool:
+        """The disk differs from the record: if its stamp proves it is the next version (a commit
+        lost to power loss), give up ``intent``, record that version and return True (the caller
+        begins again on top of it); False for a foreign edit."""
+        stamp = file.read_stamp() if old is not None else None
+        if stamp is None or stamp.sha256 != old_sha or stamp.version != intent.base_version + 1:
+            return False
+        self.backend.abort_write(intent, "foreign_edit", "a lost commit found", journal=False)
+        record = self.backend.get_version(target.key)
+        try:
+            return recovery.forward_from_stamp(self.backend, file, record, old, old_sha) is not None
+        except VersionConflict:
+            return True  # another writer moved the record meanwhile: begin again
 
     def _record_intent(self, target: ArtifactPath, request: WriteRequest,
                        claim: recovery.WriteClaim) -> IntentRecord:
@@ -436,10 +464,12 @@ class Coordinator:
             recovery.undo_later(self.backend, self.root, intent, UNCHANGED, step, detail, claim)
 
     def _apply(self, file: KeyFile, intent: IntentRecord, payload: bytes | None, progress: "_Progress") -> None:
-        """The file step: make the intent durable, replace (or remove) the bytes, read back.
+        """The file step: make the write recoverable, replace (or remove) the bytes, read back.
 
-        The intent's flush runs on a helper thread while the temp file is written and fsynced;
-        nothing visible changes on disk until both are done. ``progress`` says how far it got.
+        In the ``stamp`` mode the temp file carries the stamp (see :mod:`stamps`) and the intent
+        is not flushed; in the ``flush`` mode (and for a delete, which leaves no file to stamp) the
+        intent's flush runs on a helper thread while the temp file is written and fsynced. Nothing
+        visible changes on disk until that is done. ``progress`` says how far it got.
         """
         temp_name = recovery.temp_name(intent)
         if payload is None:
@@ -453,12 +483,19 @@ class Coordinator:
             mode = file.mode()
             file.directory(create=True)
             progress.step = "write"
-            intent_synced = self._overlap.start(lambda: self.backend.sync_intent(intent))
-            try:
-                file.write_temp(temp_name, payload, mode)
-                progress.step = "intent"
-            finally:
-                intent_synced.wait()
+            if self.write_mode == "stamp":
+                # The stamped file says which version it is: recovery rolls the write forward
+                # from it, so the intent is not flushed (unless this filesystem refused the stamp).
+                if not file.write_temp(temp_name, payload, mode, recovery.stamp_for(intent)):
+                    progress.step = "intent"
+                    self.backend.sync_intent(intent)
+            else:
+                intent_synced = self._overlap.start(lambda: self.backend.sync_intent(intent))
+                try:
+                    file.write_temp(temp_name, payload, mode)
+                    progress.step = "intent"
+                finally:
+                    intent_synced.wait()
             if not intent.auto_lease:  # a long write may outlive a caller's lease: stop here if so
                 progress.step = "fence"
                 self.backend.check_fence(intent.key, intent.holder, intent.fence)

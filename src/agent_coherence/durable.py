@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Iterator, Literal
 
-from . import faults
+from . import faults, stamps
 
 TEMP_MARKER = ".ac-tmp"
 NAME_MAX = 255
@@ -69,9 +69,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def write_temp(temp: str, data: bytes, mode: int = 0o644, *, dir_fd: int | None = None) -> None:
+def write_temp(temp: str, data: bytes, mode: int = 0o644, *, dir_fd: int | None = None,
+               stamp: bytes | None = None) -> bool:
     """Create ``temp`` exclusively (never through a symlink), write ``data`` and fsync it.
-    With ``dir_fd``, ``temp`` is a name in that directory. Raises StepFailed.
+    With ``dir_fd``, ``temp`` is a name in that directory. With ``stamp``, the file carries it
+    (see :mod:`stamps`) before the fsync; returns whether it does. Raises StepFailed.
 
     On any failure or interruption (KeyboardInterrupt included) the temp file is removed."""
     try:
@@ -84,6 +86,7 @@ def write_temp(temp: str, data: bytes, mode: int = 0o644, *, dir_fd: int | None 
     try:
         faults.check("write")
         _write_all(fd, data)
+        stamped = stamp is not None and stamps.put(fd, stamp)
         step = "fsync"
         faults.check("fsync")
         os.fsync(fd)
@@ -94,6 +97,7 @@ def write_temp(temp: str, data: bytes, mode: int = 0o644, *, dir_fd: int | None 
             raise StepFailed(step, exc) from exc
         raise
     os.close(fd)
+    return stamped
 
 
 def rename_into_place(temp: str, path: str, *, dir_fd: int | None = None) -> None:

@@ -266,16 +266,11 @@ class Journal:
 
     def history(self, key: str | None = None, limit: int | None = None) -> list["Event"]:
         """Entries about ``key`` (every entry if None), oldest first."""
-        from .models import Event
-
-        records = self._backend.journal_entries(key=key, limit=limit)
-        return [Event.from_record(record) for record in records]
+        return list(self._backend.journal_entries(key=key, limit=limit))
 
     def tail(self, count: int = 20) -> list["Event"]:
         """The newest ``count`` entries, oldest first."""
-        from .models import Event
-
-        return [Event.from_record(record) for record in self._backend.journal_tail(count)]
+        return list(self._backend.journal_tail(count))
 
     def count(self, kind: str | None = None, key: str | None = None) -> int:
         return self._backend.journal_count(kind=kind, key=key)

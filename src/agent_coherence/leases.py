@@ -1,8 +1,10 @@
-"""Lease helpers on top of the backend: waiting for a lease, the ``with`` form, and renewal.
+"""Lease helpers on top of the backend: the keys of leases, waiting for a lease, the ``with``
+form, and renewal.
 
 A lease is only a promise until the commit checks its fence. Renewal keeps the promise alive for
 long work; if renewal fails the holder learns it from ``LeaseLost`` on its next write (and from
-the optional ``on_lost`` callback), never by silently writing on.
+the optional ``on_lost`` callback), never by silently writing on. The ``Lease`` handed out is the
+backend's own record (no copy is made of it).
 """
 
 from __future__ import annotations
@@ -13,10 +15,43 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from .errors import BackendUnavailable, LeaseHeld, LeaseLost
+from .paths import normalize_key
 
 if TYPE_CHECKING:
     from .backends.base import Backend
     from .models import Lease
+
+
+class LeaseKeys:
+    """The canonical key of each lease name, remembered (for at most ``size`` names, then
+    forgotten all at once) so that taking a lease does not resolve the same path every time.
+
+    Resolving a file key (confining it to the root through the symlinks on its path) costs more
+    than the lease itself. Remembering the answer is safe because a lease only names a key:
+    nothing is written under it without the write resolving the path again, at write time, and
+    walking it from the root with ``O_NOFOLLOW`` (see :mod:`rooted`), so a directory swapped for a
+    symlink after the lease was taken is refused by the write, never followed. What remembering
+    changes: a spelling whose meaning changed since (a directory on its path replaced by a
+    symlink within the root) keeps the key it first resolved to, and a write that names the file
+    by the new path then refuses that lease as one for another key. Refused names
+    (PathOutsideRoot) are not remembered, and only ``str`` spellings are.
+    """
+
+    def __init__(self, root: str, size: int = 1024) -> None:
+        self.root = root
+        self.size = size
+        self._known: dict[str, str] = {}
+
+    def __call__(self, key: object) -> str:
+        if type(key) is not str:
+            return normalize_key(self.root, key)
+        known = self._known.get(key)
+        if known is None:
+            known = normalize_key(self.root, key)
+            if len(self._known) >= self.size:
+                self._known.clear()
+            self._known[key] = known
+        return known
 
 
 def acquire(
@@ -30,17 +65,14 @@ def acquire(
     One call journals at most one ``conflict.lease``: the refusal of its last try, once ``wait``
     has run out (the tries before it are not events of their own).
     """
-    from .models import Lease
-
     started = time.monotonic()
     deadline = started + wait
     delay = 0.005
     while True:
         last = time.monotonic() >= deadline  # only the try that gives up journals the conflict
         try:
-            record = backend.acquire_lease(key, holder, ttl, record_conflict=last,
-                                           waited=time.monotonic() - started if wait else 0.0)
-            return Lease.from_record(record, ttl)
+            return backend.acquire_lease(key, holder, ttl, record_conflict=last,
+                                         waited=time.monotonic() - started if wait else 0.0)
         except LeaseHeld as held:
             if unblock is not None and unblock(key):
                 continue
@@ -81,8 +113,7 @@ class LeaseKeeper:
     def renew_now(self) -> None:
         """Renew once, on the caller's thread. Raises LeaseLost."""
         lease = self.lease
-        record = self._backend.renew_lease(lease.key, lease.holder, lease.fence, lease.ttl)
-        self.lease = lease.model_copy(update={"expires_at": record.expires_at})
+        self.lease = self._backend.renew_lease(lease.key, lease.holder, lease.fence, lease.ttl)
 
     def _run(self) -> None:
         interval = max(0.01, self.lease.ttl / 3)

@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .backends.base import Backend, IntentRecord
+from . import stamps
+from .backends.base import Backend, IntentRecord, VersionRecord
 from .durable import StepFailed, is_enospc, sha256_hex
 from .errors import CoherenceError
 from .rooted import KeyFile
@@ -133,6 +134,38 @@ def resolve(backend: Backend, root: str, intent: IntentRecord) -> Resolution:
     return Resolution(intent.key, intent.intent_id, forward)
 
 
+def stamp_for(intent: IntentRecord) -> bytes:
+    """The stamp a write of ``intent`` puts on its file (see :mod:`stamps`)."""
+    return stamps.encode(stamps.Stamp(intent.intent_id, intent.key, intent.holder, intent.fence,
+                                      intent.new_version, intent.new_sha256 or "", intent.base_sha256))
+
+
+def forward_from_stamp(backend: Backend, file: KeyFile, record: VersionRecord | None,
+                       data: bytes | None, disk_sha: str | None) -> VersionRecord | None:
+    """Roll the record forward to the write whose bytes and stamp are on disk, if the stamp proves
+    that the disk holds the next version of ``record`` and that write was never undone; None (the
+    disk is a foreign edit, or not ours to decide) otherwise. The caller holds no intent on the key.
+
+    The rules (docs/concepts.md, "Recovery from the stamp"): the stamp names this key, its sha256
+    is the disk's, its version is the record's plus one and its base hash the record's (so the
+    write built on exactly what is recorded), and the journal holds no failure or roll-back of its
+    intent. Then the lost commit is recorded again (``recover.stamp``); a race with another
+    writer is refused by the version check (VersionConflict, the caller looks again).
+    """
+    if data is None:
+        return None
+    stamp = file.read_stamp()
+    version = record.version if record else 0
+    if (stamp is None or stamp.key != file.key or stamp.sha256 != disk_sha
+            or stamp.version != version + 1 or stamp.base_sha256 != (record.sha256 if record else None)):
+        return None
+    for entry in backend.journal_entries(key=file.key):
+        if entry.kind in ("write.failed", "recover.back") and entry.data.get("intent") == stamp.intent_id:
+            return None  # that write was refused or rolled back: its bytes on disk are foreign
+    return backend.record_version(file.key, stamp.holder, disk_sha, len(data), fence=None,
+                                  expect_version=version, kind="recover.stamp")
+
+
 def temp_name(intent: IntentRecord) -> str:
     """The intent's temp file, as a name in the key's directory."""
     return os.path.basename(intent.temp_path)
@@ -164,6 +197,7 @@ def undo(backend: Backend, file: KeyFile, intent: IntentRecord, old: object, ste
             if isinstance(cause, OSError) and is_enospc(cause):
                 raise
             detail += f"; restoring the old bytes failed too ({error}): the next access reports ForeignEdit"
+            file.clear_stamp()  # the bytes left are not a version: the journal entry says so too
     backend.abort_write(intent, step, detail)
     return True
 

@@ -23,9 +23,10 @@ import errno
 import os
 import stat
 
-from . import faults
+from . import faults, stamps
 from .durable import StepFailed, remove_quietly, rename_into_place, write_temp
 from .errors import NotARegularFile, PathOutsideRoot
+from .stamps import Stamp
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -163,9 +164,38 @@ class KeyFile:
         except OSError:
             return 0o644
 
-    def write_temp(self, temp_name: str, data: bytes, mode: int) -> None:
-        """Create ``temp_name`` beside the file (making missing directories), write and fsync it."""
-        write_temp(temp_name, data, mode, dir_fd=self.directory(create=True))
+    def write_temp(self, temp_name: str, data: bytes, mode: int, stamp: bytes | None = None) -> bool:
+        """Create ``temp_name`` beside the file (making missing directories), write and fsync it;
+        with ``stamp``, stamped first (returns whether the filesystem took the stamp)."""
+        return write_temp(temp_name, data, mode, dir_fd=self.directory(create=True), stamp=stamp)
+
+    def clear_stamp(self) -> None:
+        """Remove the file's stamp if it has one (best effort: never raises)."""
+        try:
+            directory = self.directory()
+            if directory is None:
+                return
+            fd = os.open(self.name, _READ_FLAGS, dir_fd=directory)
+        except (OSError, PathOutsideRoot):
+            return
+        try:
+            stamps.remove(fd)
+        finally:
+            os.close(fd)
+
+    def read_stamp(self) -> Stamp | None:
+        """The file's stamp (see :mod:`stamps`); None if it has none or cannot be opened."""
+        directory = self.directory()
+        if directory is None:
+            return None
+        try:
+            fd = os.open(self.name, _READ_FLAGS, dir_fd=directory)
+        except OSError:
+            return None
+        try:
+            return stamps.get(fd) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        finally:
+            os.close(fd)
 
     def rename_into_place(self, temp_name: str) -> None:
         """Rename ``temp_name`` over the file and fsync the directory. Raises StepFailed."""

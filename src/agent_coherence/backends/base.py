@@ -5,7 +5,8 @@ Each method is one atomic transaction that a SQL database can run the same way (
 that same transaction, so the record and the effect can never disagree.
 
 The records (``records.py``, re-exported here) are light immutable value objects, not pydantic
-models or dataclasses: the Claude Code hook path uses the backend directly and must start fast, so
+models or dataclasses, and the public API returns the same objects (``Lease``, ``VersionInfo``,
+``Event``): the Claude Code hook path uses the backend directly and must start fast, so
 it imports ``records`` and ``sqlite`` but never this module. All times are the backend's clock,
 in epoch seconds, except channel time: ``available_at`` and dedup and effect expiry are judged by
 the backend's clock made monotonic across a step back (see ``sqlite_channels``). Every backend
@@ -51,12 +52,14 @@ class Backend(Protocol):
         A free or expired lease gets a fence strictly greater than any before it for this key.
         Raises LeaseHeld when another holder's lease is live; the refusal is journaled
         (``conflict.lease``, with ``waited`` seconds if given) unless ``record_conflict`` is False
-        (a caller that will try again journals only its last refusal).
+        (a caller that will try again journals only its last refusal). The lease returned
+        carries ``ttl`` as asked (renewal reuses it).
         """
         ...
 
     def renew_lease(self, key: str, holder: str, fence: int, ttl: float) -> LeaseRecord:
-        """Extend a live lease. Raises LeaseLost if it expired or was taken over."""
+        """Extend a live lease to ``ttl`` from now (the lease returned carries that ``ttl``).
+        Raises LeaseLost if it expired or was taken over."""
         ...
 
     def release_lease(self, key: str, holder: str, fence: int) -> bool:

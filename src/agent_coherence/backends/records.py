@@ -1,18 +1,28 @@
-"""The records the backend returns: small immutable value objects, cheap to import.
+"""The value types: small immutable objects shared by the backend, the public API and the hook.
+
+One type per concept: the lease the backend grants is the ``Lease`` the Coordinator returns and
+the Claude Code hook reads (``LeaseRecord`` is the same class under its older name; likewise
+``VersionRecord`` is ``VersionInfo`` and ``JournalRecord`` is ``Event``). The public types are
+re-exported by :mod:`agent_coherence.models`.
 
 They behave like frozen dataclasses (positional or keyword construction, defaults, equality by
 type and fields, hashing, ``repr``, ``__match_args__``, pickling, refusal of assignment) but are
 built without the ``dataclasses`` module, whose import (``inspect``, ``ast``, ...) would cost the
 Claude Code hook more than its whole decision. ``dataclasses.asdict``, ``replace``, ``fields`` and
 ``is_dataclass`` still work on them: the field table those functions read is built on first use.
-``_asdict()`` gives a field dict without that detour.
+``_asdict()`` gives a field dict without that detour; ``model_dump()``, ``model_dump_json()`` and
+``model_copy(update=...)`` keep working for code written when the public types were pydantic
+models. Nothing here validates its fields: these objects are made by this package from values it
+checked (outside input is checked where it enters, see :mod:`agent_coherence.arguments`).
 """
 
 from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TypeVar
+
+    R = TypeVar("R", bound="Record")
 
 _NO_DEFAULT = object()
 
@@ -35,14 +45,15 @@ class _DataclassFields:
                     specs.append((name, "Any", dataclasses.field(default_factory=default)))
                 else:
                     specs.append((name, "Any", dataclasses.field(default=default)))
-            shadow = dataclasses.make_dataclass(owner.__name__, specs, frozen=True)
+            # keyword-only: a field with a default may come before one without (as in Delivery)
+            shadow = dataclasses.make_dataclass(owner.__name__, specs, frozen=True, kw_only=True)
             table = {f.name: f for f in dataclasses.fields(shadow)}
             type.__setattr__(owner, "_dataclass_table", table)
         return table
 
 
 class Record:
-    """Base of the records: subclasses list their fields in ``__slots__`` (in order) and their
+    """Base of the value types: subclasses list their fields in ``__slots__`` (in order) and their
     defaults in ``_defaults`` (a callable default is a factory, called per instance)."""
 
     __slots__: tuple[str, ...] = ()
@@ -51,9 +62,13 @@ class Record:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         names = self.__slots__
+        set_field = object.__setattr__
+        if not kwargs and len(args) == len(names):  # the backends' way: every field, in order
+            for name, value in zip(names, args):
+                set_field(self, name, value)
+            return
         if len(args) > len(names):
             raise TypeError(f"{type(self).__name__}() takes {len(names)} positional arguments but {len(args)} were given")
-        set_field = object.__setattr__
         for name, value in zip(names, args):
             set_field(self, name, value)
         for name in names[len(args):]:
@@ -75,6 +90,24 @@ class Record:
 
     def _asdict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+    def model_dump(self) -> dict[str, Any]:
+        """The fields as a new dict (a dict-valued field is copied, so changing the result leaves
+        this object as it was)."""
+        return {name: dict(value) if isinstance(value, dict) else value for name, value in self._asdict().items()}
+
+    def model_dump_json(self) -> str:
+        """The fields as compact JSON (bytes as UTF-8 text)."""
+        import json
+
+        return json.dumps(self.model_dump(), separators=(",", ":"), default=_json_default)
+
+    def model_copy(self: R, *, update: dict[str, Any] | None = None) -> R:
+        """A copy with the fields in ``update`` replaced (unknown names are a TypeError)."""
+        fields = self._asdict()
+        if update:
+            fields.update(update)
+        return type(self)(**fields)
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is self.__class__:
@@ -108,18 +141,45 @@ def _frozen(record: Record, name: str) -> AttributeError:
     return FrozenInstanceError(f"cannot assign to field {name!r} of {type(record).__name__}")
 
 
-class LeaseRecord(Record):
-    __slots__ = ("key", "holder", "fence", "acquired_at", "expires_at")
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class Lease(Record):
+    """A single-writer lease on one artifact, as the backend granted it.
+
+    ``fence`` only grows per artifact; a write under this lease is refused (LeaseLost) once a
+    later fence exists or the lease expired. ``acquired_at`` and ``expires_at`` are the backend's
+    clock (epoch seconds); ``expires_at`` as of the last acquire or renew. ``ttl`` is the
+    time-to-live asked for at that acquire or renew (what renewal uses again); a lease read back
+    from storage (``get_lease``, ``list_leases``), which does not keep it, gets the span from
+    ``acquired_at`` to ``expires_at`` instead.
+    """
+
+    __slots__ = ("key", "holder", "fence", "acquired_at", "expires_at", "ttl")
+    _defaults = {"ttl": None}
     if TYPE_CHECKING:
         key: str
         holder: str
         fence: int
         acquired_at: float
         expires_at: float
+        ttl: float
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.ttl is None:
+            object.__setattr__(self, "ttl", self.expires_at - self.acquired_at)
 
 
-class VersionRecord(Record):
-    """``sha256`` None: the artifact was deleted through the layer."""
+LeaseRecord = Lease  # the name the backends used first
+
+
+class VersionInfo(Record):
+    """The version record of an artifact (no bytes). ``sha256`` None: the artifact was deleted
+    through the layer."""
 
     __slots__ = ("key", "version", "sha256", "size", "writer", "fence", "updated_at")
     if TYPE_CHECKING:
@@ -130,6 +190,9 @@ class VersionRecord(Record):
         writer: str
         fence: int
         updated_at: float
+
+
+VersionRecord = VersionInfo  # the name the backends used first
 
 
 class IntentRecord(Record):
@@ -199,9 +262,10 @@ class RefRecord(Record):
         updated_at: float
 
 
-class JournalRecord(Record):
-    """One journal entry. ``data_text``: the data exactly as the backend stores it, which is what
-    the chain hashes (None: not known, ``encode_data(data)`` stands in for it)."""
+class Event(Record):
+    """One journal entry. ``prev_hash`` and ``hash`` chain it to the entry before. ``data_text``:
+    the data exactly as the backend stores it, which is what the chain hashes (None: not known,
+    ``encode_data(data)`` stands in for it)."""
 
     __slots__ = ("seq", "ts", "kind", "key", "holder", "data", "prev_hash", "hash", "data_text")
     _defaults = {"data": dict, "prev_hash": "", "hash": "", "data_text": None}
@@ -215,6 +279,9 @@ class JournalRecord(Record):
         prev_hash: str
         hash: str
         data_text: str | None
+
+
+JournalRecord = Event  # the name the backends used first
 
 
 class WorkerRecord(Record):

@@ -315,7 +315,7 @@ class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps, RetentionOps):
                 )
             expires = max(row[3], now + ttl)
             conn.execute("UPDATE leases SET expires_at = ? WHERE key = ?", (expires, key))
-            return LeaseRecord(key, holder, row[1], row[2], expires), False
+            return LeaseRecord(key, holder, row[1], row[2], expires, ttl), False
         fence = (row[1] if row is not None else self.fence_floor(conn)) + 1  # above removed rows' fences
         conn.execute(
             "INSERT INTO leases(key, holder, fence, acquired_at, expires_at) VALUES (?,?,?,?,?) "
@@ -328,7 +328,7 @@ class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps, RetentionOps):
             if row is not None and row[0] is not None:
                 data["expired_holder"] = row[0]
             self._append(conn, "lease.acquire", key, holder, data, now)
-        return LeaseRecord(key, holder, fence, now, now + ttl), True
+        return LeaseRecord(key, holder, fence, now, now + ttl, ttl), True
 
     def acquire_lease(self, key: str, holder: str, ttl: float, *, record_conflict: bool = True,
                       waited: float = 0.0) -> LeaseRecord:
@@ -365,7 +365,7 @@ class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps, RetentionOps):
             now = self.now()
             row = self._live_lease_or_lost(conn, key, holder, fence, now)
             conn.execute("UPDATE leases SET expires_at = ? WHERE key = ?", (now + ttl, key))
-            return LeaseRecord(key, holder, fence, row[2], now + ttl)
+            return LeaseRecord(key, holder, fence, row[2], now + ttl, ttl)
 
         return self.transaction(work)
 
@@ -543,7 +543,7 @@ class SQLiteBackend(SchemaOps, RefOps, LivenessOps, ChannelOps, RetentionOps):
             if self._drop_intent(conn, intent, now) and journal:
                 self._append(conn, "write.failed", intent.key, intent.holder,
                              {"step": step, "detail": detail, "version": intent.base_version,
-                              "fence": intent.fence}, now)
+                              "fence": intent.fence, "intent": intent.intent_id}, now)
 
         self.transaction(work)
 

@@ -30,6 +30,7 @@ import contextvars
 import dataclasses
 import functools
 import inspect
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -53,6 +54,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 HANDLE_PARAMETER = "coherence"
 
 _CURRENT: contextvars.ContextVar["NodeHandle | None"] = contextvars.ContextVar("coherent_node", default=None)
+
+
+def _stored_receipt(text: str) -> WriteReceipt:
+    """A receipt as ``_record`` stored it (its fields as JSON)."""
+    return WriteReceipt(**json.loads(text))
 
 
 def current_node() -> "NodeHandle":
@@ -128,7 +134,7 @@ class NodeHandle:
         backend = self.coordinator.backend
         recorded = backend.get_ref(self._effect(artifact, n))
         if recorded is not None:
-            receipt = WriteReceipt.model_validate_json(recorded.value)
+            receipt = _stored_receipt(recorded.value)
         else:
             recognised = self._recognise(artifact, n)
             if recognised is None:
@@ -148,7 +154,7 @@ class NodeHandle:
             return None
         if n > 1:
             previous = self.coordinator.backend.get_ref(self._effect(artifact, n - 1))
-            if previous is None or WriteReceipt.model_validate_json(previous.value).version >= version.version:
+            if previous is None or _stored_receipt(previous.value).version >= version.version:
                 return None
         path = os.path.join(self.coordinator.root, artifact)
         return WriteReceipt(key=artifact, path=path, version=version.version, sha256=version.sha256 or "",

@@ -76,7 +76,7 @@ class Renewer:
     def _renew(self, holding: Holding) -> None:
         lease = holding.lease
         try:
-            record = self._backend.renew_lease(lease.key, lease.holder, lease.fence, lease.ttl)
+            renewed = self._backend.renew_lease(lease.key, lease.holder, lease.fence, lease.ttl)
         except LeaseLost as lost:
             holding.lost = lost
             self.drop(holding)
@@ -84,7 +84,7 @@ class Renewer:
         except BackendUnavailable:
             holding.due = time.monotonic() + min(1.0, lease.ttl / 10)  # retry soon
             return
-        holding.lease = lease.model_copy(update={"expires_at": record.expires_at})
+        holding.lease = renewed
         holding.due = time.monotonic() + lease.ttl / 3
 
 
