@@ -105,7 +105,7 @@ class WriteOps(TxRunner):
                 raise Contended(key)
             if journal:
                 tx.append("lease.acquire", key, holder, {"fence": 1, "ttl": ttl})
-            return LeaseRecord(key, holder, *inserted), True
+            return LeaseRecord(key, holder, *inserted, ttl), True
         old_holder, old_fence, old_acquired, old_expires, fence, acquired, expires = row
         if fence is None:
             raise LeaseHeld(
@@ -118,7 +118,7 @@ class WriteOps(TxRunner):
             if old_holder is not None:
                 data["expired_holder"] = old_holder
             tx.append("lease.acquire", key, holder, data)
-        return LeaseRecord(key, holder, fence, acquired, expires), newly
+        return LeaseRecord(key, holder, fence, acquired, expires, ttl), newly
 
     def acquire_lease(self, key: str, holder: str, ttl: float, *, record_conflict: bool = True,
                       waited: float = 0.0) -> LeaseRecord:
@@ -155,7 +155,7 @@ class WriteOps(TxRunner):
                 raise _lost(key, holder, fence, tx.one(
                     "SELECT holder, fence, holder IS NOT NULL AND expires_at > @ac_now() FROM @leases "
                     "WHERE key = %s", (key,)))
-            return LeaseRecord(key, holder, fence, row[0], row[1])
+            return LeaseRecord(key, holder, fence, row[0], row[1], ttl)
 
         return self.transaction(work, idempotent=True)
 
@@ -310,7 +310,8 @@ class WriteOps(TxRunner):
         def work(tx: Tx) -> None:
             if self._drop_intent(tx, intent) and journal:
                 tx.append("write.failed", intent.key, intent.holder,
-                          {"step": step, "detail": detail, "version": intent.base_version, "fence": intent.fence})
+                          {"step": step, "detail": detail, "version": intent.base_version, "fence": intent.fence,
+                           "intent": intent.intent_id})
 
         self.transaction(work)
 
