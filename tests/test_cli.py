@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent_coherence import Coordinator, LeaseHeld
-from agent_coherence import cli
+from agent_coherence import cli, doctor
 from agent_coherence.backends import default_database
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "lost_update.py"
@@ -132,7 +132,7 @@ def test_doctor_passes_here_and_cleans_up(tmp_path: Path) -> None:
 
 def test_doctor_warns_on_network_filesystems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(cli, "mount_of", lambda path: ("server:/export", "/", "nfs4"))
+    monkeypatch.setattr(doctor, "mount_of", lambda path: ("server:/export", "/", "nfs4"))
     assert cli.main(["doctor", "--root", str(tmp_path)]) == 0
     assert "WARN  filesystem: nfs4" in capsys.readouterr().out
     assert cli.main(["doctor", "--root", str(tmp_path), "--strict"]) == 1
@@ -148,11 +148,11 @@ def test_mount_of_picks_the_longest_matching_mount_point(tmp_path: Path) -> None
         "/dev/vdb /workspace xfs rw 0 0\n"
         "overlay /work overlay rw 0 0\n"
     )
-    assert cli.mount_of("/work/sub", str(mounts)) == ("overlay", "/work", "overlay")  # stacked: last wins
-    assert cli.mount_of("/work/my dir/a", str(mounts))[2] == "tmpfs"
-    assert cli.mount_of("/workspace/a", str(mounts))[2] == "xfs"
-    assert cli.mount_of("/home", str(mounts))[2] == "ext4"
-    assert cli.mount_of("/", str(tmp_path / "absent")) is None
+    assert doctor.mount_of("/work/sub", str(mounts)) == ("overlay", "/work", "overlay")  # stacked: last wins
+    assert doctor.mount_of("/work/my dir/a", str(mounts))[2] == "tmpfs"
+    assert doctor.mount_of("/workspace/a", str(mounts))[2] == "xfs"
+    assert doctor.mount_of("/home", str(mounts))[2] == "ext4"
+    assert doctor.mount_of("/", str(tmp_path / "absent")) is None
 
 
 def test_hook_is_dispatched_before_any_parser(monkeypatch: pytest.MonkeyPatch) -> None:
