@@ -278,7 +278,9 @@ def test_lost_update_example_loses_naively_and_never_through_the_coordinator(tmp
     seen = {name: value for name, value in counts.items() if name != "receipts"}
 
     assert counts["expected"] == 200
-    assert counts["naive_lost"] > 0, f"the naive baseline must show the loss: {seen}"
+    # Usually increments are lost; now and then two truncate-and-writes interleave into a torn,
+    # larger number ("100" under "99" reads "990"): either way the naive count is wrong.
+    assert counts["naive_lost"] != 0, f"the naive baseline must show the loss: {seen}"
     assert counts["naive"] == 200 - counts["naive_lost"]
     assert (counts["coordinated"], counts["coordinated_lost"]) == (200, 0), seen
     assert counts["final_version"] == counts["expected_version"] == 201, seen
