@@ -13,6 +13,8 @@ TYPE_CHECKING = False  # importing typing would cost the hook path several milli
 
 __version__ = "0.1.0"
 
+from .lazy import lazy_getattr
+
 _EXPORTS = {
     "Coordinator": "coordinator",
     "Lease": "models",
@@ -56,15 +58,7 @@ if TYPE_CHECKING:
     from .retention import Retention
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'agent_coherence' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f".{module_name}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(globals(), _EXPORTS)
 
 
 def __dir__() -> list[str]:

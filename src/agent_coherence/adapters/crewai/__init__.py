@@ -16,8 +16,9 @@ See docs/crewai.md for what is enforced and what is only detected.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+from ...lazy import lazy_getattr
 
 _EXPORTS = {
     "coherent_tool": "tools",
@@ -41,13 +42,7 @@ if TYPE_CHECKING:
     from .tools import CoherentTool, coherent_tool
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{module_name}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(globals(), _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ...lazy import lazy_getattr
+
 _EXPORTS = {
     "CoherentCheckpointer": "checkpointer",
     "coherent_graph": "graph",
@@ -45,15 +47,7 @@ if TYPE_CHECKING:
     from .store import CheckedPutOp, CoherentStore, VersionedItem, VersionedSearchItem
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f".{module_name}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(globals(), _EXPORTS)
 
 
 def __dir__() -> list[str]:
