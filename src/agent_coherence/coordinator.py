@@ -18,7 +18,7 @@ Any failure or interruption (KeyboardInterrupt and every other BaseException too
 back if they had been replaced, resolves the intent, journals the failure and raises: a typed error
 for a failure, the interruption itself otherwise; a write interrupted after its commit is complete.
 An undo that cannot be recorded (disk full) is retried in the background until it can be, and
-the caller still gets its ``DurabilityError``. A crash leaves the intent for recovery: on open (and
+the caller still gets its ``DurabilityError`` (the undo and the errors: :mod:`write_undo`). A crash leaves the intent for recovery: on open (and
 whenever a later writer meets it) the intent of a dead writer is rolled forward if the disk holds
 its bytes, back otherwise.
 
@@ -28,27 +28,24 @@ next read or write), not prevented.
 
 from __future__ import annotations
 
-import errno
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import arguments, faults, recovery, stamps
 from .arguments import ForeignPolicy
 from .backends import open_backend
 from .backends.base import Backend, IntentPending, IntentRecord, WriteRequest
-from .durable import StepFailed, is_enospc, sha256_hex, temp_path_for
-from .errors import (
-    BackendUnavailable, CoherenceError, DurabilityError, ForeignEdit, LeaseHeld, LeaseLost, VersionConflict,
-)
+from .durable import StepFailed, sha256_hex, temp_path_for
+from .errors import BackendUnavailable, LeaseHeld, LeaseLost, VersionConflict
 from .journal import Journal
 from .retention import CompactionReport, Retention
 from .leases import LeaseContext, LeaseKeeper, LeaseKeys, acquire
 from .overlap import Overlap
 from .models import Lease, Snapshot, VersionInfo, WriteReceipt
 from .paths import ArtifactPath, normalize_key, resolve_file_key
-from .recovery import UNCHANGED
 from .rooted import KeyFile
+from .write_undo import Progress, WriteUndo, disk_full, durability_error, foreign_error
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -94,6 +91,7 @@ class Coordinator:
         self._extensions: dict[str, Any] = {}
         self._overlap = Overlap()
         self._lease_keys = LeaseKeys(self.root)
+        self._undo = WriteUndo(backend, self.root)
         self.write_mode = stamps.mode(self.root)  # "stamp": files carry their version, no intent flush
 
     @classmethod
@@ -132,7 +130,7 @@ class Coordinator:
         A refusal is journaled once per call (``conflict.lease``, with the seconds waited), when
         the call gives up, not once per retry while it waits."""
         return acquire(self.backend, self._lease_keys(key), arguments.holder_name(holder), self._ttl(ttl),
-                       arguments.wait_seconds(wait), self._unblock)
+                       arguments.wait_seconds(wait), self._undo.unblock)
 
     def _ttl(self, ttl: float | None) -> float:
         return self.default_ttl if ttl is None else arguments.ttl_seconds(ttl)
@@ -152,7 +150,7 @@ class Coordinator:
     ) -> LeaseContext:
         """``with coord.lease(key, holder=...) as lease:`` holds the lease for the block."""
         return LeaseContext(self.backend, self._lease_keys(key), arguments.holder_name(holder), self._ttl(ttl),
-                            arguments.wait_seconds(wait), auto_renew, on_lost, self._unblock)
+                            arguments.wait_seconds(wait), auto_renew, on_lost, self._undo.unblock)
 
     def keep_alive(self, lease: Lease, on_lost: Callable[[LeaseLost], None] | None = None) -> LeaseKeeper:
         """Start renewing ``lease`` every ttl/3 in the background; call ``.stop()`` when done."""
@@ -222,7 +220,7 @@ class Coordinator:
                 return Snapshot(key=target.key, path=target.path, data=data or b"", version=0,
                                 sha256=disk_sha or EMPTY_SHA256, exists=data is not None)
             if intent is not None and time.monotonic() < deadline:
-                self._settle(intent, wait=0.05)  # a write between rename and commit: wait for it
+                self._undo.settle(intent, wait=0.05)  # a write between rename and commit: wait for it
                 continue
             if self._read_file(target, file) != data:
                 continue  # the disk moved under us (an aborted write being undone): look again
@@ -301,15 +299,15 @@ class Coordinator:
         try:
             return file.read()
         except StepFailed as failed:
-            raise self._durability_error(target, "read", failed.error) from failed.error
+            raise durability_error(target, "read", failed.error) from failed.error
         except OSError as error:
-            raise self._durability_error(target, "read", error) from error
+            raise durability_error(target, "read", error) from error
 
     def _readable(self, key: str | os.PathLike[str]) -> Snapshot:
         """``read``, raising ForeignEdit (under the raise policy) instead of returning it."""
         snapshot = self.read(key)
         if snapshot.foreign_edit and self.on_foreign_edit == "raise":
-            raise self._foreign_error(snapshot.key, snapshot.path, snapshot.recorded_sha256,
+            raise foreign_error(snapshot.key, snapshot.path, snapshot.recorded_sha256,
                                       snapshot.sha256 if snapshot.exists else None, snapshot.version)
         return snapshot
 
@@ -348,7 +346,7 @@ class Coordinator:
         with KeyFile(self.root, target.key, target.path) as file, recovery.WriteClaim(temp) as claim:
             intent, old = self._begin(target, file, claim, holder, fence, new_sha, len(payload or b""),
                                       expect_version, ttl, policy)
-            progress = _Progress()
+            progress = Progress()
             try:
                 self._apply(file, intent, payload, progress)
                 progress.step = "commit"
@@ -357,7 +355,7 @@ class Coordinator:
                 # the same version by recovery, so this commit need not flush.
                 record = self.backend.commit_write(intent, durable=False)
             except BaseException as error:
-                self._fail(target, file, intent, old, progress, error, claim)
+                self._undo.fail(target, file, intent, old, progress, error, claim)
         return WriteReceipt(key=target.key, path=target.path, version=record.version,
                             sha256=new_sha or EMPTY_SHA256, size=record.size, fence=record.fence,
                             holder=holder, committed_at=record.updated_at)
@@ -378,7 +376,7 @@ class Coordinator:
             try:
                 old = self._read_file(target, file)
             except BaseException as error:  # unreadable, not a regular file, or interrupted
-                self._abort_unread(intent, "read", error, claim)
+                self._undo.abort_unread(intent, "read", error, claim)
                 raise
             old_sha = sha256_hex(old) if old is not None else None
             if intent.base_version == 0 and old is not None \
@@ -390,8 +388,8 @@ class Coordinator:
             if self._forward_lost_commit(target, file, intent, old, old_sha):
                 continue
             if policy != "adopt":
-                self._abort_unread(intent, "foreign_edit", f"disk {old_sha}, recorded {recorded_sha}", claim)
-                raise self._foreign_error(target.key, target.path, recorded_sha, old_sha, intent.base_version)
+                self._undo.abort_unread(intent, "foreign_edit", f"disk {old_sha}, recorded {recorded_sha}", claim)
+                raise foreign_error(target.key, target.path, recorded_sha, old_sha, intent.base_version)
             # Adopt the bytes on disk as a version of their own, then write on top of them: the
             # journal shows an "adopt" followed by the "write", and no failure.
             self.backend.abort_write(intent, "foreign_edit", "adopted", journal=False)
@@ -422,11 +420,11 @@ class Coordinator:
                 faults.check("intent")
                 return self.backend.begin_write(request)
             except LeaseHeld:
-                if self._unblock(target.key):
+                if self._undo.unblock(target.key):
                     continue
                 raise
             except IntentPending as pending:
-                if not self._settle(pending.intent, wait=2.0):
+                if not self._undo.settle(pending.intent, wait=2.0):
                     intent = pending.intent
                     raise LeaseHeld(
                         f"a write to {intent.key!r} by {intent.holder!r} (pid {intent.pid} on {intent.host}) "
@@ -435,35 +433,19 @@ class Coordinator:
                         expires_at=intent.created_at, pid=intent.pid,
                     ) from None
             except OSError as error:
-                raise self._durability_error(target, "intent", error) from error
+                raise durability_error(target, "intent", error) from error
             except BackendUnavailable as error:
-                disk_full = self._disk_full(target, "intent", error)
-                if disk_full is not None:
-                    raise disk_full from error
+                full = disk_full(target, "intent", error)
+                if full is not None:
+                    raise full from error
                 raise
             except BaseException:
-                stray = self._stray_intent(target.key, request.temp_path)
+                stray = self._undo.stray_intent(target.key, request.temp_path)
                 if stray is not None:
-                    self._abort_unread(stray, "intent", "interrupted", claim)
+                    self._undo.abort_unread(stray, "intent", "interrupted", claim)
                 raise
 
-    def _stray_intent(self, key: str, temp: str) -> IntentRecord | None:
-        try:
-            intent = self.backend.get_intent(key)
-        except CoherenceError:
-            return None
-        return intent if intent is not None and intent.temp_path == temp else None
-
-    def _abort_unread(self, intent: IntentRecord, step: str, cause: object, claim: recovery.WriteClaim) -> None:
-        """Resolve an intent whose file step never started (nothing to put back). If the abort
-        cannot be recorded now, it is retried in the background (see :mod:`recovery`)."""
-        detail = cause if isinstance(cause, str) else _describe(cause)
-        try:
-            self.backend.abort_write(intent, step, detail)
-        except (CoherenceError, OSError):
-            recovery.undo_later(self.backend, self.root, intent, UNCHANGED, step, detail, claim)
-
-    def _apply(self, file: KeyFile, intent: IntentRecord, payload: bytes | None, progress: "_Progress") -> None:
+    def _apply(self, file: KeyFile, intent: IntentRecord, payload: bytes | None, progress: Progress) -> None:
         """The file step: make the write recoverable, replace (or remove) the bytes, read back.
 
         In the ``stamp`` mode the temp file carries the stamp (see :mod:`stamps`) and the intent
@@ -511,53 +493,6 @@ class Coordinator:
             back_sha = sha256_hex(back) if back is not None else None
             raise StepFailed("read_back", OSError(0, f"read back {back_sha}, wrote {intent.new_sha256}"))
 
-    def _fail(self, target: ArtifactPath, file: KeyFile, intent: IntentRecord, old: bytes | None,
-              progress: "_Progress", error: BaseException, claim: recovery.WriteClaim) -> NoReturn:
-        """Undo the write after ``error`` (or leave it complete if it committed), then raise: a
-        typed error for a failure, ``error`` itself for an interruption or a refusal."""
-        failed = error if isinstance(error, StepFailed) else None
-        step = failed.step if failed else progress.step
-        replaced = progress.replaced and step != "rename" if failed else progress.replaced
-        cause: BaseException = failed.error if failed else error
-        detail, note = _describe(cause), ""
-        restore = old if replaced else UNCHANGED
-        try:
-            recovery.undo(self.backend, file, intent, restore, step, detail)
-        except (OSError, StepFailed, CoherenceError):
-            recovery.undo_later(self.backend, self.root, intent, restore, step, detail, claim)
-            note = "the key is blocked until its undo can be recorded (retried in the background)"
-        except BaseException:  # interrupted again while undoing: finish the undo in the background
-            recovery.undo_later(self.backend, self.root, intent, restore, step, detail, claim)
-            raise
-        if isinstance(cause, OSError):
-            raise self._durability_error(target, step, cause, note) from cause
-        disk_full = self._disk_full(target, step, cause, note)
-        if disk_full is not None:
-            raise disk_full from cause
-        raise error
-
-    def _unblock(self, key: str) -> bool:
-        """A writer that died mid-write still holds the lease it took for that write: recover its
-        intent now rather than leave the key blocked until that lease expires. True if it did."""
-        stuck = self.backend.get_intent(key)
-        if stuck is not None and recovery.writer_is_dead(self.backend, stuck):
-            recovery.resolve(self.backend, self.root, stuck)
-            return True
-        return False
-
-    def _settle(self, intent: IntentRecord, wait: float) -> bool:
-        """Deal with another write's intent: recover it if its writer died, else wait up to
-        ``wait`` seconds for it to resolve. True once it is resolved."""
-        if recovery.writer_is_dead(self.backend, intent):
-            recovery.resolve(self.backend, self.root, intent)
-            return True
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            time.sleep(0.002)
-            if self.backend.get_intent(intent.key) != intent:
-                return True
-        return False
-
     # -- recovery and errors ----------------------------------------------------------------
 
     def compact(self, *, before: float | None = None, keep: int | None = None, dry_run: bool = False,
@@ -582,54 +517,3 @@ class Coordinator:
     def recover(self) -> list[recovery.Resolution]:
         """Resolve the intents of dead writers (also done on open). Returns what was resolved."""
         return recovery.recover_dead_writers(self.backend, self.root)
-
-    @staticmethod
-    def _foreign_error(key: str, path: str, recorded: str | None, disk: str | None, version: int) -> ForeignEdit:
-        what = "was deleted" if disk is None else "was changed"
-        return ForeignEdit(
-            f"{key!r} {what} outside agent-coherence since version {version} "
-            f"(recorded sha256 {str(recorded)[:12]}, disk {str(disk)[:12]})",
-            key=key, path=path, recorded_sha256=recorded, disk_sha256=disk, version=version,
-        )
-
-    @staticmethod
-    def _durability_error(target: ArtifactPath, step: str, error: OSError, note: str = "") -> DurabilityError:
-        what = "read of" if step == "read" else "write to"
-        outcome = "the previous version is intact" + (f"; {note}" if note else "")
-        facts: dict[str, Any] = {}
-        if step == "directory":
-            facts["recover"] = ("a directory on the key's path is missing, not a directory or not accessible: "
-                                "fix the path and retry")
-        elif step == "read" and not is_enospc(error):
-            facts["recover"] = "check the file's permissions and the disk, then retry"
-        return DurabilityError(
-            f"{what} {target.key!r} failed at {step}: {error.strerror or error}; {outcome}",
-            key=target.key, path=target.path, step=step, errno=error.errno, detail=str(error), **facts,
-        )
-
-    def _disk_full(self, target: ArtifactPath, step: str, error: BaseException,
-                   note: str = "") -> DurabilityError | None:
-        """A backend refusal for lack of space (the database's disk is full), as the
-        DurabilityError it is for the writer; None for any other error."""
-        if isinstance(error, BackendUnavailable) and getattr(error, "errno", None) == errno.ENOSPC:
-            full = OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (database: {error.detail})")
-            return self._durability_error(target, step, full, note)
-        return None
-
-
-class _Progress:
-    """How far a write's file step got: the step running and whether the target may have been
-    replaced (or removed) already, so an undo must put the old bytes back."""
-
-    __slots__ = ("step", "replaced")
-
-    def __init__(self) -> None:
-        self.step = "intent"
-        self.replaced = False
-
-
-def _describe(error: object) -> str:
-    if isinstance(error, Exception):
-        return str(error) or type(error).__name__
-    return f"interrupted by {type(error).__name__}"
-
