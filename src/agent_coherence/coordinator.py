@@ -356,9 +356,8 @@ class Coordinator:
                 record = self.backend.commit_write(intent, durable=False)
             except BaseException as error:
                 self._undo.fail(target, file, intent, old, progress, error, claim)
-        return WriteReceipt(key=target.key, path=target.path, version=record.version,
-                            sha256=new_sha or EMPTY_SHA256, size=record.size, fence=record.fence,
-                            holder=holder, committed_at=record.updated_at)
+        return WriteReceipt(target.key, target.path, record.version, new_sha or EMPTY_SHA256, record.size,
+                            record.fence, holder, True, record.updated_at)  # positional: as WriteRequest
 
     def _begin(
         self, target: ArtifactPath, file: KeyFile, claim: recovery.WriteClaim, holder: str, fence: int | None,
@@ -366,11 +365,8 @@ class Coordinator:
     ) -> tuple[IntentRecord, bytes | None]:
         """Record the intent, then read the old bytes and check them against the record."""
         pid, pid_start = recovery.own_identity()
-        request = WriteRequest(
-            key=target.key, holder=holder, new_sha256=new_sha, size=size, temp_path=claim.temp_path,
-            host=recovery.HOST, pid=pid, pid_start=pid_start, fence=fence, ttl=ttl,
-            expect_version=expect_version,
-        )
+        request = WriteRequest(target.key, holder, new_sha, size, claim.temp_path, recovery.HOST, pid, pid_start,
+                               fence, ttl, expect_version)  # positional (every field): the fast way to make one
         while True:
             intent = self._record_intent(target, request, claim)
             try:

@@ -15,8 +15,8 @@ import errno
 import hashlib
 import heapq
 import os
-import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator, Literal
 
 from . import faults, stamps
@@ -34,11 +34,19 @@ def temp_path_for(path: str) -> str:
 
     The target's name is shortened as needed so the temp name fits the 255-byte name limit.
     """
+    return f"{_temp_prefix(path)}{os.getpid()}.{os.urandom(4).hex()}{TEMP_MARKER}"
+
+
+_LONGEST_SUFFIX = len(f".{2**64}.{'0' * 8}{TEMP_MARKER}")  # the widest pid any system gives
+
+
+@lru_cache(maxsize=1024)
+def _temp_prefix(path: str) -> str:
+    """``<directory>/.<name>.`` with the name shortened to leave room for the suffix."""
     directory, name = os.path.split(path)
-    suffix = f".{os.getpid()}.{secrets.token_hex(4)}{TEMP_MARKER}"
-    room = NAME_MAX - 1 - len(suffix)
+    room = NAME_MAX - 1 - _LONGEST_SUFFIX
     stem = os.fsencode(name)[:room].decode("utf-8", "ignore")  # never split a character
-    return os.path.join(directory, f".{stem}{suffix}")
+    return os.path.join(directory, f".{stem}.")
 
 
 def is_temp_name(name: str) -> bool:

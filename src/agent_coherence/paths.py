@@ -132,8 +132,70 @@ def _real_root(root: str) -> str:
 
 
 def resolve_file_key(root: str, key: object) -> ArtifactPath:
-    """Resolve ``key`` (relative to ``root``, or absolute inside it) to a confined file key."""
+    """Resolve ``key`` (relative to ``root``, or absolute inside it) to a confined file key.
+
+    The string work for a ``str`` key is remembered (:func:`_lexical_plan`); the file system is
+    asked again every time, one ``lstat`` per component, so a symlink (or a directory) that
+    appeared on the path since the last call is met exactly as on a first call."""
     real_root = _real_root(os.fspath(root))
+    if type(key) is str:
+        plan = _lexical_plan(real_root, key)
+        if plan is not None:
+            target, components = plan
+            mode = _mode_without_symlinks(components)
+            if mode != _SYMLINK_MET:
+                if mode is not None and stat.S_ISDIR(mode):
+                    raise _refuse(key, real_root, "names a directory, not a file")
+                return target
+    return _resolve_file_key(real_root, key)
+
+
+_SYMLINK_MET = -1
+
+
+def _mode_without_symlinks(components: tuple[str, ...]) -> int | None:
+    """``lstat`` each path in turn: _SYMLINK_MET at the first symlink, None if one is missing
+    (nothing below it can be a symlink), else the mode of the last."""
+    mode = None
+    for path in components:
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISLNK(mode):
+            return _SYMLINK_MET
+    return mode
+
+
+@lru_cache(maxsize=4096)
+def _lexical_plan(real_root: str, key: str) -> tuple[ArtifactPath, tuple[str, ...]] | None:
+    """For a key whose resolution is lexical when no component is a symlink: the ArtifactPath
+    it names then, and the absolute path of each component to ``lstat``. None for a key that
+    always takes the full resolution (``..``, outside the root, the state directory, refused)."""
+    try:
+        text = check_plain_key(key, real_root)
+    except PathOutsideRoot:
+        return None
+    parts = text.split("/")
+    if ".." in parts or any(len(part.encode("utf-8")) > NAME_MAX for part in parts):
+        return None
+    lexical = os.path.normpath(text if os.path.isabs(text) else os.path.join(real_root, text))
+    if not lexical.startswith(real_root + os.sep):
+        return None
+    relative = lexical[len(real_root) + 1:]
+    if os.sep != "/":
+        relative = relative.replace(os.sep, "/")
+    if relative == STATE_DIR or relative.startswith(STATE_DIR + "/"):
+        return None
+    current, components = real_root, []
+    for part in lexical[len(real_root) + 1:].split(os.sep):
+        current = os.path.join(current, part)
+        components.append(current)
+    return ArtifactPath(relative, lexical), tuple(components)
+
+
+def _resolve_file_key(real_root: str, key: object) -> ArtifactPath:
+    """The full resolution (see :func:`resolve_file_key`)."""
     text = check_plain_key(key, real_root)
     for part in text.split("/"):
         if len(part.encode("utf-8")) > NAME_MAX:

@@ -136,8 +136,8 @@ def resolve(backend: Backend, root: str, intent: IntentRecord) -> Resolution:
 
 def stamp_for(intent: IntentRecord) -> bytes:
     """The stamp a write of ``intent`` puts on its file (see :mod:`stamps`)."""
-    return stamps.encode(stamps.Stamp(intent.intent_id, intent.key, intent.holder, intent.fence,
-                                      intent.new_version, intent.new_sha256 or "", intent.base_sha256))
+    return stamps.encode_fields(intent.intent_id, intent.key, intent.holder, intent.fence, intent.new_version,
+                                intent.new_sha256 or "", intent.base_sha256)
 
 
 def forward_from_stamp(backend: Backend, file: KeyFile, record: VersionRecord | None,

@@ -39,6 +39,19 @@ def kind_of(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "special file")
 
 
+def _read_to_end(fd: int, size: int) -> bytes:
+    """Read ``fd`` to its end; ``size`` (from ``fstat``) sizes the first read."""
+    data = os.read(fd, size + 1)
+    if not data:
+        return data
+    chunks = [data]
+    while True:
+        chunk = os.read(fd, max(size, 1 << 16))
+        if not chunk:
+            return b"".join(chunks) if len(chunks) > 1 else data
+        chunks.append(chunk)
+
+
 class KeyFile:
     """The file of one key (``key`` relative to ``root``; ``path`` only for messages).
 
@@ -46,7 +59,7 @@ class KeyFile:
     steps all happen in the one directory the walk reached. Not thread-safe: one per operation.
     """
 
-    __slots__ = ("root", "key", "path", "name", "_dirs", "_fd")
+    __slots__ = ("root", "key", "path", "name", "_dirs", "_fd", "_mode")
 
     def __init__(self, root: str, key: str, path: str | None = None) -> None:
         self.root = root
@@ -54,6 +67,7 @@ class KeyFile:
         self.path = path or os.path.join(root, key)
         *self._dirs, self.name = key.split("/")
         self._fd: int | None = None
+        self._mode: int | None = None
 
     def __enter__(self) -> "KeyFile":
         return self
@@ -144,18 +158,24 @@ class KeyFile:
             if error.errno == errno.ENXIO:  # a socket (or a device without a driver)
                 raise self._not_regular("socket") from None
             raise
-        with open(fd, "rb", closefd=True) as handle:
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
-                raise self._not_regular(kind_of(mode))
-            return handle.read()
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise self._not_regular(kind_of(info.st_mode))
+            self._mode = info.st_mode & 0o7777
+            return _read_to_end(fd, info.st_size)
+        finally:
+            os.close(fd)
 
     def _not_regular(self, kind: str) -> NotARegularFile:
         return NotARegularFile(f"{self.key!r} is a {kind}, not a regular file", key=self.key,
                                path=self.path, kind=kind)
 
     def mode(self) -> int:
-        """The permission bits of the file, or 0o644 if there is none (a replacement keeps them)."""
+        """The permission bits of the file, or 0o644 if there is none (a replacement keeps them).
+        Those seen by the last :meth:`read` of this object if it found a file."""
+        if self._mode is not None:
+            return self._mode
         directory = self.directory()
         if directory is None:
             return 0o644

@@ -47,9 +47,18 @@ class Stamp:
     base_sha256: str | None
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps with options makes one per call
+
+
 def encode(stamp: Stamp) -> bytes:
-    return json.dumps([1, stamp.intent_id, stamp.key, stamp.holder, stamp.fence, stamp.version,
-                       stamp.sha256, stamp.base_sha256], separators=(",", ":")).encode()
+    return encode_fields(stamp.intent_id, stamp.key, stamp.holder, stamp.fence, stamp.version, stamp.sha256,
+                         stamp.base_sha256)
+
+
+def encode_fields(intent_id: str, key: str, holder: str, fence: int, version: int, sha256: str,
+                  base_sha256: str | None) -> bytes:
+    """``encode(Stamp(...))`` without making the Stamp (a write stamps every file)."""
+    return _ENCODER.encode([1, intent_id, key, holder, fence, version, sha256, base_sha256]).encode()
 
 
 def decode(raw: bytes) -> Stamp | None:
