@@ -11,10 +11,13 @@ FOREIGN_POLICIES = ("raise", "adopt")
 
 
 def payload_bytes(data: object) -> bytes:
-    """``data`` as bytes: a str is encoded as UTF-8, a bytes-like object copied. Anything else (an
-    int would otherwise become that many NUL bytes) is a TypeError."""
+    """``data`` as bytes: a str is encoded as UTF-8, bytes kept as they are (immutable), any other
+    bytes-like object copied. Anything else (an int would otherwise become that many NUL bytes)
+    is a TypeError."""
     if isinstance(data, str):
         return data.encode("utf-8")
+    if type(data) is bytes:  # immutable: nothing to copy
+        return data
     try:
         return bytes(memoryview(data))  # type: ignore[arg-type]
     except TypeError:

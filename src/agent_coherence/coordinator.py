@@ -39,6 +39,7 @@ from .backends.base import Backend, IntentPending, IntentRecord, WriteRequest
 from .durable import StepFailed, sha256_hex, temp_path_for
 from .errors import BackendUnavailable, LeaseHeld, LeaseLost, VersionConflict
 from .journal import Journal
+from .last_written import LastWritten
 from .retention import CompactionReport, Retention
 from .leases import LeaseContext, LeaseKeeper, LeaseKeys, acquire
 from .overlap import Overlap
@@ -92,6 +93,7 @@ class Coordinator:
         self._overlap = Overlap()
         self._lease_keys = LeaseKeys(self.root)
         self._undo = WriteUndo(backend, self.root)
+        self._last_written = LastWritten()  # lets a check of the disk skip hashing bytes it wrote
         self.write_mode = stamps.mode(self.root)  # "stamp": files carry their version, no intent flush
 
     @classmethod
@@ -202,7 +204,7 @@ class Coordinator:
         while True:
             record = self.backend.get_version(target.key)
             data = self._read_file(target, file)
-            disk_sha = sha256_hex(data) if data is not None else None
+            disk_sha = self._disk_hash(target.key, data, record.sha256 if record else None)
             if record is not None and disk_sha == record.sha256:
                 return Snapshot(key=target.key, path=target.path, data=data or b"", version=record.version,
                                 sha256=disk_sha or EMPTY_SHA256, exists=data is not None)
@@ -355,7 +357,12 @@ class Coordinator:
                 # the same version by recovery, so this commit need not flush.
                 record = self.backend.commit_write(intent, durable=False)
             except BaseException as error:
+                self._last_written.forget(target.key)
                 self._undo.fail(target, file, intent, old, progress, error, claim)
+        if payload is None or new_sha is None:
+            self._last_written.forget(target.key)
+        else:
+            self._last_written.remember(target.key, new_sha, payload)
         return WriteReceipt(target.key, target.path, record.version, new_sha or EMPTY_SHA256, record.size,
                             record.fence, holder, True, record.updated_at)  # positional: as WriteRequest
 
@@ -374,7 +381,7 @@ class Coordinator:
             except BaseException as error:  # unreadable, not a regular file, or interrupted
                 self._undo.abort_unread(intent, "read", error, claim)
                 raise
-            old_sha = sha256_hex(old) if old is not None else None
+            old_sha = self._disk_hash(target.key, old, intent.base_sha256)
             if intent.base_version == 0 and old is not None \
                     and self._forward_lost_commit(target, file, intent, old, old_sha):
                 continue
@@ -391,6 +398,15 @@ class Coordinator:
             self.backend.abort_write(intent, "foreign_edit", "adopted", journal=False)
             self.backend.record_version(target.key, "(adopted)", old_sha, len(old or b""), fence=None,
                                         expect_version=intent.base_version, kind="adopt")
+
+    def _disk_hash(self, key: str, data: bytes | None, recorded: str | None) -> str | None:
+        """The sha256 of ``data`` (None for no file): ``recorded`` without hashing when ``data`` is
+        the bytes this process last wrote under that hash (see :mod:`last_written`)."""
+        if data is None:
+            return None
+        if recorded is not None and self._last_written.has_hash(key, recorded, data):
+            return recorded
+        return sha256_hex(data)
 
     def _forward_lost_commit(self, target: ArtifactPath, file: KeyFile, intent: IntentRecord,
                              old: bytes | None, old_sha: str | None) -> bool:

@@ -194,6 +194,11 @@ def _lexical_plan(real_root: str, key: str) -> tuple[ArtifactPath, tuple[str, ..
     return ArtifactPath(relative, lexical), tuple(components)
 
 
+def forget_key_plans() -> None:
+    """Drop the remembered string work of every key: the next resolution of each is a first one."""
+    _lexical_plan.cache_clear()
+
+
 def _resolve_file_key(real_root: str, key: object) -> ArtifactPath:
     """The full resolution (see :func:`resolve_file_key`)."""
     text = check_plain_key(key, real_root)
