@@ -18,9 +18,9 @@ Any failure or interruption (KeyboardInterrupt and every other BaseException too
 back if they had been replaced, resolves the intent, journals the failure and raises: a typed error
 for a failure, the interruption itself otherwise; a write interrupted after its commit is complete.
 An undo that cannot be recorded (disk full) is retried in the background until it can be, and
-the caller still gets its ``DurabilityError`` (the undo and the errors: :mod:`write_undo`). A crash leaves the intent for recovery: on open (and
-whenever a later writer meets it) the intent of a dead writer is rolled forward if the disk holds
-its bytes, back otherwise.
+the caller still gets its ``DurabilityError`` (the undo and the errors: :mod:`write_undo`). A
+crash leaves the intent for recovery: on open (and whenever a later writer meets it) the intent of
+a dead writer is rolled forward if the disk holds its bytes, back otherwise.
 
 Scope: enforced for writers that use the layer; edits that bypass it are detected (by hash, at the
 next read or write), not prevented.
@@ -310,7 +310,7 @@ class Coordinator:
         snapshot = self.read(key)
         if snapshot.foreign_edit and self.on_foreign_edit == "raise":
             raise foreign_error(snapshot.key, snapshot.path, snapshot.recorded_sha256,
-                                      snapshot.sha256 if snapshot.exists else None, snapshot.version)
+                                snapshot.sha256 if snapshot.exists else None, snapshot.version)
         return snapshot
 
     def adopt(self, key: str | os.PathLike[str], holder: str = "(adopted)") -> VersionInfo:
