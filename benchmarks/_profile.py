@@ -244,7 +244,7 @@ def profile_lease(scratch: str, n: int) -> str:
         timer.wrap(coord, "_lease_keys", "lease key (cached)")
         timer.wrap(lm, "normalize_key")
         undo = _instrument_backend(timer, coord.backend, (
-            "acquire_lease", "release_lease", "_take_lease", "_lease_row"))
+            "acquire_lease", "release_lease", "_take_lease"))
 
         def cycle() -> None:
             coord.release(coord.acquire(key, holder="bench", ttl=30))
