@@ -63,6 +63,10 @@ class _Connection(sqlite3.Connection):
 _CONNECTIONS: "WeakSet[_Connection]" = WeakSet()
 
 
+def _no_connection(*args: object) -> sqlite3.Cursor:
+    raise RuntimeError("the backend's statement runner was used without its connection")
+
+
 def _close_before_fork() -> None:
     """No SQLite connection may be open across ``fork``: the child inherits SQLite's per-process
     record of which files it has open and locked, but not the POSIX locks themselves, so even a
@@ -91,7 +95,7 @@ def _after_fork_in_child() -> None:
             import ctypes
 
             ctypes.pythonapi.Py_IncRef(ctypes.py_object(backend._conn))
-            backend._conn = None
+            backend._conn, backend._run = None, _no_connection
         backend._lock = RLock()  # another thread may have held it at the fork
 
 
@@ -108,6 +112,11 @@ class SQLiteBackend(SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelOps, Retent
         self.busy_deadline = busy_deadline
         self._lock = RLock()
         self._conn: sqlite3.Connection | None = None
+        # ``execute`` of one cursor of ``_conn``, kept for the statements whose result is read at
+        # once (the transaction's BEGIN and COMMIT, the journal append, the lease steps): it spares
+        # the cursor that ``Connection.execute`` makes per statement. Not for a result iterated
+        # while other statements run: the next statement on it resets it.
+        self._run: Callable[..., sqlite3.Cursor] = _no_connection
         self._pid = -1
         self._maintenance_countdown = 1 << 62  # no retention step before the schema exists
         _BACKENDS.add(self)
@@ -128,8 +137,12 @@ class SQLiteBackend(SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelOps, Retent
             conn.execute("PRAGMA busy_timeout=0")
             self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
             conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn, self._pid = conn, os.getpid()
+            self._conn, self._pid, self._run = conn, os.getpid(), conn.cursor().execute
         return self._conn
+
+    def _statements(self, conn: sqlite3.Connection) -> Callable[..., sqlite3.Cursor]:
+        """How to run a statement on ``conn`` whose result is read at once (see ``_run``)."""
+        return self._run if conn is self._conn else conn.execute
 
     def _retry_busy(self, operation: Callable[..., T], *args: Any) -> T:
         """``operation(*args)``, retried while the database is busy, for up to ``busy_deadline``
@@ -182,9 +195,10 @@ class SQLiteBackend(SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelOps, Retent
                 conn.execute("ROLLBACK")
             try:
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
+                    run = self._run
+                    run("BEGIN IMMEDIATE")
                     result = work(conn)
-                    conn.execute("COMMIT")
+                    run("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
@@ -208,7 +222,7 @@ class SQLiteBackend(SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelOps, Retent
     def _close_connection(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
             self._conn.close()
-        self._conn = None
+        self._conn, self._run = None, _no_connection
 
     def now(self) -> float:
         return time.time()
@@ -220,12 +234,13 @@ class SQLiteBackend(SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelOps, Retent
         data: dict[str, Any], ts: float | None = None,
     ) -> tuple[int, float, str, str]:
         """Append one entry inside the caller's transaction; returns (seq, ts, prev_hash, hash)."""
-        head = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        run = self._statements(conn)
+        head = run("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
         ts = self.now() if ts is None else ts
         data_json = encode_data(data)
         digest = chain_hash(prev, seq, ts, kind, key, holder, data_json)
-        conn.execute(
+        run(
             "INSERT INTO journal(seq, ts, kind, key, holder, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
             (seq, ts, kind, key, holder, data_json, prev, digest),
         )

@@ -46,6 +46,7 @@ class LeaseOps:
         def transaction(self, work: Callable[[sqlite3.Connection], Any], *, durable: bool = False) -> Any: ...
         def read(self, work: Callable[[sqlite3.Connection], T]) -> T: ...
         def now(self) -> float: ...
+        def _statements(self, conn: sqlite3.Connection) -> Callable[..., sqlite3.Cursor]: ...
         def _append(self, conn: sqlite3.Connection, kind: str, key: str | None, holder: str | None,
                     data: dict[str, Any], ts: float | None = None) -> tuple[int, float, str, str]: ...
         @staticmethod
@@ -59,7 +60,8 @@ class LeaseOps:
         self, conn: sqlite3.Connection, key: str, holder: str, ttl: float, now: float, journal: bool
     ) -> tuple[Lease, bool]:
         """Acquire or re-enter; returns (lease, newly_acquired). Raises LeaseHeld."""
-        row = conn.execute(LEASE_ROW, (key,)).fetchone()
+        run = self._statements(conn)
+        row = run(LEASE_ROW, (key,)).fetchone()
         expires = now + ttl
         if row is None:
             fence = self.fence_floor(conn) + 1  # above the fences of removed rows
@@ -73,10 +75,10 @@ class LeaseOps:
                     )
                 if old_expires > expires:  # re-entry never shortens the lease
                     expires = old_expires
-                conn.execute(_EXTEND, (expires, key))
+                run(_EXTEND, (expires, key))
                 return Lease(key, holder, fence, acquired_at, expires, ttl), False
             fence += 1
-        conn.execute(_TAKE, (key, holder, fence, now, expires))
+        run(_TAKE, (key, holder, fence, now, expires))
         if journal:
             if row is not None and row[0] is not None:
                 self._append(conn, "lease.acquire", key, holder,
@@ -130,7 +132,7 @@ class LeaseOps:
     def release_lease(self, key: str, holder: str, fence: int) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
             now = self.now()
-            if not conn.execute(_RELEASE, (now, key, holder, fence)).rowcount:
+            if not self._statements(conn)(_RELEASE, (now, key, holder, fence)).rowcount:
                 return False  # already lost (expired and taken, or released): nothing to journal
             self._append(conn, "lease.release", key, holder, {"fence": fence}, now)
             return True
