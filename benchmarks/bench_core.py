@@ -2,6 +2,7 @@
 
     python benchmarks/bench_core.py [--quick] [--rounds N] [--dir DIR] [--no-peer] [--profile]
                                     [--only writes|leases|contention] [--lease-cycles N]
+                                    [--lease-baseline REV]
 
 Everything is measured side by side in one run, in interleaved rounds (see ``_util``): the
 figures quoted are medians of per-round medians, and every ratio is the median of per-round
@@ -24,10 +25,14 @@ If the write (or the lease) misses its target, a profile of where its time goes 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import multiprocessing
 import os
 import shutil
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -248,7 +253,50 @@ def _lease_case(scratch: str, n: int, mode: str) -> Callable[[], list[int]]:
     return run
 
 
-def bench_leases(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
+class _Baseline:
+    """The lease cases of another revision (``lease_baseline.py`` in a process of its own),
+    measured in the same rounds as this checkout's."""
+
+    def __init__(self, scratch: str, revision: str) -> None:
+        src = revision if os.path.isdir(revision) else self._export(scratch, revision)
+        self.revision = revision
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("lease_baseline.py")), "--src", src, "--dir", scratch],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.imported = json.loads(self._line())
+
+    @staticmethod
+    def _export(scratch: str, revision: str) -> str:
+        target = _fresh_dir(scratch, "baseline-src")
+        archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent.parent), "archive", "--format=tar", revision, "src"],
+                                 check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(target, filter="data")
+        return os.path.join(target, "src")
+
+    def _line(self) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the baseline driver for {self.revision} stopped (exit {self.proc.wait()})")
+        return line
+
+    def case(self, mode: str, n: int) -> Callable[[], list[int]]:
+        def run() -> list[int]:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(f"{mode} {n}\n")
+            self.proc.stdin.flush()
+            return [int(ns) for ns in json.loads(self._line())]
+
+        return run
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def bench_leases(scratch: str, rounds: int, n: int, baseline: str | None = None) -> tuple[str, bool]:
     modes = {
         "filelock": ("`filelock.FileLock` acquire + release", "no TTL, no holder, no fence"),
         "portalocker": ("`portalocker.Lock` acquire + release", "no TTL, no holder, no fence"),
@@ -256,7 +304,18 @@ def bench_leases(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
         "context": ("`with coord.lease(...)`", "TTL, holder, fence, journaled"),
         "backend": ("`backend.acquire_lease` + `release_lease`", "TTL, holder, fence, journaled"),
     }
-    res = interleaved_rounds({m: _lease_case(scratch, n, m) for m in modes}, rounds, label="leases")
+    cases = {m: _lease_case(scratch, n, m) for m in modes}
+    other = _Baseline(scratch, baseline) if baseline else None
+    if other is not None:
+        for mode in ("coord", "backend"):
+            title, gives = modes[mode]
+            modes[f"{mode} (baseline)"] = (f"{title} at `{baseline}`", gives)
+            cases[f"{mode} (baseline)"] = other.case(mode, n)
+    try:
+        res = interleaved_rounds(cases, rounds, label="leases")
+    finally:
+        if other is not None:
+            other.close()
     rows, all_met = [], True
     for mode, (title, gives) in modes.items():
         ratio = res.ratio(mode, "filelock")
@@ -265,6 +324,8 @@ def bench_leases(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
             target, met = f"≤ {LOCK_TARGET:.2f}×", verdict(ratio <= LOCK_TARGET)
             all_met &= ratio <= LOCK_TARGET
         over_backend = fmt_ratio(res.ratio(mode, "backend")) if mode in ("coord", "context", "backend") else ""
+        if mode.endswith("(baseline)"):
+            over_backend = fmt_ratio(res.ratio(mode, "backend (baseline)"))
         low, high = res.ratio_spread(mode, "filelock")
         spread = f"{low:.2f}–{high:.2f}" if mode != "filelock" else ""
         rows.append([title, fmt_us(res.median(mode)), fmt_us(res.p90(mode)), fmt_rate(1e9 / res.median(mode)),
@@ -280,6 +341,12 @@ def bench_leases(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
         "",
         markdown_table(["operation", "median µs", "p90 µs", "cycles/s", "× filelock", "spread", "× backend",
                         "gives", "target", "result"], rows),
+        *([] if other is None else [
+            "",
+            f"A/B in the same rounds: this checkout ÷ `{baseline}` (imported from {other.imported}): "
+            + ", ".join(f"{mode} {fmt_ratio(res.ratio(mode, f'{mode} (baseline)'))} (spread "
+                        + "–".join(f"{r:.2f}" for r in res.ratio_spread(mode, f"{mode} (baseline)")) + ")"
+                        for mode in ("coord", "backend")) + "."]),
     ]), all_met
 
 
@@ -436,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=SECTIONS, action="append",
                         help="run only this section (repeatable; default: all)")
     parser.add_argument("--lease-cycles", type=int, help="lease cycles per case per round (default 200 quick, 500 full)")
+    parser.add_argument("--lease-baseline", metavar="REV",
+                        help="also time the lease cases of this git revision (or src folder) in the same rounds")
     args = parser.parse_args(argv)
 
     rounds = args.rounds or (5 if args.quick else 11)
@@ -460,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
             text, met["write"] = bench_writes(scratch, rounds, n, peer_n, not args.no_peer)
             emit(text)
         if "leases" in sections:
-            text, met["lease"] = bench_leases(scratch, rounds, lease_n)
+            text, met["lease"] = bench_leases(scratch, rounds, lease_n, args.lease_baseline)
             emit(text)
         if "contention" in sections:
             text, met["contention"] = bench_contention(scratch, contention_rounds, duration)
