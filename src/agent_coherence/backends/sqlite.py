@@ -184,9 +184,10 @@ class SQLiteBackend(SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelOps, Retent
         return result  # type: ignore[return-value]
 
     def _attempt(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
-        """One try of ``transaction``. An interrupt between any two of its statements leaves the
-        transaction either committed or open (rolled back at the next use: ``in_transaction``),
-        never half applied."""
+        """One try of ``transaction``. An interrupt (any BaseException) between two of its
+        statements leaves the transaction committed or rolled back; one that lands inside the
+        rollback itself leaves it open until the next use rolls it back (``in_transaction``).
+        Never half applied."""
         with self._lock:
             conn = self._connection()
             if durable:
