@@ -2,7 +2,7 @@
 
 A fence is handed out once per key, ever: each acquire reads the row's fence and writes it + 1 in
 one BEGIN IMMEDIATE transaction together with its journal entry. The naive way (read the highest
-fence, then write it + 1, two autocommit statements, as a counter file would) hands fences out
+fence from a counter file, then write it + 1) hands fences out
 twice as soon as processes overlap; through the backend every fence is handed out exactly once,
 the journal holds exactly one entry per step and verifies, a process killed at any moment never
 makes a fence be handed out again, and an interrupt between any two statements of a step leaves
@@ -29,14 +29,15 @@ PROCESSES, CYCLES = 4, 40
 
 
 def _naive_fences(path: str, start, out) -> None:  # type: ignore[no-untyped-def]
-    conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+    fd = os.open(path, os.O_RDWR)
     start.wait()
     fences = []
     for _ in range(CYCLES):
-        fence = conn.execute("SELECT value FROM counter").fetchone()[0] + 1
+        fence = int(os.pread(fd, 8, 0)) + 1
         time.sleep(0.0005)  # the time a real caller spends between its read and its write
-        conn.execute("UPDATE counter SET value = ?", (fence,))
+        os.pwrite(fd, b"%08d" % fence, 0)
         fences.append(fence)
+    os.close(fd)
     out.put(fences)
 
 
@@ -67,12 +68,9 @@ def _run_all(target, arg: str) -> list[int]:  # type: ignore[no-untyped-def]
 
 
 def test_the_naive_counter_hands_fences_out_twice(tmp_path):
-    path = str(tmp_path / "naive.db")
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE counter(value INTEGER NOT NULL)")
-        conn.execute("INSERT INTO counter VALUES (0)")
-    fences = _run_all(_naive_fences, path)
+    path = tmp_path / "fence-counter"
+    path.write_bytes(b"%08d" % 0)
+    fences = _run_all(_naive_fences, str(path))
     assert len(fences) == PROCESSES * CYCLES
     assert len(set(fences)) < len(fences)  # the same fence given to two holders
 
