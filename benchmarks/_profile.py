@@ -108,10 +108,12 @@ def _instrument_backend(timer: CallTimer, backend: object, methods: tuple[str, .
         timer.wrap(backend, name, f"backend.{name}")
     backend._connection()  # type: ignore[attr-defined]
     real_conn = backend._conn  # type: ignore[attr-defined]
+    real_run = backend._run  # type: ignore[attr-defined]
     backend._conn = SQLStatementTimer(real_conn, timer)  # type: ignore[attr-defined]
+    backend._run = backend._conn.execute  # type: ignore[attr-defined]  # the reused cursor's statements too
 
     def undo() -> None:
-        backend._conn = real_conn  # type: ignore[attr-defined]
+        backend._conn, backend._run = real_conn, real_run  # type: ignore[attr-defined]
 
     return undo
 
@@ -244,7 +246,7 @@ def profile_lease(scratch: str, n: int) -> str:
         timer.wrap(coord, "_lease_keys", "lease key (cached)")
         timer.wrap(lm, "normalize_key")
         undo = _instrument_backend(timer, coord.backend, (
-            "acquire_lease", "release_lease", "_take_lease", "_lease_row"))
+            "acquire_lease", "release_lease", "_take_lease"))
 
         def cycle() -> None:
             coord.release(coord.acquire(key, holder="bench", ttl=30))

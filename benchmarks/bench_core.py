@@ -1,6 +1,8 @@
 """Core benchmarks: confirmed durable writes, leases, and contended read-modify-write.
 
     python benchmarks/bench_core.py [--quick] [--rounds N] [--dir DIR] [--no-peer] [--profile]
+                                    [--only writes|leases|contention] [--lease-cycles N]
+                                    [--lease-baseline REV]
 
 Everything is measured side by side in one run, in interleaved rounds (see ``_util``): the
 figures quoted are medians of per-round medians, and every ratio is the median of per-round
@@ -23,10 +25,14 @@ If the write (or the lease) misses its target, a profile of where its time goes 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import multiprocessing
 import os
 import shutil
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,6 +54,7 @@ WARMUP = 5
 STEADY_WARMUP = 200  # x 11 WAL pages per write: past SQLite's 1000-page auto-checkpoint
 KEY = "bench/payload.bin"
 SIZES = {"1 KiB": 1024, "64 KiB": 64 * 1024}
+SECTIONS = ("writes", "leases", "contention")
 
 
 def _fresh_dir(scratch: str, tag: str) -> str:
@@ -246,7 +253,50 @@ def _lease_case(scratch: str, n: int, mode: str) -> Callable[[], list[int]]:
     return run
 
 
-def bench_leases(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
+class _Baseline:
+    """The lease cases of another revision (``lease_baseline.py`` in a process of its own),
+    measured in the same rounds as this checkout's."""
+
+    def __init__(self, scratch: str, revision: str) -> None:
+        src = revision if os.path.isdir(revision) else self._export(scratch, revision)
+        self.revision = revision
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("lease_baseline.py")), "--src", src, "--dir", scratch],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.imported = json.loads(self._line())
+
+    @staticmethod
+    def _export(scratch: str, revision: str) -> str:
+        target = _fresh_dir(scratch, "baseline-src")
+        archive = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent.parent), "archive", "--format=tar", revision, "src"],
+                                 check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(target, filter="data")
+        return os.path.join(target, "src")
+
+    def _line(self) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the baseline driver for {self.revision} stopped (exit {self.proc.wait()})")
+        return line
+
+    def case(self, mode: str, n: int) -> Callable[[], list[int]]:
+        def run() -> list[int]:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(f"{mode} {n}\n")
+            self.proc.stdin.flush()
+            return [int(ns) for ns in json.loads(self._line())]
+
+        return run
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def bench_leases(scratch: str, rounds: int, n: int, baseline: str | None = None) -> tuple[str, bool]:
     modes = {
         "filelock": ("`filelock.FileLock` acquire + release", "no TTL, no holder, no fence"),
         "portalocker": ("`portalocker.Lock` acquire + release", "no TTL, no holder, no fence"),
@@ -254,7 +304,18 @@ def bench_leases(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
         "context": ("`with coord.lease(...)`", "TTL, holder, fence, journaled"),
         "backend": ("`backend.acquire_lease` + `release_lease`", "TTL, holder, fence, journaled"),
     }
-    res = interleaved_rounds({m: _lease_case(scratch, n, m) for m in modes}, rounds, label="leases")
+    cases = {m: _lease_case(scratch, n, m) for m in modes}
+    other = _Baseline(scratch, baseline) if baseline else None
+    if other is not None:
+        for mode in ("coord", "backend"):
+            title, gives = modes[mode]
+            modes[f"{mode} (baseline)"] = (f"{title} at `{baseline}`", gives)
+            cases[f"{mode} (baseline)"] = other.case(mode, n)
+    try:
+        res = interleaved_rounds(cases, rounds, label="leases")
+    finally:
+        if other is not None:
+            other.close()
     rows, all_met = [], True
     for mode, (title, gives) in modes.items():
         ratio = res.ratio(mode, "filelock")
@@ -263,8 +324,12 @@ def bench_leases(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
             target, met = f"≤ {LOCK_TARGET:.2f}×", verdict(ratio <= LOCK_TARGET)
             all_met &= ratio <= LOCK_TARGET
         over_backend = fmt_ratio(res.ratio(mode, "backend")) if mode in ("coord", "context", "backend") else ""
+        if mode.endswith("(baseline)"):
+            over_backend = fmt_ratio(res.ratio(mode, "backend (baseline)"))
+        low, high = res.ratio_spread(mode, "filelock")
+        spread = f"{low:.2f}–{high:.2f}" if mode != "filelock" else ""
         rows.append([title, fmt_us(res.median(mode)), fmt_us(res.p90(mode)), fmt_rate(1e9 / res.median(mode)),
-                     fmt_ratio(ratio), over_backend, gives, target, met])
+                     fmt_ratio(ratio), spread, over_backend, gives, target, met])
     return "\n".join([
         "### Uncontended lease acquire + release vs file locks",
         "",
@@ -272,10 +337,16 @@ def bench_leases(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
         "resolves and confines it on first use and remembers it per coordinator, as a lease only names a "
         "key and every write resolves its path again; the backend rows are handed the canonical key). Ours "
         "commits each step with SQLite WAL `synchronous=NORMAL` (survives a process crash, not power loss) "
-        "and journals it.",
+        "and journals it: an acquire is one transaction of 6 statements, a release one of 5.",
         "",
-        markdown_table(["operation", "median µs", "p90 µs", "cycles/s", "× filelock", "× backend", "gives",
-                        "target", "result"], rows),
+        markdown_table(["operation", "median µs", "p90 µs", "cycles/s", "× filelock", "spread", "× backend",
+                        "gives", "target", "result"], rows),
+        *([] if other is None else [
+            "",
+            f"A/B in the same rounds: this checkout ÷ `{baseline}` (imported from {other.imported}): "
+            + ", ".join(f"{mode} {fmt_ratio(res.ratio(mode, f'{mode} (baseline)'))} (spread "
+                        + "–".join(f"{r:.2f}" for r in res.ratio_spread(mode, f"{mode} (baseline)")) + ")"
+                        for mode in ("coord", "backend")) + "."]),
     ]), all_met
 
 
@@ -429,10 +500,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peer", action="store_true", help="skip the ccs peer")
     parser.add_argument("--profile", action="store_true", help="always print the write profile")
     parser.add_argument("--no-profile", action="store_true", help="never print the write profile")
+    parser.add_argument("--only", choices=SECTIONS, action="append",
+                        help="run only this section (repeatable; default: all)")
+    parser.add_argument("--lease-cycles", type=int, help="lease cycles per case per round (default 200 quick, 500 full)")
+    parser.add_argument("--lease-baseline", metavar="REV",
+                        help="also time the lease cases of this git revision (or src folder) in the same rounds")
     args = parser.parse_args(argv)
 
     rounds = args.rounds or (5 if args.quick else 11)
     n, peer_n, lease_n = (30, 15, 200) if args.quick else (80, 30, 500)
+    lease_n = args.lease_cycles or lease_n
+    sections = args.only or SECTIONS
     contention_rounds, duration = (1, 3.0) if args.quick else (3, 5.0)
     base = args.dir or tempfile.gettempdir()
     os.makedirs(base, exist_ok=True)
@@ -447,18 +525,21 @@ def main(argv: list[str] | None = None) -> int:
 
     met: dict[str, bool] = {}
     try:
-        text, met["write"] = bench_writes(scratch, rounds, n, peer_n, not args.no_peer)
-        emit(text)
-        text, met["lease"] = bench_leases(scratch, rounds, lease_n)
-        emit(text)
-        text, met["contention"] = bench_contention(scratch, contention_rounds, duration)
-        emit(text)
+        if "writes" in sections:
+            text, met["write"] = bench_writes(scratch, rounds, n, peer_n, not args.no_peer)
+            emit(text)
+        if "leases" in sections:
+            text, met["lease"] = bench_leases(scratch, rounds, lease_n, args.lease_baseline)
+            emit(text)
+        if "contention" in sections:
+            text, met["contention"] = bench_contention(scratch, contention_rounds, duration)
+            emit(text)
         from _profile import profile_lease, profile_write
 
-        if args.profile or (not met["write"] and not args.no_profile):
+        if "writes" in sections and (args.profile or (not met["write"] and not args.no_profile)):
             for size in SIZES.values():
                 emit(profile_write(scratch, size, 100 if args.quick else 300))
-        if args.profile or (not met["lease"] and not args.no_profile):
+        if "leases" in sections and (args.profile or (not met["lease"] and not args.no_profile)):
             emit(profile_lease(scratch, 300 if args.quick else 1000))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -24,8 +24,13 @@ def payload_bytes(data: object) -> bytes:
         raise TypeError(f"data must be bytes-like or str, not {type(data).__name__}") from None
 
 
+_INFINITY = float("inf")
+
+
 def ttl_seconds(ttl: object, name: str = "ttl") -> float:
     """A lease time-to-live: a finite number of seconds above 0."""
+    if (type(ttl) is float or type(ttl) is int) and 0 < ttl < _INFINITY:
+        return float(ttl)  # the usual case, checked in one step (NaN fails it)
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(ttl).__name__}")
     if not math.isfinite(ttl) or ttl <= 0:
@@ -35,6 +40,8 @@ def ttl_seconds(ttl: object, name: str = "ttl") -> float:
 
 def wait_seconds(wait: object) -> float:
     """How long to wait: a finite number of seconds, 0 or more."""
+    if (type(wait) is float or type(wait) is int) and 0 <= wait < _INFINITY:
+        return float(wait)  # the usual case, checked in one step (NaN fails it)
     if isinstance(wait, bool) or not isinstance(wait, (int, float)):
         raise TypeError(f"wait must be a number of seconds, not {type(wait).__name__}")
     if not math.isfinite(wait) or wait < 0:

@@ -26,6 +26,7 @@ weakness: a field's text could be shifted into its neighbour (or NULL swapped fo
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring_ascii as _quote  # the escaping json.dumps does (ensure_ascii)
 
 from .errors import BackendUnavailable, JournalCorrupt
 from .hashing import sha256_hex
@@ -43,10 +44,63 @@ FORMAT = "agent-coherence.journal/2"  # the first element of every hashed entry
 FORMAT_ENTRY = "journal.format"  # the entry that starts the current encoding in a migrated journal
 CHECKPOINT_ENTRY = "journal.checkpoint"  # the entry that anchors what compaction removed
 
+_FORMAT_PREFIX = "[" + _quote(FORMAT) + ","
+
 
 def encode_data(data: dict[str, Any]) -> str:
-    """The canonical JSON text of an entry's data, as stored (and then hashed as stored)."""
+    """The canonical JSON text of an entry's data, as stored (and then hashed as stored): exactly
+    ``json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)``.
+
+    The usual data (a flat dict of str keys and str, int, float, bool or None values) is spelled
+    here without the ``json.dumps`` machinery, which costs more than the rest of a lease step;
+    anything else goes to ``json.dumps`` itself. Both give the same text (a property test holds
+    them to it), so the stored data and its hash do not depend on which path made them.
+    """
+    if type(data) is dict:
+        try:
+            names = sorted(data)
+        except TypeError:  # keys of mixed types: json.dumps says why
+            names = None
+        if names is not None:
+            parts = []
+            for name in names:
+                value = _scalar(data[name]) if type(name) is str else None
+                if value is None:
+                    break
+                parts.append(_quote(name) + ":" + value)
+            else:
+                return "{" + ",".join(parts) + "}"
     return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _scalar(value: Any) -> str | None:
+    """The JSON text ``json.dumps`` gives a str, int, float, bool or None (exactly that type, no
+    subclass); None for anything else."""
+    kind = type(value)
+    if kind is str:
+        return _quote(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        return _float_text(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    return None
+
+
+def _float_text(value: float) -> str:
+    """A float as ``json.dumps`` writes it (``allow_nan``: NaN and the infinities by name)."""
+    if value - value == 0.0:  # finite (for an infinity or NaN the difference is NaN)
+        return float.__repr__(value)
+    if value != value:
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def _text_or_null(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
 
 
 def chain_hash(
@@ -59,8 +113,15 @@ def chain_hash(
     The material is the JSON array ``[FORMAT, prev_hash, seq, ts, kind, key, holder, data_text]``:
     strings are quoted and escaped, NULL is ``null``, so the fields cannot run into each other.
     """
-    material = json.dumps([FORMAT, prev_hash, int(seq), float(ts), kind, key, holder, data_text],
-                          separators=(",", ":"), ensure_ascii=True)
+    if type(prev_hash) is str and type(kind) is str and type(data_text) is str and \
+            (key is None or type(key) is str) and (holder is None or type(holder) is str):
+        # What json.dumps gives this array, spelled without it (see encode_data).
+        material = "".join((
+            _FORMAT_PREFIX, _quote(prev_hash), ",", int.__repr__(int(seq)), ",", _float_text(float(ts)), ",",
+            _quote(kind), ",", _text_or_null(key), ",", _text_or_null(holder), ",", _quote(data_text), "]"))
+    else:  # a field of another type (read from a damaged or edited row): json.dumps decides
+        material = json.dumps([FORMAT, prev_hash, int(seq), float(ts), kind, key, holder, data_text],
+                              separators=(",", ":"), ensure_ascii=True)
     return sha256_hex(material.encode("ascii"))
 
 

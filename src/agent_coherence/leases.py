@@ -65,6 +65,13 @@ def acquire(
     One call journals at most one ``conflict.lease``: the refusal of its last try, once ``wait``
     has run out (the tries before it are not events of their own).
     """
+    if not wait:  # one try (again only after ``unblock`` freed the lease), no clock to read
+        while True:
+            try:
+                return backend.acquire_lease(key, holder, ttl)
+            except LeaseHeld:
+                if unblock is None or not unblock(key):
+                    raise
     started = time.monotonic()
     deadline = started + wait
     delay = 0.005

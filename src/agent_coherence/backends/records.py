@@ -169,10 +169,24 @@ class Lease(Record):
         ttl: float
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) == 6 and not kwargs:  # the backend's grant: every field, in order (its hot path)
+            key, holder, fence, acquired_at, expires_at, ttl = args
+            _set_key(self, key)
+            _set_holder(self, holder)
+            _set_fence(self, fence)
+            _set_acquired_at(self, acquired_at)
+            _set_expires_at(self, expires_at)
+            _set_ttl(self, expires_at - acquired_at if ttl is None else ttl)
+            return
         super().__init__(*args, **kwargs)
         if self.ttl is None:
             object.__setattr__(self, "ttl", self.expires_at - self.acquired_at)
 
+
+# The slots' own setters: a Lease is made on every acquire, and these cost a third of what
+# object.__setattr__ does per field.
+_set_key, _set_holder, _set_fence, _set_acquired_at, _set_expires_at, _set_ttl = (
+    Lease.__dict__[name].__set__ for name in Lease.__slots__)
 
 LeaseRecord = Lease  # the name the backends used first
 

@@ -26,17 +26,18 @@ try:
 except ImportError:
     import sqlite3  # type: ignore[no-redef]
 
-from ..errors import BackendUnavailable, LeaseHeld, LeaseLost, VersionConflict
+from ..errors import BackendUnavailable
 from ..journal import GENESIS, ChainWalk, chain_hash, encode_data, unreadable_entry, verify_entries
 from ..logs import WARNING, log
 from .sqlite_channels import ChannelOps
+from .sqlite_leases import LeaseOps
 from .sqlite_liveness import LivenessOps
 from .sqlite_retention import INDEXED_KINDS, INDEXED_KINDS_SQL, JOURNAL_BOUNDS, RetentionOps
 from .sqlite_schema import SchemaOps
 from .sqlite_refs import RefOps
 from .sqlite_writes import WriteOps
 from .sqlite_tx import Deferred as _Deferred, database_error, is_busy as _is_busy
-from .records import IntentPending, IntentRecord, JournalRecord, LeaseRecord, VersionRecord, WriteRequest
+from .records import JournalRecord
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
@@ -61,6 +62,10 @@ class _Connection(sqlite3.Connection):
 
 
 _CONNECTIONS: "WeakSet[_Connection]" = WeakSet()
+
+
+def _no_connection(*args: object) -> sqlite3.Cursor:
+    raise RuntimeError("the backend's statement runner was used without its connection")
 
 
 def _close_before_fork() -> None:
@@ -91,14 +96,14 @@ def _after_fork_in_child() -> None:
             import ctypes
 
             ctypes.pythonapi.Py_IncRef(ctypes.py_object(backend._conn))
-            backend._conn = None
+            backend._conn, backend._run = None, _no_connection
         backend._lock = RLock()  # another thread may have held it at the fork
 
 
 os.register_at_fork(before=_close_before_fork, after_in_child=_after_fork_in_child)
 
 
-class SQLiteBackend(WriteOps, SchemaOps, RefOps, LivenessOps, ChannelOps, RetentionOps):
+class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelOps, RetentionOps):
     """Backend on one SQLite file. Safe for many processes and threads on one host."""
 
     name = "sqlite"
@@ -108,6 +113,11 @@ class SQLiteBackend(WriteOps, SchemaOps, RefOps, LivenessOps, ChannelOps, Retent
         self.busy_deadline = busy_deadline
         self._lock = RLock()
         self._conn: sqlite3.Connection | None = None
+        # ``execute`` of one cursor of ``_conn``, kept for the statements whose result is read at
+        # once (the transaction's BEGIN and COMMIT, the journal append, the lease steps): it spares
+        # the cursor that ``Connection.execute`` makes per statement. Not for a result iterated
+        # while other statements run: the next statement on it resets it.
+        self._run: Callable[..., sqlite3.Cursor] = _no_connection
         self._pid = -1
         self._maintenance_countdown = 1 << 62  # no retention step before the schema exists
         _BACKENDS.add(self)
@@ -128,19 +138,27 @@ class SQLiteBackend(WriteOps, SchemaOps, RefOps, LivenessOps, ChannelOps, Retent
             conn.execute("PRAGMA busy_timeout=0")
             self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
             conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn, self._pid = conn, os.getpid()
+            self._conn, self._pid, self._run = conn, os.getpid(), conn.cursor().execute
         return self._conn
 
-    def _retry_busy(self, operation: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self.busy_deadline
+    def _statements(self, conn: sqlite3.Connection) -> Callable[..., sqlite3.Cursor]:
+        """How to run a statement on ``conn`` whose result is read at once (see ``_run``)."""
+        return self._run if conn is self._conn else conn.execute
+
+    def _retry_busy(self, operation: Callable[..., T], *args: Any) -> T:
+        """``operation(*args)``, retried while the database is busy, for up to ``busy_deadline``
+        seconds from the first refusal; any other SQLite error becomes BackendUnavailable."""
+        deadline = 0.0
         attempt = 0
         while True:
             try:
-                return operation()
+                return operation(*args)
             except sqlite3.DatabaseError as error:
                 if not (isinstance(error, sqlite3.OperationalError) and _is_busy(error)):
                     raise database_error(self.path, self.name, error) from error
-                if time.monotonic() > deadline:
+                if not attempt:
+                    deadline = time.monotonic() + self.busy_deadline
+                elif time.monotonic() > deadline:
                     log("backends.sqlite", WARNING, "SQLite database %s stayed busy for %.0fs", self.path,
                         self.busy_deadline)
                     raise BackendUnavailable(
@@ -158,42 +176,46 @@ class SQLiteBackend(WriteOps, SchemaOps, RefOps, LivenessOps, ChannelOps, Retent
         a ``_Deferred`` error, the transaction commits (keeping its journal entry) and the error is
         raised afterwards.
         """
-
-        def attempt() -> T | _Deferred:
-            with self._lock:
-                conn = self._connection()
-                if durable:
-                    conn.execute("PRAGMA synchronous=FULL")
-                if conn.in_transaction:  # left open by an interruption (KeyboardInterrupt) mid-way
-                    conn.execute("ROLLBACK")
-                try:
-                    try:
-                        conn.execute("BEGIN IMMEDIATE")
-                        result = work(conn)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
-                    return result
-                finally:
-                    if durable:
-                        conn.execute("PRAGMA synchronous=NORMAL")
-
         # A bounded retention step every so many transactions, before this one rather than after:
         # an interrupt during the step then comes before the caller's change, never after it.
         self.maintenance_due()
-        result = self._retry_busy(attempt)
-        if isinstance(result, _Deferred):
-            raise result.error
-        return result
+        result = self._retry_busy(self._attempt, work, durable)
+        if result.__class__ is _Deferred:
+            raise result.error  # type: ignore[union-attr]
+        return result  # type: ignore[return-value]
+
+    def _attempt(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
+        """One try of ``transaction``. An interrupt (any BaseException) between two of its
+        statements leaves the transaction committed or rolled back; one that lands inside the
+        rollback itself leaves it open until the next use rolls it back (``in_transaction``).
+        Never half applied."""
+        with self._lock:
+            conn = self._connection()
+            if durable:
+                conn.execute("PRAGMA synchronous=FULL")
+            if conn.in_transaction:  # left open by an interruption (KeyboardInterrupt) mid-way
+                conn.execute("ROLLBACK")
+            try:
+                try:
+                    run = self._run
+                    run("BEGIN IMMEDIATE")
+                    result = work(conn)
+                    run("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                return result
+            finally:
+                if durable:
+                    conn.execute("PRAGMA synchronous=NORMAL")
 
     def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def attempt() -> T:
-            with self._lock:
-                return work(self._connection())
+        return self._retry_busy(self._read_once, work)
 
-        return self._retry_busy(attempt)
+    def _read_once(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            return work(self._connection())
 
     def close(self) -> None:
         with self._lock:
@@ -202,7 +224,7 @@ class SQLiteBackend(WriteOps, SchemaOps, RefOps, LivenessOps, ChannelOps, Retent
     def _close_connection(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
             self._conn.close()
-        self._conn = None
+        self._conn, self._run = None, _no_connection
 
     def now(self) -> float:
         return time.time()
@@ -214,12 +236,13 @@ class SQLiteBackend(WriteOps, SchemaOps, RefOps, LivenessOps, ChannelOps, Retent
         data: dict[str, Any], ts: float | None = None,
     ) -> tuple[int, float, str, str]:
         """Append one entry inside the caller's transaction; returns (seq, ts, prev_hash, hash)."""
-        head = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        run = self._statements(conn)
+        head = run("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
         ts = self.now() if ts is None else ts
         data_json = encode_data(data)
         digest = chain_hash(prev, seq, ts, kind, key, holder, data_json)
-        conn.execute(
+        run(
             "INSERT INTO journal(seq, ts, kind, key, holder, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
             (seq, ts, kind, key, holder, data_json, prev, digest),
         )
@@ -295,120 +318,3 @@ class SQLiteBackend(WriteOps, SchemaOps, RefOps, LivenessOps, ChannelOps, Retent
             return list(self.journal_entries())
         return list(self.journal_entries(after=start[0] - 1))[-count:]
 
-    # -- leases -----------------------------------------------------------------------------
-
-    @staticmethod
-    def _lease_row(conn: sqlite3.Connection, key: str) -> tuple | None:
-        return conn.execute(
-            "SELECT holder, fence, acquired_at, expires_at FROM leases WHERE key = ?", (key,)
-        ).fetchone()
-
-    def _take_lease(
-        self, conn: sqlite3.Connection, key: str, holder: str, ttl: float, now: float, journal: bool
-    ) -> tuple[LeaseRecord, bool]:
-        """Acquire or re-enter; returns (lease, newly_acquired). Raises LeaseHeld."""
-        row = self._lease_row(conn, key)
-        if row is not None and row[0] is not None and row[3] > now:
-            if row[0] != holder:
-                raise LeaseHeld(
-                    f"{key!r} is leased by {row[0]!r} until {time.ctime(row[3])}",
-                    key=key, holder=row[0], acquired_at=row[2], expires_at=row[3],
-                )
-            expires = max(row[3], now + ttl)
-            conn.execute("UPDATE leases SET expires_at = ? WHERE key = ?", (expires, key))
-            return LeaseRecord(key, holder, row[1], row[2], expires, ttl), False
-        fence = (row[1] if row is not None else self.fence_floor(conn)) + 1  # above removed rows' fences
-        conn.execute(
-            "INSERT INTO leases(key, holder, fence, acquired_at, expires_at) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(key) DO UPDATE SET holder=excluded.holder, fence=excluded.fence, "
-            "acquired_at=excluded.acquired_at, expires_at=excluded.expires_at",
-            (key, holder, fence, now, now + ttl),
-        )
-        if journal:
-            data: dict[str, Any] = {"fence": fence, "ttl": ttl}
-            if row is not None and row[0] is not None:
-                data["expired_holder"] = row[0]
-            self._append(conn, "lease.acquire", key, holder, data, now)
-        return LeaseRecord(key, holder, fence, now, now + ttl, ttl), True
-
-    def acquire_lease(self, key: str, holder: str, ttl: float, *, record_conflict: bool = True,
-                      waited: float = 0.0) -> LeaseRecord:
-        def work(conn: sqlite3.Connection) -> LeaseRecord | _Deferred:
-            now = self.now()
-            try:
-                return self._take_lease(conn, key, holder, ttl, now, journal=True)[0]
-            except LeaseHeld as held:
-                if not record_conflict:
-                    raise
-                data: dict[str, Any] = {"held_by": held.holder}
-                if waited:
-                    data["waited"] = round(waited, 3)
-                self._append(conn, "conflict.lease", key, holder, data, now)
-                return _Deferred(held)
-
-        return self.transaction(work)
-
-    def _live_lease_or_lost(self, conn: sqlite3.Connection, key: str, holder: str, fence: int, now: float) -> tuple:
-        row = self._lease_row(conn, key)
-        if row is None or row[0] != holder or row[1] != fence or row[3] <= now:
-            current_holder = row[0] if row is not None and row[3] > now else None
-            current_fence = row[1] if row is not None else 0
-            why = "expired" if current_holder is None else f"now held by {current_holder!r} (fence {current_fence})"
-            raise LeaseLost(
-                f"lease on {key!r} (holder {holder!r}, fence {fence}) is lost: {why}",
-                key=key, holder=holder, fence=fence,
-                current_holder=current_holder, current_fence=current_fence,
-            )
-        return row
-
-    def renew_lease(self, key: str, holder: str, fence: int, ttl: float) -> LeaseRecord:
-        def work(conn: sqlite3.Connection) -> LeaseRecord:
-            now = self.now()
-            row = self._live_lease_or_lost(conn, key, holder, fence, now)
-            conn.execute("UPDATE leases SET expires_at = ? WHERE key = ?", (now + ttl, key))
-            return LeaseRecord(key, holder, fence, row[2], now + ttl, ttl)
-
-        return self.transaction(work)
-
-    def check_fence(self, key: str, holder: str, fence: int) -> None:
-        self.read(lambda conn: self._live_lease_or_lost(conn, key, holder, fence, self.now()))
-
-    def release_lease(self, key: str, holder: str, fence: int) -> bool:
-        def work(conn: sqlite3.Connection) -> bool:
-            now = self.now()
-            cursor = conn.execute(
-                "UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ? AND holder = ? AND fence = ?",
-                (now, key, holder, fence),
-            )
-            if cursor.rowcount:
-                self._append(conn, "lease.release", key, holder, {"fence": fence}, now)
-            return bool(cursor.rowcount)
-
-        return self.transaction(work)
-
-    def release_holder(self, holder: str) -> list[str]:
-        def work(conn: sqlite3.Connection) -> list[str]:
-            now = self.now()
-            keys = [r[0] for r in conn.execute(
-                "SELECT key FROM leases WHERE holder = ? AND expires_at > ?", (holder, now))]
-            for key in keys:
-                conn.execute("UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ?", (now, key))
-                self._append(conn, "lease.release", key, holder, {"reason": "holder released all"}, now)
-            return keys
-
-        return self.transaction(work)
-
-    def get_lease(self, key: str) -> LeaseRecord | None:
-        row = self.read(lambda conn: self._lease_row(conn, key))
-        if row is None or row[0] is None or row[3] <= self.now():
-            return None
-        return LeaseRecord(key, row[0], row[1], row[2], row[3])
-
-    def list_leases(self, holder: str | None = None) -> list[LeaseRecord]:
-        sql = "SELECT key, holder, fence, acquired_at, expires_at FROM leases WHERE holder IS NOT NULL AND expires_at > ?"
-        params: list[Any] = [self.now()]
-        if holder is not None:
-            sql += " AND holder = ?"
-            params.append(holder)
-        rows = self.read(lambda conn: conn.execute(sql + " ORDER BY key", params).fetchall())
-        return [LeaseRecord(*row) for row in rows]

@@ -35,12 +35,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-# Journal kinds with an index (a partial one: ordinary writes and leases pay nothing for it). A
-# count or lookup of one of them must repeat the index's condition for SQLite to use it.
+# Journal kinds with an index (a partial one: ordinary writes and leases are not in it). A count
+# or lookup of one of them must repeat the index's condition for SQLite to use it. The condition
+# is spelled with OR, not as ``kind IN (...)``: SQLite evaluates it at every journal append, and
+# an IN list of constants makes it build a temporary b-tree each time (about 3.5 µs per append,
+# measured; the OR form costs nothing measurable).
 INDEXED_KINDS = ("conflict.lease", "conflict.version", "write.failed", CHECKPOINT_ENTRY)
-INDEXED_KINDS_SQL = "kind IN (" + ", ".join(f"'{kind}'" for kind in INDEXED_KINDS) + ")"
+INDEXED_KINDS_SQL = "(" + " OR ".join(f"kind = '{kind}'" for kind in INDEXED_KINDS) + ")"
+JOURNAL_BY_KIND = f"CREATE INDEX IF NOT EXISTS journal_by_kind ON journal(kind, seq) WHERE {INDEXED_KINDS_SQL}"
 RETENTION_SCHEMA = f"""
-CREATE INDEX IF NOT EXISTS journal_by_kind ON journal(kind, seq) WHERE {INDEXED_KINDS_SQL};
+{JOURNAL_BY_KIND};
 """
 # Two subqueries: each is one b-tree descent; ``SELECT min(seq), max(seq)`` would scan the table.
 JOURNAL_BOUNDS = "SELECT (SELECT min(seq) FROM journal), (SELECT max(seq) FROM journal)"
