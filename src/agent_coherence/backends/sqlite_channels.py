@@ -81,10 +81,6 @@ def dead_letter_name(channel: str) -> str:
     return f"{channel}.dead"
 
 
-def _message(row: tuple) -> MessageRecord:
-    return MessageRecord(*row)
-
-
 def _ended_deliveries(delivered: list[list[Any]]) -> dict[str, Any]:
     """The data of a fast channel's ack entry: per message [id, group, consumer, attempt, sent]."""
     if len(delivered) == 1:
@@ -98,10 +94,15 @@ class ChannelOps(ChannelDepthOps):
 
     # -- channel time -----------------------------------------------------------------------
 
-    def _advance_channel_time(self, conn: sqlite3.Connection) -> tuple[float, float]:
-        """(backend clock, channel time) inside a write transaction; notices a step back."""
+    def _advance_channel_time(self, conn: sqlite3.Connection,
+                              clock: tuple[float | None, float | None] | None = None) -> tuple[float, float]:
+        """(backend clock, channel time) inside a write transaction; notices a step back.
+        ``clock``: the stored (observed, ahead), when the caller read it with its own first
+        statement ((None, None) when there is none yet)."""
         wall = self.now()  # type: ignore[attr-defined]
-        row = conn.execute("SELECT observed, ahead FROM channel_clock WHERE id = 1").fetchone()
+        row = clock if clock is not None else conn.execute("SELECT observed, ahead FROM channel_clock WHERE id = 1").fetchone()
+        if row is not None and row[0] is None:
+            row = None
         observed, ahead = row if row is not None else (wall, 0.0)
         now, stored_ahead = wall + ahead, ahead
         if now < observed:
@@ -209,14 +210,17 @@ class ChannelOps(ChannelDepthOps):
         config = self.channel_config(channel)
 
         def work(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
-            wall, now = self._advance_channel_time(conn)
-            # One read for the id counter and the groups: a row per group (one with NULL if none).
+            # One read for the channel clock, the id counter and the groups: a row per group (one
+            # with NULL if none).
             rows = conn.execute(
-                "SELECT s.last_id, g.grp FROM (SELECT ? AS channel) AS c "
+                "SELECT k.observed, k.ahead, s.last_id, g.grp FROM (SELECT ? AS channel) AS c "
+                "LEFT JOIN channel_clock AS k ON k.id = 1 "
                 "LEFT JOIN message_seq AS s ON s.channel = c.channel "
                 "LEFT JOIN channel_groups AS g ON g.channel = c.channel", (channel,)).fetchall()
-            last_id = rows[0][0] or 0
-            groups = [row[1] for row in rows if row[1] is not None]
+            first = rows[0]
+            wall, now = self._advance_channel_time(conn, (first[0], first[1]))
+            last_id = first[2] or 0
+            groups = [row[3] for row in rows if row[3] is not None]
             results: list[tuple[int, bool]] = []
             for payload, encoding, key, delay, deadline in items:
                 if key is not None:
@@ -264,26 +268,28 @@ class ChannelOps(ChannelDepthOps):
                     f"SELECT {_COLUMNS} FROM messages WHERE channel = ? AND grp = ? AND available_at <= ? "
                     "ORDER BY available_at, id LIMIT ?", (channel, group, now, wanted)).fetchall()
                 moved = 0
-                for row in rows:
-                    message = _message(row)
-                    if message.id in taken:
+                visible_until = now + visibility_timeout
+                for message_id, _, _, key, payload, encoding, enqueued_at, visible_at, deadline, attempts, held, previous \
+                        in rows:
+                    if message_id in taken:
                         continue  # a zero visibility timeout leaves it visible: once per call
-                    if message.attempts >= config.max_attempts:
-                        self._dead_letter(conn, message, now, wall)
+                    if attempts >= config.max_attempts:
+                        self._dead_letter(conn, MessageRecord(
+                            message_id, channel, group, key, payload, encoding, enqueued_at, visible_at, deadline,
+                            attempts, held, previous), now, wall)
                         moved += 1
                         continue
-                    taken.add(message.id)
-                    if message.consumer is not None:
-                        redelivered.append([message.id, message.consumer, message.attempts])
+                    taken.add(message_id)
+                    if previous is not None:
+                        redelivered.append([message_id, previous, attempts])
                     receipt = os.urandom(8).hex()
                     conn.execute(
                         "UPDATE messages SET available_at = ?, receipt = ?, consumer = ?, attempts = attempts + 1 "
                         "WHERE id = ? AND grp = ? AND channel = ?",
-                        (now + visibility_timeout, receipt, consumer, message.id, group, channel))
+                        (visible_until, receipt, consumer, message_id, group, channel))
                     received.append(MessageRecord(
-                        message.id, channel, group, message.key, message.payload, message.encoding,
-                        message.enqueued_at, now + visibility_timeout, message.deadline,
-                        message.attempts + 1, receipt, consumer))
+                        message_id, channel, group, key, payload, encoding, enqueued_at, visible_until, deadline,
+                        attempts + 1, receipt, consumer))
                 if not moved or len(rows) < wanted:
                     break  # look again only to refill the places of dead-lettered messages
             if not received:
