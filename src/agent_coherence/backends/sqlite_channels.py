@@ -16,12 +16,18 @@ message that became visible, or a timeout that ran out, in the last 50 ms before
 hidden for up to 50 ms more. Deadlines, journal times and worker times stay on the backend's clock.
 
 The record: a ``durable`` channel journals every send, receive and ack as it happens. A ``fast``
-channel journals each delivery once, when it ends: the ack (``message.ack``: id, group, consumer,
-attempt, send time), the receive that delivers the message again (``message.redeliver``: the
-previous consumer and attempt), or the move to the dead-letter channel (``message.dead``). While a
-message is in a fast channel its row is its record (not hash-chained until it leaves). So the
-journal of a fast channel says who received and acknowledged what with one entry per round trip
-instead of three; what it does not prove is that a message still queued was sent.
+channel journals each delivery once, when it ends: the receive that delivers the message again
+(``message.redeliver``: the previous consumer and attempt) or the move to the dead-letter channel
+(``message.dead``) at once, and the acks in batches. An ack keeps the row, marked acknowledged
+(``acked_at`` set, its receipt kept: that pair means "not chained yet"), and one ``message.ack``
+entry later lists every such row of the channel (``delivered``: id, group, consumer, attempt,
+send time, ack time) in the transaction that deletes them. A batch is chained by the operation of
+a process on the channel once that process has kept CHAIN_BATCH rows, or kept one CHAIN_AFTER
+seconds before; by ``configure`` when the channel stops batching; and on close. It takes every
+unchained row of the channel, so rows kept by a process killed meanwhile are chained by the next
+batch, once (one transaction reads, journals and deletes them). Until its batch is chained an
+acknowledged message's row is its record, as a queued message's row is: committed, but not in the
+hash chain. A fast channel with ``retention`` journals each ack at once (its rows stay anyway).
 
 Unacknowledged messages are counted per (channel, group) in the transactions that change them
 (``sqlite_channel_depth``), so liveness reads counts, not messages.
@@ -36,6 +42,7 @@ from __future__ import annotations
 import os
 import time
 
+from ..errors import CoherenceError
 from ..logs import INFO, WARNING, log
 from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
 from .sqlite_channel_depth import ACKED, MESSAGE_COLUMNS as _COLUMNS, ChannelDepthOps, count_messages
@@ -74,11 +81,20 @@ CLOCK_STEP_REPORTED = 1.0  # a step back of at least this many seconds is journa
 CLOCK_RECORD_EVERY = 0.05
 
 CONFIG_CACHE_SECONDS = 1.0
+# A fast channel's acknowledged rows are chained into one journal entry once a process has kept
+# this many, or kept one this many seconds ago (judged at its next operation on the channel).
+CHAIN_BATCH = 64
+CHAIN_AFTER = 1.0
 RECEIVE_SEEN_EVERY = 1.0  # seconds: how stale a receiving consumer's last_seen may be (see _seen_receiving)
 
 
 def dead_letter_name(channel: str) -> str:
     return f"{channel}.dead"
+
+
+def _batches(config: ChannelConfig) -> bool:
+    """Whether the channel records acknowledgements in batches (fast, nothing retained)."""
+    return not config.durable and config.retention == 0
 
 
 def _ended_deliveries(delivered: list[list[Any]]) -> dict[str, Any]:
@@ -157,6 +173,7 @@ class ChannelOps(ChannelDepthOps):
         process takes effect here within that time (a change made here, at once)."""
         def work(conn: sqlite3.Connection) -> ChannelConfig:
             if update is not None:
+                self._switch_record(conn, self._config(conn, name), update)
                 self._store_config(conn, update)
                 return update
             return self._config(conn, name)
@@ -176,15 +193,28 @@ class ChannelOps(ChannelDepthOps):
 
     def configure_channel(self, name: str, changes: dict[str, Any]) -> ChannelConfig:
         def work(conn: sqlite3.Connection) -> ChannelConfig:
-            fields = self._config(conn, name)._asdict()
+            old = self._config(conn, name)
+            fields = old._asdict()
             fields.update(changes)
             config = ChannelConfig(**fields)
+            self._switch_record(conn, old, config)
             self._store_config(conn, config)
             return config
 
         config = self.transaction(work)  # type: ignore[attr-defined]
         self.__dict__.setdefault("_config_cache", {})[name] = (config, time.monotonic())
         return config
+
+    def _switch_record(self, conn: sqlite3.Connection, old: ChannelConfig, new: ChannelConfig) -> None:
+        """Keep the record whole across a change of how acknowledgements are recorded: rows kept
+        for the next batch are chained before a channel stops batching; acknowledged rows kept
+        for retention lose their receipt before it starts (they are on record already)."""
+        was, will = _batches(old), _batches(new)
+        if was and not will:
+            self._chain_acks(conn, new.name, self.now())  # type: ignore[attr-defined]
+        elif will and not was:
+            conn.execute("UPDATE messages SET receipt = NULL WHERE channel = ? AND acked_at IS NOT NULL "
+                         "AND receipt IS NOT NULL", (new.name,))
 
     def list_channels(self) -> list[ChannelConfig]:
         names = self.read(lambda conn: [r[0] for r in conn.execute(  # type: ignore[attr-defined]
@@ -208,6 +238,7 @@ class ChannelOps(ChannelDepthOps):
         # Read before the transaction: its sync level must be set before BEGIN. The dedup TTL
         # comes from the same read (reading it again inside would cost a statement per send).
         config = self.channel_config(channel)
+        chained = [False]
 
         def work(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
             # One read for the channel clock, the id counter and the groups: a row per group (one
@@ -219,6 +250,7 @@ class ChannelOps(ChannelDepthOps):
                 "LEFT JOIN channel_groups AS g ON g.channel = c.channel", (channel,)).fetchall()
             first = rows[0]
             wall, now = self._advance_channel_time(conn, (first[0], first[1]))
+            self._chain_on_the_way(conn, channel, wall, chained)
             last_id = first[2] or 0
             groups = [row[3] for row in rows if row[3] is not None]
             results: list[tuple[int, bool]] = []
@@ -248,7 +280,10 @@ class ChannelOps(ChannelDepthOps):
                              {"ids": sent} if len(sent) > 1 else {"id": sent[0]}, wall)
             return results
 
-        return self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]
+        results: list[tuple[int, bool]] = self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]
+        if chained[0]:
+            self._note_unchained(channel, 0, True)
+        return results
 
     # -- receive ----------------------------------------------------------------------------
 
@@ -256,9 +291,11 @@ class ChannelOps(ChannelDepthOps):
         self, channel: str, group: str, consumer: str, visibility_timeout: float, limit: int
     ) -> list[MessageRecord]:
         config = self.channel_config(channel)  # max_attempts: cached like the send's dedup TTL
+        chained = [False]
 
         def work(conn: sqlite3.Connection) -> list[MessageRecord]:
             wall, now = self._advance_channel_time(conn)
+            self._chain_on_the_way(conn, channel, wall, chained)
             received: list[MessageRecord] = []
             redelivered: list[list[Any]] = []  # [id, previous consumer, previous attempt]
             taken: set[int] = set()
@@ -306,7 +343,10 @@ class ChannelOps(ChannelDepthOps):
                              {"group": group, "previous": redelivered}, wall)
             return received
 
-        return self.transaction(work)  # type: ignore[attr-defined]
+        records: list[MessageRecord] = self.transaction(work)  # type: ignore[attr-defined]
+        if chained[0]:
+            self._note_unchained(channel, 0, True)
+        return records
 
     def _dead_letter(self, conn: sqlite3.Connection, message: MessageRecord, now: float, wall: float) -> None:
         dead = dead_letter_name(message.channel)
@@ -356,9 +396,15 @@ class ChannelOps(ChannelDepthOps):
         effect_scope: str | None = None,
     ) -> list[bool]:
         config = self.channel_config(channel)
+        # A fast channel without retention keeps each acknowledged row as its record until a
+        # batch of them is chained into one journal entry (see the module docstring).
+        batched = _batches(config)
+        kept = [0]  # rows this transaction kept for the next batch
+        chained = [False]
 
         def work(conn: sqlite3.Connection) -> list[bool]:
             wall, now = self._advance_channel_time(conn)
+            kept[0], chained[0] = 0, False
             results: list[bool] = []
             delivered: list[list[Any]] = []  # [id, group, consumer, attempt, sent] of each ack
             counted: dict[str, int] = {}
@@ -378,9 +424,13 @@ class ChannelOps(ChannelDepthOps):
                                                 now + effect_ttl)
                     results.append(False)
                     continue
-                if config.retention > 0:
+                if batched:
+                    # The receipt stays: an acknowledged row with a receipt is one not chained yet.
                     conn.execute("UPDATE messages SET acked_at = ?, available_at = ? WHERE id = ? AND grp = ? "
                                  "AND receipt = ? AND channel = ?", (now, ACKED) + match)
+                elif config.retention > 0:
+                    conn.execute("UPDATE messages SET acked_at = ?, available_at = ?, receipt = NULL WHERE id = ? "
+                                 "AND grp = ? AND receipt = ? AND channel = ?", (now, ACKED) + match)
                 else:
                     conn.execute("DELETE FROM messages WHERE id = ? AND grp = ? AND receipt = ? AND channel = ?", match)
                 if effect_ttl is not None:
@@ -391,23 +441,100 @@ class ChannelOps(ChannelDepthOps):
                 delivered.append([message_id, group, row[0], row[2], row[3]])
                 results.append(True)
             if not delivered:
+                chained[0] = self._chain_if_due(conn, channel, wall, 0)
                 return results
             for group, acked in counted.items():
                 count_messages(conn, channel, [group], -acked)
             done = [d[0] for d in delivered]
-            if config.durable:
+            if batched:
+                kept[0] = len(delivered)
+            elif config.durable:
                 self._append(conn, "message.ack", f"channel:{channel}", None,  # type: ignore[attr-defined]
                              {"ids": done} if len(done) > 1 else {"id": done[0]}, wall)
             else:
                 self._append(conn, "message.ack", f"channel:{channel}", None,  # type: ignore[attr-defined]
                              _ended_deliveries(delivered), wall)
+            chained[0] = self._chain_if_due(conn, channel, wall, kept[0])
             if config.retention > 0:
                 # Through messages_acked: touches only what expired, however many are retained.
                 conn.execute("DELETE FROM messages WHERE channel = ? AND acked_at IS NOT NULL AND acked_at < ?",
                              (channel, now - config.retention))
             return results
 
-        return self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]
+        results = self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]
+        self._note_unchained(channel, kept[0], chained[0])
+        return results
+
+    # -- the record of a fast channel's acknowledgements -----------------------------------
+
+    def _chain_if_due(self, conn: sqlite3.Connection, channel: str, wall: float, adding: int) -> bool:
+        """Chain the channel's acknowledged rows into the journal (inside the caller's
+        transaction) if this process has kept CHAIN_BATCH of them, or kept one CHAIN_AFTER
+        seconds ago (or the clock stepped back since). True if it chained."""
+        pending = self.__dict__.get("_unchained_acks", {}).get(channel)
+        count, since = pending if pending is not None else (0, wall)
+        if count + adding < CHAIN_BATCH and (count == 0 or 0 <= wall - since < CHAIN_AFTER):
+            return False
+        self._chain_acks(conn, channel, wall)
+        return True
+
+    def _note_unchained(self, channel: str, kept: int, chained: bool) -> None:
+        """After the transaction committed: what this process left for the next batch."""
+        pending: dict[str, list[float]] = self.__dict__.setdefault("_unchained_acks", {})
+        if chained:
+            pending.pop(channel, None)
+        elif kept:
+            entry = pending.setdefault(channel, [0, self.now()])  # type: ignore[attr-defined]
+            entry[0] += kept
+
+    def _chain_acks(self, conn: sqlite3.Connection, channel: str, wall: float) -> int:
+        """One ``message.ack`` entry for every acknowledged, not yet chained row of ``channel``
+        (whoever acknowledged it, a process killed since included), then the rows go. Through
+        messages_acked: only acknowledged rows are read. Returns how many were chained."""
+        rows = conn.execute(
+            "SELECT id, grp, consumer, attempts, enqueued_at, acked_at FROM messages WHERE channel = ? "
+            "AND acked_at IS NOT NULL AND receipt IS NOT NULL ORDER BY acked_at, grp, id", (channel,)).fetchall()
+        if not rows:
+            return 0
+        self._append(conn, "message.ack", f"channel:{channel}", None,  # type: ignore[attr-defined]
+                     {"delivered": [list(row) for row in rows]}, wall)
+        conn.execute("DELETE FROM messages WHERE channel = ? AND acked_at IS NOT NULL AND receipt IS NOT NULL",
+                     (channel,))
+        return len(rows)
+
+    def chain_acks(self, channel: str | None = None) -> int:
+        """Chain the acknowledged rows of fast channels that are not chained yet into the journal
+        now, whoever acknowledged them: of ``channel``, or (None) of every channel this process
+        left some in. Returns how many rows. Closing the backend does it; the channel operations
+        do it on their own once a batch is due."""
+        pending: dict[str, list[float]] = self.__dict__.setdefault("_unchained_acks", {})
+        names = [channel] if channel is not None else sorted(pending)
+        if not names:
+            return 0
+
+        def work(conn: sqlite3.Connection) -> int:
+            wall = self.now()  # type: ignore[attr-defined]
+            return sum(self._chain_acks(conn, name, wall) for name in names)
+
+        chained: int = self.transaction(work)  # type: ignore[attr-defined]
+        for name in names:
+            pending.pop(name, None)
+        return chained
+
+    def _chain_before_close(self) -> None:
+        """Chain what this process left unchained (on close). A failure is logged, not raised:
+        the rows stay as the record and the next batch in their channel chains them."""
+        if not self.__dict__.get("_unchained_acks"):
+            return
+        try:
+            self.chain_acks()
+        except CoherenceError as error:
+            log("channels", WARNING, "acknowledgements left for the next batch: %s", error.message)
+
+    def _chain_on_the_way(self, conn: sqlite3.Connection, channel: str, wall: float, chained: list[bool]) -> None:
+        """In a send or receive: chain the rows this process left in ``channel`` if they are due."""
+        if channel in self.__dict__.get("_unchained_acks", ()):
+            chained[0] = self._chain_if_due(conn, channel, wall, 0)
 
     @staticmethod
     def _record_effect(conn: sqlite3.Connection, scope: str, key: str, expires_at: float) -> None:
