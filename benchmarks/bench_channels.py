@@ -400,7 +400,7 @@ def _wal_frames(side: sqlite3.Connection, operation: Callable[[], object]) -> in
     return side.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
 
 
-def _counts(scratch: str, trips: int = 20) -> list[list[object]]:
+def _counts(scratch: str, trips: int = 128) -> list[list[object]]:
     """Statements and WAL pages per transaction of our round trip, and of the floor's."""
     root = _fresh_dir(scratch, "counts")
     coord = Coordinator.open(root)
