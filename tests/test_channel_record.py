@@ -14,7 +14,7 @@ import signal
 import sqlite3
 
 from agent_coherence import Coordinator
-from agent_coherence.backends.sqlite_channels import CHAIN_AFTER, CHAIN_BATCH
+from agent_coherence.backends.sqlite_channel_record import CHAIN_AFTER, CHAIN_BATCH
 
 from conftest import FORK, use_fake_clock
 

@@ -18,16 +18,9 @@ hidden for up to 50 ms more. Deadlines, journal times and worker times stay on t
 The record: a ``durable`` channel journals every send, receive and ack as it happens. A ``fast``
 channel journals each delivery once, when it ends: the receive that delivers the message again
 (``message.redeliver``: the previous consumer and attempt) or the move to the dead-letter channel
-(``message.dead``) at once, and the acks in batches. An ack keeps the row, marked acknowledged
-(``acked_at`` set, its receipt kept: that pair means "not chained yet"), and one ``message.ack``
-entry later lists every such row of the channel (``delivered``: id, group, consumer, attempt,
-send time, ack time) in the transaction that deletes them. A batch is chained by the operation of
-a process on the channel once that process has kept CHAIN_BATCH rows, or kept one CHAIN_AFTER
-seconds before; by ``configure`` when the channel stops batching; and on close. It takes every
-unchained row of the channel, so rows kept by a process killed meanwhile are chained by the next
-batch, once (one transaction reads, journals and deletes them). Until its batch is chained an
-acknowledged message's row is its record, as a queued message's row is: committed, but not in the
-hash chain. A fast channel with ``retention`` journals each ack at once (its rows stay anyway).
+(``message.dead``) at once, and its acks in batches (``sqlite_channel_record``: the acknowledged
+row is the record until one ``message.ack`` entry chains a batch of them). A fast channel with
+``retention`` journals each ack at once (its rows stay anyway).
 
 Unacknowledged messages are counted per (channel, group) in the transactions that change them
 (``sqlite_channel_depth``), so liveness reads counts, not messages.
@@ -42,10 +35,10 @@ from __future__ import annotations
 import os
 import time
 
-from ..errors import CoherenceError
 from ..logs import INFO, WARNING, log
 from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
 from .sqlite_channel_depth import ACKED, MESSAGE_COLUMNS as _COLUMNS, ChannelDepthOps, count_messages
+from .sqlite_channel_record import AckRecordOps, batches_acks
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
@@ -81,20 +74,11 @@ CLOCK_STEP_REPORTED = 1.0  # a step back of at least this many seconds is journa
 CLOCK_RECORD_EVERY = 0.05
 
 CONFIG_CACHE_SECONDS = 1.0
-# A fast channel's acknowledged rows are chained into one journal entry once a process has kept
-# this many, or kept one this many seconds ago (judged at its next operation on the channel).
-CHAIN_BATCH = 64
-CHAIN_AFTER = 1.0
 RECEIVE_SEEN_EVERY = 1.0  # seconds: how stale a receiving consumer's last_seen may be (see _seen_receiving)
 
 
 def dead_letter_name(channel: str) -> str:
     return f"{channel}.dead"
-
-
-def _batches(config: ChannelConfig) -> bool:
-    """Whether the channel records acknowledgements in batches (fast, nothing retained)."""
-    return not config.durable and config.retention == 0
 
 
 def _ended_deliveries(delivered: list[list[Any]]) -> dict[str, Any]:
@@ -105,7 +89,7 @@ def _ended_deliveries(delivered: list[list[Any]]) -> dict[str, Any]:
     return {"delivered": delivered}
 
 
-class ChannelOps(ChannelDepthOps):
+class ChannelOps(ChannelDepthOps, AckRecordOps):
     """Channel operations (see the Backend protocol for the contract)."""
 
     # -- channel time -----------------------------------------------------------------------
@@ -204,17 +188,6 @@ class ChannelOps(ChannelDepthOps):
         config = self.transaction(work)  # type: ignore[attr-defined]
         self.__dict__.setdefault("_config_cache", {})[name] = (config, time.monotonic())
         return config
-
-    def _switch_record(self, conn: sqlite3.Connection, old: ChannelConfig, new: ChannelConfig) -> None:
-        """Keep the record whole across a change of how acknowledgements are recorded: rows kept
-        for the next batch are chained before a channel stops batching; acknowledged rows kept
-        for retention lose their receipt before it starts (they are on record already)."""
-        was, will = _batches(old), _batches(new)
-        if was and not will:
-            self._chain_acks(conn, new.name, self.now())  # type: ignore[attr-defined]
-        elif will and not was:
-            conn.execute("UPDATE messages SET receipt = NULL WHERE channel = ? AND acked_at IS NOT NULL "
-                         "AND receipt IS NOT NULL", (new.name,))
 
     def list_channels(self) -> list[ChannelConfig]:
         names = self.read(lambda conn: [r[0] for r in conn.execute(  # type: ignore[attr-defined]
@@ -407,7 +380,7 @@ class ChannelOps(ChannelDepthOps):
         config = self.channel_config(channel)
         # A fast channel without retention keeps each acknowledged row as its record until a
         # batch of them is chained into one journal entry (see the module docstring).
-        batched = _batches(config)
+        batched = batches_acks(config)
         kept = [0]  # rows this transaction kept for the next batch
         chained = [False]
 
@@ -473,77 +446,6 @@ class ChannelOps(ChannelDepthOps):
         results = self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]
         self._note_unchained(channel, kept[0], chained[0])
         return results
-
-    # -- the record of a fast channel's acknowledgements -----------------------------------
-
-    def _chain_if_due(self, conn: sqlite3.Connection, channel: str, wall: float, adding: int) -> bool:
-        """Chain the channel's acknowledged rows into the journal (inside the caller's
-        transaction) if this process has kept CHAIN_BATCH of them, or kept one CHAIN_AFTER
-        seconds ago (or the clock stepped back since). True if it chained."""
-        pending = self.__dict__.get("_unchained_acks", {}).get(channel)
-        count, since = pending if pending is not None else (0, wall)
-        if count + adding < CHAIN_BATCH and (count == 0 or 0 <= wall - since < CHAIN_AFTER):
-            return False
-        self._chain_acks(conn, channel, wall)
-        return True
-
-    def _note_unchained(self, channel: str, kept: int, chained: bool) -> None:
-        """After the transaction committed: what this process left for the next batch."""
-        pending: dict[str, list[float]] = self.__dict__.setdefault("_unchained_acks", {})
-        if chained:
-            pending.pop(channel, None)
-        elif kept:
-            entry = pending.setdefault(channel, [0, self.now()])  # type: ignore[attr-defined]
-            entry[0] += kept
-
-    def _chain_acks(self, conn: sqlite3.Connection, channel: str, wall: float) -> int:
-        """One ``message.ack`` entry for every acknowledged, not yet chained row of ``channel``
-        (whoever acknowledged it, a process killed since included), then the rows go. Through
-        messages_acked: only acknowledged rows are read. Returns how many were chained."""
-        rows = conn.execute(
-            "SELECT id, grp, consumer, attempts, enqueued_at, acked_at FROM messages WHERE channel = ? "
-            "AND acked_at IS NOT NULL AND receipt IS NOT NULL ORDER BY acked_at, grp, id", (channel,)).fetchall()
-        if not rows:
-            return 0
-        self._append(conn, "message.ack", f"channel:{channel}", None,  # type: ignore[attr-defined]
-                     {"delivered": [list(row) for row in rows]}, wall)
-        conn.execute("DELETE FROM messages WHERE channel = ? AND acked_at IS NOT NULL AND receipt IS NOT NULL",
-                     (channel,))
-        return len(rows)
-
-    def chain_acks(self, channel: str | None = None) -> int:
-        """Chain the acknowledged rows of fast channels that are not chained yet into the journal
-        now, whoever acknowledged them: of ``channel``, or (None) of every channel this process
-        left some in. Returns how many rows. Closing the backend does it; the channel operations
-        do it on their own once a batch is due."""
-        pending: dict[str, list[float]] = self.__dict__.setdefault("_unchained_acks", {})
-        names = [channel] if channel is not None else sorted(pending)
-        if not names:
-            return 0
-
-        def work(conn: sqlite3.Connection) -> int:
-            wall = self.now()  # type: ignore[attr-defined]
-            return sum(self._chain_acks(conn, name, wall) for name in names)
-
-        chained: int = self.transaction(work)  # type: ignore[attr-defined]
-        for name in names:
-            pending.pop(name, None)
-        return chained
-
-    def _chain_before_close(self) -> None:
-        """Chain what this process left unchained (on close). A failure is logged, not raised:
-        the rows stay as the record and the next batch in their channel chains them."""
-        if not self.__dict__.get("_unchained_acks"):
-            return
-        try:
-            self.chain_acks()
-        except CoherenceError as error:
-            log("channels", WARNING, "acknowledgements left for the next batch: %s", error.message)
-
-    def _chain_on_the_way(self, conn: sqlite3.Connection, channel: str, wall: float, chained: list[bool]) -> None:
-        """In a send or receive: chain the rows this process left in ``channel`` if they are due."""
-        if channel in self.__dict__.get("_unchained_acks", ()):
-            chained[0] = self._chain_if_due(conn, channel, wall, 0)
 
     @staticmethod
     def _record_effect(conn: sqlite3.Connection, scope: str, key: str, expires_at: float) -> None:
