@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import shutil
+import subprocess
 import sqlite3
 import sys
 import tempfile
@@ -84,7 +86,20 @@ def time_channel(dirpath: str, n: int, payload: bytes, durability: str, *, warmu
         coord.close()
 
 
-def bench_round_trips(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
+def _baseline_case(source: str, dirpath: str, n: int, durability: str) -> Callable[[], list[int]]:
+    """The same round trips with the package imported from ``source`` (another revision's
+    ``src``), in a fresh interpreter: the A/B of a change, in the same rounds as the rest."""
+    def run() -> list[int]:
+        env = dict(os.environ, PYTHONPATH=source)
+        out = subprocess.run([sys.executable, __file__, "--round-trips-of", durability, "--n", str(n),
+                              "--dir", tempfile.mkdtemp(prefix="baseline-", dir=dirpath)],
+                             env=env, capture_output=True, text=True, check=True)
+        return [int(x) for x in json.loads(out.stdout)]
+
+    return run
+
+
+def bench_round_trips(scratch: str, rounds: int, n: int, baseline: str | None = None) -> tuple[str, bool]:
     cases: dict[str, Callable[[], list[int]]] = {
         "floor FULL": lambda: time_sqlite_floor(_fresh_dir(scratch, "floor"), n, PAYLOAD, "FULL", warmup=WARMUP),
         "ours durable": lambda: time_channel(_fresh_dir(scratch, "durable"), n, PAYLOAD, "durable"),
@@ -94,6 +109,9 @@ def bench_round_trips(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
         "ours fast": lambda: time_channel(_fresh_dir(scratch, "fast"), n, PAYLOAD, "fast"),
         "litequeue": lambda: time_litequeue(_fresh_dir(scratch, "lq"), n, PAYLOAD, warmup=WARMUP),
     }
+    if baseline:
+        cases["baseline durable"] = _baseline_case(baseline, scratch, n, "durable")
+        cases["baseline fast"] = _baseline_case(baseline, scratch, n, "fast")
     res = interleaved_rounds(cases, rounds, label="round trips")
     sync = peer_durability(_fresh_dir(scratch, "sync"))
     floor_ratio = res.ratio("ours durable", "floor FULL")
@@ -126,6 +144,13 @@ def bench_round_trips(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
         row("litequeue", "litequeue put + pop + done", f"{sync['litequeue']['synchronous']} ×3", "ours fast",
             "lq ÷ ours", lite_ratio, f"> {LITEQUEUE_TARGET:.2f}×", met["lite"]),
     ]
+    if baseline:
+        for name, mine, floor in (("baseline durable", "ours durable", "floor FULL"),
+                                  ("baseline fast", "ours fast", "floor NORMAL")):
+            low, high = res.ratio_spread(mine, name)
+            rows.append([f"{mine} at `{baseline}` (baseline)", "", fmt_us(res.median(name)), fmt_us(res.p90(name)),
+                         fmt_rate(1e9 / res.median(name)), f"÷ floor {fmt_ratio(res.ratio(name, floor))}; "
+                         f"ours ÷ baseline {fmt_ratio(res.ratio(mine, name))}", f"{low:.2f}–{high:.2f}", "", ""])
     text = "\n".join([
         "### Send + receive + ack round trip",
         "",
@@ -138,7 +163,9 @@ def bench_round_trips(scratch: str, rounds: int, n: int) -> tuple[str, bool]:
                         "target", "result"], rows),
         "",
         "Per round trip, ours also journals hash-chained entries (`durable`: send, receive and ack; "
-        "`fast`: one, when the delivery ends), counts the channel's unacknowledged messages, records "
+        "`fast`: each delivery once when it ends, the acks chained in batches of up to 64 per entry: "
+        "a quick run's 30 round trips chain none, the depth and profile sections do), counts the "
+        "channel's unacknowledged messages, records "
         "the consumer's liveness (work done), and checks the dedup window and consumer "
         "groups; the floor and the peers record nothing. The `durable` receive commits with NORMAL: "
         "losing one to power loss only means a redelivery, and the ack's FULL commit makes it durable "
@@ -400,7 +427,7 @@ def _wal_frames(side: sqlite3.Connection, operation: Callable[[], object]) -> in
     return side.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
 
 
-def _counts(scratch: str, trips: int = 20) -> list[list[object]]:
+def _counts(scratch: str, trips: int = 128) -> list[list[object]]:
     """Statements and WAL pages per transaction of our round trip, and of the floor's."""
     root = _fresh_dir(scratch, "counts")
     coord = Coordinator.open(root)
@@ -507,8 +534,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", help="scratch directory (default: a fresh one under the system temp dir)")
     parser.add_argument("--profile", action="store_true", help="always print where a round trip's time goes")
     parser.add_argument("--no-profile", action="store_true", help="never print it")
-    parser.add_argument("--only", choices=["anomalies"], help="run only this section")
+    parser.add_argument("--only", choices=["anomalies", "round-trips"], help="run only this section")
+    parser.add_argument("--baseline", metavar="SRC",
+                        help="also time the round trips with the package from SRC (another revision's src "
+                             "directory, e.g. from git worktree or git archive), side by side")
+    parser.add_argument("--round-trips-of", choices=["durable", "fast"], help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=30, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.round_trips_of:  # one baseline case, in the interpreter --baseline started
+        print(json.dumps(time_channel(args.dir, args.n, PAYLOAD, args.round_trips_of)))
+        return 0
 
     rounds = args.rounds or (5 if args.quick else 11)
     n, batches = (30, 3) if args.quick else (100, 10)
@@ -522,15 +557,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         sections, met = [], {}
-        if args.only is None:
-            text, met["round trip"] = bench_round_trips(scratch, rounds, n)
+        if args.only in (None, "round-trips"):
+            text, met["round trip"] = bench_round_trips(scratch, rounds, n, args.baseline)
             sections.append(text)
+        if args.only is None:
             text, met["batching"] = bench_batching(scratch, rounds, n, batches)
             sections.append(text)
             text, met["depth"] = bench_depth(scratch, rounds, depths, depth_ops, naive_ops)
             sections.append(text)
-        text, met["anomalies"] = bench_anomalies(scratch, rounds, anomaly_depths, 20)
-        sections.append(text)
+        if args.only in (None, "anomalies"):
+            text, met["anomalies"] = bench_anomalies(scratch, rounds, anomaly_depths, 20)
+            sections.append(text)
         if args.profile or (not met.get("round trip", True) and not args.no_profile):
             sections.append(profile_round_trip(scratch, rounds, 4 * n))
     finally:
@@ -540,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.monotonic() - started:.0f} s)\n")
     print("\n\n".join(sections))
     print()
-    if not met["anomalies"]:
+    if not met.get("anomalies", True):
         print("bench_channels: liveness.anomalies() is not bounded in depth (see its table)", file=sys.stderr)
         return 1
     return 0

@@ -158,24 +158,6 @@ def test_counts_are_rebuilt_when_an_older_database_is_upgraded(root):
         coord.journal.verify()
 
 
-def test_a_fast_channel_journals_each_delivery_once_when_it_ends(coord, clock):
-    ch = coord.channel("quick", durability="fast", visibility_timeout=5, max_attempts=3)
-    ch.send("a")
-    first = ch.receive("c1")
-    clock.advance(6)  # c1's delivery times out
-    again = ch.receive("c2")
-    assert again.message_id == first.message_id
-    ch.ack(again)
-    ch.send("b")
-    ch.ack(ch.receive("c2"))
-    entries = list(coord.journal.history("channel:quick"))
-    assert [e.kind for e in entries] == ["message.redeliver", "message.ack", "message.ack"]
-    assert entries[0].data["previous"] == [[int(first.message_id), "c1", 1]]
-    assert {k: entries[1].data[k] for k in ("id", "consumer", "attempt")} == {
-        "id": int(again.message_id), "consumer": "c2", "attempt": 2}
-    assert coord.journal.verify() == coord.journal.count()
-
-
 def test_a_durable_channel_still_journals_send_receive_and_ack(coord):
     ch = coord.channel("audit", durability="durable")
     ch.send("x")

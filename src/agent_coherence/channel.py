@@ -142,7 +142,11 @@ class Channel:
         not enqueued again (the original id is returned). ``delay`` hides it for that many
         seconds; ``deadline`` (seconds from now) is when it must have been acknowledged, after
         which liveness reports it overdue."""
-        return self.send_many([(payload, key)], delay=delay, deadline=deadline)[0]
+        if key is not None or deadline is not None or type(delay) is not float or delay != 0.0:
+            return self.send_many([(payload, key)], delay=delay, deadline=deadline)[0]
+        # The plain send without the batch's per-item work (same checks, same record).
+        data, encoding = _encode(payload)
+        return str(self._backend.send_messages(self.name, [(data, encoding, None, 0.0, None)])[0][0])
 
     def send_many(self, items: Iterable[Any], delay: float = 0.0, deadline: float | None = None) -> list[str]:
         """Append many messages in one transaction (one fsync). Items are payloads or
@@ -176,6 +180,9 @@ class Channel:
         check_seconds("visibility_timeout", visibility_timeout, optional=True)
         check_seconds("wait", wait)
         timeout = visibility_timeout if visibility_timeout is not None else self.config.visibility_timeout
+        if not wait:  # one look, no polling
+            return [self._delivery(record) for record in self._backend.receive_messages(
+                self.name, self.group_name, consumer, timeout, max_messages)]
         deadline = time.monotonic() + wait
         pause = 0.005
         while True:
@@ -186,11 +193,14 @@ class Channel:
             pause = min(pause * 2, 0.1)
 
     def _delivery(self, record: MessageRecord) -> Delivery:
-        return Delivery(message_id=str(record.id), channel=self.name, payload=_decode(record),
-                        attempt=record.attempts, receipt=record.receipt or "", consumer=record.consumer or "",
-                        key=record.key, visible_at=record.available_at, group=self.group_name or None)
+        # Positional, every field in order: the record types' fast construction path.
+        return Delivery(str(record.id), self.name, _decode(record), record.attempts, record.receipt or "",
+                        record.consumer or "", record.key, record.available_at, self.group_name or None)
 
     def _check_mine(self, delivery: object) -> None:
+        if (type(delivery) is Delivery and delivery.channel == self.name  # type: ignore[attr-defined]
+                and (delivery.group or "") == self.group_name):  # type: ignore[attr-defined]
+            return  # the usual case, decided in one test
         if not isinstance(delivery, Delivery):
             raise ChannelError(
                 f"expected a Delivery (from receive() or process()), not {type(delivery).__name__}",
@@ -209,7 +219,10 @@ class Channel:
 
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge: the message is done and will not be delivered again. Raises StaleReceipt."""
-        self.ack_many([delivery])
+        self._check_mine(delivery)
+        if not self._backend.ack_messages(self.name, [(int(delivery.message_id), self.group_name,
+                                                       delivery.receipt)])[0]:
+            raise self._stale(delivery, "acknowledge")
 
     def ack_many(self, deliveries: Iterable[Delivery]) -> None:
         """Acknowledge several deliveries in one transaction; raises StaleReceipt (after acking

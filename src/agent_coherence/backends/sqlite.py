@@ -219,7 +219,11 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
 
     def close(self) -> None:
         with self._lock:
-            self._close_connection()
+            try:
+                if self._conn is not None and self._pid == os.getpid():
+                    self._chain_before_close()
+            finally:
+                self._close_connection()
 
     def _close_connection(self) -> None:
         if self._conn is not None and self._pid == os.getpid():

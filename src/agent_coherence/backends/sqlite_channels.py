@@ -16,12 +16,11 @@ message that became visible, or a timeout that ran out, in the last 50 ms before
 hidden for up to 50 ms more. Deadlines, journal times and worker times stay on the backend's clock.
 
 The record: a ``durable`` channel journals every send, receive and ack as it happens. A ``fast``
-channel journals each delivery once, when it ends: the ack (``message.ack``: id, group, consumer,
-attempt, send time), the receive that delivers the message again (``message.redeliver``: the
-previous consumer and attempt), or the move to the dead-letter channel (``message.dead``). While a
-message is in a fast channel its row is its record (not hash-chained until it leaves). So the
-journal of a fast channel says who received and acknowledged what with one entry per round trip
-instead of three; what it does not prove is that a message still queued was sent.
+channel journals each delivery once, when it ends: the receive that delivers the message again
+(``message.redeliver``: the previous consumer and attempt) or the move to the dead-letter channel
+(``message.dead``) at once, and its acks in batches (``sqlite_channel_record``: the acknowledged
+row is the record until one ``message.ack`` entry chains a batch of them). A fast channel with
+``retention`` journals each ack at once (its rows stay anyway).
 
 Unacknowledged messages are counted per (channel, group) in the transactions that change them
 (``sqlite_channel_depth``), so liveness reads counts, not messages.
@@ -39,6 +38,7 @@ import time
 from ..logs import INFO, WARNING, log
 from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
 from .sqlite_channel_depth import ACKED, MESSAGE_COLUMNS as _COLUMNS, ChannelDepthOps, count_messages
+from .sqlite_channel_record import AckRecordOps, batches_acks
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
@@ -81,10 +81,6 @@ def dead_letter_name(channel: str) -> str:
     return f"{channel}.dead"
 
 
-def _message(row: tuple) -> MessageRecord:
-    return MessageRecord(*row)
-
-
 def _ended_deliveries(delivered: list[list[Any]]) -> dict[str, Any]:
     """The data of a fast channel's ack entry: per message [id, group, consumer, attempt, sent]."""
     if len(delivered) == 1:
@@ -93,15 +89,20 @@ def _ended_deliveries(delivered: list[list[Any]]) -> dict[str, Any]:
     return {"delivered": delivered}
 
 
-class ChannelOps(ChannelDepthOps):
+class ChannelOps(ChannelDepthOps, AckRecordOps):
     """Channel operations (see the Backend protocol for the contract)."""
 
     # -- channel time -----------------------------------------------------------------------
 
-    def _advance_channel_time(self, conn: sqlite3.Connection) -> tuple[float, float]:
-        """(backend clock, channel time) inside a write transaction; notices a step back."""
+    def _advance_channel_time(self, conn: sqlite3.Connection,
+                              clock: tuple[float | None, float | None] | None = None) -> tuple[float, float]:
+        """(backend clock, channel time) inside a write transaction; notices a step back.
+        ``clock``: the stored (observed, ahead), when the caller read it with its own first
+        statement ((None, None) when there is none yet)."""
         wall = self.now()  # type: ignore[attr-defined]
-        row = conn.execute("SELECT observed, ahead FROM channel_clock WHERE id = 1").fetchone()
+        row = clock if clock is not None else conn.execute("SELECT observed, ahead FROM channel_clock WHERE id = 1").fetchone()
+        if row is not None and row[0] is None:
+            row = None
         observed, ahead = row if row is not None else (wall, 0.0)
         now, stored_ahead = wall + ahead, ahead
         if now < observed:
@@ -156,6 +157,7 @@ class ChannelOps(ChannelDepthOps):
         process takes effect here within that time (a change made here, at once)."""
         def work(conn: sqlite3.Connection) -> ChannelConfig:
             if update is not None:
+                self._switch_record(conn, self._config(conn, name), update)
                 self._store_config(conn, update)
                 return update
             return self._config(conn, name)
@@ -175,9 +177,11 @@ class ChannelOps(ChannelDepthOps):
 
     def configure_channel(self, name: str, changes: dict[str, Any]) -> ChannelConfig:
         def work(conn: sqlite3.Connection) -> ChannelConfig:
-            fields = self._config(conn, name)._asdict()
+            old = self._config(conn, name)
+            fields = old._asdict()
             fields.update(changes)
             config = ChannelConfig(**fields)
+            self._switch_record(conn, old, config)
             self._store_config(conn, config)
             return config
 
@@ -207,16 +211,21 @@ class ChannelOps(ChannelDepthOps):
         # Read before the transaction: its sync level must be set before BEGIN. The dedup TTL
         # comes from the same read (reading it again inside would cost a statement per send).
         config = self.channel_config(channel)
+        chained = [False]
 
         def work(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
-            wall, now = self._advance_channel_time(conn)
-            # One read for the id counter and the groups: a row per group (one with NULL if none).
+            # One read for the channel clock, the id counter and the groups: a row per group (one
+            # with NULL if none).
             rows = conn.execute(
-                "SELECT s.last_id, g.grp FROM (SELECT ? AS channel) AS c "
+                "SELECT k.observed, k.ahead, s.last_id, g.grp FROM (SELECT ? AS channel) AS c "
+                "LEFT JOIN channel_clock AS k ON k.id = 1 "
                 "LEFT JOIN message_seq AS s ON s.channel = c.channel "
                 "LEFT JOIN channel_groups AS g ON g.channel = c.channel", (channel,)).fetchall()
-            last_id = rows[0][0] or 0
-            groups = [row[1] for row in rows if row[1] is not None]
+            first = rows[0]
+            wall, now = self._advance_channel_time(conn, (first[0], first[1]))
+            self._chain_on_the_way(conn, channel, wall, chained)
+            last_id = first[2] or 0
+            groups = [row[3] for row in rows if row[3] is not None]
             results: list[tuple[int, bool]] = []
             for payload, encoding, key, delay, deadline in items:
                 if key is not None:
@@ -231,20 +240,25 @@ class ChannelOps(ChannelDepthOps):
                         f"INSERT INTO messages({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,0,NULL,NULL)",
                         (last_id, channel, group, key, payload, encoding, now, now + delay, deadline))
                 if key is not None:
-                    conn.execute("INSERT OR REPLACE INTO dedup(channel, key, message_id, expires_at) VALUES (?,?,?,?)",
+                    conn.execute("INSERT INTO dedup(channel, key, message_id, expires_at) VALUES (?,?,?,?) "
+                                 "ON CONFLICT(channel, key) DO UPDATE SET message_id = excluded.message_id, "
+                                 "expires_at = excluded.expires_at",
                                  (channel, key, last_id, now + config.dedup_ttl))
                 results.append((last_id, True))
             sent = [mid for mid, new in results if new]
             if not sent:
                 return results
-            conn.execute("INSERT OR REPLACE INTO message_seq(channel, last_id) VALUES (?, ?)", (channel, last_id))
+            self._store_last_id(conn, channel, last_id)
             count_messages(conn, channel, groups or [""], len(sent))
             if config.durable:
                 self._append(conn, "message.send", f"channel:{channel}", None,  # type: ignore[attr-defined]
                              {"ids": sent} if len(sent) > 1 else {"id": sent[0]}, wall)
             return results
 
-        return self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]
+        results: list[tuple[int, bool]] = self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]
+        if chained[0]:
+            self._note_unchained(channel, 0, True)
+        return results
 
     # -- receive ----------------------------------------------------------------------------
 
@@ -252,9 +266,11 @@ class ChannelOps(ChannelDepthOps):
         self, channel: str, group: str, consumer: str, visibility_timeout: float, limit: int
     ) -> list[MessageRecord]:
         config = self.channel_config(channel)  # max_attempts: cached like the send's dedup TTL
+        chained = [False]
 
         def work(conn: sqlite3.Connection) -> list[MessageRecord]:
             wall, now = self._advance_channel_time(conn)
+            self._chain_on_the_way(conn, channel, wall, chained)
             received: list[MessageRecord] = []
             redelivered: list[list[Any]] = []  # [id, previous consumer, previous attempt]
             taken: set[int] = set()
@@ -264,26 +280,28 @@ class ChannelOps(ChannelDepthOps):
                     f"SELECT {_COLUMNS} FROM messages WHERE channel = ? AND grp = ? AND available_at <= ? "
                     "ORDER BY available_at, id LIMIT ?", (channel, group, now, wanted)).fetchall()
                 moved = 0
-                for row in rows:
-                    message = _message(row)
-                    if message.id in taken:
+                visible_until = now + visibility_timeout
+                for message_id, _, _, key, payload, encoding, enqueued_at, visible_at, deadline, attempts, held, previous \
+                        in rows:
+                    if message_id in taken:
                         continue  # a zero visibility timeout leaves it visible: once per call
-                    if message.attempts >= config.max_attempts:
-                        self._dead_letter(conn, message, now, wall)
+                    if attempts >= config.max_attempts:
+                        self._dead_letter(conn, MessageRecord(
+                            message_id, channel, group, key, payload, encoding, enqueued_at, visible_at, deadline,
+                            attempts, held, previous), now, wall)
                         moved += 1
                         continue
-                    taken.add(message.id)
-                    if message.consumer is not None:
-                        redelivered.append([message.id, message.consumer, message.attempts])
+                    taken.add(message_id)
+                    if previous is not None:
+                        redelivered.append([message_id, previous, attempts])
                     receipt = os.urandom(8).hex()
                     conn.execute(
                         "UPDATE messages SET available_at = ?, receipt = ?, consumer = ?, attempts = attempts + 1 "
                         "WHERE id = ? AND grp = ? AND channel = ?",
-                        (now + visibility_timeout, receipt, consumer, message.id, group, channel))
+                        (visible_until, receipt, consumer, message_id, group, channel))
                     received.append(MessageRecord(
-                        message.id, channel, group, message.key, message.payload, message.encoding,
-                        message.enqueued_at, now + visibility_timeout, message.deadline,
-                        message.attempts + 1, receipt, consumer))
+                        message_id, channel, group, key, payload, encoding, enqueued_at, visible_until, deadline,
+                        attempts + 1, receipt, consumer))
                 if not moved or len(rows) < wanted:
                     break  # look again only to refill the places of dead-lettered messages
             if not received:
@@ -300,14 +318,24 @@ class ChannelOps(ChannelDepthOps):
                              {"group": group, "previous": redelivered}, wall)
             return received
 
-        return self.transaction(work)  # type: ignore[attr-defined]
+        records: list[MessageRecord] = self.transaction(work)  # type: ignore[attr-defined]
+        if chained[0]:
+            self._note_unchained(channel, 0, True)
+        return records
+
+    @staticmethod
+    def _store_last_id(conn: sqlite3.Connection, channel: str, last_id: int) -> None:
+        # Updated in place (not INSERT OR REPLACE, which deletes and reinserts the row under a new
+        # rowid): the table's primary-key index is not rewritten, a WAL page less per send.
+        conn.execute("INSERT INTO message_seq(channel, last_id) VALUES (?, ?) "
+                     "ON CONFLICT(channel) DO UPDATE SET last_id = excluded.last_id", (channel, last_id))
 
     def _dead_letter(self, conn: sqlite3.Connection, message: MessageRecord, now: float, wall: float) -> None:
         dead = dead_letter_name(message.channel)
         self._config(conn, dead)
         row = conn.execute("SELECT last_id FROM message_seq WHERE channel = ?", (dead,)).fetchone()
         dead_id = (row[0] if row else 0) + 1
-        conn.execute("INSERT OR REPLACE INTO message_seq(channel, last_id) VALUES (?, ?)", (dead, dead_id))
+        self._store_last_id(conn, dead, dead_id)
         # Enqueued now, in the dead-letter channel: its ids then follow channel time, as the
         # oldest-ready lookup needs (sqlite_channel_depth); the original send time is journaled.
         conn.execute(
@@ -350,9 +378,15 @@ class ChannelOps(ChannelDepthOps):
         effect_scope: str | None = None,
     ) -> list[bool]:
         config = self.channel_config(channel)
+        # A fast channel without retention keeps each acknowledged row as its record until a
+        # batch of them is chained into one journal entry (see the module docstring).
+        batched = batches_acks(config)
+        kept = [0]  # rows this transaction kept for the next batch
+        chained = [False]
 
         def work(conn: sqlite3.Connection) -> list[bool]:
             wall, now = self._advance_channel_time(conn)
+            kept[0], chained[0] = 0, False
             results: list[bool] = []
             delivered: list[list[Any]] = []  # [id, group, consumer, attempt, sent] of each ack
             counted: dict[str, int] = {}
@@ -372,9 +406,13 @@ class ChannelOps(ChannelDepthOps):
                                                 now + effect_ttl)
                     results.append(False)
                     continue
-                if config.retention > 0:
+                if batched:
+                    # The receipt stays: an acknowledged row with a receipt is one not chained yet.
                     conn.execute("UPDATE messages SET acked_at = ?, available_at = ? WHERE id = ? AND grp = ? "
                                  "AND receipt = ? AND channel = ?", (now, ACKED) + match)
+                elif config.retention > 0:
+                    conn.execute("UPDATE messages SET acked_at = ?, available_at = ?, receipt = NULL WHERE id = ? "
+                                 "AND grp = ? AND receipt = ? AND channel = ?", (now, ACKED) + match)
                 else:
                     conn.execute("DELETE FROM messages WHERE id = ? AND grp = ? AND receipt = ? AND channel = ?", match)
                 if effect_ttl is not None:
@@ -385,27 +423,34 @@ class ChannelOps(ChannelDepthOps):
                 delivered.append([message_id, group, row[0], row[2], row[3]])
                 results.append(True)
             if not delivered:
+                chained[0] = self._chain_if_due(conn, channel, wall, 0)
                 return results
             for group, acked in counted.items():
                 count_messages(conn, channel, [group], -acked)
             done = [d[0] for d in delivered]
-            if config.durable:
+            if batched:
+                kept[0] = len(delivered)
+            elif config.durable:
                 self._append(conn, "message.ack", f"channel:{channel}", None,  # type: ignore[attr-defined]
                              {"ids": done} if len(done) > 1 else {"id": done[0]}, wall)
             else:
                 self._append(conn, "message.ack", f"channel:{channel}", None,  # type: ignore[attr-defined]
                              _ended_deliveries(delivered), wall)
+            chained[0] = self._chain_if_due(conn, channel, wall, kept[0])
             if config.retention > 0:
                 # Through messages_acked: touches only what expired, however many are retained.
                 conn.execute("DELETE FROM messages WHERE channel = ? AND acked_at IS NOT NULL AND acked_at < ?",
                              (channel, now - config.retention))
             return results
 
-        return self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]
+        results = self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]
+        self._note_unchained(channel, kept[0], chained[0])
+        return results
 
     @staticmethod
     def _record_effect(conn: sqlite3.Connection, scope: str, key: str, expires_at: float) -> None:
-        conn.execute("INSERT OR REPLACE INTO effects(channel, effect_key, expires_at) VALUES (?,?,?)",
+        conn.execute("INSERT INTO effects(channel, effect_key, expires_at) VALUES (?,?,?) "
+                     "ON CONFLICT(channel, effect_key) DO UPDATE SET expires_at = excluded.expires_at",
                      (scope, key, expires_at))
 
     def nack_message(self, channel: str, message_id: int, group: str, receipt: str, delay: float) -> bool:
