@@ -83,7 +83,7 @@ _COLUMNS = ("id, channel, grp, key, payload, encoding, enqueued_at, available_at
 # Per group: unacked (the counters), hidden and in flight (messages_ready: the not-yet-visible
 # range only), the first visible message by id ('+ 0' keeps the planner on the primary key,
 # whose order is the one wanted, instead of reading every ready row), overdue (messages_due).
-_FIGURES = f"""
+FIGURES_SQL = f"""
 WITH n AS MATERIALIZED (SELECT @ac_channel_now() AS t, @ac_now() AS w)
 SELECT g.grp,
     (SELECT coalesce(sum(c.unacked), 0) FROM @channel_counts c WHERE c.channel = %(channel)s AND c.grp = g.grp),
@@ -111,7 +111,7 @@ class ChannelDepthOps(TxRunner):
         def work(tx: Tx) -> list[tuple[Any, ...]]:
             groups = [row[0] for row in tx.all("SELECT grp FROM @channel_groups WHERE channel = %s ORDER BY grp",
                                                (channel,))]
-            return tx.all(_FIGURES, {"channel": channel, "groups": groups or [""]})
+            return tx.all(FIGURES_SQL, {"channel": channel, "groups": groups or [""]})
 
         figures: dict[str, dict[str, Any]] = {}
         for group, unacked, hidden, in_flight, oldest, overdue, now in self.read(work):
