@@ -20,7 +20,10 @@ checkpoint is that of ``journal.py``. How a step is done here, safe with writers
   laundered into a checkpoint), deletes them, keeps the chain's newest entry, and appends a
   ``journal.checkpoint`` entry to *that* chain (positions are the chain's, as ``ChainWalk``
   checks them). The head rows are locked last, in chain order, for the checkpoints only: a
-  writer waits at most for the end of one step, and only if it picked a compacted chain.
+  writer waits at most for the end of one step, and only if it picked a compacted chain. So
+  the journal keeps at least its newest entry per chain; on a schema of several chains a chain
+  whose removable entries are only checkpoints is left as it is (else every step would replace a
+  checkpoint by a new one): a cap below about two entries per chain is not reached.
 
 A dry run counts what a full pass would remove, read-only (it may scan).
 
@@ -217,7 +220,9 @@ class RetentionOps(TxRunner):
             cut = min(last, heads[part] - 1)  # the chain's newest entry stays: its checkpoint links to it
             if cut < first:
                 continue
-            removed_before, through_hash = self._verify_removed(tx, part, first, cut)
+            removed_before, through_hash, only_checkpoints = self._verify_removed(tx, part, first, cut)
+            if only_checkpoints and len(heads) > 1:
+                continue  # removing a checkpoint only to append another would churn every step
             deleted = tx.run("DELETE FROM @journal WHERE part = %s AND pseq <= %s", (part, cut))
             deleted_total += deleted
             plans.append((part, cut, through_hash, removed_before + deleted, deleted))
@@ -230,10 +235,10 @@ class RetentionOps(TxRunner):
         report.more = report.more or (doomed == batch and deleted_total > 0)
 
     @staticmethod
-    def _verify_removed(tx: Tx, part: int, first: int, cut: int) -> tuple[int, str]:
+    def _verify_removed(tx: Tx, part: int, first: int, cut: int) -> tuple[int, str, bool]:
         """Verify positions ``first``..``cut`` of chain ``part`` from its newest checkpoint's
         anchor (GENESIS when there is none); return (entries removed from the chain before, the
-        hash of entry ``cut``). Raises JournalCorrupt."""
+        hash of entry ``cut``, whether they are all checkpoints). Raises JournalCorrupt."""
         row = tx.one(f"SELECT data FROM @journal WHERE part = %s AND kind = '{CHECKPOINT_ENTRY}' "
                      "ORDER BY pseq DESC LIMIT 1", (part,))
         walk = ChainWalk()
@@ -244,10 +249,13 @@ class RetentionOps(TxRunner):
             walk.start_at(int(checkpoint["through"]) + 1, str(checkpoint["through_hash"]))
         else:
             walk.start_at(1, GENESIS)
+        only_checkpoints = True
         for entry_row in tx.all(f"SELECT pseq, {_CHECKPOINT_COLUMNS} FROM @journal WHERE part = %s "
                                 "AND pseq BETWEEN %s AND %s ORDER BY pseq", (part, first, cut)):
-            walk.check(record_of(entry_row[1:]), position=entry_row[0])
-        return removed, walk.head
+            entry = record_of(entry_row[1:])
+            walk.check(entry, position=entry_row[0])
+            only_checkpoints = only_checkpoints and entry.kind == CHECKPOINT_ENTRY
+        return removed, walk.head, only_checkpoints
 
     def _estimate(self, tx: Tx, policy: Retention, before: float | None, keep: int | None) -> CompactionReport:
         report = CompactionReport(dry_run=True)
