@@ -210,6 +210,47 @@ def test_a_version_1_schema_gains_refs_and_channel_time(root, pg_url):
     assert execute(pg_url, "SELECT value FROM @meta WHERE name = 'schema_version'") == [(str(SCHEMA_VERSION),)]
 
 
+# What schema 3 added, removed again: a schema as the previous release (schema 2) left it.
+SCHEMA_2 = """
+DROP TRIGGER messages_count_inserted ON @messages; DROP TRIGGER messages_count_deleted ON @messages;
+DROP TRIGGER messages_count_acked ON @messages; DROP FUNCTION @count_inserted(); DROP FUNCTION @count_deleted();
+DROP FUNCTION @count_acked(); DROP TABLE @channel_counts; DROP INDEX @messages_inflight; DROP INDEX @messages_due;
+CREATE INDEX messages_deadline ON @messages(deadline) WHERE deadline IS NOT NULL;
+DROP INDEX @journal_checkpoints; ALTER TABLE @journal_heads DROP COLUMN removed;
+UPDATE @meta SET value = '2' WHERE name = 'schema_version';
+"""
+
+
+def test_a_version_2_schema_gains_counters_and_compaction(root, pg_url):
+    from pg_channel_scan import PostgresScanReference
+
+    with Coordinator.open(root, url=pg_url) as coord:
+        ch = coord.channel("tasks")
+        grouped = coord.channel("fan", retention=60)
+        grouped.group("a"), grouped.group("b")
+        ch.send_many(["a", "b", "c", "d"], deadline=0)
+        grouped.send_many(["x", "y"])
+        ch.ack(ch.receive("c"))
+        grouped.group("a").ack(grouped.group("a").receive("c"))
+        for i in range(120):
+            coord.journal.append("note", "k", "h", n=i)
+    execute(pg_url, SCHEMA_2)
+    with Coordinator.open(root, url=pg_url) as coord:  # migrates: the counts are rebuilt from the messages
+        backend = coord.backend
+        scan = PostgresScanReference(backend)
+        for name in ("tasks", "fan"):
+            assert backend.channel_stats(name)["depth"] == scan.channel_stats(name)["depth"] > 0
+        assert backend.channel_stats("tasks")["groups"][""]["overdue"] == 3
+        ch = coord.channel("tasks")
+        ch.ack(ch.receive("c"))  # and kept from now on, by the triggers
+        assert backend.channel_stats("tasks")["ready"] == scan.channel_stats("tasks")["ready"] == 2
+        before = coord.journal.count()
+        report = coord.compact(keep=10)
+        assert report.journal > 0 and coord.journal.count() < before
+        assert coord.journal.verify() == coord.journal.count()
+    assert execute(pg_url, "SELECT value FROM @meta WHERE name = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+
+
 def test_an_unreachable_server_is_a_typed_error(root):
     backend_url = "postgresql://postgres@127.0.0.1:1/postgres"
     with pytest.raises(BackendUnavailable):
