@@ -22,8 +22,9 @@ checkpoint is that of ``journal.py``. How a step is done here, safe with writers
   checks them). The head rows are locked last, in chain order, for the checkpoints only: a
   writer waits at most for the end of one step, and only if it picked a compacted chain. So
   the journal keeps at least its newest entry per chain; on a schema of several chains a chain
-  whose removable entries are only checkpoints is left as it is (else every step would replace a
-  checkpoint by a new one): a cap below about two entries per chain is not reached.
+  whose removable entries are only checkpoints followed by its newest entry is left as it is
+  (else every step would replace a checkpoint by a new one): a cap below about two entries per
+  chain is not reached.
 
 A dry run counts what a full pass would remove, read-only (it may scan).
 
@@ -214,24 +215,28 @@ class RetentionOps(TxRunner):
         heads = {part: pseq for part, pseq in tx.all("SELECT part, pseq FROM @journal_heads")}
         plans: list[tuple[int, int, str, int, int]] = []  # (chain, last removed position, its hash, removed
         # from the chain in all, removed now)
-        deleted_total = 0
+        deleted_total = through_seq = 0
         for part, first, last in tx.all("SELECT part, min(pseq), max(pseq) FROM @journal WHERE seq <= %s "
                                         "GROUP BY part ORDER BY part", (cut_seq,)):
             cut = min(last, heads[part] - 1)  # the chain's newest entry stays: its checkpoint links to it
             if cut < first:
                 continue
             removed_before, through_hash, only_checkpoints = self._verify_removed(tx, part, first, cut)
-            if only_checkpoints and len(heads) > 1:
-                continue  # removing a checkpoint only to append another would churn every step
-            deleted = tx.run("DELETE FROM @journal WHERE part = %s AND pseq <= %s", (part, cut))
+            if only_checkpoints and cut == heads[part] - 1 and len(heads) > 1:
+                continue  # replacing the checkpoints before the newest entry by another would churn every step
+            row = tx.one("WITH d AS (DELETE FROM @journal WHERE part = %s AND pseq <= %s RETURNING seq) "
+                         "SELECT count(*), max(seq) FROM d", (part, cut))
+            assert row is not None
+            deleted = int(row[0])
             deleted_total += deleted
+            through_seq = max(through_seq, int(row[1] or 0))
             plans.append((part, cut, through_hash, removed_before + deleted, deleted))
         for part, cut, through_hash, removed, now_removed in plans:  # the head locks, last, in chain order
             data = encode_data({"through": cut, "through_hash": through_hash, "removed": removed})
             seq = tx.write_on_chain(part, [(CHECKPOINT_ENTRY, None, None, data)], removed=now_removed)[0]
             report.checkpoint_seq = max(report.checkpoint_seq, seq)
         report.journal = deleted_total
-        report.journal_through = cut_seq if deleted_total else 0
+        report.journal_through = through_seq
         report.more = report.more or (doomed == batch and deleted_total > 0)
 
     @staticmethod
