@@ -1,5 +1,6 @@
-"""What only the PostgreSQL backend has: partitioned journal chains (and their tamper checks), the
-schema's start-up and version guard, the server's clock, typed refusals, the light import path.
+"""What only the PostgreSQL backend has: partitioned journal chains (and their tamper checks, also
+after each chain's compaction), retention beside writers on several hosts, the schema's start-up,
+version guard and migrations, the server's clock, typed refusals, the light import path.
 
 Everything backend-neutral runs in the contract modules (``pytestmark = pytest.mark.contract``).
 """
