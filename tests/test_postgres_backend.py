@@ -467,6 +467,22 @@ def test_a_cut_tail_is_detected_against_an_anchor_after_compaction(compacted, ro
     assert caught.value.facts["reason"] == "anchor missing"
 
 
+def test_old_checkpoints_at_the_front_of_busy_chains_do_not_stall_compaction(root, pg_url):
+    from agent_coherence.retention import Retention
+
+    PostgresBackend(pg_url, journal_chains=4).close()
+    with Coordinator.open(root, url=pg_url, retention=Retention(every=0, batch=4)) as coord:
+        for i in range(40):
+            coord.journal.append("note", "k", "h", n=i)
+        for _ in range(2):  # every chain ends as two checkpoints: the oldest entries are all checkpoints
+            coord.compact(keep=0)
+        assert {e.kind for e in coord.journal.history()} == {"journal.checkpoint"}
+        for i in range(60):
+            coord.journal.append("note", "k", "h", n=i)
+        coord.compact(keep=10)  # steps of 4 entries, the first ones checkpoints only
+        assert coord.journal.count() <= 10 + 2 * 4 and coord.journal.verify() == coord.journal.count()
+
+
 def test_compaction_never_launders_an_edited_entry(root, pg_url):
     with Coordinator.open(root, url=pg_url) as coord:
         for i in range(100):

@@ -21,10 +21,10 @@ checkpoint is that of ``journal.py``. How a step is done here, safe with writers
   ``journal.checkpoint`` entry to *that* chain (positions are the chain's, as ``ChainWalk``
   checks them). The head rows are locked last, in chain order, for the checkpoints only: a
   writer waits at most for the end of one step, and only if it picked a compacted chain. So
-  the journal keeps at least its newest entry per chain; on a schema of several chains a chain
-  whose removable entries are only checkpoints followed by its newest entry is left as it is
-  (else every step would replace a checkpoint by a new one): a cap below about two entries per
-  chain is not reached.
+  the journal keeps at least its newest entry per chain; on a schema of several chains a step
+  looks at no fewer than 4 entries per chain (256 on 64), and a chain whose only removable entry
+  is a checkpoint is left as it is (replacing it by a new one would gain nothing): a cap below a
+  few entries per chain is not reached.
 
 A dry run counts what a full pass would remove, read-only (it may scan).
 
@@ -199,16 +199,23 @@ class RetentionOps(TxRunner):
 
     def _compact_journal(self, tx: Tx, batch: int, older_than: float | None, cap: int | None,
                          report: CompactionReport) -> None:
-        oldest = tx.all("SELECT seq, ts FROM @journal ORDER BY seq LIMIT %s", (batch,))
+        chains = self.journal_chains
+        # On several chains the window is at least 4 entries per chain: a step that took one entry
+        # from each chain would append as many checkpoints as it removed.
+        window = batch if chains == 1 else max(batch, 4 * chains)
+        oldest = tx.all("SELECT seq, ts FROM @journal ORDER BY seq LIMIT %s", (window,))
         if not oldest:
             return
         doomed = 0  # how many of the oldest entries the policy lets go
+        beyond = False  # whether entries after these are due too (another step has work)
         if cap is not None:
             kept = int(tx.one("SELECT coalesce(sum(pseq - removed), 0) FROM @journal_heads")[0])  # type: ignore[index]
             doomed = max(doomed, min(len(oldest), kept - cap))
+            beyond = kept - cap > len(oldest)
         if older_than is not None:
             young = next((i for i, (_, ts) in enumerate(oldest) if ts >= older_than), len(oldest))
             doomed = max(doomed, young)
+            beyond = beyond or young == window
         if doomed <= 0:
             return
         cut_seq = oldest[doomed - 1][0]
@@ -222,8 +229,8 @@ class RetentionOps(TxRunner):
             if cut < first:
                 continue
             removed_before, through_hash, only_checkpoints = self._verify_removed(tx, part, first, cut)
-            if only_checkpoints and cut == heads[part] - 1 and len(heads) > 1:
-                continue  # replacing the checkpoints before the newest entry by another would churn every step
+            if only_checkpoints and cut == first and chains > 1:
+                continue  # replacing one checkpoint by another would gain nothing, every step
             row = tx.one("WITH d AS (DELETE FROM @journal WHERE part = %s AND pseq <= %s RETURNING seq) "
                          "SELECT count(*), max(seq) FROM d", (part, cut))
             assert row is not None
@@ -237,7 +244,7 @@ class RetentionOps(TxRunner):
             report.checkpoint_seq = max(report.checkpoint_seq, seq)
         report.journal = deleted_total
         report.journal_through = through_seq
-        report.more = report.more or (doomed == batch and deleted_total > 0)
+        report.more = report.more or (beyond and deleted_total > 0)
 
     @staticmethod
     def _verify_removed(tx: Tx, part: int, first: int, cut: int) -> tuple[int, str, bool]:
