@@ -1,5 +1,6 @@
-"""What only the PostgreSQL backend has: partitioned journal chains (and their tamper checks), the
-schema's start-up and version guard, the server's clock, typed refusals, the light import path.
+"""What only the PostgreSQL backend has: partitioned journal chains (and their tamper checks, also
+after each chain's compaction), retention beside writers on several hosts, the schema's start-up,
+version guard and migrations, the server's clock, typed refusals, the light import path.
 
 Everything backend-neutral runs in the contract modules (``pytestmark = pytest.mark.contract``).
 """
@@ -210,6 +211,47 @@ def test_a_version_1_schema_gains_refs_and_channel_time(root, pg_url):
     assert execute(pg_url, "SELECT value FROM @meta WHERE name = 'schema_version'") == [(str(SCHEMA_VERSION),)]
 
 
+# What schema 3 added, removed again: a schema as the previous release (schema 2) left it.
+SCHEMA_2 = """
+DROP TRIGGER messages_count_inserted ON @messages; DROP TRIGGER messages_count_deleted ON @messages;
+DROP TRIGGER messages_count_acked ON @messages; DROP FUNCTION @count_inserted(); DROP FUNCTION @count_deleted();
+DROP FUNCTION @count_acked(); DROP TABLE @channel_counts; DROP INDEX @messages_inflight; DROP INDEX @messages_due;
+CREATE INDEX messages_deadline ON @messages(deadline) WHERE deadline IS NOT NULL;
+DROP INDEX @journal_checkpoints; ALTER TABLE @journal_heads DROP COLUMN removed;
+UPDATE @meta SET value = '2' WHERE name = 'schema_version';
+"""
+
+
+def test_a_version_2_schema_gains_counters_and_compaction(root, pg_url):
+    from pg_channel_scan import PostgresScanReference
+
+    with Coordinator.open(root, url=pg_url) as coord:
+        ch = coord.channel("tasks")
+        grouped = coord.channel("fan", retention=60)
+        grouped.group("a"), grouped.group("b")
+        ch.send_many(["a", "b", "c", "d"], deadline=0)
+        grouped.send_many(["x", "y"])
+        ch.ack(ch.receive("c"))
+        grouped.group("a").ack(grouped.group("a").receive("c"))
+        for i in range(120):
+            coord.journal.append("note", "k", "h", n=i)
+    execute(pg_url, SCHEMA_2)
+    with Coordinator.open(root, url=pg_url) as coord:  # migrates: the counts are rebuilt from the messages
+        backend = coord.backend
+        scan = PostgresScanReference(backend)
+        for name in ("tasks", "fan"):
+            assert backend.channel_stats(name)["depth"] == scan.channel_stats(name)["depth"] > 0
+        assert backend.channel_stats("tasks")["groups"][""]["overdue"] == 3
+        ch = coord.channel("tasks")
+        ch.ack(ch.receive("c"))  # and kept from now on, by the triggers
+        assert backend.channel_stats("tasks")["ready"] == scan.channel_stats("tasks")["ready"] == 2
+        before = coord.journal.count()
+        report = coord.compact(keep=10)
+        assert report.journal > 0 and coord.journal.count() < before
+        assert coord.journal.verify() == coord.journal.count()
+    assert execute(pg_url, "SELECT value FROM @meta WHERE name = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+
+
 def test_an_unreachable_server_is_a_typed_error(root):
     backend_url = "postgresql://postgres@127.0.0.1:1/postgres"
     with pytest.raises(BackendUnavailable):
@@ -336,32 +378,212 @@ def test_the_cli_reads_the_state_on_postgresql(root, pg_url):
     assert "b.txt" in json.dumps(status) and "a.txt" in json.dumps(status)
 
 
-# -- retention: stored, never applied, compaction refused ----------------------------------
+# -- retention and compaction over 64 chains ------------------------------------------------
 
 
-def test_compaction_is_refused_and_automatic_retention_does_not_run(pg_url, root, monkeypatch, capsys):
+@pytest.fixture
+def compacted(root, pg_url):
+    """A schema whose 64 chains were compacted to the newest 40 entries (each chain keeps its
+    newest entry and gains a checkpoint), then written on."""
+    from agent_coherence.retention import Retention
+
+    with Coordinator.open(root, url=pg_url, retention=Retention(every=0, batch=100)) as coord:
+        for i in range(300):
+            coord.journal.append("note", f"k{i % 7}", "h", n=i)
+        report = coord.compact(keep=40)
+        assert report.journal > 150 and not report.more
+        for i in range(250):  # entries after the checkpoints
+            coord.journal.append("note", f"k{i % 7}", "h", n=300 + i)
+        walk = coord.journal.walk()
+    rows = execute(pg_url, "SELECT count(*) FROM @journal")[0][0]
+    appended = execute(pg_url, "SELECT sum(pseq) FROM @journal_heads")[0][0]  # every entry ever appended
+    assert walk.count == rows and walk.removed == appended - rows
+    assert rows <= 3 * 64 + 250  # per chain: its newest entry and at most two checkpoints, then the new ones
+    return pg_url, walk
+
+
+def _tail_chain(url: str) -> int:
+    """The chain holding the newest entry."""
+    return execute(url, "SELECT part FROM @journal ORDER BY seq DESC LIMIT 1")[0][0]
+
+
+def test_each_compacted_chain_keeps_its_own_checkpoint(compacted):
+    url, walk = compacted
+    for part, pseq, head_hash, removed in execute(url, "SELECT part, pseq, hash, removed FROM @journal_heads"):
+        entries = chain(url, part)
+        if not removed:
+            assert not entries or entries[0][1] == 1
+            continue
+        first = entries[0]
+        checkpoint = json.loads([e for e in entries if e[3] == "journal.checkpoint"][-1][6])
+        assert first[1] == checkpoint["through"] + 1 and first[7] == checkpoint["through_hash"]
+        assert checkpoint["removed"] == removed and pseq - removed == len(entries)
+        assert entries[-1][8] == head_hash
+    backend = PostgresBackend(url)
+    assert backend.journal_count() == walk.count  # from the head rows: lengths minus removed
+    assert backend.journal_tail(1)[0].hash == walk.head
+
+
+@pytest.mark.parametrize("damage", ["edit", "delete", "reorder", "delete_first", "drop_checkpoint"])
+def test_damage_after_a_chains_checkpoint_is_detected(compacted, damage):
+    url, _ = compacted
+    part = execute(url, "SELECT part FROM @journal_heads WHERE removed > 0 AND pseq - removed >= 4 "
+                        "ORDER BY part LIMIT 1")[0][0]
+    entries = chain(url, part)  # (seq, pseq, ts, kind, key, holder, data, prev_hash, hash)
+    seq_a, seq_b = entries[1][0], entries[2][0]
+    if damage == "edit":
+        execute(url, "UPDATE @journal SET holder = 'mallory' WHERE seq = %s", (seq_a,))
+    elif damage == "delete":
+        execute(url, "DELETE FROM @journal WHERE seq = %s", (seq_a,))
+    elif damage == "reorder":  # swap two entries' contents, keeping their places
+        for seq, other in ((seq_a, entries[2]), (seq_b, entries[1])):
+            execute(url, "UPDATE @journal SET ts=%s, kind=%s, key=%s, holder=%s, data=%s, prev_hash=%s, hash=%s "
+                         "WHERE seq = %s", (*other[2:], seq))
+    elif damage == "delete_first":  # the chain's start removed without a checkpoint saying so
+        execute(url, "DELETE FROM @journal WHERE seq = %s", (entries[0][0],))
+    else:  # the checkpoint and what follows, with the head rewritten to match: the start is unexplained
+        checkpoint_pseq = [e for e in entries if e[3] == "journal.checkpoint"][-1][1]
+        execute(url, "DELETE FROM @journal WHERE part = %s AND pseq >= %s", (part, checkpoint_pseq))
+        execute(url, "UPDATE @journal_heads h SET pseq = j.pseq, hash = j.hash FROM @journal j WHERE h.part = %s "
+                     "AND j.part = h.part AND j.pseq = (SELECT max(pseq) FROM @journal WHERE part = %s)", (part, part))
+    with pytest.raises(JournalCorrupt):
+        verify(url)
+
+
+def test_a_cut_tail_is_detected_against_an_anchor_after_compaction(compacted, root):
+    url, walk = compacted
+    anchor = walk.head  # Journal.head(): the newest entry, recorded elsewhere
+    part = _tail_chain(url)
+    execute(url, "DELETE FROM @journal WHERE part = %s AND pseq > (SELECT pseq - 1 FROM @journal_heads "
+                 "WHERE part = %s)", (part, part))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(url)  # the head row still records the cut entry
+    assert caught.value.facts["reason"] == "head mismatch"
+    execute(url, "UPDATE @journal_heads h SET pseq = j.pseq, hash = j.hash FROM @journal j WHERE h.part = %s "
+                 "AND j.part = h.part AND j.pseq = (SELECT max(pseq) FROM @journal WHERE part = %s)", (part, part))
+    assert verify(url) == walk.count - 1  # head rewritten too: consistent without the anchor
+    with pytest.raises(JournalCorrupt) as caught:
+        PostgresBackend(url).journal_verify(anchor=anchor)
+    assert caught.value.facts["reason"] == "anchor missing"
+
+
+def test_old_checkpoints_at_the_front_of_busy_chains_do_not_stall_compaction(root, pg_url):
+    from agent_coherence.retention import Retention
+
+    PostgresBackend(pg_url, journal_chains=4).close()
+    with Coordinator.open(root, url=pg_url, retention=Retention(every=0, batch=4)) as coord:
+        for i in range(40):
+            coord.journal.append("note", "k", "h", n=i)
+        for _ in range(2):  # every chain ends as two checkpoints: the oldest entries are all checkpoints
+            coord.compact(keep=0)
+        assert {e.kind for e in coord.journal.history()} == {"journal.checkpoint"}
+        for i in range(60):
+            coord.journal.append("note", "k", "h", n=i)
+        coord.compact(keep=10)  # steps of 4 entries, the first ones checkpoints only
+        assert coord.journal.count() <= 10 + 2 * 4 and coord.journal.verify() == coord.journal.count()
+
+
+def test_compaction_never_launders_an_edited_entry(root, pg_url):
+    with Coordinator.open(root, url=pg_url) as coord:
+        for i in range(100):
+            coord.journal.append("note", "k", "h", n=i)
+    oldest = execute(pg_url, "SELECT seq FROM @journal ORDER BY seq LIMIT 1")[0][0]
+    execute(pg_url, "UPDATE @journal SET holder = 'mallory' WHERE seq = %s", (oldest,))
+    before = execute(pg_url, "SELECT count(*) FROM @journal")
+    with Coordinator.open(root, url=pg_url, recover=False) as coord, pytest.raises(JournalCorrupt):
+        coord.compact(keep=5)
+    assert execute(pg_url, "SELECT count(*) FROM @journal") == before  # nothing removed: the evidence stays
+
+
+def test_automatic_steps_bound_the_journal_and_the_rows(root, pg_url, capsys):
     from agent_coherence.cli import main
     from agent_coherence.retention import Retention
 
-    tight = Retention(journal_entries=5, lease_days=0, every=1, batch=10)  # on SQLite: a step per transaction
+    tight = Retention(journal_entries=20, lease_days=0, every=3, batch=50)
     with Coordinator.open(root, url=pg_url, retention=tight) as coord:
-        for i in range(30):
-            coord.write(f"f{i % 3}.txt", f"v{i}", holder="h")
+        for i in range(150):
+            coord.write(f"f{i % 50}.txt", f"v{i}", holder="h")
         assert coord.backend.retention() == tight  # stored for every process
-        before = coord.journal.count()
-        assert before >= 30 and coord.journal.verify() == before  # no step removed anything
-        for dry_run in (False, True):
-            with pytest.raises(BackendUnavailable) as refused:
-                coord.compact(keep=1, dry_run=dry_run)
-            assert refused.value.facts["reason"] == "unsupported" and "embedded-backend" in refused.value.message
-        with pytest.raises(ValueError):
-            coord.compact(keep=-1)  # bad input: the same refusal as on the embedded backend
-        assert coord.journal.count() == before and coord.journal.verify() == before
-    monkeypatch.setenv("AGENT_COHERENCE_URL", pg_url)
+        walk = coord.journal.walk()
+        assert walk.removed > 0 and walk.count < 150
+        leases = execute(pg_url, "SELECT count(*) FROM @leases")[0][0]
+        assert leases < 50  # released lease rows went (their fences are kept in the floor)
+        assert int(execute(pg_url, "SELECT value FROM @meta WHERE name = 'fence_floor'")[0][0]) > 0
+        dry = coord.compact(dry_run=True)
+        assert dry.dry_run and dry.checkpoint_seq == 0
     capsys.readouterr()
-    assert main(["journal", "compact", "--root", str(root), "--keep", "1"]) == 2
-    assert "embedded-backend only" in capsys.readouterr().err
-    assert PostgresBackend(pg_url).journal_count() == before
+    with Coordinator.open(root, url=pg_url) as coord:
+        assert sum(v.version for v in coord.backend.list_versions(100)) == 150  # no write lost
+        coord.backend.retention(Retention(every=0))  # from here on only on demand
+        for i in range(200):
+            coord.journal.append("note", "k", "h", n=i)
+    import os
+
+    os.environ["AGENT_COHERENCE_URL"] = pg_url
+    try:
+        assert main(["journal", "compact", "--root", str(root), "--keep", "1", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["journal"] > 0
+        assert main(["journal", "verify", "--root", str(root)]) == 0
+    finally:
+        del os.environ["AGENT_COHERENCE_URL"]
+
+
+def _lease_loop(url: str, host: str, rounds: int, out: str) -> None:
+    import os
+
+    os.environ["AGENT_COHERENCE_HOST"] = host
+    granted = []
+    with Coordinator.open(os.path.dirname(out), url=url) as coord:
+        for i in range(rounds):
+            key = f"k{i % 3}.txt"
+            lease = coord.acquire(key, host, wait=30)
+            coord.write(key, f"{host}{i}", lease=lease)
+            granted.append([key, lease.fence])
+            coord.release(lease)
+    with open(out, "w") as handle:
+        json.dump(granted, handle)
+
+
+def _compact_loop(url: str, root: str, until: float) -> None:
+    import time
+
+    from agent_coherence.retention import Retention
+
+    with Coordinator.open(root, url=url) as coord:
+        while time.time() < until:
+            coord.backend.compact(Retention(every=0, lease_days=0, journal_entries=10, batch=20))
+
+
+def test_compaction_beside_writers_on_several_hosts_repeats_no_fence(root, pg_url):
+    """Lease rows are removed as soon as they are released (lease_days=0) while writers on three
+    hosts take the same keys again: every grant gets a new fence, no write is lost, and the
+    journal, compacted by two processes at once, verifies. (With new lease rows starting at fence 1
+    instead of above ``fence_floor``, one run granted 85 of the 120 (key, fence) pairs twice.)"""
+    import time
+
+    from agent_coherence.retention import Retention
+
+    with Coordinator.open(root, url=pg_url, retention=Retention(every=0)):
+        pass
+    outs = [str(root / f"host{n}.json") for n in range(3)]
+    until = time.time() + 60
+    compactors = [FORK.Process(target=_compact_loop, args=(pg_url, str(root), until)) for _ in range(2)]
+    writers = [FORK.Process(target=_lease_loop, args=(pg_url, f"host{n}", 40, outs[n])) for n in range(3)]
+    for proc in compactors + writers:
+        proc.start()
+    for proc in writers:
+        proc.join(60)
+        assert proc.exitcode == 0
+    for proc in compactors:
+        proc.terminate()
+        proc.join(10)
+    granted = [tuple(g) for out in outs for g in json.load(open(out))]
+    assert len(granted) == 120 and len(set(granted)) == 120  # no (key, fence) granted twice
+    assert int(execute(pg_url, "SELECT value FROM @meta WHERE name = 'fence_floor'")[0][0]) > 3  # rows did go
+    with Coordinator.open(root, url=pg_url) as coord:
+        walk = coord.journal.walk()
+        assert walk.removed > 0
+        assert sum(v.version for v in coord.backend.list_versions(10)) == 120
 
 
 def test_journal_count_and_tail_without_a_scan_agree_with_the_rows(pg_url, root):

@@ -21,10 +21,11 @@ Guarantees and how they are kept:
   not, and raised as BackendUnavailable when it cannot be told. Transient failures are retried
   (tenacity, jittered backoff) up to ``retry_deadline`` seconds, then BackendUnavailable.
 * **Schema creation** runs under a transaction-scoped advisory lock, so many clients may start at
-  once; a schema written by a newer release is refused.
+  once; an older schema is migrated in the same transaction; a schema written by a newer release
+  is refused.
 
 The journal's chains are in ``postgres_journal.py``; leases and writes in ``postgres_writes.py``;
-channels and liveness in their own modules. psycopg is imported here, so this module is only
+channels, their depth figures, liveness and retention in their own modules. psycopg is imported here, so this module is only
 loaded when a ``postgresql://`` URL is opened.
 """
 
@@ -43,8 +44,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from ..errors import BackendUnavailable
+from .postgres_channel_depth import DEPTH_MIGRATION, DEPTH_SCHEMA, ChannelDepthOps
 from .postgres_channels import CHANNEL_CLOCK_SCHEMA, CHANNEL_SCHEMA, ChannelOps
-from .postgres_journal import JOURNAL_SCHEMA, JournalOps
+from .postgres_journal import JOURNAL_MIGRATION, JOURNAL_SCHEMA, JournalOps
 from .postgres_tx import JOURNAL_PARTITIONS, Tx
 from .postgres_liveness import LIVENESS_SCHEMA, LivenessOps
 from .postgres_refs import REFS_SCHEMA, RefOps
@@ -54,10 +56,12 @@ from .sqlite_tx import Deferred
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_SCHEMA = "agent_coherence"
 # Migrations from an earlier schema version: version -> statements that bring it to version + 1.
-MIGRATIONS: dict[int, str] = {1: REFS_SCHEMA + CHANNEL_CLOCK_SCHEMA}  # changes to a schema of each earlier version
+# 1 -> 2: refs and channel time; 2 -> 3: compaction (removed counts on the chain heads, the
+# checkpoint index) and the channel counters.
+MIGRATIONS: dict[int, str] = {1: REFS_SCHEMA + CHANNEL_CLOCK_SCHEMA, 2: JOURNAL_MIGRATION + DEPTH_MIGRATION}
 
 BASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS @meta (name text PRIMARY KEY, value text NOT NULL);
@@ -130,7 +134,7 @@ _TRANSIENT = (pg_errors.LockNotAvailable, pg_errors.QueryCanceled, pg_errors.Dea
               pg_errors.SerializationFailure, pg_errors.UniqueViolation)
 
 
-class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps, RefOps, RetentionOps):
+class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, LivenessOps, RefOps, RetentionOps):
     """Backend on one PostgreSQL schema. Safe for many processes and threads on many hosts.
 
     ``url``: a libpq URL; an extra ``schema=<name>`` parameter picks the schema (default
@@ -167,7 +171,9 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps, RefOps, Ret
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._pool_pid = -1
         self._pool_lock = threading.Lock()
+        self._maintenance_countdown = 1 << 62  # no retention step before the schema exists
         self._ensure_schema()
+        self._start_maintenance_countdown()
 
     # -- SQL and connections ----------------------------------------------------------------
 
@@ -216,8 +222,10 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps, RefOps, Ret
         transaction committed, None if not), else — for ``idempotent`` work — running it again,
         decides; without any of these, BackendUnavailable says the outcome is unknown.
         ``durable=False`` commits without waiting for the flush. A ``Deferred`` returned by
-        ``work`` is raised after the commit (its journal entry stays).
+        ``work`` is raised after the commit (its journal entry stays). Every so many transactions
+        a bounded retention step runs first (``postgres_retention.py``).
         """
+        self.maintenance_due()
         result = self._retrying(lambda: self._attempt(work, idempotent, check, durable))
         if isinstance(result, Deferred):
             raise result.error
@@ -227,6 +235,14 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps, RefOps, Ret
         """Run read-only ``work`` in autocommit (one snapshot per statement, no BEGIN or COMMIT
         round trips), retried on any transient failure."""
         result = self._retrying(lambda: self._attempt(work, True, None, True, read_only=True))
+        assert not isinstance(result, Deferred)
+        return result
+
+    def snapshot(self, work: Callable[[Tx], T]) -> T:
+        """Run read-only ``work`` in one transaction (``work`` may set its isolation level first:
+        ``postgres_journal`` reads the whole journal in one REPEATABLE READ snapshot); retried on
+        a transient failure, without a retention step."""
+        result = self._retrying(lambda: self._attempt(work, True, None, True))
         assert not isinstance(result, Deferred)
         return result
 
@@ -325,7 +341,8 @@ class PostgresBackend(WriteOps, JournalOps, ChannelOps, LivenessOps, RefOps, Ret
     # -- schema -----------------------------------------------------------------------------
 
     def _ensure_schema(self) -> None:
-        statements = BASE_SCHEMA + WRITES_SCHEMA + JOURNAL_SCHEMA + CHANNEL_SCHEMA + LIVENESS_SCHEMA + REFS_SCHEMA
+        statements = (BASE_SCHEMA + WRITES_SCHEMA + JOURNAL_SCHEMA + CHANNEL_SCHEMA + DEPTH_SCHEMA + LIVENESS_SCHEMA
+                      + REFS_SCHEMA)
 
         def create(tx: Tx) -> None:
             # One creator at a time; the others wait here and then find everything in place.

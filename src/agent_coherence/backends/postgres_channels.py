@@ -11,6 +11,8 @@ Message ids come from one SEQUENCE (unique and increasing across channels, with 
 to one channel do not serialise on a counter row. Dedup keys are rows guarded by their primary
 key: two senders of one key at once get one message. Sends and acks wait for their flush;
 receives do not (losing one to a server crash only means a redelivery, with an attempt uncounted).
+What a channel holds (``channel_stats``, overdue and timed-out messages) is read from counters and
+index ranges in ``postgres_channel_depth.py``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ CREATE TABLE IF NOT EXISTS @messages (
     deadline double precision, attempts int NOT NULL, receipt text, consumer text, acked_at double precision,
     PRIMARY KEY (channel, grp, id));
 CREATE INDEX IF NOT EXISTS messages_ready ON @messages(channel, grp, available_at, id);
-CREATE INDEX IF NOT EXISTS messages_deadline ON @messages(deadline) WHERE deadline IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_acked ON @messages(channel, acked_at) WHERE acked_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS @dedup (
     channel text NOT NULL, key text NOT NULL, message_id bigint NOT NULL,
@@ -269,10 +270,12 @@ class ChannelOps(TxRunner):
     def _dead_letter(self, tx: Tx, message: MessageRecord) -> None:
         dead = dead_letter_name(message.channel)
         self._config(tx, dead)
+        # Enqueued now, in the dead-letter channel: its ids then follow channel time, as the
+        # depth figures assume (postgres_channel_depth.py).
         row = tx.one(
-            f"INSERT INTO @messages({_COLUMNS}) VALUES (nextval('@message_ids'), %s, '', %s, %s, %s, %s, @ac_channel_now(), "
-            "%s, 0, NULL, NULL) RETURNING id",
-            (dead, message.key, message.payload, message.encoding, message.enqueued_at, message.deadline))
+            f"INSERT INTO @messages({_COLUMNS}) VALUES (nextval('@message_ids'), %s, '', %s, %s, %s, @ac_channel_now(), "
+            "@ac_channel_now(), %s, 0, NULL, NULL) RETURNING id",
+            (dead, message.key, message.payload, message.encoding, message.deadline))
         tx.run("DELETE FROM @messages WHERE id = %s AND grp = %s AND channel = %s",
                (message.id, message.group, message.channel))
         tx.append("message.dead", f"channel:{message.channel}", message.consumer,
@@ -360,53 +363,3 @@ class ChannelOps(TxRunner):
         row = self.read(lambda tx: tx.one(
             "SELECT expires_at > @ac_channel_now() FROM @effects WHERE channel = %s AND effect_key = %s", (scope, effect_key)))
         return bool(row and row[0])
-
-    # -- observation ------------------------------------------------------------------------
-
-    def channel_stats(self, channel: str) -> dict[str, Any]:
-        def work(tx: Tx) -> tuple[list[str], list[tuple[Any, ...]]]:
-            groups = [row[0] for row in tx.all("SELECT grp FROM @channel_groups WHERE channel = %s ORDER BY grp",
-                                               (channel,))]
-            rows = tx.all(
-                "WITH n AS MATERIALIZED (SELECT @ac_channel_now() AS t, @ac_now() AS w) SELECT grp, count(*) FILTER (WHERE available_at <= n.t), "
-                "count(*) FILTER (WHERE available_at > n.t AND receipt IS NOT NULL AND acked_at IS NULL), "
-                "count(*) FILTER (WHERE available_at > n.t AND receipt IS NULL AND acked_at IS NULL), "
-                "min(enqueued_at) FILTER (WHERE available_at <= n.t), "
-                "count(*) FILTER (WHERE deadline IS NOT NULL AND deadline < n.w AND acked_at IS NULL), n.t "
-                "FROM @messages, n WHERE channel = %s GROUP BY grp, n.t, n.w", (channel,))
-            return groups, rows
-
-        groups, rows = self.read(work)
-        by_group = {row[0]: row for row in rows}
-        stats: dict[str, Any] = {"channel": channel, "groups": {}}
-        for group in groups or [""]:
-            row = by_group.get(group)
-            ready, in_flight, delayed, oldest, overdue, now = row[1:] if row else (0, 0, 0, None, 0, 0.0)
-            stats["groups"][group] = {
-                "ready": ready, "in_flight": in_flight, "delayed": delayed, "overdue": overdue,
-                "oldest_ready_age": (now - oldest) if oldest is not None else None,
-            }
-        # A delayed message (sent with a delay, or nacked with one) is neither ready nor in
-        # flight, but it is in the channel: depth counts it.
-        values = stats["groups"].values()
-        stats["depth"] = sum(g["ready"] + g["in_flight"] + g["delayed"] for g in values)
-        stats["ready"] = sum(g["ready"] for g in values)
-        stats["in_flight"] = sum(g["in_flight"] for g in values)
-        stats["delayed"] = sum(g["delayed"] for g in values)
-        ages = [g["oldest_ready_age"] for g in values if g["oldest_ready_age"] is not None]
-        stats["oldest_ready_age"] = max(ages) if ages else None
-        return stats
-
-    def overdue_messages(self, limit: int = 100) -> list[MessageRecord]:
-        """Unacknowledged messages whose deadline has passed (any channel)."""
-        rows = self.read(lambda tx: tx.all(
-            f"SELECT {_COLUMNS} FROM @messages WHERE deadline IS NOT NULL AND deadline < @ac_now() "
-            "AND acked_at IS NULL ORDER BY deadline LIMIT %s", (limit,)))
-        return [_message(row) for row in rows]
-
-    def expired_deliveries(self, limit: int = 100) -> list[MessageRecord]:
-        """Messages that were delivered, not acknowledged, and whose visibility timeout ran out."""
-        rows = self.read(lambda tx: tx.all(
-            f"SELECT {_COLUMNS} FROM @messages WHERE receipt IS NOT NULL AND acked_at IS NULL "
-            "AND available_at <= @ac_channel_now() LIMIT %s", (limit,)))
-        return [_message(row) for row in rows]

@@ -1,57 +1,297 @@
-"""The retention policy on PostgreSQL: stored and read, never applied, in this release.
+"""Retention on PostgreSQL: the stored policy, bounded compaction steps, the fence floor.
 
-The policy lives in the schema's ``meta`` table (name ``retention``) like on the embedded backend,
-so every process on the schema reads the same one and a policy stored here carries over unchanged.
-What is not implemented here: removing anything. No automatic retention step runs on PostgreSQL,
-and ``compact()`` refuses with ``BackendUnavailable`` (reason ``unsupported``) before it changes
-anything, so the journal, released lease rows, expired dedup and effect rows, ended workers and
-finished assignments keep growing. Compacting 64 chains needs a ``journal.checkpoint`` entry per
-chain and a fence floor; until that exists, a refusal is the honest answer, not a no-op report.
+The policy and what it keeps are those of ``retention.py`` (one policy, stored in the schema's
+``meta`` table so every process on every host applies the same one); the record format of a
+checkpoint is that of ``journal.py``. How a step is done here, safe with writers on many hosts:
+
+* **One step at a time, never a fleet-wide wait.** A step runs in one transaction under a
+  transaction-scoped advisory lock of the schema; an automatic step that finds it taken skips
+  (another host is doing the work), ``compact()`` waits for it. Writers never take that lock.
+* **Rows** (leases, dedup, effects, assignments, workers) are examined ``batch`` at a time in
+  primary-key order from a cursor kept in ``meta`` that wraps around; a row goes only if it meets
+  its condition when the DELETE locks it (READ COMMITTED re-checks a row another transaction
+  changed meanwhile), so a lease taken again, a dedup key claimed again, ... stays.
+* **Fences never repeat.** A removed lease row's fence raises ``meta.fence_floor`` in the same
+  transaction; a lease row made afresh starts above the floor. An acquire that waited for the
+  step's lock on the row finds it gone and inserts in a *new* statement, which sees the floor.
+* **The journal's 64 chains are compacted one by one.** The step takes the oldest entries by
+  global ``seq`` (at most ``batch``) that the policy lets go; on each chain they touch, it verifies
+  the entries to be removed from the chain's newest checkpoint (so an edited entry is never
+  laundered into a checkpoint), deletes them, keeps the chain's newest entry, and appends a
+  ``journal.checkpoint`` entry to *that* chain (positions are the chain's, as ``ChainWalk``
+  checks them). The head rows are locked last, in chain order, for the checkpoints only: a
+  writer waits at most for the end of one step, and only if it picked a compacted chain. So
+  the journal keeps at least its newest entry per chain; on a schema of several chains a step
+  looks at no fewer than 4 entries per chain (256 on 64), and a chain whose only removable entry
+  is a checkpoint is left as it is (replacing it by a new one would gain nothing): a cap below a
+  few entries per chain is not reached.
+
+A dry run counts what a full pass would remove, read-only (it may scan).
+
+Limit: an ended worker is removed unless an open assignment is *committed* for it when the step
+looks; an ``assign`` to a worker ended ``worker_days`` ago that commits during the step can leave
+an open assignment whose worker row is gone (liveness then reports the assignment's worker as
+unknown).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import psycopg
 
-from ..errors import BackendUnavailable
+from ..errors import CoherenceError
+from ..journal import CHECKPOINT_ENTRY, GENESIS, ChainWalk, encode_data
+from ..logs import ERROR, WARNING, log
 from ..retention import CompactionReport, Retention, check_compact_limits
+from .postgres_journal import record_of
 from .postgres_tx import Tx, TxRunner
 
-COMPACTION_UNSUPPORTED = (
-    "retention and journal compaction are embedded-backend only in this release: PostgreSQL keeps "
-    "every row"
+DISABLED_RECHECK = 5000  # transactions before a process re-reads a policy that turned steps off
+
+# (table, primary key columns, the condition under which a row goes, its parameters' names).
+_SWEEPS: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...]], ...] = (
+    ("leases", ("key",), "t.expires_at < %(lease_cutoff)s AND NOT EXISTS "
+     "(SELECT 1 FROM @intents i WHERE i.key = t.key)", ("lease_cutoff",)),
+    ("dedup", ("channel", "key"), "t.expires_at <= %(channel_now)s", ("channel_now",)),
+    ("effects", ("channel", "effect_key"), "t.expires_at <= %(channel_now)s", ("channel_now",)),
+    ("assignments", ("task_id",), "t.completed_at IS NOT NULL AND t.completed_at < %(assignment_cutoff)s",
+     ("assignment_cutoff",)),
+    ("workers", ("worker",), "t.ended_at IS NOT NULL AND t.ended_at < %(worker_cutoff)s AND NOT EXISTS "
+     "(SELECT 1 FROM @assignments a WHERE a.worker = t.worker AND a.completed_at IS NULL)", ("worker_cutoff",)),
 )
+_SET_META = ("INSERT INTO @meta(name, value) VALUES (%s, %s) "
+             "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value")
+_CHECKPOINT_COLUMNS = "seq, ts, kind, key, holder, data, prev_hash, hash"
+
+
+def _meta(tx: Tx, name: str) -> str | None:
+    row = tx.one("SELECT value FROM @meta WHERE name = %s", (name,))
+    return None if row is None else str(row[0])
 
 
 class RetentionOps(TxRunner):
     """Retention operations of PostgresBackend (see the Backend protocol for the contract)."""
 
+    schema: str
+    _maintenance_countdown: int
+
+    def _start_maintenance_countdown(self) -> None:
+        """A random start, so short-lived processes (a hook per event) take their share of steps."""
+        self._maintenance_countdown = 1 + int.from_bytes(os.urandom(2), "big") % Retention().every
+
+    # -- the policy -------------------------------------------------------------------------
+
     def retention(self, update: Retention | None = None) -> Retention:
-        """The stored policy (the default if none was stored); ``update`` stores a new one. The
-        policy is recorded for every process, but nothing applies it on PostgreSQL (see the
-        module docstring)."""
+        """The stored policy (the default if none was stored); ``update`` stores a new one."""
         if update is not None:
             text = json.dumps(update.as_dict(), sort_keys=True)
-
-            def store(tx: Tx) -> None:
-                tx.run("INSERT INTO @meta(name, value) VALUES ('retention', %s) "
-                       "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value", (text,))
-
-            self.transaction(store)
+            self.transaction(lambda tx: tx.run(_SET_META, ("retention", text)), idempotent=True)
             return update
         row = self.read(lambda tx: tx.one("SELECT value FROM @meta WHERE name = 'retention'"))
         return Retention() if row is None else Retention.from_dict(json.loads(row[0]))
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def maintenance_due(self) -> None:
+        """Called before each transaction: every ``every`` transactions of this process, one step
+        (skipped when another process is running one). A failed step is logged, never raised
+        into the operation that triggered it."""
+        self._maintenance_countdown -= 1
+        if self._maintenance_countdown > 0:
+            return
+        self._maintenance_countdown = DISABLED_RECHECK  # also while the step below runs
+        try:
+            policy = self.retention()
+            if policy.every == 0:
+                return
+            try:
+                self.transaction(lambda tx: self._step(tx, policy, None, None, wait=False), idempotent=True)
+            finally:
+                self._maintenance_countdown = policy.every
+        except CoherenceError as error:
+            level = ERROR if error.facts.get("reason") in ("gap", "broken link", "hash mismatch") else WARNING
+            log("retention", level, "retention step skipped: %s", error.message)
+        except psycopg.Error as error:
+            log("retention", WARNING, "retention step skipped: %s", error)
 
     def compact(
         self, policy: Retention | None = None, *, before: float | None = None, keep: int | None = None,
         dry_run: bool = False,
     ) -> CompactionReport:
-        """Refused on PostgreSQL in this release, also as a dry run: raises BackendUnavailable
-        (``reason="unsupported"``) and changes nothing; bad ``before``/``keep`` get the same
-        ValueError as on the embedded backend first."""
+        """One bounded retention step in one transaction (``dry_run``: count what a full pass
+        would remove instead, changing nothing). ``before`` (a timestamp) and ``keep`` (a number
+        of entries) replace the policy's journal limits. Waits for a step another process is
+        running. Raises JournalCorrupt, removing nothing, when the entries it would remove do
+        not verify."""
         check_compact_limits(before, keep)
-        raise BackendUnavailable(
-            COMPACTION_UNSUPPORTED, backend=self.name, detail="compaction unsupported", errno=None,
-            reason="unsupported",
-            recover="keep the journal (it still verifies), or run the state on the embedded backend to compact it",
-        )
+        policy = self.retention() if policy is None else policy
+        if dry_run:
+            return self.read(lambda tx: self._estimate(tx, policy, before, keep))
+        # Running it again after an unanswered COMMIT is a step of its own: harmless.
+        return self.transaction(lambda tx: self._step(tx, policy, before, keep, wait=True), idempotent=True)
+
+    def _cutoffs(self, tx: Tx, policy: Retention) -> dict[str, float]:
+        row = tx.one("SELECT @ac_now(), @ac_channel_now()")
+        assert row is not None
+        now = float(row[0])
+        values = {"channel_now": float(row[1])}
+        ages = {"lease_cutoff": "lease_days", "assignment_cutoff": "assignment_days", "worker_cutoff": "worker_days"}
+        for name, field in ages.items():
+            seconds = policy.seconds(field)
+            values[name] = float("-inf") if seconds is None else now - seconds
+        return values
+
+    def _journal_limits(self, tx: Tx, policy: Retention, before: float | None,
+                        keep: int | None) -> tuple[float | None, int | None]:
+        if before is None and keep is None:
+            seconds = policy.seconds("journal_days")
+            if seconds is None:
+                return None, policy.journal_entries
+            row = tx.one("SELECT @ac_now()")
+            return float(row[0]) - seconds, policy.journal_entries  # type: ignore[index]
+        return before, keep
+
+    def _step(self, tx: Tx, policy: Retention, before: float | None, keep: int | None,
+              wait: bool) -> CompactionReport:
+        report = CompactionReport()
+        lock_key = f"agent-coherence-retention:{self.schema}"
+        if wait:
+            tx.run("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_key,))
+        elif not tx.one("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (lock_key,))[0]:  # type: ignore[index]
+            return report  # another process is running a step
+        values = self._cutoffs(tx, policy)
+        # Rows first, journal last: the head rows are the last locks this transaction takes.
+        for table, key, condition, names in _SWEEPS:
+            removed, more = self._sweep(tx, table, key, condition, {n: values[n] for n in names}, policy.batch)
+            setattr(report, table, removed)
+            report.more = report.more or more
+        older_than, cap = self._journal_limits(tx, policy, before, keep)
+        self._compact_journal(tx, policy.batch, older_than, cap, report)
+        return report
+
+    @staticmethod
+    def _sweep(tx: Tx, table: str, key: tuple[str, ...], condition: str, params: dict[str, float],
+               batch: int) -> tuple[int, bool]:
+        """Examine the next ``batch`` rows of ``table`` after the stored cursor; remove those
+        meeting ``condition``. Returns (removed, whether rows remain after these)."""
+        cursor_name = f"retention.cursor.{table}"
+        stored = _meta(tx, cursor_name)
+        cursor = json.loads(stored) if stored else None
+        columns = ", ".join(key)
+        after = f"WHERE ({columns}) > ({', '.join(['%(c' + str(i) + ')s' for i in range(len(key))])})" if cursor else ""
+        match = " AND ".join(f"t.{column} = b.{column}" for column in key)
+        fence = "t.fence" if table == "leases" else "0"
+        row = tx.one(
+            f"WITH b AS (SELECT {columns} FROM @{table} {after} ORDER BY {columns} LIMIT %(batch)s), "
+            f"g AS (DELETE FROM @{table} t USING b WHERE {match} AND {condition} RETURNING {fence} AS fence) "
+            f"SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM g), (SELECT max(fence) FROM g), "
+            f"(SELECT json_build_array({columns}) FROM b ORDER BY {', '.join(c + ' DESC' for c in key)} LIMIT 1)",
+            dict(params, batch=batch, **{f"c{i}": value for i, value in enumerate(cursor or [])}))
+        assert row is not None
+        examined, removed, highest, last = int(row[0]), int(row[1]), row[2], row[3]
+        if table == "leases" and removed:
+            tx.run("INSERT INTO @meta(name, value) VALUES ('fence_floor', %s) ON CONFLICT (name) DO UPDATE "
+                   "SET value = greatest(@meta.value::bigint, EXCLUDED.value::bigint)::text", (str(highest),))
+        more = examined == batch
+        tx.run(_SET_META, (cursor_name, json.dumps(last) if more else ""))
+        return removed, more
+
+    def _compact_journal(self, tx: Tx, batch: int, older_than: float | None, cap: int | None,
+                         report: CompactionReport) -> None:
+        chains = self.journal_chains
+        # On several chains the window is at least 4 entries per chain: a step that took one entry
+        # from each chain would append as many checkpoints as it removed.
+        window = batch if chains == 1 else max(batch, 4 * chains)
+        oldest = tx.all("SELECT seq, ts FROM @journal ORDER BY seq LIMIT %s", (window,))
+        if not oldest:
+            return
+        doomed = 0  # how many of the oldest entries the policy lets go
+        beyond = False  # whether entries after these are due too (another step has work)
+        if cap is not None:
+            kept = int(tx.one("SELECT coalesce(sum(pseq - removed), 0) FROM @journal_heads")[0])  # type: ignore[index]
+            doomed = max(doomed, min(len(oldest), kept - cap))
+            beyond = kept - cap > len(oldest)
+        if older_than is not None:
+            young = next((i for i, (_, ts) in enumerate(oldest) if ts >= older_than), len(oldest))
+            doomed = max(doomed, young)
+            beyond = beyond or young == window
+        if doomed <= 0:
+            return
+        cut_seq = oldest[doomed - 1][0]
+        heads = {part: pseq for part, pseq in tx.all("SELECT part, pseq FROM @journal_heads")}
+        plans: list[tuple[int, int, str, int, int]] = []  # (chain, last removed position, its hash, removed
+        # from the chain in all, removed now)
+        deleted_total = through_seq = 0
+        for part, first, last in tx.all("SELECT part, min(pseq), max(pseq) FROM @journal WHERE seq <= %s "
+                                        "GROUP BY part ORDER BY part", (cut_seq,)):
+            cut = min(last, heads[part] - 1)  # the chain's newest entry stays: its checkpoint links to it
+            if cut < first:
+                continue
+            removed_before, through_hash, only_checkpoints = self._verify_removed(tx, part, first, cut)
+            if only_checkpoints and cut == first and chains > 1:
+                continue  # replacing one checkpoint by another would gain nothing, every step
+            row = tx.one("WITH d AS (DELETE FROM @journal WHERE part = %s AND pseq <= %s RETURNING seq) "
+                         "SELECT count(*), max(seq) FROM d", (part, cut))
+            assert row is not None
+            deleted = int(row[0])
+            deleted_total += deleted
+            through_seq = max(through_seq, int(row[1] or 0))
+            plans.append((part, cut, through_hash, removed_before + deleted, deleted))
+        for part, cut, through_hash, removed, now_removed in plans:  # the head locks, last, in chain order
+            data = encode_data({"through": cut, "through_hash": through_hash, "removed": removed})
+            seq = tx.write_on_chain(part, [(CHECKPOINT_ENTRY, None, None, data)], removed=now_removed)[0]
+            report.checkpoint_seq = max(report.checkpoint_seq, seq)
+        report.journal = deleted_total
+        report.journal_through = through_seq
+        report.more = report.more or (beyond and deleted_total > 0)
+
+    @staticmethod
+    def _verify_removed(tx: Tx, part: int, first: int, cut: int) -> tuple[int, str, bool]:
+        """Verify positions ``first``..``cut`` of chain ``part`` from its newest checkpoint's
+        anchor (GENESIS when there is none); return (entries removed from the chain before, the
+        hash of entry ``cut``, whether they are all checkpoints). Raises JournalCorrupt."""
+        row = tx.one(f"SELECT data FROM @journal WHERE part = %s AND kind = '{CHECKPOINT_ENTRY}' "
+                     "ORDER BY pseq DESC LIMIT 1", (part,))
+        walk = ChainWalk()
+        removed = 0
+        if row is not None:
+            checkpoint = json.loads(row[0])
+            removed = int(checkpoint["removed"])
+            walk.start_at(int(checkpoint["through"]) + 1, str(checkpoint["through_hash"]))
+        else:
+            walk.start_at(1, GENESIS)
+        only_checkpoints = True
+        for entry_row in tx.all(f"SELECT pseq, {_CHECKPOINT_COLUMNS} FROM @journal WHERE part = %s "
+                                "AND pseq BETWEEN %s AND %s ORDER BY pseq", (part, first, cut)):
+            entry = record_of(entry_row[1:])
+            walk.check(entry, position=entry_row[0])
+            only_checkpoints = only_checkpoints and entry.kind == CHECKPOINT_ENTRY
+        return removed, walk.head, only_checkpoints
+
+    def _estimate(self, tx: Tx, policy: Retention, before: float | None, keep: int | None) -> CompactionReport:
+        report = CompactionReport(dry_run=True)
+        older_than, cap = self._journal_limits(tx, policy, before, keep)
+        cut: int | None = None
+        if cap is not None:
+            kept = int(tx.one("SELECT coalesce(sum(pseq - removed), 0) FROM @journal_heads")[0])  # type: ignore[index]
+            if kept > cap:
+                row = tx.one("SELECT seq FROM @journal ORDER BY seq OFFSET %s LIMIT 1", (kept - cap - 1,))
+                cut = None if row is None else int(row[0])
+        if older_than is not None:
+            row = tx.one("SELECT (SELECT min(seq) FROM @journal WHERE ts >= %s), (SELECT max(seq) FROM @journal)",
+                         (older_than,))
+            assert row is not None
+            if row[1] is not None:
+                young = int(row[1]) + 1 if row[0] is None else int(row[0])
+                cut = max(cut or 0, young - 1)
+        if cut:
+            row = tx.one("SELECT count(*), max(j.seq) FROM @journal j JOIN @journal_heads h ON h.part = j.part "
+                         "WHERE j.seq <= %s AND j.pseq < h.pseq", (cut,))
+            assert row is not None
+            report.journal, report.journal_through = int(row[0]), int(row[1] or 0)
+        values = self._cutoffs(tx, policy)
+        for table, _, condition, names in _SWEEPS:
+            count = tx.one(f"SELECT count(*) FROM @{table} t WHERE {condition}", {n: values[n] for n in names})
+            setattr(report, table, int(count[0]))  # type: ignore[index]
+        return report

@@ -39,6 +39,12 @@ class TxRunner:
     def read(self, work: Callable[[Tx], T]) -> T:
         raise NotImplementedError
 
+    def snapshot(self, work: Callable[[Tx], T]) -> T:
+        raise NotImplementedError
+
+    def now(self) -> float:
+        raise NotImplementedError
+
 
 class Tx:
     """One transaction on one connection: statements, plus the journal entries it will append."""
@@ -71,28 +77,38 @@ class Tx:
         self.pending.append((kind, key, holder, encode_data(data)))
 
     def flush_journal(self) -> None:
+        """Write the queued entries on one chain picked at random (the transaction's last lock)."""
         if not self.pending:
             return
-        count = len(self.pending)
         part = int.from_bytes(os.urandom(2), "big") % self.backend.journal_chains
+        self.write_on_chain(part, self.pending)
+        self.pending = []
+
+    def write_on_chain(self, part: int, entries: list[tuple[str, str | None, str | None, str]],
+                       removed: int = 0) -> list[int]:
+        """Append ``entries`` (kind, key, holder, data text) to chain ``part`` now, locking its head
+        row; ``removed`` adds to the head's count of entries compaction took from the chain.
+        Returns their sequence numbers."""
+        count = len(entries)
         # The commit's flush level rides on this statement (no round trip of its own): a
         # transaction that writes anything journals it, and set_config(..., true) lasts until COMMIT.
         row = self.one(
-            "UPDATE @journal_heads SET pseq = pseq + %(n)s WHERE part = %(part)s RETURNING pseq - %(n)s, hash, "
-            "@ac_now(), (SELECT array_agg(nextval('@journal_seq')) FROM generate_series(1, %(n)s)), "
+            "UPDATE @journal_heads SET pseq = pseq + %(n)s, removed = removed + %(removed)s WHERE part = %(part)s "
+            "RETURNING pseq - %(n)s, hash, @ac_now(), "
+            "(SELECT array_agg(nextval('@journal_seq')) FROM generate_series(1, %(n)s)), "
             "set_config('synchronous_commit', %(sync)s, true)",
-            {"n": count, "part": part, "sync": "on" if self.flush else "off"})
+            {"n": count, "part": part, "sync": "on" if self.flush else "off", "removed": removed})
         assert row is not None, "journal_heads row missing"
         pseq, prev, ts, seqs = row[0], row[1], float(row[2]), sorted(row[3])
         columns: list[list[Any]] = [[] for _ in range(10)]
-        for (kind, key, holder, data_json), seq in zip(self.pending, seqs):
+        for (kind, key, holder, data_json), seq in zip(entries, seqs):
             pseq += 1
             digest = chain_hash(prev, seq, ts, kind, key, holder, data_json)
             for column, value in zip(columns, (seq, part, pseq, ts, kind, key, holder, data_json, prev, digest)):
                 column.append(value)
             self.records.append(JournalRecord(seq, ts, kind, key, holder, json.loads(data_json), prev, digest, data_json))
             prev = digest
-        self.seqs = seqs
+        self.seqs = self.seqs + seqs
         if count == 1:  # the common case: scalars cost less to send than ten one-element arrays
             self.run(
                 "WITH e AS (INSERT INTO @journal(seq, part, pseq, ts, kind, key, holder, data, prev_hash, hash) "
@@ -104,4 +120,4 @@ class Tx:
                 "SELECT * FROM unnest(%s::bigint[], %s::int[], %s::bigint[], %s::float8[], %s::text[], %s::text[], "
                 "%s::text[], %s::text[], %s::text[], %s::text[])) "
                 "UPDATE @journal_heads SET hash = %s WHERE part = %s", (*columns, prev, part))
-        self.pending = []
+        return seqs

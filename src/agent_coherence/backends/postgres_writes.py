@@ -52,9 +52,13 @@ up AS (
 SELECT old.holder, old.fence, old.acquired_at, old.expires_at, up.fence, up.acquired_at, up.expires_at
 FROM old LEFT JOIN up ON true
 """
+# A new lease row starts above the highest fence of a row retention removed (``fence_floor``).
+# This runs as a statement of its own after _TAKE found no row: when _TAKE waited for a retention
+# step that deleted the row, this statement's snapshot already sees the raised floor.
 _INSERT_LEASE = (
     "WITH n AS MATERIALIZED (SELECT @ac_now() AS t) INSERT INTO @leases(key, holder, fence, acquired_at, "
-    "expires_at) SELECT %(key)s, %(holder)s, 1, t, t + %(ttl)s FROM n "
+    "expires_at) SELECT %(key)s, %(holder)s, coalesce((SELECT value::bigint FROM @meta WHERE name = 'fence_floor'), 0) "
+    "+ 1, t, t + %(ttl)s FROM n "
     "ON CONFLICT (key) DO NOTHING RETURNING fence, acquired_at, expires_at"
 )
 _VERSION_COLUMNS = "key, version, sha256, size, writer, fence, updated_at"
@@ -104,7 +108,7 @@ class WriteOps(TxRunner):
             if inserted is None:
                 raise Contended(key)
             if journal:
-                tx.append("lease.acquire", key, holder, {"fence": 1, "ttl": ttl})
+                tx.append("lease.acquire", key, holder, {"fence": inserted[0], "ttl": ttl})
             return LeaseRecord(key, holder, *inserted, ttl), True
         old_holder, old_fence, old_acquired, old_expires, fence, acquired, expires = row
         if fence is None:
