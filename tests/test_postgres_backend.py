@@ -601,3 +601,23 @@ def test_journal_count_and_tail_without_a_scan_agree_with_the_rows(pg_url, root)
         assert coord.journal.walk(anchor=rows[-5][1]).count == len(rows)
         with pytest.raises(JournalCorrupt):
             coord.journal.verify(anchor="f" * 64)  # not in any chain
+
+
+def test_an_assign_waits_for_a_running_retention_step(root, pg_url):
+    """A step holds the schema's retention lock; an assign takes it shared before its row exists,
+    so the step can't remove the worker of an assignment that is about to commit."""
+    from agent_coherence.backends.postgres_retention import retention_lock_key
+
+    conninfo, schema = split_url(pg_url)
+    with Coordinator.open(root, url=pg_url) as coord:
+        liveness = coord.liveness
+        done = threading.Event()
+        with psycopg.connect(conninfo) as step:  # a transaction standing in for a running step
+            step.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (retention_lock_key(schema),))
+            worker = threading.Thread(target=lambda: (liveness.assign("t1", "w1"), done.set()))
+            worker.start()
+            assert not done.wait(0.5), "the assign went ahead while a retention step held the lock"
+            step.rollback()
+        assert done.wait(10)
+        worker.join()
+        assert [a.task_id for a in coord.backend.list_assignments()] == ["t1"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .postgres_retention import take_retention_lock_shared
 from .postgres_tx import Tx, TxRunner
 from .records import AssignmentRecord, WorkerRecord
 
@@ -42,6 +43,8 @@ def _assignment(row: tuple[Any, ...]) -> AssignmentRecord:
 
 class LivenessOps(TxRunner):
     """Views, worker sessions and assignments (see the Backend protocol for the contract)."""
+
+    schema: str
 
     # -- views ------------------------------------------------------------------------------
 
@@ -104,6 +107,8 @@ class LivenessOps(TxRunner):
 
     def assign(self, task_id: str, worker: str, deadline: float | None, info: dict[str, Any]) -> AssignmentRecord:
         def work(tx: Tx) -> AssignmentRecord:
+            # Before the row exists, so a retention step can't remove the worker meanwhile.
+            take_retention_lock_shared(tx, self.schema)
             row = tx.one(
                 f"INSERT INTO @assignments({_ASSIGNMENT_COLUMNS}) VALUES (%s,%s,@ac_now(),%s,NULL,%s) "
                 "ON CONFLICT (task_id) DO UPDATE SET worker = excluded.worker, assigned_at = excluded.assigned_at, "

@@ -28,10 +28,9 @@ checkpoint is that of ``journal.py``. How a step is done here, safe with writers
 
 A dry run counts what a full pass would remove, read-only (it may scan).
 
-Limit: an ended worker is removed unless an open assignment is *committed* for it when the step
-looks; an ``assign`` to a worker ended ``worker_days`` ago that commits during the step can leave
-an open assignment whose worker row is gone (liveness then reports the assignment's worker as
-unknown).
+An ``assign`` takes the same advisory lock *shared* (``take_retention_lock_shared``): it waits
+for a running step, and a step waits for (or, when automatic, skips past) an assign in flight. So a
+step never removes an ended worker whose open assignment is about to commit.
 """
 
 from __future__ import annotations
@@ -68,6 +67,17 @@ _CHECKPOINT_COLUMNS = "seq, ts, kind, key, holder, data, prev_hash, hash"
 def _meta(tx: Tx, name: str) -> str | None:
     row = tx.one("SELECT value FROM @meta WHERE name = %s", (name,))
     return None if row is None else str(row[0])
+
+
+
+def retention_lock_key(schema: str) -> str:
+    """The name of the schema's retention advisory lock (a step holds it exclusively)."""
+    return f"agent-coherence-retention:{schema}"
+
+
+def take_retention_lock_shared(tx: Tx, schema: str) -> None:
+    """Hold the retention lock shared until ``tx`` ends: no step runs while ``tx`` is open."""
+    tx.run("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (retention_lock_key(schema),))
 
 
 class RetentionOps(TxRunner):
@@ -155,7 +165,7 @@ class RetentionOps(TxRunner):
     def _step(self, tx: Tx, policy: Retention, before: float | None, keep: int | None,
               wait: bool) -> CompactionReport:
         report = CompactionReport()
-        lock_key = f"agent-coherence-retention:{self.schema}"
+        lock_key = retention_lock_key(self.schema)
         if wait:
             tx.run("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_key,))
         elif not tx.one("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (lock_key,))[0]:  # type: ignore[index]
