@@ -106,7 +106,7 @@ class LeaseOps:
         return self.transaction(work)  # type: ignore[no-any-return]
 
     def _live_lease_or_lost(self, conn: sqlite3.Connection, key: str, holder: str, fence: int, now: float) -> tuple:
-        row = conn.execute(LEASE_ROW, (key,)).fetchone()
+        row = self._statements(conn)(LEASE_ROW, (key,)).fetchone()
         if row is None or row[0] != holder or row[1] != fence or row[3] <= now:
             current_holder = row[0] if row is not None and row[3] > now else None
             current_fence = row[1] if row is not None else 0
