@@ -58,13 +58,16 @@ class Record:
 
     __slots__: tuple[str, ...] = ()
     _defaults: dict[str, Any] = {}
-    # The ``__set__`` of each field's slot, in field order (made per class): a slot's own setter
-    # costs a third of what ``object.__setattr__`` does, and records are made on every write.
-    _setters: tuple[Callable[[Any, Any], None], ...] = ()
+    # The ``__set__`` of each field's slot, in field order, made per class at its first record
+    # (not at import: the hook's start-up): a slot's own setter costs a third of what
+    # ``object.__setattr__`` does, and records are made on every write.
+    _setters: tuple[Callable[[Any, Any], None], ...] | None = None
     __dataclass_fields__ = _DataclassFields()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         setters = self._setters
+        if setters is None:
+            setters = _slot_setters(type(self))
         if not kwargs and len(args) == len(setters):  # the backends' way: every field, in order
             for set_field, value in zip(setters, args):
                 set_field(self, value)
@@ -137,7 +140,13 @@ class Record:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         setattr(cls, "__match_args__", cls.__slots__)  # mypy refuses a plain assignment to it
-        cls._setters = tuple(getattr(cls, name).__set__ for name in cls.__slots__)
+        cls._setters = None  # its own, made at its first record (see ``_slot_setters``)
+
+
+def _slot_setters(cls: type[Record]) -> tuple[Callable[[Any, Any], None], ...]:
+    setters = tuple(getattr(cls, name).__set__ for name in cls.__slots__)
+    type.__setattr__(cls, "_setters", setters)
+    return setters
 
 
 def _frozen(record: Record, name: str) -> AttributeError:
