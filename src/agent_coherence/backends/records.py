@@ -20,7 +20,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, TypeVar
+    from typing import Any, Callable, TypeVar
 
     R = TypeVar("R", bound="Record")
 
@@ -58,27 +58,34 @@ class Record:
 
     __slots__: tuple[str, ...] = ()
     _defaults: dict[str, Any] = {}
+    # The ``__set__`` of each field's slot, in field order, made per class at its first record
+    # (not at import: the hook's start-up): a slot's own setter costs a third of what
+    # ``object.__setattr__`` does, and records are made on every write.
+    _setters: tuple[Callable[[Any, Any], None], ...] | None = None
     __dataclass_fields__ = _DataclassFields()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        names = self.__slots__
-        set_field = object.__setattr__
-        if not kwargs and len(args) == len(names):  # the backends' way: every field, in order
-            for name, value in zip(names, args):
-                set_field(self, name, value)
+        setters = self._setters
+        if setters is None:
+            setters = _slot_setters(type(self))
+        if not kwargs and len(args) == len(setters):  # the backends' way: every field, in order
+            for set_field, value in zip(setters, args):
+                set_field(self, value)
             return
+        names = self.__slots__
         if len(args) > len(names):
             raise TypeError(f"{type(self).__name__}() takes {len(names)} positional arguments but {len(args)} were given")
-        for name, value in zip(names, args):
-            set_field(self, name, value)
-        for name in names[len(args):]:
+        for set_field, value in zip(setters, args):
+            set_field(self, value)
+        for index in range(len(args), len(names)):
+            name = names[index]
             if name in kwargs:
-                set_field(self, name, kwargs.pop(name))
+                setters[index](self, kwargs.pop(name))
                 continue
             default = self._defaults.get(name, _NO_DEFAULT)
             if default is _NO_DEFAULT:
                 raise TypeError(f"{type(self).__name__}() missing required argument: {name!r}")
-            set_field(self, name, default() if callable(default) else default)
+            setters[index](self, default() if callable(default) else default)
         if kwargs:
             name = next(iter(kwargs))
             if name in names:
@@ -133,6 +140,13 @@ class Record:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         setattr(cls, "__match_args__", cls.__slots__)  # mypy refuses a plain assignment to it
+        cls._setters = None  # its own, made at its first record (see ``_slot_setters``)
+
+
+def _slot_setters(cls: type[Record]) -> tuple[Callable[[Any, Any], None], ...]:
+    setters = tuple(getattr(cls, name).__set__ for name in cls.__slots__)
+    type.__setattr__(cls, "_setters", setters)
+    return setters
 
 
 def _frozen(record: Record, name: str) -> AttributeError:

@@ -40,9 +40,14 @@ _WRITE_BASE_AND_LEASE = (
 _INSERT_INTENT = (
     f"INSERT INTO intents({_INTENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-_RELEASE_OWN_LEASE = (  # the write's own lease, if it is still live: released in the same statement
-    "UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ? AND holder = ? AND fence = ? AND expires_at > ?"
+# The write's own lease, if it is still live, released in the same statement. The holder stays
+# (see ``sqlite_leases.released_by_write``): its index entry is then neither removed here nor made
+# again by the holder's next write.
+_RELEASE_OWN_LEASE = (
+    "UPDATE leases SET acquired_at = ?, expires_at = ? "
+    "WHERE key = ? AND holder = ? AND fence = ? AND expires_at > ?"
 )
+_DROP_INTENT = "DELETE FROM intents WHERE key = ? AND intent_id = ?"
 _STORE_VERSION = (
     f"INSERT INTO artifacts({_VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?) "
     "ON CONFLICT(key) DO UPDATE SET version=excluded.version, sha256=excluded.sha256, "
@@ -63,6 +68,7 @@ class WriteOps:
                         journal: bool) -> tuple[LeaseRecord, bool]: ...
         def _live_lease_or_lost(self, conn: sqlite3.Connection, key: str, holder: str, fence: int,
                                 now: float) -> tuple: ...
+        def _statements(self, conn: sqlite3.Connection) -> Callable[..., sqlite3.Cursor]: ...
 
     @staticmethod
     def _version_row(conn: sqlite3.Connection, key: str) -> VersionRecord | None:
@@ -85,9 +91,10 @@ class WriteOps:
     def begin_write(self, request: WriteRequest) -> IntentRecord:
         def work(conn: sqlite3.Connection) -> IntentRecord | Deferred:
             now = self.now()
+            run = self._statements(conn)
             key, holder = request.key, request.holder
             if request.fence is not None:
-                pending, version, sha, lease_holder, lease_fence, expires = conn.execute(
+                pending, version, sha, lease_holder, lease_fence, expires = run(
                     _WRITE_BASE_AND_LEASE, (key,)).fetchone()
                 if lease_holder != holder or lease_fence != request.fence or expires is None or expires <= now:
                     self._live_lease_or_lost(conn, key, holder, request.fence, now)  # raises LeaseLost
@@ -99,7 +106,7 @@ class WriteOps:
                     self._append(conn, "conflict.lease", key, holder, {"held_by": held.holder}, now)
                     return Deferred(held)
                 fence = lease.fence
-                pending, version, sha = conn.execute(_WRITE_BASE, (key,)).fetchone()
+                pending, version, sha = run(_WRITE_BASE, (key,)).fetchone()
             if pending is not None:
                 waiting = self._intent_row(conn, key)
                 assert waiting is not None  # this transaction has just seen it
@@ -117,24 +124,22 @@ class WriteOps:
                 return Deferred(conflict)
             values = (key, os.urandom(8).hex(), holder, fence, actual, sha, actual + 1, request.new_sha256,
                       request.size, request.temp_path, request.host, request.pid, request.pid_start, now, auto)
-            conn.execute(_INSERT_INTENT, values)
+            run(_INSERT_INTENT, values)
             return IntentRecord(*values)
 
         return self.transaction(work)
 
-    @staticmethod
     def _store_version(
-        conn: sqlite3.Connection, key: str, version: int, sha: str | None, size: int,
+        self, conn: sqlite3.Connection, key: str, version: int, sha: str | None, size: int,
         writer: str, fence: int, now: float,
     ) -> VersionRecord:
         values = (key, version, sha, size, writer, fence, now)
-        conn.execute(_STORE_VERSION, values)
+        self._statements(conn)(_STORE_VERSION, values)
         return VersionRecord(*values)
 
     @staticmethod
     def _drop_intent(conn: sqlite3.Connection, intent: IntentRecord, now: float) -> bool:
-        cursor = conn.execute(
-            "DELETE FROM intents WHERE key = ? AND intent_id = ?", (intent.key, intent.intent_id))
+        cursor = conn.execute(_DROP_INTENT, (intent.key, intent.intent_id))
         if cursor.rowcount and intent.auto_lease:
             conn.execute(
                 "UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ? AND holder = ? AND fence = ?",
@@ -160,15 +165,15 @@ class WriteOps:
     def commit_write(self, intent: IntentRecord, durable: bool = True) -> VersionRecord:
         def work(conn: sqlite3.Connection) -> VersionRecord:
             now = self.now()
+            run = self._statements(conn)
             key, holder, fence = intent.key, intent.holder, intent.fence
             # Any refusal below raises, which rolls the whole transaction back (the release too).
             if not intent.auto_lease:
                 self._live_lease_or_lost(conn, key, holder, fence, now)
-            elif not conn.execute(_RELEASE_OWN_LEASE, (now, key, holder, fence, now)).rowcount:
+            elif not run(_RELEASE_OWN_LEASE, (now, now, key, holder, fence, now)).rowcount:
                 self._live_lease_or_lost(conn, key, holder, fence, now)  # not live: raises LeaseLost
                 raise AssertionError("a lease that could not be released is live")  # pragma: no cover
-            if not conn.execute("DELETE FROM intents WHERE key = ? AND intent_id = ?",
-                                (key, intent.intent_id)).rowcount:
+            if not run(_DROP_INTENT, (key, intent.intent_id)).rowcount:
                 raise self._resolved_by_recovery(intent, "committed")
             record = self._store_version(conn, key, intent.new_version, intent.new_sha256, intent.size,
                                          holder, fence, now)
