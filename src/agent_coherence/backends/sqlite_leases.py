@@ -36,22 +36,8 @@ LEASE_ROW = "SELECT holder, fence, acquired_at, expires_at FROM leases WHERE key
 _TAKE = ("INSERT INTO leases(key, holder, fence, acquired_at, expires_at) VALUES (?,?,?,?,?) "
          "ON CONFLICT(key) DO UPDATE SET holder=excluded.holder, fence=excluded.fence, "
          "acquired_at=excluded.acquired_at, expires_at=excluded.expires_at")
-# The same holder takes its row again (a write after that holder's write): the holder column, and
-# with it the ``leases_by_holder`` index, is left as it is (a page fewer in the WAL).
-_RETAKE = "UPDATE leases SET fence = ?, acquired_at = ?, expires_at = ? WHERE key = ?"
 _EXTEND = "UPDATE leases SET expires_at = ? WHERE key = ?"
 _RELEASE = "UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ? AND holder = ? AND fence = ?"
-
-
-def released_by_write(acquired_at: float, expires_at: float) -> bool:
-    """Whether a row that still names a holder is a write's own lease, released at its commit:
-    that release keeps the holder (so the holder index is not rewritten at each write's release
-    and take) and marks the row by setting ``acquired_at`` and ``expires_at`` both to the release
-    time, which no grant gives (a ttl is above 0). Every reader finds such a row free, as it finds
-    an expired one, by ``expires_at <= now``; this tells the two apart only for the journal.
-    Limit: a clock stepped back past the release time shows the row held again until the clock
-    passes it, as it does for an expired lease (a row released by ``release_lease`` stays free)."""
-    return acquired_at == expires_at
 
 
 class LeaseOps:
@@ -93,12 +79,9 @@ class LeaseOps:
                 run(_EXTEND, (expires, key))
                 return Lease(key, holder, fence, acquired_at, expires, ttl), False
             fence += 1
-        if row is not None and row[0] == holder:
-            run(_RETAKE, (fence, now, expires, key))
-        else:
-            run(_TAKE, (key, holder, fence, now, expires))
+        run(_TAKE, (key, holder, fence, now, expires))
         if journal:
-            if row is not None and row[0] is not None and not released_by_write(row[2], row[3]):
+            if row is not None and row[0] is not None:
                 self._append(conn, "lease.acquire", key, holder,
                              {"fence": fence, "ttl": ttl, "expired_holder": row[0]}, now)
             else:

@@ -40,12 +40,8 @@ _WRITE_BASE_AND_LEASE = (
 _INSERT_INTENT = (
     f"INSERT INTO intents({_INTENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-# The write's own lease, if it is still live, released in the same statement. The holder stays
-# (see ``sqlite_leases.released_by_write``): its index entry is then neither removed here nor made
-# again by the holder's next write.
-_RELEASE_OWN_LEASE = (
-    "UPDATE leases SET acquired_at = ?, expires_at = ? "
-    "WHERE key = ? AND holder = ? AND fence = ? AND expires_at > ?"
+_RELEASE_OWN_LEASE = (  # the write's own lease, if it is still live: released in the same statement
+    "UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ? AND holder = ? AND fence = ? AND expires_at > ?"
 )
 _DROP_INTENT = "DELETE FROM intents WHERE key = ? AND intent_id = ?"
 _STORE_VERSION = (
@@ -170,7 +166,7 @@ class WriteOps:
             # Any refusal below raises, which rolls the whole transaction back (the release too).
             if not intent.auto_lease:
                 self._live_lease_or_lost(conn, key, holder, fence, now)
-            elif not run(_RELEASE_OWN_LEASE, (now, now, key, holder, fence, now)).rowcount:
+            elif not run(_RELEASE_OWN_LEASE, (now, key, holder, fence, now)).rowcount:
                 self._live_lease_or_lost(conn, key, holder, fence, now)  # not live: raises LeaseLost
                 raise AssertionError("a lease that could not be released is live")  # pragma: no cover
             if not run(_DROP_INTENT, (key, intent.intent_id)).rowcount:
