@@ -13,8 +13,8 @@ from ..errors import BackendUnavailable
 from ..journal import FORMAT, FORMAT_ENTRY
 from ..logs import INFO, WARNING, log
 from ..paths import STATE_DIR
-from .sqlite_channel_depth import DEPTH_SCHEMA, migrate_to_counts
-from .sqlite_channels import CHANNEL_SCHEMA
+from .sqlite_channel_depth import COUNT_TRIGGERS, DEPTH_SCHEMA, migrate_to_counts
+from .sqlite_channels import CHANNEL_SCHEMA, CHANNEL_TRIGGERS
 from .sqlite_liveness import LIVENESS_SCHEMA
 from .sqlite_retention import JOURNAL_BY_KIND, RETENTION_SCHEMA
 from .sqlite_tx import is_busy
@@ -28,9 +28,11 @@ except ImportError:
 # channel clock. 4: channel counts (liveness reads them instead of the messages). 5: the index of
 # notable journal kinds (retention's checkpoints, status's counts; made by the CREATE statements
 # that every upgrade runs). 6: that index made again with its condition spelled with OR (cheaper at
-# every append; see sqlite_retention). A database of a later version is refused, never used (see
+# every append; see sqlite_retention). 7: triggers on messages keep the id counter, the unacknowledged
+# counts and the consumers' work (so a fast channel's operations can be single statements; made by
+# the CREATE statements that every upgrade runs, the counts being exact already). A database of a later version is refused, never used (see
 # _check_version).
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 GITIGNORE = "# Made by agent-coherence: coordination state of this machine, never committed.\n*\n"
 
 _SCHEMA = """
@@ -80,6 +82,8 @@ class SchemaOps:
             schema = _SCHEMA + LIVENESS_SCHEMA + CHANNEL_SCHEMA + DEPTH_SCHEMA + RETENTION_SCHEMA
             for statement in filter(str.strip, schema.split(";")):
                 conn.execute(statement)
+            for trigger in CHANNEL_TRIGGERS + COUNT_TRIGGERS:  # one statement each: ';' inside
+                conn.execute(trigger)
             if version is None:
                 conn.execute("INSERT INTO meta(name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 return None
