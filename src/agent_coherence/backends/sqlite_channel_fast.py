@@ -3,9 +3,10 @@
 A ``fast`` channel's plain send (one message, no key, no consumer groups), first delivery of one
 message, and batched ack (one delivery, no effect to record) each run as a single statement:
 no BEGIN/COMMIT, no read before the write. What the transaction of the full path did besides is
-done inside that statement: the channel time is computed from ``channel_clock`` in it, and the
-id counter, the unacknowledged counts and the consumer's work record are kept by triggers
-(``CHANNEL_TRIGGERS``, ``COUNT_TRIGGERS``). One statement is atomic, so an interrupt leaves the
+done inside that statement: the channel time is computed from ``channel_clock`` in it; a send
+goes through the view ``message_sends``, whose trigger inserts the row and advances the id counter
+and the unacknowledged count (SEND_SCHEMA); an ack's count and the consumer's work record are
+kept by triggers on ``messages`` (``COUNT_TRIGGERS``, ``CHANNEL_TRIGGERS``). One statement is atomic, so an interrupt leaves the
 operation done or not done, never half.
 
 The statement does nothing (and the caller runs the full transaction instead, which handles every
@@ -50,11 +51,26 @@ def _clock_at(first: int) -> str:
             f"AND {wall} + ahead < observed + {every}")
 
 
-SEND_SQL = (
+# A send of one message to a channel without groups, as one statement: an insert into this view
+# does what the full send's transaction does (the row, the id counter, the count). Only this path
+# uses it; a row trigger on messages itself would also run for every row of a batch.
+SEND_SCHEMA = (
+    "CREATE VIEW IF NOT EXISTS message_sends AS SELECT id, channel, payload, encoding, enqueued_at, "
+    "available_at, deadline FROM messages",
+    "CREATE TRIGGER IF NOT EXISTS message_sends_insert INSTEAD OF INSERT ON message_sends BEGIN "
     "INSERT INTO messages(id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, "
-    "attempts, receipt, consumer, acked_at) "
-    "SELECT coalesce((SELECT last_id FROM message_seq WHERE channel = ?1), 0) + 1, ?1, '', NULL, ?2, ?3, "
-    f"t.now, t.now + ?4, ?5, 0, NULL, NULL, NULL FROM ({_clock_at(6)}) AS t "
+    "attempts, receipt, consumer, acked_at) VALUES (NEW.id, NEW.channel, '', NULL, NEW.payload, NEW.encoding, "
+    "NEW.enqueued_at, NEW.available_at, NEW.deadline, 0, NULL, NULL, NULL); "
+    "INSERT INTO message_seq(channel, last_id) VALUES (NEW.channel, NEW.id) "
+    "ON CONFLICT(channel) DO UPDATE SET last_id = excluded.last_id; "
+    "INSERT INTO channel_counts(channel, grp, unacked) VALUES (NEW.channel, '', 1) "
+    "ON CONFLICT(channel, grp) DO UPDATE SET unacked = unacked + 1; END",
+)
+
+SEND_SQL = (
+    "INSERT INTO message_sends(id, channel, payload, encoding, enqueued_at, available_at, deadline) "
+    "SELECT coalesce((SELECT last_id FROM message_seq WHERE channel = ?1), 0) + 1, ?1, ?2, ?3, "
+    f"t.now, t.now + ?4, ?5 FROM ({_clock_at(6)}) AS t "
     "WHERE NOT EXISTS (SELECT 1 FROM channel_groups WHERE channel = ?1) RETURNING id")
 RECEIVE_SQL = _RECEIVE.format(clock=_clock_at(6))
 ACK_SQL = _ACK.format(clock=_clock_at(6))

@@ -22,8 +22,8 @@ channel journals each delivery once, when it ends: the receive that delivers the
 row is the record until one ``message.ack`` entry chains a batch of them). A fast channel with
 ``retention`` journals each ack at once (its rows stay anyway).
 
-Unacknowledged messages are counted per (channel, group) by triggers in the statements that
-change them (``sqlite_channel_depth``), so liveness reads counts, not messages. A fast channel's
+Unacknowledged messages are counted per (channel, group) in the transactions (or statements)
+that change them (``sqlite_channel_depth``), so liveness reads counts, not messages. A fast channel's
 plain send, first delivery and batched ack each run as one statement (``sqlite_channel_fast``);
 everything else, and every case those decline, runs here in one transaction.
 
@@ -39,7 +39,7 @@ import time
 
 from ..logs import INFO, WARNING, log
 from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
-from .sqlite_channel_depth import ACKED, MESSAGE_COLUMNS as _COLUMNS, ChannelDepthOps
+from .sqlite_channel_depth import ACKED, MESSAGE_COLUMNS as _COLUMNS, ChannelDepthOps, count_messages
 from .sqlite_channel_fast import OneStatementOps
 from .sqlite_channel_record import AckRecordOps, batches_acks
 
@@ -70,17 +70,12 @@ CREATE TABLE IF NOT EXISTS effects (
 CREATE TABLE IF NOT EXISTS channel_clock (
     id INTEGER PRIMARY KEY CHECK (id = 1), observed REAL NOT NULL, ahead REAL NOT NULL);
 """
-# Kept by the statement that inserts or acknowledges a message, whichever code path runs it, so a
-# single-statement send or ack (sqlite_channel_fast) needs nothing else:
-# * the id counter follows every inserted id (a message's rows in several groups share one id);
-# * an acknowledgement kept as a row (a batched or retained ack) counts as work of the consumer that
-#   received it, seen at the ack's time on the backend's clock (channel time less the clock's
-#   offset, which the ack's own statement or transaction has just recorded). An ack that deletes
-#   the row (a durable channel without retention) records the work itself.
+# An acknowledgement kept as a row (a batched or retained ack) counts as work of the consumer that
+# received it, seen at the ack's time on the backend's clock (channel time less the clock's offset,
+# which the ack's own statement or transaction has just recorded), in the statement that acks: so
+# a single-statement ack (sqlite_channel_fast) needs nothing else. An ack that deletes the row (a
+# durable channel without retention) records the work itself.
 CHANNEL_TRIGGERS = (
-    "CREATE TRIGGER IF NOT EXISTS messages_last_id AFTER INSERT ON messages "
-    "BEGIN INSERT INTO message_seq(channel, last_id) VALUES (NEW.channel, NEW.id) "
-    "ON CONFLICT(channel) DO UPDATE SET last_id = excluded.last_id WHERE excluded.last_id > last_id; END",
     "CREATE TRIGGER IF NOT EXISTS messages_work_done AFTER UPDATE OF acked_at ON messages "
     "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL AND NEW.consumer IS NOT NULL "
     "BEGIN INSERT INTO workers(worker, started_at, last_seen, ended_at, work_done, info) "
@@ -276,6 +271,8 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             sent = [mid for mid, new in results if new]
             if not sent:
                 return results
+            self._store_last_id(conn, channel, last_id)
+            count_messages(conn, channel, groups or [""], len(sent))
             if config.durable:
                 self._append(conn, "message.send", f"channel:{channel}", None,  # type: ignore[attr-defined]
                              {"ids": sent} if len(sent) > 1 else {"id": sent[0]}, wall)
@@ -357,18 +354,27 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             self._note_unchained(channel, 0, True)
         return records
 
+    @staticmethod
+    def _store_last_id(conn: sqlite3.Connection, channel: str, last_id: int) -> None:
+        # Updated in place (not INSERT OR REPLACE, which deletes and reinserts the row under a new
+        # rowid): the table's primary-key index is not rewritten, a WAL page less per send.
+        conn.execute("INSERT INTO message_seq(channel, last_id) VALUES (?, ?) "
+                     "ON CONFLICT(channel) DO UPDATE SET last_id = excluded.last_id", (channel, last_id))
+
     def _dead_letter(self, conn: sqlite3.Connection, message: MessageRecord, now: float, wall: float) -> None:
         dead = dead_letter_name(message.channel)
         self._config(conn, dead)
         row = conn.execute("SELECT last_id FROM message_seq WHERE channel = ?", (dead,)).fetchone()
         dead_id = (row[0] if row else 0) + 1
+        self._store_last_id(conn, dead, dead_id)
         # Enqueued now, in the dead-letter channel: its ids then follow channel time, as the
         # oldest-ready lookup needs (sqlite_channel_depth); the original send time is journaled.
         conn.execute(
             f"INSERT INTO messages({_COLUMNS}) VALUES (?,?,'',?,?,?,?,?,?,0,NULL,NULL)",
             (dead_id, dead, message.key, message.payload, message.encoding, now, now, message.deadline))
         conn.execute("DELETE FROM messages WHERE id = ? AND grp = ? AND channel = ?",
-                     (message.id, message.group, message.channel))
+                     (message.id, message.group, message.channel))  # uncounted by COUNT_TRIGGERS
+        count_messages(conn, dead, [""], 1)
         self._append(conn, "message.dead", f"channel:{message.channel}", message.consumer,  # type: ignore[attr-defined]
                      {"id": message.id, "group": message.group, "attempts": message.attempts,
                       "dead_letter_id": dead_id, "sent": message.enqueued_at}, wall)
