@@ -4,10 +4,10 @@ A ``fast`` channel's plain send (one message, no key, no consumer groups), first
 message, and batched ack (one delivery, no effect to record) each run as a single statement:
 no BEGIN/COMMIT, no read before the write. What the transaction of the full path did besides is
 done inside that statement: the channel time is computed from ``channel_clock`` in it; a send
-goes through the view ``message_sends``, whose trigger inserts the row and advances the id counter
-and the unacknowledged count (SEND_SCHEMA); an ack's count and the consumer's work record are
-kept by triggers on ``messages`` (``COUNT_TRIGGERS``, ``CHANNEL_TRIGGERS``). One statement is atomic, so an interrupt leaves the
-operation done or not done, never half.
+goes through the view ``message_sends``, whose trigger inserts the row and advances the id
+counter and the unacknowledged count (SEND_SCHEMA); an ack's count and the consumer's work record
+are kept by triggers on ``messages`` (``COUNT_TRIGGERS``, ``CHANNEL_TRIGGERS``). One statement is
+atomic, so an interrupt leaves the operation done or not done, never half.
 
 The statement does nothing (and the caller runs the full transaction instead, which handles every
 case) whenever the full path has something more to do: the channel clock stepped back or is due
