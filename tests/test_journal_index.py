@@ -9,6 +9,7 @@ import sqlite3
 from agent_coherence import Coordinator
 from agent_coherence.backends import default_database
 from agent_coherence.backends.sqlite_retention import INDEXED_KINDS
+from agent_coherence.backends.sqlite_schema import SCHEMA_VERSION
 
 IN_SPELLING = ("CREATE INDEX journal_by_kind ON journal(kind, seq) WHERE kind IN ("
                + ", ".join(f"'{kind}'" for kind in INDEXED_KINDS) + ")")
@@ -41,7 +42,7 @@ def test_a_schema_5_database_gets_the_or_spelling_and_keeps_its_entries(root):
         coord.write("a.txt", b"x", holder="alice")
         assert coord.journal.count(kind="conflict.lease") == 0
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == "6"
+        assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         assert " IN " not in index_sql(conn) and " OR " in index_sql(conn)
         assert "OpenEphemeral" not in append_program(conn)
         plan = conn.execute("EXPLAIN QUERY PLAN SELECT count(*) FROM journal WHERE kind = ? AND "

@@ -170,6 +170,13 @@ class Channel:
         """Lease the next visible message to ``consumer``, or None (after polling up to ``wait``
         seconds). Acknowledge it with :meth:`ack` before ``visibility_timeout`` passes, or it is
         delivered again."""
+        if visibility_timeout is None and wait == 0 and type(wait) in (float, int):
+            # One look with the channel's timeout: receive_many's work without its checks of
+            # arguments that are not given (the same record either way).
+            check_text("consumer", consumer)
+            records = self._backend.receive_messages(self.name, self.group_name, consumer,
+                                                     self.config.visibility_timeout, 1)
+            return self._delivery(records[0]) if records else None
         batch = self.receive_many(consumer, 1, visibility_timeout, wait)
         return batch[0] if batch else None
 

@@ -22,8 +22,10 @@ channel journals each delivery once, when it ends: the receive that delivers the
 row is the record until one ``message.ack`` entry chains a batch of them). A fast channel with
 ``retention`` journals each ack at once (its rows stay anyway).
 
-Unacknowledged messages are counted per (channel, group) in the transactions that change them
-(``sqlite_channel_depth``), so liveness reads counts, not messages.
+Unacknowledged messages are counted per (channel, group) in the transactions (or statements)
+that change them (``sqlite_channel_depth``), so liveness reads counts, not messages. A fast channel's
+plain send, first delivery and batched ack each run as one statement (``sqlite_channel_fast``);
+everything else, and every case those decline, runs here in one transaction.
 
 A mixin of SQLiteBackend: it relies on ``transaction``, ``read``, ``now`` and ``_append``.
 Durable channels commit sends and acks with synchronous=FULL; receives (and everything in a
@@ -38,6 +40,7 @@ import time
 from ..logs import INFO, WARNING, log
 from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
 from .sqlite_channel_depth import ACKED, MESSAGE_COLUMNS as _COLUMNS, ChannelDepthOps, count_messages
+from .sqlite_channel_fast import OneStatementOps
 from .sqlite_channel_record import AckRecordOps, batches_acks
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
@@ -67,6 +70,19 @@ CREATE TABLE IF NOT EXISTS effects (
 CREATE TABLE IF NOT EXISTS channel_clock (
     id INTEGER PRIMARY KEY CHECK (id = 1), observed REAL NOT NULL, ahead REAL NOT NULL);
 """
+# An acknowledgement kept as a row (a batched or retained ack) counts as work of the consumer that
+# received it, seen at the ack's time on the backend's clock (channel time less the clock's offset,
+# which the ack's own statement or transaction has just recorded), in the statement that acks: so
+# a single-statement ack (sqlite_channel_fast) needs nothing else. An ack that deletes the row (a
+# durable channel without retention) records the work itself.
+CHANNEL_TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS messages_work_done AFTER UPDATE OF acked_at ON messages "
+    "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL AND NEW.consumer IS NOT NULL "
+    "BEGIN INSERT INTO workers(worker, started_at, last_seen, ended_at, work_done, info) "
+    "SELECT NEW.consumer, seen, seen, NULL, 1, '{}' FROM (SELECT NEW.acked_at - "
+    "coalesce((SELECT ahead FROM channel_clock WHERE id = 1), 0) AS seen) WHERE true "
+    "ON CONFLICT(worker) DO UPDATE SET last_seen = excluded.last_seen, work_done = work_done + 1; END",
+)
 CLOCK_STEP_REPORTED = 1.0  # a step back of at least this many seconds is journaled and logged
 # Channel time is recorded when it has run on this long since it was last recorded (and at every
 # step): a statement and a page less per operation at high rates. The price, after a step back:
@@ -89,7 +105,7 @@ def _ended_deliveries(delivered: list[list[Any]]) -> dict[str, Any]:
     return {"delivered": delivered}
 
 
-class ChannelOps(ChannelDepthOps, AckRecordOps):
+class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
     """Channel operations (see the Backend protocol for the contract)."""
 
     # -- channel time -----------------------------------------------------------------------
@@ -211,6 +227,11 @@ class ChannelOps(ChannelDepthOps, AckRecordOps):
         # Read before the transaction: its sync level must be set before BEGIN. The dedup TTL
         # comes from the same read (reading it again inside would cost a statement per send).
         config = self.channel_config(channel)
+        if not config.durable and len(items) == 1 and items[0][2] is None:
+            payload, encoding, _, delay, deadline = items[0]
+            message_id = self._send_one(channel, payload, encoding, delay, deadline, CLOCK_RECORD_EVERY)
+            if message_id is not None:
+                return [(message_id, True)]
         chained = [False]
 
         def work(conn: sqlite3.Connection) -> list[tuple[int, bool]]:
@@ -226,6 +247,8 @@ class ChannelOps(ChannelDepthOps, AckRecordOps):
             self._chain_on_the_way(conn, channel, wall, chained)
             last_id = first[2] or 0
             groups = [row[3] for row in rows if row[3] is not None]
+            if groups:
+                self._note_grouped(channel)
             results: list[tuple[int, bool]] = []
             for payload, encoding, key, delay, deadline in items:
                 if key is not None:
@@ -266,6 +289,14 @@ class ChannelOps(ChannelDepthOps, AckRecordOps):
         self, channel: str, group: str, consumer: str, visibility_timeout: float, limit: int
     ) -> list[MessageRecord]:
         config = self.channel_config(channel)  # max_attempts: cached like the send's dedup TTL
+        if not config.durable and limit == 1:
+            receipt = os.urandom(8).hex()
+            row = self._receive_one(channel, group, consumer, visibility_timeout, receipt, CLOCK_RECORD_EVERY,
+                                    RECEIVE_SEEN_EVERY)
+            if row is not None:
+                message_id, key, payload, encoding, enqueued_at, visible_until, deadline, attempts = row
+                return [MessageRecord(message_id, channel, group, key, payload, encoding, enqueued_at,
+                                      visible_until, deadline, attempts, receipt, consumer)]
         chained = [False]
 
         def work(conn: sqlite3.Connection) -> list[MessageRecord]:
@@ -342,8 +373,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps):
             f"INSERT INTO messages({_COLUMNS}) VALUES (?,?,'',?,?,?,?,?,?,0,NULL,NULL)",
             (dead_id, dead, message.key, message.payload, message.encoding, now, now, message.deadline))
         conn.execute("DELETE FROM messages WHERE id = ? AND grp = ? AND channel = ?",
-                     (message.id, message.group, message.channel))
-        count_messages(conn, message.channel, [message.group], -1)
+                     (message.id, message.group, message.channel))  # uncounted by COUNT_TRIGGERS
         count_messages(conn, dead, [""], 1)
         self._append(conn, "message.dead", f"channel:{message.channel}", message.consumer,  # type: ignore[attr-defined]
                      {"id": message.id, "group": message.group, "attempts": message.attempts,
@@ -381,6 +411,10 @@ class ChannelOps(ChannelDepthOps, AckRecordOps):
         # A fast channel without retention keeps each acknowledged row as its record until a
         # batch of them is chained into one journal entry (see the module docstring).
         batched = batches_acks(config)
+        if batched and len(acks) == 1 and effect_ttl is None:
+            message_id, group, receipt = acks[0]
+            if self._ack_one(channel, message_id, group, receipt, ACKED, CLOCK_RECORD_EVERY):
+                return [True]
         kept = [0]  # rows this transaction kept for the next batch
         chained = [False]
 
@@ -389,7 +423,6 @@ class ChannelOps(ChannelDepthOps, AckRecordOps):
             kept[0], chained[0] = 0, False
             results: list[bool] = []
             delivered: list[list[Any]] = []  # [id, group, consumer, attempt, sent] of each ack
-            counted: dict[str, int] = {}
             for message_id, group, receipt in acks:
                 match = (message_id, group, receipt, channel)
                 row = conn.execute("SELECT consumer, key, attempts, enqueued_at FROM messages WHERE id = ? "
@@ -415,18 +448,15 @@ class ChannelOps(ChannelDepthOps, AckRecordOps):
                                  "AND grp = ? AND receipt = ? AND channel = ?", (now, ACKED) + match)
                 else:
                     conn.execute("DELETE FROM messages WHERE id = ? AND grp = ? AND receipt = ? AND channel = ?", match)
+                    self._touch_worker(conn, row[0], 1, wall)  # a kept row's work: CHANNEL_TRIGGERS
                 if effect_ttl is not None:
                     self._record_effect(conn, effect_scope or channel, effect_key(row[1], message_id),
                                         now + effect_ttl)
-                self._touch_worker(conn, row[0], 1, wall)
-                counted[group] = counted.get(group, 0) + 1
                 delivered.append([message_id, group, row[0], row[2], row[3]])
                 results.append(True)
             if not delivered:
                 chained[0] = self._chain_if_due(conn, channel, wall, 0)
                 return results
-            for group, acked in counted.items():
-                count_messages(conn, channel, [group], -acked)
             done = [d[0] for d in delivered]
             if batched:
                 kept[0] = len(delivered)

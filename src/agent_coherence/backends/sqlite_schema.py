@@ -13,8 +13,9 @@ from ..errors import BackendUnavailable
 from ..journal import FORMAT, FORMAT_ENTRY
 from ..logs import INFO, WARNING, log
 from ..paths import STATE_DIR
-from .sqlite_channel_depth import DEPTH_SCHEMA, migrate_to_counts
-from .sqlite_channels import CHANNEL_SCHEMA
+from .sqlite_channel_fast import SEND_SCHEMA
+from .sqlite_channel_depth import COUNT_TRIGGERS, DEPTH_SCHEMA, migrate_to_counts
+from .sqlite_channels import CHANNEL_SCHEMA, CHANNEL_TRIGGERS
 from .sqlite_liveness import LIVENESS_SCHEMA
 from .sqlite_retention import JOURNAL_BY_KIND, RETENTION_SCHEMA
 from .sqlite_tx import is_busy
@@ -28,9 +29,11 @@ except ImportError:
 # channel clock. 4: channel counts (liveness reads them instead of the messages). 5: the index of
 # notable journal kinds (retention's checkpoints, status's counts; made by the CREATE statements
 # that every upgrade runs). 6: that index made again with its condition spelled with OR (cheaper at
-# every append; see sqlite_retention). A database of a later version is refused, never used (see
+# every append; see sqlite_retention). 7: triggers that count acks and the consumers' work, and a
+# view whose trigger sends one message, so a fast channel's common operations are single statements
+# (made by the CREATE statements that every upgrade runs; the counts are exact already). A database of a later version is refused, never used (see
 # _check_version).
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 GITIGNORE = "# Made by agent-coherence: coordination state of this machine, never committed.\n*\n"
 
 _SCHEMA = """
@@ -79,6 +82,8 @@ class SchemaOps:
             self._check_version(version)
             schema = _SCHEMA + LIVENESS_SCHEMA + CHANNEL_SCHEMA + DEPTH_SCHEMA + RETENTION_SCHEMA
             for statement in filter(str.strip, schema.split(";")):
+                conn.execute(statement)
+            for statement in CHANNEL_TRIGGERS + COUNT_TRIGGERS + SEND_SCHEMA:  # each one: ';' inside
                 conn.execute(statement)
             if version is None:
                 conn.execute("INSERT INTO meta(name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

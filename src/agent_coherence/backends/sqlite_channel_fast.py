@@ -1,0 +1,134 @@
+"""The common case of a ``fast`` channel in one autocommitted statement each (SQLite).
+
+A ``fast`` channel's plain send (one message, no key, no consumer groups), first delivery of one
+message, and batched ack (one delivery, no effect to record) each run as a single statement:
+no BEGIN/COMMIT, no read before the write. What the transaction of the full path did besides is
+done inside that statement: the channel time is computed from ``channel_clock`` in it; a send
+goes through the view ``message_sends``, whose trigger inserts the row and advances the id
+counter and the unacknowledged count (SEND_SCHEMA); an ack's count and the consumer's work record
+are kept by triggers on ``messages`` (``COUNT_TRIGGERS``, ``CHANNEL_TRIGGERS``). One statement is
+atomic, so an interrupt leaves the operation done or not done, never half.
+
+The statement does nothing (and the caller runs the full transaction instead, which handles every
+case) whenever the full path has something more to do: the channel clock stepped back or is due
+to be recorded (every CLOCK_RECORD_EVERY of channel time), the first ready message is a
+redelivery or due for the dead-letter channel, the consumer's ``last_seen`` is due, a batch of
+acknowledgements is due to be chained, the channel has groups, the receipt does not match, or
+the channel is empty. So the record is the full path's: a first delivery was never journaled by a
+fast channel (only its end is: ``message.redeliver``, ``message.dead``, the batched
+``message.ack``), and an ack here keeps its row for the batch exactly as the full path does.
+
+A mixin of SQLiteBackend (through ChannelOps): it relies on ``_retry_busy``, ``_connection``,
+``_run``, ``_lock``, ``maintenance_due``, ``now`` and the batch state of ``AckRecordOps``.
+"""
+
+from __future__ import annotations
+
+from .sqlite_channel_record import CHAIN_AFTER, CHAIN_BATCH
+
+TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
+if TYPE_CHECKING:
+    from typing import Any
+
+_RECEIVE = (
+    "UPDATE messages SET available_at = t.now + ?3, receipt = ?4, consumer = ?5, attempts = attempts + 1 "
+    "FROM ({clock}) AS t WHERE channel = ?1 AND grp = ?2 AND id = (SELECT id FROM messages WHERE channel = ?1 "
+    "AND grp = ?2 AND available_at <= t.now ORDER BY available_at, id LIMIT 1) AND consumer IS NULL "
+    "RETURNING id, key, payload, encoding, enqueued_at, available_at, deadline, attempts")
+
+_ACK = (
+    "UPDATE messages SET acked_at = t.now, available_at = ?5 FROM ({clock}) AS t "
+    "WHERE id = ?1 AND grp = ?2 AND receipt = ?3 AND channel = ?4 AND acked_at IS NULL RETURNING 1")
+
+
+def _clock_at(first: int) -> str:
+    """Channel time as the full path computes it (the backend clock plus the clock's offset), as a
+    one-row query, empty unless that needs no record: no step back, and less than the recording
+    interval since channel time was last recorded. Parameters ``?first``: the backend clock,
+    ``?first+1``: the interval."""
+    wall, every = f"?{first}", f"?{first + 1}"
+    return (f"SELECT {wall} + ahead AS now FROM channel_clock WHERE id = 1 AND {wall} + ahead >= observed "
+            f"AND {wall} + ahead < observed + {every}")
+
+
+# A send of one message to a channel without groups, as one statement: an insert into this view
+# does what the full send's transaction does (the row, the id counter, the count). Only this path
+# uses it; a row trigger on messages itself would also run for every row of a batch.
+SEND_SCHEMA = (
+    "CREATE VIEW IF NOT EXISTS message_sends AS SELECT id, channel, payload, encoding, enqueued_at, "
+    "available_at, deadline FROM messages",
+    "CREATE TRIGGER IF NOT EXISTS message_sends_insert INSTEAD OF INSERT ON message_sends BEGIN "
+    "INSERT INTO messages(id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, "
+    "attempts, receipt, consumer, acked_at) VALUES (NEW.id, NEW.channel, '', NULL, NEW.payload, NEW.encoding, "
+    "NEW.enqueued_at, NEW.available_at, NEW.deadline, 0, NULL, NULL, NULL); "
+    "INSERT INTO message_seq(channel, last_id) VALUES (NEW.channel, NEW.id) "
+    "ON CONFLICT(channel) DO UPDATE SET last_id = excluded.last_id; "
+    "INSERT INTO channel_counts(channel, grp, unacked) VALUES (NEW.channel, '', 1) "
+    "ON CONFLICT(channel, grp) DO UPDATE SET unacked = unacked + 1; END",
+)
+
+SEND_SQL = (
+    "INSERT INTO message_sends(id, channel, payload, encoding, enqueued_at, available_at, deadline) "
+    "SELECT coalesce((SELECT last_id FROM message_seq WHERE channel = ?1), 0) + 1, ?1, ?2, ?3, "
+    f"t.now, t.now + ?4, ?5 FROM ({_clock_at(6)}) AS t "
+    "WHERE NOT EXISTS (SELECT 1 FROM channel_groups WHERE channel = ?1) RETURNING id")
+RECEIVE_SQL = _RECEIVE.format(clock=_clock_at(6))
+ACK_SQL = _ACK.format(clock=_clock_at(6))
+
+
+class OneStatementOps:
+    """The single-statement paths (see the module docstring). Each returns None when the caller
+    must run the full transaction instead."""
+
+    def _one_statement(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Run one autocommitted statement, retried while the database is busy; its rows."""
+        self.maintenance_due()  # type: ignore[attr-defined]
+        return self._retry_busy(self._run_one, sql, params)  # type: ignore[attr-defined,no-any-return]
+
+    def _run_one(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:  # type: ignore[attr-defined]
+            conn = self._connection()  # type: ignore[attr-defined]
+            if conn.in_transaction:  # left open by an interruption (KeyboardInterrupt) mid-way
+                conn.execute("ROLLBACK")
+            return self._run(sql, params).fetchall()  # type: ignore[attr-defined,no-any-return]
+
+    def _note_grouped(self, channel: str) -> None:
+        """The channel has consumer groups (they are never removed): its sends take the full path."""
+        self.__dict__.setdefault("_grouped_channels", set()).add(channel)
+
+    def _batch_due(self, channel: str, wall: float, adding: int) -> bool:
+        """Whether this process's kept acknowledgements of ``channel`` are due to be chained (the
+        condition of ``AckRecordOps._chain_if_due``)."""
+        pending = self.__dict__.get("_unchained_acks", {}).get(channel)
+        if pending is None:
+            return adding >= CHAIN_BATCH
+        count, since = pending
+        return count + adding >= CHAIN_BATCH or not 0 <= wall - since < CHAIN_AFTER
+
+    def _send_one(self, channel: str, payload: bytes, encoding: str, delay: float,
+                  deadline: float | None, every: float) -> int | None:
+        wall = self.now()  # type: ignore[attr-defined]
+        if channel in self.__dict__.get("_grouped_channels", ()) or self._batch_due(channel, wall, 0):
+            return None
+        rows = self._one_statement(SEND_SQL, (channel, payload, encoding, delay, deadline, wall, every))
+        return rows[0][0] if rows else None
+
+    def _receive_one(self, channel: str, group: str, consumer: str, visibility_timeout: float,
+                     receipt: str, every: float, seen_every: float) -> tuple[Any, ...] | None:
+        wall = self.now()  # type: ignore[attr-defined]
+        last = self.__dict__.get("_receive_seen", {}).get(consumer)
+        if last is None or not 0 <= wall - last < seen_every or self._batch_due(channel, wall, 0):
+            return None
+        rows = self._one_statement(RECEIVE_SQL, (channel, group, visibility_timeout, receipt, consumer, wall, every))
+        return rows[0] if rows else None
+
+    def _ack_one(self, channel: str, message_id: int, group: str, receipt: str, acked: float,
+                 every: float) -> bool:
+        """True if acknowledged here; False: the full path must run (it also tells a stale receipt)."""
+        wall = self.now()  # type: ignore[attr-defined]
+        if self._batch_due(channel, wall, 1):
+            return False
+        if not self._one_statement(ACK_SQL, (message_id, group, receipt, channel, acked, wall, every)):
+            return False
+        self._note_unchained(channel, 1, False)  # type: ignore[attr-defined]
+        return True

@@ -1,0 +1,129 @@
+"""A fast channel's common case in one statement per operation, and schema 7's triggers.
+
+The plain send, the first delivery and the batched ack of a ``fast`` channel each run as one
+autocommitted statement (no BEGIN/COMMIT); the id counter, the unacknowledged counts and the
+consumer's work record are kept by triggers on ``messages``. These tests show the shape (the
+statements SQLite runs), that the record and the counts are the ones the full transaction keeps,
+that every case the statement declines still works through the full path, and that a database of
+schema 6 (no triggers) is upgraded with its counts and ids intact.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from agent_coherence import Coordinator
+from agent_coherence.errors import StaleReceipt
+from agent_coherence.backends.sqlite_schema import SCHEMA_VERSION
+
+
+def _statements(coord: Coordinator) -> list[str]:
+    """Every statement the backend's connection runs from now on."""
+    seen: list[str] = []
+    coord.backend._connection().set_trace_callback(seen.append)
+    return seen
+
+
+def _counts(path: str) -> dict[tuple[str, str], int]:
+    with sqlite3.connect(path) as conn:
+        return {(c, g): n for c, g, n in conn.execute("SELECT channel, grp, unacked FROM channel_counts")}
+
+
+def test_a_fast_round_trip_is_three_statements_and_no_transaction(coord):
+    ch = coord.channel("quick", durability="fast")
+    ch.send("warm")
+    ch.ack(ch.receive("c"))  # the first receive of a consumer records it as seen (full path)
+    seen = _statements(coord)
+    ch.send({"n": 1})
+    delivery = ch.receive("c")
+    ch.ack(delivery)
+    assert delivery.payload == {"n": 1} and delivery.attempt == 1
+    # SQLite traces a statement again as each trigger it fires starts: count it once.
+    statements = [sql for i, sql in enumerate(seen) if i == 0 or sql != seen[i - 1]]
+    assert [sql.split(" ", 3)[:3] for sql in statements] == [
+        ["INSERT", "INTO", "message_sends(id,"], ["UPDATE", "messages", "SET"], ["UPDATE", "messages", "SET"]]
+    assert not any("BEGIN" in sql for sql in seen)
+    coord.backend.chain_acks("quick")
+    acked = [item for entry in coord.journal.history("channel:quick") if entry.kind == "message.ack"
+             for item in entry.data["delivered"]]
+    assert [(item[0], item[2], item[3]) for item in acked] == [(1, "c", 1), (2, "c", 1)]
+    assert ch.stats()["depth"] == 0
+    [worker] = coord.backend.list_workers()
+    assert (worker.worker, worker.work_done) == ("c", 2)
+
+
+def test_the_triggers_keep_counts_and_ids_on_every_path(coord, clock):
+    fast = coord.channel("f", durability="fast")
+    durable = coord.channel("d")
+    grouped = coord.channel("g", durability="fast")
+    one, two = grouped.group("one"), grouped.group("two")
+    ids = [fast.send(i) for i in range(3)] + fast.send_many([3, 4]) + [fast.send("k", key="k")]
+    assert ids == [str(i) for i in range(1, 7)]
+    assert [durable.send(i) for i in range(2)] == ["1", "2"]
+    assert grouped.send("x") == "1" and grouped.send("y") == "2"
+    fast.ack(fast.receive("a"))
+    dying = coord.channel("dying", durability="fast", visibility_timeout=5, max_attempts=2)
+    dying.send("poison")
+    for _ in range(2):
+        assert dying.receive("a") is not None
+        clock.advance(6)
+    assert dying.receive("a") is None  # the third delivery: moved to the dead-letter channel
+    taken = fast.receive_many("b", 2)
+    durable.ack(durable.receive("a"))
+    one.ack(one.receive("a"))
+    fast.nack(taken[0])
+    path = coord.backend.path
+    with sqlite3.connect(path) as conn:  # what the counts must be: the unacknowledged rows
+        truth = {(c, g): n for c, g, n in conn.execute(
+            "SELECT channel, grp, count(*) FROM messages WHERE acked_at IS NULL GROUP BY channel, grp")}
+    assert {k: v for k, v in _counts(path).items() if v} == truth
+    assert truth[("f", "")] == 5 and truth[("dying.dead", "")] == 1 and truth[("d", "")] == 1
+    assert ("dying", "") not in truth
+    assert truth[("g", "one")] == 1 and truth[("g", "two")] == 2
+    assert fast.send("next") == "7" and dying.dead_letters().send("z") == "2"
+
+
+def test_the_statement_declines_what_only_the_transaction_handles(coord, clock):
+    ch = coord.channel("quick", durability="fast", visibility_timeout=5)
+    ch.send("a")
+    first = ch.receive("c1")
+    clock.advance(6)
+    again = ch.receive("c1")  # a redelivery: journaled by the full path
+    assert again.message_id == first.message_id and again.attempt == 2
+    ch.ack(again)
+    kinds = [e.kind for e in coord.journal.history("channel:quick")]
+    assert kinds == ["message.redeliver"]
+    stale = ch.receive("c1")
+    assert stale is None
+    with pytest.raises(StaleReceipt):
+        ch.ack(again)  # acknowledged already: the statement matches nothing, the full path says why
+
+
+def test_a_schema_6_database_is_upgraded_with_its_counts_and_ids(root):
+    with Coordinator.open(root) as coord:
+        ch = coord.channel("tasks", durability="fast")
+        ch.send_many(["a", "b", "c"])
+        ch.ack(ch.receive("c"))
+        path = coord.backend.path
+        before = _counts(path)
+    with sqlite3.connect(path) as conn:  # as schema 6 left it: the same tables, no triggers
+        for kind, name in conn.execute("SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view') "
+                                       "ORDER BY type").fetchall():
+            conn.execute(f"DROP {kind.upper()} {name}")
+        conn.execute("UPDATE meta SET value = '6' WHERE name = 'schema_version'")
+    conn.close()
+    with Coordinator.open(root) as coord:
+        ch = coord.channel("tasks")
+        assert _counts(path) == before == {("tasks", ""): 2}
+        assert ch.send("d") == "4"
+        ch.ack(ch.receive("c"))
+        assert coord.backend.channel_stats("tasks")["depth"] == 2
+        coord.journal.verify()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        made = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('trigger', 'view')")}
+    conn.close()
+    assert made == {"messages_work_done", "messages_count_ack", "messages_count_delete", "message_sends",
+                    "message_sends_insert"}
