@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from .postgres_tx import Tx, TxRunner
-from .records import MessageRecord
+from .records import MessageRecord, channel_stats
 
 COUNT_SHARDS = 16
 ACKED = 1e18  # available_at of a retained, acknowledged message (as in postgres_channels.py)
@@ -120,15 +120,7 @@ class ChannelDepthOps(TxRunner):
                 "delayed": int(hidden) - int(in_flight), "overdue": int(overdue),
                 "oldest_ready_age": (float(now) - oldest) if oldest is not None else None,
             }
-        stats: dict[str, Any] = {"channel": channel, "groups": figures}
-        # A delayed message (sent with a delay, or nacked with one) is neither ready nor in
-        # flight, but it is in the channel: depth counts it.
-        for name in ("ready", "in_flight", "delayed"):
-            stats[name] = sum(g[name] for g in figures.values())
-        stats["depth"] = stats["ready"] + stats["in_flight"] + stats["delayed"]
-        ages = [g["oldest_ready_age"] for g in figures.values() if g["oldest_ready_age"] is not None]
-        stats["oldest_ready_age"] = max(ages) if ages else None
-        return stats
+        return channel_stats(channel, figures)
 
     def overdue_messages(self, limit: int = 100) -> list[MessageRecord]:
         """Unacknowledged messages whose deadline has passed (any channel), earliest deadline

@@ -385,6 +385,20 @@ class MessageRecord(Record):
 CLOCK_KEY = "clock:channels"  # the journal key under which a backend records steps of its clock
 
 
+def channel_stats(channel: str, figures: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A channel's ``channel_stats`` from its groups' figures: the per-group figures, their totals
+    and the oldest ready message's age over all groups. One spelling for both backends."""
+    stats: dict[str, Any] = {"channel": channel, "groups": figures}
+    # A delayed message (sent with a delay, or nacked with one) is neither ready nor in flight,
+    # but it is in the channel: depth counts it.
+    for name in ("ready", "in_flight", "delayed"):
+        stats[name] = sum(g[name] for g in figures.values())
+    stats["depth"] = stats["ready"] + stats["in_flight"] + stats["delayed"]
+    ages = [g["oldest_ready_age"] for g in figures.values() if g["oldest_ready_age"] is not None]
+    stats["oldest_ready_age"] = max(ages) if ages else None
+    return stats
+
+
 def effect_key(key: str | None, message_id: int) -> str:
     """The identity of one message's effect: its send key *and* its id (a key sent again after
     the dedup window is a new message, with a new id, whose effect is its own), or the id alone."""

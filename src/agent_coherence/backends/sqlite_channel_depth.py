@@ -29,7 +29,7 @@ A mixin of SQLiteBackend (through ChannelOps): it relies on ``read``, ``now`` an
 
 from __future__ import annotations
 
-from .records import MessageRecord
+from .records import MessageRecord, channel_stats
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
@@ -111,15 +111,7 @@ class ChannelDepthOps:
             wall, now = self.now(), self._channel_time(conn)  # type: ignore[attr-defined]
             groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
             figures = {group: self._group_figures(conn, channel, group, now, wall) for group in groups or [""]}
-            stats: dict[str, Any] = {"channel": channel, "groups": figures}
-            # A delayed message (sent with a delay, or nacked with one) is neither ready nor in
-            # flight, but it is in the channel: depth counts it.
-            for name in ("ready", "in_flight", "delayed"):
-                stats[name] = sum(g[name] for g in figures.values())
-            stats["depth"] = stats["ready"] + stats["in_flight"] + stats["delayed"]
-            ages = [g["oldest_ready_age"] for g in figures.values() if g["oldest_ready_age"] is not None]
-            stats["oldest_ready_age"] = max(ages) if ages else None
-            return stats
+            return channel_stats(channel, figures)
 
         return self.read(work)  # type: ignore[attr-defined,no-any-return]
 
