@@ -21,11 +21,17 @@ This module is imported by the backend: it stays free of typing, pydantic and da
 
 from __future__ import annotations
 
+import os
+
+from .errors import CoherenceError
+from .logs import ERROR, WARNING, log
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 DAY = 86400.0
+DISABLED_RECHECK = 5000  # transactions before a process re-reads a policy that turned steps off
 
 _FIELDS = ("journal_days", "journal_entries", "lease_days", "worker_days", "assignment_days", "every", "batch")
 _OPTIONAL_AGES = ("journal_days", "lease_days", "worker_days", "assignment_days")
@@ -167,3 +173,46 @@ class CompactionReport:
 
     def __repr__(self) -> str:
         return "CompactionReport(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
+
+
+class StepSchedule:
+    """When a backend runs its automatic retention steps (mixed into each backend's RetentionOps).
+
+    Every ``every`` transactions of a process, one step (``scheduled_step``), counted from a random
+    start so that short-lived processes (a hook per event) take their share. A policy with
+    ``every=0`` is re-read only every ``DISABLED_RECHECK`` transactions. A failed step is logged,
+    never raised into the operation that triggered it; ``database_errors`` names the driver's
+    errors that count as a failed step."""
+
+    _maintenance_countdown: int
+    database_errors: tuple[type[Exception], ...] = ()
+
+    if TYPE_CHECKING:
+        def retention(self, update: Retention | None = None) -> Retention: ...
+
+    def _start_maintenance_countdown(self) -> None:
+        self._maintenance_countdown = 1 + int.from_bytes(os.urandom(2), "big") % Retention().every
+
+    def scheduled_step(self, policy: Retention) -> None:
+        """Run one bounded step under ``policy`` (the backend's own)."""
+        raise NotImplementedError
+
+    def maintenance_due(self) -> None:
+        """Called before each transaction: one step when this process's count comes round."""
+        self._maintenance_countdown -= 1
+        if self._maintenance_countdown > 0:
+            return
+        self._maintenance_countdown = DISABLED_RECHECK  # also while the step below runs
+        try:
+            policy = self.retention()
+            if policy.every == 0:
+                return
+            try:
+                self.scheduled_step(policy)
+            finally:
+                self._maintenance_countdown = policy.every
+        except CoherenceError as error:
+            level = ERROR if error.facts.get("reason") in ("gap", "broken link", "hash mismatch") else WARNING
+            log("retention", level, "retention step skipped: %s", error.message)
+        except self.database_errors as error:
+            log("retention", WARNING, "retention step skipped: %s", error)

@@ -36,17 +36,13 @@ step never removes an ended worker whose open assignment is about to commit.
 from __future__ import annotations
 
 import json
-import os
 import psycopg
 
-from ..errors import CoherenceError
 from ..journal import CHECKPOINT_ENTRY, GENESIS, ChainWalk, encode_data
-from ..logs import ERROR, WARNING, log
-from ..retention import CompactionReport, Retention, check_compact_limits
+from ..retention import CompactionReport, Retention, StepSchedule, check_compact_limits
 from .postgres_journal import record_of
 from .postgres_tx import Tx, TxRunner
 
-DISABLED_RECHECK = 5000  # transactions before a process re-reads a policy that turned steps off
 
 # (table, primary key columns, the condition under which a row goes, its parameters' names).
 _SWEEPS: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...]], ...] = (
@@ -80,15 +76,10 @@ def take_retention_lock_shared(tx: Tx, schema: str) -> None:
     tx.run("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (retention_lock_key(schema),))
 
 
-class RetentionOps(TxRunner):
+class RetentionOps(StepSchedule, TxRunner):
     """Retention operations of PostgresBackend (see the Backend protocol for the contract)."""
 
     schema: str
-    _maintenance_countdown: int
-
-    def _start_maintenance_countdown(self) -> None:
-        """A random start, so short-lived processes (a hook per event) take their share of steps."""
-        self._maintenance_countdown = 1 + int.from_bytes(os.urandom(2), "big") % Retention().every
 
     # -- the policy -------------------------------------------------------------------------
 
@@ -103,27 +94,11 @@ class RetentionOps(TxRunner):
 
     # -- steps ------------------------------------------------------------------------------
 
-    def maintenance_due(self) -> None:
-        """Called before each transaction: every ``every`` transactions of this process, one step
-        (skipped when another process is running one). A failed step is logged, never raised
-        into the operation that triggered it."""
-        self._maintenance_countdown -= 1
-        if self._maintenance_countdown > 0:
-            return
-        self._maintenance_countdown = DISABLED_RECHECK  # also while the step below runs
-        try:
-            policy = self.retention()
-            if policy.every == 0:
-                return
-            try:
-                self.transaction(lambda tx: self._step(tx, policy, None, None, wait=False), idempotent=True)
-            finally:
-                self._maintenance_countdown = policy.every
-        except CoherenceError as error:
-            level = ERROR if error.facts.get("reason") in ("gap", "broken link", "hash mismatch") else WARNING
-            log("retention", level, "retention step skipped: %s", error.message)
-        except psycopg.Error as error:
-            log("retention", WARNING, "retention step skipped: %s", error)
+    database_errors = (psycopg.Error,)
+
+    def scheduled_step(self, policy: Retention) -> None:
+        """One step, skipped when another process is running one."""
+        self.transaction(lambda tx: self._step(tx, policy, None, None, wait=False), idempotent=True)
 
     def compact(
         self, policy: Retention | None = None, *, before: float | None = None, keep: int | None = None,

@@ -18,12 +18,9 @@ but takes no lock that writers wait for).
 from __future__ import annotations
 
 import json
-import os
 
-from ..errors import CoherenceError
 from ..journal import CHECKPOINT_ENTRY, GENESIS, ChainWalk
-from ..logs import ERROR, WARNING, log
-from ..retention import CompactionReport, Retention, check_compact_limits
+from ..retention import CompactionReport, Retention, StepSchedule, check_compact_limits
 from .records import JournalRecord
 
 try:
@@ -48,7 +45,6 @@ RETENTION_SCHEMA = f"""
 """
 # Two subqueries: each is one b-tree descent; ``SELECT min(seq), max(seq)`` would scan the table.
 JOURNAL_BOUNDS = "SELECT (SELECT min(seq) FROM journal), (SELECT max(seq) FROM journal)"
-DISABLED_RECHECK = 5000  # transactions before a process re-reads a policy that turned steps off
 
 # (table, the condition under which a row goes, its parameters' names): see _sweep.
 _SWEEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -72,15 +68,10 @@ def _set_meta(conn: sqlite3.Connection, name: str, value: str) -> None:
                  (name, value))
 
 
-class RetentionOps:
+class RetentionOps(StepSchedule):
     """The retention policy and its steps (see the module docstring and ``retention.py``)."""
 
     path: str
-    _maintenance_countdown: int
-
-    def _start_maintenance_countdown(self) -> None:
-        """A random start, so short-lived processes (a hook per event) take their share of steps."""
-        self._maintenance_countdown = 1 + int.from_bytes(os.urandom(2), "big") % Retention().every
 
     # -- the policy -------------------------------------------------------------------------
 
@@ -101,24 +92,10 @@ class RetentionOps:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def maintenance_due(self) -> None:
-        """Called before each transaction: every ``every`` transactions of this process, one step.
-        A failed step is logged, never raised into the operation that triggered it."""
-        self._maintenance_countdown -= 1
-        if self._maintenance_countdown > 0:
-            return
-        self._maintenance_countdown = DISABLED_RECHECK  # also while the step below runs
-        try:
-            policy = self.retention()
-            if policy.every == 0:
-                return
-            self._maintenance_countdown = policy.every
-            self.compact(policy)
-        except CoherenceError as error:
-            level = ERROR if error.facts.get("reason") in ("gap", "broken link", "hash mismatch") else WARNING
-            log("retention", level, "retention step skipped: %s", error.message)
-        except sqlite3.Error as error:
-            log("retention", WARNING, "retention step skipped: %s", error)
+    database_errors = (sqlite3.Error,)
+
+    def scheduled_step(self, policy: Retention) -> None:
+        self.compact(policy)
 
     def compact(
         self, policy: Retention | None = None, *, before: float | None = None, keep: int | None = None,
