@@ -422,6 +422,18 @@ def test_each_compacted_chain_keeps_its_own_checkpoint(compacted):
     backend = PostgresBackend(url)
     assert backend.journal_count() == walk.count  # from the head rows: lengths minus removed
     assert backend.journal_tail(1)[0].hash == walk.head
+    compacted_chains = execute(url, "SELECT count(*) FROM @journal_heads WHERE removed > 0")[0][0]
+    assert walk.compacted_chains == compacted_chains > 1
+
+
+def test_journal_verify_reports_compaction_on_several_chains(compacted, root, capsys):
+    url, walk = compacted
+    from agent_coherence.cli import main
+
+    assert main(["--url", url, "--root", str(root), "journal", "verify"]) == 0
+    out = capsys.readouterr().out
+    assert f"{walk.removed} earlier entries were compacted from {walk.compacted_chains} journal chains" in out
+    assert "anchors the first kept entry" not in out  # no single checkpoint anchors them all
 
 
 @pytest.mark.parametrize("damage", ["edit", "delete", "reorder", "delete_first", "drop_checkpoint"])

@@ -334,7 +334,10 @@ def cmd_journal_verify(options: Any) -> int:
     finally:
         coord.close()
     print(f"journal OK: {walk.count} entries, head {walk.head}")
-    if walk.checkpoint is not None and walk.first_seq > 1:
+    if walk.compacted_chains > 1:
+        print(f"  {walk.removed} earlier entries were compacted from {walk.compacted_chains} journal chains; "
+              "each of them starts at the entry its own newest checkpoint anchors")
+    elif walk.checkpoint is not None and walk.first_seq > 1:
         print(f"  {walk.removed} earlier entries were compacted; checkpoint entry {walk.checkpoint[0]} "
               f"anchors the first kept entry, {walk.first_seq}")
     if options.anchor is not None:

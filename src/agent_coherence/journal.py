@@ -168,6 +168,7 @@ class ChainWalk:
         self.first_prev = GENESIS
         self.removed = 0  # entries removed before the first, as the newest checkpoint says
         self.checkpoint: tuple[int, int, str] | None = None  # newest checkpoint: (its seq, through, through_hash)
+        self.compacted_chains = 0  # chains that start after a checkpoint (a backend with one chain: 0 or 1)
         self.anchor = anchor
         self.anchor_found = anchor is None
         self._expected_seq = 0

@@ -187,6 +187,8 @@ class _Chains:
                 seq=last_seq, reason="head mismatch")
         result = self.result
         result.removed += walk.removed
+        if walk.removed:
+            result.compacted_chains += 1
         if walk.checkpoint is not None and (result.checkpoint is None or walk.checkpoint[0] > result.checkpoint[0]):
             result.checkpoint = walk.checkpoint
 
