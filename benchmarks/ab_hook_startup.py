@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["tar", "-x", "-C", other], input=archive, check=True)
         revision = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "--short", args.against],
                                   capture_output=True, text=True, check=True).stdout.strip()
-        sources = {f"{args.against} ({revision})": os.path.join(other, "src"), "this checkout": str(CHECKOUT / "src")}
+        label = revision if revision.startswith(args.against) else f"{args.against} ({revision})"
+        sources = {label: os.path.join(other, "src"), "this checkout": str(CHECKOUT / "src")}
         for src in sources.values():
             subprocess.run([sys.executable, "-m", "compileall", "-q", src], check=True)
         script = os.path.join(work, "agent-coherence")
