@@ -27,6 +27,7 @@ from agent_coherence import Coordinator, LeaseLost  # noqa: E402
 from agent_coherence.adapters.langgraph import (  # noqa: E402
     CheckpointConflict, CoherentCheckpointer, ThreadBusy, coherent_graph, thread_lease_key,
 )
+from agent_coherence.adapters.langgraph.renewal import renewer_for  # noqa: E402
 from lg_graphs import History, LogState, step_node, two_step_builder  # noqa: E402
 
 CONFIG: Any = {"configurable": {"thread_id": "t"}}
@@ -301,6 +302,22 @@ def test_the_thread_lease_is_renewed_while_a_long_run_runs(coord: Coordinator) -
     assert app.invoke({"log": []}, CONFIG)["log"] == ["long"]
     assert len(busy) == 1 and busy[0].startswith("langgraph-run:")
     assert coord.leases() == []
+
+
+def test_a_short_lease_given_while_the_renewer_sleeps_on_a_long_one_is_renewed(coord: Coordinator) -> None:
+    """The renewal thread, asleep until a 30 s lease falls due, is woken for a 0.3 s one."""
+    renewer = renewer_for(coord)
+    long = renewer.hold(coord.acquire("long", "run-long", 30.0))
+    time.sleep(0.05)  # the thread is now asleep until the long lease's renewal (10 s away)
+    short_lease = coord.acquire("short", "run-short", 0.3)
+    short = renewer.hold(short_lease)
+    try:
+        time.sleep(0.9)  # three times the short lease's ttl
+        coord.backend.check_fence("short", "run-short", short_lease.fence)  # LeaseLost if not renewed
+        assert short.lost is None and short.lease.expires_at > short_lease.expires_at
+    finally:
+        renewer.drop(short)
+        renewer.drop(long)
 
 
 def test_async_sqlite_saver_and_with_config(coord: Coordinator, tmp_path: Path) -> None:

@@ -25,9 +25,7 @@ weakness: a field's text could be shifted into its neighbour (or NULL swapped fo
 
 from __future__ import annotations
 
-import json
-from json.encoder import encode_basestring_ascii as _quote  # the escaping json.dumps does (ensure_ascii)
-
+from . import json_text  # json.loads/dumps without importing the json package (hook start-up)
 from .errors import BackendUnavailable, JournalCorrupt
 from .hashing import sha256_hex
 from .logs import ERROR, INFO, log
@@ -44,6 +42,7 @@ FORMAT = "agent-coherence.journal/2"  # the first element of every hashed entry
 FORMAT_ENTRY = "journal.format"  # the entry that starts the current encoding in a migrated journal
 CHECKPOINT_ENTRY = "journal.checkpoint"  # the entry that anchors what compaction removed
 
+_quote = json_text.quote  # the escaping json.dumps does (ensure_ascii)
 _FORMAT_PREFIX = "[" + _quote(FORMAT) + ","
 
 
@@ -70,7 +69,7 @@ def encode_data(data: dict[str, Any]) -> str:
                 parts.append(_quote(name) + ":" + value)
             else:
                 return "{" + ",".join(parts) + "}"
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return json_text.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _scalar(value: Any) -> str | None:
@@ -120,8 +119,8 @@ def chain_hash(
             _FORMAT_PREFIX, _quote(prev_hash), ",", int.__repr__(int(seq)), ",", _float_text(float(ts)), ",",
             _quote(kind), ",", _text_or_null(key), ",", _text_or_null(holder), ",", _quote(data_text), "]"))
     else:  # a field of another type (read from a damaged or edited row): json.dumps decides
-        material = json.dumps([FORMAT, prev_hash, int(seq), float(ts), kind, key, holder, data_text],
-                              separators=(",", ":"), ensure_ascii=True)
+        material = json_text.dumps([FORMAT, prev_hash, int(seq), float(ts), kind, key, holder, data_text],
+                                   separators=(",", ":"))
     return sha256_hex(material.encode("ascii"))
 
 

@@ -12,7 +12,6 @@ One connection per process: a connection is never used across ``fork``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from _thread import RLock  # what threading.RLock is, without importing threading (hook start-up)
@@ -26,6 +25,7 @@ try:
 except ImportError:
     import sqlite3  # type: ignore[no-redef]
 
+from .. import json_text  # json.loads/dumps without importing the json package (hook start-up)
 from ..errors import BackendUnavailable
 from ..journal import GENESIS, ChainWalk, chain_hash, encode_data, unreadable_entry, verify_entries
 from ..logs import WARNING, log
@@ -257,7 +257,7 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
     ) -> JournalRecord:
         seq, ts, prev, digest = self.transaction(lambda conn: self._append(conn, kind, key, holder, data))
         data_text = encode_data(data)
-        return JournalRecord(seq, ts, kind, key, holder, json.loads(data_text), prev, digest, data_text)
+        return JournalRecord(seq, ts, kind, key, holder, json_text.loads(data_text), prev, digest, data_text)
 
     def journal_entries(
         self, key: str | None = None, after: int = 0, limit: int | None = None
@@ -275,7 +275,7 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
             rows = self.read(lambda conn: conn.execute(sql, params).fetchall())
             for seq, ts, kind, k, holder, data, prev, digest in rows:
                 try:
-                    parsed = json.loads(data)
+                    parsed = json_text.loads(data)
                 except (TypeError, ValueError) as error:
                     raise unreadable_entry(seq, f"its data is not JSON ({error})") from error
                 yield JournalRecord(seq, ts, kind, k, holder, parsed, prev, digest, data)

@@ -5,8 +5,7 @@ A mixin of SQLiteBackend: it relies on ``transaction``, ``read``, ``now`` and ``
 
 from __future__ import annotations
 
-import json
-
+from .. import json_text  # json.loads/dumps without importing the json package (hook start-up)
 from .records import AssignmentRecord, WorkerRecord
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
@@ -32,11 +31,11 @@ _ASSIGNMENT_COLUMNS = "task_id, worker, assigned_at, deadline, completed_at, inf
 
 
 def _worker(row: tuple) -> WorkerRecord:
-    return WorkerRecord(*row[:-1], json.loads(row[-1]))
+    return WorkerRecord(*row[:-1], json_text.loads(row[-1]))
 
 
 def _assignment(row: tuple) -> AssignmentRecord:
-    return AssignmentRecord(*row[:-1], json.loads(row[-1]))
+    return AssignmentRecord(*row[:-1], json_text.loads(row[-1]))
 
 
 class LivenessOps:
@@ -73,7 +72,7 @@ class LivenessOps:
                 "INSERT INTO workers(worker, started_at, last_seen, ended_at, work_done, info) "
                 "VALUES (?,?,?,NULL,0,?) ON CONFLICT(worker) DO UPDATE SET started_at=excluded.started_at, "
                 "last_seen=excluded.last_seen, ended_at=NULL, work_done=0, info=excluded.info",
-                (worker, now, now, json.dumps(info, default=str)),
+                (worker, now, now, json_text.dumps(info, default=str)),
             )
             self._append(conn, "worker.start", None, worker, info, now)  # type: ignore[attr-defined]
             return WorkerRecord(worker, now, now, None, 0, info)
@@ -122,7 +121,7 @@ class LivenessOps:
                 "VALUES (?,?,?,?,NULL,?) ON CONFLICT(task_id) DO UPDATE SET worker=excluded.worker, "
                 "assigned_at=excluded.assigned_at, deadline=excluded.deadline, completed_at=NULL, "
                 "info=excluded.info",
-                (task_id, worker, now, deadline, json.dumps(info, default=str)),
+                (task_id, worker, now, deadline, json_text.dumps(info, default=str)),
             )
             self._append(conn, "assignment.open", task_id, worker,  # type: ignore[attr-defined]
                          {"deadline": deadline, **info}, now)

@@ -17,8 +17,7 @@ but takes no lock that writers wait for).
 
 from __future__ import annotations
 
-import json
-
+from .. import json_text  # json.loads/dumps without importing the json package (hook start-up)
 from ..journal import CHECKPOINT_ENTRY, GENESIS, ChainWalk
 from ..retention import CompactionReport, Retention, StepSchedule, check_compact_limits
 from .records import JournalRecord
@@ -78,11 +77,11 @@ class RetentionOps(StepSchedule):
     def retention(self, update: Retention | None = None) -> Retention:
         """The stored policy (the default if none was stored); ``update`` stores a new one."""
         if update is not None:
-            text = json.dumps(update.as_dict(), sort_keys=True)
+            text = json_text.dumps(update.as_dict(), sort_keys=True)
             self.transaction(lambda conn: _set_meta(conn, "retention", text))  # type: ignore[attr-defined]
             return update
         text = self.read(lambda conn: _meta(conn, "retention"))  # type: ignore[attr-defined]
-        return Retention() if text is None else Retention.from_dict(json.loads(text))
+        return Retention() if text is None else Retention.from_dict(json_text.loads(text))
 
     @staticmethod
     def fence_floor(conn: sqlite3.Connection) -> int:
@@ -195,7 +194,7 @@ class RetentionOps(StepSchedule):
         walk = ChainWalk()
         removed = 0
         if row is not None:
-            checkpoint = json.loads(row[0])
+            checkpoint = json_text.loads(row[0])
             removed = int(checkpoint["removed"])
             walk.start_at(int(checkpoint["through"]) + 1, str(checkpoint["through_hash"]))
         else:
@@ -203,7 +202,7 @@ class RetentionOps(StepSchedule):
         for seq, ts, kind, key, holder, data, prev, digest in conn.execute(
                 "SELECT seq, ts, kind, key, holder, data, prev_hash, hash FROM journal "
                 "WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, cut)):
-            walk.check(JournalRecord(seq, ts, kind, key, holder, json.loads(data), prev, digest, data))
+            walk.check(JournalRecord(seq, ts, kind, key, holder, json_text.loads(data), prev, digest, data))
         return removed
 
     def _estimate(self, conn: sqlite3.Connection, policy: Retention, before: float | None,

@@ -1,11 +1,11 @@
 """Option parsing, prefix commands and file/text command handlers for :mod:`bash_writes`.
 
-``_getopt`` splits GNU-style options; the ``_w_*`` wrappers (``sudo``, ``env``, ``timeout`` ...)
-return the words of the command they run (``_WRAPPERS``); the ``_h_*`` handlers report what
+``parse_options`` splits GNU-style options; the ``_w_*`` wrappers (``sudo``, ``env``, ``timeout`` ...)
+return the words of the command they run (``WRAPPERS``); the ``_h_*`` handlers report what
 ``cd``, ``rm``, ``cp``/``mv``, ``ln``, ``install``, ``tee``, ``touch``, ``dd``, ``sort``, ``sed -i``,
-``perl -i``, ``awk -i`` ... write (``_HANDLERS``). A handler is called as
+``perl -i``, ``awk -i`` ... write (``COMMAND_HANDLERS``). A handler is called as
 ``handler(scan, name, args, redirs)`` and records targets and doubts on ``scan`` (a
-``bash_writes._Scan``); it never runs anything. Standard library only.
+``bash_writes.Scan``); it never runs anything. Standard library only.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import re
 
-from .bash_lexer import _ASSIGN_RE, _Word
+from .bash_lexer import ASSIGN_RE, Word
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .bash_writes import _Scan
+    from .bash_writes import Scan
 
 
 # --------------------------------------------------------------------------------------------
@@ -25,35 +25,35 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------------------------
 
 
-def _derive(w: _Word, text: str) -> _Word:
+def derive(w: Word, text: str) -> Word:
     """A word made from part of another (``--opt=VALUE``, ``of=FILE``)."""
-    d = _Word(text)
+    d = Word(text)
     d.expand = w.expand and ("$" in text or "`" in text)
     d.glob = w.glob and any(c in text for c in "*?[{")
     d.quoted = w.quoted
     return d
 
 
-def _join_word(directory: _Word, name: str) -> _Word:
-    d = _Word(directory.text.rstrip("/") + "/" + name if directory.text.rstrip("/") else "/" + name)
+def join_word(directory: Word, name: str) -> Word:
+    d = Word(directory.text.rstrip("/") + "/" + name if directory.text.rstrip("/") else "/" + name)
     d.expand = directory.expand or "$" in name or "`" in name
     d.glob = directory.glob or any(c in name for c in "*?[")
     d.tilde = directory.tilde
     return d
 
 
-def _basename(w: _Word) -> str:
+def _basename(w: Word) -> str:
     return w.text.rstrip("/").rsplit("/", 1)[-1] or w.text
 
 
-def _getopt(args: list[_Word], short_arg: str = "", long_arg=frozenset(), *, stop_at_operand: bool = False):
+def parse_options(args: list[Word], short_arg: str = "", long_arg=frozenset(), *, stop_at_operand: bool = False):
     """GNU-style option split. Returns (opts, operands, n_before_dashdash).
 
     ``opts`` is a list of (name, value-word-or-None); ``n_before_dashdash`` is the number of operands
     that came before a ``--`` (None when there was no ``--``).
     """
-    opts: list[tuple[str, _Word | None]] = []
-    ops: list[_Word] = []
+    opts: list[tuple[str, Word | None]] = []
+    ops: list[Word] = []
     before = None
     k = 0
     while k < len(args):
@@ -70,7 +70,7 @@ def _getopt(args: list[_Word], short_arg: str = "", long_arg=frozenset(), *, sto
         elif t.startswith("--"):
             name, eq, _ = t.partition("=")
             if eq:
-                opts.append((name, _derive(w, t[len(name) + 1:])))
+                opts.append((name, derive(w, t[len(name) + 1:])))
             else:
                 opts.append((name, None))
         elif t.startswith("-") and len(t) > 1:
@@ -79,7 +79,7 @@ def _getopt(args: list[_Word], short_arg: str = "", long_arg=frozenset(), *, sto
                 ch = t[j]
                 if ch in short_arg:
                     if j + 1 < len(t):
-                        opts.append(("-" + ch, _derive(w, t[j + 1:])))
+                        opts.append(("-" + ch, derive(w, t[j + 1:])))
                     elif k < len(args):
                         opts.append(("-" + ch, args[k]))
                         k += 1
@@ -96,11 +96,11 @@ def _getopt(args: list[_Word], short_arg: str = "", long_arg=frozenset(), *, sto
     return opts, ops, before
 
 
-def _opt_names(opts) -> set[str]:
+def option_names(opts) -> set[str]:
     return {name for name, _ in opts}
 
 
-def _opt_value(opts, *names: str) -> _Word | None:
+def option_value(opts, *names: str) -> Word | None:
     found = None
     for name, value in opts:
         if name in names and value is not None:
@@ -114,23 +114,23 @@ def _opt_value(opts, *names: str) -> _Word | None:
 
 
 def _w_simple(short_arg: str, long_arg=frozenset()):
-    def unwrap(scan: _Scan, name: str, args: list[_Word]):
-        _, ops, _ = _getopt(args, short_arg, long_arg, stop_at_operand=True)
+    def unwrap(scan: Scan, name: str, args: list[Word]):
+        _, ops, _ = parse_options(args, short_arg, long_arg, stop_at_operand=True)
         return ops
     return unwrap
 
 
-def _w_env(scan: _Scan, name: str, args: list[_Word]):
+def _w_env(scan: Scan, name: str, args: list[Word]):
     k = 0
     while k < len(args):
         t = args[k].text
         if t in ("-u", "--unset"):
             k += 2
         elif t.startswith("--chdir="):
-            _chdir(scan, _derive(args[k], t[len("--chdir="):]), "env -C")
+            change_dir(scan, derive(args[k], t[len("--chdir="):]), "env -C")
             k += 1
         elif t in ("-C", "--chdir") and k + 1 < len(args):
-            _chdir(scan, args[k + 1], "env -C")
+            change_dir(scan, args[k + 1], "env -C")
             k += 2
         elif t in ("-S", "--split-string") or t.startswith("--split-string="):
             if "=" in t:
@@ -144,45 +144,45 @@ def _w_env(scan: _Scan, name: str, args: list[_Word]):
             break
         elif t.startswith("-") and len(t) > 1:
             k += 1
-        elif _ASSIGN_RE.match(t):
+        elif ASSIGN_RE.match(t):
             k += 1
         else:
             break
     return args[k:]
 
 
-def _w_time(scan: _Scan, name: str, args: list[_Word]):
-    opts, ops, _ = _getopt(args, "of", frozenset({"--output", "--format"}), stop_at_operand=True)
-    out = _opt_value(opts, "-o", "--output")
+def _w_time(scan: Scan, name: str, args: list[Word]):
+    opts, ops, _ = parse_options(args, "of", frozenset({"--output", "--format"}), stop_at_operand=True)
+    out = option_value(opts, "-o", "--output")
     if out is not None:
         scan.target(out, f"time -o writes {out.text}")
     return ops
 
 
-def _w_nice(scan: _Scan, name: str, args: list[_Word]):
+def _w_nice(scan: Scan, name: str, args: list[Word]):
     if args and re.fullmatch(r"-[0-9]+", args[0].text):
         args = args[1:]
-    _, ops, _ = _getopt(args, "n", frozenset({"--adjustment"}), stop_at_operand=True)
+    _, ops, _ = parse_options(args, "n", frozenset({"--adjustment"}), stop_at_operand=True)
     return ops
 
 
-def _w_timeout(scan: _Scan, name: str, args: list[_Word]):
-    _, ops, _ = _getopt(args, "sk", frozenset({"--signal", "--kill-after"}), stop_at_operand=True)
+def _w_timeout(scan: Scan, name: str, args: list[Word]):
+    _, ops, _ = parse_options(args, "sk", frozenset({"--signal", "--kill-after"}), stop_at_operand=True)
     return ops[1:]
 
 
-def _w_command(scan: _Scan, name: str, args: list[_Word]):
-    opts, ops, _ = _getopt(args, "", stop_at_operand=True)
-    if _opt_names(opts) & {"-v", "-V"}:
+def _w_command(scan: Scan, name: str, args: list[Word]):
+    opts, ops, _ = parse_options(args, "", stop_at_operand=True)
+    if option_names(opts) & {"-v", "-V"}:
         return None
     return ops
 
 
-def _w_sudo(scan: _Scan, name: str, args: list[_Word]):
-    opts, ops, _ = _getopt(args, "ugCDprtUTh", frozenset({"--user", "--group", "--chdir", "--prompt", "--role",
+def _w_sudo(scan: Scan, name: str, args: list[Word]):
+    opts, ops, _ = parse_options(args, "ugCDprtUTh", frozenset({"--user", "--group", "--chdir", "--prompt", "--role",
                                                           "--type", "--other-user", "--host", "--close-from",
                                                           "--command-timeout"}), stop_at_operand=True)
-    names = _opt_names(opts)
+    names = option_names(opts)
     if "-e" in names or "--edit" in names:
         for w in ops:
             scan.target(w, f"sudoedit edits {w.text}")
@@ -194,19 +194,19 @@ def _w_sudo(scan: _Scan, name: str, args: list[_Word]):
     return ops
 
 
-def _w_flock(scan: _Scan, name: str, args: list[_Word]):
-    opts, ops, _ = _getopt(args, "wEc", frozenset({"--timeout", "--conflict-exit-code", "--command"}),
+def _w_flock(scan: Scan, name: str, args: list[Word]):
+    opts, ops, _ = parse_options(args, "wEc", frozenset({"--timeout", "--conflict-exit-code", "--command"}),
                            stop_at_operand=True)
-    cmd = _opt_value(opts, "-c", "--command")
+    cmd = option_value(opts, "-c", "--command")
     if cmd is not None:
         scan.script(cmd.text, "flock -c")
         return None
     return ops[1:]
 
 
-def _w_npx(scan: _Scan, name: str, args: list[_Word]):
-    opts, ops, _ = _getopt(args, "pc", frozenset({"--package", "--call"}), stop_at_operand=True)
-    cmd = _opt_value(opts, "-c", "--call")
+def _w_npx(scan: Scan, name: str, args: list[Word]):
+    opts, ops, _ = parse_options(args, "pc", frozenset({"--package", "--call"}), stop_at_operand=True)
+    cmd = option_value(opts, "-c", "--call")
     if cmd is not None:
         scan.script(cmd.text, f"{name} -c")
         return None
@@ -219,17 +219,17 @@ _UV_RUN_ARGS = frozenset({"--with", "--with-editable", "--with-requirements", "-
                           "-i", "--find-links", "-f", "--from", "--spec", "--environment", "-e"})
 
 
-def _w_runner(scan: _Scan, name: str, args: list[_Word]):
+def _w_runner(scan: Scan, name: str, args: list[Word]):
     """``uv run``, ``poetry run``, ``pipx run``, ``uvx`` ... : the command after the options."""
     if name != "uvx":
         if not args or args[0].text != "run":
             return None
         args = args[1:]
-    _, ops, _ = _getopt(args, "", _UV_RUN_ARGS, stop_at_operand=True)
+    _, ops, _ = parse_options(args, "", _UV_RUN_ARGS, stop_at_operand=True)
     return ops
 
 
-_WRAPPERS = {
+WRAPPERS = {
     "sudo": _w_sudo, "doas": _w_simple("uC"), "env": _w_env, "time": _w_time,
     "nohup": _w_simple(""), "nice": _w_nice, "ionice": _w_simple("cnpPu"), "timeout": _w_timeout,
     "stdbuf": _w_simple("ioe"), "command": _w_command, "builtin": _w_simple(""), "exec": _w_simple("a"),
@@ -244,7 +244,7 @@ _WRAPPERS = {
 # --------------------------------------------------------------------------------------------
 
 
-def _chdir(scan: _Scan, w: _Word | None, what: str) -> None:
+def change_dir(scan: Scan, w: Word | None, what: str) -> None:
     if w is None:
         scan.cwd = os.path.expanduser("~")
         return
@@ -261,8 +261,8 @@ def _chdir(scan: _Scan, w: _Word | None, what: str) -> None:
     scan.cwd = path
 
 
-def _h_cd(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    _, ops, _ = _getopt(args, "")
+def _h_cd(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    _, ops, _ = parse_options(args, "")
     if name == "pushd":
         if ops and ops[0].text[:1] in "+-" and ops[0].text[1:].isdigit():
             scan.flag("pushd +N: later relative paths are uncertain")
@@ -274,41 +274,41 @@ def _h_cd(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
         else:
             scan.flag("popd: directory unknown, later relative paths are uncertain")
         return
-    _chdir(scan, ops[0] if ops else None, name)
+    change_dir(scan, ops[0] if ops else None, name)
 
 
-def _h_remove(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    _, ops, _ = _getopt(args, "ns" if name == "shred" else "")
+def _h_remove(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    _, ops, _ = parse_options(args, "ns" if name == "shred" else "")
     verb = {"rm": "deletes", "unlink": "deletes", "rmdir": "removes", "shred": "overwrites"}[name]
     for w in ops:
         scan.target(w, f"{name} {verb} {w.text}")
 
 
 def _h_operands(verb: str, short_arg: str = "", long_arg=frozenset()):
-    def handler(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-        opts, ops, _ = _getopt(args, short_arg, long_arg)
-        v = "appends to" if name == "tee" and _opt_names(opts) & {"-a", "--append"} else verb
+    def handler(scan: Scan, name: str, args: list[Word], redirs) -> None:
+        opts, ops, _ = parse_options(args, short_arg, long_arg)
+        v = "appends to" if name == "tee" and option_names(opts) & {"-a", "--append"} else verb
         for w in ops:
             if w.text != "-":
                 scan.target(w, f"{name} {v} {w.text}")
     return handler
 
 
-def _copy_like(scan: _Scan, name: str, args: list[_Word], *, move: bool, short_arg: str = "tS",
+def copy_like(scan: Scan, name: str, args: list[Word], *, move: bool, short_arg: str = "tS",
                long_arg=frozenset({"--target-directory", "--suffix"}), single_operand_here: bool = False) -> None:
-    opts, ops, _ = _getopt(args, short_arg, long_arg)
-    names = _opt_names(opts)
-    tdir = _opt_value(opts, "-t", "--target-directory")
+    opts, ops, _ = parse_options(args, short_arg, long_arg)
+    names = option_names(opts)
+    tdir = option_value(opts, "-t", "--target-directory")
     if tdir is not None:
-        srcs, dests = ops, [_join_word(tdir, _basename(s)) for s in ops]
+        srcs, dests = ops, [join_word(tdir, _basename(s)) for s in ops]
     elif len(ops) >= 2 or (single_operand_here and ops):
         if len(ops) == 1:  # ln TARGET: link created in the current directory
-            srcs, dests = ops, [_Word(_basename(ops[0]))]
+            srcs, dests = ops, [Word(_basename(ops[0]))]
         else:
             srcs, dest = ops[:-1], ops[-1]
             into_dir = not (names & {"-T", "--no-target-directory"}) and (
                 len(srcs) > 1 or dest.text.endswith("/") or scan.isdir(dest))
-            dests = [_join_word(dest, _basename(s)) for s in srcs] if into_dir else [dest]
+            dests = [join_word(dest, _basename(s)) for s in srcs] if into_dir else [dest]
     else:
         return
     if move:
@@ -318,57 +318,57 @@ def _copy_like(scan: _Scan, name: str, args: list[_Word], *, move: bool, short_a
         scan.target(d, f"{name} writes {d.text}")
 
 
-def _h_cp(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    _copy_like(scan, name, args, move=(name == "mv"))
+def _h_cp(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    copy_like(scan, name, args, move=(name == "mv"))
 
 
-def _h_ln(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    _copy_like(scan, name, args, move=False, single_operand_here=True)
+def _h_ln(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    copy_like(scan, name, args, move=False, single_operand_here=True)
 
 
-def _h_install(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def _h_install(scan: Scan, name: str, args: list[Word], redirs) -> None:
     long_arg = frozenset({"--target-directory", "--suffix", "--mode", "--owner", "--group", "--strip-program"})
-    opts, _, _ = _getopt(args, "tSmog", long_arg)
-    if _opt_names(opts) & {"-d", "--directory"}:
+    opts, _, _ = parse_options(args, "tSmog", long_arg)
+    if option_names(opts) & {"-d", "--directory"}:
         return  # creates directories only
-    _copy_like(scan, name, args, move=False, short_arg="tSmog", long_arg=long_arg)
+    copy_like(scan, name, args, move=False, short_arg="tSmog", long_arg=long_arg)
 
 
-def _h_dd(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def _h_dd(scan: Scan, name: str, args: list[Word], redirs) -> None:
     for w in args:
         if w.text.startswith("of="):
-            out = _derive(w, w.text[3:])
+            out = derive(w, w.text[3:])
             scan.target(out, f"dd writes {out.text}")
 
 
-def _h_sort(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    opts, _, _ = _getopt(args, "kotST", frozenset({"--key", "--output", "--field-separator", "--buffer-size",
+def _h_sort(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    opts, _, _ = parse_options(args, "kotST", frozenset({"--key", "--output", "--field-separator", "--buffer-size",
                                                    "--temporary-directory", "--files0-from", "--compress-program",
                                                    "--parallel", "--random-source", "--batch-size"}))
-    out = _opt_value(opts, "-o", "--output")
+    out = option_value(opts, "-o", "--output")
     if out is not None:
         scan.target(out, f"sort -o writes {out.text}")
 
 
-def _h_uniq(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    _, ops, _ = _getopt(args, "fsw", frozenset({"--skip-fields", "--skip-chars", "--check-chars"}))
+def _h_uniq(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    _, ops, _ = parse_options(args, "fsw", frozenset({"--skip-fields", "--skip-chars", "--check-chars"}))
     if len(ops) >= 2 and ops[1].text != "-":
         scan.target(ops[1], f"uniq writes {ops[1].text}")
 
 
-def _h_split(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def _h_split(scan: Scan, name: str, args: list[Word], redirs) -> None:
     scan.flag(f"{name} writes pieces named after a prefix: not parsed")
 
 
 _SED_W_RE = re.compile(r"(?:^|[;\n{}/]|[0-9$])\s*[wW]\s+\S")
 
 
-def _h_sed(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def _h_sed(scan: Scan, name: str, args: list[Word], redirs) -> None:
     inplace = False
     suffix = ""
     scripts: list[str] = []
     script_given = False
-    ops: list[_Word] = []
+    ops: list[Word] = []
     sandbox = False
     k = 0
     while k < len(args):
@@ -434,7 +434,7 @@ def _h_sed(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
             _backup_target(scan, w, suffix, "sed -i")
 
 
-def _backup_target(scan: _Scan, w: _Word, suffix: str, what: str) -> None:
+def _backup_target(scan: Scan, w: Word, suffix: str, what: str) -> None:
     if "*" in suffix:
         base = _basename(w)
         name = suffix.replace("*", base)
@@ -442,7 +442,7 @@ def _backup_target(scan: _Scan, w: _Word, suffix: str, what: str) -> None:
         text = name if name.startswith("/") or not head else head + "/" + name
     else:
         text = w.text + suffix
-    b = _derive(w, text)
+    b = derive(w, text)
     b.expand, b.glob, b.tilde = w.expand, w.glob, w.tilde
     scan.target(b, f"{what} backup {text}")
 
@@ -452,12 +452,12 @@ _PERL_RISKY_RE = re.compile(
     r"eval|do|require|use|qx|dbmopen|tie|copy|move|syscall)\b|`|\$\^I")
 
 
-def _h_perl(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def _h_perl(scan: Scan, name: str, args: list[Word], redirs) -> None:
     inplace = False
     suffix = ""
     code: list[str] = []
     modules = False
-    ops: list[_Word] = []
+    ops: list[Word] = []
     k = 0
     while k < len(args):
         w = args[k]
@@ -511,8 +511,8 @@ def _h_perl(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
 _AWK_RISKY_RE = re.compile(r"\bprintf?\b[^;{}\n]*(?:>|\|)|\bsystem\s*\(|\|\s*getline|\|&")
 
 
-def _h_awk(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    opts, ops, _ = _getopt(args, "fvFielE", frozenset({"--file", "--assign", "--field-separator", "--include",
+def _h_awk(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    opts, ops, _ = parse_options(args, "fvFielE", frozenset({"--file", "--assign", "--field-separator", "--include",
                                                        "--source", "--load", "--exec"}))
     inplace = False
     program_given = False
@@ -532,12 +532,12 @@ def _h_awk(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
         ops = ops[1:]
     if inplace:
         for w in ops:
-            if not _ASSIGN_RE.match(w.text) and w.text != "-":
+            if not ASSIGN_RE.match(w.text) and w.text != "-":
                 scan.target(w, f"{name} -i inplace edits {w.text}")
 
 
-# Command name -> handler; bash_writes merges this table with bash_tools._HANDLERS.
-_HANDLERS = {
+# Command name -> handler; bash_writes merges this table with bash_tools.TOOL_HANDLERS.
+COMMAND_HANDLERS = {
     "cd": _h_cd, "pushd": _h_cd, "popd": _h_cd,
     "rm": _h_remove, "unlink": _h_remove, "rmdir": _h_remove, "shred": _h_remove,
     "mv": _h_cp, "cp": _h_cp, "ln": _h_ln, "install": _h_install,

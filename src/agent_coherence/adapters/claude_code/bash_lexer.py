@@ -1,10 +1,10 @@
 """Bash lexer for :mod:`bash_writes`: words, operators, redirections, here-documents, substitutions.
 
-``_Lexer(src, nest).lex()`` turns a command string into a flat list of operator strings, ``_Word``
-and ``_Redir`` tokens the way bash would split it (quotes, escapes, ``$'...'``, here-documents,
+``Lexer(src, nest).lex()`` turns a command string into a flat list of operator strings, ``Word``
+and ``Redir`` tokens the way bash would split it (quotes, escapes, ``$'...'``, here-documents,
 ``case`` patterns, arithmetic), with ``$(...)``, backticks and process substitutions lexed into
 each word's ``subs``. It expands nothing: a word only records whether it holds a parameter
-expansion, a glob or a tilde. Malformed input raises ``_ParseError``, and so does nesting deeper
+expansion, a glob or a tilde. Malformed input raises ``ParseError``, and so does nesting deeper
 than ``_MAX_NEST``; parts it lexes but can't follow are listed in ``issues``. Standard library only
 (``re``), as it runs on every Bash tool call.
 """
@@ -16,11 +16,11 @@ import re
 _MAX_NEST = 12  # nested $(...), backticks, bash -c strings
 
 
-class _ParseError(Exception):
+class ParseError(Exception):
     pass
 
 
-class _Word:
+class Word:
     """One shell word. ``text`` has quotes removed; expansions are kept as written."""
 
     __slots__ = ("text", "expand", "glob", "tilde", "quoted", "subs", "proc", "arith")
@@ -36,10 +36,10 @@ class _Word:
         self.arith = False  # (( ... )) arithmetic command
 
 
-class _Redir:
+class Redir:
     __slots__ = ("fd", "op", "target", "body")
 
-    def __init__(self, fd: str | None, op: str, target: _Word) -> None:
+    def __init__(self, fd: str | None, op: str, target: Word) -> None:
         self.fd = fd
         self.op = op
         self.target = target
@@ -51,17 +51,17 @@ _CONTROL_OPS = (";;&", "&&", "||", ";;", ";&", "|&", "|", "&", ";")
 _REDIR_OPS = ("&>>", "&>", "<<<", "<<-", "<<", "<>", "<&", ">>", ">|", ">&", "<", ">")
 _ANSI_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b",
                  "f": "\f", "v": "\v", "\\": "\\", "'": "'", '"': '"', "?": "?"}
-_ASSIGN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=")
+ASSIGN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=")
 _FD_VAR_RE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
-class _Lexer:
+class Lexer:
     def __init__(self, src: str, nest: int) -> None:
         self.s = src
         self.n = len(src)
         self.i = 0
         self.nest = nest
-        self.heredocs: list[tuple[_Redir, str, bool, bool]] = []
+        self.heredocs: list[tuple[Redir, str, bool, bool]] = []
         self.issues: list[str] = []
         self.not_arith_until = -1  # `((` before this index already turned out to be subshells
 
@@ -127,9 +127,9 @@ class _Lexer:
                         cases = cases + 1 if w.text == "case" else max(0, cases - 1)
                     toks.append(w)
         if until_paren:
-            raise _ParseError("unterminated $( or <(")
+            raise ParseError("unterminated $( or <(")
         if depth:
-            raise _ParseError("unclosed '('")
+            raise ParseError("unclosed '('")
         return toks
 
     def _arith_command(self, toks: list) -> bool:
@@ -141,7 +141,7 @@ class _Lexer:
         if any(x in inner for x in (";", "\n", "&&", "||", "|")) or not self.s.startswith("))", end - 2):
             self.not_arith_until = end
             return False
-        w = _Word(self.s[self.i:end])
+        w = Word(self.s[self.i:end])
         w.arith = True
         toks.append(w)
         self.i = end
@@ -149,7 +149,7 @@ class _Lexer:
 
     # -- redirections and here-documents -------------------------------------------------
 
-    def _read_redirect(self, fd: str | None) -> _Redir:
+    def _read_redirect(self, fd: str | None) -> Redir:
         s = self.s
         for op in _REDIR_OPS:
             if s.startswith(op, self.i):
@@ -159,9 +159,9 @@ class _Lexer:
             self.i += 1
         if self.i >= self.n or s[self.i] in "\n;&|()" or (
                 s[self.i] in "<>" and not s.startswith("(", self.i + 1)):
-            raise _ParseError(f"redirection {op} without a target")
+            raise ParseError(f"redirection {op} without a target")
         target = self._read_word()
-        r = _Redir(fd, op, target)
+        r = Redir(fd, op, target)
         if op in ("<<", "<<-"):
             self.heredocs.append((r, target.text, op == "<<-", target.quoted))
         return r
@@ -197,10 +197,10 @@ class _Lexer:
 
     # -- words -----------------------------------------------------------------------------
 
-    def _read_word(self) -> _Word:
+    def _read_word(self) -> Word:
         s, n = self.s, self.n
         start = self.i
-        w = _Word()
+        w = Word()
         if s[start] in "<>" and s.startswith("(", start + 1):
             self.i = start + 2
             w.subs.append(self._nested())
@@ -219,7 +219,7 @@ class _Lexer:
             if c == "'":
                 j = s.find("'", self.i + 1)
                 if j < 0:
-                    raise _ParseError("unterminated single quote")
+                    raise ParseError("unterminated single quote")
                 parts.append(s[self.i + 1:j])
                 w.quoted = True
                 self.i = j + 1
@@ -260,10 +260,10 @@ class _Lexer:
         w.text = "".join(parts)
         return w
 
-    def _word_paren(self, parts: list[str], w: _Word) -> bool:
+    def _word_paren(self, parts: list[str], w: Word) -> bool:
         """``(`` inside a word: array assignment ``a=(...)`` or extglob ``@(...)``."""
         so_far = "".join(parts)
-        if so_far.endswith("=") and _ASSIGN_RE.fullmatch(so_far):
+        if so_far.endswith("=") and ASSIGN_RE.fullmatch(so_far):
             pass
         elif so_far and so_far[-1] in "?*+@!":
             w.glob = True
@@ -274,7 +274,7 @@ class _Lexer:
         self.i = end
         return True
 
-    def _dquote(self, parts: list[str], w: _Word) -> None:
+    def _dquote(self, parts: list[str], w: Word) -> None:
         s, n = self.s, self.n
         w.quoted = True
         while self.i < n:
@@ -300,9 +300,9 @@ class _Lexer:
             else:
                 parts.append(c)
                 self.i += 1
-        raise _ParseError("unterminated double quote")
+        raise ParseError("unterminated double quote")
 
-    def _dollar(self, parts: list[str], w: _Word, in_dquote: bool) -> None:
+    def _dollar(self, parts: list[str], w: Word, in_dquote: bool) -> None:
         s, n = self.s, self.n
         start = self.i
         nx = s[start + 1] if start + 1 < n else ""
@@ -333,7 +333,7 @@ class _Lexer:
                     buf.append(s[j])
                     j += 1
             if j >= n:
-                raise _ParseError("unterminated $'...' quote")
+                raise ParseError("unterminated $'...' quote")
             parts.extend(buf)
             w.quoted = True
             self.i = j + 1
@@ -355,7 +355,7 @@ class _Lexer:
             parts.append("$")
             self.i = start + 1
 
-    def _backtick(self, parts: list[str], w: _Word) -> None:
+    def _backtick(self, parts: list[str], w: Word) -> None:
         s, n = self.s, self.n
         start = self.i
         j = start + 1
@@ -372,11 +372,11 @@ class _Lexer:
             buf.append(c)
             j += 1
         else:
-            raise _ParseError("unterminated backtick")
+            raise ParseError("unterminated backtick")
         self.i = j + 1
         if self.nest >= _MAX_NEST:
-            raise _ParseError("substitutions nested too deeply")
-        inner = _Lexer("".join(buf), self.nest + 1)
+            raise ParseError("substitutions nested too deeply")
+        inner = Lexer("".join(buf), self.nest + 1)
         w.subs.append(inner.lex())
         self.issues.extend(inner.issues)
         w.expand = True
@@ -384,7 +384,7 @@ class _Lexer:
 
     def _nested(self) -> list:
         if self.nest >= _MAX_NEST:
-            raise _ParseError("substitutions nested too deeply")
+            raise ParseError("substitutions nested too deeply")
         self.nest += 1
         try:
             return self.lex(until_paren=True)
@@ -411,7 +411,7 @@ class _Lexer:
             if c == "'":
                 k = s.find("'", j + 1)
                 if k < 0:
-                    raise _ParseError("unterminated single quote")
+                    raise ParseError("unterminated single quote")
                 j = k + 1
                 continue
             if c == '"':
@@ -424,7 +424,7 @@ class _Lexer:
                 if depth == 0:
                     return j + 1
             j += 1
-        raise _ParseError(error)
+        raise ParseError(error)
 
     def _skip_dquote(self, j: int) -> int:
         s, n = self.s, self.n
@@ -432,5 +432,5 @@ class _Lexer:
         while k < n and s[k] != '"':
             k += 2 if s[k] == "\\" else 1
         if k >= n:
-            raise _ParseError("unterminated double quote")
+            raise ParseError("unterminated double quote")
         return k + 1

@@ -2,20 +2,22 @@
 
 Interpreters and shells (``python``, ``node``, ``bash -c``, ``eval``, ``source``), ``xargs`` and
 ``find``, ``patch``, archives and compressors, ``curl``/``wget``, ``rsync``/``scp``, editors,
-formatters (``black``, ``ruff format`` ...), ``cargo``/``go`` and ``git``. Each handler is called as
-``handler(scan, name, args, redirs)`` and records targets and doubts on ``scan`` (a
-``bash_writes._Scan``); it never runs anything. Most of these can write where no static scan
-sees, so they mostly flag the command as uncertain. Standard library only.
+formatters (``black``, ``ruff format`` ...) and ``cargo``/``go`` (``git`` has a module of its own,
+:mod:`bash_git`). Each handler is called as ``handler(scan, name, args, redirs)`` and records
+targets and doubts on ``scan`` (a ``bash_writes.Scan``); it never runs anything. Most of these can
+write where no static scan sees, so they mostly flag the command as uncertain. Standard library
+only.
 """
 
 from __future__ import annotations
 
-from .bash_commands import _chdir, _copy_like, _derive, _getopt, _join_word, _opt_names, _opt_value
-from .bash_lexer import _Word
+from .bash_commands import change_dir, derive, join_word, option_names, option_value, parse_options
+from .bash_git import handle_git
+from .bash_lexer import Word
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .bash_writes import _Scan
+    from .bash_writes import Scan
 
 _SAFE_PY_MODULES = frozenset({
     "pytest", "unittest", "doctest", "mypy", "pyflakes", "flake8", "pylint", "pydoc", "timeit",
@@ -24,7 +26,7 @@ _SAFE_PY_MODULES = frozenset({
 _VERSION_FLAGS = frozenset({"--version", "-V", "-v", "-h", "--help", "-VV", "version", "help"})
 
 
-def _h_python(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def handle_python(scan: Scan, name: str, args: list[Word], redirs) -> None:
     k = 0
     while k < len(args):
         t = args[k].text
@@ -58,14 +60,14 @@ def _h_python(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
     scan.flag(f"{name} reads a program from stdin: writes not parsed")
 
 
-_INTERPRETERS = frozenset({"node", "nodejs", "deno", "bun", "ruby", "irb", "php", "Rscript", "R", "lua", "luajit",
+INTERPRETERS = frozenset({"node", "nodejs", "deno", "bun", "ruby", "irb", "php", "Rscript", "R", "lua", "luajit",
                            "julia", "tclsh", "wish", "osascript", "pwsh", "powershell", "groovy", "ts-node", "tsx",
                            "jshell", "scala", "kotlin", "elixir", "erl", "escript", "racket", "guile", "sbcl",
                            "swift", "dotnet"})
 _EVAL_FLAGS = frozenset({"-e", "--eval", "-c", "-p", "--print", "-r", "-Command", "-command", "-x"})
 
 
-def _h_interpreter(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def handle_interpreter(scan: Scan, name: str, args: list[Word], redirs) -> None:
     if args and all(a.text in _VERSION_FLAGS for a in args):
         return
     for a in args:
@@ -79,10 +81,10 @@ def _h_interpreter(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
         scan.flag(f"{name} reads a program from stdin: writes not parsed")
 
 
-def _h_shell(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    opts, ops, _ = _getopt([a for a in args if not a.text.startswith("+")], "oO",
+def _h_shell(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    opts, ops, _ = parse_options([a for a in args if not a.text.startswith("+")], "oO",
                            frozenset({"--rcfile", "--init-file"}))
-    names = _opt_names(opts)
+    names = option_names(opts)
     if "-c" in names or "--command" in names:
         if not ops:
             scan.flag(f"{name} -c without a command")
@@ -104,35 +106,35 @@ def _h_shell(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
     scan.flag(f"{name} reads commands from stdin: writes not parsed")
 
 
-def _h_eval(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def _h_eval(scan: Scan, name: str, args: list[Word], redirs) -> None:
     if any(a.expand for a in args):
         scan.flag("eval of expanded text: writes not parsed")
         return
     scan.script(" ".join(a.text for a in args), "eval")
 
 
-def _h_trap(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    _, ops, _ = _getopt(args, "")
+def _h_trap(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    _, ops, _ = parse_options(args, "")
     if len(ops) >= 2 and ops[0].text not in ("", "-"):
         scan.script(ops[0].text, "trap handler")
 
 
-def _h_source(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def _h_source(scan: Scan, name: str, args: list[Word], redirs) -> None:
     scan.flag(f"{name} runs {args[0].text if args else 'a script'}: writes not parsed")
 
 
-def _h_xargs(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    _, ops, _ = _getopt(args, "IaEdLnPs", frozenset({"--arg-file", "--delimiter", "--max-args", "--max-procs",
+def _h_xargs(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    _, ops, _ = parse_options(args, "IaEdLnPs", frozenset({"--arg-file", "--delimiter", "--max-args", "--max-procs",
                                                      "--max-chars", "--process-slot-var"}), stop_at_operand=True)
     if ops and ops[0].text != "echo":
         scan.flag(f"{name} runs {ops[0].text} on arguments from stdin: writes not parsed")
 
 
-def _h_runs_commands(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def _h_runs_commands(scan: Scan, name: str, args: list[Word], redirs) -> None:
     scan.flag(f"{name} runs other commands: writes not parsed")
 
 
-def _h_find(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def _h_find(scan: Scan, name: str, args: list[Word], redirs) -> None:
     k = 0
     while k < len(args):
         t = args[k].text
@@ -148,19 +150,19 @@ def _h_find(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
         k += 1
 
 
-def _h_patch(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    opts, ops, _ = _getopt(args, "pioDdrFVzBYg", frozenset({"--strip", "--input", "--output", "--directory",
+def _h_patch(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    opts, ops, _ = parse_options(args, "pioDdrFVzBYg", frozenset({"--strip", "--input", "--output", "--directory",
                                                              "--reject-file", "--ifdef", "--fuzz",
                                                              "--version-control", "--suffix", "--prefix",
                                                              "--basename-prefix", "--get", "--quoting-style"}))
-    names = _opt_names(opts)
+    names = option_names(opts)
     if names & {"--dry-run", "-C", "--check", "--help", "-v", "--version"}:
         return
     saved = scan.cwd
-    d = _opt_value(opts, "-d", "--directory")
+    d = option_value(opts, "-d", "--directory")
     if d is not None:
-        _chdir(scan, d, "patch -d")
-    out = _opt_value(opts, "-o", "--output")
+        change_dir(scan, d, "patch -d")
+    out = option_value(opts, "-o", "--output")
     if out is not None and out.text != "-":
         scan.target(out, f"patch writes {out.text}")
     elif ops:
@@ -170,18 +172,18 @@ def _h_patch(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
     scan.cwd = saved
 
 
-def _h_unzip(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    opts, ops, _ = _getopt(args, "dxP")
-    names = _opt_names(opts)
+def _h_unzip(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    opts, ops, _ = parse_options(args, "dxP")
+    names = option_names(opts)
     if names & {"-l", "-t", "-v", "-Z", "-p", "-c", "-z", "-h", "--help"}:
         return
     archive = ops[0].text if ops else "an archive"
-    d = _opt_value(opts, "-d")
+    d = option_value(opts, "-d")
     scan.flag(f"{name} extracts {archive}{' into ' + d.text if d else ''}: files not known")
 
 
-def _h_7z(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    _, ops, _ = _getopt(args, "")
+def _h_7z(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    _, ops, _ = parse_options(args, "")
     sub = ops[0].text if ops else ""
     if sub in ("x", "e"):
         scan.flag(f"{name} {sub} extracts {ops[1].text if len(ops) > 1 else 'an archive'}: files not known")
@@ -201,12 +203,12 @@ _TAR_MODES = {"c": "c", "x": "x", "t": "t", "r": "r", "u": "u", "A": "r", "--cre
               "--concatenate": "r", "--delete": "r", "--diff": "t", "--compare": "t", "d": "t"}
 
 
-def _h_tar(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def _h_tar(scan: Scan, name: str, args: list[Word], redirs) -> None:
     args = list(args)
     if args and not args[0].text.startswith("-"):  # old style: tar xzf file
         first = args.pop(0)
-        args = [_derive(first, "-" + first.text)] + args
-    opts, _, _ = _getopt(args, _TAR_ARG_LETTERS, _TAR_LONG_ARGS)
+        args = [derive(first, "-" + first.text)] + args
+    opts, _, _ = parse_options(args, _TAR_ARG_LETTERS, _TAR_LONG_ARGS)
     mode = None
     to_stdout = False
     for opt, _ in opts:
@@ -215,12 +217,12 @@ def _h_tar(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
             mode = _TAR_MODES[letter]
         elif opt in ("-O", "--to-stdout", "--to-command"):
             to_stdout = True
-    archive = _opt_value(opts, "-f", "--file")
+    archive = option_value(opts, "-f", "--file")
     if mode in ("c", "r", "u"):
         if archive is not None and archive.text != "-":
             scan.target(archive, f"tar writes {archive.text}")
     elif mode == "x" and not to_stdout:
-        d = _opt_value(opts, "-C", "--directory")
+        d = option_value(opts, "-C", "--directory")
         what = archive.text if archive is not None else "stdin"
         scan.flag(f"tar extracts {what}{' into ' + d.text if d else ''}: files not known")
 
@@ -230,19 +232,19 @@ _COMPRESSORS = {"gzip": (".gz", False), "gunzip": (".gz", True), "bzip2": (".bz2
                 "unlzma": (".lzma", True), "zstd": (".zst", False), "unzstd": (".zst", True)}
 
 
-def _h_compress(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def _h_compress(scan: Scan, name: str, args: list[Word], redirs) -> None:
     suffix, decompress = _COMPRESSORS[name]
-    opts, ops, _ = _getopt(args, "SoT", frozenset({"--suffix", "--output"}))
-    names = _opt_names(opts)
+    opts, ops, _ = parse_options(args, "SoT", frozenset({"--suffix", "--output"}))
+    names = option_names(opts)
     if names & {"-c", "--stdout", "--to-stdout", "-l", "--list", "-t", "--test", "-h", "--help", "-V",
                 "--version"}:
         return
     decompress = decompress or bool(names & {"-d", "--decompress", "--uncompress"})
     keep = bool(names & {"-k", "--keep"}) or (name in ("zstd", "unzstd") and "--rm" not in names)
-    custom_suffix = _opt_value(opts, "-S", "--suffix")
+    custom_suffix = option_value(opts, "-S", "--suffix")
     if custom_suffix is not None and custom_suffix.text:
         suffix = custom_suffix.text
-    out_opt = _opt_value(opts, "-o", "--output") if name in ("zstd", "unzstd") else None
+    out_opt = option_value(opts, "-o", "--output") if name in ("zstd", "unzstd") else None
     for w in ops:
         if w.text == "-":
             continue
@@ -251,9 +253,9 @@ def _h_compress(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
         elif decompress:
             text = w.text[:-len(suffix)] if w.text.endswith(suffix) else (
                 w.text[:-4] + ".tar" if w.text.endswith(".tgz") else w.text + ".out")
-            out = _derive(w, text)
+            out = derive(w, text)
         else:
-            out = _derive(w, w.text + suffix)
+            out = derive(w, w.text + suffix)
         out.expand, out.glob, out.tilde = w.expand or out.expand, w.glob, w.tilde
         scan.target(out, f"{name} writes {out.text}")
         if not keep:
@@ -272,13 +274,13 @@ _CURL_LONG_ARGS = frozenset({
     "--alt-svc", "--etag-compare", "--continue-at", "--time-cond", "--quote", "--expect100-timeout"})
 
 
-def _h_curl(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    opts, _, _ = _getopt(args, _CURL_SHORT_ARGS, _CURL_LONG_ARGS)
-    outdir = _opt_value(opts, "--output-dir")
+def _h_curl(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    opts, _, _ = parse_options(args, _CURL_SHORT_ARGS, _CURL_LONG_ARGS)
+    outdir = option_value(opts, "--output-dir")
     for opt, val in opts:
         if opt in ("-o", "--output") and val is not None and val.text != "-":
             if outdir is not None and not val.text.startswith("/"):
-                val = _join_word(outdir, val.text)
+                val = join_word(outdir, val.text)
             scan.target(val, f"curl writes {val.text}")
         elif opt in ("-D", "--dump-header", "-c", "--cookie-jar", "--trace", "--trace-ascii", "--stderr",
                      "--etag-save") and val is not None and val.text not in ("-", "%"):
@@ -287,15 +289,15 @@ def _h_curl(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
             scan.flag("curl -O writes a file named after the URL: not resolved")
 
 
-def _h_wget(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    opts, ops, _ = _getopt(args, "OoaPAReiBtTwQUYlDIX", frozenset({
+def _h_wget(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    opts, ops, _ = parse_options(args, "OoaPAReiBtTwQUYlDIX", frozenset({
         "--output-document", "--output-file", "--append-output", "--directory-prefix", "--input-file",
         "--tries", "--timeout", "--wait", "--user-agent", "--header", "--post-data", "--post-file", "--user",
         "--password", "--level", "--accept", "--reject", "--domains", "--execute", "--base"}))
-    names = _opt_names(opts)
+    names = option_names(opts)
     if names & {"--spider", "--help", "-h", "-V", "--version"}:
         return
-    doc = _opt_value(opts, "-O", "--output-document")
+    doc = option_value(opts, "-O", "--output-document")
     for opt, val in opts:
         if opt in ("-o", "--output-file", "-a", "--append-output") and val is not None:
             scan.target(val, f"wget log {val.text}")
@@ -313,25 +315,25 @@ _RSYNC_LONG_ARGS = frozenset({"--rsh", "--exclude", "--include", "--filter", "--
                               "--include-from", "--info", "--debug", "--rsync-path"})
 
 
-def _h_remote_copy(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def _h_remote_copy(scan: Scan, name: str, args: list[Word], redirs) -> None:
     if name == "rsync":
-        opts, ops, _ = _getopt(args, "efTBM", _RSYNC_LONG_ARGS)
+        opts, ops, _ = parse_options(args, "efTBM", _RSYNC_LONG_ARGS)
     else:
-        opts, ops, _ = _getopt(args, "cFiJlPoSDX")
+        opts, ops, _ = parse_options(args, "cFiJlPoSDX")
     if len(ops) < 2:
         return
     dest = ops[-1]
     head = dest.text.split("/", 1)[0]
     if ":" in head and not dest.text.startswith((".", "/")):
         return  # remote destination
-    names = _opt_names(opts)
+    names = option_names(opts)
     if name == "rsync" and (names & {"-n", "--dry-run", "--list-only"}):
         return
     scan.target(dest, f"{name} writes into {dest.text}")
 
 
-def _h_editor(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    _, ops, _ = _getopt([a for a in args if not a.text.startswith("+")], "cSsuUiwWTtqp",
+def _h_editor(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    _, ops, _ = parse_options([a for a in args if not a.text.startswith("+")], "cSsuUiwWTtqp",
                         frozenset({"--cmd", "--startuptime"}))
     for w in ops:
         if w.text != "-":
@@ -371,14 +373,14 @@ _RUFF_LONG_ARGS = frozenset({"--config", "--select", "--ignore", "--extend-selec
                              "--fixable", "--unfixable", "--range", "--output-file"})
 
 
-def _h_formatter(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
+def _h_formatter(scan: Scan, name: str, args: list[Word], redirs) -> None:
     default, write_flags, nowrite, short_arg, long_arg = _FORMATTERS[name]
-    opts, ops, _ = _getopt(args, short_arg, long_arg)
+    opts, ops, _ = parse_options(args, short_arg, long_arg)
     _formatter_targets(scan, name, opts, ops, default, write_flags, nowrite, default_cwd=False)
 
 
 def _formatter_targets(scan, what, opts, ops, default, write_flags, nowrite, *, default_cwd) -> None:
-    names = _opt_names(opts)
+    names = option_names(opts)
     for opt, val in opts:
         if opt in ("-o", "--output-file") and val is not None:
             scan.target(val, f"{what} writes report {val.text}")
@@ -386,14 +388,14 @@ def _formatter_targets(scan, what, opts, ops, default, write_flags, nowrite, *, 
     if not writes:
         return
     if not ops and default_cwd:
-        ops = [_Word(".")]
+        ops = [Word(".")]
     for w in ops:
         if w.text != "-":
             scan.target(w, f"{what} rewrites {w.text}")
 
 
-def _h_ruff(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    opts, ops, _ = _getopt(args, "o", _RUFF_LONG_ARGS)
+def _h_ruff(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    opts, ops, _ = parse_options(args, "o", _RUFF_LONG_ARGS)
     sub = ops[0].text if ops else ""
     if sub == "format":
         _formatter_targets(scan, "ruff format", opts, ops[1:], True, (), {"--check", "--diff"}, default_cwd=True)
@@ -405,8 +407,8 @@ def _h_ruff(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
         _formatter_targets(scan, "ruff --fix", opts, ops, False, ("--fix", "--fix-only"), set(), default_cwd=True)
 
 
-def _h_build_tool(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    _, ops, _ = _getopt(args, "")
+def _h_build_tool(scan: Scan, name: str, args: list[Word], redirs) -> None:
+    _, ops, _ = parse_options(args, "")
     sub = ops[0].text if ops else ""
     names = {a.text for a in args}
     if name == "cargo" and sub in ("fmt", "fix") and "--check" not in names:
@@ -417,176 +419,8 @@ def _h_build_tool(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
         scan.flag(f"go {sub} rewrites package sources: not listed")
 
 
-# -- git ----------------------------------------------------------------------------------------
-
-def _git_checkout(scan: _Scan, args: list[_Word]) -> None:
-    opts, ops, before = _getopt(args, "bB", frozenset({"--orphan", "--conflict", "--pathspec-from-file"}))
-    names = _opt_names(opts)
-    if "--pathspec-from-file" in names:
-        scan.flag("git checkout --pathspec-from-file: paths not read")
-    if before is not None:
-        if before > 1 or (before == 1 and names & {"-b", "-B", "--orphan"}):
-            scan.flag("git checkout with several refs: not understood")
-        for p in ops[before:]:
-            scan.target(p, f"git checkout overwrites {p.text}")
-        return
-    if names & {"-b", "-B", "--orphan"}:
-        if ops:
-            scan.flag(f"git checkout -b from {ops[0].text} rewrites the working tree")
-        return
-    if not ops:
-        return
-    if len(ops) == 1:
-        if scan.exists(ops[0]):
-            scan.target(ops[0], f"git checkout overwrites {ops[0].text}")
-            scan.flag(f"git checkout {ops[0].text} without --: may also switch branch")
-        else:
-            scan.flag(f"git checkout {ops[0].text} switches branch: rewrites the working tree")
-        return
-    for p in ops[1:]:
-        scan.target(p, f"git checkout overwrites {p.text}")
-
-
-def _git_restore(scan: _Scan, args: list[_Word]) -> None:
-    opts, ops, _ = _getopt(args, "s", frozenset({"--source", "--pathspec-from-file", "--conflict"}))
-    names = _opt_names(opts)
-    if names & {"-S", "--staged"} and not names & {"-W", "--worktree"}:
-        return  # index only
-    if "--pathspec-from-file" in names:
-        scan.flag("git restore --pathspec-from-file: paths not read")
-    for p in ops:
-        scan.target(p, f"git restore overwrites {p.text}")
-
-
-def _git_switch(scan: _Scan, args: list[_Word]) -> None:
-    opts, ops, _ = _getopt(args, "cC", frozenset({"--create", "--force-create", "--orphan", "--conflict"}))
-    if _opt_names(opts) & {"-c", "-C", "--create", "--force-create"} and not ops:
-        return  # new branch at HEAD: the working tree stays as it is
-    scan.flag("git switch rewrites the working tree")
-
-
-def _git_reset(scan: _Scan, args: list[_Word]) -> None:
-    names = {a.text for a in args}
-    for mode in ("--hard", "--merge", "--keep"):
-        if mode in names:
-            scan.flag(f"git reset {mode} rewrites the working tree")
-            return
-
-
-def _git_stash(scan: _Scan, args: list[_Word]) -> None:
-    sub = args[0].text if args and not args[0].text.startswith("-") else "push"
-    rest = args[1:] if args and not args[0].text.startswith("-") else args
-    if sub in ("list", "show", "drop", "clear", "create", "store"):
-        return
-    if sub == "push":
-        _, ops, _ = _getopt(rest, "m", frozenset({"--message", "--pathspec-from-file"}))
-        if ops:
-            for p in ops:
-                scan.target(p, f"git stash reverts {p.text}")
-            return
-    scan.flag(f"git stash {sub} rewrites the working tree")
-
-
-def _git_clean(scan: _Scan, args: list[_Word]) -> None:
-    opts, ops, _ = _getopt(args, "e", frozenset({"--exclude"}))
-    names = _opt_names(opts)
-    if names & {"-n", "--dry-run"} or not names & {"-f", "--force", "-i", "--interactive"}:
-        return
-    for p in ops:
-        scan.target(p, f"git clean deletes untracked files in {p.text}")
-    if not ops:
-        scan.flag("git clean deletes untracked files: not listed")
-
-
-def _git_rm(scan: _Scan, args: list[_Word]) -> None:
-    opts, ops, _ = _getopt(args, "", frozenset({"--pathspec-from-file"}))
-    if _opt_names(opts) & {"--cached", "-n", "--dry-run"}:
-        return
-    for p in ops:
-        scan.target(p, f"git rm deletes {p.text}")
-
-
-def _git_mv(scan: _Scan, args: list[_Word]) -> None:
-    if {a.text for a in args} & {"-n", "--dry-run"}:
-        return
-    _copy_like(scan, "git mv", args, move=True, short_arg="", long_arg=frozenset())
-
-
-def _git_apply(scan: _Scan, args: list[_Word]) -> None:
-    names = {a.text for a in args}
-    if names & {"--check", "--stat", "--numstat", "--summary"} or ("--cached" in names and "--index" not in names):
-        return
-    scan.flag("git apply patches the files named in the diff: not parsed")
-
-
-def _git_output(scan: _Scan, args: list[_Word], sub: str) -> None:
-    opts, _, _ = _getopt(args, "o" if sub in ("archive", "format-patch") else "", frozenset({"--output"}))
-    out = _opt_value(opts, "--output", "-o")
-    if sub == "format-patch":
-        if "--stdout" in _opt_names(opts):
-            return
-        if out is None:
-            scan.flag("git format-patch writes patch files in the current directory: not listed")
-        else:
-            scan.target(out, f"git format-patch writes into {out.text}")
-    elif out is not None:
-        scan.target(out, f"git {sub} writes {out.text}")
-
-
-_GIT_TREE_REWRITERS = frozenset({"merge", "pull", "rebase", "cherry-pick", "revert", "am", "bisect",
-                                 "checkout-index", "read-tree", "submodule", "sparse-checkout", "filter-branch",
-                                 "filter-repo", "lfs"})
-_GIT_HARMLESS_SUBS = {"bisect": {"", "log", "view", "visualize", "terms"},
-                      "submodule": {"", "status", "summary"}, "lfs": {"", "ls-files", "status", "env", "version",
-                                                                      "track", "untrack", "locks"}}
-
-
-def _h_git(scan: _Scan, name: str, args: list[_Word], redirs) -> None:
-    k = 0
-    while k < len(args):
-        t = args[k].text
-        if t == "-C" and k + 1 < len(args):
-            _chdir(scan, args[k + 1], "git -C")
-            k += 2
-        elif t in ("-c", "--git-dir", "--work-tree", "--namespace", "--config-env", "--exec-path",
-                   "--super-prefix"):
-            k += 2
-        elif t.startswith("-"):
-            k += 1
-        else:
-            break
-    if k >= len(args):
-        return
-    sub, rest = args[k].text, args[k + 1:]
-    if sub == "checkout":
-        _git_checkout(scan, rest)
-    elif sub == "restore":
-        _git_restore(scan, rest)
-    elif sub == "switch":
-        _git_switch(scan, rest)
-    elif sub == "reset":
-        _git_reset(scan, rest)
-    elif sub == "stash":
-        _git_stash(scan, rest)
-    elif sub == "clean":
-        _git_clean(scan, rest)
-    elif sub == "rm":
-        _git_rm(scan, rest)
-    elif sub == "mv":
-        _git_mv(scan, rest)
-    elif sub == "apply":
-        _git_apply(scan, rest)
-    elif sub in ("diff", "log", "show", "archive", "format-patch"):
-        _git_output(scan, rest, sub)
-    elif sub in _GIT_TREE_REWRITERS:
-        first = rest[0].text if rest and not rest[0].text.startswith("-") else ""
-        if first in _GIT_HARMLESS_SUBS.get(sub, ()) or any(a.text == "--show-current-patch" for a in rest):
-            return
-        scan.flag(f"git {sub} may rewrite the working tree: files not listed")
-
-
-# Command name -> handler; bash_writes merges this table with bash_commands._HANDLERS.
-_HANDLERS = {
+# Command name -> handler; bash_writes merges this table with bash_commands.COMMAND_HANDLERS.
+TOOL_HANDLERS = {
     "sh": _h_shell, "bash": _h_shell, "dash": _h_shell, "zsh": _h_shell, "ksh": _h_shell, "mksh": _h_shell,
     "ash": _h_shell, "fish": _h_shell,
     "eval": _h_eval, "trap": _h_trap, "source": _h_source, ".": _h_source,
@@ -595,7 +429,7 @@ _HANDLERS = {
     "patch": _h_patch, "unzip": _h_unzip, "7z": _h_7z, "7za": _h_7z, "tar": _h_tar, "bsdtar": _h_tar,
     "curl": _h_curl, "wget": _h_wget, "rsync": _h_remote_copy, "scp": _h_remote_copy,
     "ed": _h_editor, "ex": _h_editor, "vi": _h_editor, "vim": _h_editor, "nvim": _h_editor,
-    "ruff": _h_ruff, "cargo": _h_build_tool, "go": _h_build_tool, "git": _h_git,
+    "ruff": _h_ruff, "cargo": _h_build_tool, "go": _h_build_tool, "git": handle_git,
 }
-_HANDLERS.update({name: _h_compress for name in _COMPRESSORS})
-_HANDLERS.update({name: _h_formatter for name in _FORMATTERS})
+TOOL_HANDLERS.update({name: _h_compress for name in _COMPRESSORS})
+TOOL_HANDLERS.update({name: _h_formatter for name in _FORMATTERS})

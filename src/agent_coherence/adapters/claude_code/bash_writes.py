@@ -24,8 +24,8 @@ too, but remain uncertain. Unknown programs (``make``, ``npm test``, ``pytest``)
 This is a best effort meant to catch the common ways an agent writes files through Bash; a
 determined program can always write where no static scan sees it.
 
-This module holds the public API and the walker (``_Scan``); the lexer is in :mod:`bash_lexer` and
-the per-command handlers in :mod:`bash_commands` and :mod:`bash_tools`.
+This module holds the public API and the walker (``Scan``); the lexer is in :mod:`bash_lexer` and
+the per-command handlers in :mod:`bash_commands`, :mod:`bash_tools` and :mod:`bash_git`.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from __future__ import annotations
 import os
 import re
 
-from .bash_commands import _HANDLERS as _COMMAND_HANDLERS
-from .bash_commands import _WRAPPERS
-from .bash_lexer import _ASSIGN_RE, _Lexer, _ParseError, _Redir, _Word
-from .bash_tools import _HANDLERS as _TOOL_HANDLERS
-from .bash_tools import _INTERPRETERS, _h_interpreter, _h_python
+from .bash_commands import COMMAND_HANDLERS
+from .bash_commands import WRAPPERS
+from .bash_lexer import ASSIGN_RE, Lexer, ParseError, Redir, Word
+from .bash_tools import TOOL_HANDLERS
+from .bash_tools import INTERPRETERS, handle_interpreter, handle_python
 
 __all__ = ["BashWriteScan", "scan_bash_command"]
 
@@ -105,12 +105,12 @@ def _scan(command: object, cwd: object) -> BashWriteScan:
     if len(command) > MAX_COMMAND_CHARS:
         return BashWriteScan((), True, (f"command longer than {MAX_COMMAND_CHARS} characters: not analysed",))
     base = _base_dir(cwd)
-    lexer = _Lexer(command, 0)
+    lexer = Lexer(command, 0)
     try:
         tokens = lexer.lex()
-    except _ParseError as exc:
+    except ParseError as exc:
         return BashWriteScan((), True, (f"could not parse: {exc}"[:_MAX_NOTE],))
-    scan = _Scan(base)
+    scan = Scan(base)
     for issue in lexer.issues:
         scan.flag(issue)
     scan.run(tokens)
@@ -137,10 +137,10 @@ _WRITE_REDIRS = frozenset({">", ">>", ">|", "&>", "&>>", "<>"})
 _SCRIPT_SUFFIXES = (".sh", ".bash", ".zsh", ".py", ".js", ".mjs", ".cjs", ".ts", ".rb", ".pl", ".php", ".lua")
 _PYTHON_RE = re.compile(r"(python|pypy)[0-9.]*(-dbg|m|w)?")
 
-_HANDLERS = {**_COMMAND_HANDLERS, **_TOOL_HANDLERS}
+_HANDLERS = {**COMMAND_HANDLERS, **TOOL_HANDLERS}
 
 
-class _Scan:
+class Scan:
     def __init__(self, cwd: str) -> None:
         self.cwd = cwd
         self.dirstack: list[str] = []
@@ -160,7 +160,7 @@ class _Scan:
         self.uncertain = True
         self.note(text)
 
-    def resolve(self, w: _Word) -> tuple[str, bool] | None:
+    def resolve(self, w: Word) -> tuple[str, bool] | None:
         """(absolute path or as-written text, unsure?) for a word in a path position."""
         t = w.text
         if not t or "\0" in t:
@@ -173,7 +173,7 @@ class _Scan:
             return (t if t.startswith("/") else self.cwd.rstrip("/") + "/" + t), True
         return os.path.normpath(os.path.join(self.cwd, t)), w.glob
 
-    def target(self, w: _Word | None, note: str) -> None:
+    def target(self, w: Word | None, note: str) -> None:
         if w is None or w.proc:
             return
         r = self.resolve(w)
@@ -188,7 +188,7 @@ class _Scan:
         self.targets.setdefault(path, None)
         self.note(note)
 
-    def isdir(self, w: _Word) -> bool:
+    def isdir(self, w: Word) -> bool:
         if w.expand or w.glob:
             return False
         r = self.resolve(w)
@@ -197,7 +197,7 @@ class _Scan:
         except (OSError, ValueError):
             return False
 
-    def exists(self, w: _Word) -> bool:
+    def exists(self, w: Word) -> bool:
         if w.expand or w.glob:
             return False
         r = self.resolve(w)
@@ -210,8 +210,8 @@ class _Scan:
 
     def run(self, tokens: list) -> None:
         stack: list[tuple[str, list[str]]] = []
-        words: list[_Word] = []
-        redirs: list[_Redir] = []
+        words: list[Word] = []
+        redirs: list[Redir] = []
         for tok in tokens:
             if tok.__class__ is str:
                 if tok == "(":
@@ -226,7 +226,7 @@ class _Scan:
                 words, redirs = [], []
                 if tok == ")" and stack:
                     self.cwd, self.dirstack = stack.pop()
-            elif tok.__class__ is _Redir:
+            elif tok.__class__ is Redir:
                 redirs.append(tok)
             else:
                 words.append(tok)
@@ -248,17 +248,17 @@ class _Scan:
         if self.depth >= _MAX_SCRIPT_DEPTH:
             self.flag(f"{what}: nested too deeply, not analysed")
             return
-        lexer = _Lexer(text, self.depth + 1)
+        lexer = Lexer(text, self.depth + 1)
         try:
             tokens = lexer.lex()
-        except _ParseError as exc:
+        except ParseError as exc:
             self.flag(f"{what}: could not parse inner command ({exc})")
             return
         for issue in lexer.issues:
             self.flag(issue)
         self.sub(tokens)
 
-    def simple(self, words: list[_Word], redirs: list[_Redir]) -> None:
+    def simple(self, words: list[Word], redirs: list[Redir]) -> None:
         if not words and not redirs:
             return
         k = 0
@@ -266,7 +266,7 @@ class _Scan:
             w = words[k]
             if not w.quoted and not w.expand and w.text in _RESERVED:
                 k += 1
-            elif _ASSIGN_RE.match(w.text) and not w.text.startswith("="):
+            elif ASSIGN_RE.match(w.text) and not w.text.startswith("="):
                 k += 1
             else:
                 break
@@ -284,7 +284,7 @@ class _Scan:
             return
         self.dispatch(words[k:], redirs)
 
-    def redirect(self, r: _Redir) -> None:
+    def redirect(self, r: Redir) -> None:
         op = r.op
         if op == ">&":
             t = r.target.text
@@ -294,7 +294,7 @@ class _Scan:
             return
         self.target(r.target, f"redirect {op} to {r.target.text}")
 
-    def dispatch(self, args: list[_Word], redirs: list[_Redir]) -> None:
+    def dispatch(self, args: list[Word], redirs: list[Redir]) -> None:
         saved_cwd = self.cwd
         name = ""
         for _ in range(12):
@@ -303,7 +303,7 @@ class _Scan:
                 self.flag(f"command name {w.text} is an expansion: not analysed")
                 return
             name = w.text.rsplit("/", 1)[-1]
-            unwrap = _WRAPPERS.get(name)
+            unwrap = WRAPPERS.get(name)
             if unwrap is None:
                 break
             rest = unwrap(self, name, args[1:])
@@ -317,9 +317,9 @@ class _Scan:
         handler = _HANDLERS.get(name)
         if handler is None:
             if _PYTHON_RE.fullmatch(name):
-                handler = _h_python
-            elif name in _INTERPRETERS:
-                handler = _h_interpreter
+                handler = handle_python
+            elif name in INTERPRETERS:
+                handler = handle_interpreter
         if handler is not None:
             handler(self, name, args[1:], redirs)
         elif args[0].text.startswith(("./", "../")) or (

@@ -30,10 +30,10 @@ imported only for Bash calls.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
+from ... import json_text  # json.loads/dumps without importing the json package (hook start-up)
 from ...errors import PathOutsideRoot
 from .context import (
     ALLOW, BASH_TOOLS, DEFAULT_BUDGET, READ_TOOLS, SESSION_END_BUDGET, WRITE_TOOLS, BadInput,
@@ -189,7 +189,7 @@ def _parse(raw: bytes) -> dict:
     if len(raw) > MAX_INPUT_BYTES:
         raise BadInput(f"larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB")
     try:
-        payload = json.loads(raw.decode("utf-8"))
+        payload = json_text.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise BadInput("not valid UTF-8") from None
     except (ValueError, RecursionError) as error:
@@ -373,7 +373,7 @@ def _clip(text: str, limit: int = 300) -> str:
 def _emit(outcome: Outcome, stdout: TextIO, stderr: TextIO) -> None:
     try:
         if outcome.output is not None:
-            stdout.write(json.dumps(outcome.output))
+            stdout.write(json_text.dumps(outcome.output))
             stdout.write("\n")
             stdout.flush()
         if outcome.message:

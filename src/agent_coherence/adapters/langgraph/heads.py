@@ -41,7 +41,7 @@ class PutTarget:
     """What one checkpoint put is about, read from its config, checkpoint and metadata."""
 
     __slots__ = ("thread_id", "checkpoint_ns", "checkpoint_id", "parent", "step", "source",
-                 "holder", "fence", "fork_of")
+                 "holder", "fence", "fork_of", "ref")
 
     def __init__(self, configurable: Mapping[str, Any], checkpoint_id: str,
                  metadata: Mapping[str, Any]) -> None:
@@ -55,10 +55,7 @@ class PutTarget:
         self.fence: int | None = int(fence) if fence is not None else None
         self.holder: str | None = configurable.get(HOLDER_KEY) if self.fence is not None else None
         self.fork_of: str | None = configurable.get(FORK_KEY) or None
-
-    @property
-    def ref(self) -> str:
-        return head_ref_name(self.thread_id, self.checkpoint_ns)
+        self.ref = head_ref_name(self.thread_id, self.checkpoint_ns)
 
     def facts(self) -> dict[str, Any]:
         return {"thread_id": self.thread_id, "checkpoint_ns": self.checkpoint_ns,
@@ -100,7 +97,10 @@ class Heads:
         self.durable = durable
 
     def head(self, thread_id: Any, checkpoint_ns: str = "") -> str | None:
-        ref = self.backend.get_ref(head_ref_name(thread_id, checkpoint_ns))
+        return self._value(head_ref_name(thread_id, checkpoint_ns))
+
+    def _value(self, name: str) -> str | None:
+        ref = self.backend.get_ref(name)
         return ref.value if ref is not None else None
 
     def check_fence(self, configurable: Mapping[str, Any]) -> None:
@@ -125,7 +125,7 @@ class Heads:
                                                  wait=self.put_lease_wait)
             holder, fence, lease_key = put_lease.holder, put_lease.fence, put_lease.key
         try:
-            current = self.head(target.thread_id, target.checkpoint_ns)
+            current = self._value(target.ref)
             kind = self._classify(target, current)
         except BaseException:
             if put_lease is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -37,8 +38,14 @@ def thread_lease_key(thread_id: Any) -> str:
 HEADS_PREFIX = "langgraph:head/"
 
 
+@lru_cache(maxsize=4096)
+def _quoted(thread_id: str) -> str:
+    """The percent-quoted thread id (remembered: every put of a run names its head ref twice)."""
+    return quote(thread_id, safe="")
+
+
 def thread_heads_prefix(thread_id: Any) -> str:
-    return f"{HEADS_PREFIX}{quote(str(thread_id), safe='')}/"
+    return f"{HEADS_PREFIX}{_quoted(str(thread_id))}/"
 
 
 def head_ref_name(thread_id: Any, checkpoint_ns: str = "") -> str:
@@ -47,7 +54,7 @@ def head_ref_name(thread_id: Any, checkpoint_ns: str = "") -> str:
 
 
 def thread_effects_prefix(thread_id: Any) -> str:
-    return f"langgraph:effect/{quote(str(thread_id), safe='')}/"
+    return f"langgraph:effect/{_quoted(str(thread_id))}/"
 
 
 def effect_ref_name(thread_id: Any, task_id: str, artifact: str, n: int) -> str:

@@ -45,6 +45,7 @@ class Renewer:
         self._wake = threading.Condition()
         self._held: set[Holding] = set()
         self._pid = -1
+        self._wakes_at = 0.0  # when the renewal thread wakes next on its own (monotonic clock)
 
     def hold(self, lease: "Lease") -> Holding:
         holding = Holding(lease)
@@ -52,8 +53,12 @@ class Renewer:
             self._held.add(holding)
             if self._pid != os.getpid():  # first use in this process (a fork leaves no thread)
                 self._pid = os.getpid()
+                self._wakes_at = 0.0
                 threading.Thread(target=self._run, name="langgraph-lease-renewal", daemon=True).start()
-            self._wake.notify()
+            if holding.due < self._wakes_at or self._wakes_at == 0.0:
+                # Woken only when this lease falls due before the thread would wake anyway: a run
+                # then costs no thread switch when every lease has the same ttl.
+                self._wake.notify()
         return holding
 
     def drop(self, holding: Holding) -> None:
@@ -68,7 +73,9 @@ class Renewer:
                 due = [h for h in self._held if h.due <= now]
                 if not due:
                     nearest = min((h.due for h in self._held), default=now + 60.0)
-                    self._wake.wait(max(0.005, nearest - now))
+                    self._wakes_at = now + max(0.005, nearest - now)
+                    self._wake.wait(self._wakes_at - now)
+                    self._wakes_at = 0.0  # awake: a lease given now is seen at the next pass
                     continue
             for holding in due:
                 self._renew(holding)
