@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 JOURNAL_PAGE = 2000  # journal entries fetched per read while iterating
+_JOURNAL_HEAD = "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
+_JOURNAL_INSERT = "INSERT INTO journal(seq, ts, kind, key, holder, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)"
 
 
 def _jitter(limit: float) -> float:
@@ -240,16 +242,20 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
         data: dict[str, Any], ts: float | None = None,
     ) -> tuple[int, float, str, str]:
         """Append one entry inside the caller's transaction; returns (seq, ts, prev_hash, hash)."""
-        run = self._statements(conn)
-        head = run("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        return self._append_text(self._statements(conn), kind, key, holder, encode_data(data),
+                                 self.now() if ts is None else ts)
+
+    @staticmethod
+    def _append_text(
+        run: Callable[..., sqlite3.Cursor], kind: str, key: str | None, holder: str | None, data_text: str,
+        ts: float,
+    ) -> tuple[int, float, str, str]:
+        """``_append`` given the data's text (what ``encode_data`` makes of it) and a statement
+        runner of the transaction's connection (``_statements``)."""
+        head = run(_JOURNAL_HEAD).fetchone()
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
-        ts = self.now() if ts is None else ts
-        data_json = encode_data(data)
-        digest = chain_hash(prev, seq, ts, kind, key, holder, data_json)
-        run(
-            "INSERT INTO journal(seq, ts, kind, key, holder, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
-            (seq, ts, kind, key, holder, data_json, prev, digest),
-        )
+        digest = chain_hash(prev, seq, ts, kind, key, holder, data_text)
+        run(_JOURNAL_INSERT, (seq, ts, kind, key, holder, data_text, prev, digest))
         return seq, ts, prev, digest
 
     def journal_append(

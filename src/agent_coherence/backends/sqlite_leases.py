@@ -61,8 +61,16 @@ class LeaseOps:
         self, conn: sqlite3.Connection, key: str, holder: str, ttl: float, now: float, journal: bool
     ) -> tuple[Lease, bool]:
         """Acquire or re-enter; returns (lease, newly_acquired). Raises LeaseHeld."""
+        row = self._statements(conn)(LEASE_ROW, (key,)).fetchone()
+        return self._grant_lease(conn, key, holder, ttl, now, journal, row)
+
+    def _grant_lease(
+        self, conn: sqlite3.Connection, key: str, holder: str, ttl: float, now: float, journal: bool,
+        row: tuple | None,
+    ) -> tuple[Lease, bool]:
+        """``_take_lease`` given the key's lease row (``LEASE_ROW``'s columns, read in this
+        transaction; None: no row), for a caller that read it with other columns."""
         run = self._statements(conn)
-        row = run(LEASE_ROW, (key,)).fetchone()
         expires = now + ttl
         if row is None:
             fence = self.fence_floor(conn) + 1  # above the fences of removed rows
