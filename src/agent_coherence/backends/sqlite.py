@@ -138,6 +138,12 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
                                    factory=_Connection)
             _CONNECTIONS.add(conn)
             conn.execute("PRAGMA busy_timeout=0")
+            # A new database gets 2 KiB pages (an existing one keeps its own: the size is fixed once
+            # the first table is made). Every page a transaction changes is written to the WAL and
+            # checksummed whole, and a write changes 9 pages with a few hundred bytes each: half the
+            # page is half that work, and these rows (leases, intents, versions, journal entries)
+            # still fit a page several times over.
+            conn.execute("PRAGMA page_size=2048")
             self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
             conn.execute("PRAGMA synchronous=NORMAL")
             self._conn, self._pid, self._run = conn, os.getpid(), conn.cursor().execute
