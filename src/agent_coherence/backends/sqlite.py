@@ -17,6 +17,7 @@ import os
 import time
 from _thread import RLock  # what threading.RLock is, without importing threading (hook start-up)
 from _weakrefset import WeakSet  # what weakref.WeakSet is, already loaded at start-up
+from os import getpid
 
 try:
     # The C module behind the ``sqlite3`` package, the same connect/Connection/errors. The package
@@ -198,7 +199,9 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
         rollback itself leaves it open until the next use rolls it back (``in_transaction``).
         Never half applied."""
         with self._lock:
-            conn = self._connection()
+            conn = self._conn
+            if conn is None or self._pid != getpid():
+                conn = self._connection()
             if durable:
                 conn.execute("PRAGMA synchronous=FULL")
             if conn.in_transaction:  # left open by an interruption (KeyboardInterrupt) mid-way

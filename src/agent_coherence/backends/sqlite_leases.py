@@ -62,14 +62,16 @@ class LeaseOps:
     ) -> tuple[Lease, bool]:
         """Acquire or re-enter; returns (lease, newly_acquired). Raises LeaseHeld."""
         row = self._statements(conn)(LEASE_ROW, (key,)).fetchone()
-        return self._grant_lease(conn, key, holder, ttl, now, journal, row)
+        fence, acquired_at, expires, newly = self._grant_lease(conn, key, holder, ttl, now, journal, row)
+        return Lease(key, holder, fence, acquired_at, expires, ttl), newly
 
     def _grant_lease(
         self, conn: sqlite3.Connection, key: str, holder: str, ttl: float, now: float, journal: bool,
         row: tuple | None,
-    ) -> tuple[Lease, bool]:
+    ) -> tuple[int, float, float, bool]:
         """``_take_lease`` given the key's lease row (``LEASE_ROW``'s columns, read in this
-        transaction; None: no row), for a caller that read it with other columns."""
+        transaction; None: no row), for a caller that read it with other columns. Returns the
+        lease's (fence, acquired_at, expires_at, newly_acquired) without making the Lease."""
         run = self._statements(conn)
         expires = now + ttl
         if row is None:
@@ -85,7 +87,7 @@ class LeaseOps:
                 if old_expires > expires:  # re-entry never shortens the lease
                     expires = old_expires
                 run(_EXTEND, (expires, key))
-                return Lease(key, holder, fence, acquired_at, expires, ttl), False
+                return fence, acquired_at, expires, False
             fence += 1
         run(_TAKE, (key, holder, fence, now, expires))
         if journal:
@@ -94,7 +96,7 @@ class LeaseOps:
                              {"fence": fence, "ttl": ttl, "expired_holder": row[0]}, now)
             else:
                 self._append(conn, "lease.acquire", key, holder, {"fence": fence, "ttl": ttl}, now)
-        return Lease(key, holder, fence, now, expires, ttl), True
+        return fence, now, expires, True
 
     def acquire_lease(self, key: str, holder: str, ttl: float, *, record_conflict: bool = True,
                       waited: float = 0.0) -> Lease:

@@ -15,7 +15,7 @@ import os
 
 from ..errors import LeaseHeld, LeaseLost, VersionConflict
 from ..journal import encode_data
-from .records import IntentPending, IntentRecord, LeaseRecord, VersionRecord, WriteRequest
+from .records import IntentPending, IntentRecord, VersionRecord, WriteRequest
 from .sqlite_tx import Deferred
 
 TYPE_CHECKING = False  # typing is not imported at run time: the backend is on the hook path
@@ -72,7 +72,7 @@ class WriteOps:
         def _append(self, conn: sqlite3.Connection, kind: str, key: str | None, holder: str | None,
                     data: dict[str, Any], ts: float | None = None) -> tuple[int, float, str, str]: ...
         def _grant_lease(self, conn: sqlite3.Connection, key: str, holder: str, ttl: float, now: float,
-                         journal: bool, row: tuple | None) -> tuple[LeaseRecord, bool]: ...
+                         journal: bool, row: tuple | None) -> tuple[int, float, float, bool]: ...
         @staticmethod
         def _append_text(run: Callable[..., sqlite3.Cursor], kind: str, key: str | None, holder: str | None,
                          data_text: str, ts: float) -> tuple[int, float, str, str]: ...
@@ -111,11 +111,10 @@ class WriteOps:
             else:
                 row = None if lease_fence is None else (lease_holder, lease_fence, acquired, expires)
                 try:
-                    lease, auto = self._grant_lease(conn, key, holder, request.ttl, now, False, row)
+                    fence, _, _, auto = self._grant_lease(conn, key, holder, request.ttl, now, False, row)
                 except LeaseHeld as held:
                     self._append(conn, "conflict.lease", key, holder, {"held_by": held.holder}, now)
                     return Deferred(held)
-                fence = lease.fence
             if pending is not None:
                 waiting = self._intent_row(conn, key)
                 assert waiting is not None  # this transaction has just seen it
@@ -185,10 +184,11 @@ class WriteOps:
             if not run(_DROP_INTENT, (key, intent.intent_id)).rowcount:
                 raise self._resolved_by_recovery(intent, "committed")
             version, sha, size = intent.new_version, intent.new_sha256, intent.size
-            record = self._store_version(conn, key, version, sha, size, holder, fence, now)
+            values = (key, version, sha, size, holder, fence, now)
+            run(_STORE_VERSION, values)
             self._append_text(run, "write" if sha is not None else "delete", key, holder,
                               write_entry_data(version, sha, size, fence), now)
-            return record
+            return VersionRecord(*values)
 
         return self.transaction(work, durable=durable)
 
