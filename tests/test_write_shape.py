@@ -47,7 +47,8 @@ def _as_schema_7(path: str) -> None:
         for table, definition in _SCHEMA_7_TABLES.items():
             conn.execute(f"ALTER TABLE {table} RENAME TO {table}_current")
             conn.execute(definition)
-            conn.execute(f"INSERT INTO {table} SELECT * FROM {table}_current")
+            names = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+            conn.execute(f"INSERT INTO {table} SELECT {', '.join(names)} FROM {table}_current")
             conn.execute(f"DROP TABLE {table}_current")
         conn.execute("UPDATE meta SET value = '7' WHERE name = 'schema_version'")
     conn.close()
@@ -58,6 +59,7 @@ def test_a_schema_7_database_is_upgraded_with_its_versions_and_pending_intent(ro
         for n in range(3):
             coord.write("a.txt", f"a{n}", holder="w")
         coord.write("dir/b.txt", "b", holder="w")
+        held = coord.lease("held.txt", "h", ttl=600).__enter__()
         pid, start = own_identity()
         pending = coord.backend.begin_write(WriteRequest(
             "c.txt", "w", "0" * 64, 1, os.path.join(str(root), ".c.txt.1.ac-tmp"), HOST, pid, start))
@@ -70,7 +72,10 @@ def test_a_schema_7_database_is_upgraded_with_its_versions_and_pending_intent(ro
     try:
         assert {v.key: v for v in backend.list_versions()} == versions
         assert backend.get_intent("c.txt") == pending
+        assert backend.list_leases("h") == [held]
+        assert [lease.key for lease in backend.list_leases("w")] == ["c.txt"]  # the pending write's
         backend.abort_write(pending, "test", "done with it")
+        assert backend.list_leases("w") == []
     finally:
         backend.close()
     with Coordinator.open(root) as coord:
