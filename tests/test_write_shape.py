@@ -109,8 +109,8 @@ def test_a_write_with_holder_is_twelve_statements_in_two_transactions(quiet_coor
     coord.write("k.txt", "second", holder="w")
     coord.backend._connection().set_trace_callback(None)
     assert [" ".join(sql.split()[:3]) for sql in seen] == [
-        "BEGIN IMMEDIATE", "SELECT (SELECT 1", "INSERT INTO leases(key,", "INSERT INTO intents(key,", "COMMIT",
-        "BEGIN IMMEDIATE", "UPDATE leases SET", "DELETE FROM intents", "INSERT INTO artifacts(key,",
+        "BEGIN IMMEDIATE", "SELECT (SELECT 1", "UPDATE leases SET", "INSERT INTO intents(key,", "COMMIT",
+        "BEGIN IMMEDIATE", "UPDATE leases SET", "DELETE FROM intents", "UPDATE artifacts SET",
         "SELECT seq, hash", "INSERT INTO journal(seq,", "COMMIT",
     ]
 

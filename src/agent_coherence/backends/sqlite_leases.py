@@ -36,6 +36,7 @@ LEASE_ROW = "SELECT holder, fence, acquired_at, expires_at FROM leases WHERE key
 _TAKE = ("INSERT INTO leases(key, holder, fence, acquired_at, expires_at) VALUES (?,?,?,?,?) "
          "ON CONFLICT(key) DO UPDATE SET holder=excluded.holder, fence=excluded.fence, "
          "acquired_at=excluded.acquired_at, expires_at=excluded.expires_at")
+_RETAKE = "UPDATE leases SET holder = ?, fence = ?, acquired_at = ?, expires_at = ? WHERE key = ?"  # a row that exists
 _EXTEND = "UPDATE leases SET expires_at = ? WHERE key = ?"
 _RELEASE = "UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ? AND holder = ? AND fence = ?"
 
@@ -89,7 +90,10 @@ class LeaseOps:
                 run(_EXTEND, (expires, key))
                 return fence, acquired_at, expires, False
             fence += 1
-        run(_TAKE, (key, holder, fence, now, expires))
+        if row is None:
+            run(_TAKE, (key, holder, fence, now, expires))
+        else:  # the row was read in this transaction: an update, without the upsert's insert attempt
+            run(_RETAKE, (holder, fence, now, expires, key))
         if journal:
             if row is not None and row[0] is not None:
                 self._append(conn, "lease.acquire", key, holder,

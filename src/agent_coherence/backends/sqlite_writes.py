@@ -43,6 +43,7 @@ _RELEASE_OWN_LEASE = (  # the write's own lease, if it is still live: released i
     "UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ? AND holder = ? AND fence = ? AND expires_at > ?"
 )
 _DROP_INTENT = "DELETE FROM intents WHERE key = ? AND intent_id = ?"
+_UPDATE_VERSION = "UPDATE artifacts SET version=?, sha256=?, size=?, writer=?, fence=?, updated_at=? WHERE key = ?"
 _STORE_VERSION = (
     f"INSERT INTO artifacts({_VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?) "
     "ON CONFLICT(key) DO UPDATE SET version=excluded.version, sha256=excluded.sha256, "
@@ -185,7 +186,10 @@ class WriteOps:
                 raise self._resolved_by_recovery(intent, "committed")
             version, sha, size = intent.new_version, intent.new_sha256, intent.size
             values = (key, version, sha, size, holder, fence, now)
-            run(_STORE_VERSION, values)
+            # A key with a version keeps its row (none is ever deleted): an update, without the
+            # upsert's insert attempt; the upsert if it has none (or, against that rule, lost it).
+            if version == 1 or not run(_UPDATE_VERSION, (version, sha, size, holder, fence, now, key)).rowcount:
+                run(_STORE_VERSION, values)
             self._append_text(run, "write" if sha is not None else "delete", key, holder,
                               write_entry_data(version, sha, size, fence), now)
             return VersionRecord(*values)
