@@ -1,6 +1,7 @@
 """The shape of a confirmed write on SQLite: its statements, its journal entry's data text, and the
-schema 8 tables it touches (artifacts and intents WITHOUT ROWID), including the upgrade of a
-schema 7 database whose tables are rowid tables, with a version history and a pending intent."""
+schema 8 tables it touches (artifacts and intents WITHOUT ROWID; a write's own lease left out of
+the holder index), including the upgrade of a schema 7 database, with a version history, a held
+lease and a pending intent."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sqlite3
 import pytest
 from hypothesis import given, strategies as st
 
-from agent_coherence import Coordinator
+from agent_coherence import Coordinator, LeaseLost
 from agent_coherence.backends.records import WriteRequest
 from agent_coherence.backends.sqlite import SQLiteBackend
 from agent_coherence.backends.sqlite_schema import SCHEMA_VERSION
@@ -21,6 +22,9 @@ from agent_coherence.retention import Retention
 
 # What schema 7 made: rowid tables with a TEXT primary key (two b-trees each).
 _SCHEMA_7_TABLES = {
+    "leases": """CREATE TABLE leases (
+    key TEXT PRIMARY KEY, holder TEXT, fence INTEGER NOT NULL,
+    acquired_at REAL NOT NULL, expires_at REAL NOT NULL)""",
     "artifacts": """CREATE TABLE artifacts (
     key TEXT PRIMARY KEY, version INTEGER NOT NULL, sha256 TEXT, size INTEGER NOT NULL,
     writer TEXT NOT NULL, fence INTEGER NOT NULL, updated_at REAL NOT NULL)""",
@@ -35,7 +39,7 @@ _SCHEMA_7_TABLES = {
 
 def _table_sql(path: str) -> dict[str, str]:
     with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name IN ('artifacts', 'intents')")
+        rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name IN ('artifacts', 'intents', 'leases')")
         found = {name: sql for name, sql in rows}
     conn.close()
     return found
@@ -44,12 +48,14 @@ def _table_sql(path: str) -> dict[str, str]:
 def _as_schema_7(path: str) -> None:
     """Turn a current database back into what schema 7 stored: the same rows in rowid tables."""
     with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX leases_by_holder")
         for table, definition in _SCHEMA_7_TABLES.items():
             conn.execute(f"ALTER TABLE {table} RENAME TO {table}_current")
             conn.execute(definition)
             names = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
             conn.execute(f"INSERT INTO {table} SELECT {', '.join(names)} FROM {table}_current")
             conn.execute(f"DROP TABLE {table}_current")
+        conn.execute("CREATE INDEX leases_by_holder ON leases(holder) WHERE holder IS NOT NULL")
         conn.execute("UPDATE meta SET value = '7' WHERE name = 'schema_version'")
     conn.close()
 
@@ -83,13 +89,35 @@ def test_a_schema_7_database_is_upgraded_with_its_versions_and_pending_intent(ro
         assert coord.read("dir/b.txt").text == "b"
         coord.journal.verify()
     after = _table_sql(path)
-    assert set(after) == {"artifacts", "intents"}  # no second b-tree (no sqlite_autoindex_*) left
-    assert all(sql.endswith("WITHOUT ROWID") for sql in after.values())
+    # artifacts and intents: one b-tree each (no sqlite_autoindex_* left); leases: own_write
+    assert set(after) == {"artifacts", "intents", "leases", "sqlite_autoindex_leases_1", "leases_by_holder"}
+    assert after["artifacts"].endswith("WITHOUT ROWID") and after["intents"].endswith("WITHOUT ROWID")
+    assert after["leases_by_holder"].endswith("WHERE holder IS NOT NULL AND own_write = 0")
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] \
             == str(SCHEMA_VERSION) == "8"
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+
+
+def test_a_holder_s_leases_include_its_writes_in_flight(root):
+    """A write's own lease is left out of the holder index (``own_write``); list_leases and
+    release_holder still find it, through the write's pending intent, and release it as before."""
+    with Coordinator.open(root) as coord:
+        backend = coord.backend
+        lease = backend.acquire_lease("mine.txt", "w", 60.0)
+        pid, start = own_identity()
+        intents = [backend.begin_write(WriteRequest(f"f{n}.txt", "w", "0" * 64, 1, f"/nowhere/.f{n}", HOST, pid, start))
+                   for n in range(2)]
+        other = backend.begin_write(WriteRequest("g.txt", "x", "0" * 64, 1, "/nowhere/.g", HOST, pid, start))
+        assert [found.key for found in backend.list_leases("w")] == ["f0.txt", "f1.txt", "mine.txt"]
+        assert [found.key for found in backend.list_leases()] == ["f0.txt", "f1.txt", "g.txt", "mine.txt"]
+        assert sorted(backend.release_holder("w")) == ["f0.txt", "f1.txt", "mine.txt"]
+        assert backend.list_leases("w") == [] and backend.get_lease(lease.key) is None
+        with pytest.raises(LeaseLost):  # its lease was released under it
+            backend.commit_write(intents[0], durable=False)
+        assert backend.commit_write(other, durable=False).version == 1
+        assert backend.list_leases() == []
 
 
 @pytest.fixture
