@@ -68,10 +68,14 @@ CREATE INDEX IF NOT EXISTS journal_by_key ON journal(key, seq) WHERE key IS NOT 
 """
 
 
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+
+
 def _rebuild(conn: sqlite3.Connection, table: str, definition: str) -> None:
     """Rebuild ``table`` as ``definition`` makes it, rows and all, inside the open transaction
     (the same columns in the same order; no trigger, view or index refers to it)."""
-    columns = ", ".join(row[1] for row in conn.execute(f"PRAGMA table_info({table})"))
+    columns = ", ".join(_columns(conn, table))
     conn.execute(f"DROP TABLE IF EXISTS {table}_rebuilt")
     conn.execute(definition.format(name=f"{table}_rebuilt"))
     conn.execute(f"INSERT INTO {table}_rebuilt({columns}) SELECT {columns} FROM {table}")
@@ -142,7 +146,8 @@ class SchemaOps:
         elif version == 7:
             for table, definition in _KEYED_TABLES:
                 _rebuild(conn, table, definition)
-            conn.execute("ALTER TABLE leases ADD COLUMN own_write INTEGER NOT NULL DEFAULT 0")
+            if "own_write" not in _columns(conn, "leases"):  # made by this schema, then marked older
+                conn.execute("ALTER TABLE leases ADD COLUMN own_write INTEGER NOT NULL DEFAULT 0")
             conn.execute("DROP INDEX IF EXISTS leases_by_holder")
             conn.execute(_LEASES_BY_HOLDER)
 
