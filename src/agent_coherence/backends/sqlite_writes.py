@@ -3,8 +3,9 @@
 A mixin of SQLiteBackend: it relies on ``transaction``, ``read``, ``now``, ``_append``,
 ``_append_text``, ``_grant_lease`` and ``_live_lease_or_lost``. A confirmed write is two transactions:
 
-- ``begin_write``: the lease (checked, or taken for this write), then one look-up that returns
-  the key's lease, version and whether an intent is pending, then the intent's insert;
+- ``begin_write``: one look-up that returns the key's lease row, version and whether an intent
+  is pending, then the lease (checked, or taken for this write: one ``UPDATE``, or an insert for a
+  key without a row), then the intent's insert;
 - ``commit_write``: the lease check (for a write's own lease, the check and its release are one
   conditional ``UPDATE``), the intent's delete, the version's upsert and the journal entry.
 """
