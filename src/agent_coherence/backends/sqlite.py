@@ -16,6 +16,7 @@ import os
 import time
 from _thread import RLock  # what threading.RLock is, without importing threading (hook start-up)
 from _weakrefset import WeakSet  # what weakref.WeakSet is, already loaded at start-up
+from os import getpid
 
 try:
     # The C module behind the ``sqlite3`` package, the same connect/Connection/errors. The package
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 JOURNAL_PAGE = 2000  # journal entries fetched per read while iterating
+_JOURNAL_HEAD = "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
+_JOURNAL_INSERT = "INSERT INTO journal(seq, ts, kind, key, holder, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)"
 
 
 def _jitter(limit: float) -> float:
@@ -136,6 +139,12 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
                                    factory=_Connection)
             _CONNECTIONS.add(conn)
             conn.execute("PRAGMA busy_timeout=0")
+            # A new database gets 2 KiB pages (an existing one keeps its own: the size is fixed once
+            # the first table is made). Every page a transaction changes is written to the WAL and
+            # checksummed whole, and a write changes 9 pages with a few hundred bytes each: half the
+            # page is half that work, and these rows (leases, intents, versions, journal entries)
+            # still fit a page several times over.
+            conn.execute("PRAGMA page_size=2048")
             self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
             conn.execute("PRAGMA synchronous=NORMAL")
             self._conn, self._pid, self._run = conn, os.getpid(), conn.cursor().execute
@@ -190,7 +199,9 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
         rollback itself leaves it open until the next use rolls it back (``in_transaction``).
         Never half applied."""
         with self._lock:
-            conn = self._connection()
+            conn = self._conn
+            if conn is None or self._pid != getpid():
+                conn = self._connection()
             if durable:
                 conn.execute("PRAGMA synchronous=FULL")
             if conn.in_transaction:  # left open by an interruption (KeyboardInterrupt) mid-way
@@ -240,16 +251,20 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
         data: dict[str, Any], ts: float | None = None,
     ) -> tuple[int, float, str, str]:
         """Append one entry inside the caller's transaction; returns (seq, ts, prev_hash, hash)."""
-        run = self._statements(conn)
-        head = run("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        return self._append_text(self._statements(conn), kind, key, holder, encode_data(data),
+                                 self.now() if ts is None else ts)
+
+    @staticmethod
+    def _append_text(
+        run: Callable[..., sqlite3.Cursor], kind: str, key: str | None, holder: str | None, data_text: str,
+        ts: float,
+    ) -> tuple[int, float, str, str]:
+        """``_append`` given the data's text (what ``encode_data`` makes of it) and a statement
+        runner of the transaction's connection (``_statements``)."""
+        head = run(_JOURNAL_HEAD).fetchone()
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
-        ts = self.now() if ts is None else ts
-        data_json = encode_data(data)
-        digest = chain_hash(prev, seq, ts, kind, key, holder, data_json)
-        run(
-            "INSERT INTO journal(seq, ts, kind, key, holder, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
-            (seq, ts, kind, key, holder, data_json, prev, digest),
-        )
+        digest = chain_hash(prev, seq, ts, kind, key, holder, data_text)
+        run(_JOURNAL_INSERT, (seq, ts, kind, key, holder, data_text, prev, digest))
         return seq, ts, prev, digest
 
     def journal_append(

@@ -33,9 +33,21 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 LEASE_ROW = "SELECT holder, fence, acquired_at, expires_at FROM leases WHERE key = ?"
-_TAKE = ("INSERT INTO leases(key, holder, fence, acquired_at, expires_at) VALUES (?,?,?,?,?) "
+_TAKE = ("INSERT INTO leases(key, holder, fence, acquired_at, expires_at, own_write) VALUES (?,?,?,?,?,?) "
          "ON CONFLICT(key) DO UPDATE SET holder=excluded.holder, fence=excluded.fence, "
-         "acquired_at=excluded.acquired_at, expires_at=excluded.expires_at")
+         "acquired_at=excluded.acquired_at, expires_at=excluded.expires_at, own_write=excluded.own_write")
+# A holder's live leases. ``leases_by_holder`` leaves out the rows of a write's own lease
+# (``own_write``: taken by begin_write for that write alone, released by its commit), so a write
+# does not rewrite that index twice. Such a row is live only while its write's intent is pending
+# (both are made in one transaction, and whatever drops the intent releases the lease in that one),
+# so those rows are found through the intents: a table of the writes in flight, small.
+_HOLDER_LEASES = (
+    "SELECT {columns} FROM leases AS l WHERE l.holder = :holder AND l.own_write = 0 AND l.expires_at > :now "
+    "UNION ALL SELECT {columns} FROM intents AS i JOIN leases AS l ON l.key = i.key "
+    "WHERE i.holder = :holder AND l.holder = :holder AND l.own_write = 1 AND l.expires_at > :now"
+)
+_RETAKE = ("UPDATE leases SET holder = ?, fence = ?, acquired_at = ?, expires_at = ?, own_write = ? "
+           "WHERE key = ?")  # a row that exists
 _EXTEND = "UPDATE leases SET expires_at = ? WHERE key = ?"
 _RELEASE = "UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ? AND holder = ? AND fence = ?"
 
@@ -61,8 +73,20 @@ class LeaseOps:
         self, conn: sqlite3.Connection, key: str, holder: str, ttl: float, now: float, journal: bool
     ) -> tuple[Lease, bool]:
         """Acquire or re-enter; returns (lease, newly_acquired). Raises LeaseHeld."""
+        row = self._statements(conn)(LEASE_ROW, (key,)).fetchone()
+        fence, acquired_at, expires, newly = self._grant_lease(conn, key, holder, ttl, now, journal, row)
+        return Lease(key, holder, fence, acquired_at, expires, ttl), newly
+
+    def _grant_lease(
+        self, conn: sqlite3.Connection, key: str, holder: str, ttl: float, now: float, journal: bool,
+        row: tuple | None,
+    ) -> tuple[int, float, float, bool]:
+        """``_take_lease`` given the key's lease row (``LEASE_ROW``'s columns, read in this
+        transaction; None: no row), for a caller that read it with other columns. Returns the
+        lease's (fence, acquired_at, expires_at, newly_acquired) without making the Lease. A lease
+        taken without its journal entry is a write's own (``begin_write``): its row is marked
+        ``own_write`` (see ``_HOLDER_LEASES``)."""
         run = self._statements(conn)
-        row = run(LEASE_ROW, (key,)).fetchone()
         expires = now + ttl
         if row is None:
             fence = self.fence_floor(conn) + 1  # above the fences of removed rows
@@ -77,16 +101,19 @@ class LeaseOps:
                 if old_expires > expires:  # re-entry never shortens the lease
                     expires = old_expires
                 run(_EXTEND, (expires, key))
-                return Lease(key, holder, fence, acquired_at, expires, ttl), False
+                return fence, acquired_at, expires, False
             fence += 1
-        run(_TAKE, (key, holder, fence, now, expires))
+        if row is None:
+            run(_TAKE, (key, holder, fence, now, expires, 0 if journal else 1))
+        else:  # the row was read in this transaction: an update, without the upsert's insert attempt
+            run(_RETAKE, (holder, fence, now, expires, 0 if journal else 1, key))
         if journal:
             if row is not None and row[0] is not None:
                 self._append(conn, "lease.acquire", key, holder,
                              {"fence": fence, "ttl": ttl, "expired_holder": row[0]}, now)
             else:
                 self._append(conn, "lease.acquire", key, holder, {"fence": fence, "ttl": ttl}, now)
-        return Lease(key, holder, fence, now, expires, ttl), True
+        return fence, now, expires, True
 
     def acquire_lease(self, key: str, holder: str, ttl: float, *, record_conflict: bool = True,
                       waited: float = 0.0) -> Lease:
@@ -143,8 +170,8 @@ class LeaseOps:
     def release_holder(self, holder: str) -> list[str]:
         def work(conn: sqlite3.Connection) -> list[str]:
             now = self.now()
-            keys = [r[0] for r in conn.execute(
-                "SELECT key FROM leases WHERE holder = ? AND expires_at > ?", (holder, now))]
+            keys = [r[0] for r in conn.execute(_HOLDER_LEASES.format(columns="l.key"),
+                                               {"holder": holder, "now": now})]
             for key in keys:
                 conn.execute("UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ?", (now, key))
                 self._append(conn, "lease.release", key, holder, {"reason": "holder released all"}, now)
@@ -159,10 +186,11 @@ class LeaseOps:
         return Lease(key, row[0], row[1], row[2], row[3])
 
     def list_leases(self, holder: str | None = None) -> list[Lease]:
-        sql = "SELECT key, holder, fence, acquired_at, expires_at FROM leases WHERE holder IS NOT NULL AND expires_at > ?"
-        params: list[Any] = [self.now()]
-        if holder is not None:
-            sql += " AND holder = ?"
-            params.append(holder)
-        rows = self.read(lambda conn: conn.execute(sql + " ORDER BY key", params).fetchall())
+        columns = "l.key, l.holder, l.fence, l.acquired_at, l.expires_at"
+        now = self.now()
+        if holder is None:
+            sql = f"SELECT {columns} FROM leases AS l WHERE l.holder IS NOT NULL AND l.expires_at > :now"
+        else:
+            sql = f"SELECT * FROM ({_HOLDER_LEASES.format(columns=columns)})"
+        rows = self.read(lambda conn: conn.execute(sql + " ORDER BY 1", {"holder": holder, "now": now}).fetchall())
         return [Lease(*row) for row in rows]

@@ -1,10 +1,11 @@
 """SQLite storage for versions and confirmed writes: intents, commits, aborts, recovery, adoption.
 
 A mixin of SQLiteBackend: it relies on ``transaction``, ``read``, ``now``, ``_append``,
-``_take_lease`` and ``_live_lease_or_lost``. A confirmed write is two transactions:
+``_append_text``, ``_grant_lease`` and ``_live_lease_or_lost``. A confirmed write is two transactions:
 
-- ``begin_write``: the lease (checked, or taken for this write), then one look-up that returns
-  the key's lease, version and whether an intent is pending, then the intent's insert;
+- ``begin_write``: one look-up that returns the key's lease row, version and whether an intent
+  is pending, then the lease (checked, or taken for this write: one ``UPDATE``, or an insert for a
+  key without a row), then the intent's insert;
 - ``commit_write``: the lease check (for a write's own lease, the check and its release are one
   conditional ``UPDATE``), the intent's delete, the version's upsert and the journal entry.
 """
@@ -14,7 +15,8 @@ from __future__ import annotations
 import os
 
 from ..errors import LeaseHeld, LeaseLost, VersionConflict
-from .records import IntentPending, IntentRecord, LeaseRecord, VersionRecord, WriteRequest
+from ..journal import encode_data
+from .records import IntentPending, IntentRecord, VersionRecord, WriteRequest
 from .sqlite_tx import Deferred
 
 TYPE_CHECKING = False  # typing is not imported at run time: the backend is on the hook path
@@ -27,14 +29,12 @@ if TYPE_CHECKING:
 _VERSION_COLUMNS = "key, version, sha256, size, writer, fence, updated_at"
 _INTENT_COLUMNS = ("key, intent_id, holder, fence, base_version, base_sha256, new_version, new_sha256, size, "
                    "temp_path, host, pid, pid_start, created_at, auto_lease")
-# What begin_write needs to know about a key, in one statement: whether an intent is pending and
-# the current version and hash; for a write under the caller's lease, also that lease.
+# What begin_write needs to know about a key, in one statement: whether an intent is pending, the
+# current version and hash, and the key's lease row (``LEASE_ROW``'s columns; a NULL fence: no
+# row, the column is NOT NULL).
 _WRITE_BASE = (
-    "SELECT (SELECT 1 FROM intents WHERE key = q.k), a.version, a.sha256 "
-    "FROM (SELECT ? AS k) AS q LEFT JOIN artifacts AS a ON a.key = q.k"
-)
-_WRITE_BASE_AND_LEASE = (
-    "SELECT (SELECT 1 FROM intents WHERE key = q.k), a.version, a.sha256, l.holder, l.fence, l.expires_at "
+    "SELECT (SELECT 1 FROM intents WHERE key = q.k), a.version, a.sha256, "
+    "l.holder, l.fence, l.acquired_at, l.expires_at "
     "FROM (SELECT ? AS k) AS q LEFT JOIN artifacts AS a ON a.key = q.k LEFT JOIN leases AS l ON l.key = q.k"
 )
 _INSERT_INTENT = (
@@ -44,11 +44,24 @@ _RELEASE_OWN_LEASE = (  # the write's own lease, if it is still live: released i
     "UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ? AND holder = ? AND fence = ? AND expires_at > ?"
 )
 _DROP_INTENT = "DELETE FROM intents WHERE key = ? AND intent_id = ?"
+_UPDATE_VERSION = "UPDATE artifacts SET version=?, sha256=?, size=?, writer=?, fence=?, updated_at=? WHERE key = ?"
 _STORE_VERSION = (
     f"INSERT INTO artifacts({_VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?) "
     "ON CONFLICT(key) DO UPDATE SET version=excluded.version, sha256=excluded.sha256, "
     "size=excluded.size, writer=excluded.writer, fence=excluded.fence, updated_at=excluded.updated_at"
 )
+
+
+def write_entry_data(version: int, sha256: str | None, size: int, fence: int) -> str:
+    """The data text of a ``write`` (or ``delete``) entry: exactly ``encode_data`` of
+    ``{"version", "sha256", "size", "fence"}``, spelled directly for the values a commit has (ints
+    and a hex digest or None); anything else goes to ``encode_data`` (a test holds the two to the
+    same text)."""
+    if type(version) is int and type(size) is int and type(fence) is int and \
+            (sha256 is None or (type(sha256) is str and sha256.isascii() and sha256.isalnum())):
+        sha_text = "null" if sha256 is None else '"' + sha256 + '"'
+        return f'{{"fence":{fence},"sha256":{sha_text},"size":{size},"version":{version}}}'
+    return encode_data({"version": version, "sha256": sha256, "size": size, "fence": fence})
 
 
 class WriteOps:
@@ -60,8 +73,11 @@ class WriteOps:
         def now(self) -> float: ...
         def _append(self, conn: sqlite3.Connection, kind: str, key: str | None, holder: str | None,
                     data: dict[str, Any], ts: float | None = None) -> tuple[int, float, str, str]: ...
-        def _take_lease(self, conn: sqlite3.Connection, key: str, holder: str, ttl: float, now: float,
-                        journal: bool) -> tuple[LeaseRecord, bool]: ...
+        def _grant_lease(self, conn: sqlite3.Connection, key: str, holder: str, ttl: float, now: float,
+                         journal: bool, row: tuple | None) -> tuple[int, float, float, bool]: ...
+        @staticmethod
+        def _append_text(run: Callable[..., sqlite3.Cursor], kind: str, key: str | None, holder: str | None,
+                         data_text: str, ts: float) -> tuple[int, float, str, str]: ...
         def _live_lease_or_lost(self, conn: sqlite3.Connection, key: str, holder: str, fence: int,
                                 now: float) -> tuple: ...
         def _statements(self, conn: sqlite3.Connection) -> Callable[..., sqlite3.Cursor]: ...
@@ -89,20 +105,18 @@ class WriteOps:
             now = self.now()
             run = self._statements(conn)
             key, holder = request.key, request.holder
+            pending, version, sha, lease_holder, lease_fence, acquired, expires = run(_WRITE_BASE, (key,)).fetchone()
             if request.fence is not None:
-                pending, version, sha, lease_holder, lease_fence, expires = run(
-                    _WRITE_BASE_AND_LEASE, (key,)).fetchone()
                 if lease_holder != holder or lease_fence != request.fence or expires is None or expires <= now:
                     self._live_lease_or_lost(conn, key, holder, request.fence, now)  # raises LeaseLost
                 fence, auto = request.fence, False
             else:
+                row = None if lease_fence is None else (lease_holder, lease_fence, acquired, expires)
                 try:
-                    lease, auto = self._take_lease(conn, key, holder, request.ttl, now, journal=False)
+                    fence, _, _, auto = self._grant_lease(conn, key, holder, request.ttl, now, False, row)
                 except LeaseHeld as held:
                     self._append(conn, "conflict.lease", key, holder, {"held_by": held.holder}, now)
                     return Deferred(held)
-                fence = lease.fence
-                pending, version, sha = run(_WRITE_BASE, (key,)).fetchone()
             if pending is not None:
                 waiting = self._intent_row(conn, key)
                 assert waiting is not None  # this transaction has just seen it
@@ -171,12 +185,15 @@ class WriteOps:
                 raise AssertionError("a lease that could not be released is live")  # pragma: no cover
             if not run(_DROP_INTENT, (key, intent.intent_id)).rowcount:
                 raise self._resolved_by_recovery(intent, "committed")
-            record = self._store_version(conn, key, intent.new_version, intent.new_sha256, intent.size,
-                                         holder, fence, now)
-            self._append(conn, "write" if intent.new_sha256 is not None else "delete", key, holder,
-                         {"version": intent.new_version, "sha256": intent.new_sha256, "size": intent.size,
-                          "fence": fence}, now)
-            return record
+            version, sha, size = intent.new_version, intent.new_sha256, intent.size
+            values = (key, version, sha, size, holder, fence, now)
+            # A key with a version keeps its row (none is ever deleted): an update, without the
+            # upsert's insert attempt; the upsert if it has none (or, against that rule, lost it).
+            if version == 1 or not run(_UPDATE_VERSION, (version, sha, size, holder, fence, now, key)).rowcount:
+                run(_STORE_VERSION, values)
+            self._append_text(run, "write" if sha is not None else "delete", key, holder,
+                              write_entry_data(version, sha, size, fence), now)
+            return VersionRecord(*values)
 
         return self.transaction(work, durable=durable)
 
