@@ -7,9 +7,12 @@ index range that holds only the messages that are *not* plain ready ones:
 
 * ``channel_counts`` keeps the unacknowledged messages per (channel, group), changed in the same
   transaction or statement as the send, ack and dead-letter that change it: a send counts its
-  messages itself (once per batch), acknowledging or deleting a row is counted by a trigger
-  (COUNT_TRIGGERS). Ready = that count minus the
-  messages not yet visible (in flight or delayed), which are a range of ``messages_ready``;
+  messages itself (once per batch), an ack that settles a row or a delete is counted by a trigger
+  (COUNT_TRIGGERS). An ack kept for its batch (``UNCHAINED``, sqlite_channel_record) stays counted
+  until its batch is chained, which uncounts the batch in one statement: so a fast ack writes no
+  count. Unacknowledged = that count minus the rows awaiting their batch (a range of
+  ``messages_ready`` at UNCHAINED, at most a batch or two). Ready = that minus the messages not
+  yet visible (in flight or delayed), which are a range of ``messages_ready`` too;
 * the oldest ready message is the first visible one in id order (the primary key): channel time
   never runs back, so within a channel a later id never has an earlier ``enqueued_at`` (a
   dead-lettered message is stamped with the time it entered the dead-letter channel for that
@@ -36,7 +39,10 @@ if TYPE_CHECKING:
     import sqlite3
     from typing import Any
 
-ACKED = 1e18  # available_at of a retained, acknowledged message: never visible again
+ACKED = 1e18  # available_at of a settled, acknowledged message kept for retention: never visible again
+# available_at of an acknowledged row awaiting its batch (sqlite_channel_record): never visible
+# again either, and apart from ACKED, so a batch is one range of messages_ready per group.
+UNCHAINED = 2e18
 
 DEPTH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS channel_counts (
@@ -45,17 +51,21 @@ CREATE INDEX IF NOT EXISTS messages_inflight ON messages(available_at) WHERE rec
 CREATE INDEX IF NOT EXISTS messages_due ON messages(deadline) WHERE deadline IS NOT NULL AND acked_at IS NULL;
 """
 
-# A row counts from its send until it is acknowledged (acked_at set) or deleted unacknowledged
-# (acked, dead-lettered): these triggers take it off in the statement that does that, so a
-# single-statement ack keeps the count exact. Sends are not counted by a row trigger: a batch of
-# 100 would pay it 100 times (about 3x the time of the batch), where one statement counts it.
+# A row counts from its send until it is settled: acknowledged with its receipt cleared (a
+# retained ack, or a batched row switched to retention) or deleted while unacknowledged (acked,
+# dead-lettered). These triggers take it off in the statement that does that. A batched ack keeps
+# its receipt, so it stays counted: its batch is uncounted by the chain (uncount_chained), the only
+# statement that deletes such rows. Sends are not counted by a row trigger: a batch of 100 would
+# pay it 100 times (about 3x the time of the batch), where one statement counts it.
 COUNT_TRIGGERS = (
-    "CREATE TRIGGER IF NOT EXISTS messages_count_ack AFTER UPDATE OF acked_at ON messages "
-    "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL "
+    "CREATE TRIGGER IF NOT EXISTS messages_count_settled AFTER UPDATE OF acked_at, receipt ON messages "
+    "WHEN NEW.acked_at IS NOT NULL AND NEW.receipt IS NULL AND (OLD.acked_at IS NULL OR OLD.receipt IS NOT NULL) "
     "BEGIN UPDATE channel_counts SET unacked = unacked - 1 WHERE channel = NEW.channel AND grp = NEW.grp; END",
     "CREATE TRIGGER IF NOT EXISTS messages_count_delete AFTER DELETE ON messages WHEN OLD.acked_at IS NULL "
     "BEGIN UPDATE channel_counts SET unacked = unacked - 1 WHERE channel = OLD.channel AND grp = OLD.grp; END",
 )
+# Schema 7's trigger, replaced by messages_count_settled (schema 8).
+OLD_COUNT_TRIGGER = "messages_count_ack"
 
 MESSAGE_COLUMNS = ("id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, attempts, "
                    "receipt, consumer")
@@ -70,6 +80,14 @@ def migrate_to_counts(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM channel_counts")
     conn.execute("INSERT INTO channel_counts(channel, grp, unacked) SELECT channel, grp, count(*) FROM messages "
                  "WHERE acked_at IS NULL GROUP BY channel, grp")
+
+
+def recount(conn: sqlite3.Connection) -> None:
+    """Count what every channel holds now, rows awaiting their batch included (schema 7 to 8,
+    inside the migration's transaction: O(messages), once)."""
+    conn.execute("DELETE FROM channel_counts")
+    conn.execute("INSERT INTO channel_counts(channel, grp, unacked) SELECT channel, grp, count(*) FROM messages "
+                 "WHERE acked_at IS NULL OR receipt IS NOT NULL GROUP BY channel, grp")
 
 
 def count_messages(conn: sqlite3.Connection, channel: str, groups: list[str], change: int) -> None:
@@ -88,7 +106,10 @@ class ChannelDepthOps:
                        wall: float) -> dict[str, Any]:
         row = conn.execute("SELECT unacked FROM channel_counts WHERE channel = ? AND grp = ?",
                            (channel, group)).fetchone()
-        unacked = row[0] if row else 0
+        # Rows awaiting their batch are still counted (COUNT_TRIGGERS); a range of messages_ready.
+        waiting = conn.execute("SELECT count(*) FROM messages WHERE channel = ? AND grp = ? AND available_at = ?",
+                               (channel, group, UNCHAINED)).fetchone()[0]
+        unacked = (row[0] if row else 0) - waiting
         # Through messages_ready: only the rows not visible yet (acknowledged ones sit at ACKED).
         hidden, in_flight = conn.execute(
             "SELECT count(*), sum(receipt IS NOT NULL) FROM messages WHERE channel = ? AND grp = ? "

@@ -39,7 +39,7 @@ import time
 
 from ..logs import INFO, WARNING, log
 from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
-from .sqlite_channel_depth import ACKED, MESSAGE_COLUMNS as _COLUMNS, ChannelDepthOps, count_messages
+from .sqlite_channel_depth import ACKED, MESSAGE_COLUMNS as _COLUMNS, UNCHAINED, ChannelDepthOps, count_messages
 from .sqlite_channel_fast import OneStatementOps
 from .sqlite_channel_record import AckRecordOps, batches_acks
 
@@ -48,6 +48,10 @@ if TYPE_CHECKING:
     import sqlite3
     from typing import Any
 
+# Settled acknowledged rows kept for retention, by age (rows awaiting their batch are found
+# through messages_ready instead: an ack writes no page here). Schema 8; schema 7's held both.
+ACKED_INDEX = ("CREATE INDEX IF NOT EXISTS messages_acked ON messages(channel, acked_at) "
+               "WHERE acked_at IS NOT NULL AND receipt IS NULL")
 CHANNEL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS channels (
     name TEXT PRIMARY KEY, visibility_timeout REAL NOT NULL, max_attempts INTEGER NOT NULL,
@@ -59,7 +63,6 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts INTEGER NOT NULL, receipt TEXT, consumer TEXT, acked_at REAL,
     PRIMARY KEY (channel, grp, id));
 CREATE INDEX IF NOT EXISTS messages_ready ON messages(channel, grp, available_at, id);
-CREATE INDEX IF NOT EXISTS messages_acked ON messages(channel, acked_at) WHERE acked_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS message_seq (channel TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dedup (
     channel TEXT NOT NULL, key TEXT NOT NULL, message_id INTEGER NOT NULL, expires_at REAL NOT NULL,
@@ -69,15 +72,16 @@ CREATE TABLE IF NOT EXISTS effects (
     PRIMARY KEY (channel, effect_key));
 CREATE TABLE IF NOT EXISTS channel_clock (
     id INTEGER PRIMARY KEY CHECK (id = 1), observed REAL NOT NULL, ahead REAL NOT NULL);
-"""
-# An acknowledgement kept as a row (a batched or retained ack) counts as work of the consumer that
-# received it, seen at the ack's time on the backend's clock (channel time less the clock's offset,
-# which the ack's own statement or transaction has just recorded), in the statement that acks: so
-# a single-statement ack (sqlite_channel_fast) needs nothing else. An ack that deletes the row (a
-# durable channel without retention) records the work itself.
+""" + ACKED_INDEX + ";\n"
+# A settled acknowledgement kept as a row (a retained ack: its receipt cleared) counts as work of
+# the consumer that received it, seen at the ack's time on the backend's clock (channel time less
+# the clock's offset, which the ack's transaction has just recorded), in the statement that acks.
+# An ack kept for its batch (receipt kept) is credited when its batch is chained
+# (sqlite_channel_record), so a single-statement ack writes no worker row; an ack that deletes the
+# row (a durable channel without retention) records the work itself.
 CHANNEL_TRIGGERS = (
     "CREATE TRIGGER IF NOT EXISTS messages_work_done AFTER UPDATE OF acked_at ON messages "
-    "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL AND NEW.consumer IS NOT NULL "
+    "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL AND NEW.consumer IS NOT NULL AND NEW.receipt IS NULL "
     "BEGIN INSERT INTO workers(worker, started_at, last_seen, ended_at, work_done, info) "
     "SELECT NEW.consumer, seen, seen, NULL, 1, '{}' FROM (SELECT NEW.acked_at - "
     "coalesce((SELECT ahead FROM channel_clock WHERE id = 1), 0) AS seen) WHERE true "
@@ -132,6 +136,9 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
                     step, now)
         if row is None or ahead != stored_ahead or now - observed >= CLOCK_RECORD_EVERY:
             conn.execute("INSERT OR REPLACE INTO channel_clock(id, observed, ahead) VALUES (1, ?, ?)", (now, ahead))
+        # For the single statements (sqlite_channel_fast), which check it still holds. Kept even
+        # if this transaction rolls back: a stale value only makes them decline.
+        self.__dict__["_channel_ahead"] = ahead
         return wall, now
 
     def _channel_time(self, conn: sqlite3.Connection) -> float:
@@ -413,7 +420,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
         batched = batches_acks(config)
         if batched and len(acks) == 1 and effect_ttl is None:
             message_id, group, receipt = acks[0]
-            if self._ack_one(channel, message_id, group, receipt, ACKED, CLOCK_RECORD_EVERY):
+            if self._ack_one(channel, message_id, group, receipt, CLOCK_RECORD_EVERY):
                 return [True]
         kept = [0]  # rows this transaction kept for the next batch
         chained = [False]
@@ -440,9 +447,10 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
                     results.append(False)
                     continue
                 if batched:
-                    # The receipt stays: an acknowledged row with a receipt is one not chained yet.
+                    # The receipt stays: an acknowledged row with a receipt is one not chained yet
+                    # (still counted, its work credited by the chain).
                     conn.execute("UPDATE messages SET acked_at = ?, available_at = ? WHERE id = ? AND grp = ? "
-                                 "AND receipt = ? AND channel = ?", (now, ACKED) + match)
+                                 "AND receipt = ? AND channel = ?", (now, UNCHAINED) + match)
                 elif config.retention > 0:
                     conn.execute("UPDATE messages SET acked_at = ?, available_at = ?, receipt = NULL WHERE id = ? "
                                  "AND grp = ? AND receipt = ? AND channel = ?", (now, ACKED) + match)
@@ -469,8 +477,9 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             chained[0] = self._chain_if_due(conn, channel, wall, kept[0])
             if config.retention > 0:
                 # Through messages_acked: touches only what expired, however many are retained.
-                conn.execute("DELETE FROM messages WHERE channel = ? AND acked_at IS NOT NULL AND acked_at < ?",
-                             (channel, now - config.retention))
+                # Rows awaiting a batch (a process with an older config) wait for it instead.
+                conn.execute("DELETE FROM messages WHERE channel = ? AND acked_at IS NOT NULL AND receipt IS NULL "
+                             "AND acked_at < ?", (channel, now - config.retention))
             return results
 
         results = self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]

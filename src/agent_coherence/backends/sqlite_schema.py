@@ -15,7 +15,8 @@ from ..logs import INFO, WARNING, log
 from ..paths import STATE_DIR
 from .sqlite_channel_fast import SEND_SCHEMA
 from .sqlite_channel_depth import COUNT_TRIGGERS, DEPTH_SCHEMA, migrate_to_counts
-from .sqlite_channels import CHANNEL_SCHEMA, CHANNEL_TRIGGERS
+from .sqlite_channel_record import migrate_to_unchained
+from .sqlite_channels import ACKED_INDEX, CHANNEL_SCHEMA, CHANNEL_TRIGGERS
 from .sqlite_liveness import LIVENESS_SCHEMA
 from .sqlite_retention import JOURNAL_BY_KIND, RETENTION_SCHEMA
 from .sqlite_tx import is_busy
@@ -31,9 +32,12 @@ except ImportError:
 # that every upgrade runs). 6: that index made again with its condition spelled with OR (cheaper at
 # every append; see sqlite_retention). 7: triggers that count acks and the consumers' work, and a
 # view whose trigger sends one message, so a fast channel's common operations are single statements
-# (made by the CREATE statements that every upgrade runs; the counts are exact already). A database of a later version is refused, never used (see
-# _check_version).
-SCHEMA_VERSION = 7
+# (made by the CREATE statements that every upgrade runs; the counts are exact already). 8: a fast
+# ack awaiting its batch writes only its row: it stays counted and its work is credited when the
+# batch is chained, it waits at UNCHAINED in messages_ready, and messages_acked holds settled rows
+# only (sqlite_channel_record.migrate_to_unchained). A database of a later version is refused,
+# never used (see _check_version).
+SCHEMA_VERSION = 8
 GITIGNORE = "# Made by agent-coherence: coordination state of this machine, never committed.\n*\n"
 
 _SCHEMA = """
@@ -118,6 +122,10 @@ class SchemaOps:
         elif version == 5:
             conn.execute("DROP INDEX IF EXISTS journal_by_kind")
             conn.execute(JOURNAL_BY_KIND)
+        elif version == 7:
+            migrate_to_unchained(conn)
+            for statement in (*CHANNEL_TRIGGERS, ACKED_INDEX):  # schema 8's, in place of the ones dropped
+                conn.execute(statement)
 
     def _check_version(self, version: int | None) -> None:
         if version is not None and version > SCHEMA_VERSION:
