@@ -147,3 +147,61 @@ def test_a_schema_6_database_is_upgraded_with_its_counts_and_ids(root):
     conn.close()
     assert made == {"messages_work_done", "messages_count_settled", "messages_count_delete", "message_sends",
                     "message_sends_insert"}
+
+
+# Schema 7's definitions that schema 8 replaced: every acknowledged row in messages_acked, an ack
+# uncounted and credited at once by triggers, an ack awaiting its batch at ACKED.
+_SCHEMA_7 = (
+    "CREATE INDEX messages_acked ON messages(channel, acked_at) WHERE acked_at IS NOT NULL",
+    "CREATE TRIGGER messages_count_ack AFTER UPDATE OF acked_at ON messages "
+    "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL "
+    "BEGIN UPDATE channel_counts SET unacked = unacked - 1 WHERE channel = NEW.channel AND grp = NEW.grp; END",
+    "CREATE TRIGGER messages_work_done AFTER UPDATE OF acked_at ON messages "
+    "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL AND NEW.consumer IS NOT NULL "
+    "BEGIN INSERT INTO workers(worker, started_at, last_seen, ended_at, work_done, info) "
+    "SELECT NEW.consumer, NEW.acked_at, NEW.acked_at, NULL, 1, '{}' WHERE true "
+    "ON CONFLICT(worker) DO UPDATE SET last_seen = excluded.last_seen, work_done = work_done + 1; END",
+)
+
+
+def test_a_schema_7_database_is_upgraded_with_its_awaiting_acks_counted_once(root):
+    """Acks a killed process left for their batch under schema 7 (at ACKED, uncounted, credited)
+    are chained once after the upgrade, neither counted nor credited twice."""
+    coord = Coordinator.open(root)
+    ch = coord.channel("tasks", durability="fast")
+    ch.send_many(["a", "b", "c"])
+    for _ in range(2):
+        ch.ack(ch.receive("c"))
+    path = coord.backend.path
+    coord.backend.__dict__["_unchained_acks"].clear()  # as if killed: close chains nothing
+    coord.close()
+    with sqlite3.connect(path) as conn:  # the same state as schema 7 kept it
+        waiting = conn.execute("SELECT count(*) FROM messages WHERE available_at = 2e18").fetchone()[0]
+        assert waiting == 2
+        conn.execute("UPDATE messages SET available_at = 1e18 WHERE available_at = 2e18")
+        conn.execute("UPDATE channel_counts SET unacked = unacked - 2")
+        conn.execute("UPDATE workers SET work_done = work_done + 2 WHERE worker = 'c'")
+        for name in ("messages_count_settled", "messages_work_done"):
+            conn.execute(f"DROP TRIGGER {name}")
+        conn.execute("DROP INDEX messages_acked")
+        for statement in _SCHEMA_7:
+            conn.execute(statement)
+        conn.execute("UPDATE meta SET value = '7' WHERE name = 'schema_version'")
+    conn.close()
+    assert _counts(path) == {("tasks", ""): 1}
+    with Coordinator.open(root) as coord:
+        assert _counts(path) == {("tasks", ""): 3}  # the two awaiting acks count until chained
+        assert coord.channel("tasks").stats()["depth"] == 1
+        assert [(w.worker, w.work_done) for w in coord.backend.list_workers()] == [("c", 2)]
+        assert coord.backend.chain_acks("tasks") == 2
+        assert _counts(path) == {("tasks", ""): 1}
+        assert [(w.worker, w.work_done) for w in coord.backend.list_workers()] == [("c", 2)]
+        acked = [item[0] for entry in coord.journal.history("channel:tasks") if entry.kind == "message.ack"
+                 for item in entry.data["delivered"]]
+        assert acked == [1, 2]
+        coord.journal.verify()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == "8"
+        index = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'messages_acked'").fetchone()[0]
+    conn.close()
+    assert "receipt IS NULL" in index
