@@ -150,8 +150,20 @@ def test_a_schema_6_database_is_upgraded_with_its_counts_and_ids(root):
 
 
 # Schema 7's definitions that schema 8 replaced: every acknowledged row in messages_acked, an ack
-# uncounted and credited at once by triggers, an ack awaiting its batch at ACKED.
+# uncounted and credited at once by triggers, an ack awaiting its batch at ACKED, the id counters
+# in their own table.
 _SCHEMA_7 = (
+    "CREATE TABLE message_seq (channel TEXT PRIMARY KEY, last_id INTEGER NOT NULL)",
+    "INSERT INTO message_seq SELECT channel, last_id FROM channel_counts WHERE grp = ''",
+    "ALTER TABLE channel_counts DROP COLUMN last_id",
+    "CREATE TRIGGER message_sends_insert INSTEAD OF INSERT ON message_sends BEGIN "
+    "INSERT INTO messages(id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, "
+    "attempts, receipt, consumer, acked_at) VALUES (NEW.id, NEW.channel, '', NULL, NEW.payload, NEW.encoding, "
+    "NEW.enqueued_at, NEW.available_at, NEW.deadline, 0, NULL, NULL, NULL); "
+    "INSERT INTO message_seq(channel, last_id) VALUES (NEW.channel, NEW.id) "
+    "ON CONFLICT(channel) DO UPDATE SET last_id = excluded.last_id; "
+    "INSERT INTO channel_counts(channel, grp, unacked) VALUES (NEW.channel, '', 1) "
+    "ON CONFLICT(channel, grp) DO UPDATE SET unacked = unacked + 1; END",
     "CREATE INDEX messages_acked ON messages(channel, acked_at) WHERE acked_at IS NOT NULL",
     "CREATE TRIGGER messages_count_ack AFTER UPDATE OF acked_at ON messages "
     "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL "
@@ -181,7 +193,7 @@ def test_a_schema_7_database_is_upgraded_with_its_awaiting_acks_counted_once(roo
         conn.execute("UPDATE messages SET available_at = 1e18 WHERE available_at = 2e18")
         conn.execute("UPDATE channel_counts SET unacked = unacked - 2")
         conn.execute("UPDATE workers SET work_done = work_done + 2 WHERE worker = 'c'")
-        for name in ("messages_count_settled", "messages_work_done"):
+        for name in ("messages_count_settled", "messages_work_done", "message_sends_insert"):
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute("DROP INDEX messages_acked")
         for statement in _SCHEMA_7:
@@ -195,6 +207,8 @@ def test_a_schema_7_database_is_upgraded_with_its_awaiting_acks_counted_once(roo
         assert [(w.worker, w.work_done) for w in coord.backend.list_workers()] == [("c", 2)]
         assert coord.backend.chain_acks("tasks") == 2
         assert _counts(path) == {("tasks", ""): 1}
+        ch = coord.channel("tasks")
+        assert [ch.send("d"), ch.send_many(["e"])[0]] == ["4", "5"]  # the id counter carried over
         assert [(w.worker, w.work_done) for w in coord.backend.list_workers()] == [("c", 2)]
         acked = [item[0] for entry in coord.journal.history("channel:tasks") if entry.kind == "message.ack"
                  for item in entry.data["delivered"]]
@@ -205,3 +219,4 @@ def test_a_schema_7_database_is_upgraded_with_its_awaiting_acks_counted_once(roo
         index = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'messages_acked'").fetchone()[0]
     conn.close()
     assert "receipt IS NULL" in index
+    assert _counts(path) == {("tasks", ""): 3}

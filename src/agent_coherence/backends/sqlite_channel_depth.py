@@ -46,7 +46,8 @@ UNCHAINED = 2e18
 
 DEPTH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS channel_counts (
-    channel TEXT NOT NULL, grp TEXT NOT NULL, unacked INTEGER NOT NULL, PRIMARY KEY (channel, grp));
+    channel TEXT NOT NULL, grp TEXT NOT NULL, unacked INTEGER NOT NULL, last_id INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (channel, grp));
 CREATE INDEX IF NOT EXISTS messages_inflight ON messages(available_at) WHERE receipt IS NOT NULL AND acked_at IS NULL;
 CREATE INDEX IF NOT EXISTS messages_due ON messages(deadline) WHERE deadline IS NOT NULL AND acked_at IS NULL;
 """
@@ -85,9 +86,22 @@ def migrate_to_counts(conn: sqlite3.Connection) -> None:
 def recount(conn: sqlite3.Connection) -> None:
     """Count what every channel holds now, rows awaiting their batch included (schema 7 to 8,
     inside the migration's transaction: O(messages), once)."""
-    conn.execute("DELETE FROM channel_counts")
+    conn.execute("UPDATE channel_counts SET unacked = 0")  # the rows keep their channel's last id
     conn.execute("INSERT INTO channel_counts(channel, grp, unacked) SELECT channel, grp, count(*) FROM messages "
-                 "WHERE acked_at IS NULL OR receipt IS NOT NULL GROUP BY channel, grp")
+                 "WHERE acked_at IS NULL OR receipt IS NOT NULL GROUP BY channel, grp ORDER BY 1, 2 "
+                 "ON CONFLICT(channel, grp) DO UPDATE SET unacked = excluded.unacked")
+
+
+def migrate_last_ids(conn: sqlite3.Connection) -> None:
+    """Schema 7 to 8, inside the migration's transaction: each channel's id counter moves from
+    ``message_seq`` into its counts row (group ''), which a send writes anyway."""
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(channel_counts)")]
+    if "last_id" not in columns:
+        conn.execute("ALTER TABLE channel_counts ADD COLUMN last_id INTEGER NOT NULL DEFAULT 0")
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'message_seq'").fetchone():
+        conn.execute("INSERT INTO channel_counts(channel, grp, unacked, last_id) SELECT channel, '', 0, last_id "
+                     "FROM message_seq WHERE true ON CONFLICT(channel, grp) DO UPDATE SET last_id = excluded.last_id")
+        conn.execute("DROP TABLE message_seq")
 
 
 def count_messages(conn: sqlite3.Connection, channel: str, groups: list[str], change: int) -> None:

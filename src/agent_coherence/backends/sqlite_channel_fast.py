@@ -3,10 +3,12 @@
 A ``fast`` channel's plain send (one message, no key, no consumer groups), first delivery of one
 message, and batched ack (one delivery, no effect to record) each run as a single statement:
 no BEGIN/COMMIT, no read before the write. What the transaction of the full path did besides is
-done inside that statement: the channel time is computed from ``channel_clock`` in it; a send
-goes through the view ``message_sends``, whose trigger inserts the row and advances the id
-counter and the unacknowledged count (SEND_SCHEMA); an ack's count and the consumer's work record
-are kept by triggers on ``messages`` (``COUNT_TRIGGERS``, ``CHANNEL_TRIGGERS``). One statement is
+done inside that statement: channel time is the backend clock plus the clock's offset as this
+process last saw it, checked in the statement against ``channel_clock`` (``_CLOCK_HOLDS``); a
+send goes through the view ``message_sends``, whose trigger inserts the row and advances the id
+counter and the unacknowledged count (SEND_SCHEMA); an ack writes only its row: it waits for its
+batch at UNCHAINED, still counted, and the batch uncounts it and credits the consumer's work
+(sqlite_channel_record), so no trigger writes anything for it. One statement is
 atomic, so an interrupt leaves the operation done or not done, never half.
 
 The statement does nothing (and the caller runs the full transaction instead, which handles every
@@ -17,6 +19,7 @@ acknowledgements is due to be chained, the channel has groups, the receipt does 
 the channel is empty. So the record is the full path's: a first delivery was never journaled by a
 fast channel (only its end is: ``message.redeliver``, ``message.dead``, the batched
 ``message.ack``), and an ack here keeps its row for the batch exactly as the full path does.
+The first operation of a process on any channel takes the full path (it learns the offset).
 
 A mixin of SQLiteBackend (through ChannelOps): it relies on ``_retry_busy``, ``_connection``,
 ``_run``, ``_lock``, ``maintenance_due``, ``now`` and the batch state of ``AckRecordOps``.
@@ -40,7 +43,8 @@ if TYPE_CHECKING:
 _CLOCK_HOLDS = "(SELECT ahead = ?7 AND ?6 >= observed AND ?6 < observed + ?8 FROM channel_clock WHERE id = 1)"
 
 # A send of one message to a channel without groups, as one statement: an insert into this view
-# does what the full send's transaction does (the row, the id counter, the count). Only this path
+# does what the full send's transaction does (the row, and the id counter and the count, which
+# share the channel's counts row: one page). Only this path
 # uses it; a row trigger on messages itself would also run for every row of a batch.
 SEND_SCHEMA = (
     "CREATE VIEW IF NOT EXISTS message_sends AS SELECT id, channel, payload, encoding, enqueued_at, "
@@ -49,16 +53,14 @@ SEND_SCHEMA = (
     "INSERT INTO messages(id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, "
     "attempts, receipt, consumer, acked_at) VALUES (NEW.id, NEW.channel, '', NULL, NEW.payload, NEW.encoding, "
     "NEW.enqueued_at, NEW.available_at, NEW.deadline, 0, NULL, NULL, NULL); "
-    "INSERT INTO message_seq(channel, last_id) VALUES (NEW.channel, NEW.id) "
-    "ON CONFLICT(channel) DO UPDATE SET last_id = excluded.last_id; "
-    "INSERT INTO channel_counts(channel, grp, unacked) VALUES (NEW.channel, '', 1) "
-    "ON CONFLICT(channel, grp) DO UPDATE SET unacked = unacked + 1; END",
+    "INSERT INTO channel_counts(channel, grp, unacked, last_id) VALUES (NEW.channel, '', 1, NEW.id) "
+    "ON CONFLICT(channel, grp) DO UPDATE SET unacked = unacked + 1, last_id = excluded.last_id; END",
 )
 
 # Parameters of all three: ?1 the channel, ?6 channel time, ?7 the clock offset, ?8 the interval.
 SEND_SQL = (
     "INSERT INTO message_sends(id, channel, payload, encoding, enqueued_at, available_at, deadline) "
-    "SELECT coalesce((SELECT last_id FROM message_seq WHERE channel = ?1), 0) + 1, ?1, ?2, ?3, ?6, ?6 + ?4, ?5 "
+    "SELECT coalesce((SELECT last_id FROM channel_counts WHERE channel = ?1 AND grp = ''), 0) + 1, ?1, ?2, ?3, ?6, ?6 + ?4, ?5 "
     f"WHERE NOT EXISTS (SELECT 1 FROM channel_groups WHERE channel = ?1) AND {_CLOCK_HOLDS} RETURNING id")
 RECEIVE_SQL = (
     "UPDATE messages SET available_at = ?6 + ?3, receipt = ?4, consumer = ?5, attempts = attempts + 1 "

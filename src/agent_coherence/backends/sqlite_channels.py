@@ -63,7 +63,6 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts INTEGER NOT NULL, receipt TEXT, consumer TEXT, acked_at REAL,
     PRIMARY KEY (channel, grp, id));
 CREATE INDEX IF NOT EXISTS messages_ready ON messages(channel, grp, available_at, id);
-CREATE TABLE IF NOT EXISTS message_seq (channel TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dedup (
     channel TEXT NOT NULL, key TEXT NOT NULL, message_id INTEGER NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (channel, key));
@@ -247,7 +246,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             rows = conn.execute(
                 "SELECT k.observed, k.ahead, s.last_id, g.grp FROM (SELECT ? AS channel) AS c "
                 "LEFT JOIN channel_clock AS k ON k.id = 1 "
-                "LEFT JOIN message_seq AS s ON s.channel = c.channel "
+                "LEFT JOIN channel_counts AS s ON s.channel = c.channel AND s.grp = '' "
                 "LEFT JOIN channel_groups AS g ON g.channel = c.channel", (channel,)).fetchall()
             first = rows[0]
             wall, now = self._advance_channel_time(conn, (first[0], first[1]))
@@ -363,15 +362,15 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
 
     @staticmethod
     def _store_last_id(conn: sqlite3.Connection, channel: str, last_id: int) -> None:
-        # Updated in place (not INSERT OR REPLACE, which deletes and reinserts the row under a new
-        # rowid): the table's primary-key index is not rewritten, a WAL page less per send.
-        conn.execute("INSERT INTO message_seq(channel, last_id) VALUES (?, ?) "
-                     "ON CONFLICT(channel) DO UPDATE SET last_id = excluded.last_id", (channel, last_id))
+        # In the channel's own counts row (its group ''), which a send writes anyway; updated in
+        # place (not INSERT OR REPLACE, which deletes and reinserts the row under a new rowid).
+        conn.execute("INSERT INTO channel_counts(channel, grp, unacked, last_id) VALUES (?, '', 0, ?) "
+                     "ON CONFLICT(channel, grp) DO UPDATE SET last_id = excluded.last_id", (channel, last_id))
 
     def _dead_letter(self, conn: sqlite3.Connection, message: MessageRecord, now: float, wall: float) -> None:
         dead = dead_letter_name(message.channel)
         self._config(conn, dead)
-        row = conn.execute("SELECT last_id FROM message_seq WHERE channel = ?", (dead,)).fetchone()
+        row = conn.execute("SELECT last_id FROM channel_counts WHERE channel = ? AND grp = ''", (dead,)).fetchone()
         dead_id = (row[0] if row else 0) + 1
         self._store_last_id(conn, dead, dead_id)
         # Enqueued now, in the dead-letter channel: its ids then follow channel time, as the

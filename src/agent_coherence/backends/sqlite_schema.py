@@ -14,7 +14,7 @@ from ..journal import FORMAT, FORMAT_ENTRY
 from ..logs import INFO, WARNING, log
 from ..paths import STATE_DIR
 from .sqlite_channel_fast import SEND_SCHEMA
-from .sqlite_channel_depth import COUNT_TRIGGERS, DEPTH_SCHEMA, migrate_to_counts
+from .sqlite_channel_depth import COUNT_TRIGGERS, DEPTH_SCHEMA, migrate_last_ids, migrate_to_counts
 from .sqlite_channel_record import migrate_to_unchained
 from .sqlite_channels import ACKED_INDEX, CHANNEL_SCHEMA, CHANNEL_TRIGGERS
 from .sqlite_liveness import LIVENESS_SCHEMA
@@ -35,7 +35,8 @@ except ImportError:
 # (made by the CREATE statements that every upgrade runs; the counts are exact already). 8: a fast
 # ack awaiting its batch writes only its row: it stays counted and its work is credited when the
 # batch is chained, it waits at UNCHAINED in messages_ready, and messages_acked holds settled rows
-# only (sqlite_channel_record.migrate_to_unchained). A database of a later version is refused,
+# only (sqlite_channel_record.migrate_to_unchained); a channel's id counter is in its counts row
+# (sqlite_channel_depth.migrate_last_ids). A database of a later version is refused,
 # never used (see _check_version).
 SCHEMA_VERSION = 8
 GITIGNORE = "# Made by agent-coherence: coordination state of this machine, never committed.\n*\n"
@@ -124,7 +125,9 @@ class SchemaOps:
             conn.execute(JOURNAL_BY_KIND)
         elif version == 7:
             migrate_to_unchained(conn)
-            for statement in (*CHANNEL_TRIGGERS, ACKED_INDEX):  # schema 8's, in place of the ones dropped
+            conn.execute("DROP TRIGGER IF EXISTS message_sends_insert")
+            migrate_last_ids(conn)
+            for statement in (*CHANNEL_TRIGGERS, ACKED_INDEX, *SEND_SCHEMA):  # schema 8's, for the ones dropped
                 conn.execute(statement)
 
     def _check_version(self, version: int | None) -> None:
