@@ -11,8 +11,8 @@ index range that holds only the messages that are *not* plain ready ones:
   (COUNT_TRIGGERS). An ack kept for its batch (``UNCHAINED``, sqlite_channel_record) stays counted
   until its batch is chained, which uncounts the batch in one statement: so a fast ack writes no
   count. Unacknowledged = that count minus the rows awaiting their batch (a range of
-  ``messages_ready`` at UNCHAINED, at most a batch or two). Ready = that minus the messages not
-  yet visible (in flight or delayed), which are a range of ``messages_ready`` too;
+  ``messages_queue`` at UNCHAINED, at most a batch or two). Ready = that minus the messages not
+  yet visible (in flight or delayed), which are two ranges of ``messages_queue`` too;
 * the oldest ready message is the first visible one in id order (the primary key): channel time
   never runs back, so within a channel a later id never has an earlier ``enqueued_at`` (a
   dead-lettered message is stamped with the time it entered the dead-letter channel for that
@@ -20,8 +20,9 @@ index range that holds only the messages that are *not* plain ready ones:
   clock yet) around a clock step, and a step back shorter than the channel clock's recording
   interval (50 ms, ``CLOCK_RECORD_EVERY``), which can order two sends up to that much out of
   time;
-* timed-out deliveries come from the partial index ``messages_inflight``, overdue messages from
-  ``messages_due``; both hold unacknowledged rows only.
+* timed-out deliveries are the visible range of ``messages_queue``'s section of rows with a
+  receipt, per (channel, group) (its visible part holds only unacknowledged rows); overdue
+  messages come from ``messages_due``, which holds unacknowledged rows only.
 
 Cost: O(groups x messages not yet visible), not O(depth). Many delayed messages (sent with a
 delay, or nacked with one) make it grow with their number.
@@ -41,14 +42,21 @@ if TYPE_CHECKING:
 
 ACKED = 1e18  # available_at of a settled, acknowledged message kept for retention: never visible again
 # available_at of an acknowledged row awaiting its batch (sqlite_channel_record): never visible
-# again either, and apart from ACKED, so a batch is one range of messages_ready per group.
+# again either, and apart from ACKED, so a batch is one range of messages_queue per group.
 UNCHAINED = 2e18
+# The two sections of messages_queue in a (channel, group), each in (available_at, id) order:
+# rows without a receipt (queued, nacked, delayed; settled at ACKED) and rows with one (in flight,
+# timed out; awaiting their batch at UNCHAINED). A receive moves a row from the first to the
+# second, an ack within the second: one index written by each, where a ready index and an
+# in-flight index took two. A query names its section with exactly this expression (SQLite uses an
+# index on an expression only for the same expression).
+FREE, HELD = "(receipt IS NOT NULL) = 0", "(receipt IS NOT NULL) = 1"
 
 DEPTH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS channel_counts (
     channel TEXT NOT NULL, grp TEXT NOT NULL, unacked INTEGER NOT NULL, last_id INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (channel, grp));
-CREATE INDEX IF NOT EXISTS messages_inflight ON messages(available_at) WHERE receipt IS NOT NULL AND acked_at IS NULL;
+CREATE INDEX IF NOT EXISTS messages_queue ON messages(channel, grp, receipt IS NOT NULL, available_at, id);
 CREATE INDEX IF NOT EXISTS messages_due ON messages(deadline) WHERE deadline IS NOT NULL AND acked_at IS NULL;
 """
 
@@ -70,6 +78,7 @@ OLD_COUNT_TRIGGER = "messages_count_ack"
 
 MESSAGE_COLUMNS = ("id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, attempts, "
                    "receipt, consumer")
+_QUALIFIED = ", ".join(f"m.{name}" for name in MESSAGE_COLUMNS.split(", "))
 
 
 def migrate_to_counts(conn: sqlite3.Connection) -> None:
@@ -120,14 +129,16 @@ class ChannelDepthOps:
                        wall: float) -> dict[str, Any]:
         row = conn.execute("SELECT unacked FROM channel_counts WHERE channel = ? AND grp = ?",
                            (channel, group)).fetchone()
-        # Rows awaiting their batch are still counted (COUNT_TRIGGERS); a range of messages_ready.
-        waiting = conn.execute("SELECT count(*) FROM messages WHERE channel = ? AND grp = ? AND available_at = ?",
-                               (channel, group, UNCHAINED)).fetchone()[0]
+        # Rows awaiting their batch are still counted (COUNT_TRIGGERS); the rest are ranges of
+        # messages_queue holding only rows not visible yet (acknowledged ones sit at ACKED and above).
+        waiting, delayed, in_flight = conn.execute(
+            f"SELECT (SELECT count(*) FROM messages WHERE channel = ?1 AND grp = ?2 AND {HELD} AND available_at = ?5), "
+            f"(SELECT count(*) FROM messages WHERE channel = ?1 AND grp = ?2 AND {FREE} AND available_at > ?3 "
+            "AND available_at < ?4), "
+            f"(SELECT count(*) FROM messages WHERE channel = ?1 AND grp = ?2 AND {HELD} AND available_at > ?3 "
+            "AND available_at < ?4)", (channel, group, now, ACKED, UNCHAINED)).fetchone()
         unacked = (row[0] if row else 0) - waiting
-        # Through messages_ready: only the rows not visible yet (acknowledged ones sit at ACKED).
-        hidden, in_flight = conn.execute(
-            "SELECT count(*), sum(receipt IS NOT NULL) FROM messages WHERE channel = ? AND grp = ? "
-            "AND available_at > ? AND available_at < ?", (channel, group, now, ACKED)).fetchone()
+        hidden = delayed + in_flight
         # The first visible message by id is the oldest (see the module docstring); the '+'
         # keeps SQLite on the primary key, whose order is the one wanted, instead of sorting.
         oldest = conn.execute(
@@ -137,8 +148,7 @@ class ChannelDepthOps:
         overdue = conn.execute(
             "SELECT count(*) FROM messages WHERE deadline IS NOT NULL AND deadline < ? AND acked_at IS NULL "
             "AND +channel = ? AND +grp = ?", (wall, channel, group)).fetchone()[0]
-        in_flight = in_flight or 0
-        return {"ready": unacked - hidden, "in_flight": in_flight, "delayed": hidden - in_flight,
+        return {"ready": unacked - hidden, "in_flight": in_flight, "delayed": delayed,
                 "overdue": overdue, "oldest_ready_age": (now - oldest[0]) if oldest is not None else None}
 
     def channel_stats(self, channel: str) -> dict[str, Any]:
@@ -161,8 +171,10 @@ class ChannelDepthOps:
     def expired_deliveries(self, limit: int = 100) -> list[MessageRecord]:
         """Messages that were delivered, not acknowledged, and whose visibility timeout ran out
         (longest expired first)."""
+        # The timed-out range of each (channel, group) that has counts (every one that has rows).
         rows = self.read(lambda conn: conn.execute(  # type: ignore[attr-defined]
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE receipt IS NOT NULL AND acked_at IS NULL "
-            "AND available_at <= ? ORDER BY available_at LIMIT ?",
+            f"SELECT {_QUALIFIED} FROM channel_counts AS c CROSS JOIN messages AS m ON m.channel = c.channel "
+            f"AND m.grp = c.grp AND {HELD.replace('receipt', 'm.receipt')} AND m.available_at <= ? "
+            "WHERE m.acked_at IS NULL ORDER BY m.available_at LIMIT ?",
             (self._channel_time(conn), limit)).fetchall())  # type: ignore[attr-defined]
         return [MessageRecord(*row) for row in rows]

@@ -27,7 +27,7 @@ A mixin of SQLiteBackend (through ChannelOps): it relies on ``_retry_busy``, ``_
 
 from __future__ import annotations
 
-from .sqlite_channel_depth import UNCHAINED
+from .sqlite_channel_depth import FREE, HELD, UNCHAINED
 from .sqlite_channel_record import CHAIN_AFTER, CHAIN_BATCH
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
@@ -62,11 +62,14 @@ SEND_SQL = (
     "INSERT INTO message_sends(id, channel, payload, encoding, enqueued_at, available_at, deadline) "
     "SELECT coalesce((SELECT last_id FROM channel_counts WHERE channel = ?1 AND grp = ''), 0) + 1, ?1, ?2, ?3, ?6, ?6 + ?4, ?5 "
     f"WHERE NOT EXISTS (SELECT 1 FROM channel_groups WHERE channel = ?1) AND {_CLOCK_HOLDS} RETURNING id")
+# The first queued row, if it was never delivered and no delivery has timed out (a redelivery is
+# the full path's, which also merges the two in order).
 RECEIVE_SQL = (
     "UPDATE messages SET available_at = ?6 + ?3, receipt = ?4, consumer = ?5, attempts = attempts + 1 "
     "WHERE channel = ?1 AND grp = ?2 AND id = (SELECT id FROM messages WHERE channel = ?1 AND grp = ?2 "
-    f"AND available_at <= ?6 ORDER BY available_at, id LIMIT 1) AND consumer IS NULL AND {_CLOCK_HOLDS} "
-    "RETURNING id, key, payload, encoding, enqueued_at, available_at, deadline, attempts")
+    f"AND {FREE} AND available_at <= ?6 ORDER BY available_at, id LIMIT 1) AND consumer IS NULL "
+    f"AND NOT EXISTS (SELECT 1 FROM messages WHERE channel = ?1 AND grp = ?2 AND {HELD} AND available_at <= ?6) "
+    f"AND {_CLOCK_HOLDS} RETURNING id, key, payload, encoding, enqueued_at, available_at, deadline, attempts")
 # The row waits for its batch at UNCHAINED with its receipt: still counted, its work not credited
 # yet (both at the chain, sqlite_channel_record), so no trigger writes anything.
 ACK_SQL = (

@@ -2,7 +2,7 @@
 
 A ``fast`` channel without retention does not journal each ack. The ack keeps the message's row,
 marked acknowledged (``acked_at`` set, its receipt kept: that pair means "not chained yet",
-and ``available_at`` at UNCHAINED, so a channel's batch is one range of ``messages_ready`` per
+and ``available_at`` at UNCHAINED, so a channel's batch is one range of ``messages_queue`` per
 group), and one ``message.ack`` entry later lists every such row of the channel (``delivered``:
 id, group, consumer, attempt, send time, ack time) in the transaction that deletes them. That
 transaction also takes the rows off the unacknowledged counts and credits each consumer's work
@@ -30,13 +30,12 @@ from __future__ import annotations
 from ..errors import CoherenceError
 from ..logs import WARNING, log
 from .records import ChannelConfig
-from .sqlite_channel_depth import OLD_COUNT_TRIGGER, UNCHAINED, recount
+from .sqlite_channel_depth import HELD, OLD_COUNT_TRIGGER, UNCHAINED, recount
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
     import sqlite3
 
-# The rows of a channel awaiting their batch: a range of messages_ready in each of its groups.
 CHAIN_BATCH = 64  # rows a process keeps before its next operation on the channel chains them
 CHAIN_AFTER = 1.0  # seconds after which it chains even fewer
 
@@ -46,9 +45,10 @@ def batches_acks(config: ChannelConfig) -> bool:
     return not config.durable and config.retention == 0
 
 
-# The rows of a channel awaiting their batch: a range of messages_ready in each of its groups.
+# The rows of a channel awaiting their batch: a range of messages_queue in each of its groups.
+_HELD = HELD.replace("receipt", "m.receipt")
 _WAITING_IN = ("m.channel = ?1 AND m.grp IN (SELECT grp FROM channel_groups WHERE channel = ?1 UNION ALL "
-               f"SELECT '') AND m.available_at = {UNCHAINED!r}")
+               f"SELECT '') AND {_HELD} AND m.available_at = {UNCHAINED!r}")
 _WAITING = f"FROM messages AS m WHERE {_WAITING_IN}"
 
 
@@ -173,11 +173,11 @@ class AckRecordOps:
     @staticmethod
     def pending_work(conn: sqlite3.Connection, worker: str | None = None) -> dict[str, tuple[int, float]]:
         """Per consumer (or of ``worker``), the acks awaiting their batch: (how many, the latest
-        one's time on the backend's clock). Ranges of messages_ready at UNCHAINED, one per group
+        one's time on the backend's clock). Ranges of messages_queue at UNCHAINED, one per group
         of every channel that has counts: bounded by the rows awaiting a batch, not the depth."""
         mine = "" if worker is None else " AND m.consumer = ?1"
         rows = conn.execute(_credit(
             "channel_counts AS c CROSS JOIN messages AS m ON m.channel = c.channel AND m.grp = c.grp "
-            f"AND m.available_at = {UNCHAINED!r}", f"true{mine}"), () if worker is None else (worker,)).fetchall()
+            f"AND {_HELD} AND m.available_at = {UNCHAINED!r}", f"true{mine}"), () if worker is None else (worker,)).fetchall()
         return {consumer: (count, seen) for consumer, count, seen in rows}
 

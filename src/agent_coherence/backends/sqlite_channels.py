@@ -39,7 +39,8 @@ import time
 
 from ..logs import INFO, WARNING, log
 from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
-from .sqlite_channel_depth import ACKED, MESSAGE_COLUMNS as _COLUMNS, UNCHAINED, ChannelDepthOps, count_messages
+from .sqlite_channel_depth import (
+    ACKED, FREE, HELD, MESSAGE_COLUMNS as _COLUMNS, UNCHAINED, ChannelDepthOps, count_messages)
 from .sqlite_channel_fast import OneStatementOps
 from .sqlite_channel_record import AckRecordOps, batches_acks
 
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 # Settled acknowledged rows kept for retention, by age (rows awaiting their batch are found
-# through messages_ready instead: an ack writes no page here). Schema 8; schema 7's held both.
+# through messages_queue instead: an ack writes no page here). Schema 8; schema 7's held both.
 ACKED_INDEX = ("CREATE INDEX IF NOT EXISTS messages_acked ON messages(channel, acked_at) "
                "WHERE acked_at IS NOT NULL AND receipt IS NULL")
 CHANNEL_SCHEMA = """
@@ -62,7 +63,6 @@ CREATE TABLE IF NOT EXISTS messages (
     encoding TEXT NOT NULL, enqueued_at REAL NOT NULL, available_at REAL NOT NULL, deadline REAL,
     attempts INTEGER NOT NULL, receipt TEXT, consumer TEXT, acked_at REAL,
     PRIMARY KEY (channel, grp, id));
-CREATE INDEX IF NOT EXISTS messages_ready ON messages(channel, grp, available_at, id);
 CREATE TABLE IF NOT EXISTS dedup (
     channel TEXT NOT NULL, key TEXT NOT NULL, message_id INTEGER NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (channel, key));
@@ -86,6 +86,12 @@ CHANNEL_TRIGGERS = (
     "coalesce((SELECT ahead FROM channel_clock WHERE id = 1), 0) AS seen) WHERE true "
     "ON CONFLICT(worker) DO UPDATE SET last_seen = excluded.last_seen, work_done = work_done + 1; END",
 )
+# The first visible rows of a (channel, group), in (available_at, id) order: the first of each
+# section of messages_queue (queued, and timed out), merged.
+_FIRST_VISIBLE = " UNION ALL ".join(
+    f"SELECT * FROM (SELECT {_COLUMNS} FROM messages WHERE channel = ?1 AND grp = ?2 AND {section} "
+    "AND available_at <= ?3 ORDER BY available_at, id LIMIT ?4)" for section in (FREE, HELD)
+) + " ORDER BY available_at, id LIMIT ?4"
 CLOCK_STEP_REPORTED = 1.0  # a step back of at least this many seconds is journaled and logged
 # Channel time is recorded when it has run on this long since it was last recorded (and at every
 # step): a statement and a page less per operation at high rates. The price, after a step back:
@@ -313,9 +319,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             taken: set[int] = set()
             while len(received) < limit:
                 wanted = limit - len(received)
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM messages WHERE channel = ? AND grp = ? AND available_at <= ? "
-                    "ORDER BY available_at, id LIMIT ?", (channel, group, now, wanted)).fetchall()
+                rows = conn.execute(_FIRST_VISIBLE, (channel, group, now, wanted)).fetchall()
                 moved = 0
                 visible_until = now + visibility_timeout
                 for message_id, _, _, key, payload, encoding, enqueued_at, visible_at, deadline, attempts, held, previous \

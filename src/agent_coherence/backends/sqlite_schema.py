@@ -34,7 +34,7 @@ except ImportError:
 # view whose trigger sends one message, so a fast channel's common operations are single statements
 # (made by the CREATE statements that every upgrade runs; the counts are exact already). 8: a fast
 # ack awaiting its batch writes only its row: it stays counted and its work is credited when the
-# batch is chained, it waits at UNCHAINED in messages_ready, and messages_acked holds settled rows
+# batch is chained, it waits at UNCHAINED in messages_queue (which replaced messages_ready and messages_inflight), and messages_acked holds settled rows
 # only (sqlite_channel_record.migrate_to_unchained); a channel's id counter is in its counts row
 # (sqlite_channel_depth.migrate_last_ids). A database of a later version is refused,
 # never used (see _check_version).
@@ -125,6 +125,8 @@ class SchemaOps:
             conn.execute(JOURNAL_BY_KIND)
         elif version == 7:
             migrate_to_unchained(conn)
+            for index in ("messages_ready", "messages_inflight"):  # messages_queue holds both
+                conn.execute(f"DROP INDEX IF EXISTS {index}")
             conn.execute("DROP TRIGGER IF EXISTS message_sends_insert")
             migrate_last_ids(conn)
             for statement in (*CHANNEL_TRIGGERS, ACKED_INDEX, *SEND_SCHEMA):  # schema 8's, for the ones dropped
