@@ -60,15 +60,15 @@ CREATE INDEX IF NOT EXISTS messages_queue ON messages(channel, grp, receipt IS N
 CREATE INDEX IF NOT EXISTS messages_due ON messages(deadline) WHERE deadline IS NOT NULL AND acked_at IS NULL;
 """
 
-# A row counts from its send until it is settled: acknowledged with its receipt cleared (a
-# retained ack, or a batched row switched to retention) or deleted while unacknowledged (acked,
-# dead-lettered). These triggers take it off in the statement that does that. A batched ack keeps
+# A row counts from its send until it is settled: acknowledged with its receipt cleared in the
+# same statement (a retained ack) or deleted while unacknowledged (acked, dead-lettered). A
+# receive (which sets a receipt) fires neither. These triggers take it off in the statement that does that. A batched ack keeps
 # its receipt, so it stays counted: its batch is uncounted by the chain (uncount_chained), the only
 # statement that deletes such rows. Sends are not counted by a row trigger: a batch of 100 would
 # pay it 100 times (about 3x the time of the batch), where one statement counts it.
 COUNT_TRIGGERS = (
-    "CREATE TRIGGER IF NOT EXISTS messages_count_settled AFTER UPDATE OF acked_at, receipt ON messages "
-    "WHEN NEW.acked_at IS NOT NULL AND NEW.receipt IS NULL AND (OLD.acked_at IS NULL OR OLD.receipt IS NOT NULL) "
+    "CREATE TRIGGER IF NOT EXISTS messages_count_settled AFTER UPDATE OF acked_at ON messages "
+    "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL AND NEW.receipt IS NULL "
     "BEGIN UPDATE channel_counts SET unacked = unacked - 1 WHERE channel = NEW.channel AND grp = NEW.grp; END",
     "CREATE TRIGGER IF NOT EXISTS messages_count_delete AFTER DELETE ON messages WHEN OLD.acked_at IS NULL "
     "BEGIN UPDATE channel_counts SET unacked = unacked - 1 WHERE channel = OLD.channel AND grp = OLD.grp; END",
@@ -113,9 +113,16 @@ def migrate_last_ids(conn: sqlite3.Connection) -> None:
         conn.execute("DROP TABLE message_seq")
 
 
-def count_messages(conn: sqlite3.Connection, channel: str, groups: list[str], change: int) -> None:
+def count_messages(conn: sqlite3.Connection, channel: str, groups: list[str], change: int,
+                   last_id: int | None = None) -> None:
     """Add ``change`` to the unacknowledged count of each of ``groups`` (inside the transaction
-    that sends the messages)."""
+    that sends the messages); with ``last_id``, also store the channel's id counter, which lives
+    in the row of group '' (then ``groups`` must be ``[""]``)."""
+    if last_id is not None:
+        conn.execute("INSERT INTO channel_counts(channel, grp, unacked, last_id) VALUES (?,'',?,?) "
+                     "ON CONFLICT(channel, grp) DO UPDATE SET unacked = unacked + excluded.unacked, "
+                     "last_id = excluded.last_id", (channel, change, last_id))
+        return
     for group in groups:
         conn.execute("INSERT INTO channel_counts(channel, grp, unacked) VALUES (?,?,?) "
                      "ON CONFLICT(channel, grp) DO UPDATE SET unacked = unacked + excluded.unacked",

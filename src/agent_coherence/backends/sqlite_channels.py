@@ -283,8 +283,11 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             sent = [mid for mid, new in results if new]
             if not sent:
                 return results
-            self._store_last_id(conn, channel, last_id)
-            count_messages(conn, channel, groups or [""], len(sent))
+            if groups:
+                self._store_last_id(conn, channel, last_id)
+                count_messages(conn, channel, groups, len(sent))
+            else:  # the id counter and the count share the row: one statement
+                count_messages(conn, channel, [""], len(sent), last_id)
             if config.durable:
                 self._append(conn, "message.send", f"channel:{channel}", None,  # type: ignore[attr-defined]
                              {"ids": sent} if len(sent) > 1 else {"id": sent[0]}, wall)
@@ -376,7 +379,6 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
         self._config(conn, dead)
         row = conn.execute("SELECT last_id FROM channel_counts WHERE channel = ? AND grp = ''", (dead,)).fetchone()
         dead_id = (row[0] if row else 0) + 1
-        self._store_last_id(conn, dead, dead_id)
         # Enqueued now, in the dead-letter channel: its ids then follow channel time, as the
         # oldest-ready lookup needs (sqlite_channel_depth); the original send time is journaled.
         conn.execute(
@@ -384,7 +386,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             (dead_id, dead, message.key, message.payload, message.encoding, now, now, message.deadline))
         conn.execute("DELETE FROM messages WHERE id = ? AND grp = ? AND channel = ?",
                      (message.id, message.group, message.channel))  # uncounted by COUNT_TRIGGERS
-        count_messages(conn, dead, [""], 1)
+        count_messages(conn, dead, [""], 1, dead_id)
         self._append(conn, "message.dead", f"channel:{message.channel}", message.consumer,  # type: ignore[attr-defined]
                      {"id": message.id, "group": message.group, "attempts": message.attempts,
                       "dead_letter_id": dead_id, "sent": message.enqueued_at}, wall)
