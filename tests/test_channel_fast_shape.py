@@ -89,13 +89,19 @@ def test_the_triggers_keep_counts_and_ids_on_every_path(coord, clock):
     one.ack(one.receive("a"))
     fast.nack(taken[0])
     path = coord.backend.path
-    with sqlite3.connect(path) as conn:  # what the counts must be: the unacknowledged rows
+    with sqlite3.connect(path) as conn:  # what the counts must be: the unacknowledged rows and
+        # the acknowledged ones awaiting their batch (uncounted when it is chained)
         truth = {(c, g): n for c, g, n in conn.execute(
-            "SELECT channel, grp, count(*) FROM messages WHERE acked_at IS NULL GROUP BY channel, grp")}
+            "SELECT channel, grp, count(*) FROM messages WHERE acked_at IS NULL OR receipt IS NOT NULL "
+            "GROUP BY channel, grp")}
     assert {k: v for k, v in _counts(path).items() if v} == truth
     assert truth[("f", "")] == 5 and truth[("dying.dead", "")] == 1 and truth[("d", "")] == 1
     assert ("dying", "") not in truth
-    assert truth[("g", "one")] == 1 and truth[("g", "two")] == 2
+    assert truth[("g", "one")] == 2 and truth[("g", "two")] == 2
+    unacked = {"f": 5, "g": 3, "d": 1}  # what stats report: the awaiting rows taken off
+    assert {name: coord.channel(name).stats()["depth"] for name in unacked} == unacked
+    coord.backend.chain_acks()
+    assert {k: v for k, v in _counts(path).items() if v} == {**truth, ("g", "one"): 1}
     assert fast.send("next") == "7" and dying.dead_letters().send("z") == "2"
 
 
@@ -121,7 +127,7 @@ def test_a_schema_6_database_is_upgraded_with_its_counts_and_ids(root):
         ch.send_many(["a", "b", "c"])
         ch.ack(ch.receive("c"))
         path = coord.backend.path
-        before = _counts(path)
+    before = _counts(path)  # after close, which chained the ack
     with sqlite3.connect(path) as conn:  # as schema 6 left it: the same tables, no triggers
         for kind, name in conn.execute("SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view') "
                                        "ORDER BY type").fetchall():
@@ -139,5 +145,78 @@ def test_a_schema_6_database_is_upgraded_with_its_counts_and_ids(root):
         assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         made = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('trigger', 'view')")}
     conn.close()
-    assert made == {"messages_work_done", "messages_count_ack", "messages_count_delete", "message_sends",
+    assert made == {"messages_work_done", "messages_count_settled", "messages_count_delete", "message_sends",
                     "message_sends_insert"}
+
+
+# Schema 7's definitions (schema 8 kept them) that schema 9 replaced: every acknowledged row in messages_acked, an ack
+# uncounted and credited at once by triggers, an ack awaiting its batch at ACKED, the id counters
+# in their own table.
+_SCHEMA_7 = (
+    "CREATE TABLE message_seq (channel TEXT PRIMARY KEY, last_id INTEGER NOT NULL)",
+    "INSERT INTO message_seq SELECT channel, last_id FROM channel_counts WHERE grp = ''",
+    "ALTER TABLE channel_counts DROP COLUMN last_id",
+    "CREATE TRIGGER message_sends_insert INSTEAD OF INSERT ON message_sends BEGIN "
+    "INSERT INTO messages(id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, "
+    "attempts, receipt, consumer, acked_at) VALUES (NEW.id, NEW.channel, '', NULL, NEW.payload, NEW.encoding, "
+    "NEW.enqueued_at, NEW.available_at, NEW.deadline, 0, NULL, NULL, NULL); "
+    "INSERT INTO message_seq(channel, last_id) VALUES (NEW.channel, NEW.id) "
+    "ON CONFLICT(channel) DO UPDATE SET last_id = excluded.last_id; "
+    "INSERT INTO channel_counts(channel, grp, unacked) VALUES (NEW.channel, '', 1) "
+    "ON CONFLICT(channel, grp) DO UPDATE SET unacked = unacked + 1; END",
+    "CREATE INDEX messages_acked ON messages(channel, acked_at) WHERE acked_at IS NOT NULL",
+    "CREATE TRIGGER messages_count_ack AFTER UPDATE OF acked_at ON messages "
+    "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL "
+    "BEGIN UPDATE channel_counts SET unacked = unacked - 1 WHERE channel = NEW.channel AND grp = NEW.grp; END",
+    "CREATE TRIGGER messages_work_done AFTER UPDATE OF acked_at ON messages "
+    "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL AND NEW.consumer IS NOT NULL "
+    "BEGIN INSERT INTO workers(worker, started_at, last_seen, ended_at, work_done, info) "
+    "SELECT NEW.consumer, NEW.acked_at, NEW.acked_at, NULL, 1, '{}' WHERE true "
+    "ON CONFLICT(worker) DO UPDATE SET last_seen = excluded.last_seen, work_done = work_done + 1; END",
+)
+
+
+def test_a_schema_7_database_is_upgraded_with_its_awaiting_acks_counted_once(root):
+    """Acks a killed process left for their batch under schema 7 (at ACKED, uncounted, credited)
+    are chained once after the upgrade, neither counted nor credited twice."""
+    coord = Coordinator.open(root)
+    ch = coord.channel("tasks", durability="fast")
+    ch.send_many(["a", "b", "c"])
+    for _ in range(2):
+        ch.ack(ch.receive("c"))
+    path = coord.backend.path
+    coord.backend.__dict__["_unchained_acks"].clear()  # as if killed: close chains nothing
+    coord.close()
+    with sqlite3.connect(path) as conn:  # the same state as schema 7 kept it
+        waiting = conn.execute("SELECT count(*) FROM messages WHERE available_at = 2e18").fetchone()[0]
+        assert waiting == 2
+        conn.execute("UPDATE messages SET available_at = 1e18 WHERE available_at = 2e18")
+        conn.execute("UPDATE channel_counts SET unacked = unacked - 2")
+        conn.execute("UPDATE workers SET work_done = work_done + 2 WHERE worker = 'c'")
+        for name in ("messages_count_settled", "messages_work_done", "message_sends_insert"):
+            conn.execute(f"DROP TRIGGER {name}")
+        conn.execute("DROP INDEX messages_acked")
+        for statement in _SCHEMA_7:
+            conn.execute(statement)
+        conn.execute("UPDATE meta SET value = '7' WHERE name = 'schema_version'")
+    conn.close()
+    assert _counts(path) == {("tasks", ""): 1}
+    with Coordinator.open(root) as coord:
+        assert _counts(path) == {("tasks", ""): 3}  # the two awaiting acks count until chained
+        assert coord.channel("tasks").stats()["depth"] == 1
+        assert [(w.worker, w.work_done) for w in coord.backend.list_workers()] == [("c", 2)]
+        assert coord.backend.chain_acks("tasks") == 2
+        assert _counts(path) == {("tasks", ""): 1}
+        ch = coord.channel("tasks")
+        assert [ch.send("d"), ch.send_many(["e"])[0]] == ["4", "5"]  # the id counter carried over
+        assert [(w.worker, w.work_done) for w in coord.backend.list_workers()] == [("c", 2)]
+        acked = [item[0] for entry in coord.journal.history("channel:tasks") if entry.kind == "message.ack"
+                 for item in entry.data["delivered"]]
+        assert acked == [1, 2]
+        coord.journal.verify()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == "9"
+        index = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'messages_acked'").fetchone()[0]
+    conn.close()
+    assert "receipt IS NULL" in index
+    assert _counts(path) == {("tasks", ""): 3}

@@ -47,6 +47,25 @@ def test_started_worker_that_did_nothing_while_its_channel_had_work_is_zero_work
     assert "2 message(s) were ready in channel 'tasks'" in anomaly.detail
 
 
+def test_fast_acks_awaiting_their_batch_are_the_consumers_work(coord, clock, live):
+    """An ack of a fast channel is chained into the journal (and credited to the consumer's row)
+    with its batch, up to a second later and only at the process's next operation there: until
+    then it still counts as the consumer's work, so the worker that acked is not reported idle
+    while the one that did nothing is."""
+    tasks = coord.channel("tasks", durability="fast")
+    tasks.send_many(["a", "b", "c"])
+    live.start("busy", channels=["tasks"])
+    live.start("idle", channels=["tasks"])
+    tasks.ack(tasks.receive("busy"))
+    clock.advance(live.zero_work_grace + 1)  # the batch is due, but nothing here operates on it
+    assert _kinds(live.anomalies()) == [("zero_work", "idle")]
+    assert {w.worker: w.work_done for w in coord.backend.list_workers()} == {"busy": 1, "idle": 0}
+    assert tasks.stats()["depth"] == 2
+    tasks.send("d")  # the next operation chains the batch: the same figures from the rows
+    assert {w.worker: w.work_done for w in coord.backend.list_workers()} == {"busy": 1, "idle": 0}
+    assert tasks.stats()["depth"] == 3
+
+
 def test_worker_that_ended_with_zero_work_while_work_was_pending_is_zero_work(coord, clock, live):
     coord.channel("tasks").send("a")
     live.start("quitter", channels=["tasks"])

@@ -1,9 +1,13 @@
 """The record of a fast channel's acknowledgements, kept in batches (SQLite).
 
 A ``fast`` channel without retention does not journal each ack. The ack keeps the message's row,
-marked acknowledged (``acked_at`` set, its receipt kept: that pair means "not chained yet"), and
-one ``message.ack`` entry later lists every such row of the channel (``delivered``: id, group,
-consumer, attempt, send time, ack time) in the transaction that deletes them. A process chains
+marked acknowledged (``acked_at`` set, its receipt kept: that pair means "not chained yet",
+and ``available_at`` at UNCHAINED, so a channel's batch is one range of ``messages_queue`` per
+group), and one ``message.ack`` entry later lists every such row of the channel (``delivered``:
+id, group, consumer, attempt, send time, ack time) in the transaction that deletes them. That
+transaction also takes the rows off the unacknowledged counts and credits each consumer's work
+(``work_done``, ``last_seen`` at its latest ack), so the ack itself writes only its row; until
+then liveness adds the waiting rows to both (``pending_work``, ``ChannelDepthOps``). A process chains
 its channel's batch at its next operation there once it has kept CHAIN_BATCH rows, or kept one
 CHAIN_AFTER seconds before (or the clock stepped back since); ``configure`` chains a channel's
 rows when it stops batching; closing the backend chains what this process left. A batch takes
@@ -26,6 +30,7 @@ from __future__ import annotations
 from ..errors import CoherenceError
 from ..logs import WARNING, log
 from .records import ChannelConfig
+from .sqlite_channel_depth import HELD, OLD_COUNT_TRIGGER, UNCHAINED, recount
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
@@ -38,6 +43,42 @@ CHAIN_AFTER = 1.0  # seconds after which it chains even fewer
 def batches_acks(config: ChannelConfig) -> bool:
     """Whether the channel records acknowledgements in batches (fast, nothing retained)."""
     return not config.durable and config.retention == 0
+
+
+# The rows of a channel awaiting their batch: a range of messages_queue in each of its groups.
+_HELD = HELD.replace("receipt", "m.receipt")
+_WAITING_IN = ("m.channel = ?1 AND m.grp IN (SELECT grp FROM channel_groups WHERE channel = ?1 UNION ALL "
+               f"SELECT '') AND {_HELD} AND m.available_at = {UNCHAINED!r}")
+_WAITING = f"FROM messages AS m WHERE {_WAITING_IN}"
+
+
+def _credit(source: str, where: str) -> str:
+    """Per consumer of the waiting rows of ``source`` (joining ``messages AS m``) that ``where``
+    picks: the acks made since its worker session started (a restart resets work_done; earlier
+    acks are not the new session's work), and the latest one's time on the backend's clock
+    (channel time less the clock's offset)."""
+    return ("SELECT m.consumer AS consumer, sum(m.acked_at - k.ahead >= coalesce(w.started_at, 0)) AS n, "
+            "max(m.acked_at) - k.ahead AS seen FROM (SELECT coalesce((SELECT ahead FROM channel_clock "
+            f"WHERE id = 1), 0) AS ahead) AS k, {source} LEFT JOIN workers AS w ON w.worker = m.consumer "
+            f"WHERE {where} AND m.consumer IS NOT NULL GROUP BY m.consumer")
+
+
+def migrate_to_unchained(conn: sqlite3.Connection) -> None:
+    """Schema 8 to 9, inside the migration's transaction, before the caller makes the new
+    triggers and ``messages_acked``: rows awaiting their batch move to UNCHAINED and count as
+    unacknowledged again, and the work schemas 7 and 8 credited for them at the ack is taken back (the
+    chain credits it now). O(rows awaiting a batch) plus one count of the messages."""
+    seen = "m.acked_at - coalesce((SELECT ahead FROM channel_clock WHERE id = 1), 0)"
+    conn.execute(  # through the older messages_acked, which held every acknowledged row
+        "UPDATE workers SET work_done = max(0, work_done - a.n) FROM (SELECT m.consumer AS consumer, count(*) AS n "
+        "FROM messages AS m JOIN workers AS w ON w.worker = m.consumer WHERE m.acked_at IS NOT NULL "
+        f"AND m.receipt IS NOT NULL AND {seen} >= w.started_at GROUP BY m.consumer) AS a "
+        "WHERE workers.worker = a.consumer")
+    conn.execute(f"UPDATE messages SET available_at = {UNCHAINED!r} WHERE acked_at IS NOT NULL AND receipt IS NOT NULL")
+    for trigger in (OLD_COUNT_TRIGGER, "messages_work_done"):
+        conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    conn.execute("DROP INDEX IF EXISTS messages_acked")
+    recount(conn)
 
 
 class AckRecordOps:
@@ -66,17 +107,25 @@ class AckRecordOps:
 
     def _chain_acks(self, conn: sqlite3.Connection, channel: str, wall: float) -> int:
         """One ``message.ack`` entry for every acknowledged, not yet chained row of ``channel``
-        (whoever acknowledged it, a process killed since included), then the rows go. Through
-        messages_acked: only acknowledged rows are read. Returns how many were chained."""
+        (whoever acknowledged it, a process killed since included); the rows are uncounted, their
+        consumers credited, and they go. Returns how many were chained."""
         rows = conn.execute(
-            "SELECT id, grp, consumer, attempts, enqueued_at, acked_at FROM messages WHERE channel = ? "
-            "AND acked_at IS NOT NULL AND receipt IS NOT NULL ORDER BY acked_at, grp, id", (channel,)).fetchall()
+            f"SELECT id, grp, consumer, attempts, enqueued_at, acked_at {_WAITING} ORDER BY acked_at, grp, id",
+            (channel,)).fetchall()
         if not rows:
             return 0
         self._append(conn, "message.ack", f"channel:{channel}", None,  # type: ignore[attr-defined]
                      {"delivered": [list(row) for row in rows]}, wall)
-        conn.execute("DELETE FROM messages WHERE channel = ? AND acked_at IS NOT NULL AND receipt IS NOT NULL",
-                     (channel,))
+        conn.execute("UPDATE channel_counts SET unacked = unacked - w.n FROM (SELECT grp, count(*) AS n "
+                     f"{_WAITING} GROUP BY grp) AS w WHERE channel_counts.channel = ?1 "
+                     "AND channel_counts.grp = w.grp", (channel,))
+        # Seen at its latest ack on the backend's clock (channel time less the clock's offset).
+        conn.execute(
+            "INSERT INTO workers(worker, started_at, last_seen, ended_at, work_done, info) "
+            f"SELECT consumer, seen, seen, NULL, n, '{{}}' FROM ({_credit('messages AS m', _WAITING_IN)}) WHERE true "
+            "ON CONFLICT(worker) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen), "
+            "work_done = work_done + excluded.work_done", (channel,))
+        conn.execute(f"DELETE {_WAITING}", (channel,))  # uncounted above: COUNT_TRIGGERS skip them
         return len(rows)
 
     def chain_acks(self, channel: str | None = None) -> int:
@@ -115,12 +164,20 @@ class AckRecordOps:
 
     def _switch_record(self, conn: sqlite3.Connection, old: ChannelConfig, new: ChannelConfig) -> None:
         """Keep the record whole across a change of how acknowledgements are recorded: rows kept
-        for the next batch are chained before a channel stops batching; acknowledged rows kept
-        for retention lose their receipt before it starts (they are on record already)."""
-        was, will = batches_acks(old), batches_acks(new)
-        if was and not will:
+        for the next batch are chained before a channel stops batching. (Rows kept for retention
+        are settled already, receipt cleared; rows a process with an older config kept for a
+        batch meanwhile wait at UNCHAINED for the next one.)"""
+        if batches_acks(old) and not batches_acks(new):
             self._chain_acks(conn, new.name, self.now())  # type: ignore[attr-defined]
-        elif will and not was:
-            conn.execute("UPDATE messages SET receipt = NULL WHERE channel = ? AND acked_at IS NOT NULL "
-                         "AND receipt IS NOT NULL", (new.name,))
+
+    @staticmethod
+    def pending_work(conn: sqlite3.Connection, worker: str | None = None) -> dict[str, tuple[int, float]]:
+        """Per consumer (or of ``worker``), the acks awaiting their batch: (how many, the latest
+        one's time on the backend's clock). Ranges of messages_queue at UNCHAINED, one per group
+        of every channel that has counts: bounded by the rows awaiting a batch, not the depth."""
+        mine = "" if worker is None else " AND m.consumer = ?1"
+        rows = conn.execute(_credit(
+            "channel_counts AS c CROSS JOIN messages AS m ON m.channel = c.channel AND m.grp = c.grp "
+            f"AND {_HELD} AND m.available_at = {UNCHAINED!r}", f"true{mine}"), () if worker is None else (worker,)).fetchall()
+        return {consumer: (count, seen) for consumer, count, seen in rows}
 

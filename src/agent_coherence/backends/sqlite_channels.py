@@ -39,7 +39,8 @@ import time
 
 from ..logs import INFO, WARNING, log
 from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
-from .sqlite_channel_depth import ACKED, MESSAGE_COLUMNS as _COLUMNS, ChannelDepthOps, count_messages
+from .sqlite_channel_depth import (
+    ACKED, FREE, HELD, MESSAGE_COLUMNS as _COLUMNS, UNCHAINED, ChannelDepthOps, count_messages)
 from .sqlite_channel_fast import OneStatementOps
 from .sqlite_channel_record import AckRecordOps, batches_acks
 
@@ -48,6 +49,10 @@ if TYPE_CHECKING:
     import sqlite3
     from typing import Any
 
+# Settled acknowledged rows kept for retention, by age (rows awaiting their batch are found
+# through messages_queue instead: an ack writes no page here). Schema 9; schemas 7 and 8 held both.
+ACKED_INDEX = ("CREATE INDEX IF NOT EXISTS messages_acked ON messages(channel, acked_at) "
+               "WHERE acked_at IS NOT NULL AND receipt IS NULL")
 CHANNEL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS channels (
     name TEXT PRIMARY KEY, visibility_timeout REAL NOT NULL, max_attempts INTEGER NOT NULL,
@@ -58,9 +63,6 @@ CREATE TABLE IF NOT EXISTS messages (
     encoding TEXT NOT NULL, enqueued_at REAL NOT NULL, available_at REAL NOT NULL, deadline REAL,
     attempts INTEGER NOT NULL, receipt TEXT, consumer TEXT, acked_at REAL,
     PRIMARY KEY (channel, grp, id));
-CREATE INDEX IF NOT EXISTS messages_ready ON messages(channel, grp, available_at, id);
-CREATE INDEX IF NOT EXISTS messages_acked ON messages(channel, acked_at) WHERE acked_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS message_seq (channel TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dedup (
     channel TEXT NOT NULL, key TEXT NOT NULL, message_id INTEGER NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (channel, key));
@@ -69,20 +71,27 @@ CREATE TABLE IF NOT EXISTS effects (
     PRIMARY KEY (channel, effect_key));
 CREATE TABLE IF NOT EXISTS channel_clock (
     id INTEGER PRIMARY KEY CHECK (id = 1), observed REAL NOT NULL, ahead REAL NOT NULL);
-"""
-# An acknowledgement kept as a row (a batched or retained ack) counts as work of the consumer that
-# received it, seen at the ack's time on the backend's clock (channel time less the clock's offset,
-# which the ack's own statement or transaction has just recorded), in the statement that acks: so
-# a single-statement ack (sqlite_channel_fast) needs nothing else. An ack that deletes the row (a
-# durable channel without retention) records the work itself.
+""" + ACKED_INDEX + ";\n"
+# A settled acknowledgement kept as a row (a retained ack: its receipt cleared) counts as work of
+# the consumer that received it, seen at the ack's time on the backend's clock (channel time less
+# the clock's offset, which the ack's transaction has just recorded), in the statement that acks.
+# An ack kept for its batch (receipt kept) is credited when its batch is chained
+# (sqlite_channel_record), so a single-statement ack writes no worker row; an ack that deletes the
+# row (a durable channel without retention) records the work itself.
 CHANNEL_TRIGGERS = (
     "CREATE TRIGGER IF NOT EXISTS messages_work_done AFTER UPDATE OF acked_at ON messages "
-    "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL AND NEW.consumer IS NOT NULL "
+    "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL AND NEW.consumer IS NOT NULL AND NEW.receipt IS NULL "
     "BEGIN INSERT INTO workers(worker, started_at, last_seen, ended_at, work_done, info) "
     "SELECT NEW.consumer, seen, seen, NULL, 1, '{}' FROM (SELECT NEW.acked_at - "
     "coalesce((SELECT ahead FROM channel_clock WHERE id = 1), 0) AS seen) WHERE true "
     "ON CONFLICT(worker) DO UPDATE SET last_seen = excluded.last_seen, work_done = work_done + 1; END",
 )
+# The first visible rows of a (channel, group), in (available_at, id) order: the first of each
+# section of messages_queue (queued, and timed out), merged.
+_FIRST_VISIBLE = " UNION ALL ".join(
+    f"SELECT * FROM (SELECT {_COLUMNS} FROM messages WHERE channel = ?1 AND grp = ?2 AND {section} "
+    "AND available_at <= ?3 ORDER BY available_at, id LIMIT ?4)" for section in (FREE, HELD)
+) + " ORDER BY available_at, id LIMIT ?4"
 CLOCK_STEP_REPORTED = 1.0  # a step back of at least this many seconds is journaled and logged
 # Channel time is recorded when it has run on this long since it was last recorded (and at every
 # step): a statement and a page less per operation at high rates. The price, after a step back:
@@ -132,6 +141,9 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
                     step, now)
         if row is None or ahead != stored_ahead or now - observed >= CLOCK_RECORD_EVERY:
             conn.execute("INSERT OR REPLACE INTO channel_clock(id, observed, ahead) VALUES (1, ?, ?)", (now, ahead))
+        # For the single statements (sqlite_channel_fast), which check it still holds. Kept even
+        # if this transaction rolls back: a stale value only makes them decline.
+        self.__dict__["_channel_ahead"] = ahead
         return wall, now
 
     def _channel_time(self, conn: sqlite3.Connection) -> float:
@@ -240,7 +252,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             rows = conn.execute(
                 "SELECT k.observed, k.ahead, s.last_id, g.grp FROM (SELECT ? AS channel) AS c "
                 "LEFT JOIN channel_clock AS k ON k.id = 1 "
-                "LEFT JOIN message_seq AS s ON s.channel = c.channel "
+                "LEFT JOIN channel_counts AS s ON s.channel = c.channel AND s.grp = '' "
                 "LEFT JOIN channel_groups AS g ON g.channel = c.channel", (channel,)).fetchall()
             first = rows[0]
             wall, now = self._advance_channel_time(conn, (first[0], first[1]))
@@ -271,8 +283,11 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             sent = [mid for mid, new in results if new]
             if not sent:
                 return results
-            self._store_last_id(conn, channel, last_id)
-            count_messages(conn, channel, groups or [""], len(sent))
+            if groups:
+                self._store_last_id(conn, channel, last_id)
+                count_messages(conn, channel, groups, len(sent))
+            else:  # the id counter and the count share the row: one statement
+                count_messages(conn, channel, [""], len(sent), last_id)
             if config.durable:
                 self._append(conn, "message.send", f"channel:{channel}", None,  # type: ignore[attr-defined]
                              {"ids": sent} if len(sent) > 1 else {"id": sent[0]}, wall)
@@ -307,9 +322,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             taken: set[int] = set()
             while len(received) < limit:
                 wanted = limit - len(received)
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM messages WHERE channel = ? AND grp = ? AND available_at <= ? "
-                    "ORDER BY available_at, id LIMIT ?", (channel, group, now, wanted)).fetchall()
+                rows = conn.execute(_FIRST_VISIBLE, (channel, group, now, wanted)).fetchall()
                 moved = 0
                 visible_until = now + visibility_timeout
                 for message_id, _, _, key, payload, encoding, enqueued_at, visible_at, deadline, attempts, held, previous \
@@ -356,17 +369,16 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
 
     @staticmethod
     def _store_last_id(conn: sqlite3.Connection, channel: str, last_id: int) -> None:
-        # Updated in place (not INSERT OR REPLACE, which deletes and reinserts the row under a new
-        # rowid): the table's primary-key index is not rewritten, a WAL page less per send.
-        conn.execute("INSERT INTO message_seq(channel, last_id) VALUES (?, ?) "
-                     "ON CONFLICT(channel) DO UPDATE SET last_id = excluded.last_id", (channel, last_id))
+        # In the channel's own counts row (its group ''), which a send writes anyway; updated in
+        # place (not INSERT OR REPLACE, which deletes and reinserts the row under a new rowid).
+        conn.execute("INSERT INTO channel_counts(channel, grp, unacked, last_id) VALUES (?, '', 0, ?) "
+                     "ON CONFLICT(channel, grp) DO UPDATE SET last_id = excluded.last_id", (channel, last_id))
 
     def _dead_letter(self, conn: sqlite3.Connection, message: MessageRecord, now: float, wall: float) -> None:
         dead = dead_letter_name(message.channel)
         self._config(conn, dead)
-        row = conn.execute("SELECT last_id FROM message_seq WHERE channel = ?", (dead,)).fetchone()
+        row = conn.execute("SELECT last_id FROM channel_counts WHERE channel = ? AND grp = ''", (dead,)).fetchone()
         dead_id = (row[0] if row else 0) + 1
-        self._store_last_id(conn, dead, dead_id)
         # Enqueued now, in the dead-letter channel: its ids then follow channel time, as the
         # oldest-ready lookup needs (sqlite_channel_depth); the original send time is journaled.
         conn.execute(
@@ -374,7 +386,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             (dead_id, dead, message.key, message.payload, message.encoding, now, now, message.deadline))
         conn.execute("DELETE FROM messages WHERE id = ? AND grp = ? AND channel = ?",
                      (message.id, message.group, message.channel))  # uncounted by COUNT_TRIGGERS
-        count_messages(conn, dead, [""], 1)
+        count_messages(conn, dead, [""], 1, dead_id)
         self._append(conn, "message.dead", f"channel:{message.channel}", message.consumer,  # type: ignore[attr-defined]
                      {"id": message.id, "group": message.group, "attempts": message.attempts,
                       "dead_letter_id": dead_id, "sent": message.enqueued_at}, wall)
@@ -413,7 +425,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
         batched = batches_acks(config)
         if batched and len(acks) == 1 and effect_ttl is None:
             message_id, group, receipt = acks[0]
-            if self._ack_one(channel, message_id, group, receipt, ACKED, CLOCK_RECORD_EVERY):
+            if self._ack_one(channel, message_id, group, receipt, CLOCK_RECORD_EVERY):
                 return [True]
         kept = [0]  # rows this transaction kept for the next batch
         chained = [False]
@@ -440,9 +452,10 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
                     results.append(False)
                     continue
                 if batched:
-                    # The receipt stays: an acknowledged row with a receipt is one not chained yet.
+                    # The receipt stays: an acknowledged row with a receipt is one not chained yet
+                    # (still counted, its work credited by the chain).
                     conn.execute("UPDATE messages SET acked_at = ?, available_at = ? WHERE id = ? AND grp = ? "
-                                 "AND receipt = ? AND channel = ?", (now, ACKED) + match)
+                                 "AND receipt = ? AND channel = ?", (now, UNCHAINED) + match)
                 elif config.retention > 0:
                     conn.execute("UPDATE messages SET acked_at = ?, available_at = ?, receipt = NULL WHERE id = ? "
                                  "AND grp = ? AND receipt = ? AND channel = ?", (now, ACKED) + match)
@@ -469,8 +482,9 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             chained[0] = self._chain_if_due(conn, channel, wall, kept[0])
             if config.retention > 0:
                 # Through messages_acked: touches only what expired, however many are retained.
-                conn.execute("DELETE FROM messages WHERE channel = ? AND acked_at IS NOT NULL AND acked_at < ?",
-                             (channel, now - config.retention))
+                # Rows awaiting a batch (a process with an older config) wait for it instead.
+                conn.execute("DELETE FROM messages WHERE channel = ? AND acked_at IS NOT NULL AND receipt IS NULL "
+                             "AND acked_at < ?", (channel, now - config.retention))
             return results
 
         results = self.transaction(work, durable=config.durable)  # type: ignore[attr-defined]

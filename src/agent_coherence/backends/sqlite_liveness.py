@@ -1,6 +1,11 @@
 """SQLite storage for what liveness watches: holders' views, worker sessions, assignments.
 
-A mixin of SQLiteBackend: it relies on ``transaction``, ``read``, ``now`` and ``_append``.
+A worker's ``work_done`` and ``last_seen`` as read here include its fast-channel acks that await
+their batch (credited to the row when the batch is chained, sqlite_channel_record), so a consumer
+that acked is never reported as idle while its batch is pending.
+
+A mixin of SQLiteBackend: it relies on ``transaction``, ``read``, ``now``, ``_append`` and
+``pending_work``.
 """
 
 from __future__ import annotations
@@ -30,8 +35,12 @@ _WORKER_COLUMNS = "worker, started_at, last_seen, ended_at, work_done, info"
 _ASSIGNMENT_COLUMNS = "task_id, worker, assigned_at, deadline, completed_at, info"
 
 
-def _worker(row: tuple) -> WorkerRecord:
-    return WorkerRecord(*row[:-1], json_text.loads(row[-1]))
+def _worker(row: tuple, pending: dict[str, tuple[int, float]]) -> WorkerRecord:
+    worker, started_at, last_seen, ended_at, work_done, info = row
+    waiting = pending.get(worker)
+    if waiting is not None:
+        work_done, last_seen = work_done + waiting[0], max(last_seen, waiting[1])
+    return WorkerRecord(worker, started_at, last_seen, ended_at, work_done, json_text.loads(info))
 
 
 def _assignment(row: tuple) -> AssignmentRecord:
@@ -60,10 +69,9 @@ class LivenessOps:
 
     # -- workers ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _worker_row(conn: sqlite3.Connection, worker: str) -> WorkerRecord | None:
+    def _worker_row(self, conn: sqlite3.Connection, worker: str) -> WorkerRecord | None:
         row = conn.execute(f"SELECT {_WORKER_COLUMNS} FROM workers WHERE worker = ?", (worker,)).fetchone()
-        return _worker(row) if row else None
+        return _worker(row, self.pending_work(conn, worker)) if row else None  # type: ignore[attr-defined]
 
     def worker_start(self, worker: str, info: dict[str, Any]) -> WorkerRecord:
         def work(conn: sqlite3.Connection) -> WorkerRecord:
@@ -107,9 +115,13 @@ class LivenessOps:
 
     def list_workers(self, include_ended: bool = False) -> list[WorkerRecord]:
         where = "" if include_ended else " WHERE ended_at IS NULL"
-        rows = self.read(lambda conn: conn.execute(  # type: ignore[attr-defined]
-            f"SELECT {_WORKER_COLUMNS} FROM workers{where} ORDER BY worker").fetchall())
-        return [_worker(row) for row in rows]
+
+        def work(conn: sqlite3.Connection) -> list[WorkerRecord]:
+            rows = conn.execute(f"SELECT {_WORKER_COLUMNS} FROM workers{where} ORDER BY worker").fetchall()
+            pending = self.pending_work(conn) if rows else {}  # type: ignore[attr-defined]
+            return [_worker(row, pending) for row in rows]
+
+        return self.read(work)  # type: ignore[attr-defined,no-any-return]
 
     # -- assignments ------------------------------------------------------------------------
 

@@ -14,8 +14,9 @@ from ..journal import FORMAT, FORMAT_ENTRY
 from ..logs import INFO, WARNING, log
 from ..paths import STATE_DIR
 from .sqlite_channel_fast import SEND_SCHEMA
-from .sqlite_channel_depth import COUNT_TRIGGERS, DEPTH_SCHEMA, migrate_to_counts
-from .sqlite_channels import CHANNEL_SCHEMA, CHANNEL_TRIGGERS
+from .sqlite_channel_depth import COUNT_TRIGGERS, DEPTH_SCHEMA, migrate_last_ids, migrate_to_counts
+from .sqlite_channel_record import migrate_to_unchained
+from .sqlite_channels import ACKED_INDEX, CHANNEL_SCHEMA, CHANNEL_TRIGGERS
 from .sqlite_liveness import LIVENESS_SCHEMA
 from .sqlite_retention import JOURNAL_BY_KIND, RETENTION_SCHEMA
 from .sqlite_tx import is_busy
@@ -33,9 +34,13 @@ except ImportError:
 # view whose trigger sends one message, so a fast channel's common operations are single statements
 # (made by the CREATE statements that every upgrade runs; the counts are exact already). 8: the
 # artifacts and intents tables WITHOUT ROWID, and leases.own_write, whose rows the holder index
-# leaves out (a write appends four WAL pages fewer). A database of a
-# later version is refused, never used (see _check_version).
-SCHEMA_VERSION = 8
+# leaves out (a write appends four WAL pages fewer). 9: a fast ack awaiting its batch writes only
+# its row: it stays counted and its work is credited when the batch is chained, it waits at
+# UNCHAINED in messages_queue (which replaced messages_ready and messages_inflight), and
+# messages_acked holds settled rows only (sqlite_channel_record.migrate_to_unchained); a channel's
+# id counter is in its counts row (sqlite_channel_depth.migrate_last_ids). A database of a later
+# version is refused, never used (see _check_version).
+SCHEMA_VERSION = 9
 GITIGNORE = "# Made by agent-coherence: coordination state of this machine, never committed.\n*\n"
 
 # Tables keyed by the key alone, stored in their primary-key b-tree (WITHOUT ROWID): a rowid table
@@ -150,6 +155,14 @@ class SchemaOps:
                 conn.execute("ALTER TABLE leases ADD COLUMN own_write INTEGER NOT NULL DEFAULT 0")
             conn.execute("DROP INDEX IF EXISTS leases_by_holder")
             conn.execute(_LEASES_BY_HOLDER)
+        elif version == 8:
+            migrate_to_unchained(conn)
+            for index in ("messages_ready", "messages_inflight"):  # messages_queue holds both
+                conn.execute(f"DROP INDEX IF EXISTS {index}")
+            conn.execute("DROP TRIGGER IF EXISTS message_sends_insert")
+            migrate_last_ids(conn)
+            for statement in (*CHANNEL_TRIGGERS, ACKED_INDEX, *SEND_SCHEMA):  # schema 9's, for the ones dropped
+                conn.execute(statement)
 
     def _check_version(self, version: int | None) -> None:
         if version is not None and version > SCHEMA_VERSION:
