@@ -350,7 +350,7 @@ class Coordinator:
                                       expect_version, ttl, policy)
             progress = Progress()
             try:
-                self._apply(file, intent, payload, progress)
+                self._apply(file, intent, payload, progress, temp.rpartition(os.sep)[2])
                 progress.step = "commit"
                 faults.check("commit")
                 # The intent is durable already: a commit lost to power loss is rolled forward to
@@ -457,15 +457,16 @@ class Coordinator:
                     self._undo.abort_unread(stray, "intent", "interrupted", claim)
                 raise
 
-    def _apply(self, file: KeyFile, intent: IntentRecord, payload: bytes | None, progress: Progress) -> None:
+    def _apply(self, file: KeyFile, intent: IntentRecord, payload: bytes | None, progress: Progress,
+               temp_name: str) -> None:
         """The file step: make the write recoverable, replace (or remove) the bytes, read back.
 
         In the ``stamp`` mode the temp file carries the stamp (see :mod:`stamps`) and the intent
         is not flushed; in the ``flush`` mode (and for a delete, which leaves no file to stamp) the
         intent's flush runs on a helper thread while the temp file is written and fsynced. Nothing
-        visible changes on disk until that is done. ``progress`` says how far it got.
+        visible changes on disk until that is done. ``progress`` says how far it got. ``temp_name``:
+        the intent's temp file, as a name in the key's directory (``recovery.temp_name``).
         """
-        temp_name = recovery.temp_name(intent)
         if payload is None:
             progress.step = "intent"
             self.backend.sync_intent(intent)

@@ -22,16 +22,31 @@ except ImportError:
 LARGE = 4 << 20
 
 
+# ``hashlib.sha256`` once OpenSSL is loaded (by anything in the process): from then on every hash
+# goes there, so the look-up and the import statement are done once, not per call.
+_openssl_sha256 = None
+
+
 def sha256(data: bytes = b"", size_hint: int = 0):
     """A sha256 hash object (``update``, ``hexdigest``). ``size_hint``: how many bytes will be
     hashed in total, when more than ``data`` will follow through ``update``."""
+    if _openssl_sha256 is not None:
+        return _openssl_sha256(data)
     # Once OpenSSL is loaded anyway (any process that imported hashlib), it costs nothing more.
     if _builtin_sha256 is None or max(size_hint, len(data)) >= LARGE or "_hashlib" in sys.modules:
-        import hashlib
-
-        return hashlib.sha256(data)
+        return _load_openssl()(data)
     return _builtin_sha256(data)
 
 
+def _load_openssl():
+    global _openssl_sha256
+    import hashlib
+
+    _openssl_sha256 = hashlib.sha256
+    return _openssl_sha256
+
+
 def sha256_hex(data: bytes) -> str:
+    if _openssl_sha256 is not None:
+        return _openssl_sha256(data).hexdigest()
     return sha256(data).hexdigest()

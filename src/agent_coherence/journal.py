@@ -98,10 +98,6 @@ def _float_text(value: float) -> str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
-def _text_or_null(value: str | None) -> str:
-    return "null" if value is None else _quote(value)
-
-
 def chain_hash(
     prev_hash: str, seq: int, ts: float, kind: str, key: str | None, holder: str | None, data_text: str
 ) -> str:
@@ -117,7 +113,8 @@ def chain_hash(
         # What json.dumps gives this array, spelled without it (see encode_data).
         material = "".join((
             _FORMAT_PREFIX, _quote(prev_hash), ",", int.__repr__(int(seq)), ",", _float_text(float(ts)), ",",
-            _quote(kind), ",", _text_or_null(key), ",", _text_or_null(holder), ",", _quote(data_text), "]"))
+            _quote(kind), ",", "null" if key is None else _quote(key), ",",
+            "null" if holder is None else _quote(holder), ",", _quote(data_text), "]"))
     else:  # a field of another type (read from a damaged or edited row): json.dumps decides
         material = json_text.dumps([FORMAT, prev_hash, int(seq), float(ts), kind, key, holder, data_text],
                                    separators=(",", ":"))

@@ -34,12 +34,16 @@ class LastWritten:
 
     def remember(self, key: str, sha256: str, data: bytes) -> None:
         """``data`` (whose hash is ``sha256``) is now the confirmed content of ``key``."""
+        size = len(data)
         with self._lock:
-            self._drop(key)
-            if len(data) > MAX_ENTRY:
+            entries = self._entries
+            previous = entries.pop(key, None)  # ``_drop``, spelled here: every write calls this
+            if previous is not None:
+                self._total -= len(previous[1])
+            if size > MAX_ENTRY:
                 return
-            self._entries[key] = (sha256, data)
-            self._total += len(data)
+            entries[key] = (sha256, data)
+            self._total += size
             while self._total > MAX_TOTAL or len(self._entries) > MAX_KEYS:
                 self._drop(next(iter(self._entries)))
 

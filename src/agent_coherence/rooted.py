@@ -44,11 +44,14 @@ def _read_to_end(fd: int, size: int) -> bytes:
     data = os.read(fd, size + 1)
     if not data:
         return data
-    chunks = [data]
+    chunk = os.read(fd, max(size, 1 << 16))
+    if not chunk:  # the usual case: the first read had it all
+        return data
+    chunks = [data, chunk]
     while True:
         chunk = os.read(fd, max(size, 1 << 16))
         if not chunk:
-            return b"".join(chunks) if len(chunks) > 1 else data
+            return b"".join(chunks)
         chunks.append(chunk)
 
 
@@ -92,6 +95,8 @@ class KeyFile:
 
     def _walk(self, create: bool) -> int | None:
         current: int | None = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if not self._dirs:  # a key at the top of the root: its directory is the root
+            return current
         try:
             for part in self._dirs:
                 assert current is not None

@@ -187,7 +187,10 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
         """
         # A bounded retention step every so many transactions, before this one rather than after:
         # an interrupt during the step then comes before the caller's change, never after it.
-        self.maintenance_due()
+        if self._maintenance_countdown > 1:  # ``maintenance_due`` when it has nothing to do, inline
+            self._maintenance_countdown -= 1
+        else:
+            self.maintenance_due()
         result = self._retry_busy(self._attempt, work, durable)
         if result.__class__ is _Deferred:
             raise result.error  # type: ignore[union-attr]
