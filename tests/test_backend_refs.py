@@ -52,6 +52,59 @@ def test_the_fence_is_checked_in_the_same_transaction(coord: Coordinator, clock:
     assert backend.get_ref("heads/t") == moved
 
 
+def test_a_refused_fenced_create_creates_nothing(coord: Coordinator, clock: FakeClock) -> None:
+    backend = coord.backend
+    lease = coord.acquire("thread/t", "run-a", ttl=10)
+    with pytest.raises(LeaseLost):
+        backend.set_ref("heads/t", "c1", expect=None, holder="run-a", kind="test.move", data={},
+                        lease_key="thread/t", fence=lease.fence + 1)
+    assert backend.get_ref("heads/t") is None
+    backend.set_ref("heads/t", "c1", expect=None, holder="run-a", kind="test.move", data={},
+                    lease_key="thread/t", fence=lease.fence)
+    with pytest.raises(VersionConflict):  # a live fence does not make a stale compare pass
+        backend.set_ref("heads/t", "c2", expect=None, holder="run-a", kind="test.move", data={},
+                        lease_key="thread/t", fence=lease.fence)
+    assert [e.kind for e in coord.journal.history("heads/t")] == ["test.move", "conflict.ref"]
+
+
+def test_a_fenced_read_checks_the_lease_then_reads_the_ref(coord: Coordinator, clock: FakeClock) -> None:
+    backend = coord.backend
+    lease = coord.acquire("thread/t", "run-a", ttl=10)
+    assert backend.get_fenced_ref("heads/t", lease_key="thread/t", holder="run-a", fence=lease.fence) is None
+    moved = backend.set_ref("heads/t", "c1", expect=None, holder="run-a", kind="test.move", data={})
+    assert backend.get_fenced_ref("heads/t", lease_key="thread/t", holder="run-a", fence=lease.fence) == moved
+    with pytest.raises(LeaseLost):
+        backend.get_fenced_ref("heads/t", lease_key="thread/t", holder="run-b", fence=lease.fence)
+    clock.advance(11)
+    with pytest.raises(LeaseLost):  # expired
+        backend.get_fenced_ref("heads/t", lease_key="thread/t", holder="run-a", fence=lease.fence)
+
+
+def test_seal_and_release_resets_the_ref_and_gives_the_lease_back_in_one_commit(coord: Coordinator) -> None:
+    backend = coord.backend
+    lease = coord.acquire("thread/t", "run-a", ttl=10)
+    backend.set_ref("heads/t", "c1", expect=None, holder="run-a", kind="test.move", data={},
+                    lease_key="thread/t", fence=lease.fence, durable=False)
+    assert backend.seal_ref_and_release("heads/t", holder="run-a", kind="test.end", data={"run": 1},
+                                        lease_key="thread/t", fence=lease.fence) is True
+    sealed = backend.get_ref("heads/t")
+    assert sealed is not None and (sealed.value, sealed.version) == ("c1", 2)
+    assert backend.get_lease("thread/t") is None
+    end, release = coord.journal.history("heads/t")[-1], coord.journal.history("thread/t")[-1]
+    assert (end.kind, end.data) == ("test.end", {"run": 1, "value": "c1", "previous": "c1", "version": 2,
+                                                 "fence": None})
+    assert (release.kind, release.key, release.data) == ("lease.release", "thread/t", {"fence": lease.fence})
+    # the lease already gone: the ref is re-set all the same, no release is journaled
+    assert backend.seal_ref_and_release("heads/t", holder="run-a", kind="test.end", data={},
+                                        lease_key="thread/t", fence=lease.fence) is False
+    assert coord.journal.count(kind="lease.release") == 1 and coord.journal.count(kind="test.end") == 2
+    again = coord.acquire("thread/u", "run-b", ttl=10)  # no ref: only the release
+    assert backend.seal_ref_and_release("heads/u", holder="run-b", kind="test.end", data={},
+                                        lease_key="thread/u", fence=again.fence) is True
+    assert backend.get_ref("heads/u") is None and coord.journal.count(kind="test.end") == 2
+    coord.journal.verify()
+
+
 def test_prefixes_list_and_delete_exactly_their_names(coord: Coordinator) -> None:
     backend = coord.backend
     for name in ("h/a/", "h/a/sub", "h/ab/", "h/b", "h/a\U0010ffff", "other"):

@@ -143,6 +143,11 @@ class Backend(Protocol):
         """The ref ``name``, or None if it was never set (or was deleted)."""
         ...
 
+    def get_fenced_ref(self, name: str, *, lease_key: str, holder: str, fence: int) -> RefRecord | None:
+        """``get_ref(name)`` after the check of ``check_fence(lease_key, holder, fence)``, in one
+        call: raises LeaseLost (nothing read) unless (holder, fence) is the live lease."""
+        ...
+
     def list_refs(self, prefix: str, limit: int | None = None) -> list[RefRecord]:
         """Refs whose name starts with ``prefix``, in name order."""
         ...
@@ -169,6 +174,16 @@ class Backend(Protocol):
 
         Raises VersionConflict (facts: key, expected, actual: the values) or LeaseLost; the ref is
         then unchanged. ``durable=True`` commits with a flush that survives power loss."""
+        ...
+
+    def seal_ref_and_release(self, name: str, *, holder: str, kind: str, data: dict[str, Any],
+                             lease_key: str, fence: int) -> bool:
+        """End a holder's work in one commit flushed to survive power loss: re-set the ref ``name``
+        to its own value, if it exists (journaled as ``kind`` with ``data`` plus value, previous,
+        version and fence, as ``set_ref``), and release the lease (``lease_key``, ``holder``,
+        ``fence``) if still held (journaled ``lease.release``). The flush makes every change
+        committed before it durable too, including ``set_ref(durable=False)`` moves. Returns
+        whether the lease was still held (False: it was lost; the ref is re-set all the same)."""
         ...
 
     def delete_ref(self, name: str, *, holder: str, kind: str) -> bool:

@@ -45,6 +45,13 @@ class RefOps(TxRunner):
     def get_ref(self, name: str) -> RefRecord | None:
         return self.read(lambda tx: self._ref_row(tx, name))
 
+    def get_fenced_ref(self, name: str, *, lease_key: str, holder: str, fence: int) -> RefRecord | None:
+        def work(tx: Tx) -> RefRecord | None:
+            WriteOps.lock_live_lease(tx, lease_key, holder, fence, lock=False)
+            return self._ref_row(tx, name)
+
+        return self.read(work)
+
     def list_refs(self, prefix: str, limit: int | None = None) -> list[RefRecord]:
         where, params = _prefix_where(prefix)
         sql = f"SELECT {_COLUMNS} FROM @refs WHERE {where} ORDER BY name"
@@ -88,6 +95,23 @@ class RefOps(TxRunner):
 
         # Every outcome is journaled, so an unanswered COMMIT is decided by its journal row.
         return self.transaction(work, durable=durable)
+
+    def seal_ref_and_release(self, name: str, *, holder: str, kind: str, data: dict[str, Any],
+                             lease_key: str, fence: int) -> bool:
+        def work(tx: Tx) -> bool:
+            sealed = tx.one("UPDATE @refs SET version = version + 1, holder = %s, fence = 0, updated_at = @ac_now() "
+                            "WHERE name = %s RETURNING value, version", (holder, name))
+            if sealed is not None:
+                tx.append(kind, name, holder, {**data, "value": sealed[0], "previous": sealed[0],
+                                               "version": sealed[1], "fence": None})
+            released = tx.run("UPDATE @leases SET holder = NULL, expires_at = @ac_now() "
+                              "WHERE key = %s AND holder = %s AND fence = %s", (lease_key, holder, fence))
+            if released:
+                tx.append("lease.release", lease_key, holder, {"fence": fence})
+            return bool(released)
+
+        # Running it again after an unanswered COMMIT only re-sets the ref once more.
+        return self.transaction(work, idempotent=True, durable=True)
 
     def delete_ref(self, name: str, *, holder: str, kind: str) -> bool:
         def work(tx: Tx) -> bool:

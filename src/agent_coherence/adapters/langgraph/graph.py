@@ -73,13 +73,17 @@ class ThreadRun:
         """Flush the run's head moves (``heads``: the checkpointer's, when it defers the flush
         to the end of the run), then give the thread back."""
         holding, self.holding = self.holding, None
-        if holding is not None:
-            self.renewer.drop(holding)
-            try:
-                if heads is not None:
-                    heads.seal(self.thread_id, self.holder)
-            finally:
-                self.coordinator.release(holding.lease)
+        if holding is None:
+            return
+        self.renewer.drop(holding)
+        if heads is None:
+            self.coordinator.release(holding.lease)
+            return
+        try:
+            heads.seal_and_release(self.thread_id, holding.lease)
+        except BaseException:
+            self.coordinator.release(holding.lease)  # the failed commit released nothing
+            raise
 
     def config(self, config: dict[str, Any]) -> dict[str, Any]:
         assert self.holding is not None

@@ -115,21 +115,20 @@ class Heads:
     def begin(self, target: PutTarget) -> PutTicket:
         """Hold the lease and check the parent against the head. Raises CheckpointConflict or
         LeaseLost (or LeaseHeld when the per-put lease stays busy); nothing is written then."""
-        put_lease = None
         if target.fence is not None:
             holder, fence, lease_key = str(target.holder), target.fence, thread_lease_key(target.thread_id)
-            self.backend.check_fence(lease_key, holder, fence)
-        else:
-            self._refuse_if_held(target)
-            put_lease = self.coordinator.acquire(target.ref, run_holder("langgraph-put"), PUT_LEASE_TTL,
-                                                 wait=self.put_lease_wait)
-            holder, fence, lease_key = put_lease.holder, put_lease.fence, put_lease.key
+            ref = self.backend.get_fenced_ref(target.ref, lease_key=lease_key, holder=holder, fence=fence)
+            current = ref.value if ref is not None else None
+            return PutTicket(target, current, self._classify(target, current), holder, lease_key, fence, None)
+        self._refuse_if_held(target)
+        put_lease = self.coordinator.acquire(target.ref, run_holder("langgraph-put"), PUT_LEASE_TTL,
+                                             wait=self.put_lease_wait)
+        holder, fence, lease_key = put_lease.holder, put_lease.fence, put_lease.key
         try:
             current = self._value(target.ref)
             kind = self._classify(target, current)
         except BaseException:
-            if put_lease is not None:
-                self.coordinator.release(put_lease)
+            self.coordinator.release(put_lease)
             raise
         return PutTicket(target, current, kind, holder, lease_key, fence, put_lease)
 
@@ -184,22 +183,18 @@ class Heads:
             checkpoint_ns=target.checkpoint_ns, checkpoint_id=target.checkpoint_id,
         )
 
-    def seal(self, thread_id: Any, holder: str) -> None:
-        """Make every head move so far survive power loss: one flushed transaction that re-sets
-        the thread's root head to its current value (journaled ``langgraph.run_end``). Run by
-        ``coherent_graph`` when a run ends, so heads moved without a flush each (``durable=False``)
-        are durable before the run returns."""
+    def seal_and_release(self, thread_id: Any, lease: "Lease") -> None:
+        """End a run: make every head move so far survive power loss and give the thread lease
+        back, in one flushed transaction that re-sets the thread's root head to its current value
+        (journaled ``langgraph.run_end``) and releases the lease. Run by ``coherent_graph`` when a
+        run ends, so heads moved without a flush each (``durable=False``) are durable before the
+        run returns. With ``durable`` every move was flushed already: only the release."""
         if self.durable:
-            return  # every move was flushed already
-        name = head_ref_name(thread_id)
-        current = self.backend.get_ref(name)
-        if current is None:
+            self.coordinator.release(lease)
             return
-        try:
-            self.backend.set_ref(name, current.value, expect=current.value, holder=holder,
-                                 kind="langgraph.run_end", data={"thread_id": str(thread_id)}, durable=True)
-        except VersionConflict:
-            pass  # another run moved the head since: its refused compare was flushed all the same
+        self.backend.seal_ref_and_release(head_ref_name(thread_id), holder=lease.holder, kind="langgraph.run_end",
+                                          data={"thread_id": str(thread_id)}, lease_key=lease.key,
+                                          fence=lease.fence)
 
     # -- maintenance -------------------------------------------------------------------------
 
