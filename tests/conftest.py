@@ -195,5 +195,19 @@ def coord(root: Path) -> Iterator[Coordinator]:
 
 
 @pytest.fixture
+def quiet_coord(root: Path) -> Iterator[Coordinator]:
+    """A coordinator whose process will run no retention step during the test: steps are off
+    (``every=0``), and enough transactions ran that it has read that policy (the first step comes
+    after a random count of up to ``every`` transactions; after reading "off" it waits thousands).
+    For tests that count the statements an operation runs."""
+    from agent_coherence.retention import Retention
+
+    with Coordinator.open(root, retention=Retention(every=0)) as coordinator:
+        for n in range(Retention().every + 1):
+            coordinator.journal.append("warm-up", None, "test", n=n)
+        yield coordinator
+
+
+@pytest.fixture
 def clock(coord: Coordinator) -> FakeClock:
     return use_fake_clock(coord)

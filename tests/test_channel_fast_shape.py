@@ -31,19 +31,6 @@ def _counts(path: str) -> dict[tuple[str, str], int]:
         return {(c, g): n for c, g, n in conn.execute("SELECT channel, grp, unacked FROM channel_counts")}
 
 
-@pytest.fixture
-def quiet_coord(root):
-    """A coordinator whose process will run no retention step during the test: steps are off
-    (``every=0``), and enough transactions ran that it has read that policy (the first step comes
-    after a random count of up to ``every`` transactions; after reading "off" it waits thousands)."""
-    from agent_coherence.retention import Retention
-
-    with Coordinator.open(root, retention=Retention(every=0)) as coord:
-        for n in range(Retention().every + 1):
-            coord.journal.append("warm-up", None, "test", n=n)
-        yield coord
-
-
 def test_a_fast_round_trip_is_three_statements_and_no_transaction(quiet_coord):
     coord = quiet_coord
     ch = coord.channel("quick", durability="fast")

@@ -18,7 +18,6 @@ from agent_coherence.backends.sqlite_schema import SCHEMA_VERSION
 from agent_coherence.backends.sqlite_writes import write_entry_data
 from agent_coherence.journal import encode_data
 from agent_coherence.recovery import HOST, own_identity
-from agent_coherence.retention import Retention
 
 # What schema 7 made: rowid tables with a TEXT primary key (two b-trees each).
 _SCHEMA_7_TABLES = {
@@ -118,15 +117,6 @@ def test_a_holder_s_leases_include_its_writes_in_flight(root):
             backend.commit_write(intents[0], durable=False)
         assert backend.commit_write(other, durable=False).version == 1
         assert backend.list_leases() == []
-
-
-@pytest.fixture
-def quiet_coord(root):
-    """A coordinator that runs no retention step during the test (see test_channel_fast_shape)."""
-    with Coordinator.open(root, retention=Retention(every=0)) as coord:
-        for n in range(Retention().every + 1):
-            coord.journal.append("warm-up", None, "test", n=n)
-        yield coord
 
 
 def test_a_write_with_holder_is_twelve_statements_in_two_transactions(quiet_coord):

@@ -104,11 +104,7 @@ class RefOps(TxRunner):
             if sealed is not None:
                 tx.append(kind, name, holder, {**data, "value": sealed[0], "previous": sealed[0],
                                                "version": sealed[1], "fence": None})
-            released = tx.run("UPDATE @leases SET holder = NULL, expires_at = @ac_now() "
-                              "WHERE key = %s AND holder = %s AND fence = %s", (lease_key, holder, fence))
-            if released:
-                tx.append("lease.release", lease_key, holder, {"fence": fence})
-            return bool(released)
+            return self.release_lease_in(tx, lease_key, holder, fence)  # type: ignore[attr-defined, no-any-return]
 
         # Running it again after an unanswered COMMIT only re-sets the ref once more.
         return self.transaction(work, idempotent=True, durable=True)

@@ -167,15 +167,19 @@ class WriteOps(TxRunner):
         self.read(lambda tx: self.lock_live_lease(tx, key, holder, fence, lock=False))
 
     def release_lease(self, key: str, holder: str, fence: int) -> bool:
-        def work(tx: Tx) -> bool:
-            changed = tx.run("UPDATE @leases SET holder = NULL, expires_at = @ac_now() "
-                             "WHERE key = %s AND holder = %s AND fence = %s", (key, holder, fence))
-            if changed:
-                tx.append("lease.release", key, holder, {"fence": fence})
-            return bool(changed)
-
         # A lost release only delays the next holder until the lease expires: no flush wait.
-        return self.transaction(work, durable=False, idempotent=True)
+        return self.transaction(lambda tx: self.release_lease_in(tx, key, holder, fence), durable=False,
+                                idempotent=True)
+
+    @staticmethod
+    def release_lease_in(tx: Tx, key: str, holder: str, fence: int) -> bool:
+        """Release the lease inside ``tx`` and journal it; False (nothing journaled) when it was
+        already lost: expired and taken, or released."""
+        changed = tx.run("UPDATE @leases SET holder = NULL, expires_at = @ac_now() "
+                         "WHERE key = %s AND holder = %s AND fence = %s", (key, holder, fence))
+        if changed:
+            tx.append("lease.release", key, holder, {"fence": fence})
+        return bool(changed)
 
     def release_holder(self, holder: str) -> list[str]:
         def work(tx: Tx) -> list[str]:

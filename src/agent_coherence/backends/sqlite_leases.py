@@ -158,14 +158,16 @@ class LeaseOps:
         self.read(lambda conn: self._live_lease_or_lost(conn, key, holder, fence, self.now()))
 
     def release_lease(self, key: str, holder: str, fence: int) -> bool:
-        def work(conn: sqlite3.Connection) -> bool:
-            now = self.now()
-            if not self._statements(conn)(_RELEASE, (now, key, holder, fence)).rowcount:
-                return False  # already lost (expired and taken, or released): nothing to journal
-            self._append(conn, "lease.release", key, holder, {"fence": fence}, now)
-            return True
+        return self.transaction(  # type: ignore[no-any-return]
+            lambda conn: self._release_lease_in(conn, key, holder, fence, self.now()))
 
-        return self.transaction(work)  # type: ignore[no-any-return]
+    def _release_lease_in(self, conn: sqlite3.Connection, key: str, holder: str, fence: int, now: float) -> bool:
+        """Release the lease inside the caller's transaction and journal it; False (nothing
+        journaled) when it was already lost: expired and taken, or released."""
+        if not self._statements(conn)(_RELEASE, (now, key, holder, fence)).rowcount:
+            return False
+        self._append(conn, "lease.release", key, holder, {"fence": fence}, now)
+        return True
 
     def release_holder(self, holder: str) -> list[str]:
         def work(conn: sqlite3.Connection) -> list[str]:

@@ -45,7 +45,6 @@ _COMPARE_AND_SET = {
 _FENCED_REF = ("SELECT l.holder, l.fence, l.expires_at, r.name, r.value, r.version, r.holder, r.fence, r.updated_at "
                "FROM (SELECT 1) LEFT JOIN leases AS l ON l.key = ? LEFT JOIN refs AS r ON r.name = ?")
 _SEAL = "UPDATE refs SET version = version + 1, holder = ?, fence = 0, updated_at = ? WHERE name = ? RETURNING value, version"
-_RELEASE_LEASE = "UPDATE leases SET holder = NULL, expires_at = ? WHERE key = ? AND holder = ? AND fence = ?"
 
 
 def prefix_bounds(prefix: str) -> tuple[str, str | None]:
@@ -167,10 +166,7 @@ class RefOps:
                 self._append(conn, kind, name, holder,  # type: ignore[attr-defined]
                              {**data, "value": sealed[0], "previous": sealed[0], "version": sealed[1],
                               "fence": None}, now)
-            if not run(_RELEASE_LEASE, (now, lease_key, holder, fence)).rowcount:
-                return False  # already lost: nothing to journal
-            self._append(conn, "lease.release", lease_key, holder, {"fence": fence}, now)  # type: ignore[attr-defined]
-            return True
+            return self._release_lease_in(conn, lease_key, holder, fence, now)  # type: ignore[attr-defined, no-any-return]
 
         return self._refs_transaction(work, durable=True)
 

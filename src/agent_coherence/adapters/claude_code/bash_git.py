@@ -17,6 +17,8 @@ from .bash_lexer import Word
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Callable
+
     from .bash_writes import Scan
 
 
@@ -134,6 +136,11 @@ def _git_output(scan: Scan, args: list[Word], sub: str) -> None:
         scan.target(out, f"git {sub} writes {out.text}")
 
 
+# The subcommands that write named paths, each with the handler that reads its arguments.
+_GIT_SUBCOMMANDS: "dict[str, Callable[[Scan, list[Word]], None]]" = {
+    "checkout": _git_checkout, "restore": _git_restore, "switch": _git_switch, "reset": _git_reset,
+    "stash": _git_stash, "clean": _git_clean, "rm": _git_rm, "mv": _git_mv, "apply": _git_apply,
+}
 _GIT_TREE_REWRITERS = frozenset({"merge", "pull", "rebase", "cherry-pick", "revert", "am", "bisect",
                                  "checkout-index", "read-tree", "submodule", "sparse-checkout", "filter-branch",
                                  "filter-repo", "lfs"})
@@ -159,24 +166,9 @@ def handle_git(scan: Scan, name: str, args: list[Word], redirs) -> None:
     if k >= len(args):
         return
     sub, rest = args[k].text, args[k + 1:]
-    if sub == "checkout":
-        _git_checkout(scan, rest)
-    elif sub == "restore":
-        _git_restore(scan, rest)
-    elif sub == "switch":
-        _git_switch(scan, rest)
-    elif sub == "reset":
-        _git_reset(scan, rest)
-    elif sub == "stash":
-        _git_stash(scan, rest)
-    elif sub == "clean":
-        _git_clean(scan, rest)
-    elif sub == "rm":
-        _git_rm(scan, rest)
-    elif sub == "mv":
-        _git_mv(scan, rest)
-    elif sub == "apply":
-        _git_apply(scan, rest)
+    handler = _GIT_SUBCOMMANDS.get(sub)
+    if handler is not None:
+        handler(scan, rest)
     elif sub in ("diff", "log", "show", "archive", "format-patch"):
         _git_output(scan, rest, sub)
     elif sub in _GIT_TREE_REWRITERS:
