@@ -174,8 +174,9 @@ class Channel:
             # One look with the channel's timeout: receive_many's work without its checks of
             # arguments that are not given (the same record either way).
             check_text("consumer", consumer)
-            records = self._backend.receive_messages(self.name, self.group_name, consumer,
-                                                     self.config.visibility_timeout, 1)
+            backend, name = self._backend, self.name
+            records = backend.receive_messages(name, self.group_name, consumer,
+                                               backend.channel_config(name).visibility_timeout, 1)
             return self._delivery(records[0]) if records else None
         batch = self.receive_many(consumer, 1, visibility_timeout, wait)
         return batch[0] if batch else None
@@ -226,9 +227,10 @@ class Channel:
 
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge: the message is done and will not be delivered again. Raises StaleReceipt."""
-        self._check_mine(delivery)
-        if not self._backend.ack_messages(self.name, [(int(delivery.message_id), self.group_name,
-                                                       delivery.receipt)])[0]:
+        name, group = self.name, self.group_name
+        if not (type(delivery) is Delivery and delivery.channel == name and (delivery.group or "") == group):
+            self._check_mine(delivery)  # raises: the usual case is decided in the test above
+        if not self._backend.ack_messages(name, [(int(delivery.message_id), group, delivery.receipt)])[0]:
             raise self._stale(delivery, "acknowledge")
 
     def ack_many(self, deliveries: Iterable[Delivery]) -> None:
