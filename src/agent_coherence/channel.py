@@ -227,10 +227,9 @@ class Channel:
 
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge: the message is done and will not be delivered again. Raises StaleReceipt."""
-        name, group = self.name, self.group_name
-        if not (type(delivery) is Delivery and delivery.channel == name and (delivery.group or "") == group):
-            self._check_mine(delivery)  # raises: the usual case is decided in the test above
-        if not self._backend.ack_messages(name, [(int(delivery.message_id), group, delivery.receipt)])[0]:
+        self._check_mine(delivery)
+        if not self._backend.ack_messages(self.name, [(int(delivery.message_id), self.group_name,
+                                                       delivery.receipt)])[0]:
             raise self._stale(delivery, "acknowledge")
 
     def ack_many(self, deliveries: Iterable[Delivery]) -> None:
