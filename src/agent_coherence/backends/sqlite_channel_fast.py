@@ -21,8 +21,9 @@ fast channel (only its end is: ``message.redeliver``, ``message.dead``, the batc
 ``message.ack``), and an ack here keeps its row for the batch exactly as the full path does.
 The first operation of a process on any channel takes the full path (it learns the offset).
 
-A mixin of SQLiteBackend (through ChannelOps): it relies on ``_retry_busy``, ``_conn``, ``_pid``, ``_connection``,
-``_run``, ``_lock``, ``maintenance_due``, ``now`` and the batch state of ``AckRecordOps``.
+A mixin of SQLiteBackend (through ChannelOps): it relies on ``_retry_busy``, ``_conn``, ``_pid``,
+``_connection``, ``_run``, ``_lock``, ``maintenance_due``, ``now`` and the batch state of
+``AckRecordOps``.
 """
 
 from __future__ import annotations
