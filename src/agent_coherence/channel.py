@@ -174,8 +174,9 @@ class Channel:
             # One look with the channel's timeout: receive_many's work without its checks of
             # arguments that are not given (the same record either way).
             check_text("consumer", consumer)
-            records = self._backend.receive_messages(self.name, self.group_name, consumer,
-                                                     self.config.visibility_timeout, 1)
+            backend, name = self._backend, self.name
+            records = backend.receive_messages(name, self.group_name, consumer,
+                                               backend.channel_config(name).visibility_timeout, 1)
             return self._delivery(records[0]) if records else None
         batch = self.receive_many(consumer, 1, visibility_timeout, wait)
         return batch[0] if batch else None

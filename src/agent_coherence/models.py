@@ -94,6 +94,26 @@ class Delivery(Record):
         visible_at: float
         group: str | None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) == 9 and not kwargs:  # the channel's receive: every field, in order (its hot path)
+            message_id, channel, payload, attempt, receipt, consumer, key, visible_at, group = args
+            _set_message_id(self, message_id)
+            _set_channel(self, channel)
+            _set_payload(self, payload)
+            _set_attempt(self, attempt)
+            _set_receipt(self, receipt)
+            _set_consumer(self, consumer)
+            _set_key(self, key)
+            _set_visible_at(self, visible_at)
+            _set_group(self, group)
+            return
+        super().__init__(*args, **kwargs)
+
+
+# A delivery is made on every receive: the slots' own setters (see Lease in backends/records).
+(_set_message_id, _set_channel, _set_payload, _set_attempt, _set_receipt, _set_consumer, _set_key,
+ _set_visible_at, _set_group) = (Delivery.__dict__[name].__set__ for name in Delivery.__slots__)
+
 
 ANOMALY_KINDS = (
     "zero_work", "overdue_delivery", "stale_channel", "lease_expired_in_flight",

@@ -81,6 +81,16 @@ def migrate_to_unchained(conn: sqlite3.Connection) -> None:
     recount(conn)
 
 
+def batch_due(pending: list[float] | None, wall: float, adding: int) -> bool:
+    """Whether the acknowledgements a process kept in a channel, ``pending`` = [how many, since
+    when] (None: none), are due to be chained once ``adding`` more are: CHAIN_BATCH of them, or
+    the first CHAIN_AFTER seconds ago (or the clock stepped back since)."""
+    if pending is None:
+        return adding >= CHAIN_BATCH
+    count, since = pending
+    return count + adding >= CHAIN_BATCH or not 0 <= wall - since < CHAIN_AFTER
+
+
 class AckRecordOps:
     """Chaining a fast channel's acknowledged rows (see the module docstring). State per process:
     ``_unchained_acks`` maps a channel to [rows kept here since its last batch, when the first was]."""
@@ -89,9 +99,7 @@ class AckRecordOps:
         """Chain the channel's acknowledged rows into the journal (inside the caller's
         transaction) if this process has kept CHAIN_BATCH of them, or kept one CHAIN_AFTER
         seconds ago (or the clock stepped back since). True if it chained."""
-        pending = self.__dict__.get("_unchained_acks", {}).get(channel)
-        count, since = pending if pending is not None else (0, wall)
-        if count + adding < CHAIN_BATCH and (count == 0 or 0 <= wall - since < CHAIN_AFTER):
+        if not batch_due(self.__dict__.get("_unchained_acks", {}).get(channel), wall, adding):
             return False
         self._chain_acks(conn, channel, wall)
         return True
@@ -102,8 +110,11 @@ class AckRecordOps:
         if chained:
             pending.pop(channel, None)
         elif kept:
-            entry = pending.setdefault(channel, [0, self.now()])  # type: ignore[attr-defined]
-            entry[0] += kept
+            entry = pending.get(channel)
+            if entry is None:
+                pending[channel] = [kept, self.now()]  # type: ignore[attr-defined]
+            else:
+                entry[0] += kept
 
     def _chain_acks(self, conn: sqlite3.Connection, channel: str, wall: float) -> int:
         """One ``message.ack`` entry for every acknowledged, not yet chained row of ``channel``

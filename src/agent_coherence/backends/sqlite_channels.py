@@ -183,6 +183,12 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
     def channel_config(self, name: str, update: ChannelConfig | None = None) -> ChannelConfig:
         """The stored config, cached per process for CONFIG_CACHE_SECONDS: a change made by another
         process takes effect here within that time (a change made here, at once)."""
+        cache = self.__dict__.get("_config_cache")
+        if update is None and cache is not None:  # the hit first: every send, receive and ack asks
+            cached = cache.get(name)
+            if cached is not None and time.monotonic() - cached[1] < CONFIG_CACHE_SECONDS:
+                return cached[0]  # type: ignore[no-any-return]
+
         def work(conn: sqlite3.Connection) -> ChannelConfig:
             if update is not None:
                 self._switch_record(conn, self._config(conn, name), update)
@@ -192,9 +198,6 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
 
         cache = self.__dict__.setdefault("_config_cache", {})
         if update is None:
-            cached = cache.get(name)
-            if cached is not None and time.monotonic() - cached[1] < CONFIG_CACHE_SECONDS:
-                return cached[0]
             existing = self.read(lambda conn: self._config_row(conn, name))  # type: ignore[attr-defined]
             if existing is not None:
                 cache[name] = (existing, time.monotonic())
