@@ -34,6 +34,27 @@ class WriteReceipt(Record):
         durable: bool
         committed_at: float
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) == 9 and not kwargs:  # the coordinator's write: every field, in order (its hot path)
+            key, path, version, sha256, size, fence, holder, durable, committed_at = args
+            _set_receipt_key(self, key)
+            _set_receipt_path(self, path)
+            _set_receipt_version(self, version)
+            _set_receipt_sha256(self, sha256)
+            _set_receipt_size(self, size)
+            _set_receipt_fence(self, fence)
+            _set_receipt_holder(self, holder)
+            _set_durable(self, durable)
+            _set_committed_at(self, committed_at)
+            return
+        super().__init__(*args, **kwargs)
+
+
+# A receipt is made on every write: the slots' own setters (see Lease in backends/records).
+(_set_receipt_key, _set_receipt_path, _set_receipt_version, _set_receipt_sha256, _set_receipt_size,
+ _set_receipt_fence, _set_receipt_holder, _set_durable, _set_committed_at) = (
+    WriteReceipt.__dict__[name].__set__ for name in WriteReceipt.__slots__)
+
 
 class Snapshot(Record):
     """The bytes of an artifact and the version they belong to, read together.

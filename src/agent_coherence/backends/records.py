@@ -219,6 +219,23 @@ class VersionInfo(Record):
         fence: int
         updated_at: float
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) == 7 and not kwargs:  # the backend's commit: every field, in order (its hot path)
+            key, version, sha256, size, writer, fence, updated_at = args
+            _set_version_key(self, key)
+            _set_version(self, version)
+            _set_version_sha256(self, sha256)
+            _set_version_size(self, size)
+            _set_writer(self, writer)
+            _set_version_fence(self, fence)
+            _set_updated_at(self, updated_at)
+            return
+        super().__init__(*args, **kwargs)
+
+
+# A version record is made on every write: the slots' own setters, as for Lease.
+(_set_version_key, _set_version, _set_version_sha256, _set_version_size, _set_writer, _set_version_fence,
+ _set_updated_at) = (VersionInfo.__dict__[name].__set__ for name in VersionInfo.__slots__)
 
 VersionRecord = VersionInfo  # the name the backends used first
 
@@ -250,6 +267,35 @@ class IntentRecord(Record):
         created_at: float
         auto_lease: bool
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) == 15 and not kwargs:  # the backend's begin_write: every field, in order (its hot path)
+            (key, intent_id, holder, fence, base_version, base_sha256, new_version, new_sha256, size, temp_path,
+             host, pid, pid_start, created_at, auto_lease) = args
+            _set_intent_key(self, key)
+            _set_intent_id(self, intent_id)
+            _set_intent_holder(self, holder)
+            _set_intent_fence(self, fence)
+            _set_base_version(self, base_version)
+            _set_base_sha256(self, base_sha256)
+            _set_new_version(self, new_version)
+            _set_intent_new_sha256(self, new_sha256)
+            _set_intent_size(self, size)
+            _set_intent_temp_path(self, temp_path)
+            _set_intent_host(self, host)
+            _set_intent_pid(self, pid)
+            _set_intent_pid_start(self, pid_start)
+            _set_created_at(self, created_at)
+            _set_auto_lease(self, auto_lease)
+            return
+        super().__init__(*args, **kwargs)
+
+
+# An intent is made on every write: the slots' own setters, as for Lease.
+(_set_intent_key, _set_intent_id, _set_intent_holder, _set_intent_fence, _set_base_version, _set_base_sha256,
+ _set_new_version, _set_intent_new_sha256, _set_intent_size, _set_intent_temp_path, _set_intent_host,
+ _set_intent_pid, _set_intent_pid_start, _set_created_at, _set_auto_lease) = (
+    IntentRecord.__dict__[name].__set__ for name in IntentRecord.__slots__)
+
 
 class WriteRequest(Record):
     """What ``begin_write`` checks and records.
@@ -274,6 +320,29 @@ class WriteRequest(Record):
         fence: int | None
         ttl: float
         expect_version: int | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) == 11 and not kwargs:  # the coordinator's write: every field, in order (its hot path)
+            key, holder, new_sha256, size, temp_path, host, pid, pid_start, fence, ttl, expect_version = args
+            _set_request_key(self, key)
+            _set_request_holder(self, holder)
+            _set_request_new_sha256(self, new_sha256)
+            _set_request_size(self, size)
+            _set_request_temp_path(self, temp_path)
+            _set_request_host(self, host)
+            _set_request_pid(self, pid)
+            _set_request_pid_start(self, pid_start)
+            _set_request_fence(self, fence)
+            _set_request_ttl(self, ttl)
+            _set_expect_version(self, expect_version)
+            return
+        super().__init__(*args, **kwargs)
+
+
+# A write request is made on every write: the slots' own setters, as for Lease.
+(_set_request_key, _set_request_holder, _set_request_new_sha256, _set_request_size, _set_request_temp_path,
+ _set_request_host, _set_request_pid, _set_request_pid_start, _set_request_fence, _set_request_ttl,
+ _set_expect_version) = (WriteRequest.__dict__[name].__set__ for name in WriteRequest.__slots__)
 
 
 class RefRecord(Record):
