@@ -110,7 +110,14 @@ def chain_hash(
     """
     if type(prev_hash) is str and type(kind) is str and type(data_text) is str and \
             (key is None or type(key) is str) and (holder is None or type(holder) is str):
-        # What json.dumps gives this array, spelled without it (see encode_data).
+        # What json.dumps gives this array, spelled without it (see encode_data). An int's and a
+        # finite float's own text is what json.dumps writes (``_float_text``), in one f-string for
+        # the usual entry (a backend's int seq and clock time) rather than a join of 19 parts.
+        if type(seq) is int and type(ts) is float and ts - ts == 0.0:
+            material = (f"{_FORMAT_PREFIX}{_quote(prev_hash)},{seq},{ts!r},{_quote(kind)},"
+                        f"{'null' if key is None else _quote(key)},{'null' if holder is None else _quote(holder)},"
+                        f"{_quote(data_text)}]")
+            return sha256_hex(material.encode("ascii"))
         material = "".join((
             _FORMAT_PREFIX, _quote(prev_hash), ",", int.__repr__(int(seq)), ",", _float_text(float(ts)), ",",
             _quote(kind), ",", "null" if key is None else _quote(key), ",",
