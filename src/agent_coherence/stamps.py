@@ -65,10 +65,9 @@ def encode_fields(intent_id: str, key: str, holder: str, fence: int, version: in
     the same bytes (a property test holds them to it), so ``decode`` reads either."""
     if type(fence) is int and type(version) is int and type(intent_id) is str and type(key) is str \
             and type(holder) is str and type(sha256) is str and (base_sha256 is None or type(base_sha256) is str):
-        return "".join((
-            "[1,", _quote(intent_id), ",", _quote(key), ",", _quote(holder), ",", int.__repr__(fence), ",",
-            int.__repr__(version), ",", _quote(sha256), ",", "null" if base_sha256 is None else _quote(base_sha256),
-            "]")).encode()
+        # One f-string, not a join of 17 parts: an exact int formats as its repr.
+        return (f"[1,{_quote(intent_id)},{_quote(key)},{_quote(holder)},{fence},{version},{_quote(sha256)},"
+                f"{'null' if base_sha256 is None else _quote(base_sha256)}]").encode()
     return encoded_by_json(intent_id, key, holder, fence, version, sha256, base_sha256)
 
 
