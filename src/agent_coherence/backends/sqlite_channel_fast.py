@@ -29,6 +29,7 @@ A mixin of SQLiteBackend (through ChannelOps): it relies on ``_retry_busy``, ``_
 from __future__ import annotations
 
 from os import getpid
+from sqlite3 import DatabaseError
 
 from .sqlite_channel_depth import FREE, HELD, UNCHAINED
 from .sqlite_channel_record import batch_due
@@ -88,8 +89,14 @@ class OneStatementOps:
     def _one_statement(self, sql: str, params: tuple[Any, ...]) -> Any:
         """Run one autocommitted statement, retried while the database is busy: the rows of a
         statement with RETURNING, the changed rows' count of one without."""
-        self.maintenance_due()  # type: ignore[attr-defined]
-        return self._retry_busy(self._run_one, sql, params)  # type: ignore[attr-defined]
+        if self._maintenance_countdown > 1:  # type: ignore[has-type]  # ``maintenance_due`` with nothing to do, inline
+            self._maintenance_countdown -= 1
+        else:
+            self.maintenance_due()  # type: ignore[attr-defined]
+        try:  # the first try directly: the retrying wrapper only when it is refused
+            return self._run_one(sql, params)
+        except DatabaseError:
+            return self._retry_busy(self._run_one, sql, params)  # type: ignore[attr-defined]
 
     def _run_one(self, sql: str, params: tuple[Any, ...]) -> Any:
         with self._lock:  # type: ignore[attr-defined]
