@@ -207,3 +207,29 @@ def test_a_schema_7_database_is_upgraded_with_its_awaiting_acks_counted_once(roo
     conn.close()
     assert "receipt IS NULL" in index
     assert _counts(path) == {("tasks", ""): 3}
+
+
+def test_a_send_that_expects_its_id_never_takes_one_another_sender_took(root):
+    # Two coordinators on one database: two connections, each with its own expected next id. A
+    # run of sends from one makes it expect the next id; the other's send in between makes that
+    # expectation wrong, and the statement must then insert nothing (the fallback asks for the id).
+    first, second = Coordinator.open(root), Coordinator.open(root)
+    try:
+        a, b = first.channel("shared", durability="fast"), second.channel("shared", durability="fast")
+        seen = _statements(first)
+        sent = []
+        for run in (4, 1, 3, 1, 2):
+            sent += [a.send(f"a{run}.{i}") for i in range(run)]
+            sent += [b.send(f"b{run}")]
+            sent += a.send_many([f"m{run}"])
+        assert sent == [str(i) for i in range(1, len(sent) + 1)]
+        assert any(sql.startswith("INSERT INTO message_sends") and "RETURNING" not in sql for sql in seen)
+        received = []
+        while (delivery := a.receive("c")) is not None:
+            received.append(delivery.message_id)
+            a.ack(delivery)
+        assert received == sent
+        assert a.stats()["depth"] == 0
+    finally:
+        first.close()
+        second.close()
