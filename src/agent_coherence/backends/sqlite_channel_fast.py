@@ -29,7 +29,11 @@ A mixin of SQLiteBackend (through ChannelOps): it relies on ``_retry_busy``, ``_
 from __future__ import annotations
 
 from os import getpid
-from sqlite3 import DatabaseError
+
+try:
+    from _sqlite3 import DatabaseError  # the C module: the sqlite3 package imports datetime (see sqlite.py)
+except ImportError:
+    from sqlite3 import DatabaseError  # type: ignore[assignment]
 
 from .sqlite_channel_depth import FREE, HELD, UNCHAINED
 from .sqlite_channel_record import batch_due
