@@ -72,9 +72,9 @@ def test_figures_and_anomalies_match_a_scan(server, monkeypatch):
             ours_found, scan_found = anomalies(self.ours), anomalies(self.reference)
             assert close(ours_found, scan_found), (ours_found, scan_found)
 
-    try:
+    try:  # as many examples as on SQLite: with 8, an ack trigger that forgot to subtract passed
         run_state_machine_as_test(OnPostgres, settings=settings(
-            max_examples=8, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]))
+            max_examples=25, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]))
     finally:
         for schema in schemas:
             drop_schema(server, schema)
