@@ -642,3 +642,27 @@ def test_an_assign_waits_for_a_running_retention_step(root, pg_url):
         assert done.wait(10)
         worker.join()
         assert [a.task_id for a in coord.backend.list_assignments()] == ["t1"]
+
+
+def test_a_refusal_on_a_connection_the_server_drops_stays_the_refusal(pg_url):
+    """A transaction's work raises (a refusal such as LeaseHeld, here a stand-in) just as the
+    server drops the connection: the rollback fails, and the caller still gets the work's own
+    error, not the driver's; the next transaction runs on a fresh connection."""
+    class Refused(Exception):
+        pass
+
+    conninfo, _ = split_url(pg_url)
+    backend = PostgresBackend(pg_url)
+
+    def work(tx):
+        pid = tx.one("SELECT pg_backend_pid()")[0]
+        with psycopg.connect(conninfo, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        raise Refused("the lease is held")
+
+    try:
+        with pytest.raises(Refused):
+            backend.transaction(work)
+        assert backend.read(lambda tx: tx.one("SELECT 1")) == (1,)
+    finally:
+        backend.close()

@@ -120,6 +120,18 @@ def split_url(url: str) -> tuple[str, str]:
     return urllib.parse.urlunsplit(parts._replace(query=rest)), schema
 
 
+def _roll_back(conn: psycopg.Connection) -> bool:
+    """Roll back a transaction that was never committed; False when the connection is lost (the
+    server has rolled the transaction back itself, and the pool discards a broken connection)."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        conn.rollback()
+    except psycopg.Error:
+        return False
+    return True
+
+
 def _connection_lost(error: BaseException, conn: psycopg.Connection[Any] | None) -> bool:
     """Whether the session is gone (server restart, network): judged by the connection, not by
     SQLSTATE, which is None for most of these."""
@@ -292,7 +304,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
             except psycopg.Error as error:
                 lost = _connection_lost(error, conn)
                 if not lost:
-                    conn.rollback()
+                    lost = not _roll_back(conn)
                 if not commit_sent or not lost:
                     if lost or isinstance(error, _TRANSIENT):
                         raise _Retry(error) from error
@@ -302,11 +314,10 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
                     ) from error
                 in_doubt = error
             except Contended as error:
-                conn.rollback()
+                _roll_back(conn)
                 raise _Retry(error) from error
             except BaseException:
-                if not conn.closed and not conn.broken:
-                    conn.rollback()
+                _roll_back(conn)  # the error raised in the work (a refusal, an interrupt) stays the error
                 raise
         finally:
             pool.putconn(conn)  # before any check: a pool of one needs it back
