@@ -346,10 +346,13 @@ class Coordinator:
         new_sha = sha256_hex(payload) if payload is not None else None
         temp = temp_path_for(target.path)
         with KeyFile(self.root, target.key, target.path) as file, recovery.WriteClaim(temp) as claim:
-            intent, old = self._begin(target, file, claim, holder, fence, new_sha, len(payload or b""),
-                                      expect_version, ttl, policy)
             progress = Progress()
+            intent: IntentRecord | None = None
+            # One handler from the intent's insert to the commit: an interrupt can land after any
+            # call, including between a call's return and the use of its result.
             try:
+                intent, old = self._begin(target, file, claim, holder, fence, new_sha, len(payload or b""),
+                                          expect_version, ttl, policy)
                 self._apply(file, intent, payload, progress, temp.rpartition(os.sep)[2])
                 progress.step = "commit"
                 faults.check("commit")
@@ -358,6 +361,9 @@ class Coordinator:
                 record = self.backend.commit_write(intent, durable=False)
             except BaseException as error:
                 self._last_written.forget(target.key)
+                if intent is None:  # stopped before the file step: nothing to put back
+                    self._undo.abort_stray(target.key, temp, error, claim)
+                    raise
                 self._undo.fail(target, file, intent, old, progress, error, claim)
         if payload is None or new_sha is None:
             self._last_written.forget(target.key)
@@ -425,8 +431,8 @@ class Coordinator:
 
     def _record_intent(self, target: ArtifactPath, request: WriteRequest,
                        claim: recovery.WriteClaim) -> IntentRecord:
-        """``begin_write``, recovering a dead writer's intent in the way. An interruption inside
-        it may leave the intent recorded: it is looked up by its temp path and aborted."""
+        """``begin_write``, recovering a dead writer's intent in the way. (An interruption inside it
+        may leave the intent recorded: the caller looks it up by its temp path and aborts it.)"""
         while True:
             try:
                 faults.check("intent")
@@ -450,11 +456,6 @@ class Coordinator:
                 full = disk_full(target, "intent", error)
                 if full is not None:
                     raise full from error
-                raise
-            except BaseException:
-                stray = self._undo.stray_intent(target.key, request.temp_path)
-                if stray is not None:
-                    self._undo.abort_unread(stray, "intent", "interrupted", claim)
                 raise
 
     def _apply(self, file: KeyFile, intent: IntentRecord, payload: bytes | None, progress: Progress,

@@ -101,8 +101,8 @@ class KeyFile:
             for part in self._dirs:
                 assert current is not None
                 child = self._open_child(current, part, create)
-                os.close(current)
-                current = child
+                parent, current = current, child  # one step: no interrupt lands between the two
+                os.close(parent)
                 if current is None:
                     return None
             found, current = current, None

@@ -72,21 +72,27 @@ class WriteUndo:
 
     def abort_unread(self, intent: IntentRecord, step: str, cause: object, claim: recovery.WriteClaim) -> None:
         """Resolve an intent whose file step never started (nothing to put back). If the abort
-        cannot be recorded now, it is retried in the background (see :mod:`recovery`)."""
+        cannot be recorded now (or is interrupted), it is retried in the background (see
+        :mod:`recovery`)."""
         detail = cause if isinstance(cause, str) else describe(cause)
         try:
             self.backend.abort_write(intent, step, detail)
         except (CoherenceError, OSError):
             recovery.undo_later(self.backend, self.root, intent, UNCHANGED, step, detail, claim)
+        except BaseException:
+            recovery.undo_later(self.backend, self.root, intent, UNCHANGED, step, detail, claim)
+            raise
 
-    def stray_intent(self, key: str, temp: str) -> IntentRecord | None:
-        """The intent on ``key`` if it is the one of the write with temp path ``temp`` (left
-        recorded by an interruption inside ``begin_write``), else None."""
+    def abort_stray(self, key: str, temp: str, cause: BaseException, claim: recovery.WriteClaim) -> None:
+        """Abort the intent on ``key`` if it is the one of the write with temp path ``temp``: left
+        recorded by a write stopped before its file step (an interruption after ``begin_write``
+        committed, before its caller had the record). Nothing to put back; no intent, no work."""
         try:
             intent = self.backend.get_intent(key)
-        except CoherenceError:
-            return None
-        return intent if intent is not None and intent.temp_path == temp else None
+        except (CoherenceError, OSError):
+            return  # the database cannot be read now: recovery resolves the intent later
+        if intent is not None and intent.temp_path == temp:
+            self.abort_unread(intent, "intent", cause, claim)
 
     def unblock(self, key: str) -> bool:
         """A writer that died mid-write still holds the lease it took for that write: recover its

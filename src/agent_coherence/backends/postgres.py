@@ -31,6 +31,7 @@ loaded when a ``postgresql://`` URL is opened.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -44,6 +45,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from ..errors import BackendUnavailable
+from ..logs import WARNING, log
 from .postgres_channel_depth import DEPTH_MIGRATION, DEPTH_SCHEMA, ChannelDepthOps
 from .postgres_channels import CHANNEL_CLOCK_SCHEMA, CHANNEL_SCHEMA, ChannelOps
 from .postgres_journal import JOURNAL_MIGRATION, JOURNAL_SCHEMA, JournalOps
@@ -183,6 +185,9 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._pool_pid = -1
         self._pool_lock = threading.Lock()
+        # This process's connections out of the pool, for as long as any code can reach them: one
+        # an interrupt took from the code that would have returned it is dropped once unreachable.
+        self._held: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._maintenance_countdown = 1 << 62  # no retention step before the schema exists
         self._ensure_schema()
         self._start_maintenance_countdown()
@@ -212,8 +217,29 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
                     reconnect_timeout=self.retry_deadline, name=f"agent-coherence-{os.getpid()}",
                 )
                 pool.open(wait=False)
+                if self._pool_pid != os.getpid():
+                    self._held = weakref.WeakSet()  # the parent's, inherited over fork
                 self._pool, self._pool_pid = pool, os.getpid()
             return self._pool
+
+    def _lost_connections(self, pool: ConnectionPool[psycopg.Connection[Any]]) -> bool:
+        """Whether ``pool`` has no connection left to give and some of those out of it are held
+        by no code here (lost to interrupts): waiting for one to come back would be in vain."""
+        stats = pool.get_stats()
+        return (stats["pool_available"] == 0 and stats["pool_size"] >= stats["pool_max"]
+                and len(self._held) < stats["pool_max"])
+
+    def _replace_lost_pool(self, lost: ConnectionPool[psycopg.Connection[Any]]) -> ConnectionPool[psycopg.Connection[Any]]:
+        """A new pool in place of ``lost``, whose connections are all out although code here holds
+        fewer: interrupts (KeyboardInterrupt) landed between the pool handing one out and the code
+        that gives it back. Without this, every transaction would wait ``retry_deadline`` for a
+        connection, then fail. Connections still held return to the old pool, which closes them."""
+        log("backends.postgres", WARNING, "connections of the pool were lost to interrupts: opening a new pool")
+        with self._pool_lock:
+            if self._pool is lost:
+                self._pool = None
+        lost.close()
+        return self.pool()
 
     def close(self) -> None:
         with self._pool_lock:
@@ -280,14 +306,18 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         durable: bool, read_only: bool = False,
     ) -> T | Deferred:
         pool = self.pool()
+        if self._lost_connections(pool):
+            pool = self._replace_lost_pool(pool)
         try:
             conn = pool.getconn()
         except PoolTimeout as error:
+            gc.collect()  # a connection an interrupt lost may be held by a reference cycle only
             raise _Retry(error) from error
-        tx = Tx(self, conn, flush=durable)
-        commit_sent = False
-        in_doubt: psycopg.Error | None = None
-        try:
+        try:  # at once: an interrupt landing before this would keep the connection from the pool
+            self._held.add(conn)
+            tx = Tx(self, conn, flush=durable)
+            commit_sent = False
+            in_doubt: psycopg.Error | None = None
             try:
                 if read_only:
                     conn.autocommit = True
@@ -320,6 +350,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
                 _roll_back(conn)  # the error raised in the work (a refusal, an interrupt) stays the error
                 raise
         finally:
+            self._held.discard(conn)  # first: interrupted between the two, the connection counts as lost
             pool.putconn(conn)  # before any check: a pool of one needs it back
         assert in_doubt is not None  # every other path returned or raised above
         return self._settle_in_doubt(tx, result, in_doubt, idempotent, check)
