@@ -37,7 +37,7 @@ from .arguments import ForeignPolicy
 from .backends import open_backend
 from .backends.base import Backend, IntentPending, IntentRecord, WriteRequest
 from .durable import StepFailed, sha256_hex, temp_path_for
-from .errors import BackendUnavailable, LeaseHeld, LeaseLost, VersionConflict
+from .errors import BackendUnavailable, CoherenceError, LeaseHeld, LeaseLost, VersionConflict
 from .journal import Journal
 from .last_written import LastWritten
 from .retention import CompactionReport, Retention
@@ -362,7 +362,8 @@ class Coordinator:
             except BaseException as error:
                 self._last_written.forget(target.key)
                 if intent is None:  # stopped before the file step: nothing to put back
-                    self._undo.abort_stray(target.key, temp, error, claim)
+                    if not isinstance(error, CoherenceError):  # a refusal has cleaned up after itself
+                        self._undo.abort_stray(target.key, temp, error, claim)
                     raise
                 self._undo.fail(target, file, intent, old, progress, error, claim)
         if payload is None or new_sha is None:

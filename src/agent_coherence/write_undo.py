@@ -87,6 +87,8 @@ class WriteUndo:
         """Abort the intent on ``key`` if it is the one of the write with temp path ``temp``: left
         recorded by a write stopped before its file step (an interruption after ``begin_write``
         committed, before its caller had the record). Nothing to put back; no intent, no work."""
+        if claim.deferred:
+            return  # its undo is running in the background already
         try:
             intent = self.backend.get_intent(key)
         except (CoherenceError, OSError):
