@@ -84,10 +84,12 @@ SEND_EXPECTED_SQL = (
     "WHERE (SELECT last_id FROM channel_counts WHERE channel = ?1 AND grp = '') = ?9 - 1 "
     f"AND NOT EXISTS (SELECT 1 FROM channel_groups WHERE channel = ?1) AND {_CLOCK_HOLDS}")
 # The first queued row, if it was never delivered and no delivery has timed out (a redelivery is
-# the full path's, which also merges the two in order).
+# the full path's, which also merges the two in order). The row is found by the rowid that the
+# queue index holds (the subquery and the update are one statement, so it cannot change in
+# between): the update then goes straight to the row, not through the primary key (about 1 us).
 RECEIVE_SQL = (
     "UPDATE messages SET available_at = ?6 + ?3, receipt = ?4, consumer = ?5, attempts = attempts + 1 "
-    "WHERE channel = ?1 AND grp = ?2 AND id = (SELECT id FROM messages WHERE channel = ?1 AND grp = ?2 "
+    "WHERE rowid = (SELECT rowid FROM messages WHERE channel = ?1 AND grp = ?2 "
     f"AND {FREE} AND available_at <= ?6 ORDER BY available_at, id LIMIT 1) AND consumer IS NULL "
     f"AND NOT EXISTS (SELECT 1 FROM messages WHERE channel = ?1 AND grp = ?2 AND {HELD} AND available_at <= ?6) "
     f"AND {_CLOCK_HOLDS} RETURNING id, key, payload, encoding, enqueued_at, available_at, deadline, attempts")
