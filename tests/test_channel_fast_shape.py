@@ -1,11 +1,11 @@
-"""A fast channel's common case in one statement per operation, and schema 7's triggers.
+"""A fast channel's common case in one statement per operation, and the schemas' triggers.
 
 The plain send, the first delivery and the batched ack of a ``fast`` channel each run as one
-autocommitted statement (no BEGIN/COMMIT); the id counter, the unacknowledged counts and the
-consumer's work record are kept by triggers on ``messages``. These tests show the shape (the
-statements SQLite runs), that the record and the counts are the ones the full transaction keeps,
-that every case the statement declines still works through the full path, and that a database of
-schema 6 (no triggers) is upgraded with its counts and ids intact.
+autocommitted statement (no BEGIN/COMMIT); the send's id counter and count are kept by the
+trigger of the view it inserts into, a batched ack's count and work by the chain of its batch.
+These tests show the shape (the statements SQLite runs), that the record and the counts are the
+ones the full transaction keeps, that every case the statement declines still works through the
+full path, and that databases of schemas 6, 7 and 9 are upgraded with their counts and ids intact.
 """
 
 from __future__ import annotations
@@ -132,8 +132,7 @@ def test_a_schema_6_database_is_upgraded_with_its_counts_and_ids(root):
         assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         made = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('trigger', 'view')")}
     conn.close()
-    assert made == {"messages_work_done", "messages_count_settled", "messages_count_delete", "message_sends",
-                    "message_sends_insert"}
+    assert made == {"messages_count_delete", "message_sends", "message_sends_insert"}
 
 
 # Schema 7's definitions (schema 8 kept them) that schema 9 replaced: every acknowledged row in messages_acked, an ack
@@ -181,7 +180,7 @@ def test_a_schema_7_database_is_upgraded_with_its_awaiting_acks_counted_once(roo
         conn.execute("UPDATE channel_counts SET unacked = unacked - 2")
         conn.execute("UPDATE workers SET work_done = work_done + 2 WHERE worker = 'c'")
         for name in ("messages_count_settled", "messages_work_done", "message_sends_insert"):
-            conn.execute(f"DROP TRIGGER {name}")
+            conn.execute(f"DROP TRIGGER IF EXISTS {name}")
         conn.execute("DROP INDEX messages_acked")
         for statement in _SCHEMA_7:
             conn.execute(statement)
@@ -202,7 +201,7 @@ def test_a_schema_7_database_is_upgraded_with_its_awaiting_acks_counted_once(roo
         assert acked == [1, 2]
         coord.journal.verify()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == "9"
+        assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         index = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'messages_acked'").fetchone()[0]
     conn.close()
     assert "receipt IS NULL" in index
@@ -233,3 +232,55 @@ def test_a_send_that_expects_its_id_never_takes_one_another_sender_took(root):
     finally:
         first.close()
         second.close()
+
+
+# Schema 9's triggers that schema 10 dropped: a settling ack (a retained one) uncounted and credited
+# by triggers on the update of acked_at, and the send view's trigger upserting the counts row.
+_SCHEMA_9 = (
+    "CREATE TRIGGER messages_count_settled AFTER UPDATE OF acked_at ON messages "
+    "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL AND NEW.receipt IS NULL "
+    "BEGIN UPDATE channel_counts SET unacked = unacked - 1 WHERE channel = NEW.channel AND grp = NEW.grp; END",
+    "CREATE TRIGGER messages_work_done AFTER UPDATE OF acked_at ON messages "
+    "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL AND NEW.consumer IS NOT NULL AND NEW.receipt IS NULL "
+    "BEGIN INSERT INTO workers(worker, started_at, last_seen, ended_at, work_done, info) "
+    "SELECT NEW.consumer, seen, seen, NULL, 1, '{}' FROM (SELECT NEW.acked_at - "
+    "coalesce((SELECT ahead FROM channel_clock WHERE id = 1), 0) AS seen) WHERE true "
+    "ON CONFLICT(worker) DO UPDATE SET last_seen = excluded.last_seen, work_done = work_done + 1; END",
+    "CREATE TRIGGER message_sends_insert INSTEAD OF INSERT ON message_sends BEGIN "
+    "INSERT INTO messages(id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, "
+    "attempts, receipt, consumer, acked_at) VALUES (NEW.id, NEW.channel, '', NULL, NEW.payload, NEW.encoding, "
+    "NEW.enqueued_at, NEW.available_at, NEW.deadline, 0, NULL, NULL, NULL); "
+    "INSERT INTO channel_counts(channel, grp, unacked, last_id) VALUES (NEW.channel, '', 1, NEW.id) "
+    "ON CONFLICT(channel, grp) DO UPDATE SET unacked = unacked + 1, last_id = excluded.last_id; END",
+)
+
+
+@pytest.mark.parametrize("durability", ["fast", "durable"])
+def test_a_schema_9_database_is_upgraded_and_a_retained_ack_is_counted_and_credited_once(root, durability):
+    """A retained ack is uncounted and credited by its own transaction since schema 10: once the
+    upgrade has dropped schema 9's triggers, exactly once (with them left in place, twice)."""
+    with Coordinator.open(root) as coord:
+        ch = coord.channel("kept", durability=durability, retention=60)
+        ch.send_many(["a", "b", "c", "d"])
+        ch.ack(ch.receive("w"))
+        path = coord.backend.path
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER message_sends_insert")
+        for statement in _SCHEMA_9:
+            conn.execute(statement)
+        conn.execute("UPDATE meta SET value = '9' WHERE name = 'schema_version'")
+    conn.close()
+    with Coordinator.open(root) as coord:
+        ch = coord.channel("kept")
+        for _ in range(2):
+            ch.ack(ch.receive("w"))
+        assert ch.send("e") == "5"
+        assert _counts(path) == {("kept", ""): 2}
+        assert ch.stats()["depth"] == 2
+        assert [(w.worker, w.work_done) for w in coord.backend.list_workers()] == [("w", 3)]
+    with sqlite3.connect(path) as conn:
+        made = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        sends = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'message_sends_insert'").fetchone()[0]
+    conn.close()
+    assert made == {"messages_count_delete", "message_sends_insert"}
+    assert "ON CONFLICT" not in sends

@@ -72,20 +72,6 @@ CREATE TABLE IF NOT EXISTS effects (
 CREATE TABLE IF NOT EXISTS channel_clock (
     id INTEGER PRIMARY KEY CHECK (id = 1), observed REAL NOT NULL, ahead REAL NOT NULL);
 """ + ACKED_INDEX + ";\n"
-# A settled acknowledgement kept as a row (a retained ack: its receipt cleared) counts as work of
-# the consumer that received it, seen at the ack's time on the backend's clock (channel time less
-# the clock's offset, which the ack's transaction has just recorded), in the statement that acks.
-# An ack kept for its batch (receipt kept) is credited when its batch is chained
-# (sqlite_channel_record), so a single-statement ack writes no worker row; an ack that deletes the
-# row (a durable channel without retention) records the work itself.
-CHANNEL_TRIGGERS = (
-    "CREATE TRIGGER IF NOT EXISTS messages_work_done AFTER UPDATE OF acked_at ON messages "
-    "WHEN OLD.acked_at IS NULL AND NEW.acked_at IS NOT NULL AND NEW.consumer IS NOT NULL AND NEW.receipt IS NULL "
-    "BEGIN INSERT INTO workers(worker, started_at, last_seen, ended_at, work_done, info) "
-    "SELECT NEW.consumer, seen, seen, NULL, 1, '{}' FROM (SELECT NEW.acked_at - "
-    "coalesce((SELECT ahead FROM channel_clock WHERE id = 1), 0) AS seen) WHERE true "
-    "ON CONFLICT(worker) DO UPDATE SET last_seen = excluded.last_seen, work_done = work_done + 1; END",
-)
 # The first visible rows of a (channel, group), in (available_at, id) order: the first of each
 # section of messages_queue (queued, and timed out), merged.
 _FIRST_VISIBLE = " UNION ALL ".join(
@@ -460,11 +446,15 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
                     conn.execute("UPDATE messages SET acked_at = ?, available_at = ? WHERE id = ? AND grp = ? "
                                  "AND receipt = ? AND channel = ?", (now, UNCHAINED) + match)
                 elif config.retention > 0:
+                    # Settled and kept: uncounted and credited to its consumer here (not by a
+                    # trigger on the update, which every fast ack would test, see COUNT_TRIGGERS).
                     conn.execute("UPDATE messages SET acked_at = ?, available_at = ?, receipt = NULL WHERE id = ? "
                                  "AND grp = ? AND receipt = ? AND channel = ?", (now, ACKED) + match)
+                    count_messages(conn, channel, [group], -1)
+                    self._touch_worker(conn, row[0], 1, wall)
                 else:
                     conn.execute("DELETE FROM messages WHERE id = ? AND grp = ? AND receipt = ? AND channel = ?", match)
-                    self._touch_worker(conn, row[0], 1, wall)  # a kept row's work: CHANNEL_TRIGGERS
+                    self._touch_worker(conn, row[0], 1, wall)
                 if effect_ttl is not None:
                     self._record_effect(conn, effect_scope or channel, effect_key(row[1], message_id),
                                         now + effect_ttl)

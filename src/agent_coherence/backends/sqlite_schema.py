@@ -14,9 +14,10 @@ from ..journal import FORMAT, FORMAT_ENTRY
 from ..logs import INFO, WARNING, log
 from ..paths import STATE_DIR
 from .sqlite_channel_fast import SEND_SCHEMA
-from .sqlite_channel_depth import COUNT_TRIGGERS, DEPTH_SCHEMA, migrate_last_ids, migrate_to_counts
+from .sqlite_channel_depth import (
+    COUNT_TRIGGERS, DEPTH_SCHEMA, SETTLED_ACK_TRIGGERS, migrate_last_ids, migrate_to_counts)
 from .sqlite_channel_record import migrate_to_unchained
-from .sqlite_channels import ACKED_INDEX, CHANNEL_SCHEMA, CHANNEL_TRIGGERS
+from .sqlite_channels import ACKED_INDEX, CHANNEL_SCHEMA
 from .sqlite_liveness import LIVENESS_SCHEMA
 from .sqlite_retention import JOURNAL_BY_KIND, RETENTION_SCHEMA
 from .sqlite_tx import is_busy
@@ -38,9 +39,11 @@ except ImportError:
 # its row: it stays counted and its work is credited when the batch is chained, it waits at
 # UNCHAINED in messages_queue (which replaced messages_ready and messages_inflight), and
 # messages_acked holds settled rows only (sqlite_channel_record.migrate_to_unchained); a channel's
-# id counter is in its counts row (sqlite_channel_depth.migrate_last_ids). A database of a later
-# version is refused, never used (see _check_version).
-SCHEMA_VERSION = 9
+# id counter is in its counts row (sqlite_channel_depth.migrate_last_ids). 10: no trigger on the
+# update of an ack (a retained ack's transaction counts and credits it: COUNT_TRIGGERS), and the
+# send view's trigger updates the counts row, which the single-statement send requires. A
+# database of a later version is refused, never used (see _check_version).
+SCHEMA_VERSION = 10
 GITIGNORE = "# Made by agent-coherence: coordination state of this machine, never committed.\n*\n"
 
 # Tables keyed by the key alone, stored in their primary-key b-tree (WITHOUT ROWID): a rowid table
@@ -113,7 +116,7 @@ class SchemaOps:
             schema = _SCHEMA + LIVENESS_SCHEMA + CHANNEL_SCHEMA + DEPTH_SCHEMA + RETENTION_SCHEMA
             for statement in filter(str.strip, schema.split(";")):
                 conn.execute(statement)
-            for statement in CHANNEL_TRIGGERS + COUNT_TRIGGERS + SEND_SCHEMA:  # each one: ';' inside
+            for statement in COUNT_TRIGGERS + SEND_SCHEMA:  # each one: ';' inside
                 conn.execute(statement)
             if version is None:
                 conn.execute("INSERT INTO meta(name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -161,8 +164,12 @@ class SchemaOps:
                 conn.execute(f"DROP INDEX IF EXISTS {index}")
             conn.execute("DROP TRIGGER IF EXISTS message_sends_insert")
             migrate_last_ids(conn)
-            for statement in (*CHANNEL_TRIGGERS, ACKED_INDEX, *SEND_SCHEMA):  # schema 9's, for the ones dropped
+            for statement in (ACKED_INDEX, *SEND_SCHEMA):  # for the ones dropped
                 conn.execute(statement)
+        elif version == 9:
+            for trigger in (*SETTLED_ACK_TRIGGERS, "message_sends_insert"):
+                conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+            conn.execute(SEND_SCHEMA[1])  # its counts row updated, not upserted
 
     def _check_version(self, version: int | None) -> None:
         if version is not None and version > SCHEMA_VERSION:
