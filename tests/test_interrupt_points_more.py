@@ -1,0 +1,112 @@
+"""KeyboardInterrupt at every point one can land inside the LangGraph adapter's operations (see
+interrupt_points.py): after each, no lease is left held and the next operation goes through at
+once, with the thread's head on a checkpoint the saver holds whole.
+
+Before the fixes these cases found, an interrupt landing
+
+- after a lease was granted and before the code that gives it back was entered (the grant's result
+  lost, or a call made between the two) left the per-put lease of a checkpoint put, the per-key
+  lease of a store put, or a run's thread lease held: the next put waited for its ttl, the next run
+  on the thread was refused ``ThreadBusy``;
+- inside the renewal set-up of a run, or at the start of its release, left the run's thread lease
+  in the renewer: renewed every ttl/3 for the process's lifetime, the thread busy for good;
+- between the renewer's claim of its thread and the thread's start left no renewer thread in the
+  process: no run lease was ever renewed again.
+
+The leases these operations take have holders unique to one call, so each is given back by its
+holder on the way out of an interrupt, wherever it landed.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+pytest.importorskip("langgraph")
+
+from langgraph.checkpoint.base import empty_checkpoint  # noqa: E402
+from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
+from langgraph.store.memory import InMemoryStore  # noqa: E402
+
+from agent_coherence import Coordinator  # noqa: E402
+from agent_coherence.adapters.langgraph import CoherentCheckpointer, CoherentStore, coherent_graph  # noqa: E402
+from agent_coherence.adapters.langgraph.renewal import Renewer  # noqa: E402
+from conftest import wait_for  # noqa: E402
+from interrupt_points import interrupt_points  # noqa: E402
+from lg_graphs import two_step_builder  # noqa: E402
+
+pytestmark = pytest.mark.contract
+
+NS = ("counters",)
+
+
+def test_an_interrupted_store_put_leaves_no_lease_and_the_next_put_goes_through(quiet_coord: Coordinator) -> None:
+    coord = quiet_coord
+    store = CoherentStore(InMemoryStore(), coord, lease_wait=0)  # a lease left held: LeaseHeld at once
+    values = itertools.count()
+    points = 0
+    for landed in interrupt_points(lambda: store.put(NS, "k", {"n": next(values)})):
+        points += 1
+        assert isinstance(landed.raised, KeyboardInterrupt), landed
+        assert coord.leases() == [], landed
+        item = store.get(NS, "k")
+        store.put(NS, "k", {"n": -1}, expect_version=item.version if item is not None else 0)
+    assert points > 30
+    coord.journal.verify()
+
+
+def test_an_interrupted_checkpoint_put_leaves_no_lease_and_the_head_on_a_whole_checkpoint(
+        quiet_coord: Coordinator) -> None:
+    coord = quiet_coord
+    saver = CoherentCheckpointer(InMemorySaver(), coord, put_lease_wait=0)  # a lease left: LeaseHeld
+    thread = {"thread_id": "t", "checkpoint_ns": ""}
+
+    def put_on_head() -> None:  # an unfenced put (outside coherent_graph): a per-put lease
+        head = saver.heads.head("t")
+        checkpoint = empty_checkpoint()
+        saver.put({"configurable": {**thread, "checkpoint_id": head}}, checkpoint, {"step": 1, "source": "loop"}, {})
+
+    put_on_head()
+    points = 0
+    for landed in interrupt_points(put_on_head):
+        points += 1
+        assert isinstance(landed.raised, KeyboardInterrupt), landed
+        assert coord.leases() == [], landed
+        head = saver.heads.head("t")
+        found = saver.get_tuple({"configurable": thread})
+        assert found is not None and found.config["configurable"]["checkpoint_id"] == head, landed
+        put_on_head()  # the thread takes the next put at once
+    assert points > 30
+    coord.journal.verify()
+
+
+def test_an_interrupted_run_gives_its_thread_back_at_every_point(quiet_coord: Coordinator) -> None:
+    coord = quiet_coord
+    graph = coherent_graph(two_step_builder(delay=0).compile(checkpointer=InMemorySaver()), coord, ttl=600)
+    config = {"configurable": {"thread_id": "t"}}
+    points = 0
+    for landed in interrupt_points(lambda: graph.invoke({"log": ["A"]}, config)):
+        points += 1
+        assert isinstance(landed.raised, KeyboardInterrupt), landed
+        assert coord.leases() == [], landed  # a lease kept by the renewer would still be listed
+        graph.invoke(None if graph.get_state(config).next else {"log": ["B"]}, config)  # not ThreadBusy
+    assert points > 100
+    coord.journal.verify()
+
+
+def test_an_interrupted_first_hold_leaves_the_renewer_able_to_renew(quiet_coord: Coordinator) -> None:
+    coord = quiet_coord
+    held = coord.acquire("first", "h", ttl=60)
+    renewer = [Renewer(coord.backend)]  # a new one for each run: its first hold starts its thread
+    points = 0
+    for landed in interrupt_points(lambda: renewer[0].hold(held)):
+        points += 1
+        assert isinstance(landed.raised, KeyboardInterrupt), landed
+        short = coord.acquire("short", "h2", ttl=0.3)
+        holding = renewer[0].hold(short)  # renewed within ttl/3 by a running renewal thread
+        wait_for(lambda: (coord.backend.get_lease("short") or short).expires_at > short.expires_at, timeout=2)
+        renewer[0].drop(holding)
+        coord.release(coord.leases("h2")[0])
+        renewer[0] = Renewer(coord.backend)
+    assert points > 3
