@@ -11,7 +11,10 @@ Before the fixes these cases found, an interrupt landing
 - inside the renewal set-up of a run, or at the start of its release, left the run's thread lease
   in the renewer: renewed every ttl/3 for the process's lifetime, the thread busy for good;
 - between the renewer's claim of its thread and the thread's start left no renewer thread in the
-  process: no run lease was ever renewed again.
+  process: no run lease was ever renewed again;
+- in a hooked node's entry (a grant's result lost, or inside the renewer's ``hold``) or at the call
+  of its exit left the node's artifact leases held (renewed, when inside ``hold``): the next
+  attempt at the node was refused ``LeaseHeld``.
 
 The leases these operations take have holders unique to one call, so each is given back by its
 holder on the way out of an interrupt, wherever it landed.
@@ -27,16 +30,17 @@ pytest.importorskip("langgraph")
 
 from langgraph.checkpoint.base import empty_checkpoint  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
+from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.store.memory import InMemoryStore  # noqa: E402
 
 from agent_coherence import Coordinator  # noqa: E402
 from agent_coherence.adapters.langgraph import (  # noqa: E402
-    CoherentCheckpointer, CoherentStore, VersionedItem, coherent_graph,
+    CoherentCheckpointer, CoherentStore, VersionedItem, coherent_graph, coherent_node,
 )
 from agent_coherence.adapters.langgraph.renewal import Renewer  # noqa: E402
 from conftest import wait_for  # noqa: E402
-from interrupt_points import interrupt_points  # noqa: E402
-from lg_graphs import two_step_builder  # noqa: E402
+from interrupt_points import Landed, interrupt_points  # noqa: E402
+from lg_graphs import LogState, two_step_builder  # noqa: E402
 
 # SQLite only: what is checked here is the adapter's own handling, the same over either backend
 # (the backends' handling of an interrupt in a transaction: test_interrupt_points.py, on both). On
@@ -47,6 +51,13 @@ from lg_graphs import two_step_builder  # noqa: E402
 NS = ("counters",)
 
 
+def assert_interrupted(landed: Landed) -> None:
+    """The interrupt came out as itself, or went nowhere: a point can fall in a weakref callback
+    that garbage collection ran inside a package frame (a WeakSet dropping a dead connection),
+    where CPython reports and drops the exception; the state is checked all the same."""
+    assert isinstance(landed.raised, KeyboardInterrupt) or landed.raised is None, landed
+
+
 def test_an_interrupted_store_put_leaves_no_lease_and_the_next_put_goes_through(quiet_coord: Coordinator) -> None:
     coord = quiet_coord
     store = CoherentStore(InMemoryStore(), coord, lease_wait=0)  # a lease left held: LeaseHeld at once
@@ -54,7 +65,7 @@ def test_an_interrupted_store_put_leaves_no_lease_and_the_next_put_goes_through(
     points = 0
     for landed in interrupt_points(lambda: store.put(NS, "k", {"n": next(values)})):
         points += 1
-        assert isinstance(landed.raised, KeyboardInterrupt), landed
+        assert_interrupted(landed)
         assert coord.leases() == [], landed
         item = store.get(NS, "k")
         store.put(NS, "k", {"n": -1}, expect_version=item.version if isinstance(item, VersionedItem) else 0)
@@ -77,7 +88,7 @@ def test_an_interrupted_checkpoint_put_leaves_no_lease_and_the_head_on_a_whole_c
     points = 0
     for landed in interrupt_points(put_on_head):
         points += 1
-        assert isinstance(landed.raised, KeyboardInterrupt), landed
+        assert_interrupted(landed)
         assert coord.leases() == [], landed
         head = saver.heads.head("t")
         found = saver.get_tuple({"configurable": thread})
@@ -94,7 +105,7 @@ def test_an_interrupted_run_gives_its_thread_back_at_every_point(quiet_coord: Co
     points = 0
     for landed in interrupt_points(lambda: graph.invoke({"log": ["A"]}, config)):
         points += 1
-        assert isinstance(landed.raised, KeyboardInterrupt), landed
+        assert_interrupted(landed)
         assert coord.leases() == [], landed  # a lease kept by the renewer would still be listed
         graph.invoke(None if graph.get_state(config).next else {"log": ["B"]}, config)  # not ThreadBusy
     assert points > 100
@@ -108,11 +119,35 @@ def test_an_interrupted_first_hold_leaves_the_renewer_able_to_renew(quiet_coord:
     points = 0
     for landed in interrupt_points(lambda: renewer[0].hold(held)):
         points += 1
-        assert isinstance(landed.raised, KeyboardInterrupt), landed
+        assert_interrupted(landed)
         short = coord.acquire("short", "h2", ttl=0.3)
         holding = renewer[0].hold(short)  # renewed within ttl/3 by a running renewal thread
         wait_for(lambda: (coord.backend.get_lease("short") or short).expires_at > short.expires_at, timeout=2)
         renewer[0].drop(holding)
+        renewer[0].drop_holder("h")  # the interrupted hold's, if it took it in: renewed no longer
         coord.release(coord.leases("h2")[0])
         renewer[0] = Renewer(coord.backend)
     assert points > 3
+
+
+def test_an_interrupted_hooked_node_gives_its_leases_back_at_every_point(quiet_coord: Coordinator) -> None:
+    coord = quiet_coord
+
+    @coherent_node(writes=["out.log"], lease_wait=0)  # a lease left held: LeaseHeld at once
+    def work(state: LogState) -> dict[str, list[str]]:
+        return {"log": ["worked"]}
+
+    builder = StateGraph(LogState)
+    builder.add_node("work", work)
+    builder.add_edge(START, "work")
+    builder.add_edge("work", END)
+    graph = coherent_graph(builder.compile(checkpointer=InMemorySaver()), coord, ttl=600)
+    config = {"configurable": {"thread_id": "t"}}
+    points = 0
+    for landed in interrupt_points(lambda: graph.invoke({"log": ["A"]}, config)):
+        points += 1
+        assert_interrupted(landed)
+        assert coord.leases() == [], landed
+        graph.invoke(None if graph.get_state(config).next else {"log": ["B"]}, config)
+    assert points > 100
+    coord.journal.verify()
