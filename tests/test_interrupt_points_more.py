@@ -1,6 +1,6 @@
-"""KeyboardInterrupt at every point one can land inside the LangGraph adapter's operations (see
-interrupt_points.py): after each, no lease is left held and the next operation goes through at
-once, with the thread's head on a checkpoint the saver holds whole.
+"""KeyboardInterrupt at every point one can land inside the LangGraph adapter's operations and an
+anomaly report (see interrupt_points.py): after each, no lease is left held and the next operation
+goes through at once, with the thread's head on a checkpoint the saver holds whole.
 
 Before the fixes these cases found, an interrupt landing
 
@@ -14,7 +14,10 @@ Before the fixes these cases found, an interrupt landing
   process: no run lease was ever renewed again;
 - in a hooked node's entry (a grant's result lost, or inside the renewer's ``hold``) or at the call
   of its exit left the node's artifact leases held (renewed, when inside ``hold``): the next
-  attempt at the node was refused ``LeaseHeld``.
+  attempt at the node was refused ``LeaseHeld``;
+- in ``Liveness.report`` after it marked the anomaly reported and before its journal append
+  committed: the anomaly was never journaled and never reported again (now it may, when the
+  append's result is lost, be journaled twice).
 
 The leases these operations take have holders unique to one call, so each is given back by its
 holder on the way out of an interrupt, wherever it landed.
@@ -23,6 +26,7 @@ holder on the way out of an interrupt, wherever it landed.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -33,7 +37,7 @@ from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.store.memory import InMemoryStore  # noqa: E402
 
-from agent_coherence import Coordinator  # noqa: E402
+from agent_coherence import Anomaly, Coordinator  # noqa: E402
 from agent_coherence.adapters.langgraph import (  # noqa: E402
     CoherentCheckpointer, CoherentStore, VersionedItem, coherent_graph, coherent_node,
 )
@@ -151,3 +155,28 @@ def test_an_interrupted_hooked_node_gives_its_leases_back_at_every_point(quiet_c
         graph.invoke(None if graph.get_state(config).next else {"log": ["B"]}, config)
     assert points > 100
     coord.journal.verify()
+
+
+def test_an_interrupted_anomaly_report_is_journaled_or_reported_again(quiet_coord: Coordinator) -> None:
+    coord = quiet_coord
+    liveness = coord.liveness
+    subjects = (f"worker-{n}" for n in itertools.count())
+    current = [Anomaly(kind="zero_work", subject="", since=0.0, detail="")]
+
+    def reports_of(subject: str) -> list[Any]:
+        return [e for e in coord.backend.journal_entries() if e.kind == "anomaly.zero_work" and e.holder == subject]
+
+    def report() -> None:
+        current[0] = Anomaly(kind="zero_work", subject=next(subjects), since=0.0, detail="did nothing")
+        liveness.report(current[0])
+
+    points = 0
+    for landed in interrupt_points(report):
+        points += 1
+        assert_interrupted(landed)
+        subject = current[0].subject
+        journaled = len(reports_of(subject))
+        again = liveness.report(current[0])
+        assert again or journaled, landed  # never lost: journaled, or reported now
+        assert len(reports_of(subject)) in (1, 2), landed  # twice when the append's result was lost
+    assert points > 5
