@@ -1,5 +1,5 @@
 """KeyboardInterrupt at every point one can land inside the LangGraph adapter's operations and an
-anomaly report (see interrupt_points.py): after each, no lease is left held and the next operation
+anomaly report and a spool put (see interrupt_points.py): after each, no lease is left held and the next operation
 goes through at once, with the thread's head on a checkpoint the saver holds whole.
 
 Before the fixes these cases found, an interrupt landing
@@ -17,7 +17,10 @@ Before the fixes these cases found, an interrupt landing
   attempt at the node was refused ``LeaseHeld``;
 - in ``Liveness.report`` after it marked the anomaly reported and before its journal append
   committed: the anomaly was never journaled and never reported again (now it may, when the
-  append's result is lost, be journaled twice).
+  append's result is lost, be journaled twice);
+- at the close ending a spool put's flock on ``seq``: the descriptor stayed open and locked, and
+  every later put, in any process, waited for good; anywhere in a put before its rename: the temp
+  file stayed in ``tmp/`` (for 36 hours).
 
 The leases these operations take have holders unique to one call, so each is given back by its
 holder on the way out of an interrupt, wherever it landed.
@@ -25,7 +28,10 @@ holder on the way out of an interrupt, wherever it landed.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +44,7 @@ from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.store.memory import InMemoryStore  # noqa: E402
 
 from agent_coherence import Anomaly, Coordinator  # noqa: E402
+from agent_coherence.spool import Spool  # noqa: E402
 from agent_coherence.adapters.langgraph import (  # noqa: E402
     CoherentCheckpointer, CoherentStore, VersionedItem, coherent_graph, coherent_node,
 )
@@ -180,3 +187,27 @@ def test_an_interrupted_anomaly_report_is_journaled_or_reported_again(quiet_coor
         assert again or journaled, landed  # never lost: journaled, or reported now
         assert len(reports_of(subject)) in (1, 2), landed  # twice when the append's result was lost
     assert points > 5
+
+
+def test_an_interrupted_spool_put_leaves_no_lock_and_no_temp_file_at_every_point(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    names: list[str] = []
+    points = 0
+    for landed in interrupt_points(lambda: names.append(spool.put(b"task\n"))):
+        points += 1
+        assert_interrupted(landed)
+        fd = os.open(tmp_path / "spool" / "seq", os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pytest.fail(f"the spool's seq lock is still held after {landed}")
+        finally:
+            os.close(fd)
+        assert os.listdir(tmp_path / "spool" / "tmp") == [], landed
+        names.append(spool.put(b"task\n"))  # the next put goes through at once
+    assert points > 20
+    claimed = []
+    while (message := spool.claim("c")) is not None:
+        claimed.append(message.name)
+        spool.ack(message)
+    assert set(names) <= set(claimed)  # each put that returned is claimable (and some lost-result ones)
