@@ -137,3 +137,35 @@ def test_an_interrupted_round_trip_keeps_the_channel_figures_right_at_every_poin
         sent += 1
         round_trip()  # the channel works at once
     assert sent > 20
+
+
+def test_interrupted_batch_operations_keep_the_channel_figures_right_at_every_point(quiet_coord):
+    coord = quiet_coord
+    channel = coord.channel("batch", durability="durable", visibility_timeout=600, max_attempts=2)
+    scan = PostgresScanReference if coord.backend.name == "postgresql" else ScanReference
+    reference = scan(coord.backend)
+
+    def batch_trip() -> None:  # send_many is run before each, uninterrupted (send: above)
+        deliveries = channel.receive_many("worker", max_messages=2)
+        assert len(deliveries) == 2
+        channel.ack_many(deliveries[:1])
+        channel.nack(deliveries[1])  # attempt 1 of 2: back to ready
+
+    def figures(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        return counts(coord.backend.channel_stats(name)), counts(reference.channel_stats(name))
+
+    channel.send_many([{"n": 1}, {"n": 2}])
+    points = 0
+    for landed in interrupt_points(batch_trip):
+        points += 1
+        assert isinstance(landed.raised, KeyboardInterrupt) or landed.raised is None, landed
+        for name in ("batch", "batch.dead"):
+            mine, scanned = figures(name)
+            assert mine == scanned, (landed, name)
+        while deliveries := channel.receive_many("worker", max_messages=10):  # drain: the channel works
+            channel.ack_many(deliveries)
+        channel.send_many([{"n": 1}, {"n": 2}])
+        batch_trip()
+        channel.ack_many(channel.receive_many("worker", max_messages=10))
+        channel.send_many([{"n": 1}, {"n": 2}])  # for the next run
+    assert points > 50

@@ -105,9 +105,15 @@ class Liveness:
         marker = (anomaly.kind, anomaly.subject)
         if marker in self._reported:
             return False
-        self._reported.add(marker)
-        self._backend.journal_append(f"anomaly.{anomaly.kind}", None, anomaly.subject,
-                                     {"detail": anomaly.detail, **anomaly.facts})
+        try:
+            self._reported.add(marker)
+            self._backend.journal_append(f"anomaly.{anomaly.kind}", None, anomaly.subject,
+                                         {"detail": anomaly.detail, **anomaly.facts})
+        except BaseException:
+            # Not journaled (as far as this call knows): marked reported, the anomaly would never
+            # be reported again. An interrupt after the append committed reports it twice.
+            self._reported.discard(marker)
+            raise
         logger.warning("%s: %s", anomaly.kind, anomaly.detail)
         if self.on_anomaly is not None:
             self.on_anomaly(anomaly)

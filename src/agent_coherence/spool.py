@@ -123,8 +123,10 @@ class Spool:
         try:
             write_temp(temp, bytes(data))
             self._deliver(temp, name, exclusive=exclusive, sync=True)
-        except StepFailed as exc:
-            remove_quietly(temp)
+        except BaseException as exc:
+            remove_quietly(temp)  # an interrupt too (renamed already: nothing to remove)
+            if not isinstance(exc, StepFailed):
+                raise
             detail = str(exc.error)
             if exc.step == "fsync_dir":
                 detail += "; the message is in new/ and may be delivered, but is not known durable"
@@ -342,7 +344,12 @@ def _flocked(path: str) -> Iterator[int]:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield fd
     finally:
-        os.close(fd)  # releases the lock
+        # Unlocked before the close: an interrupt landing at the close would otherwise leave the
+        # descriptor open and locked, and every later put (this process's too) waiting for good.
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
 
 # --- one delivery as one file -----------------------------------------------------------------

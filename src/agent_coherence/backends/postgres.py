@@ -350,8 +350,15 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
                 _roll_back(conn)  # the error raised in the work (a refusal, an interrupt) stays the error
                 raise
         finally:
-            self._held.discard(conn)  # first: interrupted between the two, the connection counts as lost
-            pool.putconn(conn)  # before any check: a pool of one needs it back
+            # Discarded first: interrupted between the two, the connection counts as lost. The
+            # put back in a finally of its own: an interrupt landing at the discard would
+            # otherwise keep the connection out of the pool yet counted as held while anything
+            # (the caller's kept exception) references it, and the next transactions would wait
+            # the pool's timeout for it.
+            try:
+                self._held.discard(conn)
+            finally:
+                pool.putconn(conn)  # before any check: a pool of one needs it back
         assert in_doubt is not None  # every other path returned or raised above
         return self._settle_in_doubt(tx, result, in_doubt, idempotent, check)
 

@@ -184,12 +184,15 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
             new_versions: ChannelVersions) -> RunnableConfig:
         """Store ``checkpoint`` and make it the head, if its parent is the head (see the module
         docstring). Raises CheckpointConflict or LeaseLost, having moved nothing."""
-        ticket = self.heads.begin(PutTarget(config["configurable"], checkpoint["id"], metadata))
-        try:
+        target = PutTarget(config["configurable"], checkpoint["id"], metadata)
+        try:  # begin and end inside: an interrupt landing anywhere must not keep the put's lease
+            ticket = self.heads.begin(target)
             stored = self.inner.put(config, checkpoint, metadata, new_versions)
             self.heads.finish(ticket)
-        finally:
             self.heads.end(ticket)
+        except BaseException:
+            self.heads.abandon(target)
+            raise
         return stored
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
@@ -197,12 +200,14 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
         if overrides(self.inner, "put") or not overrides(self.inner, "aput"):
             return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
         target = PutTarget(config["configurable"], checkpoint["id"], metadata)
-        ticket = await asyncio.to_thread(self.heads.begin, target)
         try:
+            ticket = await asyncio.to_thread(self.heads.begin, target)
             stored = await self.inner.aput(config, checkpoint, metadata, new_versions)
             await asyncio.to_thread(self.heads.finish, ticket)
-        finally:
             await asyncio.to_thread(self.heads.end, ticket)
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(self.heads.abandon, target))
+            raise
         return stored
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,

@@ -58,6 +58,7 @@ class ThreadRun:
         """Take the thread lease and start renewing it. Raises ThreadBusy."""
         try:
             lease = self.coordinator.acquire(self.key, self.holder, self.ttl, wait=self.wait)
+            self.holding = self.renewer.hold(lease)
         except LeaseHeld as error:
             held: Any = error  # its facts are attributes: holder, expires_at, acquired_at
             waited = f" after waiting {self.wait:.1f}s" if self.wait else ""
@@ -67,7 +68,9 @@ class ThreadRun:
                 key=self.key, holder=held.holder, expires_at=held.expires_at,
                 acquired_at=held.acquired_at, thread_id=self.thread_id,
             ) from None
-        self.holding = self.renewer.hold(lease)
+        except BaseException:
+            self.abandon()
+            raise
 
     def release(self, heads: Heads | None) -> None:
         """Flush the run's head moves (``heads``: the checkpointer's, when it defers the flush
@@ -75,15 +78,24 @@ class ThreadRun:
         holding, self.holding = self.holding, None
         if holding is None:
             return
-        self.renewer.drop(holding)
-        if heads is None:
-            self.coordinator.release(holding.lease)
-            return
         try:
-            heads.seal_and_release(self.thread_id, holding.lease)
-        except BaseException:
-            self.coordinator.release(holding.lease)  # the failed commit released nothing
+            self.renewer.drop(holding)
+            if heads is None:
+                self.coordinator.release(holding.lease)
+            else:
+                heads.seal_and_release(self.thread_id, holding.lease)
+        except BaseException:  # a failed commit released nothing; an interrupt may have landed anywhere
+            self.abandon()
             raise
+
+    def abandon(self) -> None:
+        """Stop renewing and give the thread back, on a way out of ``acquire`` or ``release`` that
+        did not finish them: an error, or an interrupt wherever it landed (right after the grant
+        committed, its result lost, or between the renewer's taking the lease and ``holding``
+        being set). By the run's holder, which is this run's alone."""
+        self.holding = None
+        self.renewer.drop_holder(self.holder)
+        self.coordinator.backend.release_holder(self.holder)
 
     def config(self, config: dict[str, Any]) -> dict[str, Any]:
         assert self.holding is not None
@@ -157,11 +169,15 @@ class CoherentGraph:
         if run is None:
             yield config
             return
-        run.acquire()
-        try:
+        try:  # acquire inside: an interrupt right after it returned must not keep the thread
+            run.acquire()
             yield run.config(config or {})
         finally:
-            run.release(self.heads)
+            try:
+                run.release(self.heads)
+            except BaseException:  # an interrupt before release was entered: it gave nothing back
+                run.abandon()
+                raise
 
     @asynccontextmanager
     async def _aheld(self, config: dict[str, Any] | None) -> AsyncIterator[dict[str, Any] | None]:

@@ -41,7 +41,7 @@ class PutTarget:
     """What one checkpoint put is about, read from its config, checkpoint and metadata."""
 
     __slots__ = ("thread_id", "checkpoint_ns", "checkpoint_id", "parent", "step", "source",
-                 "holder", "fence", "fork_of", "ref")
+                 "holder", "fence", "fork_of", "ref", "put_holder")
 
     def __init__(self, configurable: Mapping[str, Any], checkpoint_id: str,
                  metadata: Mapping[str, Any]) -> None:
@@ -56,6 +56,8 @@ class PutTarget:
         self.holder: str | None = configurable.get(HOLDER_KEY) if self.fence is not None else None
         self.fork_of: str | None = configurable.get(FORK_KEY) or None
         self.ref = head_ref_name(self.thread_id, self.checkpoint_ns)
+        # An unfenced put's own lease holder, unique to this put (see ``Heads.abandon``).
+        self.put_holder: str | None = run_holder("langgraph-put") if self.fence is None else None
 
     def facts(self) -> dict[str, Any]:
         return {"thread_id": self.thread_id, "checkpoint_ns": self.checkpoint_ns,
@@ -121,16 +123,11 @@ class Heads:
             current = ref.value if ref is not None else None
             return PutTicket(target, current, self._classify(target, current), holder, lease_key, fence, None)
         self._refuse_if_held(target)
-        put_lease = self.coordinator.acquire(target.ref, run_holder("langgraph-put"), PUT_LEASE_TTL,
+        put_lease = self.coordinator.acquire(target.ref, str(target.put_holder), PUT_LEASE_TTL,
                                              wait=self.put_lease_wait)
-        holder, fence, lease_key = put_lease.holder, put_lease.fence, put_lease.key
-        try:
-            current = self._value(target.ref)
-            kind = self._classify(target, current)
-        except BaseException:
-            self.coordinator.release(put_lease)
-            raise
-        return PutTicket(target, current, kind, holder, lease_key, fence, put_lease)
+        current = self._value(target.ref)  # a refusal or an interrupt from here on: ``abandon``
+        kind = self._classify(target, current)
+        return PutTicket(target, current, kind, put_lease.holder, put_lease.key, put_lease.fence, put_lease)
 
     def _refuse_if_held(self, target: PutTarget) -> None:
         """An unfenced put on a thread that a run holds (``coherent_graph``) is refused up front:
@@ -160,6 +157,13 @@ class Heads:
         """Release the per-put lease, if the put took one."""
         if ticket.put_lease is not None:
             self.coordinator.release(ticket.put_lease)
+
+    def abandon(self, target: PutTarget) -> None:
+        """Give back whatever per-put lease the put holds, on any way out of it but the normal
+        one: an error, or an interrupt wherever it landed (perhaps right after the grant
+        committed, its result lost; or in ``end`` itself). By the put's holder, its alone."""
+        if target.put_holder is not None:
+            self.backend.release_holder(target.put_holder)
 
     def _classify(self, target: PutTarget, current: str | None) -> str:
         """The journal kind of an allowed put; raises CheckpointConflict for a refused one."""

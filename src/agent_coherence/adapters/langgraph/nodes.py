@@ -204,6 +204,7 @@ class NodeRun:
         self.renewer = renewer_for(self.coordinator)
         self.started = time.time()
         self.handle: NodeHandle | None = None
+        self.holder: str | None = None  # unique to this entry of the node, set by ``enter``
 
     def enter(self) -> NodeHandle:
         fence = self.configurable.get(FENCE_KEY)
@@ -215,7 +216,7 @@ class NodeRun:
         if info is None:
             raise TypeError(f"node {self.name!r} is wrapped by coherent_node and must run as a node of a graph")
         thread = str(info.thread_id if info.thread_id is not None else thread_id)
-        holder = task_holder_prefix(thread, info.task_id) + f"{os.getpid()}:{os.urandom(4).hex()}"
+        holder = self.holder = task_holder_prefix(thread, info.task_id) + f"{os.getpid()}:{os.urandom(4).hex()}"
         leases: dict[str, "Lease"] = {}
         try:
             for key in self.writes:
@@ -223,16 +224,30 @@ class NodeRun:
                 leases[key] = lease
                 self.holdings.append(self.renewer.hold(lease))
         except BaseException:
-            self.exit(succeeded=False)
+            self.abandon()
             raise
         self.handle = NodeHandle(self.coordinator, self.name, thread, info.checkpoint_ns, info.task_id,
                                  info.node_attempt, leases)
         return self.handle
 
+    def abandon(self) -> None:
+        """Stop renewing and give back every lease of this entry, on a way out of ``enter`` or
+        ``exit`` that did not finish them: an error, or an interrupt wherever it landed (right
+        after a grant committed, its result lost; inside ``hold``; between a drop and its
+        release). By the entry's holder, which is its alone."""
+        self.holdings = []
+        if self.holder is not None:
+            self.renewer.drop_holder(self.holder)
+            self.coordinator.backend.release_holder(self.holder)
+
     def exit(self, succeeded: bool) -> None:
-        for holding in self.holdings:
-            self.renewer.drop(holding)
-            self.coordinator.release(holding.lease)
+        try:
+            for holding in self.holdings:
+                self.renewer.drop(holding)
+                self.coordinator.release(holding.lease)
+        except BaseException:
+            self.abandon()
+            raise
         self.holdings = []
         handle = self.handle
         if succeeded and handle is not None and self.writes and not handle.receipts:
@@ -283,16 +298,22 @@ def coherent_node(writes: Iterable[str] = (), *, coordinator: "Coordinator | Non
         @functools.wraps(fn)
         def run_sync(*args: Any, **kwargs: Any) -> Any:
             run = NodeRun(label, declared, coordinator, ttl, lease_wait)
-            handle = run.enter()
-            token = _CURRENT.set(handle)
             succeeded = False
-            try:
-                result = fn(*args, **_with_handle(kwargs, handle, wants_handle))
-                succeeded = True
-                return result
+            try:  # enter inside, and exit guarded: an interrupt landing anywhere keeps no lease
+                handle = run.enter()
+                token = _CURRENT.set(handle)
+                try:
+                    result = fn(*args, **_with_handle(kwargs, handle, wants_handle))
+                    succeeded = True
+                    return result
+                finally:
+                    _CURRENT.reset(token)
             finally:
-                _CURRENT.reset(token)
-                run.exit(succeeded)
+                try:
+                    run.exit(succeeded)
+                except BaseException:  # an interrupt before exit was entered: it gave nothing back
+                    run.abandon()
+                    raise
 
         run_sync.__coherent_node__ = True  # type: ignore[attr-defined]
         return run_sync  # type: ignore[return-value]

@@ -54,7 +54,14 @@ class Renewer:
             if self._pid != os.getpid():  # first use in this process (a fork leaves no thread)
                 self._pid = os.getpid()
                 self._wakes_at = 0.0
-                threading.Thread(target=self._run, name="langgraph-lease-renewal", daemon=True).start()
+                try:
+                    threading.Thread(target=self._run, name="langgraph-lease-renewal", daemon=True).start()
+                except BaseException:
+                    # Interrupted before the thread started (or just after: it then stops at its
+                    # next pass, no longer seeing its pid): the next hold starts one. Left set,
+                    # no renewal thread would ever run in this process.
+                    self._pid = -1
+                    raise
             if holding.due < self._wakes_at or self._wakes_at == 0.0:
                 # Woken only when this lease falls due before the thread would wake anyway: a run
                 # then costs no thread switch when every lease has the same ttl.
@@ -64,6 +71,11 @@ class Renewer:
     def drop(self, holding: Holding) -> None:
         with self._wake:
             self._held.discard(holding)
+
+    def drop_holder(self, holder: str) -> None:
+        """Stop renewing ``holder``'s leases (a holding ``hold`` took in but never returned)."""
+        with self._wake:
+            self._held = {held for held in self._held if held.lease.holder != holder}
 
     def _run(self) -> None:
         pid = os.getpid()

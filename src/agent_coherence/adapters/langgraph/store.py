@@ -182,27 +182,35 @@ class CoherentStore(BaseStore):
         return found
 
     def _put(self, checked: CheckedPutOp) -> None:
-        lease, actual = self._begin(checked)
+        # The holder is this put's alone: whatever raised, wherever an interrupt landed (even
+        # right after the grant committed, its result lost), the lease is given back by holder.
+        holder = run_holder("langgraph-store")
         try:
+            lease, actual = self._begin(checked, holder)
             self.inner.batch([checked.op])
             self._commit(checked.op, lease, actual)
-        finally:
             self.coordinator.release(lease)
+        except BaseException:
+            self.coordinator.backend.release_holder(holder)
+            raise
 
     async def _aput(self, checked: CheckedPutOp) -> None:
-        lease, actual = await asyncio.to_thread(self._begin, checked)
+        holder = run_holder("langgraph-store")  # given back by holder on any failure, as in _put
         try:
+            lease, actual = await asyncio.to_thread(self._begin, checked, holder)
             await self.inner.abatch([checked.op])
             await asyncio.to_thread(self._commit, checked.op, lease, actual)
-        finally:
             await asyncio.shield(asyncio.to_thread(self.coordinator.release, lease))
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(self.coordinator.backend.release_holder, holder))
+            raise
 
-    def _begin(self, checked: CheckedPutOp) -> tuple[Any, int]:
-        """Take the key's lease and check the expected version. Raises VersionConflict (the lease
-        given back, nothing written) or LeaseHeld."""
+    def _begin(self, checked: CheckedPutOp, holder: str) -> tuple[Any, int]:
+        """Take the key's lease for ``holder`` and check the expected version. Raises
+        VersionConflict (the lease given back, nothing written) or LeaseHeld."""
         op = checked.op
         key = version_key(op.namespace, op.key)
-        lease = self.coordinator.acquire(key, run_holder("langgraph-store"), STORE_LEASE_TTL, wait=self.lease_wait)
+        lease = self.coordinator.acquire(key, holder, STORE_LEASE_TTL, wait=self.lease_wait)
         record = self.coordinator.backend.get_version(key)
         actual = current_version(record)
         if checked.expect_version is not None and checked.expect_version != actual:
