@@ -35,6 +35,13 @@ class Landed:
         self.where = ""
         self.raised: BaseException | None = None  # what came out of the action (None: it finished)
 
+    @property
+    def came_out_as_itself(self) -> bool:
+        """The interrupt came out of the action unchanged, or CPython dropped it: one that lands
+        in a garbage-collection or weakref callback run inside a package frame is printed
+        ("Exception ignored in ...") and lost, as a real SIGINT there would be."""
+        return self.raised is None or isinstance(self.raised, KeyboardInterrupt)
+
     def __repr__(self) -> str:
         return f"interrupt {self.point} at {self.where}: {type(self.raised).__name__}"
 
