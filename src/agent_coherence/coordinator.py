@@ -112,6 +112,10 @@ class Coordinator:
         return coordinator
 
     def close(self) -> None:
+        """Close the backend's connections. Leases renewed in the background (``keep_alive``,
+        ``lease(auto_renew=True)``, the LangGraph adapter's runs) are renewed no more: they expire
+        on their ttl unless released first. The coordinator stays usable: its next call opens a
+        new connection."""
         self.backend.close()
 
     def __enter__(self) -> "Coordinator":

@@ -95,7 +95,8 @@ class LeaseKeeper:
     """Renews a lease every ``ttl / 3`` on a daemon thread until stopped or lost.
 
     ``lost`` is set (and ``on_lost(error)`` called once) when a renewal finds the lease expired or
-    taken over. Transient backend errors are retried at the next tick.
+    taken over. Transient backend errors are retried at the next tick. Renewal ends when the
+    coordinator is closed: the lease then expires on its ttl unless released first.
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class LeaseKeeper:
         self.lease = lease
         self._on_lost = on_lost
         self._stop = threading.Event()
+        self._closes = backend.closes
         self.lost: LeaseLost | None = None
         self._thread = threading.Thread(target=self._run, name=f"lease-keeper:{lease.key}", daemon=True)
 
@@ -125,6 +127,8 @@ class LeaseKeeper:
     def _run(self) -> None:
         interval = max(0.01, self.lease.ttl / 3)
         while not self._stop.wait(interval):
+            if self._backend.closes != self._closes:
+                return
             try:
                 self.renew_now()
             except LeaseLost as error:

@@ -39,6 +39,9 @@ class Backend(Protocol):
     """Storage for leases, version records, intents, channels and the journal."""
 
     name: str
+    closes: int
+    """How many times ``close()`` was called. Background work started before a close (lease
+    renewal) stops at it; the backend itself reopens on its next use."""
 
     def now(self) -> float: ...
 

@@ -184,6 +184,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         self._sql_cache: dict[str, str] = {}
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._pool_pid = -1
+        self.closes = 0
         self._pool_lock = threading.Lock()
         # This process's connections out of the pool, for as long as any code can reach them: one
         # an interrupt took from the code that would have returned it is dropped once unreachable.
@@ -242,7 +243,10 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         return self.pool()
 
     def close(self) -> None:
+        """Close the pool (the next use opens a new one) and end the background renewal of leases
+        taken before it (``closes``)."""
         with self._pool_lock:
+            self.closes += 1
             if self._pool is not None and self._pool_pid == os.getpid():
                 self._pool.close()
             self._pool = None

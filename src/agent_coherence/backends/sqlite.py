@@ -122,6 +122,7 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
         # while other statements run: the next statement on it resets it.
         self._run: Callable[..., sqlite3.Cursor] = _no_connection
         self._pid = -1
+        self.closes = 0
         self._maintenance_countdown = 1 << 62  # no retention step before the schema exists
         _BACKENDS.add(self)
         try:
@@ -232,7 +233,10 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
             return work(self._connection())
 
     def close(self) -> None:
+        """Close the connection (the next use opens a new one) and end the background renewal of
+        leases taken before it (``closes``)."""
         with self._lock:
+            self.closes += 1
             try:
                 if self._conn is not None and self._pid == os.getpid():
                     self._chain_before_close()

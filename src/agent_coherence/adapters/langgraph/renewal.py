@@ -27,18 +27,21 @@ _RENEWERS_LOCK = threading.Lock()
 
 
 class Holding:
-    """One lease being renewed: the lease as of its last renewal, and why renewal stopped."""
+    """One lease being renewed: the lease as of its last renewal, why renewal stopped, and the
+    backend's ``closes`` when it was given (renewal ends when the coordinator is closed)."""
 
-    __slots__ = ("lease", "due", "lost")
+    __slots__ = ("lease", "due", "lost", "closes")
 
-    def __init__(self, lease: "Lease") -> None:
+    def __init__(self, lease: "Lease", closes: int) -> None:
         self.lease = lease
         self.due = time.monotonic() + lease.ttl / 3
         self.lost: LeaseLost | None = None
+        self.closes = closes
 
 
 class Renewer:
-    """Renews the leases it holds, each every ttl/3, on one daemon thread (restarted after fork)."""
+    """Renews the leases it holds, each every ttl/3, on one daemon thread (restarted after fork),
+    until the coordinator is closed."""
 
     def __init__(self, backend: "Backend") -> None:
         self._backend = backend
@@ -48,7 +51,7 @@ class Renewer:
         self._wakes_at = 0.0  # when the renewal thread wakes next on its own (monotonic clock)
 
     def hold(self, lease: "Lease") -> Holding:
-        holding = Holding(lease)
+        holding = Holding(lease, self._backend.closes)
         with self._wake:
             self._held.add(holding)
             if self._pid != os.getpid():  # first use in this process (a fork leaves no thread)
@@ -93,6 +96,9 @@ class Renewer:
                 self._renew(holding)
 
     def _renew(self, holding: Holding) -> None:
+        if holding.closes != self._backend.closes:  # closed since: the lease expires on its ttl
+            self.drop(holding)
+            return
         lease = holding.lease
         try:
             renewed = self._backend.renew_lease(lease.key, lease.holder, lease.fence, lease.ttl)
