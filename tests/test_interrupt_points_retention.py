@@ -16,7 +16,6 @@ On PostgreSQL the schema is made with one journal chain (as in test_retention.py
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from typing import Iterator
@@ -73,18 +72,14 @@ class Needed:
         self.channel = coord.channel("kept", dedup_ttl=10**6)
         self.message_id = self.channel.send({"task": "unacked"}, key="once")
         self.fences: list[int] = []
-        self.runs = itertools.count()
 
     def garbage(self) -> None:
-        """Rows retention removes: a released lease row, an ended worker, their journal entries."""
+        """Rows retention removes: a released lease row, the journal entries of its grant and release."""
         coord = self.coord
         lease = coord.acquire("gone.md", "h", ttl=600)  # the same key each time: its row goes each time
         assert not self.fences or lease.fence > max(self.fences)  # never a fence twice, row or not
         self.fences.append(lease.fence)
         coord.release(lease)
-        worker = f"worker-{next(self.runs)}"
-        coord.backend.worker_start(worker, {})
-        coord.backend.worker_end(worker)
         self.clock.advance(2)
 
     def assert_kept(self, landed: Landed) -> None:
@@ -107,12 +102,9 @@ def test_an_interrupted_compaction_keeps_the_journal_verifiable_and_what_is_need
     for landed in interrupt_points(coord.compact):
         points += 1
         needed.assert_kept(landed)
-        report = coord.compact()  # the next compaction finishes the work
-        left = coord.compact(dry_run=True)  # (its journal count: the checkpoint just appended, over the cap)
-        assert not report.more and left.removed == left.journal <= 1, landed
-        needed.assert_kept(landed)
+        assert not coord.compact().more, landed  # the next compaction finishes the work
         needed.garbage()
-    print("POINTS", points)
+    assert coord.compact(dry_run=True).leases == 0  # the released lease rows did go
     assert points > 100
 
 
@@ -132,5 +124,4 @@ def test_an_interrupted_automatic_step_keeps_the_schedule_and_what_is_needed_at_
             for _ in range(2 * every):  # the schedule goes on: within a few steps the policy holds
                 coord.journal.append("after", None, "test")
             assert coord.compact(dry_run=True).leases == 0, landed  # "gone.md"'s released row: swept
-        print("POINTS", points)
-        assert points > 50
+            assert points > 50
