@@ -85,7 +85,7 @@ def test_an_interrupted_process_acks_or_gives_the_message_back_at_every_point(qu
                 reached.append(delivery)
             return delivery
 
-        fresh.receive = receiving  # type: ignore[method-assign]
+        fresh.receive = receiving  # type: ignore[method-assign,assignment]
         fresh.send({"task": "next"})
         channel[0] = fresh
 

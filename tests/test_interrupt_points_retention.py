@@ -114,7 +114,11 @@ def test_an_interrupted_automatic_step_keeps_the_schedule_and_what_is_needed_at_
     every = 3  # a step before every third transaction of this process
     with open_kept(backend_name, root, Retention(**{**POLICY.as_dict(), "every": every})) as coord:
         needed = Needed(coord)
-        appends = lambda: [coord.journal.append("trigger", None, "test", n=n) for n in range(every)]  # noqa: E731
+
+        def appends() -> None:
+            for n in range(every):
+                coord.journal.append("trigger", None, "test", n=n)
+
         needed.garbage()
         points = 0
         for landed in interrupt_points(appends):  # one of the three runs a step first
