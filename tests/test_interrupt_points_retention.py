@@ -128,4 +128,4 @@ def test_an_interrupted_automatic_step_keeps_the_schedule_and_what_is_needed_at_
             for _ in range(2 * every):  # the schedule goes on: within a few steps the policy holds
                 coord.journal.append("after", None, "test")
             assert coord.compact(dry_run=True).leases == 0, landed  # "gone.md"'s released row: swept
-            assert points > 50
+        assert points > 50
