@@ -284,7 +284,10 @@ class Channel:
         Yields None when no message is available. What it guarantees, precisely:
 
         - Every message ``send()`` accepted reaches a block (or, after ``max_attempts``
-          deliveries, the dead-letter channel). A block that raises nacks it: it comes back.
+          deliveries, the dead-letter channel). A block that raises nacks it: it comes back. So
+          does an interrupt (KeyboardInterrupt) landing anywhere in ``process()`` after its
+          receive returned, up to the ack's commit; one landing inside the receive loses the
+          delivery with its receipt, and the message comes back after its visibility timeout.
         - A message whose effect is recorded (:meth:`effect_key`: its key *and* id) is acked and
           skipped instead of run again. By default the record lives in this backend and is written
           when the block returns: in the ack's transaction, or, if the receipt went stale
@@ -305,27 +308,36 @@ class Channel:
             if delivery is None:
                 yield None
                 return
-            if not check(self.effect_key(delivery)):
-                break
-            log("channels", DEBUG, "message %s on %r is done already (effect %s recorded): acked, not run",
-                delivery.message_id, self.name, self.effect_key(delivery))
             try:
+                if not check(self.effect_key(delivery)):
+                    break
+                log("channels", DEBUG, "message %s on %r is done already (effect %s recorded): acked, not run",
+                    delivery.message_id, self.name, self.effect_key(delivery))
                 self.ack(delivery)
             except StaleReceipt:
                 pass  # someone else holds it now; skipping is still right
+            except BaseException:
+                self._give_back(delivery)
+                raise
         try:
             yield delivery
+            acked = self._backend.ack_messages(
+                self.name, [(int(delivery.message_id), self.group_name, delivery.receipt)],
+                effect_ttl=effect_ttl if seen is None else None, effect_scope=scope)
         except BaseException:
-            try:
-                self.nack(delivery)
-            except StaleReceipt:
-                pass
+            self._give_back(delivery)  # after an ack that committed, a stale receipt: a no-op
             raise
-        acked = self._backend.ack_messages(
-            self.name, [(int(delivery.message_id), self.group_name, delivery.receipt)],
-            effect_ttl=effect_ttl if seen is None else None, effect_scope=scope)
         if not acked[0]:
             raise self._stale(delivery, "acknowledge")
+
+    def _give_back(self, delivery: Delivery) -> None:
+        """Nack a delivery that ``process()`` will not finish (its block raised, or an interrupt
+        landed around it): visible again now, not after its visibility timeout, since no caller
+        holds its receipt any more."""
+        try:
+            self.nack(delivery)
+        except StaleReceipt:
+            pass  # acked already, or redelivered after its timeout: nothing to give back
 
     def _effect_scope(self) -> str:
         return f"{self.name}/{self.group_name}" if self.group_name else self.name

@@ -22,6 +22,7 @@ logger, and to an optional callback. Work is counted from acknowledged messages,
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -48,6 +49,8 @@ class Liveness:
         self.ended_window = ended_window
         self.on_anomaly = on_anomaly
         self._reported: set[tuple[str, str]] = set()
+        # Reports whose journal append may have committed unseen: (report_id, journal seq before).
+        self._in_doubt: dict[tuple[str, str], tuple[str, int]] = {}
 
     # -- what workers tell us ---------------------------------------------------------------
 
@@ -101,23 +104,43 @@ class Liveness:
     def report(self, anomaly: Anomaly) -> bool:
         """Report an anomaly found by an adapter or by the caller: journaled as
         ``anomaly.<kind>``, logged at WARNING and passed to ``on_anomaly``, once per (kind,
-        subject) for this object. Returns False if it had been reported already."""
+        subject) for this object. Returns False if it had been reported already.
+
+        Interrupted (KeyboardInterrupt) before it returned, it is reported again by the next
+        call for the same anomaly, and still journaled once: that call finds the entry the
+        interrupted one committed (by the ``report_id`` in its data) instead of appending
+        another. The log line and ``on_anomaly`` run again then, so the callback may run twice
+        when the interrupt lands as it returns. An ``on_anomaly`` that raises an exception
+        counts as called: the anomaly is not reported again."""
         marker = (anomaly.kind, anomaly.subject)
         if marker in self._reported:
             return False
-        try:
-            self._reported.add(marker)
+        doubt = self._in_doubt.get(marker)
+        if doubt is None or not self._journaled(anomaly, *doubt):
+            report_id = secrets.token_hex(8)
+            tail = self._backend.journal_tail(1)
+            self._in_doubt[marker] = (report_id, tail[0].seq if tail else 0)
             self._backend.journal_append(f"anomaly.{anomaly.kind}", None, anomaly.subject,
-                                         {"detail": anomaly.detail, **anomaly.facts})
-        except BaseException:
-            # Not journaled (as far as this call knows): marked reported, the anomaly would never
-            # be reported again. An interrupt after the append committed reports it twice.
-            self._reported.discard(marker)
+                                         {"detail": anomaly.detail, **anomaly.facts, "report_id": report_id})
+        try:
+            logger.warning("%s: %s", anomaly.kind, anomaly.detail)
+            if self.on_anomaly is not None:
+                self.on_anomaly(anomaly)
+        except Exception:
+            self._done(marker)
             raise
-        logger.warning("%s: %s", anomaly.kind, anomaly.detail)
-        if self.on_anomaly is not None:
-            self.on_anomaly(anomaly)
+        self._done(marker)
         return True
+
+    def _journaled(self, anomaly: Anomaly, report_id: str, after: int) -> bool:
+        """Whether the report ``report_id`` (journaled after entry ``after``) is in the journal."""
+        kind = f"anomaly.{anomaly.kind}"
+        return any(entry.kind == kind and entry.data.get("report_id") == report_id
+                   for entry in self._backend.journal_entries(after=after))
+
+    def _done(self, marker: tuple[str, str]) -> None:
+        self._reported.add(marker)
+        self._in_doubt.pop(marker, None)
 
     def _zero_work(self, now: float) -> list[Anomaly]:
         found = []

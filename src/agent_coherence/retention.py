@@ -203,8 +203,10 @@ class StepSchedule:
         if self._maintenance_countdown > 0:
             return
         self._maintenance_countdown = DISABLED_RECHECK  # also while the step below runs
+        read = False
         try:
             policy = self.retention()
+            read = True
             if policy.every == 0:
                 return
             try:
@@ -216,3 +218,9 @@ class StepSchedule:
             log("retention", level, "retention step skipped: %s", error.message)
         except self.database_errors as error:
             log("retention", WARNING, "retention step skipped: %s", error)
+        except BaseException as error:
+            if not read and not isinstance(error, Exception):
+                # Interrupted before it had the policy: read it at the next transaction, rather
+                # than run no step for DISABLED_RECHECK transactions as if the policy were off.
+                self._maintenance_countdown = 1
+            raise

@@ -189,7 +189,8 @@ class Spool:
         """Take the next pending message for ``consumer``, or None if ``new/`` is empty.
 
         ``consumer`` (1-64 of ``[A-Za-z0-9._-]``) is recorded in the ``cur/`` name. The message
-        stays in ``cur/`` until ``ack``, ``release`` or ``requeue_stale``.
+        stays in ``cur/`` until ``ack``, ``release`` or ``requeue_stale``. A claim interrupted
+        (KeyboardInterrupt, any exception) before it returned is given back to ``new/`` at once.
         """
         _check(consumer, _CONSUMER, "consumer")
         while self._batch or self._refill():
@@ -201,9 +202,14 @@ class Spool:
                 os.rename(os.path.join(self.new_dir, generation, name), path)
                 with open(path, "rb") as handle:
                     data = handle.read()
+                return Claimed(name, path, data, consumer, claimed_ns / 1e9, generation)
             except FileNotFoundError:
                 continue  # another consumer won it, it was deleted, or requeued before the read
-            return Claimed(name, path, data, consumer, claimed_ns / 1e9, generation)
+            except BaseException:
+                # An interrupt (or a failed read): the caller never gets this claim, so nobody
+                # could ack or release it; back to new/ now rather than after claim_timeout.
+                self._return(path, generation, name)  # False: the rename had not happened
+                raise
         return None
 
     def _refill(self) -> bool:

@@ -330,6 +330,11 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
                     finally:
                         if not conn.closed and not conn.broken:
                             conn.autocommit = False
+                if conn.autocommit:
+                    # Left on by a read whose reset an interrupt cut short (it can land just after
+                    # the switch above, or in the finally before the switch back): this work
+                    # needs a transaction, a snapshot's DECLARE CURSOR too.
+                    conn.autocommit = False
                 result = work(tx)
                 tx.flush_journal()
                 commit_sent = True
