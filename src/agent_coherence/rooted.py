@@ -39,17 +39,27 @@ def kind_of(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "special file")
 
 
+_CHUNK = 1 << 16
+
+
 def _read_to_end(fd: int, size: int) -> bytes:
-    """Read ``fd`` to its end; ``size`` (from ``fstat``) sizes the first read."""
+    """Read ``fd`` to its end; ``size`` (from ``fstat``) sizes the first read.
+
+    The first read asks for one byte more than ``size``. When it returns exactly ``size`` bytes
+    the file had no more at that moment (a file that grew gives the extra byte), so those bytes
+    are returned without a second, EOF-confirming read: they are what a read a moment earlier
+    would have given, never a part of the file. A read that comes back shorter than ``size``
+    (allowed on some FUSE and network filesystems) or longer is continued to an empty read."""
     data = os.read(fd, size + 1)
-    if not data:
+    if len(data) == size:  # the usual case: all of it, and nothing beyond (also an empty file)
         return data
-    chunk = os.read(fd, max(size, 1 << 16))
-    if not chunk:  # the usual case: the first read had it all
+    step = size if size > _CHUNK else _CHUNK
+    chunk = os.read(fd, step)
+    if not chunk:
         return data
     chunks = [data, chunk]
     while True:
-        chunk = os.read(fd, max(size, 1 << 16))
+        chunk = os.read(fd, step)
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
@@ -68,7 +78,10 @@ class KeyFile:
         self.root = root
         self.key = key
         self.path = path or os.path.join(root, key)
-        *self._dirs, self.name = key.split("/")
+        if "/" in key:
+            *self._dirs, self.name = key.split("/")
+        else:  # a key at the top of the root (no list to unpack into)
+            self._dirs, self.name = [], key
         self._fd: int | None = None
         self._mode: int | None = None
 
