@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from _thread import RLock  # what threading.RLock is, without importing threading (hook start-up)
+from _weakref import ref  # what weakref.ref is, without importing weakref (hook start-up)
 from _weakrefset import WeakSet  # what weakref.WeakSet is, already loaded at start-up
 from os import getpid
 
@@ -61,10 +62,14 @@ _BACKENDS: "WeakSet[SQLiteBackend]" = WeakSet()
 
 class _Connection(sqlite3.Connection):
     """A connection this process can find again before a fork (the base class takes no weak
-    references, and a connection can outlive its backend when garbage still refers to it)."""
+    references, and a connection can outlive its backend when garbage still refers to it).
+    ``owner`` is a weak reference to the backend that opened it."""
+
+    owner: "Callable[[], SQLiteBackend | None]"
 
 
 _CONNECTIONS: "WeakSet[_Connection]" = WeakSet()
+_LOCKED_FOR_FORK: "list[SQLiteBackend]" = []  # backends whose lock the fork in progress holds
 
 
 def _no_connection(*args: object) -> sqlite3.Cursor:
@@ -76,24 +81,37 @@ def _close_before_fork() -> None:
     record of which files it has open and locked, but not the POSIX locks themselves, so even a
     connection the child opens afresh can believe it is alone and delete the WAL under the
     processes still writing to it (silently losing their commits). Every connection of this
-    process is closed here, before the fork; each backend reopens its own on next use."""
+    process is closed here, before the fork; each backend reopens its own on next use.
+
+    Each backend's lock is taken first (another thread may be opening or using a connection under
+    it: closing one under a running statement can crash the process) and held until the fork is
+    done, so no thread opens a connection in between. A backend whose lock stays held for 5 s keeps
+    its connection (see ``_after_fork_in_child``)."""
     for backend in list(_BACKENDS):
-        if backend._conn is not None and backend._lock.acquire(timeout=5):
-            try:
-                backend._close_connection()
-            finally:
-                backend._lock.release()
-    for conn in list(_CONNECTIONS):  # left open by a backend that is gone but not yet collected
+        if backend._lock.acquire(timeout=5):
+            _LOCKED_FOR_FORK.append(backend)
+            backend._close_connection()
+    locked = [id(backend) for backend in _LOCKED_FOR_FORK]
+    for conn in list(_CONNECTIONS):  # those of backends locked above, or of a backend that is gone
+        owner = conn.owner()
+        if owner is not None and id(owner) not in locked:
+            continue  # its backend's lock is held elsewhere: the thread holding it may be using it
         try:
             conn.close()
         except Exception:
             pass
 
 
+def _after_fork_in_parent() -> None:
+    while _LOCKED_FOR_FORK:
+        _LOCKED_FOR_FORK.pop()._lock.release()
+
+
 def _after_fork_in_child() -> None:
     """Backstop for a connection that could not be closed before the fork (another thread held
     it): the child never uses it and never closes it (closing could delete the WAL, see above), so
     it is leaked on purpose."""
+    _LOCKED_FOR_FORK.clear()
     for backend in list(_BACKENDS):
         if backend._conn is not None:
             import ctypes
@@ -103,7 +121,8 @@ def _after_fork_in_child() -> None:
         backend._lock = RLock()  # another thread may have held it at the fork
 
 
-os.register_at_fork(before=_close_before_fork, after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_close_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelOps, RetentionOps):
@@ -138,6 +157,7 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
         if self._conn is None or self._pid != os.getpid():
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0,
                                    factory=_Connection)
+            conn.owner = ref(self)  # before it is findable: the fork hook reads it
             _CONNECTIONS.add(conn)
             conn.execute("PRAGMA busy_timeout=0")
             # A new database gets 2 KiB pages (an existing one keeps its own: the size is fixed once
