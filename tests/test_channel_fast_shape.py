@@ -16,7 +16,10 @@ import pytest
 
 from agent_coherence import Coordinator
 from agent_coherence.errors import StaleReceipt
+from agent_coherence.backends.sqlite_channel_fast import new_receipt
 from agent_coherence.backends.sqlite_schema import SCHEMA_VERSION
+
+from conftest import FORK
 
 
 def _statements(coord: Coordinator) -> list[str]:
@@ -284,3 +287,21 @@ def test_a_schema_9_database_is_upgraded_and_a_retained_ack_is_counted_and_credi
     conn.close()
     assert made == {"messages_count_delete", "message_sends_insert"}
     assert "ON CONFLICT" not in sends
+
+
+def _draw_receipts(conn: object) -> None:
+    conn.send([new_receipt() for _ in range(3)])  # type: ignore[attr-defined]
+
+
+def test_a_forked_child_never_hands_out_its_parents_next_receipts():
+    # Receipts come from a pool drawn 64 at a time; a child forked with the pool half used would
+    # hand out exactly the receipts its parent hands out next, unless the fork empties it.
+    new_receipt()  # the pool now holds 63
+    parent_end, child_end = FORK.Pipe()
+    child = FORK.Process(target=_draw_receipts, args=(child_end,))
+    child.start()
+    theirs = parent_end.recv()
+    child.join(10)
+    ours = [new_receipt() for _ in range(3)]
+    assert child.exitcode == 0
+    assert len(set(theirs) | set(ours)) == 6 and all(len(r) == 16 for r in theirs + ours)

@@ -34,14 +34,13 @@ Durable channels commit sends and acks with synchronous=FULL; receives (and ever
 
 from __future__ import annotations
 
-import os
-import time
+from time import monotonic
 
 from ..logs import INFO, WARNING, log
 from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
 from .sqlite_channel_depth import (
     ACKED, FREE, HELD, MESSAGE_COLUMNS as _COLUMNS, UNCHAINED, ChannelDepthOps, count_messages)
-from .sqlite_channel_fast import OneStatementOps
+from .sqlite_channel_fast import OneStatementOps, new_receipt
 from .sqlite_channel_record import AckRecordOps, batches_acks
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
@@ -171,8 +170,8 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
         process takes effect here within that time (a change made here, at once)."""
         cache = self.__dict__.get("_config_cache")
         if update is None and cache is not None:  # the hit first: every send, receive and ack asks
-            cached = cache.get(name)
-            if cached is not None and time.monotonic() - cached[1] < CONFIG_CACHE_SECONDS:
+            cached = cache.get(name)  # (config, until when it holds)
+            if cached is not None and monotonic() < cached[1]:
                 return cached[0]  # type: ignore[no-any-return]
 
         def work(conn: sqlite3.Connection) -> ChannelConfig:
@@ -186,10 +185,10 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
         if update is None:
             existing = self.read(lambda conn: self._config_row(conn, name))  # type: ignore[attr-defined]
             if existing is not None:
-                cache[name] = (existing, time.monotonic())
+                cache[name] = (existing, monotonic() + CONFIG_CACHE_SECONDS)
                 return existing
         config = self.transaction(work)  # type: ignore[attr-defined]
-        cache[name] = (config, time.monotonic())
+        cache[name] = (config, monotonic() + CONFIG_CACHE_SECONDS)
         return config
 
     def configure_channel(self, name: str, changes: dict[str, Any]) -> ChannelConfig:
@@ -203,7 +202,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             return config
 
         config = self.transaction(work)  # type: ignore[attr-defined]
-        self.__dict__.setdefault("_config_cache", {})[name] = (config, time.monotonic())
+        self.__dict__.setdefault("_config_cache", {})[name] = (config, monotonic() + CONFIG_CACHE_SECONDS)
         return config
 
     def list_channels(self) -> list[ChannelConfig]:
@@ -294,7 +293,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
     ) -> list[MessageRecord]:
         config = self.channel_config(channel)  # max_attempts: cached like the send's dedup TTL
         if not config.durable and limit == 1:
-            receipt = os.urandom(8).hex()
+            receipt = new_receipt()
             row = self._receive_one(channel, group, consumer, visibility_timeout, receipt, CLOCK_RECORD_EVERY,
                                     RECEIVE_SEEN_EVERY)
             if row is not None:
@@ -327,7 +326,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
                     taken.add(message_id)
                     if previous is not None:
                         redelivered.append([message_id, previous, attempts])
-                    receipt = os.urandom(8).hex()
+                    receipt = new_receipt()
                     conn.execute(
                         "UPDATE messages SET available_at = ?, receipt = ?, consumer = ?, attempts = attempts + 1 "
                         "WHERE id = ? AND grp = ? AND channel = ?",
