@@ -46,7 +46,9 @@ from .sqlite_channel_record import AckRecordOps, batches_acks
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
     import sqlite3
-    from typing import Any
+    from typing import Any, Callable, TypeVar
+
+    D = TypeVar("D")
 
 # Settled acknowledged rows kept for retention, by age (rows awaiting their batch are found
 # through messages_queue instead: an ack writes no page here). Schema 9; schemas 7 and 8 held both.
@@ -300,6 +302,31 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
                 message_id, key, payload, encoding, enqueued_at, visible_until, deadline, attempts = row
                 return [MessageRecord(message_id, channel, group, key, payload, encoding, enqueued_at,
                                       visible_until, deadline, attempts, receipt, consumer)]
+        return self._receive_in_transaction(channel, group, consumer, visibility_timeout, limit, config)
+
+    def receive_one(
+        self, channel: str, group: str, consumer: str,
+        build: Callable[[int, str | None, bytes, str, int, str, str, float], D],
+    ) -> D | None:
+        config = self.channel_config(channel)
+        timeout = config.visibility_timeout
+        if not config.durable:  # the single statement, and no MessageRecord between it and ``build``
+            receipt = new_receipt()
+            row = self._receive_one(channel, group, consumer, timeout, receipt, CLOCK_RECORD_EVERY,
+                                    RECEIVE_SEEN_EVERY)
+            if row is not None:
+                message_id, key, payload, encoding, _, visible_until, _, attempts = row
+                return build(message_id, key, payload, encoding, attempts, receipt, consumer, visible_until)
+        records = self._receive_in_transaction(channel, group, consumer, timeout, 1, config)
+        if not records:
+            return None
+        message = records[0]
+        return build(message.id, message.key, message.payload, message.encoding, message.attempts,
+                     message.receipt or "", consumer, message.available_at)
+
+    def _receive_in_transaction(self, channel: str, group: str, consumer: str, visibility_timeout: float,
+                                limit: int, config: ChannelConfig) -> list[MessageRecord]:
+        """The full receive: every case, in one transaction."""
         chained = [False]
 
         def work(conn: sqlite3.Connection) -> list[MessageRecord]:
