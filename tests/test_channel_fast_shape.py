@@ -289,6 +289,52 @@ def test_a_schema_9_database_is_upgraded_and_a_retained_ack_is_counted_and_credi
     assert "ON CONFLICT" not in sends
 
 
+# Schema 10's send view and trigger: the view had no columns for the trigger's conditions.
+_SCHEMA_10_SENDS = (
+    "CREATE VIEW message_sends AS SELECT id, channel, payload, encoding, enqueued_at, available_at, deadline "
+    "FROM messages",
+    "CREATE TRIGGER message_sends_insert INSTEAD OF INSERT ON message_sends BEGIN "
+    "INSERT INTO messages(id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, "
+    "attempts, receipt, consumer, acked_at) VALUES (NEW.id, NEW.channel, '', NULL, NEW.payload, NEW.encoding, "
+    "NEW.enqueued_at, NEW.available_at, NEW.deadline, 0, NULL, NULL, NULL); "
+    "UPDATE channel_counts SET unacked = unacked + 1, last_id = NEW.id WHERE channel = NEW.channel AND grp = ''; END",
+)
+
+
+def test_a_schema_10_database_is_upgraded_and_sends_in_one_statement_again(root):
+    """Schema 11's single-statement send gives the view the trigger's columns: a schema 10
+    database gets the new view and trigger (its sends would fail on the old view: no column
+    ``ahead``), with its ids and counts intact."""
+    with Coordinator.open(root) as coord:
+        ch = coord.channel("old", durability="fast")
+        for payload in ("a", "b", "c"):
+            ch.send(payload)
+        ch.ack(ch.receive("w"))
+        path = coord.backend.path
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER message_sends_insert")
+        conn.execute("DROP VIEW message_sends")
+        for statement in _SCHEMA_10_SENDS:
+            conn.execute(statement)
+        conn.execute("UPDATE meta SET value = '10' WHERE name = 'schema_version'")
+    conn.close()
+    with Coordinator.open(root) as coord:
+        ch = coord.channel("old")
+        assert ch.send("d") == "4"  # the full path (this process's first send), then the statement
+        seen = _statements(coord)
+        assert [ch.send("e"), ch.send("f"), ch.send("g")] == ["5", "6", "7"]
+        statements = [sql for i, sql in enumerate(seen) if i == 0 or sql != seen[i - 1]]  # see above
+        assert [sql.split(" ", 3)[2] for sql in statements] == ["message_sends(id,"] * 3
+        assert " VALUES " in statements[2]  # the third expects its id
+        assert _counts(path) == {("old", ""): 6}
+        assert [ch.receive("w").payload for _ in range(6)] == ["b", "c", "d", "e", "f", "g"]
+    with sqlite3.connect(path) as conn:
+        view = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'message_sends'").fetchone()[0]
+        version = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0]
+    conn.close()
+    assert "AS ahead" in view and version == str(SCHEMA_VERSION) == "11"
+
+
 def _draw_receipts(conn: object) -> None:
     conn.send([new_receipt() for _ in range(3)])  # type: ignore[attr-defined]
 
