@@ -5,7 +5,7 @@ autocommitted statement (no BEGIN/COMMIT); the send's id counter and count are k
 trigger of the view it inserts into, a batched ack's count and work by the chain of its batch.
 These tests show the shape (the statements SQLite runs), that the record and the counts are the
 ones the full transaction keeps, that every case the statement declines still works through the
-full path, and that databases of schemas 6, 7 and 9 are upgraded with their counts and ids intact.
+full path, and that databases of schemas 6, 7, 9 and 10 are upgraded with their counts and ids intact.
 """
 
 from __future__ import annotations
@@ -32,6 +32,15 @@ def _statements(coord: Coordinator) -> list[str]:
 def _counts(path: str) -> dict[tuple[str, str], int]:
     with sqlite3.connect(path) as conn:
         return {(c, g): n for c, g, n in conn.execute("SELECT channel, grp, unacked FROM channel_counts")}
+
+
+def _as_schema(path: str, version: int, statements: list[str]) -> None:
+    """Give the database an older schema's shape: run ``statements``, mark it ``version``."""
+    with sqlite3.connect(path) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(version),))
+    conn.close()
 
 
 def test_a_fast_round_trip_is_three_statements_and_no_transaction(quiet_coord):
@@ -267,12 +276,7 @@ def test_a_schema_9_database_is_upgraded_and_a_retained_ack_is_counted_and_credi
         ch.send_many(["a", "b", "c", "d"])
         ch.ack(ch.receive("w"))
         path = coord.backend.path
-    with sqlite3.connect(path) as conn:
-        conn.execute("DROP TRIGGER message_sends_insert")
-        for statement in _SCHEMA_9:
-            conn.execute(statement)
-        conn.execute("UPDATE meta SET value = '9' WHERE name = 'schema_version'")
-    conn.close()
+    _as_schema(path, 9, ["DROP TRIGGER message_sends_insert", *_SCHEMA_9])
     with Coordinator.open(root) as coord:
         ch = coord.channel("kept")
         for _ in range(2):
@@ -311,13 +315,7 @@ def test_a_schema_10_database_is_upgraded_and_sends_in_one_statement_again(root)
             ch.send(payload)
         ch.ack(ch.receive("w"))
         path = coord.backend.path
-    with sqlite3.connect(path) as conn:
-        conn.execute("DROP TRIGGER message_sends_insert")
-        conn.execute("DROP VIEW message_sends")
-        for statement in _SCHEMA_10_SENDS:
-            conn.execute(statement)
-        conn.execute("UPDATE meta SET value = '10' WHERE name = 'schema_version'")
-    conn.close()
+    _as_schema(path, 10, ["DROP TRIGGER message_sends_insert", "DROP VIEW message_sends", *_SCHEMA_10_SENDS])
     with Coordinator.open(root) as coord:
         ch = coord.channel("old")
         assert ch.send("d") == "4"  # the full path (this process's first send), then the statement
