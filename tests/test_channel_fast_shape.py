@@ -5,7 +5,7 @@ autocommitted statement (no BEGIN/COMMIT); the send's id counter and count are k
 trigger of the view it inserts into, a batched ack's count and work by the chain of its batch.
 These tests show the shape (the statements SQLite runs), that the record and the counts are the
 ones the full transaction keeps, that every case the statement declines still works through the
-full path, and that databases of schemas 6, 7 and 9 are upgraded with their counts and ids intact.
+full path, and that databases of schemas 6, 7, 9 and 10 are upgraded with their counts and ids intact.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ import pytest
 
 from agent_coherence import Coordinator
 from agent_coherence.errors import StaleReceipt
+from agent_coherence.backends.sqlite_channel_fast import new_receipt
 from agent_coherence.backends.sqlite_schema import SCHEMA_VERSION
+
+from conftest import FORK
 
 
 def _statements(coord: Coordinator) -> list[str]:
@@ -29,6 +32,15 @@ def _statements(coord: Coordinator) -> list[str]:
 def _counts(path: str) -> dict[tuple[str, str], int]:
     with sqlite3.connect(path) as conn:
         return {(c, g): n for c, g, n in conn.execute("SELECT channel, grp, unacked FROM channel_counts")}
+
+
+def _as_schema(path: str, version: int, statements: list[str]) -> None:
+    """Give the database an older schema's shape: run ``statements``, mark it ``version``."""
+    with sqlite3.connect(path) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(version),))
+    conn.close()
 
 
 def test_a_fast_round_trip_is_three_statements_and_no_transaction(quiet_coord):
@@ -264,12 +276,7 @@ def test_a_schema_9_database_is_upgraded_and_a_retained_ack_is_counted_and_credi
         ch.send_many(["a", "b", "c", "d"])
         ch.ack(ch.receive("w"))
         path = coord.backend.path
-    with sqlite3.connect(path) as conn:
-        conn.execute("DROP TRIGGER message_sends_insert")
-        for statement in _SCHEMA_9:
-            conn.execute(statement)
-        conn.execute("UPDATE meta SET value = '9' WHERE name = 'schema_version'")
-    conn.close()
+    _as_schema(path, 9, ["DROP TRIGGER message_sends_insert", *_SCHEMA_9])
     with Coordinator.open(root) as coord:
         ch = coord.channel("kept")
         for _ in range(2):
@@ -284,3 +291,61 @@ def test_a_schema_9_database_is_upgraded_and_a_retained_ack_is_counted_and_credi
     conn.close()
     assert made == {"messages_count_delete", "message_sends_insert"}
     assert "ON CONFLICT" not in sends
+
+
+# Schema 10's send view and trigger: the view had no columns for the trigger's conditions.
+_SCHEMA_10_SENDS = (
+    "CREATE VIEW message_sends AS SELECT id, channel, payload, encoding, enqueued_at, available_at, deadline "
+    "FROM messages",
+    "CREATE TRIGGER message_sends_insert INSTEAD OF INSERT ON message_sends BEGIN "
+    "INSERT INTO messages(id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, "
+    "attempts, receipt, consumer, acked_at) VALUES (NEW.id, NEW.channel, '', NULL, NEW.payload, NEW.encoding, "
+    "NEW.enqueued_at, NEW.available_at, NEW.deadline, 0, NULL, NULL, NULL); "
+    "UPDATE channel_counts SET unacked = unacked + 1, last_id = NEW.id WHERE channel = NEW.channel AND grp = ''; END",
+)
+
+
+def test_a_schema_10_database_is_upgraded_and_sends_in_one_statement_again(root):
+    """Schema 11's single-statement send gives the view the trigger's columns: a schema 10
+    database gets the new view and trigger (its sends would fail on the old view: no column
+    ``ahead``), with its ids and counts intact."""
+    with Coordinator.open(root) as coord:
+        ch = coord.channel("old", durability="fast")
+        for payload in ("a", "b", "c"):
+            ch.send(payload)
+        ch.ack(ch.receive("w"))
+        path = coord.backend.path
+    _as_schema(path, 10, ["DROP TRIGGER message_sends_insert", "DROP VIEW message_sends", *_SCHEMA_10_SENDS])
+    with Coordinator.open(root) as coord:
+        ch = coord.channel("old")
+        assert ch.send("d") == "4"  # the full path (this process's first send), then the statement
+        seen = _statements(coord)
+        assert [ch.send("e"), ch.send("f"), ch.send("g")] == ["5", "6", "7"]
+        statements = [sql for i, sql in enumerate(seen) if i == 0 or sql != seen[i - 1]]  # see above
+        assert [sql.split(" ", 3)[2] for sql in statements] == ["message_sends(id,"] * 3
+        assert " VALUES " in statements[2]  # the third expects its id
+        assert _counts(path) == {("old", ""): 6}
+        assert [ch.receive("w").payload for _ in range(6)] == ["b", "c", "d", "e", "f", "g"]
+    with sqlite3.connect(path) as conn:
+        view = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'message_sends'").fetchone()[0]
+        version = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0]
+    conn.close()
+    assert "AS ahead" in view and version == str(SCHEMA_VERSION) == "11"
+
+
+def _draw_receipts(conn: object) -> None:
+    conn.send([new_receipt() for _ in range(3)])  # type: ignore[attr-defined]
+
+
+def test_a_forked_child_never_hands_out_its_parents_next_receipts():
+    # Receipts come from a pool drawn 64 at a time; a child forked with the pool half used would
+    # hand out exactly the receipts its parent hands out next, unless the fork empties it.
+    new_receipt()  # the pool now holds 63
+    parent_end, child_end = FORK.Pipe()
+    child = FORK.Process(target=_draw_receipts, args=(child_end,))
+    child.start()
+    theirs = parent_end.recv()
+    child.join(10)
+    ours = [new_receipt() for _ in range(3)]
+    assert child.exitcode == 0
+    assert len(set(theirs) | set(ours)) == 6 and all(len(r) == 16 for r in theirs + ours)

@@ -94,7 +94,7 @@ def test_a_schema_7_database_is_upgraded_with_its_versions_and_pending_intent(ro
     assert after["leases_by_holder"].endswith("WHERE holder IS NOT NULL AND own_write = 0")
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] \
-            == str(SCHEMA_VERSION) == "10"
+            == str(SCHEMA_VERSION) == "11"
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
 

@@ -43,10 +43,6 @@ def _encode(payload: Any) -> tuple[bytes, str]:
                            recover="send bytes, or a JSON-serialisable value") from error
 
 
-def _decode(record: MessageRecord) -> Any:
-    return json.loads(record.payload) if record.encoding == "json" else bytes(record.payload)
-
-
 MAX_SECONDS = 1e12  # ~31,700 years: every channel time stays far below ACKED (backends/sqlite_channel_depth)
 
 
@@ -172,12 +168,10 @@ class Channel:
         delivered again."""
         if visibility_timeout is None and wait == 0 and type(wait) in (float, int):
             # One look with the channel's timeout: receive_many's work without its checks of
-            # arguments that are not given (the same record either way).
+            # arguments that are not given (the same record either way), and the Delivery made
+            # straight from the backend's fields.
             check_text("consumer", consumer)
-            backend, name = self._backend, self.name
-            records = backend.receive_messages(name, self.group_name, consumer,
-                                               backend.channel_config(name).visibility_timeout, 1)
-            return self._delivery(records[0]) if records else None
+            return self._backend.receive_one(self.name, self.group_name, consumer, self._delivered)
         batch = self.receive_many(consumer, 1, visibility_timeout, wait)
         return batch[0] if batch else None
 
@@ -201,9 +195,14 @@ class Channel:
             pause = min(pause * 2, 0.1)
 
     def _delivery(self, record: MessageRecord) -> Delivery:
+        return self._delivered(record.id, record.key, record.payload, record.encoding, record.attempts,
+                               record.receipt or "", record.consumer or "", record.available_at)
+
+    def _delivered(self, message_id: int, key: str | None, payload: bytes, encoding: str, attempt: int,
+                   receipt: str, consumer: str, visible_at: float) -> Delivery:
         # Positional, every field in order: the record types' fast construction path.
-        return Delivery(str(record.id), self.name, _decode(record), record.attempts, record.receipt or "",
-                        record.consumer or "", record.key, record.available_at, self.group_name or None)
+        return Delivery(str(message_id), self.name, json.loads(payload) if encoding == "json" else bytes(payload),
+                        attempt, receipt, consumer, key, visible_at, self.group_name or None)
 
     def _check_mine(self, delivery: object) -> None:
         if (type(delivery) is Delivery and delivery.channel == self.name  # type: ignore[attr-defined]

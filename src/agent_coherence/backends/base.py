@@ -15,7 +15,7 @@ should do the same: a server's ``now()`` can step back too.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, TypeVar, runtime_checkable
 
 from ..retention import CompactionReport, Retention
 
@@ -27,6 +27,8 @@ from .records import (  # re-exported: the records live apart so the hook path s
     AssignmentRecord, ChannelConfig, IntentPending, IntentRecord, JournalRecord, LeaseRecord,
     MessageRecord, Record, RefRecord, VersionRecord, WorkerRecord, WriteRequest,
 )
+
+D = TypeVar("D")
 
 __all__ = [
     "AssignmentRecord", "Backend", "ChannelConfig", "IntentPending", "IntentRecord", "JournalRecord",
@@ -224,6 +226,16 @@ class Backend(Protocol):
     ) -> list[MessageRecord]:
         """Lease up to ``limit`` visible messages to ``consumer``; messages past max_attempts go
         to the dead-letter channel instead."""
+        ...
+
+    def receive_one(
+        self, channel: str, group: str, consumer: str,
+        build: Callable[[int, str | None, bytes, str, int, str, str, float], D],
+    ) -> D | None:
+        """``receive_messages(channel, group, consumer, <the channel's visibility timeout>, 1)``,
+        with the message handed to ``build`` as (id, key, payload, encoding, attempt, receipt,
+        consumer, visible until) instead of as a MessageRecord: a single receive makes the one
+        object its caller returns. None when nothing is visible."""
         ...
 
     def ack_messages(

@@ -18,12 +18,14 @@ index ranges in ``postgres_channel_depth.py``.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from .postgres_liveness import TOUCH_WORKER
 from .postgres_tx import Tx, TxRunner
 from ..logs import WARNING, log
 from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
+
+D = TypeVar("D")
 
 CHANNEL_SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS @message_ids;
@@ -227,6 +229,17 @@ class ChannelOps(TxRunner):
         return self.transaction(work, durable=config.durable)
 
     # -- receive ----------------------------------------------------------------------------
+
+    def receive_one(
+        self, channel: str, group: str, consumer: str,
+        build: Callable[[int, str | None, bytes, str, int, str, str, float], D],
+    ) -> D | None:
+        records = self.receive_messages(channel, group, consumer, self.channel_config(channel).visibility_timeout, 1)
+        if not records:
+            return None
+        message = records[0]
+        return build(message.id, message.key, message.payload, message.encoding, message.attempts,
+                     message.receipt or "", consumer, message.available_at)
 
     def receive_messages(
         self, channel: str, group: str, consumer: str, visibility_timeout: float, limit: int

@@ -29,7 +29,7 @@ A mixin of SQLiteBackend (through ChannelOps): it relies on ``_retry_busy``, ``_
 
 from __future__ import annotations
 
-from os import getpid
+from os import getpid, register_at_fork, urandom
 
 try:
     from _sqlite3 import DatabaseError  # the C module: the sqlite3 package imports datetime (see sqlite.py)
@@ -54,35 +54,46 @@ _CLOCK_HOLDS = "(SELECT ahead = ?7 AND ?6 >= observed AND ?6 < observed + ?8 FRO
 # A send of one message to a channel without groups, as one statement: an insert into this view
 # does what the full send's transaction does (the row, and the id counter and the count, which
 # share the channel's counts row: one page). Only this path uses it; a row trigger on messages
-# itself would also run for every row of a batch. The counts row is updated, not upserted (about
-# 1 us less): both statements below insert only when it exists (the channel's first send takes the
-# full path, which makes it), in the write transaction that updates it.
+# itself would also run for every row of a batch. Its trigger also checks what makes the send
+# valid here, with the values the insert gives it: the message's id is the one after the counts
+# row's last id, the channel has no groups, and channel time holds (NEW.enqueued_at, with the
+# clock offset ``ahead`` and the recording interval ``every``: as _CLOCK_HOLDS). When any of them
+# fails it changes nothing. The insert gives its row as VALUES, not as a SELECT with those
+# conditions: SQLite stores a SELECT's rows in a temporary table before it runs the trigger, about
+# 3 us more per send. The counts row is updated, not upserted (about 1 us less): it must exist (the
+# channel's first send takes the full path, which makes it), and it is updated only if the row was
+# inserted (the message with that id exists and the counter is still one below it).
 SEND_SCHEMA = (
     "CREATE VIEW IF NOT EXISTS message_sends AS SELECT id, channel, payload, encoding, enqueued_at, "
-    "available_at, deadline FROM messages",
+    "available_at, deadline, NULL AS ahead, NULL AS every FROM messages",
     "CREATE TRIGGER IF NOT EXISTS message_sends_insert INSTEAD OF INSERT ON message_sends BEGIN "
     "INSERT INTO messages(id, channel, grp, key, payload, encoding, enqueued_at, available_at, deadline, "
-    "attempts, receipt, consumer, acked_at) VALUES (NEW.id, NEW.channel, '', NULL, NEW.payload, NEW.encoding, "
-    "NEW.enqueued_at, NEW.available_at, NEW.deadline, 0, NULL, NULL, NULL); "
-    "UPDATE channel_counts SET unacked = unacked + 1, last_id = NEW.id WHERE channel = NEW.channel AND grp = ''; END",
+    "attempts, receipt, consumer, acked_at) SELECT NEW.id, NEW.channel, '', NULL, NEW.payload, NEW.encoding, "
+    "NEW.enqueued_at, NEW.available_at, NEW.deadline, 0, NULL, NULL, NULL "
+    "WHERE (SELECT last_id FROM channel_counts WHERE channel = NEW.channel AND grp = '') = NEW.id - 1 "
+    "AND NOT EXISTS (SELECT 1 FROM channel_groups WHERE channel = NEW.channel) "
+    "AND (SELECT ahead = NEW.ahead AND NEW.enqueued_at >= observed AND NEW.enqueued_at < observed + NEW.every "
+    "FROM channel_clock WHERE id = 1); "
+    "UPDATE channel_counts SET unacked = unacked + 1, last_id = NEW.id WHERE channel = NEW.channel AND grp = '' "
+    "AND last_id = NEW.id - 1 AND EXISTS (SELECT 1 FROM messages WHERE channel = NEW.channel AND grp = '' "
+    "AND id = NEW.id); END",
 )
 
 # Parameters of all three: ?1 the channel, ?6 channel time, ?7 the clock offset, ?8 the interval.
+# The send that learns its id (the one after the channel's last): its own conditions are the
+# trigger's, in the same statement, so RETURNING gives an id only when the trigger inserted it.
 SEND_SQL = (
-    "INSERT INTO message_sends(id, channel, payload, encoding, enqueued_at, available_at, deadline) "
-    "SELECT last_id + 1, ?1, ?2, ?3, ?6, ?6 + ?4, ?5 FROM channel_counts WHERE channel = ?1 AND grp = '' "
+    "INSERT INTO message_sends(id, channel, payload, encoding, enqueued_at, available_at, deadline, ahead, every) "
+    "SELECT last_id + 1, ?1, ?2, ?3, ?6, ?6 + ?4, ?5, ?7, ?8 FROM channel_counts WHERE channel = ?1 AND grp = '' "
     f"AND NOT EXISTS (SELECT 1 FROM channel_groups WHERE channel = ?1) AND {_CLOCK_HOLDS} RETURNING id")
 # The same send with the id this process expects (?9: the one after the last it got, while no
-# other process sent in between), without RETURNING: about 4 us less, as the view's RETURNING is
-# what costs. It inserts only if the channel's last id is still ?9 - 1 (read inside the write
-# transaction, so no other send can come between), and tells by the rows it changed (the message
-# and the counts row; an insert into a view counts none itself, its trigger's rows do): any
-# change means it was sent, so it is never sent again by the fallback.
+# other process sent in between), without RETURNING (about 4 us less, as the view's RETURNING is
+# what costs), its conditions left to the trigger. It tells by the rows it changed (the message
+# and the counts row; an insert into a view counts none itself, its trigger's rows do): any change
+# means it was sent, so it is never sent again by the fallback.
 SEND_EXPECTED_SQL = (
-    "INSERT INTO message_sends(id, channel, payload, encoding, enqueued_at, available_at, deadline) "
-    "SELECT ?9, ?1, ?2, ?3, ?6, ?6 + ?4, ?5 "
-    "WHERE (SELECT last_id FROM channel_counts WHERE channel = ?1 AND grp = '') = ?9 - 1 "
-    f"AND NOT EXISTS (SELECT 1 FROM channel_groups WHERE channel = ?1) AND {_CLOCK_HOLDS}")
+    "INSERT INTO message_sends(id, channel, payload, encoding, enqueued_at, available_at, deadline, ahead, every) "
+    "VALUES (?9, ?1, ?2, ?3, ?6, ?6 + ?4, ?5, ?7, ?8)")
 # The first queued row, if it was never delivered and no delivery has timed out (a redelivery is
 # the full path's, which also merges the two in order). The row is found by the rowid that the
 # queue index holds (the subquery and the update are one statement, so it cannot change in
@@ -98,6 +109,24 @@ RECEIVE_SQL = (
 ACK_SQL = (
     f"UPDATE messages SET acked_at = ?6, available_at = {UNCHAINED!r} WHERE id = ?2 AND grp = ?3 AND receipt = ?4 "
     f"AND channel = ?1 AND acked_at IS NULL AND {_CLOCK_HOLDS}")
+
+# Receipts, drawn RECEIPTS_PER_DRAW at a time from one os.urandom call: a receipt is 16 hex
+# digits of randomness either way, and one draw per receive cost about 0.5 us. The pool is emptied
+# in a forked child, which must never hand out the receipts its parent hands out next (a stale
+# holder in one process could then acknowledge the other's redelivery).
+RECEIPTS_PER_DRAW = 64
+_RECEIPTS: list[str] = []
+register_at_fork(after_in_child=_RECEIPTS.clear)
+
+
+def new_receipt() -> str:
+    """A fresh delivery receipt: 8 random bytes in hex (thread-safe: ``list.pop`` is atomic)."""
+    try:
+        return _RECEIPTS.pop()
+    except IndexError:
+        block = urandom(8 * RECEIPTS_PER_DRAW).hex()
+        _RECEIPTS.extend([block[start:start + 16] for start in range(16, len(block), 16)])
+        return block[:16]
 
 
 class OneStatementOps:

@@ -34,20 +34,21 @@ Durable channels commit sends and acks with synchronous=FULL; receives (and ever
 
 from __future__ import annotations
 
-import os
-import time
+from time import monotonic
 
 from ..logs import INFO, WARNING, log
 from .records import CLOCK_KEY, ChannelConfig, MessageRecord, effect_key
 from .sqlite_channel_depth import (
     ACKED, FREE, HELD, MESSAGE_COLUMNS as _COLUMNS, UNCHAINED, ChannelDepthOps, count_messages)
-from .sqlite_channel_fast import OneStatementOps
+from .sqlite_channel_fast import OneStatementOps, new_receipt
 from .sqlite_channel_record import AckRecordOps, batches_acks
 
 TYPE_CHECKING = False  # typing is not imported at run time: this module is on the hook path
 if TYPE_CHECKING:
     import sqlite3
-    from typing import Any
+    from typing import Any, Callable, TypeVar
+
+    D = TypeVar("D")
 
 # Settled acknowledged rows kept for retention, by age (rows awaiting their batch are found
 # through messages_queue instead: an ack writes no page here). Schema 9; schemas 7 and 8 held both.
@@ -171,8 +172,8 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
         process takes effect here within that time (a change made here, at once)."""
         cache = self.__dict__.get("_config_cache")
         if update is None and cache is not None:  # the hit first: every send, receive and ack asks
-            cached = cache.get(name)
-            if cached is not None and time.monotonic() - cached[1] < CONFIG_CACHE_SECONDS:
+            cached = cache.get(name)  # (config, until when it holds)
+            if cached is not None and monotonic() < cached[1]:
                 return cached[0]  # type: ignore[no-any-return]
 
         def work(conn: sqlite3.Connection) -> ChannelConfig:
@@ -186,10 +187,10 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
         if update is None:
             existing = self.read(lambda conn: self._config_row(conn, name))  # type: ignore[attr-defined]
             if existing is not None:
-                cache[name] = (existing, time.monotonic())
+                cache[name] = (existing, monotonic() + CONFIG_CACHE_SECONDS)
                 return existing
         config = self.transaction(work)  # type: ignore[attr-defined]
-        cache[name] = (config, time.monotonic())
+        cache[name] = (config, monotonic() + CONFIG_CACHE_SECONDS)
         return config
 
     def configure_channel(self, name: str, changes: dict[str, Any]) -> ChannelConfig:
@@ -203,7 +204,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             return config
 
         config = self.transaction(work)  # type: ignore[attr-defined]
-        self.__dict__.setdefault("_config_cache", {})[name] = (config, time.monotonic())
+        self.__dict__.setdefault("_config_cache", {})[name] = (config, monotonic() + CONFIG_CACHE_SECONDS)
         return config
 
     def list_channels(self) -> list[ChannelConfig]:
@@ -294,13 +295,38 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
     ) -> list[MessageRecord]:
         config = self.channel_config(channel)  # max_attempts: cached like the send's dedup TTL
         if not config.durable and limit == 1:
-            receipt = os.urandom(8).hex()
+            receipt = new_receipt()
             row = self._receive_one(channel, group, consumer, visibility_timeout, receipt, CLOCK_RECORD_EVERY,
                                     RECEIVE_SEEN_EVERY)
             if row is not None:
                 message_id, key, payload, encoding, enqueued_at, visible_until, deadline, attempts = row
                 return [MessageRecord(message_id, channel, group, key, payload, encoding, enqueued_at,
                                       visible_until, deadline, attempts, receipt, consumer)]
+        return self._receive_in_transaction(channel, group, consumer, visibility_timeout, limit, config)
+
+    def receive_one(
+        self, channel: str, group: str, consumer: str,
+        build: Callable[[int, str | None, bytes, str, int, str, str, float], D],
+    ) -> D | None:
+        config = self.channel_config(channel)
+        timeout = config.visibility_timeout
+        if not config.durable:  # the single statement, and no MessageRecord between it and ``build``
+            receipt = new_receipt()
+            row = self._receive_one(channel, group, consumer, timeout, receipt, CLOCK_RECORD_EVERY,
+                                    RECEIVE_SEEN_EVERY)
+            if row is not None:
+                message_id, key, payload, encoding, _, visible_until, _, attempts = row
+                return build(message_id, key, payload, encoding, attempts, receipt, consumer, visible_until)
+        records = self._receive_in_transaction(channel, group, consumer, timeout, 1, config)
+        if not records:
+            return None
+        message = records[0]
+        return build(message.id, message.key, message.payload, message.encoding, message.attempts,
+                     message.receipt or "", consumer, message.available_at)
+
+    def _receive_in_transaction(self, channel: str, group: str, consumer: str, visibility_timeout: float,
+                                limit: int, config: ChannelConfig) -> list[MessageRecord]:
+        """The full receive: every case, in one transaction."""
         chained = [False]
 
         def work(conn: sqlite3.Connection) -> list[MessageRecord]:
@@ -327,7 +353,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
                     taken.add(message_id)
                     if previous is not None:
                         redelivered.append([message_id, previous, attempts])
-                    receipt = os.urandom(8).hex()
+                    receipt = new_receipt()
                     conn.execute(
                         "UPDATE messages SET available_at = ?, receipt = ?, consumer = ?, attempts = attempts + 1 "
                         "WHERE id = ? AND grp = ? AND channel = ?",

@@ -41,9 +41,11 @@ except ImportError:
 # messages_acked holds settled rows only (sqlite_channel_record.migrate_to_unchained); a channel's
 # id counter is in its counts row (sqlite_channel_depth.migrate_last_ids). 10: no trigger on the
 # update of an ack (a retained ack's transaction counts and credits it: COUNT_TRIGGERS), and the
-# send view's trigger updates the counts row, which the single-statement send requires. A
-# database of a later version is refused, never used (see _check_version).
-SCHEMA_VERSION = 10
+# send view's trigger updates the counts row, which the single-statement send requires. 11: the
+# send view's trigger checks the send's conditions itself (the view has the columns it needs), so
+# the single-statement send inserts VALUES. A database of a later version is refused, never used
+# (see _check_version).
+SCHEMA_VERSION = 11
 GITIGNORE = "# Made by agent-coherence: coordination state of this machine, never committed.\n*\n"
 
 # Tables keyed by the key alone, stored in their primary-key b-tree (WITHOUT ROWID): a rowid table
@@ -170,6 +172,13 @@ class SchemaOps:
             for trigger in (*SETTLED_ACK_TRIGGERS, "message_sends_insert"):
                 conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
             conn.execute(SEND_SCHEMA[1])  # its counts row updated, not upserted
+        elif version == 10:
+            # The view gains the trigger's columns: both made again (the CREATE statements above
+            # kept the old ones, which exist).
+            conn.execute("DROP TRIGGER IF EXISTS message_sends_insert")
+            conn.execute("DROP VIEW IF EXISTS message_sends")
+            for statement in SEND_SCHEMA:
+                conn.execute(statement)
 
     def _check_version(self, version: int | None) -> None:
         if version is not None and version > SCHEMA_VERSION:
