@@ -252,7 +252,8 @@ def test_a_format_1_stamp_left_by_an_earlier_release_is_still_rolled_forward(roo
     with Coordinator.open(root) as coord:
         snap = coord.read("a.txt")
         assert (snap.data, snap.version, snap.foreign_edit) == (b"two", receipt.version, False)
-        assert coord.backend.get_version("a.txt").writer == "agent-1"  # format 1 keeps the holder
+        record = coord.backend.get_version("a.txt")
+        assert record is not None and record.writer == "agent-1"  # format 1 keeps the holder
         assert coord.journal.count(kind="recover.stamp", key="a.txt") == 1
 
 
