@@ -31,6 +31,7 @@ forge a full hash).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -64,6 +65,7 @@ _HEX_DIGITS = frozenset("0123456789abcdef")
 _MODES: dict[int, Mode] = {}  # by st_dev of the probed root
 
 
+@functools.lru_cache(maxsize=4096)  # a write stamps every file, and writers keep to few keys
 def key_digest(key: str) -> bytes:
     """What a stamp holds of the key: the first bytes of the sha256 of its UTF-8."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:KEY_DIGEST]
@@ -101,10 +103,13 @@ class Stamp:
         return self.key_digest == key_digest(key)
 
 
+_ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
+
+
 def _varint(value: int) -> bytes:
     """LEB128: 7 bits a byte, low first (versions and fences below 128 take one byte)."""
     if value < 0x80:
-        return bytes((value,))
+        return _ONE_BYTE[value]
     out = bytearray()
     while value >= 0x80:
         out.append(value & 0x7F | 0x80)
@@ -118,26 +123,32 @@ def encode_fields(intent_id: str, key: str, holder: str, fence: int, version: in
     """The stamp of a write (a write stamps every file, so this is on its path).
 
     Format 2 when the fields are the usual ones (str and int exactly, an intent id of 16 and
-    hashes of 64 lowercase hex digits, versions and fences in [0, 2**63)), with the holder only
-    if it is ASCII and the whole stays within :data:`IN_INODE_BUDGET`; format 1 otherwise.
-    ``decode`` reads both, and the result :meth:`Stamp.proves` these fields."""
+    hashes of 64 characters whose kept prefixes are lowercase hex, versions and fences in
+    [0, 2**63)), with the holder only if it is ASCII and the whole stays within
+    :data:`IN_INODE_BUDGET`; format 1 otherwise. ``decode`` reads both, and the result
+    :meth:`Stamp.proves` these fields."""
     if type(intent_id) is str and len(intent_id) == 16 and type(sha256) is str and len(sha256) == 64 \
             and type(version) is int and 0 <= version < _INTEGER_LIMIT \
             and type(fence) is int and 0 <= fence < _INTEGER_LIMIT and type(key) is str and type(holder) is str \
             and (base_sha256 is None or (type(base_sha256) is str and len(base_sha256) == 64)):
+        # The intent id and the kept prefixes, in the stamp's order: one conversion for all three.
+        digits = intent_id + sha256[:SHA_DIGITS] if base_sha256 is None \
+            else intent_id + sha256[:SHA_DIGITS] + base_sha256[:BASE_DIGITS]
         try:
-            ident, digest = bytes.fromhex(intent_id), bytes.fromhex(sha256)
-            base = b"" if base_sha256 is None else bytes.fromhex(base_sha256)
+            raw = bytes.fromhex(digits)
         except ValueError:
-            ident = digest = base = b""
-        # fromhex also takes capitals and spaces: the round trip keeps exactly the lowercase spelling
-        if ident.hex() == intent_id and digest.hex() == sha256 and base.hex() == (base_sha256 or ""):
-            body = (ident + digest[:SHA_DIGITS // 2] + base[:BASE_DIGITS // 2] + key_digest(key)
-                    + _varint(version) + _varint(fence))
-            tag = (_FORMAT_2 | _HAS_BASE) if base else _FORMAT_2
-            if 1 + len(body) + len(holder) <= IN_INODE_BUDGET and holder.isascii():
-                return bytes((tag | _HAS_HOLDER,)) + body + holder.encode("ascii")
-            return bytes((tag,)) + body
+            raw = b""
+        if raw.hex() == digits:  # fromhex also takes capitals and skips spaces: exactly lowercase hex
+            tag = _FORMAT_2 if base_sha256 is None else _FORMAT_2 | _HAS_BASE
+            if version < 0x80 and fence < 0x80:  # the usual: the tag and both numbers in one step
+                if 3 + len(raw) + KEY_DIGEST + len(holder) <= IN_INODE_BUDGET and holder.isascii():
+                    return b"".join((bytes((tag | _HAS_HOLDER, version, fence)), raw, key_digest(key),
+                                     holder.encode()))
+                return b"".join((bytes((tag, version, fence)), raw, key_digest(key)))
+            numbers = _varint(version) + _varint(fence)
+            if 1 + len(numbers) + len(raw) + KEY_DIGEST + len(holder) <= IN_INODE_BUDGET and holder.isascii():
+                return b"".join((_ONE_BYTE[tag | _HAS_HOLDER], numbers, raw, key_digest(key), holder.encode()))
+            return b"".join((_ONE_BYTE[tag], numbers, raw, key_digest(key)))
     return encoded_by_json(intent_id, key, holder, fence, version, sha256, base_sha256)
 
 
@@ -192,15 +203,16 @@ def _decode_binary(raw: bytes) -> Stamp | None:
     tag = raw[0] if raw else 0
     if tag & ~(_HAS_BASE | _HAS_HOLDER) != _FORMAT_2:
         return None
-    key_at = 9 + SHA_DIGITS // 2 + (BASE_DIGITS // 2 if tag & _HAS_BASE else 0)
-    version, at = _read_varint(raw, key_at + KEY_DIGEST)
+    version, at = _read_varint(raw, 1)
     fence, at = _read_varint(raw, at) if version >= 0 else (-1, at)
-    rest = raw[at:]
-    if fence < 0 or (rest and not tag & _HAS_HOLDER) or not rest.isascii():
+    sha_at = at + 8
+    key_at = sha_at + SHA_DIGITS // 2 + (BASE_DIGITS // 2 if tag & _HAS_BASE else 0)
+    rest = raw[key_at + KEY_DIGEST:]
+    if fence < 0 or len(raw) < key_at + KEY_DIGEST or (rest and not tag & _HAS_HOLDER) or not rest.isascii():
         return None
-    return Stamp(raw[1:9].hex(), raw[key_at:key_at + KEY_DIGEST], rest.decode("ascii") if tag & _HAS_HOLDER else None,
-                 fence, version, raw[9:9 + SHA_DIGITS // 2].hex(),
-                 raw[9 + SHA_DIGITS // 2:key_at].hex() if tag & _HAS_BASE else None)
+    return Stamp(raw[at:sha_at].hex(), raw[key_at:key_at + KEY_DIGEST], rest.decode("ascii") if tag & _HAS_HOLDER else None,
+                 fence, version, raw[sha_at:sha_at + SHA_DIGITS // 2].hex(),
+                 raw[sha_at + SHA_DIGITS // 2:key_at].hex() if tag & _HAS_BASE else None)
 
 
 def put(fd: int, stamp: bytes) -> bool:
