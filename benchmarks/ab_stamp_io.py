@@ -97,7 +97,8 @@ def main() -> None:
                 seen[name].append([float(v) for v in out.stdout.split()])
     finally:
         shutil.rmtree(other, ignore_errors=True)
-    print(f"{'':>10} {'dev writes/write':>17} {'(min)':>6} {'KiB/write':>10} {'(min)':>6} {'stamp B':>8} {'st_blocks':>10}")
+    print(f"{'':>10} {'dev writes/write':>17} {'(min)':>6} {'KiB/write':>10} {'(min)':>6} {'stamp B':>8}"
+          f" {'st_blocks':>10}")
     for name, rows in seen.items():
         writes, kib, stamp, blocks = (statistics.median(column) for column in zip(*rows))
         least = [min(column) for column in zip(*rows)]

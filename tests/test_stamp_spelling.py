@@ -98,15 +98,21 @@ def test_unusual_fields_fall_back_to_format_1() -> None:
         assert stamp is not None and stamp.proves("k", sha, version, None) and stamp.intent_id == intent_id
 
 
+def _holder(key: str, holder: str, version: int, sha: str, base: str | None) -> str | None:
+    stamp = stamps.decode(stamps.encode_fields("86de60eede312bdb", key, holder, 1, version, sha, base))
+    assert stamp is not None
+    return stamp.holder
+
+
 def test_the_holder_is_kept_while_it_fits_and_left_out_after() -> None:
     sha, base = "ab" * 32, "cd" * 32
     first = stamps.encode_fields("86de60eede312bdb", "a/b.md", "agent-1", 1, 1, sha, None)
     later = stamps.encode_fields("86de60eede312bdb", "a/b.md", "agent-1", 1, 2, sha, base)
     assert (len(first), len(later)) == (42, 43)
-    assert stamps.decode(first).holder == "agent-1"  # type: ignore[union-attr]
-    assert stamps.decode(later).holder is None  # type: ignore[union-attr]
-    assert stamps.decode(stamps.encode_fields("86de60eede312bdb", "a/b.md", "w", 1, 2, sha, base)).holder == "w"  # type: ignore[union-attr]
-    assert stamps.decode(stamps.encode_fields("86de60eede312bdb", "a", "é", 1, 1, sha, None)).holder is None  # type: ignore[union-attr]
+    assert _holder("a/b.md", "agent-1", 1, sha, None) == "agent-1"
+    assert _holder("a/b.md", "agent-1", 2, sha, base) is None
+    assert _holder("a/b.md", "w", 2, sha, base) == "w"
+    assert _holder("a", "é", 1, sha, None) is None  # not ASCII
 
 
 def _valid() -> list[bytes]:
@@ -136,5 +142,6 @@ def test_garbage_is_rejected() -> None:
     assert stamps.decode(with_holder[:1] + b"\xff" * 10 + b"\x01" + with_holder[2:]) is None  # out of range
     for text in (b"", b"probe", b"[" * 100_000, b"[]", b"[1]", b'{"a":1}', b"[1,2,3,4,5,6,7,8]", b"null",
                  b'[1,"i","k","h",1,1,"' + b"AB" * 32 + b'",null]',  # format 1 with a hash no file has
-                 b'[1,"i","k","h",true,1,"' + b"ab" * 32 + b'",null]', b'[2,"i","k","h",1,1,"' + b"ab" * 32 + b'",null]'):
+                 b'[1,"i","k","h",true,1,"' + b"ab" * 32 + b'",null]',
+                 b'[2,"i","k","h",1,1,"' + b"ab" * 32 + b'",null]'):
         assert stamps.decode(text) is None, text

@@ -6,7 +6,7 @@ fence, and the holder when there is room), the key, the version it makes and the
 (by their sha256). With the stamp on disk the intent need not be flushed before the rename: if a
 power loss takes the unflushed intent (and the unflushed commit after it) the file itself says
 that it is version ``base + 1`` of the key, and the next read or write rolls the record forward
-from it (see :func:`forward_version` and the rules in docs/concepts.md).
+from it (see ``recovery.forward_from_stamp`` and the rules in docs/concepts.md).
 
 Two spellings, both read. Format 2 (binary, written for the usual fields) fits in the inode's
 spare space on ext4 (at most :data:`IN_INODE_BUDGET` bytes; a larger value costs a separate 4 KiB
@@ -205,14 +205,15 @@ def _decode_binary(raw: bytes) -> Stamp | None:
         return None
     version, at = _read_varint(raw, 1)
     fence, at = _read_varint(raw, at) if version >= 0 else (-1, at)
-    sha_at = at + 8
-    key_at = sha_at + SHA_DIGITS // 2 + (BASE_DIGITS // 2 if tag & _HAS_BASE else 0)
+    sha_at = at + 8  # after the intent id
+    base_at = sha_at + SHA_DIGITS // 2
+    key_at = base_at + (BASE_DIGITS // 2 if tag & _HAS_BASE else 0)
     rest = raw[key_at + KEY_DIGEST:]
     if fence < 0 or len(raw) < key_at + KEY_DIGEST or (rest and not tag & _HAS_HOLDER) or not rest.isascii():
         return None
-    return Stamp(raw[at:sha_at].hex(), raw[key_at:key_at + KEY_DIGEST], rest.decode("ascii") if tag & _HAS_HOLDER else None,
-                 fence, version, raw[sha_at:sha_at + SHA_DIGITS // 2].hex(),
-                 raw[sha_at + SHA_DIGITS // 2:key_at].hex() if tag & _HAS_BASE else None)
+    return Stamp(intent_id=raw[at:sha_at].hex(), key_digest=raw[key_at:key_at + KEY_DIGEST],
+                 holder=rest.decode("ascii") if tag & _HAS_HOLDER else None, fence=fence, version=version,
+                 sha256=raw[sha_at:base_at].hex(), base_sha256=raw[base_at:key_at].hex() if tag & _HAS_BASE else None)
 
 
 def put(fd: int, stamp: bytes) -> bool:
