@@ -313,4 +313,4 @@ def test_on_ext4_the_usual_stamp_stays_in_the_inode(root):
             os.fsync(handle.fileno())
     blocks = {name: os.stat(path).st_blocks for name, path in
               (("stamped", root / "dir" / "plan.md"), ("bare", bare), ("format 1", old_format))}
-    assert blocks["stamped"] == blocks["bare"] and blocks["format 1"] == blocks["bare"] + 8, blocks
+    assert blocks["stamped"] == blocks["bare"] < blocks["format 1"], blocks  # one attribute block more
