@@ -8,6 +8,7 @@ SQL statement.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -19,6 +20,7 @@ from _util import (
     CallTimer, RoundResults, SQLStatementTimer, filesystem_of, fmt_ratio, fmt_us, interleaved_rounds,
     markdown_table, median, profile_tables, time_ops,
 )
+from agent_coherence import stamps
 from bench_core import KEY, WARMUP, _coordinator_case, _floor_case, _fresh_dir, _payloads
 from peers import time_sqlite_commit
 
@@ -61,7 +63,10 @@ def _wal_frames_per_write(root: str, coord: Coordinator, payload: bytes, writes:
     return out
 
 
-STAMP_BYTES = 117  # the size of the stamp a 1 KiB write of KEY by "bench" sets (user.agent-coherence)
+# The size of the stamp (user.agent-coherence) a write of KEY by "bench" sets once the key's version
+# and fence have passed 127 (45 bytes in format 2; format 1, before, was 117).
+STAMP_BYTES = len(stamps.encode_fields(os.urandom(8).hex(), KEY, "bench", 200, 200, hashlib.sha256(b"new").hexdigest(),
+                                       hashlib.sha256(b"old").hexdigest()))
 
 
 def _time_skeleton(dirpath: str, n: int, payload: bytes, *, stamp: bool, transactions: bool) -> list[int]:

@@ -231,3 +231,86 @@ def test_doctor_reports_the_write_mode(root, monkeypatch, capsys):
     monkeypatch.setenv(stamps.ENVIRONMENT, "off")
     main(["doctor", "--root", str(root)])
     assert "write mode: flush" in capsys.readouterr().out
+
+
+def test_a_format_1_stamp_left_by_an_earlier_release_is_still_rolled_forward(root, tmp_path):
+    """The same power loss, with the file carrying the JSON stamp an earlier release wrote."""
+    if stamps.mode(str(root)) != "stamp":
+        pytest.skip("no user xattrs here")
+    saved = tmp_path / "saved"
+    with Coordinator.open(root) as coord:
+        first = coord.write("a.txt", b"one", holder="agent-1")
+    _database_copy(root, saved)
+    with Coordinator.open(root) as coord:
+        receipt = coord.write("a.txt", b"two", holder="agent-1")
+        current = stamps.decode(os.getxattr(root / "a.txt", stamps.ATTRIBUTE))
+    assert current is not None and current.holder is None  # format 2 had no room for this holder
+    old_release = stamps.encoded_by_json(current.intent_id, "a.txt", "agent-1", current.fence, receipt.version,
+                                         receipt.sha256, first.sha256)
+    os.setxattr(root / "a.txt", stamps.ATTRIBUTE, old_release)
+    _power_loss(root, saved)
+    with Coordinator.open(root) as coord:
+        snap = coord.read("a.txt")
+        assert (snap.data, snap.version, snap.foreign_edit) == (b"two", receipt.version, False)
+        record = coord.backend.get_version("a.txt")
+        assert record is not None and record.writer == "agent-1"  # format 1 keeps the holder
+        assert coord.journal.count(kind="recover.stamp", key="a.txt") == 1
+
+
+def test_a_stamp_without_its_holder_records_the_version_as_recovered(root, tmp_path):
+    if stamps.mode(str(root)) != "stamp":
+        pytest.skip("no user xattrs here")
+    saved = tmp_path / "saved"
+    with Coordinator.open(root) as coord:
+        coord.write("a.txt", b"one", holder="agent-1")
+    _database_copy(root, saved)
+    with Coordinator.open(root) as coord:
+        receipt = coord.write("a.txt", b"two", holder="agent-1")
+    _power_loss(root, saved)
+    with Coordinator.open(root) as coord:  # a write, not a read, finds the lost commit this time
+        assert coord.write("a.txt", b"three", holder="agent-1").version == receipt.version + 1
+        recovered = [e for e in coord.backend.journal_entries(key="a.txt") if e.kind == "recover.stamp"]
+        assert [(e.holder, e.data.get("version")) for e in recovered] == [(stamps.RECOVERED_HOLDER, receipt.version)]
+        coord.journal.verify()
+
+
+def _filesystem_type(path) -> str:
+    """The type of the filesystem holding ``path`` (from /proc/self/mountinfo), "" if unknown."""
+    device = os.stat(path).st_dev
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    try:
+        lines = open("/proc/self/mountinfo").read().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        fields = line.split()
+        if fields[2] == wanted and " - " in line:
+            return line.split(" - ", 1)[1].split()[0]
+    return ""
+
+
+def test_on_ext4_the_usual_stamp_stays_in_the_inode(root):
+    """ext4 gives an attribute that does not fit in the inode a 4 KiB block of its own (counted in
+    st_blocks, written at every write): the usual stamp stays within the budget, and its file takes
+    no more blocks than the same bytes unstamped, where a format-1 stamp takes one more."""
+    if _filesystem_type(root) != "ext4" or stamps.mode(str(root)) != "stamp":
+        pytest.skip("not an ext4 root with user xattrs")
+    payload = os.urandom(1024)
+    with Coordinator.open(root) as coord:
+        for version in range(1, 4):
+            coord.write("dir/plan.md", payload + bytes([version]), holder="agent-1")
+            raw = os.getxattr(root / "dir" / "plan.md", stamps.ATTRIBUTE)
+            assert raw[:1] != b"[" and len(raw) <= stamps.IN_INODE_BUDGET, (version, len(raw))
+        stamp = stamps.decode(raw)
+        assert stamp is not None
+    bare, old_format = root / "bare", root / "old-format"
+    for path, value in ((bare, None), (old_format, stamps.encoded_by_json(
+            stamp.intent_id, "dir/plan.md", "agent-1", stamp.fence, 3, "ab" * 32, "cd" * 32))):
+        with open(path, "wb") as handle:
+            handle.write(payload + b"\x03")
+            if value is not None:
+                os.setxattr(handle.fileno(), stamps.ATTRIBUTE, value)
+            os.fsync(handle.fileno())
+    blocks = {name: os.stat(path).st_blocks for name, path in
+              (("stamped", root / "dir" / "plan.md"), ("bare", bare), ("format 1", old_format))}
+    assert blocks["stamped"] == blocks["bare"] < blocks["format 1"], blocks  # one attribute block more

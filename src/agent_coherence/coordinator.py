@@ -425,7 +425,7 @@ class Coordinator:
         lost to power loss), give up ``intent``, record that version and return True (the caller
         begins again on top of it); False for a foreign edit."""
         stamp = file.read_stamp() if old is not None else None
-        if stamp is None or stamp.sha256 != old_sha or stamp.version != intent.base_version + 1:
+        if stamp is None or not stamp.proves(target.key, old_sha, intent.base_version + 1, intent.base_sha256):
             return False
         self.backend.abort_write(intent, "foreign_edit", "a lost commit found", journal=False)
         record = self.backend.get_version(target.key)

@@ -156,13 +156,13 @@ def forward_from_stamp(backend: Backend, file: KeyFile, record: VersionRecord | 
         return None
     stamp = file.read_stamp()
     version = record.version if record else 0
-    if (stamp is None or stamp.key != file.key or stamp.sha256 != disk_sha
-            or stamp.version != version + 1 or stamp.base_sha256 != (record.sha256 if record else None)):
+    if stamp is None or not stamp.proves(file.key, disk_sha, version + 1, record.sha256 if record else None):
         return None
     for entry in backend.journal_entries(key=file.key):
         if entry.kind in ("write.failed", "recover.back") and entry.data.get("intent") == stamp.intent_id:
             return None  # that write was refused or rolled back: its bytes on disk are foreign
-    return backend.record_version(file.key, stamp.holder, disk_sha, len(data), fence=None,
+    holder = stamp.holder if stamp.holder is not None else stamps.RECOVERED_HOLDER  # format 2 may leave it out
+    return backend.record_version(file.key, holder, disk_sha, len(data), fence=None,
                                   expect_version=version, kind="recover.stamp")
 
 
