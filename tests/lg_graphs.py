@@ -27,6 +27,15 @@ def step_node(name: str, delay: float) -> Any:
     return node
 
 
+def one_node_builder(name: str, node: Callable[..., Any], **options: Any) -> StateGraph:
+    """START -> ``name`` -> END (``options`` go to ``add_node``, e.g. ``retry_policy``)."""
+    builder = StateGraph(LogState)
+    builder.add_node(name, node, **options)
+    builder.add_edge(START, name)
+    builder.add_edge(name, END)
+    return builder
+
+
 def two_step_builder(delay: float = 0.3) -> StateGraph:
     """START -> step1 -> step2 -> END, each step sleeping ``delay`` seconds."""
     builder = StateGraph(LogState)

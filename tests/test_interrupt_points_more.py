@@ -42,7 +42,6 @@ pytest.importorskip("langgraph")
 
 from langgraph.checkpoint.base import empty_checkpoint  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
-from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.store.memory import InMemoryStore  # noqa: E402
 
 from agent_coherence import Anomaly, Coordinator  # noqa: E402
@@ -53,7 +52,7 @@ from agent_coherence.adapters.langgraph import (  # noqa: E402
 from agent_coherence.adapters.langgraph.renewal import Renewer  # noqa: E402
 from conftest import wait_for  # noqa: E402
 from interrupt_points import Landed, interrupt_points  # noqa: E402
-from lg_graphs import LogState, two_step_builder  # noqa: E402
+from lg_graphs import LogState, one_node_builder, two_step_builder  # noqa: E402
 
 # SQLite only: what is checked here is the adapter's (and liveness's, the spool's) own handling,
 # the same over either backend; the backends' handling of an interrupt inside a transaction is
@@ -148,10 +147,7 @@ def test_an_interrupted_hooked_node_gives_its_leases_back_at_every_point(quiet_c
     def work(state: LogState) -> dict[str, list[str]]:
         return {"log": ["worked"]}
 
-    builder = StateGraph(LogState)
-    builder.add_node("work", work)
-    builder.add_edge(START, "work")
-    builder.add_edge("work", END)
+    builder = one_node_builder("work", work)
     graph = coherent_graph(builder.compile(checkpointer=InMemorySaver()), coord, ttl=600)
     config = {"configurable": {"thread_id": "t"}}
     points = 0

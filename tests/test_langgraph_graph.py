@@ -28,7 +28,7 @@ from agent_coherence.adapters.langgraph import (  # noqa: E402
     CheckpointConflict, CoherentCheckpointer, ThreadBusy, coherent_graph, thread_lease_key,
 )
 from agent_coherence.adapters.langgraph.renewal import renewer_for  # noqa: E402
-from lg_graphs import History, LogState, step_node, two_step_builder  # noqa: E402
+from lg_graphs import History, LogState, one_node_builder, step_node, two_step_builder  # noqa: E402
 
 CONFIG: Any = {"configurable": {"thread_id": "t"}}
 KEY = thread_lease_key("t")
@@ -294,10 +294,7 @@ def test_the_thread_lease_is_renewed_while_a_long_run_runs(coord: Coordinator) -
             busy.append(error.holder)
         return {"log": ["long"]}
 
-    builder = StateGraph(LogState)
-    builder.add_node("long", long)
-    builder.add_edge(START, "long")
-    builder.add_edge("long", END)
+    builder = one_node_builder("long", long)
     app = coherent_graph(builder.compile(checkpointer=InMemorySaver()), coord, ttl=0.3)
     assert app.invoke({"log": []}, CONFIG)["log"] == ["long"]
     assert len(busy) == 1 and busy[0].startswith("langgraph-run:")
@@ -345,10 +342,7 @@ def test_interrupt_and_resume_through_coherent_graph(coord: Coordinator, saver: 
         answer = interrupt("approve?")
         return {"log": [f"approved={answer}"]}
 
-    builder = StateGraph(LogState)
-    builder.add_node("ask", ask)
-    builder.add_edge(START, "ask")
-    builder.add_edge("ask", END)
+    builder = one_node_builder("ask", ask)
     app = coherent_graph(builder.compile(checkpointer=saver), coord)
     paused = app.invoke({"log": ["draft"]}, CONFIG)
     assert "__interrupt__" in paused

@@ -27,16 +27,13 @@ from agent_coherence.adapters.langgraph import (  # noqa: E402
     NodeHandle, coherent_graph, coherent_node, coherent_nodes, current_node, thread_lease_key,
 )
 from conftest import FORK  # noqa: E402
-from lg_graphs import LogState, step_node  # noqa: E402
+from lg_graphs import LogState, one_node_builder, step_node  # noqa: E402
 
 NO_WAIT = RetryPolicy(initial_interval=0.01, jitter=False, max_attempts=3)
 
 
 def one_node_graph(node: Any, saver: Any = None, retry: RetryPolicy | None = None) -> Any:
-    builder = StateGraph(LogState)
-    builder.add_node("work", node, retry_policy=retry)
-    builder.add_edge(START, "work")
-    builder.add_edge("work", END)
+    builder = one_node_builder("work", node, retry_policy=retry)
     return builder.compile(checkpointer=saver if saver is not None else InMemorySaver())
 
 

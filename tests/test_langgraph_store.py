@@ -13,7 +13,6 @@ import pytest
 pytest.importorskip("langgraph.store.sqlite")
 
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
-from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.store.base import BaseStore, GetOp, PutOp  # noqa: E402
 from langgraph.store.memory import InMemoryStore  # noqa: E402
 from langgraph.store.sqlite import SqliteStore  # noqa: E402
@@ -23,7 +22,7 @@ from agent_coherence.adapters.langgraph import (  # noqa: E402
     CheckedPutOp, CoherentStore, VersionedItem, VersionedSearchItem, coherent_graph,
 )
 from conftest import FORK  # noqa: E402
-from lg_graphs import LogState  # noqa: E402
+from lg_graphs import LogState, one_node_builder  # noqa: E402
 
 NS = ("counters",)
 
@@ -76,10 +75,7 @@ def test_nodes_get_the_store_through_the_graph(coord: Coordinator) -> None:
                   expect_version=item.version if isinstance(item, VersionedItem) else 0)
         return {"log": ["counted"]}
 
-    builder = StateGraph(LogState)
-    builder.add_node("count", count)
-    builder.add_edge(START, "count")
-    builder.add_edge("count", END)
+    builder = one_node_builder("count", count)
     app = coherent_graph(builder.compile(checkpointer=InMemorySaver(), store=store), coord)
     for run in range(3):
         app.invoke({"log": []}, {"configurable": {"thread_id": f"t{run}"}})
