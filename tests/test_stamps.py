@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from agent_coherence import Coordinator, ForeignEdit, stamps
+from agent_coherence import Coordinator, ForeignEdit, durable, stamps
 
 from conftest import temp_files
 from test_crash import KEY, kill_and_reap, read_lines, writer_loop
@@ -56,11 +56,18 @@ def small_writer(root: str, seed: int, start: int, fd: int, faults_plan: str) ->
     writer_loop(root, seed, start, fd)
 
 
-def test_kill_9_at_every_step_in_both_modes(root, write_mode):
+@pytest.mark.parametrize("temps", ["unnamed", "named"])
+def test_kill_9_at_every_step_in_both_modes(root, write_mode, temps, monkeypatch):
     """kill -9 while the writer sleeps at each step in turn, then at random instants: after the
     reopen the disk holds the last committed bytes or the in-flight write's, the record agrees,
-    no intent, temp file or write lease is left, and the journal verifies."""
+    no intent, temp file or write lease is left, and the journal verifies. ``temps``: temp files
+    made without a name (O_TMPFILE, the bytes of a stamp-mode write ahead of its intent) or, as on
+    a filesystem without O_TMPFILE (which refuses it as an O_DIRECTORY open for writing is
+    refused), named from the start."""
     from conftest import FORK
+
+    if temps == "named":
+        monkeypatch.setattr(durable, "_O_TMPFILE", os.O_DIRECTORY)  # inherited by the forked writers
 
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)

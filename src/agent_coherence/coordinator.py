@@ -36,7 +36,7 @@ from . import arguments, faults, recovery, stamps
 from .arguments import ForeignPolicy
 from .backends import open_backend
 from .backends.base import Backend, IntentPending, IntentRecord, WriteRequest
-from .durable import StepFailed, sha256_hex, temp_path_for
+from .durable import StepFailed, WrittenAhead, sha256_hex, temp_path_for
 from .errors import BackendUnavailable, CoherenceError, LeaseHeld, LeaseLost, VersionConflict
 from .journal import Journal
 from .last_written import LastWritten
@@ -352,18 +352,25 @@ class Coordinator:
         with KeyFile(self.root, target.key, target.path) as file, recovery.WriteClaim(temp) as claim:
             progress = Progress()
             intent: IntentRecord | None = None
+            ahead: WrittenAhead | None = None
             # One handler from the intent's insert to the commit: an interrupt can land after any
             # call, including between a call's return and the use of its result.
             try:
+                if payload is not None and self.write_mode == "stamp":
+                    # The disk writes the new bytes while the intent is recorded and the old bytes
+                    # checked; they stay unnamed (invisible, gone on a crash) until the intent is.
+                    ahead = file.write_ahead(payload)
                 intent, old = self._begin(target, file, claim, holder, fence, new_sha, len(payload or b""),
                                           expect_version, ttl, policy)
-                self._apply(file, intent, payload, progress, temp.rpartition(os.sep)[2])
+                self._apply(file, intent, payload, progress, temp.rpartition(os.sep)[2], ahead)
                 progress.step = "commit"
                 faults.check("commit")
                 # The intent is durable already: a commit lost to power loss is rolled forward to
                 # the same version by recovery, so this commit need not flush.
                 record = self.backend.commit_write(intent, durable=False)
             except BaseException as error:
+                if ahead is not None:
+                    ahead.discard()
                 self._last_written.forget(target.key)
                 if intent is None:  # stopped before the file step: nothing to put back
                     if not isinstance(error, CoherenceError):  # a refusal has cleaned up after itself
@@ -464,7 +471,7 @@ class Coordinator:
                 raise
 
     def _apply(self, file: KeyFile, intent: IntentRecord, payload: bytes | None, progress: Progress,
-               temp_name: str) -> None:
+               temp_name: str, ahead: WrittenAhead | None = None) -> None:
         """The file step: make the write recoverable, replace (or remove) the bytes, read back.
 
         In the ``stamp`` mode the temp file carries the stamp (see :mod:`stamps`) and the intent
@@ -472,6 +479,7 @@ class Coordinator:
         intent's flush runs on a helper thread while the temp file is written and fsynced. Nothing
         visible changes on disk until that is done. ``progress`` says how far it got. ``temp_name``:
         the intent's temp file, as a name in the key's directory (``recovery.temp_name``).
+        ``ahead``: the temp file's bytes, if they were written before the intent (stamp mode).
         """
         if payload is None:
             progress.step = "intent"
@@ -487,7 +495,12 @@ class Coordinator:
             if self.write_mode == "stamp":
                 # The stamped file says which version it is: recovery rolls the write forward
                 # from it, so the intent is not flushed (unless this filesystem refused the stamp).
-                if not file.write_temp(temp_name, payload, mode, recovery.stamp_for(intent)):
+                stamp = recovery.stamp_for(intent)
+                if ahead is not None:
+                    stamped = ahead.finish(temp_name, mode, stamp)
+                else:
+                    stamped = file.write_temp(temp_name, payload, mode, stamp)
+                if not stamped:
                     progress.step = "intent"
                     self.backend.sync_intent(intent)
             else:

@@ -3,7 +3,8 @@
 Each probe runs in a temp directory inside the root: fsync of a file and of a directory, an atomic
 rename over an existing file, exclusive create, SQLite in WAL mode. The root's mount is looked up
 in ``/proc/mounts`` and a network or host-shared filesystem is warned about (their rename, fsync
-and locking semantics differ from a local disk). The write mode (stamp or flush) is reported.
+and locking semantics differ from a local disk). The write mode (stamp or flush) and the kind of temp
+file (unnamed or named) are reported.
 The probes show what the kernel answers, not what the device does with a flush.
 """
 
@@ -37,6 +38,7 @@ def run(root: str, strict: bool = False) -> int:
     else:
         try:
             checks += [_probe(name, probe, workdir) for name, probe in PROBES]
+            checks.append(_temp_file_check(workdir))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     checks.append(_filesystem_check(root))
@@ -60,6 +62,17 @@ def _write_mode_check(root: str) -> Check:
                 "intent is not flushed, recovery reads the version from the file)")
     why = f"{stamps.ENVIRONMENT}=off" if stamps.forced_off() else "no user extended attributes here"
     return ("PASS", "write mode", f"flush ({why}: each write flushes its intent before the rename)")
+
+
+def _temp_file_check(workdir: str) -> Check:
+    """Whether temp files can be made without a name here (either way is correct)."""
+    from . import durable
+
+    found = durable.unnamed_temp_files_in(workdir)
+    if found is None:
+        return ("PASS", "temp files", "unnamed until written and fsynced (O_TMPFILE; in the stamp mode "
+                "a write's bytes go ahead of its intent)")
+    return ("PASS", "temp files", f"named from the start ({found})")
 
 
 def _probe(name: str, probe: Callable[[str], str], workdir: str) -> Check:

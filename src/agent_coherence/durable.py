@@ -3,7 +3,9 @@
 ``replace_durably`` is the physical half of a confirmed write: a temp file in the target's own
 directory (rename is only atomic within one filesystem), ``fsync`` of the file, ``rename`` over the
 target, ``fsync`` of the directory (the rename is not durable without it). A failure at any step
-removes the temp file and leaves the target's old bytes in place.
+removes the temp file and leaves the target's old bytes in place. Where the filesystem allows it
+the temp file has no name until it is fsynced (``O_TMPFILE``), and ``WrittenAhead`` lets a caller
+write it before deciding to go on.
 
 ``scan_dir`` lists a directory whose entries may vanish at any moment (a queue being drained by
 other processes): a vanished entry is skipped, never raised.
@@ -86,29 +88,173 @@ def write_temp(temp: str, data: bytes, mode: int = 0o644, *, dir_fd: int | None 
     With ``dir_fd``, ``temp`` is a name in that directory. With ``stamp``, the file carries it
     (see :mod:`stamps`) before the fsync; returns whether it does. Raises StepFailed.
 
+    Where the filesystem allows it the file is made without a name (``O_TMPFILE``) and only given
+    ``temp`` once it is written, stamped and fsynced: a crash before that leaves nothing in the
+    directory, and the fsync has no directory entry to commit (on ext4 the whole durable replace
+    is about a tenth faster). Elsewhere it is created under ``temp`` from the start.
+
     On any failure or interruption (KeyboardInterrupt included) the temp file is removed."""
+    if dir_fd is None and _unnamed_files_possible():
+        # An unnamed file is named by linkat(2), which takes a directory fd: open one.
+        directory, name = os.path.split(temp)
+        try:
+            own_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StepFailed("open_temp", exc) from exc
+        try:
+            return write_temp(name, data, mode, dir_fd=own_fd, stamp=stamp)
+        finally:
+            os.close(own_fd)
     try:
         faults.check("open_temp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
-                     dir_fd=dir_fd)
+        fd, unnamed = _open_temp(temp, mode, dir_fd)
     except OSError as exc:
         raise StepFailed("open_temp", exc) from exc
-    step = "write"
     try:
         faults.check("write")
         _write_all(fd, data)
+    except BaseException as exc:
+        _discard(fd, temp, dir_fd)
+        if isinstance(exc, OSError):
+            raise StepFailed("write", exc) from exc
+        raise
+    return _stamp_sync_and_name(fd, unnamed, temp, dir_fd, stamp)
+
+
+def _stamp_sync_and_name(fd: int, unnamed: bool, temp: str, dir_fd: int | None, stamp: bytes | None) -> bool:
+    """The end of :func:`write_temp`: stamp, fsync, name the file if it is unnamed, close."""
+    step = "write"
+    try:
         stamped = stamp is not None and stamps.put(fd, stamp)
         step = "fsync"
         faults.check("fsync")
         os.fsync(fd)
+        if unnamed:
+            step = "open_temp"  # naming the file is the last part of creating it
+            os.link(f"{_PROC_FDS}/{fd}", temp, dst_dir_fd=dir_fd, follow_symlinks=True)
     except BaseException as exc:
-        os.close(fd)
-        remove_quietly(temp, dir_fd=dir_fd)
+        _discard(fd, temp, dir_fd)
         if isinstance(exc, OSError):
             raise StepFailed(step, exc) from exc
         raise
     os.close(fd)
     return stamped
+
+
+def _discard(fd: int, temp: str, dir_fd: int | None) -> None:
+    os.close(fd)
+    remove_quietly(temp, dir_fd=dir_fd)  # it may have been named just before an interruption
+
+
+class WrittenAhead:
+    """A temp file's bytes written before the write they belong to is recorded, so the disk works
+    on them while the caller records it: an unnamed file (``O_TMPFILE``) in the key's directory,
+    its writeback started. Nothing in the directory changes until :meth:`finish` names it; a
+    crash, or :meth:`discard`, leaves nothing behind. ``start`` returns None where this cannot be
+    done (no unnamed files on this filesystem, or any error: the caller then writes the temp file
+    the ordinary way, which meets the same error and reports it).
+
+    Not durable until :meth:`finish` returns; one use only."""
+
+    __slots__ = ("fd", "dir_fd", "mode")
+
+    def __init__(self, fd: int, dir_fd: int, mode: int) -> None:
+        self.fd, self.dir_fd, self.mode = fd, dir_fd, mode
+
+    @classmethod
+    def start(cls, data: bytes, mode: int, dir_fd: int) -> "WrittenAhead | None":
+        if not _unnamed_files_possible():
+            return None
+        try:
+            fd = os.open(".", _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+        except OSError:
+            return None
+        try:
+            _write_all(fd, data)
+            # Starts the writeback now (it does not drop pages that are dirty or being written).
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except BaseException as exc:
+            os.close(fd)
+            if isinstance(exc, OSError):
+                return None
+            raise
+        return cls(fd, dir_fd, mode)
+
+    def finish(self, temp_name: str, mode: int, stamp: bytes | None) -> bool:
+        """What :func:`write_temp` does after the write: stamp (returns whether the filesystem took
+        it), fsync and name the file ``temp_name`` in its directory, with permission bits
+        ``mode``. Raises StepFailed; on any failure or interruption the temp file is removed."""
+        fd, self.fd = self.fd, -1
+        step = "open_temp"
+        try:
+            faults.check("open_temp")
+            step = "write"
+            faults.check("write")
+            if mode != self.mode:  # the file's bits changed since the start: keep the new ones
+                os.fchmod(fd, mode)
+        except BaseException as exc:
+            _discard(fd, temp_name, self.dir_fd)
+            if isinstance(exc, OSError):
+                raise StepFailed(step, exc) from exc
+            raise
+        return _stamp_sync_and_name(fd, True, temp_name, self.dir_fd, stamp)
+
+    def discard(self) -> None:
+        """Drop the bytes (idempotent)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+_PROC_FDS = "/proc/self/fd"  # an unnamed file is named by linking its /proc entry (no privilege needed)
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+_NO_UNNAMED_FILES = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)  # the filesystem or kernel lacks O_TMPFILE
+_unnamed_files: bool | None = None  # whether this system can name an unnamed file: checked on first use
+
+
+def _unnamed_files_possible() -> bool:
+    global _unnamed_files
+    if _unnamed_files is None:
+        _unnamed_files = bool(_O_TMPFILE) and os.path.isdir(_PROC_FDS)
+    return _unnamed_files
+
+
+def unnamed_temp_files_in(directory: str) -> str | None:
+    """None if a temp file in ``directory`` is made without a name and then linked (as
+    :func:`write_temp` does here); else why not, in words (the probe leaves nothing behind)."""
+    if not _O_TMPFILE:
+        return "this platform has no O_TMPFILE"
+    if not _unnamed_files_possible():
+        return f"{_PROC_FDS} is not mounted"
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fd = os.open(".", _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        except OSError as exc:
+            return f"O_TMPFILE refused: {exc.strerror or exc}"
+        name = f".doctor.{os.getpid()}{TEMP_MARKER}"
+        try:
+            os.link(f"{_PROC_FDS}/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
+        except OSError as exc:
+            return f"an unnamed file cannot be linked: {exc.strerror or exc}"
+        finally:
+            os.close(fd)
+        remove_quietly(name, dir_fd=dir_fd)
+        return None
+    finally:
+        os.close(dir_fd)
+
+
+def _open_temp(temp: str, mode: int, dir_fd: int | None) -> tuple[int, bool]:
+    """An fd to write the temp file through, and whether it is unnamed yet (see write_temp)."""
+    if dir_fd is not None and _unnamed_files_possible():
+        try:
+            return os.open(".", _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode, dir_fd=dir_fd), True
+        except OSError as exc:
+            if exc.errno not in _NO_UNNAMED_FILES:
+                raise
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(temp, flags, mode, dir_fd=dir_fd), False
 
 
 def rename_into_place(temp: str, path: str, *, dir_fd: int | None = None) -> None:

@@ -24,7 +24,7 @@ import os
 import stat
 
 from . import faults, stamps
-from .durable import StepFailed, remove_quietly, rename_into_place, write_temp
+from .durable import StepFailed, WrittenAhead, remove_quietly, rename_into_place, write_temp
 from .errors import NotARegularFile, PathOutsideRoot
 from .stamps import Stamp
 
@@ -206,6 +206,19 @@ class KeyFile:
         """Create ``temp_name`` beside the file (making missing directories), write and fsync it;
         with ``stamp``, stamped first (returns whether the filesystem took the stamp)."""
         return write_temp(temp_name, data, mode, dir_fd=self.directory(create=True), stamp=stamp)
+
+    def write_ahead(self, data: bytes) -> WrittenAhead | None:
+        """Start ``data``'s temp file before the write is recorded (see durable.WrittenAhead), in
+        the directory the walk reaches now. None if that directory does not exist yet (a write
+        that is refused must not create it), or on any error (the ordinary path reports it)."""
+        try:
+            directory = self.directory()
+            if directory is None:
+                return None
+            # The usual bits, not a stat: finishing sets those the read under the intent sees.
+            return WrittenAhead.start(data, 0o644, directory)
+        except (OSError, StepFailed, PathOutsideRoot):
+            return None
 
     def clear_stamp(self) -> None:
         """Remove the file's stamp if it has one (best effort: never raises)."""
