@@ -347,7 +347,7 @@ class Coordinator:
             raise TypeError("write needs lease= (from coord.lease) or holder= (who is writing)")
         ttl = self._ttl(ttl)
         policy = self.on_foreign_edit if policy is None else arguments.foreign_policy(policy)
-        new_sha = sha256_hex(payload) if payload is not None else None
+        new_sha: str | None = None
         temp = temp_path_for(target.path)
         with KeyFile(self.root, target.key, target.path) as file, recovery.WriteClaim(temp) as claim:
             progress = Progress()
@@ -360,6 +360,7 @@ class Coordinator:
                     # The disk writes the new bytes while the intent is recorded and the old bytes
                     # checked; they stay unnamed (invisible, gone on a crash) until the intent is.
                     ahead = file.write_ahead(payload)
+                new_sha = sha256_hex(payload) if payload is not None else None  # while the disk writes
                 intent, old = self._begin(target, file, claim, holder, fence, new_sha, len(payload or b""),
                                           expect_version, ttl, policy)
                 self._apply(file, intent, payload, progress, temp.rpartition(os.sep)[2], ahead)
