@@ -43,6 +43,7 @@ from langgraph.runtime import get_runtime
 from ... import faults
 from ...errors import VersionConflict
 from ...models import Anomaly, Snapshot, WriteReceipt
+from ..offload import in_thread
 from .keys import COORDINATOR_KEY, FENCE_KEY, HOLDER_KEY, effect_ref_name, thread_lease_key
 from .renewal import Holding, renewer_for
 
@@ -114,10 +115,13 @@ class NodeHandle:
         return self._commit(artifact, n, fn(self.coordinator.read(artifact).data))
 
     async def awrite(self, key: str | os.PathLike[str], data: bytes | str) -> WriteReceipt:
-        return await asyncio.to_thread(self.write, key, data)
+        """``write`` in a worker thread. Cancelled, it lets the cancellation out once the write has
+        ended (committed and recorded, or undone): the node's leases are given back after it."""
+        return await in_thread(self.write, key, data)
 
     async def aupdate(self, key: str | os.PathLike[str], fn: Callable[[bytes], bytes | str]) -> WriteReceipt:
-        return await asyncio.to_thread(self.update, key, fn)
+        """``update`` in a worker thread; cancelled, as ``awrite``."""
+        return await in_thread(self.update, key, fn)
 
     def _next(self, key: str | os.PathLike[str]) -> tuple[str, int]:
         artifact = self.coordinator.key(key)

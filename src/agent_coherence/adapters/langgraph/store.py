@@ -33,6 +33,7 @@ from langgraph.store.base import (
 )
 
 from ...errors import VersionConflict
+from ..offload import in_thread
 from .keys import run_holder
 
 if TYPE_CHECKING:
@@ -195,14 +196,17 @@ class CoherentStore(BaseStore):
             raise
 
     async def _aput(self, checked: CheckedPutOp) -> None:
-        holder = run_holder("langgraph-store")  # given back by holder on any failure, as in _put
+        # Given back by holder on any failure, as in _put. A cancellation comes out of each step
+        # in a thread only once the step has ended (in_thread): given back before the step took
+        # the lease, the lease would stay held by a put nobody is running any more.
+        holder = run_holder("langgraph-store")
         try:
-            lease, actual = await asyncio.to_thread(self._begin, checked, holder)
+            lease, actual = await in_thread(self._begin, checked, holder)
             await self.inner.abatch([checked.op])
-            await asyncio.to_thread(self._commit, checked.op, lease, actual)
-            await asyncio.shield(asyncio.to_thread(self.coordinator.release, lease))
+            await in_thread(self._commit, checked.op, lease, actual)
+            await in_thread(self.coordinator.release, lease)
         except BaseException:
-            await asyncio.shield(asyncio.to_thread(self.coordinator.backend.release_holder, holder))
+            await in_thread(self.coordinator.backend.release_holder, holder)
             raise
 
     def _begin(self, checked: CheckedPutOp, holder: str) -> tuple[Any, int]:

@@ -1,0 +1,43 @@
+"""Steps that async adapter code hands to a worker thread, safe against cancellation.
+
+``asyncio.to_thread`` cannot stop its thread: when the awaiting task is cancelled, the
+``CancelledError`` comes out at once while the step goes on in the thread. A clean-up run then (a
+lease given back, an undo) races the step it is meant to follow: it gives back a lease the step
+has not taken yet, or releases one the step is still writing under, and the step then finishes
+with nobody left to clean up after it. :func:`in_thread` lets the cancellation out only once the
+step has ended, so the clean-up sees the step's final effect.
+
+Imports only asyncio: the adapters load it, ``import agent_coherence`` does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+
+async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` in a worker thread, with the caller's context (as
+    ``asyncio.to_thread``). If the awaiting task is cancelled while the step runs, this waits for
+    the step to end (through further cancellations too) and then raises the ``CancelledError``; the
+    step's own result or error is dropped, as the caller is cancelled. A cancellation therefore
+    takes as long as the step: for a step waiting for a lease, up to its ``wait``."""
+    step = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(step)
+    except asyncio.CancelledError:
+        await _ended(step)
+        raise
+
+
+async def _ended(step: asyncio.Future[Any]) -> None:
+    """Wait until ``step`` is done, whatever cancels the waiting meanwhile."""
+    while not step.done():
+        try:
+            await asyncio.wait((step,))
+        except asyncio.CancelledError:
+            continue  # still running in its thread: what follows must come after it
+    if not step.cancelled():
+        step.exception()  # retrieved: the caller is cancelled, the step's error goes nowhere
