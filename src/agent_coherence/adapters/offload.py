@@ -24,11 +24,26 @@ async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     the step to end (through further cancellations too) and then raises the ``CancelledError``; the
     step's own result or error is dropped, as the caller is cancelled. A cancellation therefore
     takes as long as the step: for a step waiting for a lease, up to its ``wait``."""
+    return await _offloaded(None, fn, args, kwargs)
+
+
+async def in_thread_undone(undo: Callable[[T], object], fn: Callable[..., T], /, *args: Any,
+                           **kwargs: Any) -> T:
+    """:func:`in_thread` for a step whose result the caller must give back (a call holding
+    leases): cancelled, once the step has returned, ``undo(result)`` runs in a thread too and is
+    waited for before the ``CancelledError`` comes out (its own error is dropped with it)."""
+    return await _offloaded(undo, fn, args, kwargs)
+
+
+async def _offloaded(undo: Callable[[T], object] | None, fn: Callable[..., T], args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> T:
     step = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
     try:
         return await asyncio.shield(step)
     except asyncio.CancelledError:
         await _ended(step)
+        if undo is not None and not step.cancelled() and step.exception() is None:
+            await _ended(asyncio.ensure_future(asyncio.to_thread(undo, step.result())))
         raise
 
 
