@@ -1,15 +1,21 @@
 """A cancelled async call of the LangGraph adapter (the task awaiting it cancelled, as
-``asyncio.timeout`` or a cancelled ``ainvoke`` does) while its step still runs in a worker thread:
-the clean-up waits for that step to end before it gives anything back, so the state is final and
-consistent when the ``CancelledError`` comes out.
+``asyncio.timeout`` or a cancelled ``ainvoke`` does) while its step still runs in a worker thread,
+which cannot be stopped: what the step takes is given back after the step, never beside it, and a
+step that writes has ended when the ``CancelledError`` comes out.
 
-The step cannot be stopped (a thread is not cancellable); a clean-up that runs beside it gives the
-lease back before the step has taken it. Without the wait, a ``CoherentStore.aput`` cancelled while
-its thread waits for the item's lease gives back nothing (there is nothing yet), the step then
-gets the lease, and nobody releases it: the next put of the item is refused ``LeaseHeld`` until
-the lease's ttl runs out. And a hooked node's ``awrite`` cancelled mid-write gives the node's
-leases back while the write is still in flight in its thread: the ``CancelledError`` comes out with
-the write's intent pending and its outcome (committed, or refused at commit and undone) still open.
+A clean-up run beside the step gives a lease back before the step has taken it. So a
+``CoherentStore.aput`` cancelled while its thread waits for the item's lease gives back nothing
+(there is nothing yet), the step then gets the lease, and nobody releases it: the next put of the
+item is refused ``LeaseHeld`` until the lease's ttl runs out. A hooked node's ``awrite`` cancelled
+mid-write gives the node's leases back while the write is still in flight: the ``CancelledError``
+comes out with the write's intent pending and its outcome (committed, or refused at commit and
+undone) still open. And a give-back left to the event loop, for when the step ends, never happens
+when the loop ends first (``asyncio.run`` cancels the waiting task as it finishes): the lease of a
+run waiting for its busy thread (``on_busy="wait"``), or of a hooked node waiting for its
+artifacts, is then renewed for good.
+
+Steps that wait for a lease let the cancellation out at once and give back what they get in their
+own thread; the others let it out once they have ended.
 """
 
 from __future__ import annotations
@@ -29,10 +35,10 @@ from langgraph.store.memory import InMemoryStore  # noqa: E402
 
 from agent_coherence import Coordinator, faults  # noqa: E402
 from agent_coherence.adapters.langgraph import (  # noqa: E402
-    CoherentStore, NodeHandle, VersionedItem, coherent_graph, coherent_node,
+    CoherentStore, NodeHandle, VersionedItem, coherent_graph, coherent_node, thread_lease_key,
 )
 from agent_coherence.adapters.langgraph.store import version_key  # noqa: E402
-from lg_graphs import LogState, one_node_builder  # noqa: E402
+from lg_graphs import LogState, one_node_builder, two_step_builder  # noqa: E402
 
 NS = ("counters",)
 
@@ -117,3 +123,47 @@ def test_a_cancelled_node_write_has_ended_when_the_cancellation_comes_out(quiet_
     again = None if graph.get_state(config).next else {"log": ["B"]}
     assert asyncio.run(graph.ainvoke(again, config))["log"][-1] == "worked"  # the node runs again at once
     assert coord.version("out.log").version >= 1 and coord.leases() == []
+
+
+def cancel_and_finish(coord: Coordinator, call: Any, held: Any) -> None:
+    """Cancel ``call`` while its thread waits for the lease ``held``, and end the event loop at
+    once; the lease goes a moment later."""
+
+    async def cancel_while_waiting() -> None:
+        task = asyncio.ensure_future(call)
+        await asyncio.sleep(0.3)  # the call's thread waits for the lease
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    threading.Timer(0.5, coord.release, [held]).start()  # while asyncio.run winds down
+    asyncio.run(cancel_while_waiting())
+    time.sleep(0.3)
+
+
+def test_a_run_cancelled_while_waiting_for_its_busy_thread_does_not_keep_it(quiet_coord: Coordinator) -> None:
+    coord = quiet_coord
+    graph = coherent_graph(two_step_builder(0).compile(checkpointer=InMemorySaver()), coord,
+                           on_busy="wait", wait_timeout=5)
+    config = {"configurable": {"thread_id": "t"}}
+    other = coord.acquire(thread_lease_key("t"), "another-run", ttl=60)
+    cancel_and_finish(coord, graph.ainvoke({"log": ["A"]}, config), other)
+    assert coord.leases() == []  # the cancelled run's lease is not kept (nor renewed)
+    assert graph.invoke({"log": ["B"]}, config)["log"] == ["B", "step1", "step2"]
+
+
+def test_a_node_cancelled_while_waiting_for_its_leases_does_not_keep_them(quiet_coord: Coordinator) -> None:
+    coord = quiet_coord
+
+    @coherent_node(writes=["out.log"], lease_wait=5)
+    async def work(state: LogState, coherence: NodeHandle) -> dict[str, list[str]]:
+        await coherence.awrite("out.log", b"the node's output\n")
+        return {"log": ["worked"]}
+
+    graph = coherent_graph(one_node_builder("work", work).compile(checkpointer=InMemorySaver()), coord, ttl=600)
+    config = {"configurable": {"thread_id": "t"}}
+    other = coord.acquire("out.log", "another-writer", ttl=60)
+    cancel_and_finish(coord, graph.ainvoke({"log": ["A"]}, config), other)
+    assert coord.leases() == []
+    again = None if graph.get_state(config).next else {"log": ["B"]}
+    assert asyncio.run(graph.ainvoke(again, config))["log"][-1] == "worked"

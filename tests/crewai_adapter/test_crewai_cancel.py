@@ -1,13 +1,14 @@
 """A cancelled async tool call (``arun``, the task awaiting it cancelled, as ``asyncio.timeout``
-does) while a step of it still runs in a worker thread: the cancellation comes out once that step
-has ended and what it took has been given back, so the leases and the recorded versions are final
-and consistent when the ``CancelledError`` arrives.
+does) while a step of it still runs in a worker thread, which cannot be stopped: what the step
+takes is given back after the step, never beside it, and a step that writes has ended when the
+``CancelledError`` comes out, so the leases and the recorded versions are consistent.
 
-Without the wait, a ``coherent_tool`` call cancelled while its thread waits for a file's lease
-lets the cancellation out at once; the thread then gets the lease, starts renewing it, and nobody
-ever releases it: every later call on the file is refused ``LeaseHeld`` for as long as the process
-lives. And a ``CoherentFileWriterTool`` call cancelled mid-write comes out with the write still in
-flight (its intent pending, the lease held) and its outcome still open.
+A clean-up run beside the step misses what the step takes later: a ``coherent_tool`` call
+cancelled while its thread waits for a file's lease lets the cancellation out, the thread then
+gets the lease, starts renewing it, and nobody ever releases it: every later call on the file is
+refused ``LeaseHeld`` for as long as the process lives. And a ``CoherentFileWriterTool`` call
+cancelled mid-write comes out with the write still in flight (its intent pending, the lease held)
+and its outcome still open.
 """
 
 from __future__ import annotations

@@ -84,9 +84,9 @@ class CoherentTool(BaseTool):
             call.close()
 
     async def _arun(self, **kwargs: Any) -> Any:
-        # Each step in a thread lets a cancellation out only once it has ended (and a guard that
-        # got its leases has closed them): a thread still waiting for a lease when the clean-up
-        # ran would get it afterwards and hold it, renewed, for good.
+        # Cancelled while the guard waits for its leases in a thread, the leases it then gets are
+        # closed there (a clean-up run beside it would miss them, and they would be renewed for
+        # good); the other steps end before the cancellation comes out.
         if not _has_async(self.inner):
             return await in_thread(self._run, **kwargs)
         try:

@@ -34,7 +34,7 @@ from langgraph.checkpoint.base import (
     DeltaChannelHistory,
 )
 
-from ..offload import in_thread
+from ..offload import in_thread, in_thread_undone
 from .extensions import extension_class, implements as overrides
 from .heads import Heads, PutTarget
 from .keys import FORK_KEY
@@ -198,13 +198,13 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
                    new_versions: ChannelVersions) -> RunnableConfig:
-        # A cancellation comes out of a step in a thread only once the step has ended
-        # (in_thread): the put's lease is then given back after the step took it, never before.
+        # Cancelled while a step runs in its thread, the put's lease is given back after the step,
+        # never beside it: by the begin's thread once it has the lease, or once the step has ended.
         if overrides(self.inner, "put") or not overrides(self.inner, "aput"):
             return await in_thread(self.put, config, checkpoint, metadata, new_versions)
         target = PutTarget(config["configurable"], checkpoint["id"], metadata)
         try:
-            ticket = await in_thread(self.heads.begin, target)
+            ticket = await in_thread_undone(lambda _: self.heads.abandon(target), self.heads.begin, target)
             stored = await self.inner.aput(config, checkpoint, metadata, new_versions)
             await in_thread(self.heads.finish, ticket)
             await in_thread(self.heads.end, ticket)

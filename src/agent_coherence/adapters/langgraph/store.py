@@ -33,7 +33,7 @@ from langgraph.store.base import (
 )
 
 from ...errors import VersionConflict
-from ..offload import in_thread
+from ..offload import in_thread, in_thread_undone
 from .keys import run_holder
 
 if TYPE_CHECKING:
@@ -196,17 +196,19 @@ class CoherentStore(BaseStore):
             raise
 
     async def _aput(self, checked: CheckedPutOp) -> None:
-        # Given back by holder on any failure, as in _put. A cancellation comes out of each step
-        # in a thread only once the step has ended (in_thread): given back before the step took
-        # the lease, the lease would stay held by a put nobody is running any more.
+        # Given back by holder on any failure, as in _put. A cancellation while a step runs in its
+        # thread: the lease the begin then gets is given back there; the commit and the release
+        # end before the cancellation comes out. Given back beside a step still running, the
+        # lease would be taken afterwards and stay held by a put nobody runs any more.
         holder = run_holder("langgraph-store")
+        release = self.coordinator.backend.release_holder
         try:
-            lease, actual = await in_thread(self._begin, checked, holder)
+            lease, actual = await in_thread_undone(lambda _: release(holder), self._begin, checked, holder)
             await self.inner.abatch([checked.op])
             await in_thread(self._commit, checked.op, lease, actual)
             await in_thread(self.coordinator.release, lease)
         except BaseException:
-            await in_thread(self.coordinator.backend.release_holder, holder)
+            await in_thread(release, holder)
             raise
 
     def _begin(self, checked: CheckedPutOp, holder: str) -> tuple[Any, int]:
