@@ -93,6 +93,11 @@ def write_temp(temp: str, data: bytes, mode: int = 0o644, *, dir_fd: int | None 
                      dir_fd=dir_fd)
     except OSError as exc:
         raise StepFailed("open_temp", exc) from exc
+    except BaseException:
+        # Interrupted, perhaps as the open returned: the file may exist, its descriptor lost.
+        # The name is this call's own (random, and O_EXCL refuses one that exists).
+        remove_quietly(temp, dir_fd=dir_fd)
+        raise
     step = "write"
     try:
         faults.check("write")
@@ -107,7 +112,11 @@ def write_temp(temp: str, data: bytes, mode: int = 0o644, *, dir_fd: int | None 
         if isinstance(exc, OSError):
             raise StepFailed(step, exc) from exc
         raise
-    os.close(fd)
+    try:
+        os.close(fd)
+    except BaseException:  # an interrupt at the close: the caller never learns the file is whole
+        remove_quietly(temp, dir_fd=dir_fd)
+        raise
     return stamped
 
 
