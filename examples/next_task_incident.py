@@ -112,11 +112,14 @@ def fixed_run(workdir: str) -> dict:
     tasks.send({"task": "task-44: file-only consumer"}, key="task-44")
     delivery = tasks.receive("file-bridge")
     tasks.materialize(delivery, slot)
+    tasks.send({"task": "reset the mailbox"}, key="reset-1")
+    reset = tasks.receive("file-bridge")
     try:
-        tasks.materialize(delivery, slot)  # the cleanup's "reset" through the same door
+        tasks.materialize(reset, slot)  # the cleanup's "reset" through the same door
         outcome["next_task.md"] = "overwritten (unexpected)"
     except SlotOccupied as refused:
         outcome["next_task.md"] = f"second write refused: {refused.message.split(';')[0]}"
+    tasks.ack(reset)  # the slot keeps the unconsumed task: nothing left to reset
     tasks.ack(delivery)
 
     # The zero-work check: a worker boots while work waits, does nothing, exits 0.

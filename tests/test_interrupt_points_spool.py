@@ -8,17 +8,31 @@ returned (first point: the ``rename``'s return in ``claim``) left the message cl
 in flight, and delivered to no one, until ``requeue_stale`` found it older than ``claim_timeout``
 (five minutes by default).
 
+And for ``materialize`` and ``consume_materialized``: no temp or claim file stays beside the slot,
+its lock is free, the slot holds the message whole or not at all, and a retry goes through.
+Without that handling, an interrupt landing in ``materialize`` between its temp file's creation and
+the rename (first point: the return of ``os.open`` in ``write_temp``) leaves the temp file beside
+the slot for good, and one landing after the rename leaves a retry refused ``SlotOccupied`` by its
+own message; one landing in ``consume_materialized`` after its rename to the claim name (first
+point: that ``rename``'s return) leaves the message in the hidden ``.ac-claim`` file, delivered to
+no one.
+
 Not checked: an interrupt landing in the caller's own code after ``claim`` returned loses the
 claim as any crash does; ``requeue_stale`` brings it back after ``claim_timeout``.
 """
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import os
 import time
 from pathlib import Path
 
-from agent_coherence.spool import Claimed, Spool
+import pytest
+
+from agent_coherence.errors import SlotOccupied
+from agent_coherence.spool import Claimed, Spool, consume_materialized, materialize
 
 from interrupt_points import Landed, interrupt_points
 
@@ -102,3 +116,85 @@ def test_an_interrupted_requeue_returns_each_stale_claim_once_at_every_point(tmp
             pass
         later[0] = time.time() + 3600
     assert points > 5
+
+
+# --- materialize / consume_materialized ----------------------------------------------------------
+
+PAYLOAD = b"# the next task\n" * 20
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Temp files of a materialize and claim files of a consume left beside the slot."""
+    return [name for name in os.listdir(directory) if name.endswith((".ac-tmp", ".ac-claim"))]
+
+
+def assert_slot_lock_free(slot: Path, landed: Landed) -> None:
+    fd = os.open(slot.parent / f".{slot.name}.ac-lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pytest.fail(f"the slot's lock is still held after {landed}")
+    finally:
+        os.close(fd)
+
+
+def test_an_interrupted_materialize_leaves_the_slot_whole_and_a_retry_goes_through_at_every_point(
+        tmp_path: Path) -> None:
+    slot = tmp_path / "inbox" / "next_task.md"
+    slot.parent.mkdir()
+    ids = (f"m-{n}" for n in itertools.count())
+    current = [""]
+
+    def materialize_next() -> None:
+        current[0] = next(ids)
+        materialize(PAYLOAD, slot, message_id=current[0])
+
+    points = 0
+    for landed in interrupt_points(materialize_next):
+        points += 1
+        assert landed.came_out_as_itself, landed
+        assert leftovers(slot.parent) == [], landed
+        assert_slot_lock_free(slot, landed)
+        if slot.exists():  # the rename happened: the message is there, whole
+            assert consume_materialized(slot) == (current[0], PAYLOAD), landed
+            slot.write_bytes(PAYLOAD)  # consumed: back to a header-less file for the next run
+        assert materialize(PAYLOAD, slot, message_id=current[0]) == str(slot), landed  # the retry
+        assert materialize(PAYLOAD, slot, message_id=current[0]) == str(slot), landed  # and again
+        assert consume_materialized(slot) == (current[0], PAYLOAD), landed
+    assert points > 20
+
+
+def test_a_retried_materialize_of_the_message_in_the_slot_is_confirmed_not_refused(tmp_path: Path) -> None:
+    slot = tmp_path / "next_task.md"
+    materialize(PAYLOAD, slot, message_id="m-1")
+    assert materialize(PAYLOAD, slot, message_id="m-1") == str(slot)  # the same delivery again
+    with pytest.raises(SlotOccupied) as refused:
+        materialize(b"other bytes", slot, message_id="m-1")  # one id, other bytes: not the same one
+    assert refused.value.existing_message_id == "m-1"
+    with pytest.raises(SlotOccupied):
+        materialize(PAYLOAD, slot, message_id="m-2")
+    assert consume_materialized(slot) == ("m-1", PAYLOAD)
+
+
+def test_an_interrupted_consume_leaves_the_message_in_the_slot_at_every_point(tmp_path: Path) -> None:
+    slot = tmp_path / "next_task.md"
+    ids = (f"m-{n}" for n in itertools.count())
+    current = [next(ids)]
+    got: list[tuple[str, bytes] | None] = [None]
+    materialize(PAYLOAD, slot, message_id=current[0])
+
+    def consume() -> None:
+        got[0] = consume_materialized(slot)
+
+    points = 0
+    for landed in interrupt_points(consume):
+        points += 1
+        assert landed.came_out_as_itself, landed
+        assert leftovers(slot.parent) == [], landed
+        if got[0] is None:  # the caller did not get it: it is still in the slot, once
+            assert consume_materialized(slot) == (current[0], PAYLOAD), landed  # the retry
+        assert not slot.exists(), landed
+        got[0] = None
+        current[0] = next(ids)
+        materialize(PAYLOAD, slot, message_id=current[0])
+    assert points > 10

@@ -346,8 +346,10 @@ class Channel:
     def materialize(self, delivery: Delivery, path: str, *, root: str | None = None, force: bool = False) -> str:
         """Write ``delivery`` as one file (e.g. ``next_task.md``) for a consumer that can only read
         files: atomically, with the message id in a header line, and refusing (``SlotOccupied``)
-        to overwrite a file that still holds an unconsumed message. Acknowledge the delivery once
-        the file's consumer has done the work (see :func:`agent_coherence.spool.consume_materialized`)."""
+        to overwrite a file that still holds an unconsumed message; the same delivery again (a
+        retry after an interrupt, or a redelivery) finds itself there and returns the path.
+        Acknowledge the delivery once the file's consumer has done the work (see
+        :func:`agent_coherence.spool.consume_materialized`)."""
         from .spool import materialize
 
         self._check_mine(delivery)

@@ -102,13 +102,19 @@ class Coordinator:
         """Open the coordinator for ``root``: the embedded SQLite backend under
         ``<root>/.agent-coherence/`` when ``url`` is None, else the backend the URL names.
         Interrupted writes of dead processes are recovered unless ``recover=False``. Settings
-        (``default_ttl``, ``on_foreign_edit``, ...) are checked before anything is opened."""
+        (``default_ttl``, ``on_foreign_edit``, ...) are checked before anything is opened. An
+        open that fails or is interrupted (KeyboardInterrupt too) closes the backend it made."""
         real_root = os.path.realpath(os.fspath(root))
         arguments.check_settings(options)  # refuse bad settings before touching the disk
         os.makedirs(real_root, exist_ok=True)
-        coordinator = cls(real_root, open_backend(real_root, url), **options)
-        if recover:
-            coordinator.recover()
+        backend = open_backend(real_root, url)
+        try:
+            coordinator = cls(real_root, backend, **options)
+            if recover:
+                coordinator.recover()
+        except BaseException:
+            backend.close()
+            raise
         return coordinator
 
     def close(self) -> None:

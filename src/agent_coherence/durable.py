@@ -95,21 +95,22 @@ def write_temp(temp: str, data: bytes, mode: int = 0o644, *, dir_fd: int | None 
 
     On any failure or interruption (KeyboardInterrupt included) the temp file is removed."""
     if dir_fd is None and _unnamed_files_possible():
-        # An unnamed file is named by linkat(2), which takes a directory fd: open one.
-        directory, name = os.path.split(temp)
         try:
-            own_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise StepFailed("open_temp", exc) from exc
-        try:
-            return write_temp(name, data, mode, dir_fd=own_fd, stamp=stamp)
-        finally:
-            os.close(own_fd)
+            return _write_temp_by_path(temp, data, mode, stamp)
+        except BaseException:  # also one landing as it returned: the file whole, the caller never told
+            remove_quietly(temp)
+            raise
     try:
         faults.check("open_temp")
         fd, unnamed = _open_temp(temp, mode, dir_fd)
     except OSError as exc:
         raise StepFailed("open_temp", exc) from exc
+    except BaseException:
+        # Interrupted, perhaps as the open returned: a named file may exist, its descriptor lost
+        # (an unnamed one goes with its descriptor). The name is this call's own (random, and
+        # O_EXCL refuses one that exists).
+        remove_quietly(temp, dir_fd=dir_fd)
+        raise
     try:
         faults.check("write")
         _write_all(fd, data)
@@ -118,7 +119,25 @@ def write_temp(temp: str, data: bytes, mode: int = 0o644, *, dir_fd: int | None 
         if isinstance(exc, OSError):
             raise StepFailed("write", exc) from exc
         raise
-    return _stamp_sync_and_name(fd, unnamed, temp, dir_fd, stamp)
+    try:
+        return _stamp_sync_and_name(fd, unnamed, temp, dir_fd, stamp)
+    except BaseException:  # also one landing as it returned: the file whole, the caller never told
+        remove_quietly(temp, dir_fd=dir_fd)
+        raise
+
+
+def _write_temp_by_path(temp: str, data: bytes, mode: int, stamp: bytes | None) -> bool:
+    """:func:`write_temp` of a path: an unnamed file is named by linkat(2), which takes the
+    directory's descriptor, so the directory is opened for the length of the call."""
+    directory, name = os.path.split(temp)
+    try:
+        own_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StepFailed("open_temp", exc) from exc
+    try:
+        return write_temp(name, data, mode, dir_fd=own_fd, stamp=stamp)
+    finally:
+        os.close(own_fd)
 
 
 def _stamp_sync_and_name(fd: int, unnamed: bool, temp: str, dir_fd: int | None, stamp: bytes | None) -> bool:
@@ -137,7 +156,11 @@ def _stamp_sync_and_name(fd: int, unnamed: bool, temp: str, dir_fd: int | None, 
         if isinstance(exc, OSError):
             raise StepFailed(step, exc) from exc
         raise
-    os.close(fd)
+    try:
+        os.close(fd)
+    except BaseException:  # an interrupt at the close: the caller never learns the file is whole
+        remove_quietly(temp, dir_fd=dir_fd)
+        raise
     return stamped
 
 
@@ -197,7 +220,11 @@ class WrittenAhead:
             if isinstance(exc, OSError):
                 raise StepFailed(step, exc) from exc
             raise
-        return _stamp_sync_and_name(fd, True, temp_name, self.dir_fd, stamp)
+        try:
+            return _stamp_sync_and_name(fd, True, temp_name, self.dir_fd, stamp)
+        except BaseException:  # as in write_temp
+            remove_quietly(temp_name, dir_fd=self.dir_fd)
+            raise
 
     def discard(self) -> None:
         """Drop the bytes (idempotent)."""

@@ -60,7 +60,7 @@ from typing import Iterator
 
 from . import faults
 from .durable import StepFailed, ensure_parent, fsync_dir, remove_quietly, rename_into_place
-from .durable import scan_dir, sha256_hex, temp_path_for, write_temp
+from .durable import read_bytes, scan_dir, sha256_hex, temp_path_for, write_temp
 from .errors import ChannelError, DurabilityError, SlotOccupied, StaleReceipt
 
 SEP = "~"
@@ -372,10 +372,13 @@ def materialize(payload: bytes, path: str | os.PathLike[str], *, message_id: str
     The file is the line ``<!-- agent-coherence message-id: ID -->`` then ``payload``, written by
     temp + fsync + rename + directory fsync: readers see the old file or the new one, whole.
     A file starting with that header holds an unconsumed message: ``SlotOccupied`` unless
-    ``force``. A file without it (absent, or consumed by editing it) is replaced. Materializers of
-    one path are serialised by a flock on ``.<name>.ac-lock`` beside it (left in place). With
-    ``root``, relative paths are taken from it and a path resolving outside it (``..``, escaping
-    symlinks) raises ``PathOutsideRoot``. Missing parent directories are created.
+    ``force``, or unless it is this very message (same id, same bytes), which is confirmed
+    durable and returned: a retry of a call that was interrupted, or whose process died, after
+    its rename succeeds. A file without the header (absent, or consumed by editing it) is
+    replaced. Materializers of one path are serialised by a flock on ``.<name>.ac-lock`` beside
+    it (left in place). With ``root``, relative paths are taken from it and a path resolving
+    outside it (``..``, escaping symlinks) raises ``PathOutsideRoot``. Missing parent directories
+    are created. An interrupt (KeyboardInterrupt, any exception) leaves no temp file behind.
     """
     if not isinstance(message_id, str) or not _MESSAGE_ID.match(message_id) or "--" in message_id:
         raise ChannelError(f"invalid message_id {message_id!r}: 1-200 printable ASCII "
@@ -383,23 +386,42 @@ def materialize(payload: bytes, path: str | os.PathLike[str], *, message_id: str
     target = _target(path, root)
     ensure_parent(target)
     directory, base = os.path.split(target)
+    data = HEADER_PREFIX + message_id.encode() + HEADER_SUFFIX + b"\n" + payload
     with _flocked(os.path.join(directory, f".{base}.ac-lock")):
         existing = _header_id(target)
         if existing is not None and not force:
+            if existing == message_id and read_bytes(target) == data:
+                _confirm_in_place(target, message_id, payload)
+                return target
             raise SlotOccupied(f"{target} still holds unconsumed message {existing!r}; refusing "
                                f"to overwrite it with {message_id!r}",
                                path=target, existing_message_id=existing, message_id=message_id)
         temp = temp_path_for(target)
         try:
-            write_temp(temp, HEADER_PREFIX + message_id.encode() + HEADER_SUFFIX + b"\n" + payload)
+            write_temp(temp, data)
             rename_into_place(temp, target)
-        except StepFailed as exc:
-            remove_quietly(temp)
-            raise DurabilityError(
-                f"materialize of {message_id!r} to {target} failed at {exc.step}: {exc.error}",
-                key=message_id, path=target, step=exc.step, errno=exc.error.errno,
-                detail=str(exc.error), sha256=sha256_hex(payload)) from exc
+        except BaseException as exc:
+            remove_quietly(temp)  # an interrupt too (renamed already: nothing to remove)
+            if not isinstance(exc, StepFailed):
+                raise
+            raise _materialize_failed(target, message_id, payload, exc) from exc
     return target
+
+
+def _confirm_in_place(target: str, message_id: str, payload: bytes) -> None:
+    """The directory fsync an earlier materialize of this message may not have reached."""
+    try:
+        faults.check("fsync_dir")
+        fsync_dir(os.path.dirname(target))
+    except OSError as exc:
+        raise _materialize_failed(target, message_id, payload, StepFailed("fsync_dir", exc)) from exc
+
+
+def _materialize_failed(target: str, message_id: str, payload: bytes, exc: StepFailed) -> DurabilityError:
+    return DurabilityError(
+        f"materialize of {message_id!r} to {target} failed at {exc.step}: {exc.error}",
+        key=message_id, path=target, step=exc.step, errno=exc.error.errno,
+        detail=str(exc.error), sha256=sha256_hex(payload))
 
 
 def consume_materialized(path: str | os.PathLike[str], *,
@@ -407,28 +429,64 @@ def consume_materialized(path: str | os.PathLike[str], *,
     """Read and remove a materialized delivery: ``(message_id, payload)``, or None.
 
     None when the file is absent or has no header. The file is first renamed to a unique hidden
-    name beside it, so of several concurrent readers exactly one gets it. Limit: from that rename
-    on the message is this caller's alone (at-most-once); if the process dies before returning,
-    the bytes remain in ``.<name>.<pid>.<hex>.ac-claim`` beside the path.
+    name beside it, so of several concurrent readers exactly one gets it. A call interrupted
+    (KeyboardInterrupt, any exception) before it returned puts the message back in the slot for
+    the next reader; if a newer message took the slot meanwhile, the interrupted one stays in
+    ``.<name>.<pid>.<hex>.ac-claim`` beside it. Limit: from the rename on the message is this
+    process's alone (at-most-once); if the process dies before returning, the bytes remain in
+    that ``.ac-claim`` file.
     """
     target = _target(path, root)
     if _header_id(target) is None:
         return None
     directory, base = os.path.split(target)
     side = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.ac-claim")
+    data: bytes | None = None
     try:
-        os.rename(target, side)
-    except FileNotFoundError:
-        return None  # another reader won
-    with open(side, "rb") as handle:
-        parsed = _split_header(handle.read())
-    if parsed is None:  # replaced by a header-less file between the check and the rename
         try:
-            os.link(side, target)  # put it back, unless something newer is already there
-        except FileExistsError:
-            pass
-    os.unlink(side)
-    return parsed
+            os.rename(target, side)
+        except FileNotFoundError:
+            return None  # another reader won
+        with open(side, "rb") as handle:
+            data = handle.read()
+        parsed = _split_header(data)
+        if parsed is None:  # replaced by a header-less file between the check and the rename
+            _link_back(side, target)
+        os.unlink(side)
+        return parsed
+    except BaseException:
+        # The caller never gets the message: back in the slot now, for the next reader.
+        _give_back(side, target, data)
+        raise
+
+
+def _link_back(side: str, target: str) -> bool:
+    """Link ``side`` at ``target`` unless something is there; whether ``target`` is ``side`` now."""
+    try:
+        os.link(side, target)
+        return True
+    except FileExistsError:
+        try:
+            return os.path.samefile(side, target)  # linked back by an earlier step of this call
+        except FileNotFoundError:
+            return False
+
+
+def _give_back(side: str, target: str, data: bytes | None) -> None:
+    """Undo an interrupted consume: ``data`` is what it read from ``side`` (None: not read yet)."""
+    message = data is None or _split_header(data) is not None
+    if os.path.lexists(side):
+        if not _link_back(side, target) and message:
+            return  # a newer message holds the slot: this one stays in the .ac-claim file
+        os.unlink(side)
+    elif data is not None and message:  # removed already, its result lost: written back
+        temp = temp_path_for(target)
+        try:
+            write_temp(temp, data)
+            if not _link_back(temp, target):
+                os.rename(temp, side)
+        finally:
+            remove_quietly(temp)
 
 
 def _target(path: str | os.PathLike[str], root: str | os.PathLike[str] | None) -> str:

@@ -63,9 +63,19 @@ _BACKENDS: "WeakSet[SQLiteBackend]" = WeakSet()
 class _Connection(sqlite3.Connection):
     """A connection this process can find again before a fork (the base class takes no weak
     references, and a connection can outlive its backend when garbage still refers to it).
-    ``owner`` is a weak reference to the backend that opened it."""
+    ``owner`` is a weak reference to the backend that opened it, ``pid`` the process that did.
+
+    It is findable before the database is opened: an opening interrupted as it returned loses the
+    connection with its result, and a lost connection stays open until the cycle collector runs
+    (its statement cache refers back to it); its backend finds it and closes it instead."""
 
     owner: "Callable[[], SQLiteBackend | None]"
+    pid: int
+
+    def __init__(self, *args: Any, owner: "SQLiteBackend", **kwargs: Any) -> None:
+        self.owner, self.pid = ref(owner), getpid()  # before it is findable: the fork hook reads it
+        _CONNECTIONS.add(self)
+        super().__init__(*args, **kwargs)
 
 
 _CONNECTIONS: "WeakSet[_Connection]" = WeakSet()
@@ -146,29 +156,39 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
         _BACKENDS.add(self)
         try:
             self._ensure_schema()
-        except BaseException:
+            self._start_maintenance_countdown()
+        except BaseException:  # an interrupt too: nobody gets this backend to close it
             self.close()
             raise
-        self._start_maintenance_countdown()
+
+    def __del__(self) -> None:
+        # A backend dropped unclosed (one whose opening was interrupted as it returned, say)
+        # would leave its connection open until the cycle collector frees it.
+        try:
+            self._close_connection()
+        except Exception:
+            pass  # at interpreter exit, or a connection failing to close: nothing to do better
 
     # -- connection and transactions --------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0,
-                                   factory=_Connection)
-            conn.owner = ref(self)  # before it is findable: the fork hook reads it
-            _CONNECTIONS.add(conn)
-            conn.execute("PRAGMA busy_timeout=0")
-            # A new database gets 2 KiB pages (an existing one keeps its own: the size is fixed once
-            # the first table is made). Every page a transaction changes is written to the WAL and
-            # checksummed whole, and a write changes 9 pages with a few hundred bytes each: half the
-            # page is half that work, and these rows (leases, intents, versions, journal entries)
-            # still fit a page several times over.
-            conn.execute("PRAGMA page_size=2048")
-            self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn, self._pid, self._run = conn, os.getpid(), conn.cursor().execute
+            try:
+                conn = _Connection(self.path, owner=self, isolation_level=None, check_same_thread=False,
+                                   timeout=0)
+                conn.execute("PRAGMA busy_timeout=0")
+                # A new database gets 2 KiB pages (an existing one keeps its own: the size is fixed
+                # once the first table is made). Every page a transaction changes is written to the
+                # WAL and checksummed whole, and a write changes 9 pages with a few hundred bytes
+                # each: half the page is half that work, and these rows (leases, intents, versions,
+                # journal entries) still fit a page several times over.
+                conn.execute("PRAGMA page_size=2048")
+                self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+                conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn, self._pid, self._run = conn, os.getpid(), conn.cursor().execute
+            except BaseException:  # failed or interrupted (the connection found, if it was lost)
+                self._close_connection()
+                raise
         return self._conn
 
     def _statements(self, conn: sqlite3.Connection) -> Callable[..., sqlite3.Cursor]:
@@ -264,9 +284,18 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
                 self._close_connection()
 
     def _close_connection(self) -> None:
+        """Close this process's connections of this backend: the one in use, and one whose
+        opening failed or was interrupted before it was taken into use."""
         if self._conn is not None and self._pid == os.getpid():
             self._conn.close()
         self._conn, self._run = None, _no_connection
+        pid = getpid()
+        for conn in list(_CONNECTIONS):
+            if conn.owner() is self and conn.pid == pid:
+                try:
+                    conn.close()  # closed already: nothing happens
+                except sqlite3.ProgrammingError:
+                    pass  # its opening never began (interrupted before the base __init__)
 
     def now(self) -> float:
         return time.time()

@@ -18,7 +18,6 @@ This module imports crewai and crewai_tools; ``agent_coherence.adapters.crewai``
 
 from __future__ import annotations
 
-import asyncio
 import os
 from itertools import islice
 from typing import Any, ClassVar
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...coordinator import Coordinator
 from ...errors import CoherenceError
+from ..offload import in_thread
 from .calls import Refused, advance_view, begin_call, default_holder, resolve_target
 from .failures import Refusal, as_tool_failure, internal_error, invalid_input, refusal_for
 from .tools import never_cache
@@ -97,7 +97,9 @@ class CoherentFileWriterTool(_Coordinated, FileWriterTool):
             return as_tool_failure(internal_error(error, str(filename)[:200]))
 
     async def _arun(self, **kwargs: Any) -> Any:  # type: ignore[override]
-        return await asyncio.to_thread(self._run, **kwargs)
+        """``_run`` in a worker thread; cancelled, the cancellation comes out once the write has
+        ended (committed, or refused and undone) and its lease is given back."""
+        return await in_thread(self._run, **kwargs)
 
     def _write(self, filename: str, content: str, directory: str, overwrite: str | bool,
                expected_version: int | None) -> str:
@@ -182,7 +184,7 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
             return as_tool_failure(internal_error(error, shown[:200]))
 
     async def _arun(self, **kwargs: Any) -> Any:  # type: ignore[override]
-        return await asyncio.to_thread(self._run, **kwargs)
+        return await in_thread(self._run, **kwargs)
 
     def _read(self, shown: str, start_line: int, line_count: int | None) -> str:
         if "\x00" in shown:

@@ -15,7 +15,6 @@ This module imports crewai; ``agent_coherence.adapters.crewai`` loads it on firs
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from typing import Any, ClassVar
 
@@ -23,6 +22,7 @@ from crewai.tools import BaseTool
 from pydantic import ConfigDict, PrivateAttr
 
 from ...coordinator import Coordinator
+from ..offload import in_thread, in_thread_undone
 from .calls import GuardedCall, Refused, begin_call
 from .failures import Refusal, as_tool_failure, internal_error
 from .targets import PathArgs, anchored, extract_paths
@@ -84,10 +84,13 @@ class CoherentTool(BaseTool):
             call.close()
 
     async def _arun(self, **kwargs: Any) -> Any:
+        # Cancelled while the guard waits for its leases in a thread, the leases it then gets are
+        # closed there (a clean-up run beside it would miss them, and they would be renewed for
+        # good); the other steps end before the cancellation comes out.
         if not _has_async(self.inner):
-            return await asyncio.to_thread(self._run, **kwargs)
+            return await in_thread(self._run, **kwargs)
         try:
-            call = await asyncio.to_thread(self._guard, kwargs)
+            call = await in_thread_undone(GuardedCall.close, self._guard, kwargs)
         except Refused as refused:
             return as_tool_failure(refused.refusal)
         except Exception as error:
@@ -96,11 +99,11 @@ class CoherentTool(BaseTool):
             try:
                 result = await self.inner.arun(**kwargs)
             except BaseException:
-                await asyncio.to_thread(call.confirm, expect_written=False)
+                await in_thread(call.confirm, expect_written=False)
                 raise
-            return await asyncio.to_thread(self._finish, call, result)
+            return await in_thread(self._finish, call, result)
         finally:
-            await asyncio.to_thread(call.close)
+            await in_thread(call.close)
 
 
 def _has_async(tool: BaseTool) -> bool:

@@ -34,6 +34,7 @@ from langgraph.checkpoint.base import (
     DeltaChannelHistory,
 )
 
+from ..offload import in_thread, in_thread_undone
 from .extensions import extension_class, implements as overrides
 from .heads import Heads, PutTarget
 from .keys import FORK_KEY
@@ -197,16 +198,18 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
                    new_versions: ChannelVersions) -> RunnableConfig:
+        # Cancelled while a step runs in its thread, the put's lease is given back after the step,
+        # never beside it: by the begin's thread once it has the lease, or once the step has ended.
         if overrides(self.inner, "put") or not overrides(self.inner, "aput"):
-            return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+            return await in_thread(self.put, config, checkpoint, metadata, new_versions)
         target = PutTarget(config["configurable"], checkpoint["id"], metadata)
         try:
-            ticket = await asyncio.to_thread(self.heads.begin, target)
+            ticket = await in_thread_undone(lambda _: self.heads.abandon(target), self.heads.begin, target)
             stored = await self.inner.aput(config, checkpoint, metadata, new_versions)
-            await asyncio.to_thread(self.heads.finish, ticket)
-            await asyncio.to_thread(self.heads.end, ticket)
+            await in_thread(self.heads.finish, ticket)
+            await in_thread(self.heads.end, ticket)
         except BaseException:
-            await asyncio.shield(asyncio.to_thread(self.heads.abandon, target))
+            await in_thread(self.heads.abandon, target)
             raise
         return stored
 
@@ -220,8 +223,8 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
     async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
                           task_path: str = "") -> None:
         if overrides(self.inner, "put_writes") or not overrides(self.inner, "aput_writes"):
-            return await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-        await asyncio.to_thread(self.heads.check_fence, config["configurable"])
+            return await in_thread(self.put_writes, config, writes, task_id, task_path)
+        await in_thread(self.heads.check_fence, config["configurable"])
         await self.inner.aput_writes(config, writes, task_id, task_path)
 
     def delete_thread(self, thread_id: str) -> None:
@@ -230,9 +233,9 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
 
     async def adelete_thread(self, thread_id: str) -> None:
         if overrides(self.inner, "delete_thread") or not overrides(self.inner, "adelete_thread"):
-            return await asyncio.to_thread(self.delete_thread, thread_id)
+            return await in_thread(self.delete_thread, thread_id)
         await self.inner.adelete_thread(thread_id)
-        await asyncio.to_thread(self.heads.forget_thread, thread_id, "langgraph.delete_thread")
+        await in_thread(self.heads.forget_thread, thread_id, "langgraph.delete_thread")
 
     # -- used by the extension mixins ----------------------------------------------------------
 

@@ -10,11 +10,12 @@ the inner saver's rewritten history.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from ..offload import in_thread
 
 if TYPE_CHECKING:
     from .checkpointer import CoherentCheckpointer
@@ -36,9 +37,9 @@ class DeleteForRuns(_Base):
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         if not implements(self.inner, "adelete_for_runs"):
-            return await asyncio.to_thread(self.delete_for_runs, run_ids)
+            return await in_thread(self.delete_for_runs, run_ids)
         await self.inner.adelete_for_runs(run_ids)
-        await asyncio.to_thread(self._repair_all_heads, "langgraph.delete_for_runs")
+        await in_thread(self._repair_all_heads, "langgraph.delete_for_runs")
 
     def _repair_all_heads(self, why: str) -> None:
         """A head whose checkpoint the inner saver deleted moves to the inner saver's latest
@@ -56,9 +57,9 @@ class CopyThread(_Base):
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         if not implements(self.inner, "acopy_thread"):
-            return await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+            return await in_thread(self.copy_thread, source_thread_id, target_thread_id)
         await self.inner.acopy_thread(source_thread_id, target_thread_id)
-        await asyncio.to_thread(self._copy_heads, source_thread_id, target_thread_id)
+        await in_thread(self._copy_heads, source_thread_id, target_thread_id)
 
     def _copy_heads(self, source_thread_id: str, target_thread_id: str) -> None:
         self.heads.forget_thread(target_thread_id, "langgraph.copy_thread")
@@ -74,9 +75,9 @@ class Prune(_Base):
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         if not implements(self.inner, "aprune"):
-            return await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
+            return await in_thread(self.prune, thread_ids, strategy=strategy)
         await self.inner.aprune(thread_ids, strategy=strategy)
-        await asyncio.to_thread(self._after_prune, thread_ids, strategy)
+        await in_thread(self._after_prune, thread_ids, strategy)
 
     def _after_prune(self, thread_ids: Sequence[str], strategy: str) -> None:
         for thread_id in thread_ids:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from ...errors import LeaseHeld, LeaseLost
+from ..offload import in_thread, in_thread_undone
 from .checkpointer import CoherentCheckpointer
 from .errors import ThreadBusy
 from .heads import Heads
@@ -185,17 +186,13 @@ class CoherentGraph:
         if run is None:
             yield config
             return
-        acquiring = asyncio.ensure_future(asyncio.to_thread(run.acquire))
-        try:
-            await asyncio.shield(acquiring)
-        except asyncio.CancelledError:
-            # the acquire goes on in its thread: give the lease back as soon as it has it
-            acquiring.add_done_callback(lambda done: run.release(None) if not done.exception() else None)
-            raise
+        # Cancelled while the acquire waits in its thread (on_busy="wait"), the lease it then gets
+        # is given back there, at once, even after the event loop has stopped.
+        await in_thread_undone(lambda _: run.release(None), run.acquire)
         try:
             yield run.config(config or {})
         finally:
-            await asyncio.shield(asyncio.to_thread(run.release, self.heads))
+            await in_thread(run.release, self.heads)
 
     def _run_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         if kwargs.get("durability") is None and self.durability is not None:

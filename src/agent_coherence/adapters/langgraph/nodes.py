@@ -25,7 +25,6 @@ hit skips the body and so the checks.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import dataclasses
 import functools
@@ -43,6 +42,7 @@ from langgraph.runtime import get_runtime
 from ... import faults
 from ...errors import VersionConflict
 from ...models import Anomaly, Snapshot, WriteReceipt
+from ..offload import in_thread, in_thread_undone
 from .keys import COORDINATOR_KEY, FENCE_KEY, HOLDER_KEY, effect_ref_name, thread_lease_key
 from .renewal import Holding, renewer_for
 
@@ -114,10 +114,13 @@ class NodeHandle:
         return self._commit(artifact, n, fn(self.coordinator.read(artifact).data))
 
     async def awrite(self, key: str | os.PathLike[str], data: bytes | str) -> WriteReceipt:
-        return await asyncio.to_thread(self.write, key, data)
+        """``write`` in a worker thread. Cancelled, it lets the cancellation out once the write has
+        ended (committed and recorded, or undone): the node's leases are given back after it."""
+        return await in_thread(self.write, key, data)
 
     async def aupdate(self, key: str | os.PathLike[str], fn: Callable[[bytes], bytes | str]) -> WriteReceipt:
-        return await asyncio.to_thread(self.update, key, fn)
+        """``update`` in a worker thread; cancelled, as ``awrite``."""
+        return await in_thread(self.update, key, fn)
 
     def _next(self, key: str | os.PathLike[str]) -> tuple[str, int]:
         artifact = self.coordinator.key(key)
@@ -276,12 +279,8 @@ def coherent_node(writes: Iterable[str] = (), *, coordinator: "Coordinator | Non
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
                 run = NodeRun(label, declared, coordinator, ttl, lease_wait)
-                entering = asyncio.ensure_future(asyncio.to_thread(run.enter))
-                try:
-                    handle = await asyncio.shield(entering)
-                except asyncio.CancelledError:  # the leases may still arrive: give them back then
-                    entering.add_done_callback(lambda done: run.exit(False) if not done.exception() else None)
-                    raise
+                # Cancelled while the leases are awaited in the thread: given back there on arrival.
+                handle = await in_thread_undone(lambda _: run.exit(False), run.enter)
                 token = _CURRENT.set(handle)
                 succeeded = False
                 try:
@@ -290,7 +289,7 @@ def coherent_node(writes: Iterable[str] = (), *, coordinator: "Coordinator | Non
                     return result
                 finally:
                     _CURRENT.reset(token)
-                    await asyncio.shield(asyncio.to_thread(run.exit, succeeded))
+                    await in_thread(run.exit, succeeded)
 
             run_async.__coherent_node__ = True  # type: ignore[attr-defined]
             return run_async  # type: ignore[return-value]

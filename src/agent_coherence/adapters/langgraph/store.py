@@ -33,6 +33,7 @@ from langgraph.store.base import (
 )
 
 from ...errors import VersionConflict
+from ..offload import in_thread, in_thread_undone
 from .keys import run_holder
 
 if TYPE_CHECKING:
@@ -195,14 +196,19 @@ class CoherentStore(BaseStore):
             raise
 
     async def _aput(self, checked: CheckedPutOp) -> None:
-        holder = run_holder("langgraph-store")  # given back by holder on any failure, as in _put
+        # Given back by holder on any failure, as in _put. A cancellation while a step runs in its
+        # thread: the lease the begin then gets is given back there; the commit and the release
+        # end before the cancellation comes out. Given back beside a step still running, the
+        # lease would be taken afterwards and stay held by a put nobody runs any more.
+        holder = run_holder("langgraph-store")
+        release = self.coordinator.backend.release_holder
         try:
-            lease, actual = await asyncio.to_thread(self._begin, checked, holder)
+            lease, actual = await in_thread_undone(lambda _: release(holder), self._begin, checked, holder)
             await self.inner.abatch([checked.op])
-            await asyncio.to_thread(self._commit, checked.op, lease, actual)
-            await asyncio.shield(asyncio.to_thread(self.coordinator.release, lease))
+            await in_thread(self._commit, checked.op, lease, actual)
+            await in_thread(self.coordinator.release, lease)
         except BaseException:
-            await asyncio.shield(asyncio.to_thread(self.coordinator.backend.release_holder, holder))
+            await in_thread(release, holder)
             raise
 
     def _begin(self, checked: CheckedPutOp, holder: str) -> tuple[Any, int]:
