@@ -196,6 +196,28 @@ def test_a_schema_written_by_a_newer_release_is_refused(root, pg_url):
     assert "newer release" in str(caught.value) and caught.value.recover
 
 
+def _sessions(url: str) -> int:
+    """Sessions on the server's database other than the one counting them."""
+    return execute(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid()")[0][0]
+
+
+def test_a_refused_open_leaves_no_session_open(root, pg_url):
+    """The backend closes the pool it opened when its schema is refused: without that, each
+    refused open keeps its pool's sessions on the server for the life of the process."""
+    import time
+
+    PostgresBackend(pg_url).close()
+    execute(pg_url, "UPDATE @meta SET value = %s WHERE name = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    time.sleep(0.2)
+    before = _sessions(pg_url)
+    for _ in range(3):
+        with pytest.raises(BackendUnavailable):
+            Coordinator.open(root, url=pg_url)
+    time.sleep(0.5)  # a leaked pool fills itself in the background
+    assert _sessions(pg_url) == before
+
+
 def test_a_version_1_schema_gains_refs_and_channel_time(root, pg_url):
     PostgresBackend(pg_url).close()
     execute(pg_url, "DROP FUNCTION @ac_channel_now(); DROP TABLE @channel_clock; DROP TABLE @refs; "

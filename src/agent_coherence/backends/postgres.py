@@ -190,8 +190,12 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         # an interrupt took from the code that would have returned it is dropped once unreachable.
         self._held: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._maintenance_countdown = 1 << 62  # no retention step before the schema exists
-        self._ensure_schema()
-        self._start_maintenance_countdown()
+        try:
+            self._ensure_schema()
+            self._start_maintenance_countdown()
+        except BaseException:  # an interrupt too: nobody gets this backend to close its pool
+            self.close()
+            raise
 
     # -- SQL and connections ----------------------------------------------------------------
 
