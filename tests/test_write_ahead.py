@@ -50,8 +50,18 @@ def _unnamed_files_open_in(directory: str) -> list[bytes]:
     return found
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def _open_fds(root) -> list[str]:
+    """What this process's descriptors under ``root`` point at (the rest of the process, such as
+    another test's garbage being collected, does not count)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(root)):
+            found.append(target)
+    return sorted(found)
 
 
 def test_the_new_bytes_are_on_their_way_before_the_intent_and_invisible(root, unnamed) -> None:
@@ -77,13 +87,13 @@ def test_a_refused_write_leaves_no_file_no_directory_and_no_descriptor(root, unn
         coord.write("notes/plan.md", b"v1", holder="planner")
         listing = sorted(os.listdir(root / "notes"))
         with coord.lease("notes/plan.md", "other", ttl=60), coord.lease("new/dir/x.md", "other", ttl=60):
-            before = _open_fds()
+            before = _open_fds(root)
             for _ in range(20):
                 with pytest.raises(LeaseHeld):
                     coord.write("notes/plan.md", b"v2", holder="planner")
                 with pytest.raises(LeaseHeld):
                     coord.write("new/dir/x.md", b"v1", holder="planner")
-            assert _open_fds() == before
+            assert _open_fds(root) == before
         assert sorted(os.listdir(root / "notes")) == listing
         assert not (root / "new").exists()
         assert (root / "notes/plan.md").read_bytes() == b"v1"
@@ -93,11 +103,11 @@ def test_a_refused_write_leaves_no_file_no_directory_and_no_descriptor(root, unn
 def test_writes_leave_no_descriptor_open(root) -> None:
     with Coordinator.open(root) as coord:
         coord.write("a.md", b"warm-up", holder="w")
-        before = _open_fds()
+        before = _open_fds(root)
         for index in range(50):
             coord.write("a.md", b"x" * index, holder="w")
             coord.write(f"d{index % 3}/b.md", b"y" * index, holder="w")
-        assert _open_fds() == before
+        assert _open_fds(root) == before
 
 
 def test_permission_bits_changed_while_the_intent_is_recorded_are_kept(root, unnamed) -> None:
