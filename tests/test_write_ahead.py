@@ -36,16 +36,23 @@ def unnamed(root):
         pytest.skip("no O_TMPFILE on this filesystem")
 
 
+def _descriptors() -> dict[str, str]:
+    """This process's open descriptors: /proc/self/fd entry -> what it points at."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found[f"/proc/self/fd/{fd}"] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # the listing's own descriptor, closed already
+    return found
+
+
 def _unnamed_files_open_in(directory: str) -> list[bytes]:
     """The contents of this process's open files that live in ``directory`` with no name."""
     found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
+    for entry, target in _descriptors().items():
         if os.path.dirname(target) == directory and target.endswith("(deleted)"):
-            with open(f"/proc/self/fd/{fd}", "rb") as handle:
+            with open(entry, "rb") as handle:
                 found.append(handle.read())
     return found
 
@@ -53,15 +60,7 @@ def _unnamed_files_open_in(directory: str) -> list[bytes]:
 def _open_fds(root) -> list[str]:
     """What this process's descriptors under ``root`` point at (the rest of the process, such as
     another test's garbage being collected, does not count)."""
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(str(root)):
-            found.append(target)
-    return sorted(found)
+    return sorted(target for target in _descriptors().values() if target.startswith(str(root)))
 
 
 def test_the_new_bytes_are_on_their_way_before_the_intent_and_invisible(root, unnamed) -> None:
