@@ -141,7 +141,8 @@ def _write_temp_by_path(temp: str, data: bytes, mode: int, stamp: bytes | None) 
 
 
 def _stamp_sync_and_name(fd: int, unnamed: bool, temp: str, dir_fd: int | None, stamp: bytes | None) -> bool:
-    """The end of :func:`write_temp`: stamp, fsync, name the file if it is unnamed, close."""
+    """The end of :func:`write_temp`: stamp, fsync, name the file if it is unnamed, close. Its
+    callers remove the temp file if an interruption lands after the name is given."""
     step = "write"
     try:
         stamped = stamp is not None and stamps.put(fd, stamp)
@@ -156,11 +157,7 @@ def _stamp_sync_and_name(fd: int, unnamed: bool, temp: str, dir_fd: int | None, 
         if isinstance(exc, OSError):
             raise StepFailed(step, exc) from exc
         raise
-    try:
-        os.close(fd)
-    except BaseException:  # an interrupt at the close: the caller never learns the file is whole
-        remove_quietly(temp, dir_fd=dir_fd)
-        raise
+    os.close(fd)
     return stamped
 
 
