@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from agent_coherence import Coordinator
+from agent_coherence import Coordinator, durable
 from agent_coherence.durable import TEMP_MARKER
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -165,6 +165,13 @@ def pg_url(pg_server: str) -> Iterator[str]:
     schema = fresh_schema()
     yield schema_url(pg_server, schema)
     drop_schema(pg_server, schema)
+
+
+@pytest.fixture(autouse=True)
+def forget_refused_unnamed_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no filesystem remembered as refusing O_TMPFILE: a test that fakes a
+    refusal must not keep the tests after it (on the same device) on named temp files."""
+    monkeypatch.setattr(durable, "_refused_devices", frozenset())
 
 
 @pytest.fixture(autouse=True)

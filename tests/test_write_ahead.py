@@ -10,6 +10,7 @@ read saw, and the ordinary named temp file where unnamed files are not available
 
 from __future__ import annotations
 
+import gc
 import os
 import stat
 
@@ -186,3 +187,115 @@ def test_doctor_reports_the_kind_of_temp_file(root, monkeypatch, capsys) -> None
     main(["doctor", "--root", str(root)])
     assert "temp files: named from the start (O_TMPFILE refused: Is a directory)" in capsys.readouterr().out
     assert list(root.iterdir()) == [] or all(p.name == ".agent-coherence" for p in root.iterdir())
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.parametrize("unnamed_files", [True, False], ids=["unnamed", "named"])
+@pytest.mark.parametrize("bits", [0o644, 0o664, 0o755, 0o600])
+def test_a_replacement_keeps_the_files_bits_whatever_the_umask(root, monkeypatch, umask_027, unnamed_files,
+                                                               bits) -> None:
+    """The umask is for new files: a file that is replaced keeps its bits exactly (written ahead
+    or not, unnamed or named temp file), and a new file gets 0o644 less the umask."""
+    if not unnamed_files:
+        monkeypatch.setattr(durable, "_O_TMPFILE", os.O_DIRECTORY)
+    with Coordinator.open(root) as coord:
+        coord.write("notes/plan.md", b"v1", holder="planner")
+        assert stat.S_IMODE(os.stat(root / "notes/plan.md").st_mode) == 0o640
+        os.chmod(root / "notes/plan.md", bits)
+        coord.write("notes/plan.md", b"v2", holder="planner")
+        assert stat.S_IMODE(os.stat(root / "notes/plan.md").st_mode) == bits
+    durable.replace_durably(str(root / "notes/plan.md"), b"v3")
+    assert stat.S_IMODE(os.stat(root / "notes/plan.md").st_mode) == bits
+    durable.replace_durably(str(root / "notes/new.md"), b"v1")
+    assert stat.S_IMODE(os.stat(root / "notes/new.md").st_mode) == 0o640
+
+
+def _unnamed_files_leaked(action, directory: str) -> list[str]:
+    """Where an interrupt landing in ``action`` left an unnamed file of ``directory`` open (each
+    told once: it stays open for the rest of the test)."""
+    from interrupt_points import interrupt_points
+
+    leaks, seen = [], set()
+    for landed in interrupt_points(action):
+        assert landed.came_out_as_itself, landed
+        landed.raised = None  # its traceback's frames hold what they held
+        gc.collect()
+        # An O_TMPFILE file shows as "#<inode> (deleted)" (a replaced file's name is kept).
+        left = {target for target in _descriptors().values()
+                if target.startswith(f"{directory}/#") and target.endswith("(deleted)")} - seen
+        if left:
+            leaks.append(landed.where)
+            seen |= left
+    return leaks
+
+
+# Right after its open returned or at its final close, the descriptor is lost with the call, as in
+# any Python code that opens files.
+_INHERENT = ("c_return open", "c_call close")
+
+
+def test_an_interrupt_anywhere_in_a_write_leaves_no_unnamed_file_open(root, unnamed) -> None:
+    """A descriptor on an unnamed file holds the whole payload's disk space, invisible, until the
+    process ends. Wherever an interrupt lands in a stamp-mode write (its bytes written ahead),
+    none stays open, but at the points of ``_INHERENT``."""
+    with Coordinator.open(root) as coord:
+        if coord.write_mode != "stamp":
+            pytest.skip("the write-ahead is for the stamp mode")
+        coord.write("notes/plan.md", b"v0", holder="planner")
+        count = iter(range(1, 10**6))
+        leaks = _unnamed_files_leaked(
+            lambda: coord.write("notes/plan.md", b"v%d" % next(count), holder="planner"), str(root / "notes"))
+        assert [where for where in leaks if not where.endswith(_INHERENT)] == []
+        assert not temp_files(root)
+
+
+def test_an_interrupt_anywhere_in_write_temp_leaves_no_unnamed_file_open(root, unnamed) -> None:
+    """The same for the ordinary temp file (an undo's replace, a path's replace)."""
+    from agent_coherence.rooted import KeyFile
+
+    (root / "notes").mkdir()
+    (root / "other").mkdir()  # each its own directory: one's inherent leaks are not the other's
+
+    def replace_by_key() -> None:
+        with KeyFile(str(root), "notes/plan.md") as file:
+            file.replace(b"bytes", f".plan.md.1.00000000{durable.TEMP_MARKER}")
+
+    def replace_by_path() -> None:
+        durable.replace_durably(str(root / "other/plan.md"), b"bytes")
+
+    for action, directory in ((replace_by_key, "notes"), (replace_by_path, "other")):
+        leaks = _unnamed_files_leaked(action, str(root / directory))
+        assert [where for where in leaks if not where.endswith(_INHERENT)] == []
+        assert not temp_files(root)
+
+
+def test_a_filesystem_that_refuses_unnamed_files_is_asked_once(root, monkeypatch) -> None:
+    """A refusal of O_TMPFILE (EISDIR, EOPNOTSUPP) is remembered for the filesystem's device: the
+    writes after the first one go straight to a named temp file, with no failed open each."""
+    monkeypatch.setattr(durable, "_O_TMPFILE", os.O_DIRECTORY)  # refused for real: see above
+    attempts: list[object] = []
+    real_open = os.open
+
+    def counting_open(path, flags, *args, **kwargs):
+        if flags & os.O_DIRECTORY and flags & os.O_WRONLY:
+            attempts.append(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    with Coordinator.open(root) as coord:
+        for index in range(10):
+            coord.write("notes/plan.md", b"v%d" % index, holder="planner")
+            coord.write(f"d{index % 3}/x.md", b"x", holder="planner")
+        spool = Spool(str(root / "queue"))
+        spool.put(b"message")
+        durable.replace_durably(str(root / "plain.md"), b"plain")
+        assert len(attempts) == 1
+        assert (root / "notes/plan.md").read_bytes() == b"v9"
+        assert not temp_files(root)
+    assert os.stat(root).st_dev in durable._refused_devices

@@ -17,6 +17,7 @@ import errno
 import hashlib
 import heapq
 import os
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator, Literal
@@ -82,11 +83,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def write_temp(temp: str, data: bytes, mode: int = 0o644, *, dir_fd: int | None = None,
+def write_temp(temp: str, data: bytes, mode: int | None = None, *, dir_fd: int | None = None,
                stamp: bytes | None = None) -> bool:
     """Create ``temp`` exclusively (never through a symlink), write ``data`` and fsync it.
     With ``dir_fd``, ``temp`` is a name in that directory. With ``stamp``, the file carries it
     (see :mod:`stamps`) before the fsync; returns whether it does. Raises StepFailed.
+
+    ``mode``: the file's permission bits, exactly (those of the file it replaces: the umask is
+    not applied to them); None for a new file, which gets ``0o644`` less the umask.
 
     Where the filesystem allows it the file is made without a name (``O_TMPFILE``) and only given
     ``temp`` once it is written, stamped and fsynced: a crash before that leaves nothing in the
@@ -100,33 +104,55 @@ def write_temp(temp: str, data: bytes, mode: int = 0o644, *, dir_fd: int | None 
         except BaseException:  # also one landing as it returned: the file whole, the caller never told
             remove_quietly(temp)
             raise
+    # Holds the descriptor from the open's return on (each open stores into it, no call between):
+    # one lost to an interrupt would keep the file, unnamed perhaps, open until the process ends.
+    held = _Descriptor()
     try:
         faults.check("open_temp")
-        fd, unnamed = _open_temp(temp, mode, dir_fd)
+        unnamed = dir_fd is not None and _unnamed_files_possible() and not _refused_here(dir_fd)
+        if unnamed:
+            try:
+                held.fd = os.open(".", _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, _creation_mode(mode),
+                                  dir_fd=dir_fd)
+            except OSError as exc:
+                _note_refusal(exc, dir_fd)  # type: ignore[arg-type]
+                unnamed = False
+        if not unnamed:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            held.fd = os.open(temp, flags, _creation_mode(mode), dir_fd=dir_fd)
     except OSError as exc:
         raise StepFailed("open_temp", exc) from exc
     except BaseException:
-        # Interrupted, perhaps as the open returned: a named file may exist, its descriptor lost
-        # (an unnamed one goes with its descriptor). The name is this call's own (random, and
-        # O_EXCL refuses one that exists).
+        # Interrupted, perhaps as the open returned: a named file may exist. The name is this
+        # call's own (random, and O_EXCL refuses one that exists).
+        held.discard()
         remove_quietly(temp, dir_fd=dir_fd)
         raise
+    fd = held.fd
     try:
         faults.check("write")
+        if mode is not None:  # the open applied the umask to the bits: a replacement keeps them all
+            os.fchmod(fd, mode)
         _write_all(fd, data)
     except BaseException as exc:
-        _discard(fd, temp, dir_fd)
+        held.discard()
+        remove_quietly(temp, dir_fd=dir_fd)  # it may have been named just before an interruption
         if isinstance(exc, OSError):
             raise StepFailed("write", exc) from exc
         raise
     try:
-        return _stamp_sync_and_name(fd, unnamed, temp, dir_fd, stamp)
+        return _stamp_sync_and_name(fd, unnamed, temp, dir_fd, stamp, held)
     except BaseException:  # also one landing as it returned: the file whole, the caller never told
+        held.discard()  # an interrupt before the call left the descriptor here
         remove_quietly(temp, dir_fd=dir_fd)
         raise
 
 
-def _write_temp_by_path(temp: str, data: bytes, mode: int, stamp: bytes | None) -> bool:
+def _creation_mode(mode: int | None) -> int:
+    return NEW_FILE_MODE if mode is None else mode
+
+
+def _write_temp_by_path(temp: str, data: bytes, mode: int | None, stamp: bytes | None) -> bool:
     """:func:`write_temp` of a path: an unnamed file is named by linkat(2), which takes the
     directory's descriptor, so the directory is opened for the length of the call."""
     directory, name = os.path.split(temp)
@@ -140,9 +166,12 @@ def _write_temp_by_path(temp: str, data: bytes, mode: int, stamp: bytes | None) 
         os.close(own_fd)
 
 
-def _stamp_sync_and_name(fd: int, unnamed: bool, temp: str, dir_fd: int | None, stamp: bytes | None) -> bool:
+def _stamp_sync_and_name(fd: int, unnamed: bool, temp: str, dir_fd: int | None, stamp: bytes | None,
+                         held: "_Descriptor") -> bool:
     """The end of :func:`write_temp`: stamp, fsync, name the file if it is unnamed, close. Its
-    callers remove the temp file if an interruption lands after the name is given."""
+    callers remove the temp file if an interruption lands after the name is given. ``held``
+    owns ``fd`` until this call takes it (the first statement: no interrupt lands before it)."""
+    held.fd = -1
     step = "write"
     try:
         stamped = stamp is not None and stamps.put(fd, stamp)
@@ -166,74 +195,100 @@ def _discard(fd: int, temp: str, dir_fd: int | None) -> None:
     remove_quietly(temp, dir_fd=dir_fd)  # it may have been named just before an interruption
 
 
-class WrittenAhead:
+class _Descriptor:
+    """A descriptor's one owner (-1: none, or closed)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self) -> None:
+        self.fd = -1
+
+    def discard(self) -> None:
+        """Close the descriptor (idempotent)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+class WrittenAhead(_Descriptor):
     """A temp file's bytes written before the write they belong to is recorded, so the disk works
     on them while the caller records it: an unnamed file (``O_TMPFILE``) in the key's directory,
     its writeback started. Nothing in the directory changes until :meth:`finish` names it; a
-    crash, or :meth:`discard`, leaves nothing behind. ``start`` returns None where this cannot be
-    done (no unnamed files on this filesystem, or any error: the caller then writes the temp file
-    the ordinary way, which meets the same error and reports it).
+    crash, or :meth:`discard`, leaves nothing behind. :meth:`write` returns False where this cannot
+    be done (no unnamed files on this filesystem, or any error: the caller then writes the temp
+    file the ordinary way, which meets the same error and reports it).
+
+    Made before :meth:`write` opens the file, so its owner (``rooted.KeyFile``) holds the
+    descriptor from the moment the open returns: an interrupt landing anywhere after that leaves
+    no unnamed file open (it would hold the whole payload's disk space until the process ends).
 
     Not durable until :meth:`finish` returns; one use only."""
 
-    __slots__ = ("fd", "dir_fd", "mode")
+    __slots__ = ("dir_fd",)
 
-    def __init__(self, fd: int, dir_fd: int, mode: int) -> None:
-        self.fd, self.dir_fd, self.mode = fd, dir_fd, mode
+    def __init__(self, dir_fd: int) -> None:
+        self.fd, self.dir_fd = -1, dir_fd
 
-    @classmethod
-    def start(cls, data: bytes, mode: int, dir_fd: int) -> "WrittenAhead | None":
+    def write(self, data: bytes) -> bool:
+        """Write ``data`` to a new unnamed file, made with a new file's bits (``0o644`` less the
+        umask; :meth:`finish` sets those of the file it replaces). False if it was not done."""
         if not _unnamed_files_possible():
-            return None
+            return False
         try:
-            fd = os.open(".", _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode, dir_fd=dir_fd)
-        except OSError:
-            return None
-        try:
+            if _refused_here(self.dir_fd):
+                return False
+            try:  # stored as the open returns (no call between): see the class's docstring
+                fd = self.fd = os.open(".", _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, NEW_FILE_MODE,
+                                       dir_fd=self.dir_fd)
+            except OSError as exc:
+                _note_refusal(exc, self.dir_fd)
+                return False
             _write_all(fd, data)
             # Starts the writeback now (it does not drop pages that are dirty or being written).
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         except BaseException as exc:
-            os.close(fd)
+            self.discard()
             if isinstance(exc, OSError):
-                return None
+                return False
             raise
-        return cls(fd, dir_fd, mode)
+        return True
 
-    def finish(self, temp_name: str, mode: int, stamp: bytes | None) -> bool:
+    def finish(self, temp_name: str, mode: int | None, stamp: bytes | None) -> bool:
         """What :func:`write_temp` does after the write: stamp (returns whether the filesystem took
         it), fsync and name the file ``temp_name`` in its directory, with permission bits
-        ``mode``. Raises StepFailed; on any failure or interruption the temp file is removed."""
-        fd, self.fd = self.fd, -1
+        ``mode`` exactly (None: a new file's, as made). Raises StepFailed; on any failure or
+        interruption the temp file is removed."""
+        fd = self.fd  # still this object's (closed by discard) until _stamp_sync_and_name takes it
         step = "open_temp"
         try:
             faults.check("open_temp")
             step = "write"
             faults.check("write")
-            if mode != self.mode:  # the file's bits changed since the start: keep the new ones
+            if mode is not None:  # the replaced file's bits, all of them (the open applied the umask)
                 os.fchmod(fd, mode)
         except BaseException as exc:
-            _discard(fd, temp_name, self.dir_fd)
+            self.discard()
             if isinstance(exc, OSError):
                 raise StepFailed(step, exc) from exc
             raise
         try:
-            return _stamp_sync_and_name(fd, True, temp_name, self.dir_fd, stamp)
-        except BaseException:  # as in write_temp
+            return _stamp_sync_and_name(fd, True, temp_name, self.dir_fd, stamp, self)
+        except BaseException:  # as in write_temp; an interrupt before the call left fd here
+            self.discard()
             remove_quietly(temp_name, dir_fd=self.dir_fd)
             raise
-
-    def discard(self) -> None:
-        """Drop the bytes (idempotent)."""
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
 
 
 _PROC_FDS = "/proc/self/fd"  # an unnamed file is named by linking its /proc entry (no privilege needed)
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 _NO_UNNAMED_FILES = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)  # the filesystem or kernel lacks O_TMPFILE
 _unnamed_files: bool | None = None  # whether this system can name an unnamed file: checked on first use
+NEW_FILE_MODE = 0o644  # a new file's bits, less the umask
+# The filesystems (st_dev) that refused O_TMPFILE: not asked again, so a write there costs no
+# failed open. A device number reused by a later mount at worst keeps that mount on named temp
+# files (correct, only slower). Replaced whole under the lock, read without it.
+_refused_devices: frozenset[int] = frozenset()
+_refused_lock = threading.Lock()
 
 
 def _unnamed_files_possible() -> bool:
@@ -269,16 +324,19 @@ def unnamed_temp_files_in(directory: str) -> str | None:
         os.close(dir_fd)
 
 
-def _open_temp(temp: str, mode: int, dir_fd: int | None) -> tuple[int, bool]:
-    """An fd to write the temp file through, and whether it is unnamed yet (see write_temp)."""
-    if dir_fd is not None and _unnamed_files_possible():
-        try:
-            return os.open(".", _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, mode, dir_fd=dir_fd), True
-        except OSError as exc:
-            if exc.errno not in _NO_UNNAMED_FILES:
-                raise
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    return os.open(temp, flags, mode, dir_fd=dir_fd), False
+def _refused_here(dir_fd: int) -> bool:
+    """Whether the filesystem of ``dir_fd`` refused O_TMPFILE before (no fstat until one has)."""
+    return bool(_refused_devices) and os.fstat(dir_fd).st_dev in _refused_devices
+
+
+def _note_refusal(error: OSError, dir_fd: int) -> None:
+    """Remember the device of ``dir_fd`` if ``error`` says it has no O_TMPFILE; else re-raise."""
+    global _refused_devices
+    if error.errno not in _NO_UNNAMED_FILES:
+        raise error
+    device = os.fstat(dir_fd).st_dev
+    with _refused_lock:
+        _refused_devices = _refused_devices | {device}
 
 
 def rename_into_place(temp: str, path: str, *, dir_fd: int | None = None) -> None:
@@ -308,19 +366,27 @@ def replace_durably(path: str, data: bytes, temp: str | None = None) -> None:
     """Write ``data`` to ``path`` durably: temp + fsync + rename + directory fsync.
 
     Guarantee: when this returns, the bytes survive a crash or power loss (on a filesystem that
-    honours fsync). On StepFailed before the rename, ``path`` keeps its old bytes.
+    honours fsync). On StepFailed before the rename, ``path`` keeps its old bytes. On any failure
+    or interruption no temp file is left.
     """
     temp = temp or temp_path_for(path)
-    write_temp(temp, data, file_mode(path))
-    rename_into_place(temp, path)
+    try:
+        write_temp(temp, data, file_mode(path))
+        rename_into_place(temp, path)
+    except StepFailed:  # each step removes its temp file (and one O_EXCL refused is not this call's)
+        raise
+    except BaseException:  # an interruption as write_temp returned, or before the rename: it is named
+        remove_quietly(temp)
+        raise
 
 
-def file_mode(path: str) -> int:
-    """The permission bits of ``path``, or 0o644 if it does not exist (a replacement keeps them)."""
+def file_mode(path: str) -> int | None:
+    """The permission bits of ``path`` (a replacement keeps them), or None if it does not exist
+    (a new file's bits, see :func:`write_temp`)."""
     try:
         return os.stat(path).st_mode & 0o7777
     except OSError:
-        return 0o644
+        return None
 
 
 def read_bytes(path: str) -> bytes | None:

@@ -72,7 +72,7 @@ class KeyFile:
     steps all happen in the one directory the walk reached. Not thread-safe: one per operation.
     """
 
-    __slots__ = ("root", "key", "path", "name", "_dirs", "_fd", "_mode")
+    __slots__ = ("root", "key", "path", "name", "_dirs", "_fd", "_mode", "_ahead")
 
     def __init__(self, root: str, key: str, path: str | None = None) -> None:
         self.root = root
@@ -84,6 +84,7 @@ class KeyFile:
             self._dirs, self.name = [], key
         self._fd: int | None = None
         self._mode: int | None = None
+        self._ahead: WrittenAhead | None = None
 
     def __enter__(self) -> "KeyFile":
         return self
@@ -92,9 +93,17 @@ class KeyFile:
         self.close()
 
     def close(self) -> None:
+        """Close the directory, and drop bytes written ahead that were not used (no call before
+        their close: an interrupt landing at one would keep the unnamed file open)."""
+        ahead, self._ahead = self._ahead, None
         fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        try:
+            if ahead is not None and ahead.fd >= 0:
+                ahead_fd, ahead.fd = ahead.fd, -1
+                os.close(ahead_fd)
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     # -- the walk ---------------------------------------------------------------------------
 
@@ -189,20 +198,21 @@ class KeyFile:
         return NotARegularFile(f"{self.key!r} is a {kind}, not a regular file", key=self.key,
                                path=self.path, kind=kind)
 
-    def mode(self) -> int:
-        """The permission bits of the file, or 0o644 if there is none (a replacement keeps them).
-        Those seen by the last :meth:`read` of this object if it found a file."""
+    def mode(self) -> int | None:
+        """The permission bits of the file (a replacement keeps them), or None if there is none
+        (a new file's bits, see durable.write_temp). Those seen by the last :meth:`read` of this
+        object if it found a file."""
         if self._mode is not None:
             return self._mode
         directory = self.directory()
         if directory is None:
-            return 0o644
+            return None
         try:
             return os.stat(self.name, dir_fd=directory, follow_symlinks=False).st_mode & 0o7777
         except OSError:
-            return 0o644
+            return None
 
-    def write_temp(self, temp_name: str, data: bytes, mode: int, stamp: bytes | None = None) -> bool:
+    def write_temp(self, temp_name: str, data: bytes, mode: int | None, stamp: bytes | None = None) -> bool:
         """Create ``temp_name`` beside the file (making missing directories), write and fsync it;
         with ``stamp``, stamped first (returns whether the filesystem took the stamp)."""
         return write_temp(temp_name, data, mode, dir_fd=self.directory(create=True), stamp=stamp)
@@ -210,13 +220,16 @@ class KeyFile:
     def write_ahead(self, data: bytes) -> WrittenAhead | None:
         """Start ``data``'s temp file before the write is recorded (see durable.WrittenAhead), in
         the directory the walk reaches now. None if that directory does not exist yet (a write
-        that is refused must not create it), or on any error (the ordinary path reports it)."""
+        that is refused must not create it), or on any error (the ordinary path reports it).
+        This object owns the file until :meth:`close`, which drops it if it was not used."""
         try:
             directory = self.directory()
             if directory is None:
                 return None
-            # The usual bits, not a stat: finishing sets those the read under the intent sees.
-            return WrittenAhead.start(data, 0o644, directory)
+            # Stored before it opens anything: a result lost to an interrupt is still closed.
+            ahead = self._ahead = WrittenAhead(directory)
+            # A new file's bits, not a stat: finishing sets those the read under the intent sees.
+            return ahead if ahead.write(data) else None
         except (OSError, StepFailed, PathOutsideRoot):
             return None
 
