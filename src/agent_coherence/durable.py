@@ -110,12 +110,12 @@ def write_temp(temp: str, data: bytes, mode: int | None = None, *, dir_fd: int |
     try:
         faults.check("open_temp")
         unnamed = dir_fd is not None and _unnamed_files_possible() and not _refused_here(dir_fd)
-        if unnamed:
+        if unnamed and dir_fd is not None:
             try:
                 held.fd = os.open(".", _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, _creation_mode(mode),
                                   dir_fd=dir_fd)
             except OSError as exc:
-                _note_refusal(exc, dir_fd)  # type: ignore[arg-type]
+                _note_refusal(exc, dir_fd)
                 unnamed = False
         if not unnamed:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
