@@ -15,7 +15,7 @@ import threading
 import psycopg
 import pytest
 
-from agent_coherence import BackendUnavailable, Coordinator, JournalCorrupt
+from agent_coherence import BackendUnavailable, Coordinator, JournalCorrupt, Retention
 from agent_coherence.backends.postgres import SCHEMA_VERSION, PostgresBackend, split_url
 from agent_coherence.journal import chain_hash, encode_data
 
@@ -331,9 +331,14 @@ def test_the_claude_code_hook_coordinates_sessions_through_postgresql(root, pg_u
 # -- outcomes of a commit that went unanswered ---------------------------------------------------
 
 
-def lose_next_commit(monkeypatch: pytest.MonkeyPatch, committed: bool) -> dict[str, bool]:
+def lose_next_commit(backend: PostgresBackend, monkeypatch: pytest.MonkeyPatch, committed: bool) -> dict[str, bool]:
     """The next COMMIT sent from this thread fails as a dropped connection does: after the server
-    committed (``committed``) or before it could. Either way the client cannot tell which."""
+    committed (``committed``) or before it could. Either way the client cannot tell which.
+
+    ``backend`` stops its automatic retention steps first: one falling due (a random start, one in
+    ``every`` transactions) would run before the operation under test and take the lost COMMIT
+    itself, as a logged, skipped step."""
+    backend.retention(Retention(every=0))
     original = psycopg.Connection.commit
     state = {"armed": True}
     caller = threading.current_thread()
@@ -355,7 +360,7 @@ def lose_next_commit(monkeypatch: pytest.MonkeyPatch, committed: bool) -> dict[s
 @pytest.mark.parametrize("committed", [True, False], ids=["had-committed", "had-not"])
 def test_an_unanswered_commit_is_checked_by_its_journal_row(pg_url, monkeypatch, committed, pool_size):
     backend = PostgresBackend(pg_url, pool_size=pool_size, retry_deadline=10)
-    state = lose_next_commit(monkeypatch, committed)
+    state = lose_next_commit(backend, monkeypatch, committed)
     lease = backend.acquire_lease("a.txt", "alice", 30)
     ids = [i for i, _ in backend.send_messages("jobs", [(b"1", "json", None, 0.0, None)])]
     assert not state["armed"]
@@ -370,7 +375,7 @@ def test_an_unanswered_intent_is_checked_by_its_id(pg_url, monkeypatch, committe
     from agent_coherence.backends.records import WriteRequest
 
     backend = PostgresBackend(pg_url)
-    lose_next_commit(monkeypatch, committed)
+    lose_next_commit(backend, monkeypatch, committed)
     intent = backend.begin_write(WriteRequest(key="a.txt", holder="alice", new_sha256="0" * 64, size=1,
                                               temp_path="/tmp/x", host="h", pid=1, pid_start="1"))
     assert backend.list_intents() == [intent]
@@ -378,7 +383,7 @@ def test_an_unanswered_intent_is_checked_by_its_id(pg_url, monkeypatch, committe
 
 def test_an_unanswered_commit_that_cannot_be_checked_is_reported_unknown(pg_url, monkeypatch):
     backend = PostgresBackend(pg_url)
-    lose_next_commit(monkeypatch, committed=True)
+    lose_next_commit(backend, monkeypatch, committed=True)
     with pytest.raises(BackendUnavailable) as caught:
         backend.skew_clock(5)  # no journal row, no check, not safe to repeat
     assert caught.value.facts["detail"] == "in doubt"
