@@ -139,6 +139,44 @@ def test_doctor_warns_on_network_filesystems(tmp_path: Path, monkeypatch: pytest
     assert "UNSUPPORTED" in capsys.readouterr().out
 
 
+def _fake_kernel_tree(tmp_path: Path, device: str, options: list[str], journals: list[str]) -> tuple[str, str]:
+    """A /proc and a /sys that say ``tmp_path``'s device is ``device``, mounted as ext4 with
+    ``options`` and the jbd2 entries ``journals``."""
+    st_dev = os.stat(tmp_path).st_dev
+    block = tmp_path / "sys" / "dev" / "block"
+    block.mkdir(parents=True)
+    (block / f"{os.major(st_dev)}:{os.minor(st_dev)}").symlink_to(f"../../devices/virtual/block/{device}")
+    ext4 = tmp_path / "proc" / "fs" / "ext4" / device
+    ext4.mkdir(parents=True)
+    (ext4 / "options").write_text("".join(option + "\n" for option in options))
+    jbd2 = tmp_path / "proc" / "fs" / "jbd2"
+    jbd2.mkdir(parents=True)
+    for entry in journals:
+        (jbd2 / entry).mkdir()
+    return str(tmp_path / "proc"), str(tmp_path / "sys")
+
+
+@pytest.mark.parametrize(("options", "journals", "status"), [
+    (["rw", "discard", "nojournal_checksum"], [], "WARN"),        # mkfs.ext4 -O ^has_journal
+    (["rw", "data=ordered"], ["vdb-8"], "PASS"),                  # the usual internal journal
+    (["rw", "data=ordered"], ["sdc1"], "PASS"),                   # an external journal, named after its device
+    (["rw", "discard"], ["vdb1-8", "vdbb-8"], "WARN"),           # other devices' journals do not count
+])
+def test_doctor_tells_ext4_without_a_journal(tmp_path: Path, options: list[str], journals: list[str],
+                                             status: str) -> None:
+    proc_root, sys_root = _fake_kernel_tree(tmp_path, "vdb", options, journals)
+    check = doctor._journal_check(str(tmp_path), proc_root, sys_root)
+    assert check is not None and check[0] == status, check
+    assert ("e2fsck" in check[2]) == (status == "WARN")
+
+
+def test_doctor_says_nothing_of_a_journal_off_ext4(tmp_path: Path) -> None:
+    proc_root, sys_root = _fake_kernel_tree(tmp_path, "vdb", ["rw"], [])
+    (tmp_path / "proc" / "fs" / "ext4" / "vdb" / "options").unlink()  # not an ext4 mount
+    assert doctor._journal_check(str(tmp_path), proc_root, sys_root) is None
+    assert doctor._journal_check(str(tmp_path), proc_root, str(tmp_path / "no-sys")) is None
+
+
 def test_mount_of_picks_the_longest_matching_mount_point(tmp_path: Path) -> None:
     mounts = tmp_path / "mounts"
     mounts.write_text(

@@ -3,8 +3,9 @@
 Each probe runs in a temp directory inside the root: fsync of a file and of a directory, an atomic
 rename over an existing file, exclusive create, SQLite in WAL mode. The root's mount is looked up
 in ``/proc/mounts`` and a network or host-shared filesystem is warned about (their rename, fsync
-and locking semantics differ from a local disk). The write mode (stamp or flush) and the kind of temp
-file (unnamed or named) are reported.
+and locking semantics differ from a local disk); so is ext4 mounted without a journal (see
+``_journal_check``). The write mode (stamp or flush) and the kind of temp file (unnamed or named)
+are reported.
 The probes show what the kernel answers, not what the device does with a flush.
 """
 
@@ -42,6 +43,9 @@ def run(root: str, strict: bool = False) -> int:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     checks.append(_filesystem_check(root))
+    journal = _journal_check(root)
+    if journal is not None:
+        checks.append(journal)
     checks.append(_write_mode_check(root))
     for status, name, detail in checks:
         print(f"{status:<4}  {name}: {detail}")
@@ -213,3 +217,39 @@ def _filesystem_check(root: str) -> Check:
     if fstype in LOCAL_FILESYSTEMS:
         return ("PASS", "filesystem", f"{where} is a local filesystem")
     return ("WARN", "filesystem", f"{where}: not a filesystem this package is tested on")
+
+
+def block_device_name(path: str, sys_root: str = "/sys") -> str | None:
+    """The kernel's name of the block device holding ``path`` (``vda``, ``sda1``, ``dm-0``), from
+    its device number; None when it has none (tmpfs, overlay) or it cannot be read."""
+    try:
+        device = os.stat(path).st_dev
+        target = os.readlink(os.path.join(sys_root, "dev", "block", f"{os.major(device)}:{os.minor(device)}"))
+    except OSError:
+        return None
+    return os.path.basename(target)
+
+
+def _journal_check(root: str, proc_root: str = "/proc", sys_root: str = "/sys") -> Check | None:
+    """ext4 without a journal (``^has_journal``): a confirmed write is still durable, but the rest
+    of the metadata is not kept consistent across a crash, so the filesystem needs its check
+    (e2fsck) before it is written again. None when the root is not on ext4 or nothing can be read.
+
+    The kernel lists each ext4 mount in ``/proc/fs/ext4/<device>`` and each journal in
+    ``/proc/fs/jbd2/<device>-<inode>``; an external journal is named after its own device, but
+    the mount's options then still show its ``data=`` mode, which a mount without a journal
+    lacks."""
+    name = block_device_name(root, sys_root)
+    if name is None:
+        return None
+    try:
+        with open(os.path.join(proc_root, "fs", "ext4", name, "options"), encoding="utf-8") as handle:
+            options = handle.read().split()
+        journals = os.listdir(os.path.join(proc_root, "fs", "jbd2"))
+    except OSError:
+        return None
+    if any(entry.startswith(name + "-") for entry in journals) or any(o.startswith("data=") for o in options):
+        return ("PASS", "journal", f"ext4 on {name} has a journal")
+    return ("WARN", "journal", (
+        f"ext4 on {name} has no journal: confirmed writes are durable, but after a crash or power "
+        "loss run e2fsck on it before anything writes there again (see docs/limits.md)"))
