@@ -6,7 +6,8 @@ and one run's finished work is silently missing from the thread's state. Through
 the second run is refused with ``ThreadBusy`` (``on_busy="reject"``), or waits and then builds on
 the first run's result (``on_busy="wait"``): one chain, nobody's work dropped.
 
-Offline and deterministic in its conclusions; a few seconds::
+Offline and deterministic in its conclusions; a few seconds. Besides the ``langgraph`` extra it
+needs the stock saver's package (``pip install langgraph-checkpoint-sqlite``)::
 
     python examples/langgraph_double_run.py                  # in a temporary directory
     python examples/langgraph_double_run.py --trials 5 --root ./scratch

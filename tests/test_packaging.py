@@ -1,9 +1,10 @@
-"""What ships with the package for its users: the py.typed marker, the public error names, and
-the README's list of them."""
+"""What ships with the package for its users: the py.typed marker and any other data file, the
+public error names, and the README's list of them."""
 
 from __future__ import annotations
 
 import tomllib
+from fnmatch import fnmatch
 from pathlib import Path
 
 import agent_coherence
@@ -17,6 +18,22 @@ def test_the_package_is_marked_typed_and_ships_the_marker():
     config = tomllib.loads((PROJECT / "pyproject.toml").read_text())
     assert "py.typed" in config["tool"]["setuptools"]["package-data"]["agent_coherence"]
     assert "mypy" in " ".join(config["project"]["optional-dependencies"]["dev"])
+
+
+def test_every_file_in_the_package_besides_modules_is_declared_package_data():
+    # Editable installs (every test here) see the whole source tree; a wheel carries a non-.py
+    # file only when package-data names it, so an undeclared one goes missing for users alone.
+    declared = tomllib.loads((PROJECT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    source = PROJECT / "src"
+    for path in (source / "agent_coherence").rglob("*"):
+        if path.is_dir() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+            continue
+        parts = path.relative_to(source).parts
+        # A pattern is relative to the directory of the package it is declared for ("*": any).
+        covered = any(fnmatch("/".join(parts[depth:]), pattern)
+                      for depth in range(1, len(parts))
+                      for pattern in declared.get(".".join(parts[:depth]), []) + declared.get("*", []))
+        assert covered, f"{'/'.join(parts)} is not declared in [tool.setuptools.package-data]: the wheel would lack it"
 
 
 def test_every_error_is_exported_and_listed_in_the_readme():
