@@ -53,7 +53,8 @@ def open_backend(root: str, url: str | None = None) -> Backend:
         except ImportError as error:
             raise BackendUnavailable(
                 f"the PostgreSQL backend cannot be loaded: {error}",
-                recover="install the extra: pip install 'agent-coherence[postgres]'",
+                recover=("install its driver (the postgres extra): "
+                         "pip install 'psycopg[binary]>=3.1' 'psycopg-pool>=3.2'"),
                 backend="postgresql", detail=str(error),
             ) from error
         return PostgresBackend(url)
