@@ -202,7 +202,7 @@ class Lease(Record):
 _set_key, _set_holder, _set_fence, _set_acquired_at, _set_expires_at, _set_ttl = (
     Lease.__dict__[name].__set__ for name in Lease.__slots__)
 
-LeaseRecord = Lease  # the name the backends used first
+LeaseRecord = Lease  # the name the backend protocol uses (one type, two names)
 
 
 class VersionInfo(Record):
@@ -237,7 +237,7 @@ class VersionInfo(Record):
 (_set_version_key, _set_version, _set_version_sha256, _set_version_size, _set_writer, _set_version_fence,
  _set_updated_at) = (VersionInfo.__dict__[name].__set__ for name in VersionInfo.__slots__)
 
-VersionRecord = VersionInfo  # the name the backends used first
+VersionRecord = VersionInfo  # the name the backend protocol uses (one type, two names)
 
 
 class IntentRecord(Record):
@@ -378,7 +378,7 @@ class Event(Record):
         data_text: str | None
 
 
-JournalRecord = Event  # the name the backends used first
+JournalRecord = Event  # the name the backend protocol uses (one type, two names)
 
 
 class WorkerRecord(Record):
