@@ -42,7 +42,7 @@ def langgraph_case(base: str) -> bool:
     import importlib.util
 
     if importlib.util.find_spec("langgraph") is None:
-        print("\n#### 3. LangGraph: skipped (pip install 'agent-coherence[langgraph]')")
+        print("\n#### 3. LangGraph: skipped (pip install '.[langgraph]')")
         return True
     import langgraph_plan_nodes
 
@@ -70,7 +70,7 @@ def crewai_case(root: str) -> bool:
 
     print("\n#### 5. CrewAI: parallel tool calls on one file")
     if importlib.util.find_spec("crewai") is None or importlib.util.find_spec("crewai_tools") is None:
-        print("skipped: pip install 'agent-coherence[crewai]' to run it")
+        print("skipped: pip install '.[crewai]' to run it")
         return True
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crewai_parallel_clobber.py")
     return subprocess.run([sys.executable, script, "--trials", "5", "--root", root]).returncode == 0
