@@ -306,6 +306,16 @@ def test_version() -> None:
     assert result.returncode == 0 and result.stdout.startswith("agent-coherence 0.")
 
 
+def test_the_package_runs_as_the_command(tmp_path: Path) -> None:
+    """``python -m agent_coherence`` is ``agent-coherence``: same output, same exit codes."""
+    package = subprocess.run([sys.executable, "-m", "agent_coherence", "version"], capture_output=True, text=True,
+                             timeout=60)
+    assert package.returncode == 0 and package.stdout == run_cli("version").stdout
+    refused = subprocess.run([sys.executable, "-m", "agent_coherence", "journal", "verify", "--root",
+                              str(tmp_path / "absent")], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == run_cli("journal", "verify", "--root", str(tmp_path / "absent")).returncode != 0
+
+
 def test_lost_update_example_loses_naively_and_never_through_the_coordinator(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("lost_update_example", EXAMPLE)
     assert spec is not None and spec.loader is not None
