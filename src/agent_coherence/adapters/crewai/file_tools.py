@@ -11,6 +11,8 @@ confined to ``base_dir``, fixed when the tool is built (not the working director
 
 ``CoherentFileReadTool`` returns the content and the version it read, and remembers that version
 for the agent, so the agent's next write of that file is refused if someone wrote it in between.
+A read that finds the file missing is remembered the same way (a write creating it is refused if
+someone else created it first).
 
 Every failure is a CrewAI ``ToolFailure``; a success message is returned only for a confirmed write.
 This module imports crewai and crewai_tools; ``agent_coherence.adapters.crewai`` loads it lazily.
@@ -193,8 +195,13 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
         artifact = resolve_target(self.coordinator, shown, os.path.join(base, shown), base)
         snapshot = self.coordinator.read(artifact.key)
         if not snapshot.exists:
-            raise Refused(Refusal("FileNotFound", f"agent-coherence: {shown} does not exist.", False,
-                                  {"key": artifact.key}))
+            if not snapshot.foreign_edit:
+                # Seeing the file absent is a read too: a write creating it is then refused if
+                # someone else created it in between, instead of replacing their file unseen.
+                self.coordinator.backend.put_view(self.agent, artifact.key, snapshot.version, None)
+            raise Refused(Refusal("FileNotFound", (
+                f"agent-coherence: {shown} does not exist. To create it, write it: the write is refused if "
+                f"someone else creates it first."), False, {"key": artifact.key, "version": snapshot.version}))
         try:
             text = snapshot.data.decode(self.encoding)
         except UnicodeDecodeError:
