@@ -32,7 +32,8 @@ BAD = [
     ({"filename": "new/x.txt", "content": "y" * 1025}, "InvalidInput", "over this tool's limit of 1024"),
     ({"filename": "new/x.txt", "content": "bad \udcff"}, "InvalidInput", "not valid utf-8"),
     ({"filename": "new/\udcff.txt"}, "PathOutsideRoot", "unencodable"),
-    ({"filename": "x.txt", "overwrite": "perhaps"}, "InvalidInput", "overwrite must be true or false"),
+    ({"filename": "x.txt", "overwrite": "perhaps"}, "InvalidInput",
+     "write 'x.txt': overwrite must be true or false, not 'perhaps'"),
 ]
 
 

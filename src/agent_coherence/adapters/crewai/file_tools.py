@@ -143,7 +143,7 @@ class CoherentFileWriterTool(_Coordinated, FileWriterTool):
         try:
             replace = strtobool(overwrite)
         except ValueError:
-            raise Refused(invalid_input(overwrite, "overwrite must be true or false")) from None
+            raise Refused(invalid_input(filename, f"overwrite must be true or false, not {overwrite!r}")) from None
         try:
             payload = content.encode(self.encoding)
         except UnicodeEncodeError as error:
