@@ -129,7 +129,13 @@ def coherent_tool(
     waits for another writer of the same file before it is refused (retryable). ``base_dir``:
     what relative paths are relative to (default: the tool's ``base_dir``, else the working
     directory), which must be where the tool opens them.
+
+    Raises TypeError for anything that is not a CrewAI tool (a plain function: decorate it with
+    ``crewai.tools.tool`` first).
     """
+    if not isinstance(tool, BaseTool):
+        raise TypeError(f"coherent_tool wraps a CrewAI tool (a BaseTool instance or an @tool function), not "
+                        f"{type(tool).__name__} {tool!r}; decorate a plain function with crewai.tools.tool first")
     wrapper = CoherentTool(
         name=tool.name, description=tool.description, args_schema=tool.args_schema,
         result_schema=tool.result_schema, env_vars=tool.env_vars, result_as_answer=tool.result_as_answer,
