@@ -194,7 +194,8 @@ def install_crewai_hooks(
     """Coordinate every file-writing tool call of every crew in this process (see the module doc).
 
     ``tools``: the (tool) names to coordinate; default: any call whose name or arguments indicate a
-    file write. ``paths``: which files a call writes (default: read from common argument names).
+    file write. ``paths``: which files a call writes (default: read from common argument names); it
+    does not select calls, so a tool naming its file under another argument name must be in ``tools``.
     ``holder``: the agent identity (default ``crewai:<agent role>``). ``outputs``: the files each
     task must write (task name -> paths, or a function of the task), besides ``Task.output_file``;
     a task that finishes without a coordinated write to one of them is a ``zero_work`` anomaly,
