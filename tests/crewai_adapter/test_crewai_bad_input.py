@@ -34,6 +34,7 @@ BAD = [
     ({"filename": "new/\udcff.txt"}, "PathOutsideRoot", "unencodable"),
     ({"filename": "x.txt", "overwrite": "perhaps"}, "InvalidInput",
      "write 'x.txt': overwrite must be true or false, not 'perhaps'"),
+    ({"filename": "x.txt", "expected_version": 7}, "VersionConflict", "version 7 that your change names does not exist"),
 ]
 
 
