@@ -18,6 +18,10 @@ confirmed replaces the tool's success text the same way. Both are also recorded 
 then is reported, never turned into an aborted kickoff (CrewAI aborts the whole kickoff on a
 ``HookAborted`` raised after a call).
 
+Several installed sets (``install_crewai_hooks`` called again without an uninstall): each call, and
+each task's ``output_file``, is coordinated by the first set that takes it on; the others leave it
+alone rather than wait for a lease their own process holds.
+
 Limits: hooks see a tool's arguments, not its code; a write to a path not named in the arguments
 is not coordinated. Tools that coordinate themselves (``coherent_tool``, the coherent file tools)
 are left alone. The crew cannot be stopped from a hook: for that use the coherent tools with
@@ -75,6 +79,8 @@ class CrewAIHooks:
         """Take the leases of a file-writing call, or block it (False) with the reason kept for
         the after hook. Never raises: an internal error blocks the call too."""
         try:
+            if any(other is not self and other.has_call(id(ctx.tool_input)) for other in list(_INSTALLED)):
+                return None  # another installed set coordinates this call; a second lease would wait on it
             pairs = self._targets(ctx)
             if not pairs:
                 return None
@@ -117,6 +123,11 @@ class CrewAIHooks:
         return problems[0].text
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def has_call(self, marker: int) -> bool:
+        """Whether this set took on the call whose ``tool_input`` has id ``marker``."""
+        with self._lock:
+            return marker in self._calls or marker in self._refused
 
     def _targets(self, ctx: ToolCallHookContext) -> list[tuple[str, str]]:
         original = getattr(ctx.tool, "_original_tool", None)
