@@ -234,3 +234,19 @@ def test_hooks_installed_twice_coordinate_each_call_once(work: Path, wcoord: Coo
     assert [e.kind for e in wcoord.journal.history("twice.txt")].count("write.crewai") == 1
     assert [e.kind for e in wcoord.journal.history("summary.md")].count("write.crewai.output_file") == 1
     assert wcoord.journal.count("crewai.output_unleased") == 0 and wcoord.leases() == []
+
+
+def test_a_wrong_argument_is_refused_at_install(wcoord: Coordinator) -> None:
+    from crewai_tools import FileWriterTool
+
+    from agent_coherence.adapters.crewai import install_crewai_hooks
+
+    with pytest.raises(TypeError, match="needs a Coordinator"):
+        install_crewai_hooks(".")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"a list of tool names or tools, not one str: tools=\['file_writer_tool'\]"):
+        install_crewai_hooks(wcoord, tools="file_writer_tool")  # would coordinate the tools named "f", "i", ...
+    hooks = install_crewai_hooks(wcoord, tools=[FileWriterTool(), "Note Saver"])  # a tool stands for its name
+    try:
+        assert hooks.tools == {"file_writer_tool", "note_saver"}
+    finally:
+        hooks.uninstall()

@@ -37,15 +37,16 @@ from crewai.hooks import (
     ToolCallHookContext, register_after_tool_call_hook, register_before_tool_call_hook,
     unregister_after_tool_call_hook, unregister_before_tool_call_hook,
 )
+from crewai.tools import BaseTool
 from crewai.tools.tool_failure import ToolExecutionFailedError, detect_tool_failure, handle_tool_failure
 
+from ...coordinator import Coordinator
 from .calls import GuardedCall, Refused, begin_call
 from .failures import Refusal, as_tool_failure, internal_error
 from .targets import PathArgs, anchored, extract_paths, looks_like_file_write
 from .tasks import TaskWatch
 
 if TYPE_CHECKING:
-    from ...coordinator import Coordinator
     from ...models import Anomaly
 
 _INSTALLED: list["CrewAIHooks"] = []
@@ -55,16 +56,19 @@ class CrewAIHooks:
     """The hooks registered by :func:`install_crewai_hooks`; ``uninstall()`` removes them."""
 
     def __init__(
-        self, coordinator: Coordinator, *, holder: str | None = None, tools: Iterable[str] | None = None,
+        self, coordinator: Coordinator, *, holder: str | None = None, tools: Iterable[str | BaseTool] | None = None,
         paths: PathArgs = None, lease_wait: float = 10.0,
         outputs: Mapping[str, Sequence[str]] | Callable[[Any], Iterable[str]] | None = None,
         on_anomaly: Callable[[Anomaly], None] | None = None, watch_tasks: bool = True,
     ) -> None:
-        from crewai.utilities.string_utils import sanitize_tool_name
-
+        # Checked here, not at the first tool call: there a wrong argument would only block every
+        # write, one InternalError at a time.
+        if not isinstance(coordinator, Coordinator):
+            raise TypeError(f"install_crewai_hooks needs a Coordinator (Coordinator.open(root=...)), not "
+                            f"{type(coordinator).__name__} {coordinator!r}")
         self.coordinator = coordinator
         self.holder = holder
-        self.tools = {sanitize_tool_name(t) for t in tools} if tools is not None else None
+        self.tools = tool_names(tools) if tools is not None else None
         self.paths = paths
         self.lease_wait = lease_wait
         self.tasks = TaskWatch(coordinator, outputs=outputs, on_anomaly=on_anomaly, lease_wait=lease_wait,
@@ -196,15 +200,33 @@ class CrewAIHooks:
             call.close()
 
 
+def tool_names(tools: Iterable[str | BaseTool]) -> set[str]:
+    """The names CrewAI gives the hooks (``ctx.tool_name``, sanitized) of ``tools``: names as the
+    model or the tool spells them, or the tools themselves."""
+    from crewai.utilities.string_utils import sanitize_tool_name
+
+    if isinstance(tools, (str, BaseTool)):
+        raise TypeError(f"tools= takes a list of tool names or tools, not one {type(tools).__name__}: "
+                        f"tools=[{tools!r}]")
+    names: set[str] = set()
+    for tool in tools:
+        if isinstance(tool, BaseTool):
+            tool = tool.name
+        if not isinstance(tool, str):
+            raise TypeError(f"tools= takes tool names or tools, not {type(tool).__name__} {tool!r}")
+        names.add(sanitize_tool_name(tool))
+    return names
+
+
 def install_crewai_hooks(
-    coordinator: Coordinator, *, holder: str | None = None, tools: Iterable[str] | None = None,
+    coordinator: Coordinator, *, holder: str | None = None, tools: Iterable[str | BaseTool] | None = None,
     paths: PathArgs = None, lease_wait: float = 10.0,
     outputs: Mapping[str, Sequence[str]] | Callable[[Any], Iterable[str]] | None = None,
     on_anomaly: Callable[[Anomaly], None] | None = None, watch_tasks: bool = True,
 ) -> CrewAIHooks:
     """Coordinate every file-writing tool call of every crew in this process (see the module doc).
 
-    ``tools``: the (tool) names to coordinate; default: any call whose name or arguments indicate a
+    ``tools``: the tools to coordinate, by name or the tools themselves; default: any call whose name or arguments indicate a
     file write. ``paths``: which files a call writes (default: read from common argument names); it
     does not select calls, so a tool naming its file under another argument name must be in ``tools``.
     ``holder``: the agent identity (default ``crewai:<agent role>``). ``outputs``: the files each
