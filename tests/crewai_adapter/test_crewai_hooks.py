@@ -245,6 +245,10 @@ def test_a_wrong_argument_is_refused_at_install(wcoord: Coordinator) -> None:
         install_crewai_hooks(".")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"a list of tool names or tools, not one str: tools=\['file_writer_tool'\]"):
         install_crewai_hooks(wcoord, tools="file_writer_tool")  # would coordinate the tools named "f", "i", ...
+    with pytest.raises(TypeError, match=r"outputs\['write the plan'\]= .* not str"):
+        install_crewai_hooks(wcoord, outputs={"write the plan": "plans/plan.md"})
+    with pytest.raises(TypeError, match="paths= takes a function"):
+        install_crewai_hooks(wcoord, paths="plans/plan.md")
     hooks = install_crewai_hooks(wcoord, tools=[FileWriterTool(), "Note Saver"])  # a tool stands for its name
     try:
         assert hooks.tools == {"file_writer_tool", "note_saver"}

@@ -43,7 +43,7 @@ from crewai.tools.tool_failure import ToolExecutionFailedError, detect_tool_fail
 from ...coordinator import Coordinator
 from .calls import GuardedCall, Refused, begin_call
 from .failures import Refusal, as_tool_failure, internal_error
-from .targets import PathArgs, anchored, extract_paths, looks_like_file_write
+from .targets import PathArgs, anchored, check_paths, extract_paths, looks_like_file_write
 from .tasks import TaskWatch
 
 if TYPE_CHECKING:
@@ -66,6 +66,10 @@ class CrewAIHooks:
         if not isinstance(coordinator, Coordinator):
             raise TypeError(f"install_crewai_hooks needs a Coordinator (Coordinator.open(root=...)), not "
                             f"{type(coordinator).__name__} {coordinator!r}")
+        check_paths(paths)
+        if isinstance(outputs, Mapping):
+            for label, declared in outputs.items():
+                check_paths(declared, f"outputs[{label!r}]")
         self.coordinator = coordinator
         self.holder = holder
         self.tools = tool_names(tools) if tools is not None else None
