@@ -177,7 +177,7 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
         if not isinstance(shown, str) or not shown:
             return as_tool_failure(invalid_input(shown, "no file_path was given", "read"))
         try:
-            return self._read(shown, start_line or 1, line_count)
+            return self._read(shown, start_line or 1, line_count or None)
         except Refused as refused:
             return as_tool_failure(refused.refusal)
         except CoherenceError as error:
@@ -191,6 +191,8 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
     def _read(self, shown: str, start_line: int, line_count: int | None) -> str:
         if "\x00" in shown:
             raise Refused(invalid_input(shown, "the path contains a NUL byte", "read"))
+        if line_count is not None and line_count < 0:
+            raise Refused(invalid_input(shown, f"line_count must be a number of lines, not {line_count}", "read"))
         base = str(self.base_dir)
         artifact = resolve_target(self.coordinator, shown, os.path.join(base, shown), base)
         snapshot = self.coordinator.read(artifact.key)
@@ -206,10 +208,16 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
             text = snapshot.data.decode(self.encoding)
         except UnicodeDecodeError:
             raise Refused(invalid_input(shown, f"the file is not valid {self.encoding} text", "read")) from None
+        # The stock tool's window: a start before line 1 is line 1, a start past the end an error
+        # (an empty answer would read as an empty file to a model about to write it).
+        start = max(start_line - 1, 0)
+        lines = text.splitlines(keepends=True)
+        if start and start >= len(lines):
+            raise Refused(invalid_input(shown, f"start line {start_line} exceeds the number of lines in the file "
+                                               f"({len(lines)})", "read"))
+        selected = "".join(islice(lines, start, None if line_count is None else start + line_count))
         if not snapshot.foreign_edit:
             self.coordinator.backend.put_view(self.agent, artifact.key, snapshot.version, snapshot.sha256)
-        lines = text.splitlines(keepends=True)
-        selected = "".join(islice(lines, start_line - 1, None if line_count is None else start_line - 1 + line_count))
         note = (f"[agent-coherence: this is version {snapshot.version} of {shown}; to replace it, write with "
                 f"expected_version={snapshot.version}]")
         if snapshot.foreign_edit:
