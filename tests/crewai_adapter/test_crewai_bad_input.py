@@ -32,7 +32,9 @@ BAD = [
     ({"filename": "new/x.txt", "content": "y" * 1025}, "InvalidInput", "over this tool's limit of 1024"),
     ({"filename": "new/x.txt", "content": "bad \udcff"}, "InvalidInput", "not valid utf-8"),
     ({"filename": "new/\udcff.txt"}, "PathOutsideRoot", "unencodable"),
-    ({"filename": "x.txt", "overwrite": "perhaps"}, "InvalidInput", "overwrite must be true or false"),
+    ({"filename": "x.txt", "overwrite": "perhaps"}, "InvalidInput",
+     "write 'x.txt': overwrite must be true or false, not 'perhaps'"),
+    ({"filename": "x.txt", "expected_version": 7}, "VersionConflict", "version 7 that your change names does not exist"),
 ]
 
 
@@ -102,3 +104,22 @@ def test_the_reader_reports_the_version_and_refuses_outside_paths(work: Path, wc
     for path in ("../outside/secret.txt", str(work / "outside" / "secret.txt")):
         refused = reader.run(file_path=path)
         assert isinstance(refused, ToolFailure) and refused.code == "PathOutsideRoot", refused
+
+
+@pytest.mark.parametrize("window, answer", [
+    ({"start_line": -2}, "one\ntwo\nthree\n"),  # before line 1 is line 1, as with the stock tool
+    ({"start_line": 4}, "start line 4 exceeds the number of lines in the file (3)"),
+    ({"line_count": -1}, "line_count must be a number of lines, not -1"),
+])
+def test_the_reader_takes_the_stock_tools_line_window(wcoord: Coordinator, window: dict[str, int], answer: str) -> None:
+    from crewai.tools import ToolFailure
+
+    from agent_coherence.adapters.crewai import CoherentFileReadTool
+
+    wcoord.write("notes.md", b"one\ntwo\nthree\n", holder="setup")
+    result = CoherentFileReadTool(coordinator=wcoord, holder="crewai:me").run(file_path="notes.md", **window)
+    if answer.startswith("one"):
+        assert isinstance(result, str) and result.startswith(answer), result
+        return
+    assert isinstance(result, ToolFailure) and result.code == "InvalidInput" and answer in result.message, result
+    assert wcoord.backend.get_view("crewai:me", "notes.md") is None  # nothing was read

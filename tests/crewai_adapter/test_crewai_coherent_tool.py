@@ -47,6 +47,25 @@ def test_same_name_description_and_schema(work: Path, wcoord: Coordinator) -> No
         assert wrapped.cache_function({}, "x") is False
 
 
+def test_a_plain_function_is_refused_with_a_hint(wcoord: Coordinator) -> None:
+    from agent_coherence.adapters.crewai import coherent_tool
+
+    def save(path: str, text: str) -> str:
+        """Save text to path."""
+        return path
+
+    with pytest.raises(TypeError, match=r"not function .*decorate a plain function with crewai.tools.tool"):
+        coherent_tool(save, wcoord)  # type: ignore[arg-type]
+
+
+def test_a_single_path_string_is_refused(work: Path, wcoord: Coordinator) -> None:
+    from agent_coherence.adapters.crewai import coherent_tool
+
+    with pytest.raises(TypeError, match=r"not str 'out.md': paths=\['out.md'\]"):
+        coherent_tool(appender(work / "root"), wcoord, paths="out.md")  # would lease "o", "u", "t", ...
+    assert coherent_tool(appender(work / "root"), wcoord, paths=["out.md"]) is not None
+
+
 def append_many(root: str, wrapped: bool, n: int, worker: int, start: Any) -> None:
     from agent_coherence.adapters.crewai import coherent_tool
 

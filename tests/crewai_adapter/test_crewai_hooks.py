@@ -5,6 +5,7 @@ Task.output_file written under a lease and recorded, and zero-work tasks reporte
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +211,46 @@ def test_a_call_another_hook_blocks_gives_its_leases_back(work: Path, wcoord: Co
     assert told == ["Tool execution blocked by hook. Tool: file_writer_tool"]  # CrewAI's text, untouched
     assert output.tool_failures == [] and wcoord.leases() == []
     assert not (work / "root" / "new.md").exists()
+
+
+def test_hooks_installed_twice_coordinate_each_call_once(work: Path, wcoord: Coordinator,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from crewai_tools import FileWriterTool
+
+    from agent_coherence.adapters.crewai import install_crewai_hooks, uninstall_crewai_hooks
+
+    root = work / "root"
+    monkeypatch.chdir(root)
+    install_crewai_hooks(wcoord, lease_wait=5)  # e.g. a set-up function run once per kickoff
+    install_crewai_hooks(wcoord, lease_wait=5)
+    started = time.monotonic()
+    try:
+        told, output = run_turns([FileWriterTool(base_dir=str(root))], [write("twice.txt", "once")],
+                                 output_file="summary.md")
+    finally:
+        assert uninstall_crewai_hooks() == 2
+    assert time.monotonic() - started < 5  # neither the write nor the output file waited on itself
+    assert told == ["Content successfully written to twice.txt"] and output.tool_failures == []
+    assert [e.kind for e in wcoord.journal.history("twice.txt")].count("write.crewai") == 1
+    assert [e.kind for e in wcoord.journal.history("summary.md")].count("write.crewai.output_file") == 1
+    assert wcoord.journal.count("crewai.output_unleased") == 0 and wcoord.leases() == []
+
+
+def test_a_wrong_argument_is_refused_at_install(wcoord: Coordinator) -> None:
+    from crewai_tools import FileWriterTool
+
+    from agent_coherence.adapters.crewai import install_crewai_hooks
+
+    with pytest.raises(TypeError, match="needs a Coordinator"):
+        install_crewai_hooks(".")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"a list of tool names or tools, not one str: tools=\['file_writer_tool'\]"):
+        install_crewai_hooks(wcoord, tools="file_writer_tool")  # would coordinate the tools named "f", "i", ...
+    with pytest.raises(TypeError, match=r"outputs\['write the plan'\]= .* not str"):
+        install_crewai_hooks(wcoord, outputs={"write the plan": "plans/plan.md"})
+    with pytest.raises(TypeError, match="paths= takes a function"):
+        install_crewai_hooks(wcoord, paths="plans/plan.md")
+    hooks = install_crewai_hooks(wcoord, tools=[FileWriterTool(), "Note Saver"])  # a tool stands for its name
+    try:
+        assert hooks.tools == {"file_writer_tool", "note_saver"}
+    finally:
+        hooks.uninstall()

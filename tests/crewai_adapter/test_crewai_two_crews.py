@@ -1,9 +1,12 @@
-"""Two crews in two processes doing read-then-write increments on one counter file.
+"""Two crews in two processes doing read-then-write changes to one file.
 
 Both read before either writes (a barrier after the first read makes the race certain). With the
 stock FileReadTool/FileWriterTool both write the same next value and an increment is lost. With the
 coherent read and write tools the later write is refused (the file changed since it was read), the
 model reads again and redoes it: the final count is exact.
+
+The same holds when the file does not exist yet: two crews that both saw it absent and then create
+it do not replace each other's file; the later one is refused, reads the first's and adds to it.
 """
 
 from __future__ import annotations
@@ -99,3 +102,50 @@ def test_coherent_tools_lose_nothing(work: Path) -> None:
         refused = coord.journal.count("conflict.view") + coord.journal.count("conflict.version")
         assert refused >= 1  # the race was real: a write based on a stale read was refused
         coord.journal.verify()
+
+
+def add_section(root: str, holder: str, barrier: Any) -> None:
+    """A crew whose model reads report.md (absent at first), adds its own section and writes it
+    back, reading again after a refused write."""
+    after_fork_in_child()
+    from agent_coherence.adapters.crewai import CoherentFileReadTool, CoherentFileWriterTool
+    from agent_coherence.adapters.crewai.scripted import ScriptedLLM, run_crew
+
+    coord = Coordinator.open(root)
+    tools = [CoherentFileReadTool(coordinator=coord, holder=holder),
+             CoherentFileWriterTool(coordinator=coord, holder=holder)]
+    state = {"asked": "read", "first_read": True, "done": False}
+
+    def script(messages: list[dict[str, Any]]) -> Any:
+        results = tool_results(messages)
+        if not results or state["asked"] == "wrote" and not results[-1].startswith("Content successfully"):
+            state["asked"] = "read"
+            return [("read_a_files_content", {"file_path": "report.md"})]
+        last = results[-1]
+        if state["asked"] == "read":
+            body = "" if "does not exist" in last else last.rpartition("\n[agent-coherence:")[0]
+            if state["first_read"]:
+                state["first_read"] = False
+                barrier.wait(timeout=20)  # both saw the file absent before either creates it
+            state["asked"] = "wrote"
+            return [("file_writer_tool", {"filename": "report.md", "content": f"{body}## {holder}\n",
+                                          "overwrite": True})]
+        state["done"] = True
+        return "done"
+
+    run_crew(ScriptedLLM(script), tools, role=holder)
+    coord.close()
+    os._exit(0 if state["done"] else 3)
+
+
+def test_two_crews_creating_one_file_keep_both_sections(work: Path) -> None:
+    root = work / "root"
+    Coordinator.open(root).close()
+    barrier = FORK.Barrier(2)
+    holders = [f"crewai:crew-{i}" for i in range(2)]
+    children = [FORK.Process(target=add_section, args=(str(root), holder, barrier)) for holder in holders]
+    assert run_children(children) == [0, 0]
+    sections = (root / "report.md").read_text().splitlines()
+    assert sorted(sections) == [f"## {holder}" for holder in holders]  # the later creator read the first's
+    with Coordinator.open(root) as coord:
+        assert coord.journal.count("conflict.view") == 1

@@ -67,6 +67,12 @@ def refusal_for(error: CoherenceError, shown: str) -> Refusal:
             f"{clock(error.facts.get('expires_at') or time.time())}. Nothing was written. Call the tool again "
             f"in a moment, or work on another file first."), True, facts)
     if isinstance(error, VersionConflict):
+        expected, actual = error.facts.get("expected"), error.facts.get("actual")
+        if isinstance(expected, int) and isinstance(actual, int) and expected > actual:
+            # Not a stale read: a version that never existed (a guessed expected_version).
+            return Refusal("VersionConflict", (
+                f"{PREFIX}{shown} is at version {actual}; version {expected} that your change names does not "
+                f"exist. Nothing was written. Read the file and pass the version the read reports."), True, facts)
         return Refusal("VersionConflict", (
             f"{PREFIX}{shown} is at version {error.facts.get('actual')}, not version "
             f"{error.facts.get('expected')} that your change was based on: someone wrote it since you read it. "

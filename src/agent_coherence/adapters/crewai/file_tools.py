@@ -11,6 +11,8 @@ confined to ``base_dir``, fixed when the tool is built (not the working director
 
 ``CoherentFileReadTool`` returns the content and the version it read, and remembers that version
 for the agent, so the agent's next write of that file is refused if someone wrote it in between.
+A read that finds the file missing is remembered the same way (a write creating it is refused if
+someone else created it first).
 
 Every failure is a CrewAI ``ToolFailure``; a success message is returned only for a confirmed write.
 This module imports crewai and crewai_tools; ``agent_coherence.adapters.crewai`` loads it lazily.
@@ -141,7 +143,7 @@ class CoherentFileWriterTool(_Coordinated, FileWriterTool):
         try:
             replace = strtobool(overwrite)
         except ValueError:
-            raise Refused(invalid_input(overwrite, "overwrite must be true or false")) from None
+            raise Refused(invalid_input(filename, f"overwrite must be true or false, not {overwrite!r}")) from None
         try:
             payload = content.encode(self.encoding)
         except UnicodeEncodeError as error:
@@ -175,7 +177,7 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
         if not isinstance(shown, str) or not shown:
             return as_tool_failure(invalid_input(shown, "no file_path was given", "read"))
         try:
-            return self._read(shown, start_line or 1, line_count)
+            return self._read(shown, start_line or 1, line_count or None)
         except Refused as refused:
             return as_tool_failure(refused.refusal)
         except CoherenceError as error:
@@ -189,20 +191,33 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
     def _read(self, shown: str, start_line: int, line_count: int | None) -> str:
         if "\x00" in shown:
             raise Refused(invalid_input(shown, "the path contains a NUL byte", "read"))
+        if line_count is not None and line_count < 0:
+            raise Refused(invalid_input(shown, f"line_count must be a number of lines, not {line_count}", "read"))
         base = str(self.base_dir)
         artifact = resolve_target(self.coordinator, shown, os.path.join(base, shown), base)
         snapshot = self.coordinator.read(artifact.key)
         if not snapshot.exists:
-            raise Refused(Refusal("FileNotFound", f"agent-coherence: {shown} does not exist.", False,
-                                  {"key": artifact.key}))
+            if not snapshot.foreign_edit:
+                # Seeing the file absent is a read too: a write creating it is then refused if
+                # someone else created it in between, instead of replacing their file unseen.
+                self.coordinator.backend.put_view(self.agent, artifact.key, snapshot.version, None)
+            raise Refused(Refusal("FileNotFound", (
+                f"agent-coherence: {shown} does not exist. To create it, write it: the write is refused if "
+                f"someone else creates it first."), False, {"key": artifact.key, "version": snapshot.version}))
         try:
             text = snapshot.data.decode(self.encoding)
         except UnicodeDecodeError:
             raise Refused(invalid_input(shown, f"the file is not valid {self.encoding} text", "read")) from None
+        # The stock tool's window: a start before line 1 is line 1, a start past the end an error
+        # (an empty answer would read as an empty file to a model about to write it).
+        start = max(start_line - 1, 0)
+        lines = text.splitlines(keepends=True)
+        if start and start >= len(lines):
+            raise Refused(invalid_input(shown, f"start line {start_line} exceeds the number of lines in the file "
+                                               f"({len(lines)})", "read"))
+        selected = "".join(islice(lines, start, None if line_count is None else start + line_count))
         if not snapshot.foreign_edit:
             self.coordinator.backend.put_view(self.agent, artifact.key, snapshot.version, snapshot.sha256)
-        lines = text.splitlines(keepends=True)
-        selected = "".join(islice(lines, start_line - 1, None if line_count is None else start_line - 1 + line_count))
         note = (f"[agent-coherence: this is version {snapshot.version} of {shown}; to replace it, write with "
                 f"expected_version={snapshot.version}]")
         if snapshot.foreign_edit:

@@ -18,6 +18,10 @@ confirmed replaces the tool's success text the same way. Both are also recorded 
 then is reported, never turned into an aborted kickoff (CrewAI aborts the whole kickoff on a
 ``HookAborted`` raised after a call).
 
+Several installed sets (``install_crewai_hooks`` called again without an uninstall): each call, and
+each task's ``output_file``, is coordinated by the first set that takes it on; the others leave it
+alone rather than wait for a lease their own process holds.
+
 Limits: hooks see a tool's arguments, not its code; a write to a path not named in the arguments
 is not coordinated. Tools that coordinate themselves (``coherent_tool``, the coherent file tools)
 are left alone. The crew cannot be stopped from a hook: for that use the coherent tools with
@@ -33,15 +37,16 @@ from crewai.hooks import (
     ToolCallHookContext, register_after_tool_call_hook, register_before_tool_call_hook,
     unregister_after_tool_call_hook, unregister_before_tool_call_hook,
 )
+from crewai.tools import BaseTool
 from crewai.tools.tool_failure import ToolExecutionFailedError, detect_tool_failure, handle_tool_failure
 
+from ...coordinator import Coordinator
 from .calls import GuardedCall, Refused, begin_call
 from .failures import Refusal, as_tool_failure, internal_error
-from .targets import PathArgs, anchored, extract_paths, looks_like_file_write
+from .targets import PathArgs, anchored, check_paths, extract_paths, looks_like_file_write
 from .tasks import TaskWatch
 
 if TYPE_CHECKING:
-    from ...coordinator import Coordinator
     from ...models import Anomaly
 
 _INSTALLED: list["CrewAIHooks"] = []
@@ -51,16 +56,23 @@ class CrewAIHooks:
     """The hooks registered by :func:`install_crewai_hooks`; ``uninstall()`` removes them."""
 
     def __init__(
-        self, coordinator: Coordinator, *, holder: str | None = None, tools: Iterable[str] | None = None,
+        self, coordinator: Coordinator, *, holder: str | None = None, tools: Iterable[str | BaseTool] | None = None,
         paths: PathArgs = None, lease_wait: float = 10.0,
         outputs: Mapping[str, Sequence[str]] | Callable[[Any], Iterable[str]] | None = None,
         on_anomaly: Callable[[Anomaly], None] | None = None, watch_tasks: bool = True,
     ) -> None:
-        from crewai.utilities.string_utils import sanitize_tool_name
-
+        # Checked here, not at the first tool call: there a wrong argument would only block every
+        # write, one InternalError at a time.
+        if not isinstance(coordinator, Coordinator):
+            raise TypeError(f"install_crewai_hooks needs a Coordinator (Coordinator.open(root=...)), not "
+                            f"{type(coordinator).__name__} {coordinator!r}")
+        check_paths(paths)
+        if isinstance(outputs, Mapping):
+            for label, declared in outputs.items():
+                check_paths(declared, f"outputs[{label!r}]")
         self.coordinator = coordinator
         self.holder = holder
-        self.tools = {sanitize_tool_name(t) for t in tools} if tools is not None else None
+        self.tools = tool_names(tools) if tools is not None else None
         self.paths = paths
         self.lease_wait = lease_wait
         self.tasks = TaskWatch(coordinator, outputs=outputs, on_anomaly=on_anomaly, lease_wait=lease_wait,
@@ -75,6 +87,8 @@ class CrewAIHooks:
         """Take the leases of a file-writing call, or block it (False) with the reason kept for
         the after hook. Never raises: an internal error blocks the call too."""
         try:
+            if any(other is not self and other.has_call(id(ctx.tool_input)) for other in list(_INSTALLED)):
+                return None  # another installed set coordinates this call; a second lease would wait on it
             pairs = self._targets(ctx)
             if not pairs:
                 return None
@@ -117,6 +131,11 @@ class CrewAIHooks:
         return problems[0].text
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def has_call(self, marker: int) -> bool:
+        """Whether this set took on the call whose ``tool_input`` has id ``marker``."""
+        with self._lock:
+            return marker in self._calls or marker in self._refused
 
     def _targets(self, ctx: ToolCallHookContext) -> list[tuple[str, str]]:
         original = getattr(ctx.tool, "_original_tool", None)
@@ -185,16 +204,35 @@ class CrewAIHooks:
             call.close()
 
 
+def tool_names(tools: Iterable[str | BaseTool]) -> set[str]:
+    """The names CrewAI gives the hooks (``ctx.tool_name``, sanitized) of ``tools``: names as the
+    model or the tool spells them, or the tools themselves."""
+    from crewai.utilities.string_utils import sanitize_tool_name
+
+    if isinstance(tools, (str, BaseTool)):
+        raise TypeError(f"tools= takes a list of tool names or tools, not one {type(tools).__name__}: "
+                        f"tools=[{tools!r}]")
+    names: set[str] = set()
+    for tool in tools:
+        if isinstance(tool, BaseTool):
+            tool = tool.name
+        if not isinstance(tool, str):
+            raise TypeError(f"tools= takes tool names or tools, not {type(tool).__name__} {tool!r}")
+        names.add(sanitize_tool_name(tool))
+    return names
+
+
 def install_crewai_hooks(
-    coordinator: Coordinator, *, holder: str | None = None, tools: Iterable[str] | None = None,
+    coordinator: Coordinator, *, holder: str | None = None, tools: Iterable[str | BaseTool] | None = None,
     paths: PathArgs = None, lease_wait: float = 10.0,
     outputs: Mapping[str, Sequence[str]] | Callable[[Any], Iterable[str]] | None = None,
     on_anomaly: Callable[[Anomaly], None] | None = None, watch_tasks: bool = True,
 ) -> CrewAIHooks:
     """Coordinate every file-writing tool call of every crew in this process (see the module doc).
 
-    ``tools``: the (tool) names to coordinate; default: any call whose name or arguments indicate a
-    file write. ``paths``: which files a call writes (default: read from common argument names).
+    ``tools``: the tools to coordinate, by name or the tools themselves; default: any call whose name or arguments indicate a
+    file write. ``paths``: which files a call writes (default: read from common argument names); it
+    does not select calls, so a tool naming its file under another argument name must be in ``tools``.
     ``holder``: the agent identity (default ``crewai:<agent role>``). ``outputs``: the files each
     task must write (task name -> paths, or a function of the task), besides ``Task.output_file``;
     a task that finishes without a coordinated write to one of them is a ``zero_work`` anomaly,

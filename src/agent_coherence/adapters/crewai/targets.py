@@ -44,6 +44,19 @@ def default_paths(args: Mapping[str, Any]) -> list[str]:
     return found
 
 
+def check_paths(spec: object, name: str = "paths") -> None:
+    """Raise TypeError unless ``spec`` is a valid ``paths=``: None, a function, or a list of paths.
+    A single string is refused: taken as a list, its letters would be the files leased."""
+    if spec is None or callable(spec):
+        return
+    if isinstance(spec, (str, bytes)) or not isinstance(spec, (list, tuple, set, frozenset)):
+        raise TypeError(f"{name}= takes a function of the arguments or a list of paths, not {type(spec).__name__} "
+                        f"{spec!r}" + (f": {name}=[{spec!r}]" if isinstance(spec, str) else ""))
+    for path in spec:
+        if not isinstance(path, str):
+            raise TypeError(f"{name}= lists paths (strings), not {type(path).__name__} {path!r}")
+
+
 def extract_paths(spec: PathArgs, args: Mapping[str, Any]) -> list[str]:
     """The paths a call with ``args`` writes, as ``spec`` says (None: the default extractor)."""
     if spec is None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from crewai.events import TaskCompletedEvent, TaskFailedEvent, crewai_event_bus
 from crewai.hooks import InterceptionPoint, register_hook, unregister_hook
@@ -42,6 +42,8 @@ Outputs = Mapping[str, Sequence[str]] | Callable[[Any], Iterable[str]] | None
 
 class TaskWatch:
     """The task-level half of the hooks (see the module doc)."""
+
+    active: ClassVar[list["TaskWatch"]] = []  # the installed watches: one leases each output file
 
     def __init__(self, coordinator: Coordinator, *, outputs: Outputs = None,
                  on_anomaly: Callable[[Anomaly], None] | None = None, lease_wait: float = 10.0,
@@ -100,6 +102,8 @@ class TaskWatch:
         task = getattr(ctx, "task", None)
         if getattr(ctx, "kind", None) != "task" or task is None or not getattr(task, "output_file", None):
             return
+        if any(other is not self and other.saving(str(task.id)) for other in list(TaskWatch.active)):
+            return  # another installed watch holds its lease; a second one would wait on it
         try:
             call = begin_call(self.coordinator, self.holder or f"crewai:task:{task.name or task.id}",
                               [(task.output_file, anchored(task.output_file, None))], lease_wait=self.lease_wait)
@@ -157,9 +161,15 @@ class TaskWatch:
             if self.coordinator.liveness.report(anomaly) and self.on_anomaly is not None:
                 self.on_anomaly(anomaly)
 
+    def saving(self, task_id: str) -> bool:
+        """Whether this watch holds the lease of task ``task_id``'s output file."""
+        with self._lock:
+            return task_id in self._saving
+
     # -- registration -----------------------------------------------------------------------
 
     def install(self) -> None:
+        TaskWatch.active.append(self)
         register_hook(InterceptionPoint.PRE_STEP, self.task_started)
         register_hook(InterceptionPoint.POST_STEP, self.task_finishing)
         crewai_event_bus.on(TaskCompletedEvent)(self.task_completed)
@@ -170,6 +180,8 @@ class TaskWatch:
         unregister_hook(InterceptionPoint.POST_STEP, self.task_finishing)
         crewai_event_bus.off(TaskCompletedEvent, self.task_completed)
         crewai_event_bus.off(TaskFailedEvent, self.task_failed)
+        if self in TaskWatch.active:
+            TaskWatch.active.remove(self)
         with self._lock:
             calls, self._saving = list(self._saving.values()), {}
             self._started.clear()

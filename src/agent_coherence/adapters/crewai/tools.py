@@ -25,7 +25,7 @@ from ...coordinator import Coordinator
 from ..offload import in_thread, in_thread_undone
 from .calls import GuardedCall, Refused, begin_call
 from .failures import Refusal, as_tool_failure, internal_error
-from .targets import PathArgs, anchored, extract_paths
+from .targets import PathArgs, anchored, check_paths, extract_paths
 
 
 def never_cache(_args: Any = None, _result: Any = None) -> bool:
@@ -129,7 +129,14 @@ def coherent_tool(
     waits for another writer of the same file before it is refused (retryable). ``base_dir``:
     what relative paths are relative to (default: the tool's ``base_dir``, else the working
     directory), which must be where the tool opens them.
+
+    Raises TypeError for anything that is not a CrewAI tool (a plain function: decorate it with
+    ``crewai.tools.tool`` first) and for a ``paths`` that is neither a function nor a list of paths.
     """
+    if not isinstance(tool, BaseTool):
+        raise TypeError(f"coherent_tool wraps a CrewAI tool (a BaseTool instance or an @tool function), not "
+                        f"{type(tool).__name__} {tool!r}; decorate a plain function with crewai.tools.tool first")
+    check_paths(paths)
     wrapper = CoherentTool(
         name=tool.name, description=tool.description, args_schema=tool.args_schema,
         result_schema=tool.result_schema, env_vars=tool.env_vars, result_as_answer=tool.result_as_answer,
