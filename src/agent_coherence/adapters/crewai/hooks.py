@@ -230,8 +230,8 @@ def install_crewai_hooks(
 ) -> CrewAIHooks:
     """Coordinate every file-writing tool call of every crew in this process (see the module doc).
 
-    ``tools``: the tools to coordinate, by name or the tools themselves; default: any call whose name or arguments indicate a
-    file write. ``paths``: which files a call writes (default: read from common argument names); it
+    ``tools``: the tools to coordinate, by name or the tools themselves; default: any call whose
+    name or arguments indicate a file write. ``paths``: which files a call writes (default: read from common argument names); it
     does not select calls, so a tool naming its file under another argument name must be in ``tools``.
     ``holder``: the agent identity (default ``crewai:<agent role>``). ``outputs``: the files each
     task must write (task name -> paths, or a function of the task), besides ``Task.output_file``;
