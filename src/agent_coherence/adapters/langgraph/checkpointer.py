@@ -66,6 +66,10 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
                  strict_roots: bool = False, put_lease_wait: float = 10.0, durable_head: bool = True) -> None:
         if isinstance(inner, CoherentCheckpointer):
             raise TypeError("the saver is already a CoherentCheckpointer: wrap the inner saver once")
+        if not isinstance(inner, BaseCheckpointSaver):
+            # refused here, not at the first run that calls it, far from the cause
+            raise TypeError(f"CoherentCheckpointer wraps a LangGraph BaseCheckpointSaver (InMemorySaver, "
+                            f"SqliteSaver, ...), not {type(inner).__name__}")
         self.inner = inner
         self.coordinator = coordinator
         self.heads = Heads(coordinator, strict_roots=strict_roots, put_lease_wait=put_lease_wait,

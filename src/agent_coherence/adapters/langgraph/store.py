@@ -93,6 +93,11 @@ class CoherentStore(BaseStore):
     how long a put waits for another put of the same key to finish (``LeaseHeld`` after that)."""
 
     def __init__(self, inner: BaseStore, coordinator: "Coordinator", *, lease_wait: float = 10.0) -> None:
+        if isinstance(inner, CoherentStore):
+            raise TypeError("the store is already a CoherentStore: wrap the inner store once")
+        if not isinstance(inner, BaseStore):
+            raise TypeError(f"CoherentStore wraps a LangGraph BaseStore (InMemoryStore, SqliteStore, ...), "
+                            f"not {type(inner).__name__}")
         self.inner = inner
         self.coordinator = coordinator
         self.lease_wait = lease_wait

@@ -1,0 +1,56 @@
+"""What a user can get wrong setting the adapter up, and what they get: a graph compiled without a
+checkpointer runs, and a builder or a saver of the wrong kind is refused when wrapping."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langgraph")
+
+from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
+from langgraph.store.memory import InMemoryStore  # noqa: E402
+
+from agent_coherence import Coordinator  # noqa: E402
+from agent_coherence.adapters.langgraph import (  # noqa: E402
+    CoherentCheckpointer, CoherentStore, coherent_graph, current_node,
+)
+from lg_graphs import one_node_builder, step_node  # noqa: E402
+
+CONFIG: Any = {"configurable": {"thread_id": "t"}}
+
+
+def test_a_graph_without_a_checkpointer_runs_through_coherent_graph(coord: Coordinator) -> None:
+    # LangGraph's "sync" durability fails on a graph without a saver; the fenced default must not
+    # be forced on one. Its runs still hold the thread and its hooked nodes still run.
+    def hooked(state: Any) -> dict:
+        current_node().write("out.txt", "x")
+        return {"log": ["hooked"]}
+
+    from agent_coherence.adapters.langgraph import coherent_nodes
+
+    builder = coherent_nodes(one_node_builder("hooked", hooked), {"hooked": ["out.txt"]})
+    app = coherent_graph(builder.compile(), coord)
+    assert app.invoke({"log": []}, CONFIG) == {"log": ["hooked"]}
+    assert asyncio.run(app.ainvoke({"log": []}, CONFIG)) == {"log": ["hooked"]}
+    assert coord.read("out.txt").data == b"x"
+    assert coord.backend.get_lease("langgraph:thread/t") is None
+
+
+def test_what_is_not_a_graph_or_a_saver_is_refused_when_wrapping(coord: Coordinator) -> None:
+    builder = one_node_builder("step", step_node("step", 0))
+    with pytest.raises(TypeError, match="compile"):
+        coherent_graph(builder, coord)
+    with pytest.raises(TypeError, match="compiled LangGraph graph"):
+        coherent_graph(object(), coord)
+    with pytest.raises(ValueError, match="durability"):
+        coherent_graph(builder.compile(checkpointer=InMemorySaver()), coord, durability="fast")
+    with pytest.raises(TypeError, match="BaseCheckpointSaver"):
+        CoherentCheckpointer(object(), coord)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="BaseStore"):
+        CoherentStore(object(), coord)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="once"):
+        CoherentStore(CoherentStore(InMemoryStore(), coord), coord)
