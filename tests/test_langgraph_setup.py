@@ -1,5 +1,7 @@
 """What a user can get wrong setting the adapter up, and what they get: a graph compiled without a
-checkpointer runs, and a builder or a saver of the wrong kind is refused when wrapping."""
+checkpointer runs, a builder or a saver of the wrong kind is refused when wrapping, and a thread
+whose history the inner saver no longer has (an InMemorySaver after a restart) starts afresh
+instead of refusing every run."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from agent_coherence import Coordinator  # noqa: E402
 from agent_coherence.adapters.langgraph import (  # noqa: E402
     CoherentCheckpointer, CoherentStore, coherent_graph, current_node,
 )
+from conftest import FORK  # noqa: E402
 from lg_graphs import one_node_builder, step_node  # noqa: E402
 
 CONFIG: Any = {"configurable": {"thread_id": "t"}}
@@ -54,3 +57,38 @@ def test_what_is_not_a_graph_or_a_saver_is_refused_when_wrapping(coord: Coordina
         CoherentStore(object(), coord)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="once"):
         CoherentStore(CoherentStore(InMemoryStore(), coord), coord)
+
+
+def restarted_app(root: str, results: Any) -> None:
+    """One run of an app that keeps its checkpoints in memory, in a process of its own."""
+    try:
+        with Coordinator.open(root) as coordinator:
+            app = coherent_graph(one_node_builder("step", step_node("step", 0)).compile(checkpointer=InMemorySaver()),
+                                 coordinator)
+            results.put(app.invoke({"log": ["run"]}, CONFIG)["log"])
+    except Exception as error:
+        results.put(f"{type(error).__name__}: {error}")
+
+
+def test_a_restarted_process_with_an_in_memory_saver_starts_the_thread_afresh(root: Path) -> None:
+    # The coordinator's head outlives the InMemorySaver's history; kept, it refused every later
+    # run of the thread (CheckpointConflict: builds on None).
+    results = FORK.Queue()
+    for _ in range(2):
+        proc = FORK.Process(target=restarted_app, args=(str(root), results))
+        proc.start()
+        proc.join(60)
+        assert proc.exitcode == 0
+        assert results.get(timeout=5) == ["run", "step"]
+    with Coordinator.open(root) as coordinator:
+        kinds = [entry.kind for entry in coordinator.backend.journal_entries()]
+    assert "langgraph.stale_head" in kinds
+
+
+def test_a_head_the_inner_saver_lost_is_dropped_on_the_async_read_too(coord: Coordinator) -> None:
+    first = InMemorySaver()
+    app = coherent_graph(one_node_builder("step", step_node("step", 0)).compile(checkpointer=first), coord)
+    app.invoke({"log": ["one"]}, CONFIG)
+    first.delete_thread("t")  # around the wrapper: the head now names a checkpoint nobody has
+    assert asyncio.run(app.ainvoke({"log": ["two"]}, CONFIG)) == {"log": ["two", "step"]}
+    assert app.get_state(CONFIG).values == {"log": ["two", "step"]}
