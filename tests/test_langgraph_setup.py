@@ -92,3 +92,15 @@ def test_a_head_the_inner_saver_lost_is_dropped_on_the_async_read_too(coord: Coo
     first.delete_thread("t")  # around the wrapper: the head now names a checkpoint nobody has
     assert asyncio.run(app.ainvoke({"log": ["two"]}, CONFIG)) == {"log": ["two", "step"]}
     assert app.get_state(CONFIG).values == {"log": ["two", "step"]}
+
+
+def test_a_checkpointer_on_another_coordinators_database_is_refused(coord: Coordinator, tmp_path: Path) -> None:
+    # Its fence checks would look for the run's thread lease in the wrong database: every put was
+    # refused as a lost lease ("expired"), with a hint to retry that could not help.
+    builder = one_node_builder("step", step_node("step", 0))
+    with Coordinator.open(tmp_path / "elsewhere") as other:
+        with pytest.raises(ValueError, match="same coordinator"):
+            coherent_graph(builder.compile(checkpointer=CoherentCheckpointer(InMemorySaver(), other)), coord)
+    with Coordinator.open(coord.root) as same_database:
+        app = coherent_graph(builder.compile(checkpointer=CoherentCheckpointer(InMemorySaver(), same_database)), coord)
+        assert app.invoke({"log": []}, CONFIG) == {"log": ["step"]}

@@ -14,7 +14,8 @@ a run whose lease expired or was taken over is refused at its next ``put`` / ``p
 nodes would run first); a graph compiled without a checkpointer keeps LangGraph's default, having
 no put to fence (its runs still hold the thread, and its hooked nodes still check the fence). The
 compiled graph's checkpointer is wrapped in ``CoherentCheckpointer`` unless it is one already. A
-builder that was not compiled, or an unknown ``durability``, is refused when wrapping.
+builder that was not compiled, an unknown ``durability``, or a ``CoherentCheckpointer`` on another
+coordinator's database, is refused when wrapping.
 ``get_state``, ``get_state_history`` and every other attribute pass through to the compiled graph
 unchanged.
 """
@@ -22,6 +23,7 @@ unchanged.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -123,6 +125,8 @@ class CoherentGraph:
             # LangGraph does not check it: a misspelt mode would run unnoticed as "async"
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
         saver = getattr(graph, "checkpointer", None)
+        if isinstance(saver, CoherentCheckpointer):
+            _check_same_backend(saver.coordinator, coordinator)
         if isinstance(saver, BaseCheckpointSaver) and not isinstance(saver, CoherentCheckpointer):
             # each head move skips its own flush: the run's end flushes them all at once (seal)
             saver = CoherentCheckpointer(saver, coordinator, durable_head=False)
@@ -297,6 +301,19 @@ def _check_graph(graph: Any) -> None:
     if missing:
         raise TypeError(f"coherent_graph takes a compiled LangGraph graph; {type(graph).__name__} has no "
                         f"{' or '.join(missing)}")
+
+
+def _check_same_backend(saver_coordinator: "Coordinator", coordinator: "Coordinator") -> None:
+    """Refuse a CoherentCheckpointer whose coordinator keeps its state in another embedded database
+    than the graph's: the run's thread lease would not be there, and every put would be refused as
+    a lost lease. Two coordinators over one database are fine; backends without a file (a network
+    backend, whose URLs may spell one server several ways) are not compared."""
+    mine, theirs = getattr(coordinator.backend, "path", None), getattr(saver_coordinator.backend, "path", None)
+    if isinstance(mine, str) and isinstance(theirs, str) and os.path.realpath(mine) != os.path.realpath(theirs):
+        raise ValueError(f"the graph's CoherentCheckpointer uses the coordinator at {saver_coordinator.root!r}, "
+                         f"coherent_graph the one at {coordinator.root!r}: the thread lease would not reach "
+                         "the checkpointer. Pass the same coordinator to both, or compile with the plain "
+                         "saver and let coherent_graph wrap it")
 
 
 def _per_input(config: dict[str, Any] | Sequence[dict[str, Any]] | None, count: int) -> list[dict[str, Any] | None]:
