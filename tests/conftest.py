@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -104,6 +105,15 @@ def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
+
+
+def wait_for_offloaded_steps(timeout: float = 10.0) -> None:
+    """Wait until every lease-taking step an async adapter call started in a thread of its own has
+    ended (taken what it waited for and, its caller cancelled, given it back): these threads outlive
+    the event loop that started them."""
+    from agent_coherence.adapters.offload import STEP_THREAD
+
+    wait_for(lambda: not any(thread.name == STEP_THREAD for thread in threading.enumerate()), timeout)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.005) -> object:

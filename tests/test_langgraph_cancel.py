@@ -38,6 +38,7 @@ from agent_coherence.adapters.langgraph import (  # noqa: E402
     CoherentStore, NodeHandle, VersionedItem, coherent_graph, coherent_node, thread_lease_key,
 )
 from agent_coherence.adapters.langgraph.store import version_key  # noqa: E402
+from conftest import wait_for_offloaded_steps  # noqa: E402
 from lg_graphs import LogState, one_node_builder, two_step_builder  # noqa: E402
 
 NS = ("counters",)
@@ -45,7 +46,7 @@ NS = ("counters",)
 
 def assert_store_settled(coord: Coordinator, store: CoherentStore) -> None:
     """No lease left, and the item's value and version agree (each put that ran bumped it once)."""
-    time.sleep(0.3)  # a step left running in its thread would take the lease by now
+    wait_for_offloaded_steps()  # a step still waiting in its thread has taken the lease by now
     assert coord.leases() == []
     item = store.get(NS, "k")
     version = item.version if isinstance(item, VersionedItem) else 0
@@ -136,9 +137,11 @@ def cancel_and_finish(coord: Coordinator, call: Any, held: Any) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    threading.Timer(0.5, coord.release, [held]).start()  # while asyncio.run winds down
+    release = threading.Timer(0.5, coord.release, [held])  # while asyncio.run winds down, or after
+    release.start()
     asyncio.run(cancel_while_waiting())
-    time.sleep(0.3)
+    release.join()
+    wait_for_offloaded_steps()
 
 
 def test_a_run_cancelled_while_waiting_for_its_busy_thread_does_not_keep_it(quiet_coord: Coordinator) -> None:

@@ -248,3 +248,26 @@ def test_async_nodes_and_the_helper_that_wraps_every_node(root: Path, coord: Coo
     assert out["log"] == ["planned", "worked", "plain"]
     assert (root / "plan.md").read_text() == "1. write the report\ndone\n"
     assert coord.version("plan.md").version == 2  # type: ignore[union-attr]
+
+
+def test_more_parallel_async_nodes_on_one_artifact_than_the_default_executor_has_threads(coord: Coordinator) -> None:
+    # Each branch waits for the artifact's lease in a thread. In the event loop's default executor
+    # (cores + 4 threads) the waiters filled it, the holder's write could not get a thread, and the
+    # run failed with LeaseHeld once lease_wait ran out, one line written.
+    from langgraph.types import Send
+
+    branches = min(32, (os.cpu_count() or 1) + 4) + 4
+
+    @coherent_node(writes=["log.md"], lease_wait=5)
+    async def work(state: dict, coherence: NodeHandle) -> dict[str, list[str]]:
+        await coherence.aupdate("log.md", lambda old: old + f"{state['i']}\n".encode())
+        return {"log": [str(state["i"])]}
+
+    builder = StateGraph(LogState)
+    builder.add_node("work", work)
+    builder.add_conditional_edges(START, lambda state: [Send("work", {"i": i}) for i in range(branches)], ["work"])
+    builder.add_edge("work", END)
+    app = coherent_graph(builder.compile(checkpointer=InMemorySaver()), coord)
+    out = asyncio.run(app.ainvoke({"log": []}, {"configurable": {"thread_id": "fan"}}))
+    assert sorted(out["log"], key=int) == [str(i) for i in range(branches)]
+    assert sorted(coord.read("log.md").data.split(), key=int) == [str(i).encode() for i in range(branches)]

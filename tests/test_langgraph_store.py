@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("langgraph.store.sqlite")
 
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
-from langgraph.store.base import BaseStore, GetOp, PutOp  # noqa: E402
+from langgraph.store.base import BaseStore, GetOp, PutOp, SearchOp  # noqa: E402
 from langgraph.store.memory import InMemoryStore  # noqa: E402
 from langgraph.store.sqlite import SqliteStore  # noqa: E402
 
@@ -125,3 +125,71 @@ def test_three_processes_fifty_read_modify_writes_each(root: Path, coord: Coordi
         assert total == processes * each
     else:
         assert total < processes * each  # the stock store lost updates
+
+
+def test_more_concurrent_async_puts_of_one_key_than_the_default_executor_has_threads(coord: Coordinator) -> None:
+    # The puts waiting for the key's lease in the default executor filled it; the holder's version
+    # bump could not get a thread, and it failed as LeaseLost once its 10 s lease expired.
+    import os
+
+    store = CoherentStore(InMemoryStore(), coord, lease_wait=5)
+    puts = min(32, (os.cpu_count() or 1) + 4) + 4
+
+    async def increment() -> None:
+        while True:
+            item = await store.aget(NS, "k")
+            try:
+                await store.aput(NS, "k", {"n": (item.value["n"] if item else 0) + 1},
+                                 expect_version=item.version if isinstance(item, VersionedItem) else 0)
+                return
+            except VersionConflict:
+                continue
+
+    async def all_puts() -> None:
+        await asyncio.gather(*[increment() for _ in range(puts)])
+
+    started = time.monotonic()
+    asyncio.run(all_puts())
+    item = store.get(NS, "k")
+    assert item.value == {"n": puts} and item.version == puts
+    assert time.monotonic() - started < 5  # no put waited out lease_wait
+
+
+class PutBetween(InMemoryStore):
+    """An InMemoryStore that, once armed, runs ``between`` right after its next read returns: a
+    put by someone else lands between a reader's read of the value and of the version."""
+
+    between: Any = None
+
+    def batch(self, ops: Any) -> list[Any]:
+        ops = list(ops)
+        found = super().batch(ops)
+        if self.between is not None and any(isinstance(op, (GetOp, SearchOp)) for op in ops):
+            between, self.between = self.between, None
+            between()
+        return found
+
+    async def abatch(self, ops: Any) -> list[Any]:
+        return self.batch(ops)
+
+
+@pytest.mark.parametrize("read", ["get", "search", "aget"])
+def test_a_put_between_the_value_and_version_reads_is_not_lost(coord: Coordinator, read: str) -> None:
+    # The version was read after the value: an old value came back with the new version, and a
+    # read-modify-write on it overwrote the other put (a lost update, no VersionConflict).
+    inner = PutBetween()
+    reader, writer = CoherentStore(inner, coord), CoherentStore(inner, coord)
+    writer.put(NS, "k", {"n": 1})
+    inner.between = lambda: writer.put(NS, "k", {"n": 100})
+    if read == "get":
+        item = reader.get(NS, "k")
+    elif read == "aget":
+        item = asyncio.run(reader.aget(NS, "k"))
+    else:
+        [item] = reader.search(NS)
+    assert item is not None
+    try:
+        reader.put(NS, "k", {"n": item.value["n"] + 1}, expect_version=item.version)  # type: ignore[attr-defined]
+    except VersionConflict:
+        pass
+    assert writer.get(NS, "k").value in ({"n": 100}, {"n": 101})  # the other put is kept, or built on

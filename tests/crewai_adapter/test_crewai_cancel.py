@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from agent_coherence import Coordinator, faults
+from conftest import wait_for_offloaded_steps
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -58,7 +59,7 @@ def test_a_call_cancelled_while_waiting_for_the_lease_leaves_no_lease(work: Path
             await task
 
     asyncio.run(cancel_while_waiting())
-    time.sleep(0.3)  # a thread left running would hold the lease by now
+    wait_for_offloaded_steps()  # a thread left running would hold the lease by now
     assert wcoord.leases() == []
     assert not (root / "b.txt").exists() and wcoord.version("b.txt") is None  # the tool never ran
     prompt = coherent_tool(async_writer(root), wcoord, base_dir=str(root), holder="crewai:a", lease_wait=0)

@@ -11,6 +11,9 @@ with nobody left to clean up after it. Two ways out, by the kind of step:
 - :func:`in_thread_undone`, for a step that takes something the caller would give back (leases),
   which may wait long for it: the cancellation comes out at once, and whatever the step gets is
   given back in its own thread as soon as it has it, whether or not the event loop still runs.
+  Such a step runs in a thread of its own, not in the event loop's default executor: steps
+  waiting for a lease would otherwise fill that pool (a few threads: cores + 4, at most 32), and
+  the task holding the lease could not get a thread for the write and release they wait on.
 
 Imports only asyncio, contextvars and threading: the adapters load it, ``import agent_coherence`` does not.
 """
@@ -25,6 +28,7 @@ from typing import Any, Callable, TypeVar
 from ..logs import WARNING, log
 
 T = TypeVar("T")
+STEP_THREAD = "agent-coherence-step"  # the name of each thread ``in_thread_undone`` starts
 
 
 async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -55,7 +59,10 @@ async def in_thread_undone(undo: Callable[[T], object], fn: Callable[..., T], /,
     or of ``undo`` then goes nowhere, as the caller is cancelled."""
     step = _Undoable(undo)
     context = contextvars.copy_context()
-    future = asyncio.get_running_loop().run_in_executor(None, step.run, context, fn, args, kwargs)
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    threading.Thread(target=_run_into, args=(loop, future, step, context, fn, args, kwargs),
+                     name=STEP_THREAD).start()  # joined at exit, as executor threads are
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
@@ -63,6 +70,29 @@ async def in_thread_undone(undo: Callable[[T], object], fn: Callable[..., T], /,
         if step.cancel():
             await in_thread(step.undo_result)
         raise
+
+
+def _run_into(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], step: "_Undoable",
+              context: contextvars.Context, fn: Callable[..., Any], args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> None:
+    """Run ``step`` in this thread and hand its outcome to ``future`` on the loop's thread."""
+    try:
+        outcome: tuple[Any, BaseException | None] = (step.run(context, fn, args, kwargs), None)
+    except BaseException as error:
+        outcome = (None, error)
+
+    def settle() -> None:
+        if future.cancelled():
+            return
+        if outcome[1] is None:
+            future.set_result(outcome[0])
+        else:
+            future.set_exception(outcome[1])
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:
+        pass  # the loop is closed: its caller is gone, and ``step.run`` gave back what it took
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

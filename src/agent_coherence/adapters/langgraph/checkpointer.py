@@ -12,7 +12,8 @@ Guarantees, for every process that shares the coordinator's backend:
 - ``put`` and ``put_writes`` of a run that carries a thread-lease fence (``coherent_graph``) raise
   ``LeaseLost`` and write nothing once that lease expired or was taken over;
 - a read without a ``checkpoint_id`` returns the head, never a checkpoint that lost its
-  compare-and-set;
+  compare-and-set; a head the inner saver no longer has, with no checkpoint of the thread left
+  at all (an InMemorySaver after a restart), is dropped, so the thread starts afresh;
 - every checkpoint (thread, ns, id, parent, step, fence) is journaled.
 
 Limits: see ``heads.py`` for the one window the two-store sequence leaves (an orphan checkpoint,
@@ -66,6 +67,10 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
                  strict_roots: bool = False, put_lease_wait: float = 10.0, durable_head: bool = True) -> None:
         if isinstance(inner, CoherentCheckpointer):
             raise TypeError("the saver is already a CoherentCheckpointer: wrap the inner saver once")
+        if not isinstance(inner, BaseCheckpointSaver):
+            # refused here, not at the first run that calls it, far from the cause
+            raise TypeError(f"CoherentCheckpointer wraps a LangGraph BaseCheckpointSaver (InMemorySaver, "
+                            f"SqliteSaver, ...), not {type(inner).__name__}")
         self.inner = inner
         self.coordinator = coordinator
         self.heads = Heads(coordinator, strict_roots=strict_roots, put_lease_wait=put_lease_wait,
@@ -125,7 +130,16 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
         found = self.inner.get_tuple(_addressing(config, ns, head))
         if found is None:  # the inner saver lost it (deleted, or another process's memory): its latest
             found = self.inner.get_tuple(config)
+        if found is None:
+            self._drop_stale_head(thread_id, ns, head)
         return self._marked(found, head)
+
+    def _drop_stale_head(self, thread_id: Any, checkpoint_ns: str, head: str) -> None:
+        """The inner saver has no checkpoint of the thread at all, not even the head: its history
+        is gone (an InMemorySaver after a restart, a deleted database, the inner saver's own
+        ``delete_thread``). The head is dropped so the run starts the thread afresh, as it would
+        on the stock saver; kept, it would refuse every new run's first put for ever."""
+        self.heads.reset(thread_id, checkpoint_ns, None, "langgraph.stale_head")
 
     def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
              before: RunnableConfig | None = None, limit: int | None = None) -> Iterator[CheckpointTuple]:
@@ -165,7 +179,10 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
         if configurable.get("checkpoint_id") or head is None:
             return self._marked(await self.inner.aget_tuple(config), head)
         found = await self.inner.aget_tuple(_addressing(config, ns, head))
-        return self._marked(found or await self.inner.aget_tuple(config), head)
+        found = found or await self.inner.aget_tuple(config)
+        if found is None:
+            await asyncio.to_thread(self._drop_stale_head, thread_id, ns, head)
+        return self._marked(found, head)
 
     async def alist(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
                     before: RunnableConfig | None = None, limit: int | None = None) -> AsyncIterator[CheckpointTuple]:

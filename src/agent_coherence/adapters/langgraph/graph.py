@@ -11,14 +11,19 @@ The run's fence reaches the checkpointer through ``config["configurable"]`` (see
 a run whose lease expired or was taken over is refused at its next ``put`` / ``put_writes``
 (``LeaseLost``) and at the start of its next hooked node. Fenced runs default to
 ``durability="sync"`` so that refusal stops the run before the next step (under ``"async"`` later
-nodes would run first). The compiled graph's checkpointer is wrapped in ``CoherentCheckpointer``
-unless it is one already. ``get_state``, ``get_state_history`` and every other attribute pass
-through to the compiled graph unchanged.
+nodes would run first); a graph compiled without a checkpointer keeps LangGraph's default, having
+no put to fence (its runs still hold the thread, and its hooked nodes still check the fence). The
+compiled graph's checkpointer is wrapped in ``CoherentCheckpointer`` unless it is one already. A
+builder that was not compiled, an unknown ``durability``, or a ``CoherentCheckpointer`` on another
+coordinator's database, is refused when wrapping.
+``get_state``, ``get_state_history`` and every other attribute pass through to the compiled graph
+unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
     from ...coordinator import Coordinator
 
 OnBusy = Literal["reject", "wait"]
+DURABILITIES = ("sync", "async", "exit", None)
 
 
 class ThreadRun:
@@ -110,17 +116,26 @@ class CoherentGraph:
 
     def __init__(self, graph: Any, coordinator: "Coordinator", *, on_busy: OnBusy = "reject",
                  wait_timeout: float = 30.0, ttl: float = 30.0, durability: str | None = "sync") -> None:
+        _check_graph(graph)
         if on_busy not in ("reject", "wait"):
             raise ValueError(f"on_busy must be 'reject' or 'wait', not {on_busy!r}")
         if ttl <= 0 or wait_timeout < 0:
             raise ValueError("ttl must be positive and wait_timeout not negative")
+        if durability not in DURABILITIES:
+            # LangGraph does not check it: a misspelt mode would run unnoticed as "async"
+            raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
         saver = getattr(graph, "checkpointer", None)
+        if isinstance(saver, CoherentCheckpointer):
+            _check_same_backend(saver.coordinator, coordinator)
         if isinstance(saver, BaseCheckpointSaver) and not isinstance(saver, CoherentCheckpointer):
             # each head move skips its own flush: the run's end flushes them all at once (seal)
             saver = CoherentCheckpointer(saver, coordinator, durable_head=False)
             graph = graph.copy({"checkpointer": saver})
         self.renewer = renewer_for(coordinator)
         self.heads = saver.heads if isinstance(saver, CoherentCheckpointer) else None
+        # Without a saver there is no put to fence, and LangGraph's "sync" mode fails outright
+        # (it waits on a put that is never made): the graph keeps LangGraph's own default.
+        self.has_saver = isinstance(saver, BaseCheckpointSaver)
         self.graph = graph
         self.coordinator = coordinator
         self.on_busy = on_busy
@@ -195,7 +210,7 @@ class CoherentGraph:
             await in_thread(run.release, self.heads)
 
     def _run_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if kwargs.get("durability") is None and self.durability is not None:
+        if kwargs.get("durability") is None and self.durability is not None and self.has_saver:
             return {**kwargs, "durability": self.durability}
         return kwargs
 
@@ -277,6 +292,30 @@ class CoherentGraph:
             return await self.graph.abulk_update_state(run_config, supersteps)
 
 
+def _check_graph(graph: Any) -> None:
+    """Refuse what is not a compiled graph up front, rather than at the first run."""
+    if hasattr(graph, "compile") and not hasattr(graph, "invoke"):
+        raise TypeError(f"coherent_graph takes a compiled graph, not the builder {type(graph).__name__}: "
+                        "pass builder.compile(checkpointer=saver)")
+    missing = [name for name in ("invoke", "get_state") if not callable(getattr(graph, name, None))]
+    if missing:
+        raise TypeError(f"coherent_graph takes a compiled LangGraph graph; {type(graph).__name__} has no "
+                        f"{' or '.join(missing)}")
+
+
+def _check_same_backend(saver_coordinator: "Coordinator", coordinator: "Coordinator") -> None:
+    """Refuse a CoherentCheckpointer whose coordinator keeps its state in another embedded database
+    than the graph's: the run's thread lease would not be there, and every put would be refused as
+    a lost lease. Two coordinators over one database are fine; backends without a file (a network
+    backend, whose URLs may spell one server several ways) are not compared."""
+    mine, theirs = getattr(coordinator.backend, "path", None), getattr(saver_coordinator.backend, "path", None)
+    if isinstance(mine, str) and isinstance(theirs, str) and os.path.realpath(mine) != os.path.realpath(theirs):
+        raise ValueError(f"the graph's CoherentCheckpointer uses the coordinator at {saver_coordinator.root!r}, "
+                         f"coherent_graph the one at {coordinator.root!r}: the thread lease would not reach "
+                         "the checkpointer. Pass the same coordinator to both, or compile with the plain "
+                         "saver and let coherent_graph wrap it")
+
+
 def _per_input(config: dict[str, Any] | Sequence[dict[str, Any]] | None, count: int) -> list[dict[str, Any] | None]:
     if isinstance(config, Sequence) and not isinstance(config, (str, bytes, dict)):
         if len(config) != count:
@@ -290,6 +329,8 @@ def coherent_graph(graph: Any, coordinator: "Coordinator", *, on_busy: OnBusy = 
     """Wrap a compiled graph so each run holds its thread (see the module docstring).
 
     ``durability`` is the default for runs that do not pass one (None: LangGraph's own default,
-    ``"async"``, under which a refused put surfaces only when the run ends)."""
+    ``"async"``, under which a refused put surfaces only when the run ends); not applied to a graph
+    without a checkpointer. Raises TypeError for a graph that is not compiled, ValueError for an
+    unknown ``on_busy`` or ``durability``."""
     return CoherentGraph(graph, coordinator, on_busy=on_busy, wait_timeout=wait_timeout, ttl=ttl,
                          durability=durability)

@@ -8,7 +8,9 @@ the expected version, lets the inner store write, and bumps the version (fence-c
 check, the write and the bump are one step for every process sharing the coordinator.
 
 - ``get`` / ``search`` return :class:`VersionedItem` / :class:`VersionedSearchItem` with
-  ``.version`` (0 for a key never put through this wrapper, or deleted);
+  ``.version`` (0 for a key never put through this wrapper, or deleted), read before the value
+  (a search reads its hits again after their versions): a value is never older than the version
+  it comes with, so a read-modify-write on it is refused rather than applied over a lost update;
 - ``put(..., expect_version=v)`` raises ``VersionConflict`` (facts key, expected, actual) unless
   the version is ``v``; without it, a put is unconditional but still serialised and versioned;
 - ``batch`` / ``abatch`` apply ops in order: two puts to one key in one batch are both applied, in
@@ -93,6 +95,11 @@ class CoherentStore(BaseStore):
     how long a put waits for another put of the same key to finish (``LeaseHeld`` after that)."""
 
     def __init__(self, inner: BaseStore, coordinator: "Coordinator", *, lease_wait: float = 10.0) -> None:
+        if isinstance(inner, CoherentStore):
+            raise TypeError("the store is already a CoherentStore: wrap the inner store once")
+        if not isinstance(inner, BaseStore):
+            raise TypeError(f"CoherentStore wraps a LangGraph BaseStore (InMemoryStore, SqliteStore, ...), "
+                            f"not {type(inner).__name__}")
         self.inner = inner
         self.coordinator = coordinator
         self.lease_wait = lease_wait
@@ -147,8 +154,14 @@ class CoherentStore(BaseStore):
 
     def _read_into(self, results: list[Result], ops: list[Any], reads: list[int]) -> None:
         if reads:
-            for index, found in zip(reads, self.inner.batch([ops[i] for i in reads])):  # reads only
-                results[index] = self._versioned(ops[index], found)
+            batch = [ops[i] for i in reads]  # reads only
+            before = self._versions(_gets(batch))
+            found = self.inner.batch(batch)
+            hits = _hits(batch, found)
+            versions = {**before, **self._versions(hits)}
+            fresh = self.inner.batch(_refetch(hits)) if hits else []
+            for index, item in zip(reads, _versioned(batch, found, versions, dict(zip(hits, fresh)))):
+                results[index] = item
             reads.clear()
 
     async def abatch(self, ops: Iterable[Op | CheckedPutOp]) -> list[Result]:
@@ -158,9 +171,13 @@ class CoherentStore(BaseStore):
 
         async def flush() -> None:
             if reads:
-                found = await self.inner.abatch([ops[i] for i in reads])  # type: ignore[misc]
-                versioned = await asyncio.to_thread(lambda: [self._versioned(ops[i], f) for i, f in zip(reads, found)])
-                for index, item in zip(reads, versioned):
+                batch = [ops[i] for i in reads]
+                before = await asyncio.to_thread(self._versions, _gets(batch))
+                found = await self.inner.abatch(batch)  # type: ignore[arg-type]
+                hits = _hits(batch, found)
+                versions = {**before, **await asyncio.to_thread(self._versions, hits)}
+                fresh = await self.inner.abatch(_refetch(hits)) if hits else []
+                for index, item in zip(reads, _versioned(batch, found, versions, dict(zip(hits, fresh)))):
                     results[index] = item
                 reads.clear()
 
@@ -173,14 +190,13 @@ class CoherentStore(BaseStore):
         await flush()
         return results
 
-    def _versioned(self, op: Any, found: Result) -> Result:
+    def _versions(self, places: Iterable["Place"]) -> dict["Place", int]:
+        """The current version of each (namespace, key). Read before the value it goes with: a put
+        writes the value, then bumps the version, so a value read after its version is that
+        version's or a newer one's (a put expecting that version is then refused, never applied
+        over a lost update); read after, an old value could pair with a new version."""
         backend = self.coordinator.backend
-        if isinstance(op, GetOp) and isinstance(found, Item):
-            return VersionedItem(found, current_version(backend.get_version(version_key(found.namespace, found.key))))
-        if isinstance(op, SearchOp) and isinstance(found, list):
-            return [VersionedSearchItem(item, current_version(backend.get_version(version_key(item.namespace, item.key))))
-                    for item in found if isinstance(item, SearchItem)]  # type: ignore[return-value]
-        return found
+        return {place: current_version(backend.get_version(version_key(*place))) for place in places}
 
     def _put(self, checked: CheckedPutOp) -> None:
         # The holder is this put's alone: whatever raised, wherever an interrupt landed (even
@@ -239,3 +255,51 @@ class CoherentStore(BaseStore):
 
 def _checked(op: PutOp | CheckedPutOp) -> CheckedPutOp:
     return op if isinstance(op, CheckedPutOp) else CheckedPutOp(op, None)
+
+
+Place = tuple[tuple[str, ...], str]
+
+
+def _gets(ops: list[Any]) -> list[Place]:
+    return [(tuple(op.namespace), str(op.key)) for op in ops if isinstance(op, GetOp)]
+
+
+def _hits(ops: list[Any], found: list[Result]) -> list[Place]:
+    """The (namespace, key) of every item the searches among ``ops`` found, each once."""
+    hits: dict[Place, None] = {}
+    for op, result in zip(ops, found):
+        if isinstance(op, SearchOp) and isinstance(result, list):
+            hits.update(((tuple(item.namespace), item.key), None) for item in result if isinstance(item, SearchItem))
+    return list(hits)
+
+
+def _refetch(hits: list[Place]) -> list[Op]:
+    """Gets of the search hits, run after their versions were read (see ``_versions``); they do
+    not refresh TTLs, which the search itself did if asked to."""
+    return [GetOp(namespace, key, refresh_ttl=False) for namespace, key in hits]
+
+
+def _versioned(ops: list[Any], found: list[Result], versions: dict[Place, int],
+               fresh: dict[Place, Result]) -> list[Result]:
+    """``found`` with versions: a got item with the version read before it; a search hit with its
+    value read again after its version (dropped if it was deleted meanwhile)."""
+    out: list[Result] = []
+    for op, result in zip(ops, found):
+        if isinstance(op, GetOp) and isinstance(result, Item):
+            out.append(VersionedItem(result, versions[(tuple(op.namespace), str(op.key))]))
+        elif isinstance(op, SearchOp) and isinstance(result, list):
+            out.append(_fresh_hits(result, versions, fresh))  # type: ignore[arg-type]
+        else:
+            out.append(result)
+    return out
+
+
+def _fresh_hits(hits: list[Any], versions: dict[Place, int], fresh: dict[Place, Result]) -> list[SearchItem]:
+    out: list[SearchItem] = []
+    for hit in hits:
+        place = (tuple(hit.namespace), hit.key)
+        now = fresh.get(place)
+        if isinstance(hit, SearchItem) and isinstance(now, Item):
+            item = SearchItem(now.namespace, now.key, now.value, now.created_at, now.updated_at, hit.score)
+            out.append(VersionedSearchItem(item, versions[place]))
+    return out

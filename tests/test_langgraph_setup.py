@@ -1,0 +1,106 @@
+"""What a user can get wrong setting the adapter up, and what they get: a graph compiled without a
+checkpointer runs, a builder or a saver of the wrong kind is refused when wrapping, and a thread
+whose history the inner saver no longer has (an InMemorySaver after a restart) starts afresh
+instead of refusing every run."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langgraph")
+
+from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
+from langgraph.store.memory import InMemoryStore  # noqa: E402
+
+from agent_coherence import Coordinator  # noqa: E402
+from agent_coherence.adapters.langgraph import (  # noqa: E402
+    CoherentCheckpointer, CoherentStore, coherent_graph, current_node,
+)
+from conftest import FORK  # noqa: E402
+from lg_graphs import one_node_builder, step_node  # noqa: E402
+
+CONFIG: Any = {"configurable": {"thread_id": "t"}}
+
+
+def test_a_graph_without_a_checkpointer_runs_through_coherent_graph(coord: Coordinator) -> None:
+    # LangGraph's "sync" durability fails on a graph without a saver; the fenced default must not
+    # be forced on one. Its runs still hold the thread and its hooked nodes still run.
+    def hooked(state: Any) -> dict:
+        current_node().write("out.txt", "x")
+        return {"log": ["hooked"]}
+
+    from agent_coherence.adapters.langgraph import coherent_nodes
+
+    builder = coherent_nodes(one_node_builder("hooked", hooked), {"hooked": ["out.txt"]})
+    app = coherent_graph(builder.compile(), coord)
+    assert app.invoke({"log": []}, CONFIG) == {"log": ["hooked"]}
+    assert asyncio.run(app.ainvoke({"log": []}, CONFIG)) == {"log": ["hooked"]}
+    assert coord.read("out.txt").data == b"x"
+    assert coord.backend.get_lease("langgraph:thread/t") is None
+
+
+def test_what_is_not_a_graph_or_a_saver_is_refused_when_wrapping(coord: Coordinator) -> None:
+    builder = one_node_builder("step", step_node("step", 0))
+    with pytest.raises(TypeError, match="compile"):
+        coherent_graph(builder, coord)
+    with pytest.raises(TypeError, match="compiled LangGraph graph"):
+        coherent_graph(object(), coord)
+    with pytest.raises(ValueError, match="durability"):
+        coherent_graph(builder.compile(checkpointer=InMemorySaver()), coord, durability="fast")
+    with pytest.raises(TypeError, match="BaseCheckpointSaver"):
+        CoherentCheckpointer(object(), coord)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="BaseStore"):
+        CoherentStore(object(), coord)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="once"):
+        CoherentStore(CoherentStore(InMemoryStore(), coord), coord)
+
+
+def restarted_app(root: str, results: Any) -> None:
+    """One run of an app that keeps its checkpoints in memory, in a process of its own."""
+    try:
+        with Coordinator.open(root) as coordinator:
+            app = coherent_graph(one_node_builder("step", step_node("step", 0)).compile(checkpointer=InMemorySaver()),
+                                 coordinator)
+            results.put(app.invoke({"log": ["run"]}, CONFIG)["log"])
+    except Exception as error:
+        results.put(f"{type(error).__name__}: {error}")
+
+
+def test_a_restarted_process_with_an_in_memory_saver_starts_the_thread_afresh(root: Path) -> None:
+    # The coordinator's head outlives the InMemorySaver's history; kept, it refused every later
+    # run of the thread (CheckpointConflict: builds on None).
+    results = FORK.Queue()
+    for _ in range(2):
+        proc = FORK.Process(target=restarted_app, args=(str(root), results))
+        proc.start()
+        proc.join(60)
+        assert proc.exitcode == 0
+        assert results.get(timeout=5) == ["run", "step"]
+    with Coordinator.open(root) as coordinator:
+        kinds = [entry.kind for entry in coordinator.backend.journal_entries()]
+    assert "langgraph.stale_head" in kinds
+
+
+def test_a_head_the_inner_saver_lost_is_dropped_on_the_async_read_too(coord: Coordinator) -> None:
+    first = InMemorySaver()
+    app = coherent_graph(one_node_builder("step", step_node("step", 0)).compile(checkpointer=first), coord)
+    app.invoke({"log": ["one"]}, CONFIG)
+    first.delete_thread("t")  # around the wrapper: the head now names a checkpoint nobody has
+    assert asyncio.run(app.ainvoke({"log": ["two"]}, CONFIG)) == {"log": ["two", "step"]}
+    assert app.get_state(CONFIG).values == {"log": ["two", "step"]}
+
+
+def test_a_checkpointer_on_another_coordinators_database_is_refused(coord: Coordinator, tmp_path: Path) -> None:
+    # Its fence checks would look for the run's thread lease in the wrong database: every put was
+    # refused as a lost lease ("expired"), with a hint to retry that could not help.
+    builder = one_node_builder("step", step_node("step", 0))
+    with Coordinator.open(tmp_path / "elsewhere") as other:
+        with pytest.raises(ValueError, match="same coordinator"):
+            coherent_graph(builder.compile(checkpointer=CoherentCheckpointer(InMemorySaver(), other)), coord)
+    with Coordinator.open(coord.root) as same_database:
+        app = coherent_graph(builder.compile(checkpointer=CoherentCheckpointer(InMemorySaver(), same_database)), coord)
+        assert app.invoke({"log": []}, CONFIG) == {"log": ["step"]}
