@@ -8,7 +8,7 @@
     app.invoke(inputs, {"configurable": {"thread_id": "t1"}})           # a second concurrent run: ThreadBusy
 
 Importing this package imports no LangGraph: each name below loads its module on first use
-(``pip install 'agent-coherence[langgraph]'`` provides the framework). See docs/langgraph.md for
+(the ``langgraph`` extra provides the framework). See docs/langgraph.md for
 what is enforced, what is only detected, and the limits.
 """
 
