@@ -113,7 +113,9 @@ def test_prefixes_list_and_delete_exactly_their_names(coord: Coordinator) -> Non
     assert [r.name for r in backend.list_refs("h/a")] == ["h/a/", "h/a/sub", "h/ab/", "h/a\U0010ffff"]
     assert len(backend.list_refs("")) == 6
     assert len(backend.list_refs("h/", limit=2)) == 2
-    assert backend.delete_ref("h/a/", holder="x", kind="test.delete") is True
+    assert backend.delete_ref("h/a/", holder="x", kind="test.delete", expect="w") is False  # not its value
+    assert [r.name for r in backend.list_refs("h/a/")] == ["h/a/", "h/a/sub"]
+    assert backend.delete_ref("h/a/", holder="x", kind="test.delete", expect="v") is True
     assert backend.delete_ref("h/a/", holder="x", kind="test.delete") is False
     assert [r.name for r in backend.list_refs("h/a/")] == ["h/a/sub"]
     assert backend.delete_refs("h/", holder="x", kind="test.delete") == 4

@@ -94,6 +94,20 @@ def test_a_head_the_inner_saver_lost_is_dropped_on_the_async_read_too(coord: Coo
     assert app.get_state(CONFIG).values == {"log": ["two", "step"]}
 
 
+def test_a_head_a_put_moves_while_the_stale_one_is_found_is_kept(coord: Coordinator) -> None:
+    # A put that moves the head between the read's look-ups and its drop stored its checkpoint
+    # first (the inner put comes before the head's move): only the stale head may go.
+    class RacingSaver(InMemorySaver):
+        def get_tuple(self, config: Any) -> Any:
+            saver.heads.reset("t", "", "moved", "test.head")  # another process's put, meanwhile
+            return None
+
+    saver = CoherentCheckpointer(RacingSaver(), coord)
+    saver.heads.reset("t", "", "gone", "test.head")  # a head whose checkpoint nobody has
+    assert saver.get_tuple(CONFIG) is None
+    assert saver.heads.head("t") == "moved"
+
+
 def test_a_checkpointer_on_another_coordinators_database_is_refused(coord: Coordinator, tmp_path: Path) -> None:
     # Its fence checks would look for the run's thread lease in the wrong database: every put was
     # refused as a lost lease ("expired"), with a hint to retry that could not help.

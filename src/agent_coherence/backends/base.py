@@ -191,8 +191,9 @@ class Backend(Protocol):
         whether the lease was still held (False: it was lost; the ref is re-set all the same)."""
         ...
 
-    def delete_ref(self, name: str, *, holder: str, kind: str) -> bool:
-        """Delete the ref ``name`` (journaled as ``kind``); False if there was none."""
+    def delete_ref(self, name: str, *, holder: str, kind: str, expect: str | None = None) -> bool:
+        """Delete the ref ``name`` (journaled as ``kind``); False if there was none. With
+        ``expect``, only while its value is ``expect`` (False, nothing changed, if it moved)."""
         ...
 
     def delete_refs(self, prefix: str, *, holder: str, kind: str) -> int:

@@ -109,9 +109,12 @@ class RefOps(TxRunner):
         # Running it again after an unanswered COMMIT only re-sets the ref once more.
         return self.transaction(work, idempotent=True, durable=True)
 
-    def delete_ref(self, name: str, *, holder: str, kind: str) -> bool:
+    def delete_ref(self, name: str, *, holder: str, kind: str, expect: str | None = None) -> bool:
         def work(tx: Tx) -> bool:
-            row = tx.one("DELETE FROM @refs WHERE name = %s RETURNING value", (name,))
+            if expect is None:
+                row = tx.one("DELETE FROM @refs WHERE name = %s RETURNING value", (name,))
+            else:
+                row = tx.one("DELETE FROM @refs WHERE name = %s AND value = %s RETURNING value", (name, expect))
             if row is None:
                 return False
             tx.append(kind, name, holder, {"previous": row[0]})

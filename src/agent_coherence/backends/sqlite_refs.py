@@ -170,10 +170,10 @@ class RefOps:
 
         return self._refs_transaction(work, durable=True)
 
-    def delete_ref(self, name: str, *, holder: str, kind: str) -> bool:
+    def delete_ref(self, name: str, *, holder: str, kind: str, expect: str | None = None) -> bool:
         def work(conn: sqlite3.Connection) -> bool:
             current = self._ref_row(conn, name)
-            if current is None:
+            if current is None or (expect is not None and current.value != expect):
                 return False
             conn.execute("DELETE FROM refs WHERE name = ?", (name,))
             self._append(conn, kind, name, holder, {"previous": current.value}, self.now())  # type: ignore[attr-defined]

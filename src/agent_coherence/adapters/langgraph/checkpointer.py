@@ -139,7 +139,8 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
         is gone (an InMemorySaver after a restart, a deleted database, the inner saver's own
         ``delete_thread``). The head is dropped so the run starts the thread afresh, as it would
         on the stock saver; kept, it would refuse every new run's first put for ever."""
-        self.heads.reset(thread_id, checkpoint_ns, None, "langgraph.stale_head")
+        # Only if still that head: a put that moved it since the reads above stored its checkpoint first.
+        self.heads.drop(thread_id, checkpoint_ns, head, "langgraph.stale_head")
 
     def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
              before: RunnableConfig | None = None, limit: int | None = None) -> Iterator[CheckpointTuple]:

@@ -220,6 +220,11 @@ class Heads:
             found.append((unquote(quoted), ns, ref.value))
         return found
 
+    def drop(self, thread_id: Any, checkpoint_ns: str, head: str, why: str) -> bool:
+        """Drop the head if it is still ``head`` (False: a put moved it meanwhile, and it stays)."""
+        return self.backend.delete_ref(head_ref_name(thread_id, checkpoint_ns), holder="langgraph", kind=why,
+                                       expect=head)
+
     def reset(self, thread_id: Any, checkpoint_ns: str, value: str | None, why: str) -> None:
         """Point the head at ``value`` unconditionally (or drop it): after maintenance that
         rewrote the inner saver's history (copy, prune, delete of runs)."""
