@@ -9,7 +9,8 @@ settings ``json.loads`` and ``json.dumps`` give it, so the text and the values a
 itself.
 
 Errors are json's own: malformed text raises ``json.JSONDecodeError`` (a ValueError; the package
-is imported on that path only), a value that can't be encoded TypeError or ValueError.
+is imported on that path only), also in a fresh interpreter where ``json`` was never imported, a
+value that can't be encoded TypeError or ValueError.
 
 Limits: ``loads`` takes text (``str``); bytes are handed to ``json.loads``. ``dumps`` offers only
 the options this package uses.
@@ -82,6 +83,14 @@ else:
             value, end = _scan(text, start)
         except StopIteration as stop:
             raise _decode_error("Expecting value", text, stop.value) from None
+        except SystemError:
+            # Before 3.12 the accelerator builds its JSONDecodeError from ``json.decoder`` only when
+            # that module is already imported; otherwise a malformed string, escape or delimiter
+            # comes out as "returned NULL without setting an exception". The package raises the
+            # real error (it is imported on this path only).
+            import json
+
+            return json.loads(text)
         if end != len(text):
             rest = text[end:]
             end += len(rest) - len(rest.lstrip(_WHITESPACE))
