@@ -4,11 +4,23 @@ interpreter matters: it is where ``json`` has not been imported yet)."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 
-from test_claude_hook import reason, root, run_hook  # noqa: F401  (root is a fixture)
+from test_claude_hook import (  # noqa: F401  (root is a fixture)
+    allowed,
+    output,
+    post_problem,
+    post_write_payload,
+    reason,
+    root,
+    run_hook,
+    tool_event,
+    write_payload,
+)
 
 
 @pytest.mark.parametrize("cut", ['"file_path": "src/ap', '"file_path": "src\\q', '"file_path" "x"'])
@@ -19,3 +31,38 @@ def test_truncated_or_damaged_json_is_reported_as_such(root: Path, cut: str) -> 
            '"tool_input": {' + cut).encode()
     said = reason(run_hook(root, raw))
     assert "not valid JSON" in said and "internal error" not in said and "SystemError" not in said, said
+
+
+@pytest.mark.parametrize(("where", "advice"), [
+    ("state dir", "coordination database"),
+    ("directory", "name a file"),
+])
+def test_a_refused_path_inside_the_root_is_not_told_to_move_inside_the_project(root: Path, where: str,
+                                                                                advice: str) -> None:
+    path = {"state dir": root / ".agent-coherence" / "x.txt", "directory": root / "src"}[where]
+    payloads = [write_payload("a", root, path)]
+    if where == "state dir":  # a Bash redirection into a directory fails by itself; into the state dir it must not run
+        payloads.append(tool_event("PreToolUse", "a", root, "Bash", {"command": f"echo hi > {path}"}))
+    for payload in payloads:
+        said = reason(run_hook(root, payload))
+        assert "refused to" in said and advice in said, said
+        assert "choose a path inside the project" not in said, said
+
+
+def test_a_path_outside_is_still_told_to_choose_one_inside(root: Path, tmp_path: Path) -> None:
+    said = reason(run_hook(root, write_payload("a", root, tmp_path / "elsewhere.txt")))
+    assert "outside the root" in said and "choose a path inside the project" in said, said
+
+
+def test_an_unusable_database_is_named_as_such_not_as_a_bug(root: Path) -> None:
+    """A state directory that can't be made is a known failure with its own recovery advice, for
+    a write refused before it runs and for a write that can't be confirmed after."""
+    (root / ".agent-coherence").write_text("not a directory\n")
+    target = root / "src" / "app.py"
+    refused = run_hook(root, write_payload("a", root, target))
+    assert not allowed(refused)
+    said = reason(refused)
+    assert "BackendUnavailable" in said and "state directory" in said and "internal error" not in said, said
+    told = post_problem(output(run_hook(root, post_write_payload("a", root, target, "print('hello')\n"))))
+    assert "could not confirm the write of this Write call" in told and "internal error" not in told, told
+    assert (root / ".agent-coherence").read_text() == "not a directory\n"

@@ -125,11 +125,20 @@ def refuse_special(ctx: HookContext, target: ArtifactPath, action: str) -> str |
 
 
 def outside_refusal(path: object, root: str, reason: str, action: str) -> str:
-    return (
-        f"agent-coherence: refused to {action} {path!s}: {reason} (project root {root}). This project "
-        f"only allows writes to files under its root, where parallel sessions are coordinated; "
-        f"choose a path inside the project."
-    )
+    """The refusal of a path the project root does not take as a file key; ``reason`` is the
+    resolver's. The advice fits the reason: a path inside the root (the state directory, a
+    directory) is no better for being "inside the project"."""
+    if "outside the root" in reason:
+        advice = ("This project only allows writes to files under its root, where parallel sessions are "
+                  "coordinated; choose a path inside the project.")
+    elif reason.startswith("inside the state directory"):
+        advice = ("That directory holds agent-coherence's own coordination database: never write to it, "
+                  "not through Bash either; write your files elsewhere in the project.")
+    elif reason.startswith("names a"):
+        advice = "Only files are written and coordinated: name a file, for example one inside that directory."
+    else:
+        advice = "Choose another path, a plain file inside the project."
+    return f"agent-coherence: refused to {action} {path!s}: {reason} (project root {root}). {advice}"
 
 
 def check_write(ctx: HookContext, target: ArtifactPath, action: str,

@@ -34,7 +34,7 @@ import os
 import sys
 
 from ... import json_text  # json.loads/dumps without importing the json package (hook start-up)
-from ...errors import PathOutsideRoot
+from ...errors import CoherenceError, PathOutsideRoot
 from .context import (
     ALLOW, BASH_TOOLS, DEFAULT_BUDGET, READ_TOOLS, SESSION_END_BUDGET, WRITE_TOOLS, BadInput,
     HookContext, Outcome, block, deny, env_float, note, post_tool_problem,
@@ -161,6 +161,9 @@ def _run(stdin: BinaryIO, env: Mapping[str, str], budget: float, alarm: _Alarm, 
     except BudgetExceeded:
         alarm.cancel()
         return _failure(bytes(received), payload, f"no decision within the {budget:g} s time budget (database busy?)")
+    except CoherenceError as error:  # a failure the layer knows (the database unusable, the disk full), no bug
+        alarm.cancel()
+        return _failure(bytes(received), payload, f"{type(error).__name__}: {_clip(str(error))}")
     except Exception as error:
         alarm.cancel()
         return _failure(bytes(received), payload, f"internal error: {type(error).__name__}: {_clip(str(error))}")
@@ -361,7 +364,7 @@ def _failure(raw: bytes, payload: dict | None, reason: str) -> Outcome:
         return deny(refusal) if event == "PreToolUse" else block(refusal)
     if event == "PostToolUse" and tool in WRITE_TOOLS:
         return post_tool_problem(
-            f"agent-coherence could not confirm this {tool} write ({reason}). Read the file to check "
+            f"agent-coherence could not confirm the write of this {tool} call ({reason}). Read the file to check "
             f"that your change is on disk.")
     return note(f"agent-coherence: {reason}; event {event or 'unknown'} not processed")
 
