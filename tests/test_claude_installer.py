@@ -226,7 +226,9 @@ def test_other_handlers_are_not_ours(handler) -> None:
     (b"[1, 2]", "top level is a list"),
     (b'"just a string"', "top level is a string"),
     (b'{"hooks": []}', '"hooks" is a list'),
-    (b'{"hooks": {"PreToolUse": {"matcher": "x"}}}', '"hooks.PreToolUse" is a object'),
+    (b'{"hooks": {"PreToolUse": {"matcher": "x"}}}', '"hooks.PreToolUse" is an object'),
+    (b'{\n  // our model\n  "model": "opus"\n}', "a comment: JSON has none"),
+    (b'{"model": "opus" /* pinned */}', "a comment: JSON has none"),
     (b'{"model": "a", "model": "b"}', "duplicate key 'model'"),
     (b"\xff\xfe{}", "not UTF-8"),
 ])
@@ -381,3 +383,24 @@ def test_write_plugin(tmp_path) -> None:
     before = [_read(p) for p in paths]
     assert write_plugin(str(directory), command=CMD) == paths
     assert [_read(p) for p in paths] == before
+
+
+def test_a_plain_uninstall_names_the_scope_a_plain_install_chose(tmp_path, monkeypatch, capsys) -> None:
+    """Without agent-coherence on PATH, `install claude-code` writes settings.local.json; the
+    `uninstall claude-code` that follows must not leave the user believing the hooks are gone."""
+    from agent_coherence import cli
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    root = str(tmp_path / "project")
+    os.makedirs(root)
+    assert cli.main(["install", "claude-code", "--root", root]) == 0
+    assert "settings.local.json" in capsys.readouterr().out
+    assert cli.main(["uninstall", "claude-code", "--root", root]) == 0
+    said = capsys.readouterr().out
+    assert "not installed" in said and "uninstall claude-code --local" in said, said
+    assert installer.is_installed(root, scope="local"), "nothing removed by the plain uninstall"
+    assert cli.main(["uninstall", "claude-code", "--local", "--root", root]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert cli.main(["uninstall", "claude-code", "--root", root]) == 0
+    assert "note:" not in capsys.readouterr().out, "nothing installed anywhere: no pointer"

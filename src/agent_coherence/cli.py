@@ -491,6 +491,12 @@ def cmd_uninstall(options: Any) -> int:
     if not installer.is_installed(root, scope=options.scope):
         path = installer.settings_path(root, scope=options.scope)
         print(f"agent-coherence hooks are not installed in {path} ({options.scope} scope); nothing was changed")
+        # A plain `install` puts the hooks into the local file when agent-coherence is not on PATH,
+        # so a plain `uninstall` has to point there, or the user believes the hooks are gone.
+        for other in ("project", "local", "user"):
+            if other != options.scope and installer.is_installed(root, scope=other):
+                print(f"note: they are installed in {installer.settings_path(root, scope=other)}; remove them "
+                      f"with `agent-coherence uninstall claude-code --{other}`")
         return 0
     path = installer.uninstall_settings(root, scope=options.scope)
     print(f"agent-coherence hooks removed from {path} ({options.scope} scope); other settings kept")

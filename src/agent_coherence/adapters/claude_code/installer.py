@@ -255,10 +255,10 @@ def install_settings(project_dir: str | None = None, *, scope: Scope = "project"
     if hooks is None:
         hooks = data["hooks"] = {}
     elif not isinstance(hooks, dict):
-        raise SettingsError(path, f'"hooks" is a {_json_type(hooks)}, expected an object')
+        raise SettingsError(path, f'"hooks" is {_json_type(hooks)}, expected an object')
     for event, value in hooks.items():
         if event in entries and not isinstance(value, list):
-            raise SettingsError(path, f'"hooks.{event}" is a {_json_type(value)}, expected a list')
+            raise SettingsError(path, f'"hooks.{event}" is {_json_type(value)}, expected a list')
     for event, groups in entries.items():
         current = hooks.setdefault(event, [])
         _place_group(current, groups[0])
@@ -366,17 +366,18 @@ class _DuplicateKey(Exception):
 
 
 def _json_type(value: object) -> str:
+    """The JSON type of ``value`` with its article, for a message ("an object", "null")."""
     if isinstance(value, dict):
-        return "object"
+        return "an object"
     if isinstance(value, list):
-        return "list"
+        return "a list"
     if isinstance(value, str):
-        return "string"
+        return "a string"
     if isinstance(value, bool):
-        return "boolean"
+        return "a boolean"
     if value is None:
         return "null"
-    return "number"
+    return "a number"
 
 
 def _load(path: str) -> tuple[bytes | None, dict]:
@@ -399,13 +400,15 @@ def _load(path: str) -> tuple[bytes | None, dict]:
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
-        raise SettingsError(path, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        # Comments are the likeliest cause in a hand-edited file, and the parser's message doesn't say so.
+        comment = " (a comment: JSON has none; remove it)" if text[exc.pos:exc.pos + 2] in ("//", "/*") else ""
+        raise SettingsError(path, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{comment}") from None
     except _DuplicateKey as exc:
         raise SettingsError(path, f"duplicate key {exc.args[0]!r}; Claude Code would keep only one") from None
     except RecursionError:
         raise SettingsError(path, "JSON nested too deeply") from None
     if not isinstance(data, dict):
-        raise SettingsError(path, f"the top level is a {_json_type(data)}, expected an object")
+        raise SettingsError(path, f"the top level is {_json_type(data)}, expected an object")
     return raw, data
 
 
