@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from test_claude_hook import (  # noqa: F401  (root is a fixture)
     allowed,
+    backend,
+    edit_payload,
+    read_payload,
+    session_end,
+    write_through_hook,
     output,
     post_problem,
     post_write_payload,
@@ -66,3 +73,36 @@ def test_an_unusable_database_is_named_as_such_not_as_a_bug(root: Path) -> None:
     told = post_problem(output(run_hook(root, post_write_payload("a", root, target, "print('hello')\n"))))
     assert "could not confirm the write of this Write call" in told and "internal error" not in told, told
     assert (root / ".agent-coherence").read_text() == "not a directory\n"
+
+
+def test_a_bash_write_to_a_refused_path_is_journalled_like_a_file_tools(root: Path, tmp_path: Path) -> None:
+    """`status` and the journal show every refused path, whichever tool asked for it."""
+    outside = tmp_path / "elsewhere.txt"
+    for command in (f"echo x > {outside}", "echo x >> .agent-coherence/notes"):
+        assert not allowed(run_hook(root, tool_event("PreToolUse", "b", root, "Bash", {"command": command})))
+    assert not allowed(run_hook(root, write_payload("b", root, outside)))
+    store = backend(root)
+    try:
+        refused = [e for e in store.journal_entries() if e.kind == "conflict.path"]
+    finally:
+        store.close()
+    assert [(e.data["tool"], e.holder) for e in refused] == [("Bash", "claude:b")] * 2 + [("Write", "claude:b")]
+    assert str(outside) in refused[0].data["path"] and "outside the root" in refused[0].data["reason"]
+    assert "state directory" in refused[1].data["reason"] and refused[1].data["command"].startswith("echo x >>")
+
+
+def test_status_lists_the_hooks_own_refusals_among_recent_conflicts(root: Path) -> None:
+    """After a stale edit was refused, `agent-coherence status` must show it, not "0 conflicts"."""
+    app = root / "src" / "app.py"
+    assert allowed(run_hook(root, read_payload("a", root, app)))
+    assert allowed(run_hook(root, read_payload("a", root, app, "PostToolUse")))
+    write_through_hook(root, "b", app, "print('from b')\n")
+    assert allowed(run_hook(root, session_end("b", root)))
+    assert "this session read version" in reason(run_hook(root, edit_payload("a", root, app, "hello", "hi")))
+    shown = subprocess.run([sys.executable, "-m", "agent_coherence", "status", "--root", str(root)],
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    problems = shown.stdout.split("Recent conflicts and failures", 1)[1].split("Channels", 1)[0]
+    assert "1 conflict.view" in problems, problems
+    row = next(line for line in problems.splitlines() if " conflict.view " in line)
+    assert "src/app.py" in row and "claude:a" in row, row

@@ -68,7 +68,9 @@ def test_status_json_is_machine_readable(workspace: Path) -> None:
     assert 0 < report["leases"][0]["expires_in"] <= 300
     assert {v["key"]: v["version"] for v in report["versions"]} == {"plans/plan.md": 2, "notes.txt": 1}
     assert report["intents"] == []
-    assert report["problem_counts"] == {"conflict.lease": 1, "conflict.version": 1, "write.failed": 0}
+    assert report["problem_counts"] == {"conflict.lease": 1, "conflict.version": 1, "write.failed": 0,
+                                        "conflict.view": 0, "conflict.path": 0, "write.missing": 0,
+                                        "write.mismatch": 0, "write.unconfirmed": 0, "anomaly.zero_work": 0}
     with Coordinator.open(workspace) as coord:
         assert report["journal"] == {"entries": coord.journal.count(), "head": coord.journal.head()}
 

@@ -200,7 +200,12 @@ def _no_state(options: Any) -> str:
 
 # -- status -----------------------------------------------------------------------------------
 
-PROBLEM_KINDS = ("conflict.lease", "conflict.version", "write.failed")
+CORE_PROBLEM_KINDS = ("conflict.lease", "conflict.version", "write.failed")
+# What the adapters journal when they refuse a write or find one that went wrong: a stale view or a
+# refused path is as much a conflict as a held lease, and status is where a user looks for them.
+ADAPTER_PROBLEM_KINDS = ("conflict.view", "conflict.path", "write.missing", "write.mismatch",
+                         "write.unconfirmed", "anomaly.zero_work")
+PROBLEM_KINDS = CORE_PROBLEM_KINDS + ADAPTER_PROBLEM_KINDS
 PROBLEM_SCAN = 1000  # how far back status looks for recent conflicts and failures
 
 
@@ -277,7 +282,7 @@ def _print_status(report: dict[str, Any]) -> None:
         for i in report["intents"]
     ])
     counts = report["problem_counts"]
-    totals = ", ".join(f"{counts[k]} {k}" for k in PROBLEM_KINDS)
+    totals = ", ".join(f"{counts[k]} {k}" for k in PROBLEM_KINDS if k in CORE_PROBLEM_KINDS or counts[k])
     _section(f"Recent conflicts and failures (all time: {totals})",
              ["SEQ", "TIME", "KIND", "KEY", "HOLDER", "DETAIL"], [
         [e["seq"], _when(e["ts"]), e["kind"], e["key"] or "-", e["holder"] or "-", _compact(e["data"])]

@@ -100,7 +100,9 @@ def check_command(ctx: HookContext, command: str) -> str | None:
 def _check_path(ctx: HookContext, path: str, command: str, taken: list[tuple[str, int]]) -> str | None:
     action = f"run `{_describe(command)}`, which writes"
     target, directory, refused = _resolve(ctx, path)
-    if refused is not None:
+    if refused is not None:  # journalled like a file tool's refused path, so status and the journal show it
+        ctx.journal("conflict.path", None, {"tool": "Bash", "path": path[:COMMAND_EXCERPT], "reason": refused,
+                                            "command": command[:COMMAND_EXCERPT]})
         return file_checks.outside_refusal(path, ctx.root, refused, action)
     if directory is not None:
         what = f"the directory {directory}" if directory else "the whole project"
