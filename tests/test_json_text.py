@@ -112,3 +112,24 @@ NAMESPACED = re.compile(r"^[a-z][a-z0-9_.-]*:[^/\\]")
 @given(st.text(alphabet="az09_.-:/\\\nA ", max_size=8) | texts)
 def test_is_namespaced_is_the_regular_expression(key: str) -> None:
     assert is_namespaced(key) == (bool(NAMESPACED.match(key)) and not key.startswith(("/", ".")))
+
+
+def test_malformed_text_raises_json_decode_error_in_a_fresh_interpreter() -> None:
+    """Before Python 3.12 the accelerator can build its error only once ``json.decoder`` is
+    imported; the hook's interpreter has not imported it, and must still get json's own error."""
+    probe = (
+        "import sys\n"
+        "from agent_coherence import json_text\n"
+        "assert 'json' not in sys.modules\n"
+        "for text in ['{\"a\": \"unterminated', '{\"a\" 1}', '[\"bad \\\\q escape\"]', '{\"a\": 1,}']:\n"
+        "    try:\n"
+        "        json_text.loads(text)\n"
+        "    except ValueError as error:\n"
+        "        import json\n"
+        "        assert isinstance(error, json.JSONDecodeError), (text, repr(error))\n"
+        "        del sys.modules['json'], sys.modules['json.decoder']\n"
+        "    else:\n"
+        "        raise AssertionError(text)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
