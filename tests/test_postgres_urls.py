@@ -86,3 +86,14 @@ def test_a_parameter_libpq_does_not_know_is_refused_before_connecting(pg_server,
         Coordinator.open(root, url=f"{pg_server}?schema=urls_param&bogus=1")
     assert _schemas(pg_server, "urls_") == []
 
+
+@pytest.mark.parametrize("command", [["status"], ["journal", "verify"], ["watch", "--once"]])
+def test_the_cli_reports_a_refused_url_in_one_line(pg_server, root, command, monkeypatch, capsys):
+    from agent_coherence.cli import main
+
+    assert main([*command, "--root", str(root), "--url", f"{pg_server}?schema=Urls_Bad"]) == 2
+    monkeypatch.setenv("AGENT_COHERENCE_URL", f"{pg_server}?schema=urls_x&bogus=1")
+    assert main([*command, "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "schema name 'Urls_Bad': use lower case" in err and 'invalid URI query parameter: "bogus"' in err
+    assert "Traceback" not in err
