@@ -42,7 +42,7 @@ from typing import Any, Callable, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from ..errors import BackendUnavailable
@@ -238,14 +238,14 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         it would end the parent's sessions, whose sockets the child shares."""
         with self._pool_lock:
             if self._pool is None or self._pool_pid != os.getpid():
+                if self._pool_pid != os.getpid():
+                    self._held = weakref.WeakSet()  # the parent's, inherited over fork
                 pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
                     self.conninfo, min_size=1, max_size=self._pool_size, kwargs=self._connect_kwargs,
-                    configure=self._configure, open=False, timeout=self._connection_wait,
+                    configure=self._configure, check=self._held.add, open=False, timeout=self._connection_wait,
                     reconnect_timeout=self.retry_deadline, name=f"agent-coherence-{os.getpid()}",
                 )
                 pool.open(wait=False)
-                if self._pool_pid != os.getpid():
-                    self._held = weakref.WeakSet()  # the parent's, inherited over fork
                 self._pool, self._pool_pid = pool, os.getpid()
             return self._pool
 
@@ -358,12 +358,14 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
             pool = self._replace_lost_pool(pool)
         try:
             conn = pool.getconn()
+        except PoolClosed as error:  # replaced (or closed) by another thread while this one waited
+            raise _Retry(error) from error
         except PoolTimeout as error:
             gc.collect()  # a connection an interrupt lost may be held by a reference cycle only
             cause = self._why_no_connection(error)
             raise _Retry(cause) from cause
         try:  # at once: an interrupt landing before this would keep the connection from the pool
-            self._held.add(conn)
+            self._held.add(conn)  # already added by the pool's check, inside getconn: no window
             tx = Tx(self, conn, flush=durable)
             commit_sent = False
             in_doubt: psycopg.Error | None = None
