@@ -63,11 +63,13 @@ def test_a_server_that_is_down_is_retried_to_the_deadline_and_named(root):
     ("urls_" + "a" * 59, "at most 63 bytes"),  # PostgreSQL would keep the first 63: another schema
     ('urls";DROP SCHEMA public;--', "letters, digits and underscores"),
     ("", "letters, digits and underscores"),
+    ("pg_urls", "reserved by PostgreSQL"),
 ])
 def test_a_schema_name_postgresql_would_read_differently_is_refused(pg_server, root, schema, said):
     with pytest.raises(ValueError, match=said):
         Coordinator.open(root, url=f"{pg_server}?schema={schema}")
     assert _schemas(pg_server, "urls_") == [] and _schemas(pg_server, "Urls_") == []
+    assert _schemas(pg_server, "pg_urls") == []
 
 
 def test_the_longest_schema_name_postgresql_keeps_whole_is_accepted(pg_server, root):

@@ -125,6 +125,8 @@ def split_url(url: str) -> tuple[str, str]:
         # Every statement quotes the name, so "Team" would be a schema apart from the "team" that
         # psql, and a host configured with the other spelling, means by Team: two fleets apart.
         raise ValueError(f"schema name {schema!r}: use lower case ({schema.lower()!r})")
+    if schema.startswith("pg_"):
+        raise ValueError(f"schema name {schema!r}: the prefix pg_ is reserved by PostgreSQL")
     if len(schema.encode()) > MAX_NAME_BYTES:
         # PostgreSQL would cut it to its first 63 bytes: two names sharing them would be one schema.
         raise ValueError(f"schema name {schema!r}: at most {MAX_NAME_BYTES} bytes, PostgreSQL's limit")
