@@ -189,9 +189,18 @@ def _open_existing(options: Any) -> Any:
 
         if not os.path.exists(default_database(root)):
             return None
+    return _open(root, options.url, recover=False)
+
+
+def _open(root: str, url: str | None, **options: Any) -> Any:
+    """``Coordinator.open``, with a URL it refuses (an unknown scheme, a bad schema name or libpq
+    parameter; from ``--url`` or ``AGENT_COHERENCE_URL``) reported as a usage error."""
     from .coordinator import Coordinator
 
-    return Coordinator.open(root, options.url, recover=False)
+    try:
+        return Coordinator.open(root, url, **options)
+    except ValueError as error:
+        raise UsageError(f"backend URL: {error}") from None
 
 
 def _no_state(options: Any) -> str:
@@ -515,9 +524,7 @@ def cmd_watch(options: Any) -> int:
         from .liveness import watch_main
     except ImportError as error:
         raise UsageError(f"watch is not available in this build ({error})") from None
-    from .coordinator import Coordinator
-
-    with Coordinator.open(_root(options), options.url) as coord:
+    with _open(_root(options), options.url) as coord:
         if options.once:
             return int(watch_main(coord, options.interval, once=True) or 0)
         return int(watch_main(coord, options.interval) or 0)

@@ -41,7 +41,8 @@ from typing import Any, Callable, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from ..errors import BackendUnavailable
@@ -60,6 +61,7 @@ T = TypeVar("T")
 
 SCHEMA_VERSION = 3
 DEFAULT_SCHEMA = "agent_coherence"
+MAX_NAME_BYTES = 63  # NAMEDATALEN - 1
 # Migrations from an earlier schema version: version -> statements that bring it to version + 1.
 # 1 -> 2: refs and channel time; 2 -> 3: compaction (removed counts on the chain heads, the
 # checkpoint index) and the channel counters.
@@ -119,6 +121,15 @@ def split_url(url: str) -> tuple[str, str]:
     rest = urllib.parse.urlencode([(name, value) for name, value in query if name != "schema"])
     if not schema.replace("_", "").isalnum() or schema[0].isdigit():
         raise ValueError(f"schema name {schema!r}: use letters, digits and underscores")
+    if schema != schema.lower():
+        # Every statement quotes the name, so "Team" would be a schema apart from the "team" that
+        # psql, and a host configured with the other spelling, means by Team: two fleets apart.
+        raise ValueError(f"schema name {schema!r}: use lower case ({schema.lower()!r})")
+    if schema.startswith("pg_"):
+        raise ValueError(f"schema name {schema!r}: the prefix pg_ is reserved by PostgreSQL")
+    if len(schema.encode()) > MAX_NAME_BYTES:
+        # PostgreSQL would cut it to its first 63 bytes: two names sharing them would be one schema.
+        raise ValueError(f"schema name {schema!r}: at most {MAX_NAME_BYTES} bytes, PostgreSQL's limit")
     return urllib.parse.urlunsplit(parts._replace(query=rest)), schema
 
 
@@ -141,6 +152,11 @@ def _connection_lost(error: BaseException, conn: psycopg.Connection[Any] | None)
                           pg_errors.CannotConnectNow, pg_errors.IdleInTransactionSessionTimeout)):
         return True
     return conn is not None and (conn.closed or conn.broken)
+
+
+# libpq reports a refused login without a SQLSTATE; these words in its message mean the server
+# itself turned the client away (password, role, database, pg_hba.conf), which no retry changes.
+_LOGIN_REFUSED = ("authentication failed", "does not exist", "no pg_hba.conf entry", "permission denied")
 
 
 # Errors after which the same transaction may simply run again (nothing of it committed).
@@ -170,6 +186,10 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         self.retry_deadline = retry_deadline
         self.journal_chains = journal_chains  # for a schema created here; else the schema's own
         self._pool_size = pool_size
+        # How long one attempt waits for a pooled connection before asking the server directly
+        # why none came: a refused login is then reported at once, and the whole retry stays
+        # near ``retry_deadline`` instead of one full deadline per attempt.
+        self._connection_wait = min(retry_deadline, connect_timeout + 1.0)
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": False, "prepare_threshold": prepare_threshold,
             "connect_timeout": max(1, int(connect_timeout)),
@@ -190,6 +210,10 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         # an interrupt took from the code that would have returned it is dropped once unreachable.
         self._held: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._maintenance_countdown = 1 << 62  # no retention step before the schema exists
+        try:
+            conninfo_to_dict(self.conninfo)
+        except psycopg.ProgrammingError as error:  # an unknown parameter, a malformed URL
+            raise ValueError(f"PostgreSQL URL: {error}".strip()) from None
         try:
             self._ensure_schema()
             self._start_maintenance_countdown()
@@ -216,14 +240,14 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         it would end the parent's sessions, whose sockets the child shares."""
         with self._pool_lock:
             if self._pool is None or self._pool_pid != os.getpid():
+                if self._pool_pid != os.getpid():
+                    self._held = weakref.WeakSet()  # the parent's, inherited over fork
                 pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
                     self.conninfo, min_size=1, max_size=self._pool_size, kwargs=self._connect_kwargs,
-                    configure=self._configure, open=False, timeout=self.retry_deadline,
+                    configure=self._configure, check=self._held.add, open=False, timeout=self._connection_wait,
                     reconnect_timeout=self.retry_deadline, name=f"agent-coherence-{os.getpid()}",
                 )
                 pool.open(wait=False)
-                if self._pool_pid != os.getpid():
-                    self._held = weakref.WeakSet()  # the parent's, inherited over fork
                 self._pool, self._pool_pid = pool, os.getpid()
             return self._pool
 
@@ -245,6 +269,24 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
                 self._pool = None
         lost.close()
         return self.pool()
+
+    def _why_no_connection(self, timeout: PoolTimeout) -> BaseException:
+        """Why the pool gave no connection, learnt from one direct connection attempt (the pool
+        keeps its own failures to itself): the attempt's error when it may pass (server down or
+        starting), ``timeout`` when the server accepts logins (the pool is busy). A login the
+        server refuses raises BackendUnavailable at once."""
+        try:
+            psycopg.connect(self.conninfo, **self._connect_kwargs).close()
+        except psycopg.OperationalError as error:
+            if any(words in str(error) for words in _LOGIN_REFUSED):
+                raise BackendUnavailable(
+                    f"PostgreSQL refused the login for schema {self.schema!r}: {error}",
+                    recover=("check the URL's user, password (or ~/.pgpass) and database, and the "
+                             "server's pg_hba.conf; retrying will not help"),
+                    backend=self.name, detail=str(error),
+                ) from None
+            return error
+        return timeout
 
     def close(self) -> None:
         """Close the pool (the next use opens a new one) and end the background renewal of leases
@@ -318,11 +360,14 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
             pool = self._replace_lost_pool(pool)
         try:
             conn = pool.getconn()
+        except PoolClosed as error:  # replaced (or closed) by another thread while this one waited
+            raise _Retry(error) from error
         except PoolTimeout as error:
             gc.collect()  # a connection an interrupt lost may be held by a reference cycle only
-            raise _Retry(error) from error
+            cause = self._why_no_connection(error)
+            raise _Retry(cause) from cause
         try:  # at once: an interrupt landing before this would keep the connection from the pool
-            self._held.add(conn)
+            self._held.add(conn)  # already added by the pool's check, inside getconn: no window
             tx = Tx(self, conn, flush=durable)
             commit_sent = False
             in_doubt: psycopg.Error | None = None
