@@ -222,16 +222,23 @@ def _unnamed_files_leaked(action, directory: str) -> list[str]:
     from interrupt_points import interrupt_points
 
     leaks, seen = [], set()
-    for landed in interrupt_points(action):
-        assert landed.came_out_as_itself, landed
-        landed.raised = None  # its traceback's frames hold what they held
-        gc.collect()
-        # An O_TMPFILE file shows as "#<inode> (deleted)" (a replaced file's name is kept).
-        left = {target for target in _descriptors().values()
-                if target.startswith(f"{directory}/#") and target.endswith("(deleted)")} - seen
-        if left:
-            leaks.append(landed.where)
-            seen |= left
+    # What an interrupt leaves is made after this point: frozen, the heap the suite built before
+    # (frameworks imported by earlier tests) is not scanned again by every point's collection.
+    gc.collect()
+    gc.freeze()
+    try:
+        for landed in interrupt_points(action):
+            assert landed.came_out_as_itself, landed
+            landed.raised = None  # its traceback's frames hold what they held
+            gc.collect()
+            # An O_TMPFILE file shows as "#<inode> (deleted)" (a replaced file's name is kept).
+            left = {target for target in _descriptors().values()
+                    if target.startswith(f"{directory}/#") and target.endswith("(deleted)")} - seen
+            if left:
+                leaks.append(landed.where)
+                seen |= left
+    finally:
+        gc.unfreeze()
     return leaks
 
 
