@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_coherence import Coordinator, LeaseHeld
+from agent_coherence import BackendUnavailable, Coordinator, LeaseHeld
 from agent_coherence import cli, doctor
 from agent_coherence.backends import default_database
 
@@ -81,6 +81,21 @@ def test_read_only_commands_create_no_state(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
     assert "journal OK: 0 entries" in run_cli("journal", "verify", cwd=tmp_path).stdout
     assert not os.path.exists(default_database(str(tmp_path)))
+
+
+def test_open_with_create_false_makes_nothing_and_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-root"
+    for root in (tmp_path, missing):
+        with pytest.raises(BackendUnavailable) as caught:
+            Coordinator.open(root, create=False)
+        assert caught.value.reason == "missing" and caught.value.path
+    assert sorted(os.listdir(tmp_path)) == []  # no root, no state directory, no database
+    with pytest.raises(BackendUnavailable, match="no agent-coherence state at"):
+        Coordinator.open(tmp_path, url=f"sqlite:///{tmp_path}/other.db", create=False)
+    with Coordinator.open(tmp_path) as coord:
+        coord.write("a.txt", b"one", holder="tester")
+    with Coordinator.open(tmp_path, create=False) as coord:
+        assert coord.read("a.txt").data == b"one"
 
 
 def test_journal_verify_ok_then_corrupt_after_tampering(workspace: Path) -> None:

@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
 from agent_coherence import (
     Coordinator, ForeignEdit, LeaseHeld, LeaseLost, VersionConflict,
 )
-from agent_coherence import faults, recovery
+from agent_coherence import coordinator as coordinator_module, faults, recovery
 from agent_coherence.backends.base import WriteRequest
 from agent_coherence.durable import temp_path_for
 
@@ -468,27 +469,52 @@ def test_a_live_writers_intent_blocks_other_writes(coord, root):
     assert coord.write("a.txt", b"other", holder="h2").version == 2
 
 
+def _read_between_rename_and_commit(coord, other, hold: float):
+    """Write b"new" to a.txt with ``coord``; between its rename and its commit, read a.txt with
+    ``other`` in a thread and hold the commit back ``hold`` seconds (or until the read returns).
+    Asserts the read did not return before the commit; returns (its snapshot, the receipt)."""
+    seen = []
+
+    def read_in_the_window(step: str) -> None:
+        reader = threading.Thread(target=lambda: seen.append(other.read("a.txt")))
+        reader.start()
+        reader.join(hold)
+        seen.append("commit")
+
+    with faults.inject("commit", read_in_the_window):
+        receipt = coord.write("a.txt", b"new", holder="h")
+    wait_for(lambda: len(seen) == 2)
+    assert seen[0] == "commit", "the reader returned before the write committed"
+    return seen[1], receipt
+
+
 @pytest.mark.parametrize("first", [True, False], ids=["first-write", "later-write"])
 def test_a_read_never_pairs_uncommitted_bytes_with_a_version(coord, root, first):
     """A reader that looks between another write's rename and its commit waits for the commit
     rather than return the new bytes under the old version (also for the very first write)."""
     if not first:
         coord.write("a.txt", b"old", holder="h")
-    other = Coordinator.open(root)
-    seen = []
+    with Coordinator.open(root) as other:
+        snap, receipt = _read_between_rename_and_commit(coord, other, hold=0.3)
+    assert (snap.data, snap.version, snap.foreign_edit) == (b"new", receipt.version, False)
 
-    def read_in_the_window(step: str) -> None:
-        reader = threading.Thread(target=lambda: seen.append(other.read("a.txt")))
-        reader.start()
-        reader.join(0.3)  # the reader is now waiting for this write to commit
-        seen.append("commit")
 
-    try:
-        with faults.inject("commit", read_in_the_window):
-            receipt = coord.write("a.txt", b"new", holder="h")
-        wait_for(lambda: len(seen) == 2)
-    finally:
-        other.close()
-    assert seen[0] == "commit", "the reader returned before the write committed"
-    snap = seen[1]
+def test_a_reader_held_up_by_the_backend_still_waits_for_the_write_in_flight(coord, root, monkeypatch):
+    """The reader's patience with a write between rename and commit counts only time the backend
+    answers: a reader whose own first call waited out an outage (longer than its patience) must
+    not then call the write's new bytes a foreign edit the moment it looks."""
+    monkeypatch.setattr(coordinator_module, "READ_PATIENCE", 0.5)
+    coord.write("a.txt", b"old", holder="h")
+    with Coordinator.open(root) as other:
+        stalled = []
+        real_get_version = other.backend.get_version
+
+        def get_version_after_an_outage(key):
+            if not stalled:
+                stalled.append(True)
+                time.sleep(1.0)  # twice the patience: the backend did not answer
+            return real_get_version(key)
+
+        monkeypatch.setattr(other.backend, "get_version", get_version_after_an_outage)
+        snap, receipt = _read_between_rename_and_commit(coord, other, hold=1.3)  # the outage, then patience
     assert (snap.data, snap.version, snap.foreign_edit) == (b"new", receipt.version, False)

@@ -48,14 +48,19 @@ def test_a_login_the_server_refuses_is_reported_at_once_with_its_cause(pg_server
     assert said in caught.value.detail
 
 
-def test_a_server_that_is_down_is_retried_to_the_deadline_and_named(root):
-    url = f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres"
+def test_a_server_that_is_down_is_retried_to_the_deadline_and_named():
+    """A refused connection is worth retrying (the server may be starting): the backend retries to
+    its deadline, then names the cause. Each attempt waits at most ``connect_timeout + 1`` for a
+    connection, so the whole wait is the deadline plus at most one attempt, not a deadline per
+    attempt (which the pool's own timeouts would give)."""
+    url = f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres?schema=urls_down"
     started = time.monotonic()
     with pytest.raises(BackendUnavailable) as caught:
-        Coordinator.open(root, url=url + "?schema=urls_down")
-    # the default deadline (30 s) plus at most one connection wait, not two deadlines
-    assert 25.0 < time.monotonic() - started < 45.0
+        PostgresBackend(url, retry_deadline=5.0, connect_timeout=1.0)
+    waited = time.monotonic() - started
+    assert 4.5 < waited < 8.5, waited  # 5 s, then at most a backoff (1 s) and an attempt (2 s): not two deadlines
     assert "Connection refused" in str(caught.value)
+    assert "stayed unavailable for 5s" in str(caught.value)
 
 
 @pytest.mark.parametrize("schema, said", [
@@ -99,3 +104,32 @@ def test_the_cli_reports_a_refused_url_in_one_line(pg_server, root, command, mon
     err = capsys.readouterr().err
     assert "schema name 'Urls_Bad': use lower case" in err and 'invalid URI query parameter: "bogus"' in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["status"], ["journal", "verify"], ["journal", "show"],
+                                     ["journal", "compact", "--dry-run"]])
+def test_a_command_that_only_looks_creates_no_schema(pg_server, root, command, capsys):
+    """A mistyped schema must read as "nothing here", not be made (empty, and so "all clean").
+    (``watch`` does make it: a watcher started before its agents is one of them.)"""
+    from agent_coherence.cli import main
+
+    assert main([*command, "--root", str(root), "--url", f"{pg_server}?schema=urls_typo"]) == 0
+    said = capsys.readouterr()
+    assert "no agent-coherence state in the PostgreSQL schema 'urls_typo' yet" in said.out + said.err
+    assert _schemas(pg_server, "urls_") == []
+
+
+def test_open_with_create_false_refuses_a_missing_schema_and_opens_an_existing_one(pg_server, root):
+    url = f"{pg_server}?schema=urls_later"
+    try:
+        with pytest.raises(BackendUnavailable) as caught:
+            Coordinator.open(root, url=url, create=False)
+        assert caught.value.reason == "missing" and "'urls_later'" in str(caught.value)
+        assert _schemas(pg_server, "urls_") == []
+        with Coordinator.open(root, url=url) as coord:
+            coord.write("a.txt", b"one", holder="tester")
+        with Coordinator.open(root, url=url, create=False) as coord:
+            assert coord.read("a.txt").data == b"one"
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute('DROP SCHEMA IF EXISTS "urls_later" CASCADE')

@@ -181,15 +181,17 @@ def _root(options: Any) -> str:
 
 
 def _open_existing(options: Any) -> Any:
-    """The Coordinator for ``--root``/``--url`` without recovery, or None if the root has no
-    state database yet (a read-only command must not create one)."""
-    root = _root(options)
-    if options.url is None and not os.environ.get("AGENT_COHERENCE_URL"):
-        from .backends import default_database
+    """The Coordinator for ``--root``/``--url`` without recovery, or None if there is no state
+    there yet: a read-only command creates no database file and no PostgreSQL schema, so a
+    mistyped root or schema is reported as empty rather than made."""
+    from .errors import BackendUnavailable
 
-        if not os.path.exists(default_database(root)):
+    try:
+        return _open(_root(options), options.url, recover=False, create=False)
+    except BackendUnavailable as error:
+        if getattr(error, "reason", None) == "missing":
             return None
-    return _open(root, options.url, recover=False)
+        raise
 
 
 def _open(root: str, url: str | None, **options: Any) -> Any:
@@ -204,7 +206,14 @@ def _open(root: str, url: str | None, **options: Any) -> Any:
 
 
 def _no_state(options: Any) -> str:
-    return f"no agent-coherence state under {_root(options)} yet (nothing has been coordinated here)"
+    url = options.url or os.environ.get("AGENT_COHERENCE_URL") or ""
+    if url.startswith(("postgresql://", "postgres://")):
+        from .backends.postgres import split_url  # loaded already: the open just used it
+
+        where = f"in the PostgreSQL schema {split_url(url)[1]!r}"  # not the URL: it may hold a password
+    else:
+        where = f"under {_root(options)}"
+    return f"no agent-coherence state {where} yet (nothing has been coordinated here)"
 
 
 # -- status -----------------------------------------------------------------------------------
@@ -255,6 +264,7 @@ def _status_report(coord: Any, limit: int) -> dict[str, Any]:
         "root": coord.root,
         "backend": backend.name,
         "database": getattr(backend, "path", None),
+        "schema": getattr(backend, "schema", None),
         "now": now,
         "leases": leases[:limit],
         "lease_count": len(leases),
@@ -271,7 +281,7 @@ def _status_report(coord: Any, limit: int) -> dict[str, Any]:
 
 def _print_status(report: dict[str, Any]) -> None:
     now = report["now"]
-    where = report["database"] or report["backend"]
+    where = report["database"] or f"schema {report['schema']}"
     print(f"agent-coherence status of {report['root']} ({report['backend']}: {where})")
 
     leases = report["leases"]
@@ -336,7 +346,7 @@ def cmd_journal_verify(options: Any) -> int:
 
     coord = _open_existing(options)
     if coord is None:
-        print(f"journal OK: 0 entries, head {GENESIS} (no state database under {_root(options)} yet)")
+        print(f"journal OK: 0 entries, head {GENESIS} ({_no_state(options)})")
         return 0
     try:
         with Progress("verifying the journal", coord.backend.journal_count()) as progress:

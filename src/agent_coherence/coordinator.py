@@ -53,6 +53,11 @@ if TYPE_CHECKING:
     from .liveness import Liveness
 
 EMPTY_SHA256 = sha256_hex(b"")
+# How long a read waits for another write caught between its rename and its commit. Only the time
+# the backend answers counts: a reader held up by the backend itself (a server outage, which the
+# writer's commit waits out too) still has its whole patience when the backend is back.
+READ_PATIENCE = 5.0
+READ_POLL = 0.05
 
 
 class Coordinator:
@@ -98,16 +103,26 @@ class Coordinator:
 
     @classmethod
     def open(cls, root: str | os.PathLike[str] = ".", url: str | None = None, *, recover: bool = True,
-             **options: Any) -> "Coordinator":
+             create: bool = True, **options: Any) -> "Coordinator":
         """Open the coordinator for ``root``: the embedded SQLite backend under
         ``<root>/.agent-coherence/`` when ``url`` is None, else the backend the URL names.
-        Interrupted writes of dead processes are recovered unless ``recover=False``. Settings
+        Interrupted writes of dead processes are recovered unless ``recover=False``. A missing
+        root, state database or PostgreSQL schema is created unless ``create=False``, which
+        raises BackendUnavailable (``reason="missing"``) instead and creates nothing: for tools
+        that only look, so a mistyped root or schema is reported rather than made. Settings
         (``default_ttl``, ``on_foreign_edit``, ...) are checked before anything is opened. An
         open that fails or is interrupted (KeyboardInterrupt too) closes the backend it made."""
         real_root = os.path.realpath(os.fspath(root))
         arguments.check_settings(options)  # refuse bad settings before touching the disk
-        os.makedirs(real_root, exist_ok=True)
-        backend = open_backend(real_root, url)
+        if create:
+            os.makedirs(real_root, exist_ok=True)
+        elif not os.path.isdir(real_root):
+            raise BackendUnavailable(
+                f"no directory {real_root}: no agent-coherence state there",
+                recover="check the root; a coordinator opened with create=True (the default) makes it",
+                backend="filesystem", detail="no root directory", errno=None, reason="missing", path=real_root,
+            )
+        backend = open_backend(real_root, url, create=create)
         try:
             coordinator = cls(real_root, backend, **options)
             if recover:
@@ -210,7 +225,7 @@ class Coordinator:
             return self._read(target, file)
 
     def _read(self, target: ArtifactPath, file: KeyFile) -> Snapshot:
-        deadline = time.monotonic() + 5.0
+        patience = READ_PATIENCE
         while True:
             record = self.backend.get_version(target.key)
             data = self._read_file(target, file)
@@ -231,8 +246,10 @@ class Coordinator:
                 # untracked bytes, or a first write not renamed into place yet
                 return Snapshot(key=target.key, path=target.path, data=data or b"", version=0,
                                 sha256=disk_sha or EMPTY_SHA256, exists=data is not None)
-            if intent is not None and time.monotonic() < deadline:
-                self._undo.settle(intent, wait=0.05)  # a write between rename and commit: wait for it
+            if intent is not None and patience > 0:
+                polled = time.monotonic()
+                self._undo.settle(intent, wait=READ_POLL)  # a write between rename and commit: wait for it
+                patience -= min(time.monotonic() - polled, READ_POLL)
                 continue
             if self._read_file(target, file) != data:
                 continue  # the disk moved under us (an aborted write being undone): look again

@@ -201,7 +201,8 @@ class BackendUnavailable(CoherenceError):
 
     Facts: ``backend``, ``detail``, ``errno`` (ENOSPC when the database's disk is full, else
     None), and for the embedded backend ``reason`` ("busy", "corrupt", "newer", "state directory",
-    "error") and ``path``.
+    "error") and ``path``. ``reason="missing"`` (either backend): the state does not exist yet and
+    the caller asked not to create it (``Coordinator.open(create=False)``).
     """
 
     backend: str

@@ -36,17 +36,23 @@ def default_database(root: str) -> str:
 URL_VARIABLE = "AGENT_COHERENCE_URL"
 
 
-def open_backend(root: str, url: str | None = None) -> Backend:
+def open_backend(root: str, url: str | None = None, *, create: bool = True) -> Backend:
+    """The backend ``url`` names (see the module docstring). With ``create=False`` a state that
+    does not exist yet (no database file, no schema on the server) is not created:
+    BackendUnavailable with ``reason="missing"`` says so instead."""
     if url is None:
         url = os.environ.get(URL_VARIABLE) or None
-    if url is None or url == "sqlite:":
+    if url is None or url == "sqlite:" or url.startswith("sqlite:///"):
         from .sqlite import SQLiteBackend
 
-        return SQLiteBackend(default_database(root))
-    if url.startswith("sqlite:///"):
-        from .sqlite import SQLiteBackend
-
-        return SQLiteBackend(url[len("sqlite://"):])
+        database = default_database(root) if url is None or url == "sqlite:" else url[len("sqlite://"):]
+        if not create and not os.path.exists(database):
+            raise BackendUnavailable(
+                f"no agent-coherence state at {database} yet (nothing has been coordinated here)",
+                recover="check the root or URL; a coordinator opened with create=True (the default) makes it",
+                backend="sqlite", detail="no database file", errno=None, reason="missing", path=database,
+            )
+        return SQLiteBackend(database)
     if url.startswith(("postgresql://", "postgres://")):
         try:
             from .postgres import PostgresBackend
@@ -57,5 +63,5 @@ def open_backend(root: str, url: str | None = None) -> Backend:
                          "pip install 'psycopg[binary]>=3.1' 'psycopg-pool>=3.2'"),
                 backend="postgresql", detail=str(error),
             ) from error
-        return PostgresBackend(url)
+        return PostgresBackend(url, create=create)
     raise ValueError(f"unsupported backend URL {url!r}: use None, sqlite:///<file> or postgresql://...")

@@ -35,6 +35,7 @@ import gc
 import logging
 import os
 import threading
+import time
 import urllib.parse
 import weakref
 from typing import Any, Callable, TypeVar
@@ -171,7 +172,9 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
     ``agent_coherence``, created if missing). ``prepare_threshold=None`` disables server-side
     prepared statements (needed behind PgBouncer in transaction mode). ``journal_chains``: how
     many journal chains a schema created by this client gets (1 makes the journal a single
-    chain, which serialises every journaled commit: for comparison only).
+    chain, which serialises every journaled commit: for comparison only). ``create=False``: a
+    missing schema is not created (BackendUnavailable, ``reason="missing"``); an older one is
+    still upgraded.
     """
 
     name = "postgresql"
@@ -179,7 +182,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
     def __init__(
         self, url: str, *, pool_size: int = 4, retry_deadline: float = 30.0, connect_timeout: float = 5.0,
         lock_timeout: float = 10.0, statement_timeout: float = 30.0, idle_timeout: float = 30.0,
-        prepare_threshold: int | None = 5, journal_chains: int = JOURNAL_PARTITIONS,
+        prepare_threshold: int | None = 5, journal_chains: int = JOURNAL_PARTITIONS, create: bool = True,
     ) -> None:
         self.url = url
         self.conninfo, self.schema = split_url(url)
@@ -215,7 +218,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         except psycopg.ProgrammingError as error:  # an unknown parameter, a malformed URL
             raise ValueError(f"PostgreSQL URL: {error}".strip()) from None
         try:
-            self._ensure_schema()
+            self._ensure_schema(create)
             self._start_maintenance_countdown()
         except BaseException:  # an interrupt too: nobody gets this backend to close its pool
             self.close()
@@ -335,12 +338,16 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         return result
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
+        started = time.monotonic()
         try:
             return attempt()  # the common case, without building a retry loop
         except _Retry:
             pass
+        # the deadline counts from the first attempt, so the whole wait is the deadline plus at most
+        # one backoff and one attempt
+        remaining = max(0.0, self.retry_deadline - (time.monotonic() - started))
         retrying = Retrying(
-            retry=retry_if_exception_type(_Retry), stop=stop_after_delay(self.retry_deadline),
+            retry=retry_if_exception_type(_Retry), stop=stop_after_delay(remaining),
             wait=wait_random_exponential(multiplier=0.02, max=1.0), reraise=True,
         )
         try:
@@ -366,8 +373,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
             gc.collect()  # a connection an interrupt lost may be held by a reference cycle only
             cause = self._why_no_connection(error)
             raise _Retry(cause) from cause
-        try:  # at once: an interrupt landing before this would keep the connection from the pool
-            self._held.add(conn)  # already added by the pool's check, inside getconn: no window
+        try:  # the pool's check recorded ``conn`` as held inside getconn, so no interrupt can lose it
             tx = Tx(self, conn, flush=durable)
             commit_sent = False
             in_doubt: psycopg.Error | None = None
@@ -447,7 +453,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
 
     # -- schema -----------------------------------------------------------------------------
 
-    def _ensure_schema(self) -> None:
+    def _ensure_schema(self, may_create: bool) -> None:
         statements = (BASE_SCHEMA + WRITES_SCHEMA + JOURNAL_SCHEMA + CHANNEL_SCHEMA + DEPTH_SCHEMA + LIVENESS_SCHEMA
                       + REFS_SCHEMA)
 
@@ -475,6 +481,12 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
             return self._stored_version(tx)
 
         current = self.read(probe)
+        if current is None and not may_create:
+            raise BackendUnavailable(
+                f"no agent-coherence schema {self.schema!r} on the server yet (nothing has been coordinated there)",
+                recover="check the URL's schema= parameter; a coordinator opened with create=True (the default) makes it",
+                backend=self.name, detail="no schema", errno=None, reason="missing",
+            )
         if current is not None:
             self._refuse_newer(current)
         if current != SCHEMA_VERSION:
