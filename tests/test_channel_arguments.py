@@ -88,3 +88,18 @@ def test_materialize_works_for_any_valid_channel_name(coord, tmp_path, name):
     other.send("first")
     assert other.materialize(other.receive("c"), tmp_path / "other.md")
     assert consume_materialized(tmp_path / "other.md")[0] != message_id
+
+
+def test_a_payload_over_the_databases_limit_says_so_instead_of_blaming_the_disk(coord):
+    import sqlite3
+
+    from agent_coherence.errors import BackendUnavailable
+
+    ch = coord.channel("big")
+    ch.send("warm")  # the connection is open
+    coord.backend._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)  # stands for the 1 GB default
+    for send in (lambda: ch.send(b"x" * 20_000), lambda: ch.send_many([b"x" * 20_000, b"y"])):
+        with pytest.raises(BackendUnavailable) as caught:
+            send()
+        assert "file" in caught.value.recover and "disk" not in caught.value.recover
+    assert ch.stats()["depth"] == 1
