@@ -103,3 +103,17 @@ def test_a_payload_over_the_databases_limit_says_so_instead_of_blaming_the_disk(
             send()
         assert "file" in caught.value.recover and "disk" not in caught.value.recover
     assert ch.stats()["depth"] == 1
+
+
+@pytest.mark.parametrize("seen", [{"done": True}, True, "my_db.has_effect"])
+def test_process_with_a_seen_that_is_not_callable_is_refused_before_receiving(coord, seen):
+    ch = coord.channel("effects", max_attempts=2)
+    ch.send("job")
+    for _ in range(3):
+        with pytest.raises(ChannelError) as caught:
+            with ch.process("w", seen=seen):
+                pass
+        assert caught.value.setting == "seen"
+    assert ch.dead_letters().stats()["depth"] == 0
+    with ch.process("w") as delivery:
+        assert delivery.payload == "job" and delivery.attempt == 1

@@ -322,6 +322,12 @@ class Channel:
         """
         check_text("consumer", consumer)
         check_seconds("effect_ttl", effect_ttl)
+        if seen is not None and not callable(seen):
+            # Found out only when called, after the receive: each try would use up one of the
+            # message's attempts, and max_attempts of them would dead-letter it.
+            raise ChannelError(f"seen must be a function of the effect key, not {type(seen).__name__}",
+                               recover="pass seen=lambda key: <is key recorded in your store>, or leave it out",
+                               setting="seen", value=seen)
         scope = self._effect_scope()
         check = seen or (lambda key: self._backend.effect_seen(scope, key))
         while True:
