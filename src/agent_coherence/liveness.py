@@ -256,7 +256,7 @@ class Liveness:
         for worker in self._backend.list_workers():
             every = worker.info.get("heartbeat_every")
             # A number only: a row stored before start() checked it must not break every check.
-            if type(every) in _SECONDS and every > 0 and now - worker.last_seen > 3 * every:
+            if isinstance(every, _SECONDS) and every > 0 and now - worker.last_seen > 3 * every:
                 found.append(Anomaly(
                     kind="missed_heartbeat", subject=worker.worker, since=worker.last_seen,
                     detail=f"worker {worker.worker!r} promised a heartbeat every {every}s; "
