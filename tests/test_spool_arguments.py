@@ -48,3 +48,22 @@ def test_ack_or_release_of_none_says_claim_returned_none(tmp_path, action):
     with pytest.raises(ChannelError) as caught:
         getattr(spool, action)(spool.claim("c"))
     assert "Claimed" in caught.value.message and "None" in caught.value.recover
+
+
+@pytest.mark.parametrize("payload", ["text", 5, None])
+def test_materialize_of_something_that_is_not_bytes_is_refused_before_creating_directories(tmp_path, payload):
+    from agent_coherence.spool import materialize
+
+    with pytest.raises(ChannelError):
+        materialize(payload, tmp_path / "a" / "b" / "next.md", message_id="m1")
+    assert os.listdir(tmp_path) == []
+
+
+def test_materialize_or_consume_on_a_directory_is_a_channel_error(tmp_path):
+    from agent_coherence.spool import consume_materialized, materialize
+
+    for call in (lambda: materialize(b"x", tmp_path, message_id="m1"), lambda: consume_materialized(tmp_path)):
+        with pytest.raises(ChannelError) as caught:
+            call()
+        assert "directory" in caught.value.message and caught.value.recover
+    assert os.listdir(tmp_path) == []

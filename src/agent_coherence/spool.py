@@ -406,9 +406,15 @@ def materialize(payload: bytes, path: str | os.PathLike[str], *, message_id: str
     if not isinstance(message_id, str) or not _MESSAGE_ID.match(message_id) or "--" in message_id:
         raise ChannelError(f"invalid message_id {message_id!r}: 1-200 printable ASCII "
                            "characters, no spaces, no '--'", recover="pass a uuid or a channel id")
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        # Refused before ensure_parent creates any directory for it.
+        raise ChannelError(f"the payload to materialize is bytes, not {type(payload).__name__}",
+                           recover="encode it first (Channel.materialize does this for a delivery)", value=payload)
     target = _target(path, root)
+    _not_a_directory(target)
     ensure_parent(target)
     directory, base = os.path.split(target)
+    payload = bytes(payload)
     data = HEADER_PREFIX + message_id.encode() + HEADER_SUFFIX + b"\n" + payload
     with _flocked(os.path.join(directory, f".{base}.ac-lock")):
         existing = _header_id(target)
@@ -460,6 +466,7 @@ def consume_materialized(path: str | os.PathLike[str], *,
     that ``.ac-claim`` file.
     """
     target = _target(path, root)
+    _not_a_directory(target)
     if _header_id(target) is None:
         return None
     directory, base = os.path.split(target)
@@ -519,6 +526,12 @@ def _target(path: str | os.PathLike[str], root: str | os.PathLike[str] | None) -
 
     # ArtifactPath's attributes are not declared to mypy yet (paths.py, another change).
     return resolve_file_key(os.fspath(root), os.fspath(path)).path  # type: ignore[attr-defined]
+
+
+def _not_a_directory(target: str) -> None:
+    if os.path.isdir(target):
+        raise ChannelError(f"{target} is a directory, not a file that can hold one message",
+                           recover="give the path of the file, e.g. <dir>/next_task.md", path=target)
 
 
 def _split_header(data: bytes) -> tuple[str, bytes] | None:
