@@ -73,3 +73,15 @@ def test_a_root_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
     result = run_cli("status", "--root", str(path))
     assert result.returncode == 2
     assert "not a directory" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["journal", "verify"],
+                                     ["journal", "show"], ["journal", "compact"]])
+def test_a_read_only_command_given_a_database_url_that_does_not_exist_creates_nothing(
+        workspace: Path, tmp_path: Path, command: list[str]) -> None:
+    missing = tmp_path / "typo" / "state.db"
+    result = run_cli(*command, "--root", str(workspace), "--url", f"sqlite:///{missing}")
+    assert result.returncode == 0, result.stderr
+    assert not missing.parent.exists()
+    if command != ["journal", "show"]:
+        assert str(missing) in result.stdout or '"state": null' in result.stdout

@@ -184,12 +184,18 @@ def _root(options: Any) -> str:
 def _open_existing(options: Any) -> Any:
     """The Coordinator for ``--root``/``--url`` without recovery, or None if the root has no
     state database yet (a read-only command must not create one)."""
-    root = _root(options)
-    if options.url is None and not os.environ.get("AGENT_COHERENCE_URL"):
-        from .backends import default_database
+    from .backends import URL_VARIABLE, default_database
 
-        if not os.path.exists(default_database(root)):
-            return None
+    root = _root(options)
+    url = options.url or os.environ.get(URL_VARIABLE) or None
+    database = None
+    if url is None or url == "sqlite:":
+        database = default_database(root)
+    elif url.startswith("sqlite:///"):
+        # A mistyped path would otherwise be created, and its empty state shown as the real one.
+        database = url[len("sqlite://"):]
+    if database is not None and not os.path.exists(database):
+        return None
     return _open(root, options.url, recover=False)
 
 
@@ -205,7 +211,16 @@ def _open(root: str, url: str | None, **options: Any) -> Any:
 
 
 def _no_state(options: Any) -> str:
-    return f"no agent-coherence state under {_root(options)} yet (nothing has been coordinated here)"
+    return f"no agent-coherence state {_where(options)} yet (nothing has been coordinated here)"
+
+
+def _where(options: Any) -> str:
+    from .backends import URL_VARIABLE
+
+    url = options.url or os.environ.get(URL_VARIABLE) or ""
+    if url.startswith("sqlite:///"):
+        return f"in {url[len('sqlite://'):]} (no such database file)"
+    return f"under {_root(options)}"
 
 
 # -- status -----------------------------------------------------------------------------------
@@ -346,7 +361,7 @@ def cmd_journal_verify(options: Any) -> int:
     anchor = None if anchor is None else anchor.lower()  # heads are stored in lower case
     coord = _open_existing(options)
     if coord is None:
-        print(f"journal OK: 0 entries, head {GENESIS} (no state database under {_root(options)} yet)")
+        print(f"journal OK: 0 entries, head {GENESIS} (no state database {_where(options)} yet)")
         return 0
     try:
         with Progress("verifying the journal", coord.backend.journal_count()) as progress:
