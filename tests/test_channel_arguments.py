@@ -56,3 +56,64 @@ def test_invalid_arguments_to_channel_calls_are_refused(coord, call):
     with pytest.raises(ChannelError):
         call(ch)
     assert ch.stats()["depth"] == 0
+
+
+@pytest.mark.parametrize("items", ["abc", b"xy", bytearray(b"xy"), {"task": 1}, None, 5])
+def test_send_many_given_one_payload_instead_of_a_list_is_refused_and_sends_nothing(coord, items):
+    ch = coord.channel("batch")
+    with pytest.raises(ChannelError) as caught:
+        ch.send_many(items)
+    assert "list" in caught.value.message and caught.value.recover
+    assert ch.stats()["depth"] == 0
+    assert ch.send_many([b"xy", ("abc", "k")]) == ["1", "2"]
+
+
+@pytest.mark.parametrize("name", ["a b", "ünï", "my--tasks", "tasks-", "x" * 300, "tab\there"])
+def test_materialize_works_for_any_valid_channel_name(coord, tmp_path, name):
+    from agent_coherence.errors import SlotOccupied
+    from agent_coherence.spool import consume_materialized
+
+    ch = coord.channel(name)
+    ch.send("first")
+    ch.send("second")
+    first, second = ch.receive("c"), ch.receive("c")
+    slot = tmp_path / "next_task.md"
+    assert ch.materialize(first, slot) == str(slot)
+    assert ch.materialize(first, slot) == str(slot)  # the same delivery again: found in place
+    with pytest.raises(SlotOccupied):
+        ch.materialize(second, slot)
+    message_id, payload = consume_materialized(slot)
+    assert payload == b"first" and message_id.endswith("-1")
+    other = coord.channel(name + "!")  # a different channel never shares a slot id
+    other.send("first")
+    assert other.materialize(other.receive("c"), tmp_path / "other.md")
+    assert consume_materialized(tmp_path / "other.md")[0] != message_id
+
+
+def test_a_payload_over_the_databases_limit_says_so_instead_of_blaming_the_disk(coord):
+    import sqlite3
+
+    from agent_coherence.errors import BackendUnavailable
+
+    ch = coord.channel("big")
+    ch.send("warm")  # the connection is open
+    coord.backend._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)  # stands for the 1 GB default
+    for send in (lambda: ch.send(b"x" * 20_000), lambda: ch.send_many([b"x" * 20_000, b"y"])):
+        with pytest.raises(BackendUnavailable) as caught:
+            send()
+        assert "file" in caught.value.recover and "disk" not in caught.value.recover
+    assert ch.stats()["depth"] == 1
+
+
+@pytest.mark.parametrize("seen", [{"done": True}, True, "my_db.has_effect"])
+def test_process_with_a_seen_that_is_not_callable_is_refused_before_receiving(coord, seen):
+    ch = coord.channel("effects", max_attempts=2)
+    ch.send("job")
+    for _ in range(3):
+        with pytest.raises(ChannelError) as caught:
+            with ch.process("w", seen=seen):
+                pass
+        assert caught.value.setting == "seen"
+    assert ch.dead_letters().stats()["depth"] == 0
+    with ch.process("w") as delivery:
+        assert delivery.payload == "job" and delivery.attempt == 1

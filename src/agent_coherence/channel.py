@@ -18,7 +18,7 @@ import json
 import math
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping
 
 from .backends.base import ChannelConfig, MessageRecord
 from .backends.records import effect_key
@@ -71,6 +71,22 @@ def check_count(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ChannelError(f"{name} must be a whole number >= 1, not {value!r}",
                            recover=f"pass {name} as a positive integer", setting=name, value=value)
+
+
+def _slot_id(channel: str, message_id: str) -> str:
+    """The id a materialized file's header names: ``<channel>-<id>``, as long as that fits the
+    header (printable ASCII without spaces or ``--``, at most 200 characters). Any other channel
+    name is valid for a channel, so it is written percent-encoded, cut short and followed by a
+    hash of the whole name, which keeps ids of different channels apart."""
+    plain = f"{channel}-{message_id}"
+    if len(plain) <= 200 and plain.isascii() and plain.isprintable() and " " not in plain and "--" not in plain:
+        return plain
+    import hashlib
+    from urllib.parse import quote
+
+    encoded = quote(channel, safe="").replace("-", "%2D")[:120]
+    digest = hashlib.sha256(channel.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{encoded}~{digest}-{message_id}"
 
 
 class Channel:
@@ -147,6 +163,12 @@ class Channel:
     def send_many(self, items: Iterable[Any], delay: float = 0.0, deadline: float | None = None) -> list[str]:
         """Append many messages in one transaction (one fsync). Items are payloads or
         ``(payload, key)`` pairs."""
+        if isinstance(items, (str, bytes, bytearray, memoryview, Mapping)) or not isinstance(items, Iterable):
+            # Iterating these would enqueue their characters, byte values or keys, one message each.
+            raise ChannelError(f"send_many() takes a list of payloads or (payload, key) pairs, not "
+                               f"{type(items).__name__}",
+                               recover="wrap a single payload in a list, or use send() for one message",
+                               value=items)
         check_seconds("delay", delay)
         check_seconds("deadline", deadline, optional=True)
         now = self._backend.now()
@@ -300,6 +322,12 @@ class Channel:
         """
         check_text("consumer", consumer)
         check_seconds("effect_ttl", effect_ttl)
+        if seen is not None and not callable(seen):
+            # Found out only when called, after the receive: each try would use up one of the
+            # message's attempts, and max_attempts of them would dead-letter it.
+            raise ChannelError(f"seen must be a function of the effect key, not {type(seen).__name__}",
+                               recover="pass seen=lambda key: <is key recorded in your store>, or leave it out",
+                               setting="seen", value=seen)
         scope = self._effect_scope()
         check = seen or (lambda key: self._backend.effect_seen(scope, key))
         while True:
@@ -356,7 +384,7 @@ class Channel:
         payload = delivery.payload
         data = bytes(payload) if isinstance(payload, (bytes, bytearray)) else (
             payload.encode("utf-8") if isinstance(payload, str) else json.dumps(payload, indent=2).encode("utf-8"))
-        return materialize(data, path, message_id=f"{self.name}-{delivery.message_id}", root=root, force=force)
+        return materialize(data, path, message_id=_slot_id(self.name, delivery.message_id), root=root, force=force)
 
     # -- observation ------------------------------------------------------------------------
 

@@ -176,7 +176,8 @@ def _build_parser() -> Any:
 def _root(options: Any) -> str:
     root = os.path.realpath(options.root)
     if not os.path.isdir(root):
-        raise UsageError(f"--root {options.root}: no such directory")
+        what = "not a directory" if os.path.exists(root) else "no such directory"
+        raise UsageError(f"--root {options.root}: {what}")
     return root
 
 
@@ -206,11 +207,15 @@ def _open(root: str, url: str | None, **options: Any) -> Any:
 
 
 def _no_state(options: Any) -> str:
-    url = options.url or os.environ.get("AGENT_COHERENCE_URL") or ""
+    from .backends import URL_VARIABLE
+
+    url = options.url or os.environ.get(URL_VARIABLE) or ""
     if url.startswith(("postgresql://", "postgres://")):
         from .backends.postgres import split_url  # loaded already: the open just used it
 
         where = f"in the PostgreSQL schema {split_url(url)[1]!r}"  # not the URL: it may hold a password
+    elif url.startswith("sqlite:///"):
+        where = f"in {url[len('sqlite://'):]} (no such database file)"
     else:
         where = f"under {_root(options)}"
     return f"no agent-coherence state {where} yet (nothing has been coordinated here)"
@@ -228,6 +233,9 @@ PROBLEM_SCAN = 1000  # how far back status looks for recent conflicts and failur
 
 
 def cmd_status(options: Any) -> int:
+    if options.limit < 0:
+        # A negative limit would slice from the end: rows silently dropped, not an error.
+        raise UsageError("--limit must be at least 0")
     coord = _open_existing(options)
     if coord is None:
         if options.json:
@@ -344,13 +352,19 @@ def cmd_journal_verify(options: Any) -> int:
     from .journal import GENESIS
     from .progress import Progress
 
+    anchor = options.anchor
+    if anchor is not None and (len(anchor) != 64 or _not_hex(anchor)):
+        # A mistyped anchor is not evidence of a cut journal: say so instead of "CORRUPT".
+        raise UsageError(f"--anchor {anchor!r}: give a journal head, 64 hex digits "
+                         "(as printed by `agent-coherence journal verify`)")
+    anchor = None if anchor is None else anchor.lower()  # heads are stored in lower case
     coord = _open_existing(options)
     if coord is None:
-        print(f"journal OK: 0 entries, head {GENESIS} ({_no_state(options)})")
+        print(f"journal OK: 0 entries, head {GENESIS}: {_no_state(options)}")
         return 0
     try:
         with Progress("verifying the journal", coord.backend.journal_count()) as progress:
-            walk = coord.journal.walk(progress.update, anchor=options.anchor)
+            walk = coord.journal.walk(progress.update, anchor=anchor)
     except JournalCorrupt as corrupt:
         print(f"journal CORRUPT: {corrupt.message}", file=sys.stderr)
         print(f"  recover: {corrupt.recover}", file=sys.stderr)
@@ -364,21 +378,27 @@ def cmd_journal_verify(options: Any) -> int:
     elif walk.checkpoint is not None and walk.first_seq > 1:
         print(f"  {walk.removed} earlier entries were compacted; checkpoint entry {walk.checkpoint[0]} "
               f"anchors the first kept entry, {walk.first_seq}")
-    if options.anchor is not None:
-        print(f"  anchor {options.anchor} is in the chain")
+    if anchor is not None:
+        print(f"  anchor {anchor} is in the chain")
     return 0
+
+
+def _not_hex(text: str) -> bool:
+    return any(c not in "0123456789abcdef" for c in text.lower())
 
 
 def _parse_before(text: str, now: float) -> float:
     """A timestamp from ``--before``: an age (``30d``, ``12h``, ``90m``, ``45s``) or an ISO
     date/time (local time unless it names a zone)."""
+    import math
+
     units = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
     if text[-1:] in units:
         try:
             amount = float(text[:-1])
         except ValueError:
             amount = -1.0
-        if amount >= 0:
+        if 0 <= amount and math.isfinite(amount * units[text[-1]]):
             return now - amount * units[text[-1]]
         raise UsageError(f"--before {text!r}: an age is a number >= 0 and a unit, like 30d, 12h, 90m")
     from datetime import datetime
@@ -528,8 +548,11 @@ def cmd_uninstall(options: Any) -> int:
 
 
 def cmd_watch(options: Any) -> int:
-    if options.interval <= 0:
-        raise UsageError("--interval must be positive")
+    import math
+
+    # nan and inf pass a plain `> 0` test, then make time.sleep raise after the first check.
+    if not (options.interval > 0 and math.isfinite(options.interval)):
+        raise UsageError("--interval must be a positive number of seconds")
     try:
         from .liveness import watch_main
     except ImportError as error:

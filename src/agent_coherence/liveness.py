@@ -26,6 +26,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from .arguments import ttl_seconds
 from .backends.records import CLOCK_KEY
 from .models import Anomaly
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from .backends.base import Backend, WorkerRecord
     from .coordinator import Coordinator
 
+_SECONDS = (int, float)
+_INFINITY = float("inf")
 logger = logging.getLogger("agent_coherence.liveness")
 logger.addHandler(logging.NullHandler())
 
@@ -58,23 +61,43 @@ class Liveness:
               **info: Any) -> None:
         """A worker session begins (its work count starts at zero). ``channels`` are the ones it
         consumes: messages ready there while it does nothing make it a zero-work anomaly."""
-        details = dict(info, channels=list(channels))
+        # Checked before anything is stored: a bad value in the worker's row would be read by
+        # every later anomalies() call (status, watch) in every process.
+        _check_name("worker", worker)
+        if isinstance(channels, str) or not isinstance(channels, Iterable):
+            raise TypeError(f"channels must be a list of channel names, not {type(channels).__name__} "
+                            f"(for one channel: channels=[{channels!r}])")
+        names = list(channels)
+        for name in names:
+            _check_name("channel name", name)
+        details = dict(info, channels=names)
         if heartbeat_every is not None:
-            details["heartbeat_every"] = heartbeat_every
+            details["heartbeat_every"] = ttl_seconds(heartbeat_every, "heartbeat_every")
         self._backend.worker_start(worker, details)
 
     def heartbeat(self, worker: str, work: int = 0) -> None:
+        _check_name("worker", worker)
+        _check_work("work", work)
         self._backend.worker_beat(worker, work)
 
     def record_work(self, worker: str, amount: int = 1) -> None:
         """Count work done by ``worker`` (acks of channel messages are counted automatically)."""
+        _check_name("worker", worker)
+        _check_work("amount", amount)
         self._backend.worker_beat(worker, amount)
 
     def end(self, worker: str) -> None:
+        _check_name("worker", worker)
         self._backend.worker_end(worker)
 
     def assign(self, task_id: str, worker: str, deadline: float | None = None, **info: Any) -> None:
         """Assign ``task_id`` to ``worker``; ``deadline`` is seconds from now."""
+        _check_name("task_id", task_id)
+        _check_name("worker", worker)
+        if deadline is not None and not (type(deadline) in _SECONDS and 0 <= deadline < _INFINITY):
+            # nan would be stored as no deadline at all, a str fail only after the check
+            raise (TypeError if type(deadline) not in _SECONDS else ValueError)(
+                f"deadline must be a finite number of seconds from now, 0 or more, not {deadline!r}")
         due = self._backend.now() + deadline if deadline is not None else None
         self._backend.assign(task_id, worker, due, info)
 
@@ -232,7 +255,8 @@ class Liveness:
         found = []
         for worker in self._backend.list_workers():
             every = worker.info.get("heartbeat_every")
-            if every and now - worker.last_seen > 3 * every:
+            # A number only: a row stored before start() checked it must not break every check.
+            if isinstance(every, _SECONDS) and every > 0 and now - worker.last_seen > 3 * every:
                 found.append(Anomaly(
                     kind="missed_heartbeat", subject=worker.worker, since=worker.last_seen,
                     detail=f"worker {worker.worker!r} promised a heartbeat every {every}s; "
@@ -249,6 +273,20 @@ class Liveness:
             for entry in self._backend.journal_entries(key=CLOCK_KEY)
             if entry.kind == "clock.step" and now - entry.ts < self.ended_window
         ]
+
+
+def _check_name(what: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if not value.strip() or "\x00" in value:
+        raise ValueError(f"{what} must be a non-empty name, not {value!r}")
+
+
+def _check_work(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be a whole number of work units, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must be 0 or more, not {value!r} (work done is never taken back)")
 
 
 def watch_main(coord: "Coordinator", interval: float = 2.0, once: bool = False) -> int:

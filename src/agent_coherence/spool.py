@@ -92,18 +92,26 @@ class Spool:
 
     def __init__(self, directory: str | os.PathLike[str], *, claim_timeout: float = 300.0,
                  rotate_every: int = 10000, batch_size: int = 1024) -> None:
-        if not (claim_timeout > 0 and rotate_every >= 1 and batch_size >= 1):
-            raise ChannelError("claim_timeout must be > 0, rotate_every and batch_size >= 1",
-                               recover="pass positive values")
+        numbers = (claim_timeout, rotate_every, batch_size)
+        if (any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers)
+                or not (0 < claim_timeout < float("inf") and rotate_every >= 1 and batch_size >= 1)):
+            # Compared as given: a str or None raised a bare TypeError, inf expired nothing ever.
+            raise ChannelError("claim_timeout must be a finite number of seconds > 0, rotate_every and "
+                               f"batch_size numbers >= 1; not {numbers!r}", recover="pass positive numbers")
         self.directory = os.path.abspath(os.fspath(directory))
         self.claim_timeout, self.rotate_every = float(claim_timeout), int(rotate_every)
         self.batch_size = int(batch_size)
         self.tmp_dir, self.new_dir, self.cur_dir, self.done_dir = (
             os.path.join(self.directory, sub) for sub in ("tmp", "new", "cur", "done"))
         self._seq_path = os.path.join(self.directory, "seq")
-        ensure_parent(self._seq_path)  # the spool directory and missing parents, fsynced
-        for path in (self.tmp_dir, self.new_dir, self.cur_dir):
-            _make_dir(path, sync=True)
+        try:
+            ensure_parent(self._seq_path)  # the spool directory and missing parents, fsynced
+            for path in (self.tmp_dir, self.new_dir, self.cur_dir):
+                _make_dir(path, sync=True)
+        except (NotADirectoryError, FileExistsError) as exc:
+            raise ChannelError(f"cannot use {self.directory} as a spool: {exc}",
+                               recover="give a directory (or a path that does not exist yet), not a file",
+                               path=self.directory) from exc
         self._batch: deque[tuple[str, str]] = deque()
 
     # --- producing ----------------------------------------------------------------------------
@@ -112,8 +120,14 @@ class Spool:
         """Add one message durably and return its name (generated unless ``name`` is given).
 
         Raises ``DurabilityError`` when a step (open_temp, write, fsync, rename, fsync_dir) fails,
-        ``ChannelError`` for a malformed ``name`` or one already pending in its generation.
+        ``ChannelError`` for ``data`` that is not bytes-like, a malformed ``name`` or one already
+        pending in its generation.
         """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            # bytes(5) is five NUL bytes and bytes([1, 2]) two raw bytes: a message nobody sent.
+            raise ChannelError(f"spool messages are bytes, not {type(data).__name__}",
+                               recover="encode the message first, e.g. text.encode() or json.dumps(v).encode()",
+                               value=data)
         exclusive = name is not None  # a given name must not replace a pending one
         if name is not None:
             _check(name, _NAME, "message name")
@@ -233,6 +247,7 @@ class Spool:
 
         Raises ``StaleReceipt`` (a ``ChannelError``) if the claim is no longer in ``cur/``.
         """
+        _check_claimed(claimed)
         try:
             if keep:
                 _make_dir(self.done_dir, sync=False)
@@ -244,6 +259,7 @@ class Spool:
 
     def release(self, claimed: Claimed) -> None:
         """Give a claim back (nack): the message returns to ``new/`` under its original name."""
+        _check_claimed(claimed)
         if not self._return(claimed.path, claimed.generation, claimed.name):
             raise self._stale(claimed, "release")
 
@@ -298,6 +314,13 @@ class Spool:
     def in_flight(self) -> int:
         """Claims in ``cur/`` (a listing: O(n), approximate under concurrency)."""
         return sum(1 for name in _names(self.cur_dir) if parse_claim_name(name) is not None)
+
+
+def _check_claimed(claimed: object) -> None:
+    if not isinstance(claimed, Claimed):
+        raise ChannelError(f"expected the Claimed that claim() returned, not {type(claimed).__name__}",
+                           recover="claim() returns None when new/ is empty: check for None first",
+                           value=claimed)
 
 
 def new_name() -> str:
@@ -383,9 +406,15 @@ def materialize(payload: bytes, path: str | os.PathLike[str], *, message_id: str
     if not isinstance(message_id, str) or not _MESSAGE_ID.match(message_id) or "--" in message_id:
         raise ChannelError(f"invalid message_id {message_id!r}: 1-200 printable ASCII "
                            "characters, no spaces, no '--'", recover="pass a uuid or a channel id")
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        # Refused before ensure_parent creates any directory for it.
+        raise ChannelError(f"the payload to materialize is bytes, not {type(payload).__name__}",
+                           recover="encode it first (Channel.materialize does this for a delivery)", value=payload)
     target = _target(path, root)
+    _not_a_directory(target)
     ensure_parent(target)
     directory, base = os.path.split(target)
+    payload = bytes(payload)
     data = HEADER_PREFIX + message_id.encode() + HEADER_SUFFIX + b"\n" + payload
     with _flocked(os.path.join(directory, f".{base}.ac-lock")):
         existing = _header_id(target)
@@ -437,6 +466,7 @@ def consume_materialized(path: str | os.PathLike[str], *,
     that ``.ac-claim`` file.
     """
     target = _target(path, root)
+    _not_a_directory(target)
     if _header_id(target) is None:
         return None
     directory, base = os.path.split(target)
@@ -496,6 +526,12 @@ def _target(path: str | os.PathLike[str], root: str | os.PathLike[str] | None) -
 
     # ArtifactPath's attributes are not declared to mypy yet (paths.py, another change).
     return resolve_file_key(os.fspath(root), os.fspath(path)).path  # type: ignore[attr-defined]
+
+
+def _not_a_directory(target: str) -> None:
+    if os.path.isdir(target):
+        raise ChannelError(f"{target} is a directory, not a file that can hold one message",
+                           recover="give the path of the file, e.g. <dir>/next_task.md", path=target)
 
 
 def _split_header(data: bytes) -> tuple[str, bytes] | None:

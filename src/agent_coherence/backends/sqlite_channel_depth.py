@@ -165,6 +165,11 @@ class ChannelDepthOps:
         def work(conn: sqlite3.Connection) -> dict[str, Any]:
             wall, now = self.now(), self._channel_time(conn)  # type: ignore[attr-defined]
             groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
+            # Messages sent before the first group was created stay with plain receive(): counted
+            # while any is left, or they would be in the channel but in no depth, SLA or zero-work check.
+            if groups and conn.execute("SELECT 1 FROM channel_counts WHERE channel = ? AND grp = '' AND unacked > 0",
+                                       (channel,)).fetchone():
+                groups.append("")
             figures = {group: self._group_figures(conn, channel, group, now, wall) for group in groups or [""]}
             return channel_stats(channel, figures)
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 _BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED (extended codes carry these in the low byte)
 _CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
-_READONLY, _FULL, _CANTOPEN = 8, 13, 14
+_READONLY, _FULL, _CANTOPEN, _TOOBIG = 8, 13, 14, 18
 
 
 class Deferred:
@@ -49,6 +49,9 @@ def database_error(path: str, backend: str, error: Exception) -> BackendUnavaila
         _READONLY: "the database (or its directory) is read-only: check the permissions",
         _FULL: "the disk is full: free space and retry",
         _CANTOPEN: f"cannot open {path}: check that the path is a file and its directory is writable",
+        # Retrying the same value fails the same way; the database is fine.
+        _TOOBIG: ("the value is larger than SQLite allows in one row (1 GB by default; nothing was stored): "
+                  "put large data in a file and send its path instead"),
     }
     return BackendUnavailable(
         f"SQLite error on {path}: {error}", recover=hints.get(code, BackendUnavailable.recover),
