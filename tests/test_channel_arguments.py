@@ -117,3 +117,15 @@ def test_process_with_a_seen_that_is_not_callable_is_refused_before_receiving(co
     assert ch.dead_letters().stats()["depth"] == 0
     with ch.process("w") as delivery:
         assert delivery.payload == "job" and delivery.attempt == 1
+
+
+@pytest.mark.parametrize("payload", [float("nan"), {"score": float("inf")}, [1.0, float("-inf")]])
+def test_a_payload_json_cannot_hold_is_refused_and_nothing_is_sent(coord, payload):
+    """json.dumps would write NaN / Infinity, which no strict JSON reader (nor another language's
+    consumer) accepts: the message could be sent and never read."""
+    ch = coord.channel("finite")
+    with pytest.raises(ChannelError, match="finite numbers only"):
+        ch.send(payload)
+    with pytest.raises(ChannelError):
+        ch.send_many([{"ok": 1}, payload])
+    assert ch.receive(consumer="c") is None

@@ -37,10 +37,12 @@ def _encode(payload: Any) -> tuple[bytes, str]:
     if isinstance(payload, (bytes, bytearray, memoryview)):
         return bytes(payload), "bytes"
     try:
-        return json.dumps(payload, separators=(",", ":")).encode("utf-8"), "json"
+        # NaN and the infinities are refused: JSON has no such values, and a consumer in another
+        # language (or a strict parser) could not read the message.
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8"), "json"
     except (TypeError, ValueError) as error:
         raise ChannelError(f"payload is neither bytes nor JSON-serialisable: {error}",
-                           recover="send bytes, or a JSON-serialisable value") from error
+                           recover="send bytes, or a JSON-serialisable value (finite numbers only)") from error
 
 
 MAX_SECONDS = 1e12  # ~31,700 years: every channel time stays far below ACKED (backends/sqlite_channel_depth)
