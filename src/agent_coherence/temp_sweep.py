@@ -21,6 +21,10 @@ A temp file is removed only when **all** of these hold, each for a reason:
    (``recovery._WRITING``) are kept by name besides, so a claimed write stays safe even if this
    process's own pid were ever judged otherwise.
 
+The file is looked at again just before its removal (reached from the root without following a
+symlink, still a regular file). A file swapped for a symlink in the instant between that look and
+the unlink would lose that symlink, never what it points to.
+
 Each removal is journalled (``recover.temp``: the path, the pid, the size). A removal is not
 fsynced: a power loss that brings a file back leaves it for the next sweep.
 
@@ -42,6 +46,7 @@ import posixpath
 import re
 import stat
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from . import recovery
 from .backends.base import Backend, IntentRecord
@@ -83,7 +88,8 @@ def sweep(backend: Backend, root: str, *, dry_run: bool = False) -> TempSweep:
     found = list(_walk(root))
     if not found:
         return report
-    # After the walk (see condition 2): an intent recorded meanwhile names no file seen in it.
+    # After the walk (condition 2): a write names its temp file only once its intent is recorded,
+    # so the intent of any file the walk saw is in this list, unless that write has ended since.
     claimed = {_intent_temp(intent) for intent in backend.list_intents()}
     own_pid = os.getpid()
     writing = {os.path.basename(temp) for temp in recovery._WRITING}  # fresh random names: unique
@@ -106,38 +112,51 @@ def _intent_temp(intent: IntentRecord) -> str:
 
 
 def _walk(root: str) -> list[tuple[str, int]]:
-    """(path, pid) of every regular file under ``root`` with one of our temp names."""
+    """(path, pid) of every regular file under ``root`` with one of our temp names. Depth first,
+    holding one descriptor per level (not one per directory waiting its turn)."""
     found: list[tuple[str, int]] = []
-    pending: list[tuple[int, str]] = [(os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), "")]
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    stack: list[tuple[int, str, Iterator[str]]] = []
     try:
-        while pending:
-            fd, relative = pending.pop()
-            try:
-                with os.scandir(fd) as entries:
-                    listed = list(entries)
-            except OSError:
-                listed = []  # removed or unreadable meanwhile: nothing of ours can be swept there
-            try:
-                for entry in listed:
-                    path = posixpath.join(relative, entry.name) if relative else entry.name
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            if path != STATE_DIR:
-                                child = _open_dir(fd, entry.name)
-                                if child is not None:
-                                    pending.append((child, path))
-                        elif entry.is_file(follow_symlinks=False):
-                            pid = temp_pid(entry.name)
-                            if pid is not None:
-                                found.append((path, pid))
-                    except OSError:
-                        continue  # vanished meanwhile
-            finally:
+        stack.append((top, "", iter(_list(top, "", found))))
+        while stack:
+            fd, relative, subdirs = stack[-1]
+            name = next(subdirs, None)
+            if name is None:
+                stack.pop()
                 os.close(fd)
+                continue
+            child = _open_dir(fd, name)
+            if child is not None:
+                path = posixpath.join(relative, name) if relative else name
+                stack.append((child, path, iter(_list(child, path, found))))
     finally:
-        for fd, _ in pending:
+        for fd, _, _ in stack:
             os.close(fd)
     return found
+
+
+def _list(fd: int, relative: str, found: list[tuple[str, int]]) -> list[str]:
+    """Add the directory's temp-named regular files to ``found``; return its subdirectories (not
+    symlinks to directories, and not the state directory)."""
+    try:
+        with os.scandir(fd) as entries:
+            listed = list(entries)
+    except OSError:
+        return []  # removed or unreadable meanwhile: nothing of ours can be swept there
+    subdirs = []
+    for entry in listed:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if relative or entry.name != STATE_DIR:
+                    subdirs.append(entry.name)
+            elif entry.is_file(follow_symlinks=False):
+                pid = temp_pid(entry.name)
+                if pid is not None:
+                    found.append((posixpath.join(relative, entry.name) if relative else entry.name, pid))
+        except OSError:
+            continue  # vanished meanwhile
+    return subdirs
 
 
 def _open_dir(parent: int, name: str) -> int | None:
@@ -164,7 +183,8 @@ def _remove(backend: Backend, root: str, relative: str, pid: int, report: TempSw
             info = os.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
             return  # its writer renamed or removed it meanwhile
-        if not stat.S_ISREG(info.st_mode):
+        if not stat.S_ISREG(info.st_mode):  # swapped since the walk: not ours to judge
+            report.kept.append((relative, "no longer a regular file"))
             return
         if not report.dry_run:
             try:
