@@ -5,11 +5,13 @@ Start-up cost matters: ``agent-coherence hook`` runs on every Claude Code tool c
 dispatched before anything else is imported (not even argparse). Every other subcommand imports
 what it needs when it runs.
 
-Exit codes: 0 success; 1 a check failed (``doctor``, ``journal verify``); 2 a usage error or an
-error from the library (its message and recovery hint go to stderr, never a traceback).
+Exit codes: 0 success; 1 a check failed (``doctor``, ``journal verify``) or ``recover`` could not
+remove a leftover; 2 a usage error or an error from the library (its message and recovery hint go
+to stderr, never a traceback).
 
-Read-only commands (``status``, ``journal``) open the state without recovering interrupted writes
-and do not create a state database where there is none.
+Read-only commands (``status``, ``journal``), and ``recover``, open the state without recovering
+interrupted writes (``recover`` does that itself, to report it) and do not create a state database
+where there is none.
 """
 
 from __future__ import annotations
@@ -157,6 +159,13 @@ def _build_parser() -> Any:
                                       "absolute path in .claude/settings.local.json; the absolute path "
                                       "for --local and --user)")
         command.set_defaults(run=run, scope="project")
+
+    recover = sub.add_parser("recover", parents=[where, backend],
+                             help="resolve dead writers' interrupted writes and remove leftover temp files "
+                                  "(walks the whole root)")
+    recover.add_argument("--dry-run", action="store_true", help="say what would be done; change nothing")
+    recover.add_argument("--json", action="store_true", help="machine-readable output")
+    recover.set_defaults(run=cmd_recover)
 
     watch = sub.add_parser("watch", parents=[where, backend], help="report liveness anomalies as they appear")
     watch.add_argument("--interval", type=float, default=2.0, help="seconds between checks (default: 2)")
@@ -505,6 +514,23 @@ def cmd_doctor(options: Any) -> int:
     from .doctor import run
 
     return run(_root(options), options.strict)
+
+
+# -- recover ----------------------------------------------------------------------------------
+
+
+def cmd_recover(options: Any) -> int:
+    """Exit 0: done (or nothing to do); 1: a leftover temp file could not be removed."""
+    from .recover_command import run
+
+    coord = _open_existing(options)  # without recovery: run() does it, to report it
+    if coord is None:
+        print(_no_state(options))
+        return 0
+    try:
+        return run(coord, dry_run=options.dry_run, as_json=options.json)
+    finally:
+        coord.close()
 
 
 # -- adapters and the rest --------------------------------------------------------------------

@@ -51,6 +51,7 @@ from .write_undo import Progress, WriteUndo, disk_full, durability_error, foreig
 if TYPE_CHECKING:
     from .channel import Channel
     from .liveness import Liveness
+    from .temp_sweep import TempSweep
 
 EMPTY_SHA256 = sha256_hex(b"")
 # How long a read waits for another write caught between its rename and its commit. Only the time
@@ -573,3 +574,13 @@ class Coordinator:
     def recover(self) -> list[recovery.Resolution]:
         """Resolve the intents of dead writers (also done on open). Returns what was resolved."""
         return recovery.recover_dead_writers(self.backend, self.root)
+
+    def sweep_temp_files(self, *, dry_run: bool = False) -> "TempSweep":
+        """Remove the temp files of writes that never reached their rename (left by a power loss
+        or a killed process) under the root: only regular files with our temp names whose pid is
+        dead on this host and that no intent names (see :mod:`temp_sweep`). Walks the whole root.
+        ``dry_run`` lists what would go and removes nothing. Each removal is journalled
+        (``recover.temp``)."""
+        from .temp_sweep import sweep
+
+        return sweep(self.backend, self.root, dry_run=dry_run)
