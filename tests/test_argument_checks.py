@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from agent_coherence import Coordinator, LeaseHeld, faults
+from agent_coherence import BackendUnavailable, Coordinator, LeaseHeld, faults
 
 from conftest import tree_snapshot
 
@@ -82,6 +82,31 @@ BAD_CALLS = [
     ("update holder=''", lambda c: c.update("a.txt", lambda old: b"x", holder=""), ValueError, "holder"),
     ("delete ttl=-1", lambda c: c.delete("a.txt", holder="h", ttl=-1), ValueError, "ttl"),
     ("adopt holder=''", lambda c: c.adopt("a.txt", holder=""), ValueError, "holder"),
+    # a str or float never equals the stored int: without the check each try is a journaled
+    # VersionConflict that no re-read can resolve
+    ("write expect_version='0'", lambda c: c.write("a.txt", b"x", holder="h", expect_version="0"), TypeError,
+     "expect_version"),
+    ("write expect_version=0.0", lambda c: c.write("a.txt", b"x", holder="h", expect_version=0.0), TypeError,
+     "expect_version"),
+    ("write expect_version=False", lambda c: c.write("a.txt", b"x", holder="h", expect_version=False), TypeError,
+     "expect_version"),
+    ("write expect_version=-1", lambda c: c.write("a.txt", b"x", holder="h", expect_version=-1), ValueError,
+     "expect_version"),
+    ("delete expect_version='0'", lambda c: c.delete("a.txt", holder="h", expect_version="0"), TypeError,
+     "expect_version"),
+    ("write lease='h'", lambda c: c.write("a.txt", b"x", lease="h"), TypeError, "lease"),
+    ("update attempts=0", lambda c: c.update("a.txt", lambda old: b"x", holder="h", attempts=0), ValueError,
+     "attempts"),
+    ("update attempts=-1", lambda c: c.update("a.txt", lambda old: b"x", holder="h", attempts=-1), ValueError,
+     "attempts"),
+    ("update attempts=2.5", lambda c: c.update("a.txt", lambda old: b"x", holder="h", attempts=2.5), TypeError,
+     "attempts"),
+    ("update deadline=0", lambda c: c.update("a.txt", lambda old: b"x", holder="h", deadline=0), ValueError,
+     "deadline"),
+    ("update deadline=-1", lambda c: c.update("a.txt", lambda old: b"x", holder="h", deadline=-1), ValueError,
+     "deadline"),
+    ("update deadline=nan", lambda c: c.update("a.txt", lambda old: b"x", holder="h", deadline=math.nan),
+     ValueError, "deadline"),
 ]
 
 
@@ -93,6 +118,28 @@ def test_bad_call_arguments_are_refused_and_change_nothing(coord, root, call, er
         call(coord)
     assert tree_snapshot(root, skip=".agent-coherence") == before
     assert coord.journal.count() == 0 and coord.leases() == []
+
+
+def test_a_write_naming_another_holder_than_its_lease_is_refused(coord, root):
+    # it would be recorded under the lease's holder, not the one the caller named
+    (root / "a.txt").write_bytes(b"old")
+    lease = coord.acquire("a.txt", "planner")
+    with pytest.raises(ValueError, match="holder"):
+        coord.write("a.txt", b"x", lease=lease, holder="coder")
+    assert (root / "a.txt").read_bytes() == b"old" and coord.version("a.txt") is None
+    assert coord.write("a.txt", b"x", lease=lease, holder="planner").holder == "planner"
+
+
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_a_root_that_cannot_be_a_directory_is_a_typed_error(tmp_path, where):
+    blocker = tmp_path / "afile"
+    blocker.write_bytes(b"not a directory")
+    root = blocker if where == "file" else blocker / "sub"
+    with pytest.raises(BackendUnavailable, match="workspace root") as refused:
+        Coordinator.open(root)
+    assert refused.value.reason == "root" and refused.value.path == str(root)
+    assert refused.value.errno is not None and "out of the way" in refused.value.recover
+    assert blocker.read_bytes() == b"not a directory"
 
 
 def test_a_renewed_lease_keeps_a_valid_ttl(coord):

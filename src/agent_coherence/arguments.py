@@ -72,6 +72,26 @@ def count(value: object, name: str) -> int:
     return value
 
 
+def expected_version(version: object) -> int:
+    """``expect_version``: a version number, 0 or more. A str or float would never equal the
+    stored int and so would be reported as a VersionConflict (and journaled as one) on every try;
+    a bool would silently stand for 0 or 1."""
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TypeError(f"expect_version must be an int (a version, 0 or more) or None, not {type(version).__name__}")
+    if version < 0:
+        raise ValueError(f"expect_version must be a version number, 0 or more, not {version!r}")
+    return int(version)
+
+
+def attempt_limit(value: object, name: str = "attempts") -> int:
+    """How many tries a call may make: an int, 1 or more (0 tries could never succeed)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, 1 or more, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be an int, 1 or more, not {value!r}")
+    return value
+
+
 _SETTINGS: dict[str, Callable[[Any], object]] = {
     "default_ttl": lambda value: ttl_seconds(value, "default_ttl"),
     "on_foreign_edit": foreign_policy,

@@ -55,6 +55,23 @@ if TYPE_CHECKING:
 EMPTY_SHA256 = sha256_hex(b"")
 
 
+def _make_root(root: str, url: str | None) -> None:
+    """Create the workspace root if missing; a root that cannot be a directory (it, or a parent
+    of it, is a file; no permission) is a BackendUnavailable naming it, not a bare OSError."""
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as error:
+        why = "it exists and is not a directory" if isinstance(error, FileExistsError) \
+            else error.strerror or str(error)
+        raise BackendUnavailable(
+            f"cannot use {root} as the workspace root: {why}",
+            recover=f"give a root that is (or can be made) a directory: move whatever is at {root} "
+                    "(or a parent of it that is a file) out of the way, or check the permissions",
+            backend="sqlite" if url is None else url.partition(":")[0], detail=str(error),
+            errno=error.errno, reason="root", path=root,
+        ) from error
+
+
 class Coordinator:
     """Coordinates writers of the artifacts under one workspace root.
 
@@ -106,7 +123,7 @@ class Coordinator:
         open that fails or is interrupted (KeyboardInterrupt too) closes the backend it made."""
         real_root = os.path.realpath(os.fspath(root))
         arguments.check_settings(options)  # refuse bad settings before touching the disk
-        os.makedirs(real_root, exist_ok=True)
+        _make_root(real_root, url)
         backend = open_backend(real_root, url)
         try:
             coordinator = cls(real_root, backend, **options)
@@ -193,7 +210,9 @@ class Coordinator:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def version(self, key: str) -> VersionInfo | None:
+    def version(self, key: str | os.PathLike[str]) -> VersionInfo | None:
+        """The recorded version of ``key`` (None: never written through the layer), without
+        reading the file. Raises PathOutsideRoot."""
         return self.backend.get_version(self.key(key))
 
     def read(self, key: str | os.PathLike[str]) -> Snapshot:
@@ -286,11 +305,14 @@ class Coordinator:
             Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_random_exponential,
         )
 
-        budget = deadline or self.update_deadline
+        # Checked here, not left to ``or``: 0 would silently mean the default, and a negative
+        # count or deadline would still make one try.
+        budget = self.update_deadline if deadline is None else arguments.ttl_seconds(deadline, "deadline")
+        tries = self.update_attempts if attempts is None else arguments.attempt_limit(attempts)
         started = time.monotonic()
         retrying = Retrying(
             retry=retry_if_exception_type((VersionConflict, LeaseHeld)),
-            stop=stop_after_attempt(attempts or self.update_attempts) | stop_after_delay(budget),
+            stop=stop_after_attempt(tries) | stop_after_delay(budget),
             wait=wait_random_exponential(multiplier=0.0005, max=0.05),
             reraise=True,
         )
@@ -344,14 +366,25 @@ class Coordinator:
     ) -> WriteReceipt:
         target = resolve_file_key(self.root, key)
         if lease is not None:
-            if lease.key != target.key:
-                raise ValueError(f"the lease is for {lease.key!r}, not {target.key!r}")
-            holder, fence = lease.holder, lease.fence
+            try:
+                lease_key, lease_holder, fence = lease.key, lease.holder, lease.fence
+            except AttributeError:
+                raise TypeError(f"lease must be a Lease (from coord.lease or coord.acquire), "
+                                f"not {type(lease).__name__}") from None
+            if lease_key != target.key:
+                raise ValueError(f"the lease is for {lease_key!r}, not {target.key!r}")
+            if holder is not None and holder != lease_holder:
+                # the write would be recorded under the lease's holder, not the one named
+                raise ValueError(f"holder={holder!r} is not the lease's holder {lease_holder!r}: "
+                                 "give lease= alone, or holder= alone")
+            holder = lease_holder
         elif holder is not None:
             holder, fence = arguments.holder_name(holder), None
         else:
             raise TypeError("write needs lease= (from coord.lease) or holder= (who is writing)")
         ttl = self._ttl(ttl)
+        if expect_version is not None:
+            expect_version = arguments.expected_version(expect_version)
         policy = self.on_foreign_edit if policy is None else arguments.foreign_policy(policy)
         new_sha: str | None = None
         temp = temp_path_for(target.path)
