@@ -180,3 +180,32 @@ def test_an_empty_journal_verifies(tmp_path):
     with Coordinator.open(tmp_path) as coord:
         assert coord.journal.verify() == 0
         assert coord.journal.head() == GENESIS
+
+
+@pytest.mark.parametrize("kind", ["write", "delete", "lease.acquire", "journal.checkpoint", "conflict.version",
+                                  "recover.forward", "write.failed", "message.ack"])
+def test_an_application_entry_cannot_take_a_kind_the_layer_records(coord, kind):
+    # a forged "write" would answer "did the work happen?" falsely; a forged checkpoint is what
+    # verification trusts as the start of the kept record
+    coord.write("a.txt", b"1", holder="p")
+    before = coord.journal.verify()
+    with pytest.raises(ValueError, match="records itself"):
+        coord.journal.append(kind, "a.txt", "mallory", version=7)
+    assert coord.journal.verify() == before
+    assert [e.holder for e in coord.journal.history("a.txt")] == ["p"]
+
+
+@pytest.mark.parametrize("kind,key,holder,error", [
+    ("", None, None, ValueError), ("  ", None, None, ValueError), (5, None, None, TypeError),
+    (None, None, None, TypeError), ("note", 5, None, TypeError), ("note", None, b"h", TypeError),
+])
+def test_an_application_entry_with_a_malformed_field_is_refused(coord, kind, key, holder, error):
+    with pytest.raises(error):
+        coord.journal.append(kind, key, holder)
+    assert coord.journal.count() == 0
+
+
+def test_application_kinds_that_only_resemble_the_layers_are_accepted(coord):
+    for kind in ("handoff", "note", "writeup", "app.write", "leases-reviewed"):
+        coord.journal.append(kind, None, "app")
+    assert coord.journal.count() == 5 and coord.journal.verify() == 5

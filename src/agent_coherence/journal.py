@@ -347,5 +347,27 @@ class Journal:
         return records[-1].hash if records else GENESIS
 
     def append(self, kind: str, key: str | None = None, holder: str | None = None, **data: Any) -> None:
-        """Add an application entry (e.g. a note that a task was handed over)."""
+        """Add an application entry (e.g. a note that a task was handed over).
+
+        ``kind`` must be a non-empty str outside the layer's own kinds (``write``, ``lease.*``,
+        ``journal.*``, ... see ``RESERVED_KINDS``): else an application could record a ``write``
+        that never happened, or a ``journal.checkpoint`` that verification trusts (ValueError,
+        nothing appended). ``key`` and ``holder`` are str or None."""
+        if not isinstance(kind, str) or not kind.strip():
+            raise TypeError(f"kind must be a non-empty str, not {kind!r}") if not isinstance(kind, str) \
+                else ValueError("kind must name the entry (an empty or blank kind is refused)")
+        if kind.partition(".")[0] in RESERVED_KINDS:
+            raise ValueError(f"kind {kind!r} is one the layer records itself ({kind.partition('.')[0]!r}): "
+                             "give your entries a name of your own, e.g. 'handoff' or 'app.note'")
+        for name, value in (("key", key), ("holder", holder)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
         self._backend.journal_append(kind, key, holder, data)
+
+
+# The first dotted part of the kinds the layer and its adapters journal: ``Journal.append``
+# refuses them, so the record of who wrote what holds only what the layer saw happen.
+RESERVED_KINDS = frozenset({
+    "write", "delete", "adopt", "lease", "conflict", "recover", "clock", "journal", "message", "channel",
+    "worker", "assignment", "anomaly", "crewai", "langgraph", "store", "bash", "tool",
+})
