@@ -163,6 +163,29 @@ def test_release_frees_the_key_and_reports_a_lost_lease(coord, clock):
     assert coord.release(carol) is True and coord.leases() == []
 
 
+def test_a_lost_lease_says_whether_it_was_released_expired_or_taken_over(coord, clock):
+    def why(lease):
+        with pytest.raises(LeaseLost) as lost:
+            coord.write("a.txt", b"x", lease=lease)
+        return str(lost.value)
+
+    # one lease, two blocks: the inner block's exit gives it up for the outer one too
+    with coord.lease("a.txt", holder="alice", ttl=5) as outer:
+        with coord.lease("a.txt", holder="alice", ttl=5) as inner:
+            assert inner.fence == outer.fence
+        assert "lost: released" in why(outer)
+    lease = coord.acquire("a.txt", "alice", ttl=5)
+    clock.advance(6)
+    assert "lost: expired" in why(lease)
+    bob = coord.acquire("a.txt", "bob", ttl=5)
+    assert f"now held by 'bob' (fence {bob.fence})" in why(lease)
+    coord.release(bob)
+    assert f"taken over (fence {bob.fence}), and that lease has since been released" in why(lease)
+    coord.acquire("a.txt", "bob", ttl=5)
+    clock.advance(6)
+    assert "has since expired" in why(lease)
+
+
 def test_lease_context_releases_on_exit(coord):
     with coord.lease("a.txt", holder="alice") as lease:
         coord.write("a.txt", b"inside", lease=lease)

@@ -170,7 +170,8 @@ class Coordinator:
         return self.backend.renew_lease(lease.key, lease.holder, lease.fence, ttl)
 
     def release(self, lease: Lease) -> bool:
-        """Give ``lease`` up; False if it was already lost."""
+        """Give ``lease`` up; False if it was already released or taken over (an expired lease
+        nobody took since is released: True)."""
         return self.backend.release_lease(lease.key, lease.holder, lease.fence)
 
     def lease(
