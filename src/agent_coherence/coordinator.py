@@ -46,7 +46,7 @@ from .overlap import Overlap
 from .models import Lease, Snapshot, VersionInfo, WriteReceipt
 from .paths import ArtifactPath, normalize_key, resolve_file_key
 from .rooted import KeyFile
-from .write_undo import Progress, WriteUndo, disk_full, durability_error, foreign_error
+from .write_undo import Progress, WriteUndo, disk_full, durability_error, foreign_error, in_flight
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -347,18 +347,24 @@ class Coordinator:
         return snapshot
 
     def adopt(self, key: str | os.PathLike[str], holder: str = "(adopted)") -> VersionInfo:
-        """Accept the bytes now on disk (written around the layer) as a new version."""
+        """Accept the bytes now on disk (written around the layer) as a new version. A write to
+        the key in flight is waited for (about 2 s, then LeaseHeld): its bytes are its own
+        version, not an edit to adopt, and its commit would take the same version number."""
         target = resolve_file_key(self.root, key)
         holder = arguments.holder_name(holder)
-        record = self.backend.get_version(target.key)
-        with KeyFile(self.root, target.key, target.path) as file:
-            data = self._read_file(target, file)
-        adopted = self.backend.record_version(
-            target.key, holder, sha256_hex(data) if data is not None else None,
-            len(data) if data is not None else 0, fence=None,
-            expect_version=record.version if record else 0, kind="adopt",
-        )
-        return adopted
+        while True:
+            record = self.backend.get_version(target.key)
+            with KeyFile(self.root, target.key, target.path) as file:
+                data = self._read_file(target, file)
+            try:
+                return self.backend.record_version(
+                    target.key, holder, sha256_hex(data) if data is not None else None,
+                    len(data) if data is not None else 0, fence=None,
+                    expect_version=record.version if record else 0, kind="adopt", refuse_pending=True,
+                )
+            except IntentPending as pending:
+                if not self._undo.settle(pending.intent, wait=2.0):
+                    raise in_flight(pending.intent) from None
 
     def _change(
         self, key: str | os.PathLike[str], payload: bytes | None, lease: Lease | None,
@@ -455,8 +461,11 @@ class Coordinator:
             # Adopt the bytes on disk as a version of their own, then write on top of them: the
             # journal shows an "adopt" followed by the "write", and no failure.
             self.backend.abort_write(intent, "foreign_edit", "adopted", journal=False)
-            self.backend.record_version(target.key, "(adopted)", old_sha, len(old or b""), fence=None,
-                                        expect_version=intent.base_version, kind="adopt")
+            try:  # another write may begin once this intent is gone: its commit would reuse the number
+                self.backend.record_version(target.key, "(adopted)", old_sha, len(old or b""), fence=None,
+                                            expect_version=intent.base_version, kind="adopt", refuse_pending=True)
+            except IntentPending:
+                pass  # begin again: recording the intent meets that write and waits for it
 
     def _disk_hash(self, key: str, data: bytes | None, recorded: str | None) -> str | None:
         """The sha256 of ``data`` (None for no file): ``recorded`` without hashing when ``data`` is
@@ -496,13 +505,7 @@ class Coordinator:
                 raise
             except IntentPending as pending:
                 if not self._undo.settle(pending.intent, wait=2.0):
-                    intent = pending.intent
-                    raise LeaseHeld(
-                        f"a write to {intent.key!r} by {intent.holder!r} (pid {intent.pid} on {intent.host}) "
-                        "is still in flight",
-                        key=intent.key, holder=intent.holder, acquired_at=intent.created_at,
-                        expires_at=intent.created_at, pid=intent.pid,
-                    ) from None
+                    raise in_flight(pending.intent) from None
             except OSError as error:
                 raise durability_error(target, "intent", error) from error
             except BackendUnavailable as error:

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from . import recovery
 from .backends.base import Backend, IntentRecord
 from .durable import StepFailed, is_enospc
-from .errors import BackendUnavailable, CoherenceError, DurabilityError, ForeignEdit
+from .errors import BackendUnavailable, CoherenceError, DurabilityError, ForeignEdit, LeaseHeld
 from .paths import ArtifactPath
 from .recovery import UNCHANGED
 from .rooted import KeyFile
@@ -124,6 +124,15 @@ def describe(error: object) -> str:
     if isinstance(error, Exception):
         return str(error) or type(error).__name__
     return f"interrupted by {type(error).__name__}"
+
+
+def in_flight(intent: IntentRecord) -> LeaseHeld:
+    """The key is busy: ``intent``'s writer is alive and its write still unresolved."""
+    return LeaseHeld(
+        f"a write to {intent.key!r} by {intent.holder!r} (pid {intent.pid} on {intent.host}) is still in flight",
+        key=intent.key, holder=intent.holder, acquired_at=intent.created_at, expires_at=intent.created_at,
+        pid=intent.pid,
+    )
 
 
 def foreign_error(key: str, path: str, recorded: str | None, disk: str | None, version: int) -> ForeignEdit:

@@ -349,11 +349,17 @@ class WriteOps(TxRunner):
 
     def record_version(
         self, key: str, holder: str, sha256: str | None, size: int, *,
-        fence: int | None, expect_version: int | None, kind: str,
+        fence: int | None, expect_version: int | None, kind: str, refuse_pending: bool = False,
     ) -> VersionRecord:
         def work(tx: Tx) -> VersionRecord | Deferred:
             if fence is not None:
                 self.lock_live_lease(tx, key, holder, fence)
+            if refuse_pending:
+                # begin_write holds the lease row while it records its intent: wait for it, then look
+                tx.one("SELECT 1 FROM @leases WHERE key = %s FOR UPDATE", (key,))
+                pending = self.intent_row(tx, key)
+                if pending is not None:
+                    raise IntentPending(pending)
             current = tx.one(f"SELECT {_VERSION_COLUMNS} FROM @artifacts WHERE key = %s FOR UPDATE", (key,))
             actual = current[1] if current else 0
             if expect_version is not None and expect_version != actual:
