@@ -61,6 +61,19 @@ def test_bad_coordinator_settings_are_refused_before_anything_is_created(tmp_pat
     assert not root.exists()
 
 
+BAD_URLS = ["mysql://host/db", "sqlite://relative.db", "", "postgresql://host/db?schema=Team",
+            "postgresql://host/db?schema=pg_team", "postgresql://host/db?no_such_parameter=1"]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_a_bad_backend_url_is_refused_before_the_root_is_created(tmp_path, url):
+    pytest.importorskip("psycopg") if url.startswith("postgresql") else None
+    root = tmp_path / "fresh"
+    with pytest.raises(ValueError):
+        Coordinator.open(root, url=url)
+    assert not root.exists()
+
+
 BAD_CALLS = [
     ("write ttl=-1", lambda c: c.write("a.txt", b"x", holder="h", ttl=-1), ValueError, "ttl"),
     ("write ttl=0", lambda c: c.write("a.txt", b"x", holder="h", ttl=0), ValueError, "ttl"),

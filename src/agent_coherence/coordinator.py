@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import arguments, faults, recovery, stamps
 from .arguments import ForeignPolicy
-from .backends import open_backend
+from .backends import check_url, open_backend
 from .backends.base import Backend, IntentPending, IntentRecord, WriteRequest
 from .durable import StepFailed, WrittenAhead, sha256_hex, temp_path_for
 from .errors import BackendUnavailable, CoherenceError, LeaseHeld, LeaseLost, VersionConflict
@@ -122,7 +122,8 @@ class Coordinator:
         (``default_ttl``, ``on_foreign_edit``, ...) are checked before anything is opened. An
         open that fails or is interrupted (KeyboardInterrupt too) closes the backend it made."""
         real_root = os.path.realpath(os.fspath(root))
-        arguments.check_settings(options)  # refuse bad settings before touching the disk
+        arguments.check_settings(options)  # refuse bad settings, and a bad URL, before touching the disk
+        check_url(url)
         _make_root(real_root, url)
         backend = open_backend(real_root, url)
         try:
