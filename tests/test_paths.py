@@ -281,3 +281,18 @@ def test_a_directory_at_the_key_is_both_a_refused_key_and_not_a_regular_file(coo
         assert caught.value.kind == "directory" and caught.value.path == str(root / "sub")
         assert caught.value.reason == "names a directory, not a file" and "directory" in caught.value.recover
     assert (root / "sub" / "keep.txt").read_bytes() == b"kept" and coord.journal.count() == 0
+
+
+@pytest.mark.parametrize("key", ["loop1", "loop1/x.md", "sub/loop2/x.md"])
+def test_a_symlink_loop_is_refused_as_a_loop_not_as_a_race(coord, root, key):
+    # realpath leaves a loop unresolved; the walk from the root then met the link and called it
+    # "a symlink appeared on the path after the key was checked", sending the user after a race
+    (root / "sub").mkdir(exist_ok=True)
+    os.symlink("loop2", root / "loop1")
+    os.symlink("loop1", root / "loop2")
+    os.symlink("../loop1", root / "sub" / "loop2")
+    for call in (lambda: coord.read(key), lambda: coord.write(key, b"x", holder="h"), lambda: coord.key(key)):
+        with pytest.raises(PathOutsideRoot) as caught:
+            call()
+        assert caught.value.reason.startswith("a symlink loop on the path")
+    assert coord.journal.count() == 0

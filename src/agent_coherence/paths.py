@@ -238,7 +238,22 @@ def _resolve_file_key(real_root: str, key: object) -> ArtifactPath:
         raise _refuse(key, real_root, f"inside the state directory {STATE_DIR}/")
     if os.path.isdir(resolved):
         raise _refuse_directory(key, real_root, resolved)
+    if _link_left_on(real_root, resolved):  # resolution stopped at a link: a loop, not a race to report as one
+        raise _refuse(key, real_root, "a symlink loop on the path (or a chain of links too long to follow)")
     return ArtifactPath(relative, resolved)
+
+
+def _link_left_on(real_root: str, resolved: str) -> bool:
+    """Whether a component of a resolved path is still a symlink (realpath leaves a loop as is)."""
+    current = real_root
+    for part in resolved[len(real_root) + 1:].split(os.sep):
+        current = os.path.join(current, part)
+        try:
+            if stat.S_ISLNK(os.lstat(current).st_mode):
+                return True
+        except OSError:
+            return False  # nothing below a missing component
+    return False
 
 
 def normalize_key(root: str, key: object) -> str:
