@@ -209,3 +209,17 @@ def test_application_kinds_that_only_resemble_the_layers_are_accepted(coord):
     for kind in ("handoff", "note", "writeup", "app.write", "leases-reviewed"):
         coord.journal.append(kind, None, "app")
     assert coord.journal.count() == 5 and coord.journal.verify() == 5
+
+
+def test_history_and_count_match_a_file_key_in_any_spelling_the_layer_accepts(coord, root):
+    # an empty history for "./plans//plan.md" would read as "never written"
+    coord.write("plans/plan.md", b"1", holder="p")
+    coord.write("plans/plan.md", b"2", holder="p")
+    for spelling in ("plans/plan.md", "./plans//plan.md", str(root / "plans" / "plan.md"),
+                     root / "plans" / "plan.md", "plans/../plans/plan.md"):
+        assert [e.data["version"] for e in coord.journal.history(spelling)] == [1, 2], spelling
+        assert coord.journal.count(kind="write", key=spelling) == 2, spelling
+    # keys no file can have are looked up as given, not refused
+    assert coord.journal.history("plans") == [] and coord.journal.history("../outside") == []
+    coord.journal.append("note", "store:notes/a", "p")
+    assert len(coord.journal.history("store:notes/a")) == 1

@@ -101,7 +101,7 @@ class Coordinator:
         self.update_attempts = update_attempts
         self.update_deadline = float(update_deadline)
         self.optimistic_attempts = optimistic_attempts
-        self.journal = Journal(backend)
+        self.journal = Journal(backend, canonical=lambda key: normalize_key(self.root, key))
         if retention is not None:  # stored in the backend: every process on the state applies it
             if not isinstance(retention, Retention):
                 raise TypeError(f"retention must be a Retention or None, not {retention!r}")

@@ -26,7 +26,7 @@ weakness: a field's text could be shifted into its neighbour (or NULL swapped fo
 from __future__ import annotations
 
 from . import json_text  # json.loads/dumps without importing the json package (hook start-up)
-from .errors import BackendUnavailable, JournalCorrupt
+from .errors import BackendUnavailable, CoherenceError, JournalCorrupt
 from .hashing import sha256_hex
 from .logs import ERROR, INFO, log
 
@@ -307,8 +307,19 @@ def verify_entries(
 class Journal:
     """Read side of the journal: verify the chain, list an artifact's history."""
 
-    def __init__(self, backend: "Backend") -> None:
+    def __init__(self, backend: "Backend", canonical: "Callable[[Any], str] | None" = None) -> None:
         self._backend = backend
+        # The coordinator's key normaliser: history("./plans//plan.md") finds what the layer
+        # recorded under "plans/plan.md", instead of an empty list that reads as "never written".
+        self._canonical = canonical
+
+    def _key(self, key: "Any") -> "str | None":
+        if key is None or self._canonical is None:
+            return key  # type: ignore[no-any-return]
+        try:
+            return self._canonical(key)
+        except CoherenceError:  # a key no file can have now (a directory, outside): as given
+            return key if isinstance(key, str) else None
 
     def verify(self, on_entry: Callable[[int], None] | None = None, anchor: str | None = None) -> int:
         """Verify every chain the backend keeps, streaming where the backend can; return the
@@ -330,15 +341,17 @@ class Journal:
         return walk
 
     def history(self, key: str | None = None, limit: int | None = None) -> list["Event"]:
-        """Entries about ``key`` (every entry if None), oldest first."""
-        return list(self._backend.journal_entries(key=key, limit=limit))
+        """Entries about ``key`` (every entry if None), oldest first. A file key is matched in
+        its canonical form (``coord.key``), as the layer records it."""
+        return list(self._backend.journal_entries(key=self._key(key), limit=limit))
 
     def tail(self, count: int = 20) -> list["Event"]:
         """The newest ``count`` entries, oldest first."""
         return list(self._backend.journal_tail(count))
 
     def count(self, kind: str | None = None, key: str | None = None) -> int:
-        return self._backend.journal_count(kind=kind, key=key)
+        """How many entries, of ``kind`` and/or about ``key`` (canonical form, as ``history``)."""
+        return self._backend.journal_count(kind=kind, key=self._key(key))
 
     def head(self) -> str:
         """The hash of the newest entry: record it elsewhere to anchor the chain (pass it to
