@@ -144,6 +144,9 @@ def foreign_error(key: str, path: str, recorded: str | None, disk: str | None, v
     )
 
 
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 def durability_error(target: ArtifactPath, step: str, error: OSError, note: str = "") -> DurabilityError:
     what = "read of" if step == "read" else "write to"
     outcome = "the previous version is intact" + (f"; {note}" if note else "")
@@ -153,6 +156,9 @@ def durability_error(target: ArtifactPath, step: str, error: OSError, note: str 
                             "fix the path and retry")
     elif step == "read" and not is_enospc(error):
         facts["recover"] = "check the file's permissions and the disk, then retry"
+    elif error.errno in _NOT_WRITABLE:  # "free space or fix the disk" would send them the wrong way
+        facts["recover"] = ("this process may not write there (permissions, a read-only filesystem): "
+                            "fix the permissions of the key's directory and file, then retry")
     return DurabilityError(
         f"{what} {target.key!r} failed at {step}: {error.strerror or error}; {outcome}",
         key=target.key, path=target.path, step=step, errno=error.errno, detail=str(error), **facts,
