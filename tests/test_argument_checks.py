@@ -61,6 +61,16 @@ def test_bad_coordinator_settings_are_refused_before_anything_is_created(tmp_pat
     assert not root.exists()
 
 
+def test_a_bytes_root_is_decoded_not_created_then_refused(tmp_path):
+    # os.fspath(b"...") stayed bytes: the root was created, then the open failed mixing str and bytes
+    with Coordinator.open(os.fsencode(tmp_path / "fresh")) as coord:
+        assert coord.root == str(tmp_path / "fresh")
+        assert coord.write("a.txt", b"x", holder="h").path == str(tmp_path / "fresh" / "a.txt")
+    with pytest.raises(ValueError, match="UTF-8"):
+        Coordinator.open(os.fsencode(str(tmp_path)) + b"/caf\xe9")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh"]
+
+
 BAD_URLS = ["mysql://host/db", "sqlite://relative.db", "", "postgresql://host/db?schema=Team",
             "postgresql://host/db?schema=pg_team", "postgresql://host/db?no_such_parameter=1"]
 

@@ -56,7 +56,8 @@ if TYPE_CHECKING:
     from .errors import (
         BackendUnavailable as BackendUnavailable, ChannelError as ChannelError, CoherenceError as CoherenceError,
         DurabilityError as DurabilityError, ForeignEdit as ForeignEdit, JournalCorrupt as JournalCorrupt,
-        KeyIsADirectory as KeyIsADirectory, LeaseHeld as LeaseHeld, LeaseLost as LeaseLost, NotARegularFile as NotARegularFile,
+        KeyIsADirectory as KeyIsADirectory, LeaseHeld as LeaseHeld, LeaseLost as LeaseLost,
+        NotARegularFile as NotARegularFile,
         PathOutsideRoot as PathOutsideRoot, SlotOccupied as SlotOccupied, StaleReceipt as StaleReceipt,
         VersionConflict as VersionConflict,
     )

@@ -4,6 +4,7 @@ touched, with an error that names the argument and what it accepts."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable, Literal
 
 ForeignPolicy = Literal["raise", "adopt"]
@@ -25,6 +26,19 @@ def payload_bytes(data: object) -> bytes:
 
 
 _INFINITY = float("inf")
+
+
+def root_path(root: object) -> str:
+    """The workspace root as a str path. A bytes path (or PathLike of bytes) is decoded as UTF-8,
+    as keys are; left as bytes it failed later, mixing with str paths, after the root had been
+    created."""
+    path = os.fspath(root)  # type: ignore[call-overload]  # TypeError for anything but a path
+    if isinstance(path, bytes):
+        try:
+            return path.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"root {path!r} is not valid UTF-8") from None
+    return path  # type: ignore[no-any-return]
 
 
 def ttl_seconds(ttl: object, name: str = "ttl") -> float:

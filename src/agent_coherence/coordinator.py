@@ -114,14 +114,14 @@ class Coordinator:
         self.write_mode = stamps.mode(self.root)  # "stamp": files carry their version, no intent flush
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str] = ".", url: str | None = None, *, recover: bool = True,
-             **options: Any) -> "Coordinator":
+    def open(cls, root: str | bytes | os.PathLike[str] | os.PathLike[bytes] = ".", url: str | None = None, *,
+             recover: bool = True, **options: Any) -> "Coordinator":
         """Open the coordinator for ``root``: the embedded SQLite backend under
         ``<root>/.agent-coherence/`` when ``url`` is None, else the backend the URL names.
         Interrupted writes of dead processes are recovered unless ``recover=False``. Settings
         (``default_ttl``, ``on_foreign_edit``, ...) are checked before anything is opened. An
         open that fails or is interrupted (KeyboardInterrupt too) closes the backend it made."""
-        real_root = os.path.realpath(os.fspath(root))
+        real_root = os.path.realpath(arguments.root_path(root))
         arguments.check_settings(options)  # refuse bad settings, and a bad URL, before touching the disk
         check_url(url)
         _make_root(real_root, url)

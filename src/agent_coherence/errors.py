@@ -144,7 +144,7 @@ class NotARegularFile(CoherenceError):
     recover = "move the non-file away (agent-coherence reads and writes only regular files) and retry"
 
 
-class KeyIsADirectory(PathOutsideRoot, NotARegularFile):
+class KeyIsADirectory(PathOutsideRoot, NotARegularFile):  # type: ignore[misc]  # key: as given, as PathOutsideRoot
     """The key names a directory. Refused when the key is resolved, before anything is touched;
     both a PathOutsideRoot (a refused key) and a NotARegularFile (``kind`` "directory"), as the
     docs name either for it.
