@@ -223,3 +223,37 @@ def test_history_and_count_match_a_file_key_in_any_spelling_the_layer_accepts(co
     assert coord.journal.history("plans") == [] and coord.journal.history("../outside") == []
     coord.journal.append("note", "store:notes/a", "p")
     assert len(coord.journal.history("store:notes/a")) == 1
+
+
+@pytest.mark.parametrize("anchor,error", [(5, TypeError), ("abc", ValueError), ("z" * 64, ValueError)])
+def test_a_malformed_anchor_is_refused_not_reported_as_a_cut_journal(coord, anchor, error):
+    # "entries were cut from its end" for a typo or a 12-digit prefix is a false alarm of tampering
+    coord.write("a.txt", b"1", holder="p")
+    with pytest.raises(error, match="anchor"):
+        coord.journal.verify(anchor=anchor)
+    with pytest.raises(ValueError, match="64-digit"):
+        coord.journal.verify(anchor=coord.journal.head()[:12])
+    assert coord.journal.verify(anchor=coord.journal.head().upper()) == 1
+    with pytest.raises(JournalCorrupt):
+        coord.journal.verify(anchor="1" * 64)  # well formed, not in the chain: still corruption
+
+
+def test_the_cli_refuses_a_malformed_anchor_as_a_usage_error(coord, root, capsys):
+    from agent_coherence.cli import main
+
+    coord.write("a.txt", b"1", holder="p")
+    assert main(["journal", "verify", "--root", str(root), "--anchor", coord.journal.head()[:12]]) == 2
+    assert "64-digit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("call,error", [
+    (lambda j: j.tail(2.5), TypeError), (lambda j: j.tail("5"), TypeError), (lambda j: j.tail(-1), ValueError),
+    (lambda j: j.history(limit=1.5), TypeError), (lambda j: j.history(limit=-1), ValueError),
+    (lambda j: j.count(kind=5), TypeError),
+])
+def test_journal_reads_refuse_malformed_arguments_without_blaming_the_database(coord, call, error):
+    # a float count reached SQLite as "datatype mismatch": a BackendUnavailable telling the user
+    # to check the disk and permissions
+    coord.write("a.txt", b"1", holder="p")
+    with pytest.raises(error):
+        call(coord.journal)

@@ -331,9 +331,13 @@ def cmd_journal_verify(options: Any) -> int:
     is gone); 2: the state cannot be opened at all (a damaged database: see main). Streams the
     journal: memory stays flat however long it is."""
     from .errors import JournalCorrupt
-    from .journal import GENESIS
+    from .journal import GENESIS, anchor_hash
     from .progress import Progress
 
+    try:
+        anchor_hash(options.anchor)
+    except ValueError as malformed:
+        raise UsageError(f"--anchor: {malformed}") from None
     coord = _open_existing(options)
     if coord is None:
         print(f"journal OK: 0 entries, head {GENESIS} (no state database under {_root(options)} yet)")

@@ -304,6 +304,34 @@ def verify_entries(
             on_entry(walk.count)
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def anchor_hash(anchor: object) -> str | None:
+    """A ``verify`` anchor: a full ``head()`` hash (64 hex digits, any case), or None. A prefix
+    (``journal show`` prints 12 digits) or a value of another type would be reported as entries
+    cut from the journal's end: a false alarm of tampering, so it is refused (ValueError) instead."""
+    if anchor is None:
+        return None
+    if not isinstance(anchor, str):
+        raise TypeError(f"anchor must be a str (a head() hash), not {type(anchor).__name__}")
+    text = anchor.strip().lower()
+    if len(text) != 64 or not _HEX.issuperset(text):
+        raise ValueError(f"anchor {anchor!r} is not a journal head: give the full 64-digit hash "
+                         "that journal.head() (or `agent-coherence journal verify`) printed")
+    return text
+
+
+def _entry_count(value: object, name: str) -> int:
+    """A number of journal entries: an int, 0 or more (a float reached SQLite as a type error,
+    reported as a damaged database)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int number of entries, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more, not {value}")
+    return value
+
+
 class Journal:
     """Read side of the journal: verify the chain, list an artifact's history."""
 
@@ -331,6 +359,7 @@ class Journal:
 
     def walk(self, on_entry: Callable[[int], None] | None = None, anchor: str | None = None) -> ChainWalk:
         """Like :meth:`verify`, returning the finished walk (its head, and what compaction removed)."""
+        anchor = anchor_hash(anchor)
         try:
             walk = self._backend.journal_verify(on_entry, anchor)
         except JournalCorrupt as corrupt:
@@ -343,14 +372,18 @@ class Journal:
     def history(self, key: str | None = None, limit: int | None = None) -> list["Event"]:
         """Entries about ``key`` (every entry if None), oldest first. A file key is matched in
         its canonical form (``coord.key``), as the layer records it."""
+        if limit is not None:
+            limit = _entry_count(limit, "limit")
         return list(self._backend.journal_entries(key=self._key(key), limit=limit))
 
     def tail(self, count: int = 20) -> list["Event"]:
         """The newest ``count`` entries, oldest first."""
-        return list(self._backend.journal_tail(count))
+        return list(self._backend.journal_tail(_entry_count(count, "count")))
 
     def count(self, kind: str | None = None, key: str | None = None) -> int:
         """How many entries, of ``kind`` and/or about ``key`` (canonical form, as ``history``)."""
+        if kind is not None and not isinstance(kind, str):
+            raise TypeError(f"kind must be a str or None, not {type(kind).__name__}")
         return self._backend.journal_count(kind=kind, key=self._key(key))
 
     def head(self) -> str:
