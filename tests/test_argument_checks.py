@@ -48,6 +48,7 @@ BAD_SETTINGS = [
     ({"default_ttl": math.inf}, ValueError, "default_ttl"),
     ({"default_ttl": math.nan}, ValueError, "default_ttl"),
     ({"default_ttl": "30"}, TypeError, "default_ttl"),
+    ({"default_ttl": 1e300}, ValueError, "default_ttl"),
     ({"update_attempts": -1}, ValueError, "update_attempts"),
     ({"no_such_setting": 1}, TypeError, "no_such_setting"),
 ]
@@ -96,6 +97,10 @@ BAD_CALLS = [
      "on_foreign_edit"),
     ("acquire ttl=-1", lambda c: c.acquire("a.txt", "h", ttl=-1), ValueError, "ttl"),
     ("acquire ttl=inf", lambda c: c.acquire("a.txt", "h", ttl=math.inf), ValueError, "ttl"),
+    # an expiry past time_t made every other caller's LeaseHeld raise a bare OverflowError
+    ("acquire ttl=1e300", lambda c: c.acquire("a.txt", "h", ttl=1e300), ValueError, "ttl"),
+    ("write ttl=1e13", lambda c: c.write("a.txt", b"x", holder="h", ttl=1e13), ValueError, "ttl"),
+    ("lease ttl=1e300", lambda c: c.lease("a.txt", "h", ttl=1e300), ValueError, "ttl"),
     ("acquire holder=''", lambda c: c.acquire("a.txt", ""), ValueError, "holder"),
     ("acquire holder=None", lambda c: c.acquire("a.txt", None), TypeError, "holder"),
     ("acquire wait=-1", lambda c: c.acquire("a.txt", "h", wait=-1), ValueError, "wait"),
@@ -163,6 +168,12 @@ def test_a_root_that_cannot_be_a_directory_is_a_typed_error(tmp_path, where):
     assert refused.value.reason == "root" and refused.value.path == str(root)
     assert refused.value.errno is not None and "out of the way" in refused.value.recover
     assert blocker.read_bytes() == b"not a directory"
+
+
+def test_the_longest_ttl_still_reports_its_holder(coord):
+    coord.acquire("a.txt", "h", ttl=1e12)
+    with pytest.raises(LeaseHeld, match="leased by 'h'"):
+        coord.acquire("a.txt", "other")
 
 
 def test_a_renewed_lease_keeps_a_valid_ttl(coord):

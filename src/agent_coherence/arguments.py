@@ -41,14 +41,20 @@ def root_path(root: object) -> str:
     return path  # type: ignore[no-any-return]
 
 
+# The longest TTL (about 31,700 years, the channels' limit too): an expiry past what time_t can
+# hold made every other caller's LeaseHeld message raise a bare OverflowError, for ever.
+MAX_SECONDS = 1e12
+
+
 def ttl_seconds(ttl: object, name: str = "ttl") -> float:
-    """A lease time-to-live: a finite number of seconds above 0."""
-    if (type(ttl) is float or type(ttl) is int) and 0 < ttl < _INFINITY:
+    """A lease time-to-live: a finite number of seconds above 0, at most ``MAX_SECONDS``."""
+    if (type(ttl) is float or type(ttl) is int) and 0 < ttl <= MAX_SECONDS:
         return float(ttl)  # the usual case, checked in one step (NaN fails it)
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(ttl).__name__}")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise ValueError(f"{name} must be a finite number of seconds above 0, not {ttl!r}")
+    if not math.isfinite(ttl) or ttl <= 0 or ttl > MAX_SECONDS:
+        raise ValueError(f"{name} must be a finite number of seconds above 0 (at most {MAX_SECONDS:g}), "
+                         f"not {ttl!r}")
     return float(ttl)
 
 
