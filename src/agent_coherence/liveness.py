@@ -22,6 +22,7 @@ logger, and to an optional callback. Work is counted from acknowledged messages,
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -35,6 +36,33 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("agent_coherence.liveness")
 logger.addHandler(logging.NullHandler())
+
+
+def _name(value: object, what: str) -> str:
+    """A worker, task or channel name: a non-empty str (an int was stored as given, a blank name
+    matched nothing)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{what} must be a non-empty name, not {value!r}")
+    return value
+
+
+def _seconds(value: object, what: str, above_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (above_zero and value == 0):
+        raise ValueError(f"{what} must be a finite number of seconds, {'above' if above_zero else 'at least'} 0, "
+                         f"not {value!r}")
+    return float(value)
+
+
+def _amount(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must be 0 or more, not {value}")
+    return value
 
 
 class Liveness:
@@ -58,28 +86,37 @@ class Liveness:
               **info: Any) -> None:
         """A worker session begins (its work count starts at zero). ``channels`` are the ones it
         consumes: messages ready there while it does nothing make it a zero-work anomaly."""
-        details = dict(info, channels=list(channels))
+        if isinstance(channels, (str, bytes)):
+            # iterated, "tasks" would watch the channels "t", "a", "s" and "k": never reported
+            raise TypeError(f"channels must be a list of channel names, not one {type(channels).__name__}: "
+                            f"channels=[{channels!r}]")
+        names = [_name(channel, "a channel name") for channel in channels]
+        details = dict(info, channels=names)
         if heartbeat_every is not None:
-            details["heartbeat_every"] = heartbeat_every
-        self._backend.worker_start(worker, details)
+            details["heartbeat_every"] = _seconds(heartbeat_every, "heartbeat_every", above_zero=True)
+        self._backend.worker_start(_name(worker, "worker"), details)
 
     def heartbeat(self, worker: str, work: int = 0) -> None:
-        self._backend.worker_beat(worker, work)
+        """``worker`` is alive (and did ``work`` more units of work)."""
+        self._backend.worker_beat(_name(worker, "worker"), _amount(work, "work"))
 
     def record_work(self, worker: str, amount: int = 1) -> None:
         """Count work done by ``worker`` (acks of channel messages are counted automatically)."""
-        self._backend.worker_beat(worker, amount)
+        self._backend.worker_beat(_name(worker, "worker"), _amount(amount, "amount"))
 
     def end(self, worker: str) -> None:
-        self._backend.worker_end(worker)
+        """The worker's session ended."""
+        self._backend.worker_end(_name(worker, "worker"))
 
     def assign(self, task_id: str, worker: str, deadline: float | None = None, **info: Any) -> None:
         """Assign ``task_id`` to ``worker``; ``deadline`` is seconds from now."""
-        due = self._backend.now() + deadline if deadline is not None else None
+        task_id, worker = _name(task_id, "task_id"), _name(worker, "worker")
+        due = self._backend.now() + _seconds(deadline, "deadline") if deadline is not None else None
         self._backend.assign(task_id, worker, due, info)
 
     def complete(self, task_id: str) -> bool:
-        return self._backend.complete_assignment(task_id)
+        """The task is done; False if it was not assigned (or already completed)."""
+        return self._backend.complete_assignment(_name(task_id, "task_id"))
 
     # -- checks -----------------------------------------------------------------------------
 
