@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from agent_coherence import Coordinator, JournalCorrupt
+from agent_coherence import Coordinator, JournalCorrupt, PathOutsideRoot
 from agent_coherence.backends import default_database
 from agent_coherence.journal import GENESIS, chain_hash, encode_data
 
@@ -223,6 +223,8 @@ def test_history_and_count_match_a_file_key_in_any_spelling_the_layer_accepts(co
     assert coord.journal.history("plans") == [] and coord.journal.history("../outside") == []
     coord.journal.append("note", "store:notes/a", "p")
     assert len(coord.journal.history("store:notes/a")) == 1
+    with pytest.raises(PathOutsideRoot):  # not a key: refused, not read as "every entry"
+        coord.journal.history(5)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("anchor,error", [(5, TypeError), ("abc", ValueError), ("z" * 64, ValueError)])

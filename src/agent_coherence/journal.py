@@ -347,7 +347,9 @@ class Journal:
         try:
             return self._canonical(key)
         except CoherenceError:  # a key no file can have now (a directory, outside): as given
-            return key if isinstance(key, str) else None
+            if isinstance(key, str):
+                return key
+            raise  # not a key at all (an int...): never None, which would match every entry
 
     def verify(self, on_entry: Callable[[int], None] | None = None, anchor: str | None = None) -> int:
         """Verify every chain the backend keeps, streaming where the backend can; return the
