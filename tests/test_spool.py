@@ -607,3 +607,20 @@ def test_consume_materialized_race_exactly_one_reader_gets_each_message(tmp_path
     assert set(first["got"]).isdisjoint(second["got"]), "both readers consumed one message"
     assert sorted(first["got"] + second["got"]) == sorted(f"m-{r}" for r in range(rounds))
     assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("payload", [5, None, 2.5, ["a"]], ids=lambda p: type(p).__name__)
+def test_a_put_of_a_payload_that_is_not_bytes_like_or_str_is_refused_and_queues_nothing(tmp_path, payload):
+    # bytes(5) is five NUL bytes: the consumer would have been handed a message nobody sent
+    spool = Spool(tmp_path / "spool")
+    with pytest.raises(TypeError, match="bytes-like or str"):
+        spool.put(payload)
+    assert spool.depth() == 0 and spool.claim("c") is None
+    assert os.listdir(tmp_path / "spool" / "tmp") == []
+
+
+def test_a_put_of_a_str_is_queued_as_utf8(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    spool.put("tâche")
+    claimed = spool.claim("c")
+    assert claimed is not None and claimed.data == "tâche".encode()
