@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from agent_coherence import Coordinator, LeaseHeld, faults
+from agent_coherence import BackendUnavailable, Coordinator, LeaseHeld, faults
 
 from conftest import tree_snapshot
 
@@ -48,6 +48,7 @@ BAD_SETTINGS = [
     ({"default_ttl": math.inf}, ValueError, "default_ttl"),
     ({"default_ttl": math.nan}, ValueError, "default_ttl"),
     ({"default_ttl": "30"}, TypeError, "default_ttl"),
+    ({"default_ttl": 1e300}, ValueError, "default_ttl"),
     ({"update_attempts": -1}, ValueError, "update_attempts"),
     ({"no_such_setting": 1}, TypeError, "no_such_setting"),
 ]
@@ -58,6 +59,29 @@ def test_bad_coordinator_settings_are_refused_before_anything_is_created(tmp_pat
     root = tmp_path / "fresh"
     with pytest.raises(error, match=named):
         Coordinator.open(root, **settings)
+    assert not root.exists()
+
+
+def test_a_bytes_root_is_decoded_not_created_then_refused(tmp_path):
+    # os.fspath(b"...") stayed bytes: the root was created, then the open failed mixing str and bytes
+    with Coordinator.open(os.fsencode(tmp_path / "fresh")) as coord:
+        assert coord.root == str(tmp_path / "fresh")
+        assert coord.write("a.txt", b"x", holder="h").path == str(tmp_path / "fresh" / "a.txt")
+    with pytest.raises(ValueError, match="UTF-8"):
+        Coordinator.open(os.fsencode(str(tmp_path)) + b"/caf\xe9")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh"]
+
+
+BAD_URLS = ["mysql://host/db", "sqlite://relative.db", "", "postgresql://host/db?schema=Team",
+            "postgresql://host/db?schema=pg_team", "postgresql://host/db?no_such_parameter=1"]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_a_bad_backend_url_is_refused_before_the_root_is_created(tmp_path, url):
+    pytest.importorskip("psycopg") if url.startswith("postgresql") else None
+    root = tmp_path / "fresh"
+    with pytest.raises(ValueError):
+        Coordinator.open(root, url=url)
     assert not root.exists()
 
 
@@ -73,6 +97,10 @@ BAD_CALLS = [
      "on_foreign_edit"),
     ("acquire ttl=-1", lambda c: c.acquire("a.txt", "h", ttl=-1), ValueError, "ttl"),
     ("acquire ttl=inf", lambda c: c.acquire("a.txt", "h", ttl=math.inf), ValueError, "ttl"),
+    # an expiry past time_t made every other caller's LeaseHeld raise a bare OverflowError
+    ("acquire ttl=1e300", lambda c: c.acquire("a.txt", "h", ttl=1e300), ValueError, "ttl"),
+    ("write ttl=1e13", lambda c: c.write("a.txt", b"x", holder="h", ttl=1e13), ValueError, "ttl"),
+    ("lease ttl=1e300", lambda c: c.lease("a.txt", "h", ttl=1e300), ValueError, "ttl"),
     ("acquire holder=''", lambda c: c.acquire("a.txt", ""), ValueError, "holder"),
     ("acquire holder=None", lambda c: c.acquire("a.txt", None), TypeError, "holder"),
     ("acquire wait=-1", lambda c: c.acquire("a.txt", "h", wait=-1), ValueError, "wait"),
@@ -82,6 +110,31 @@ BAD_CALLS = [
     ("update holder=''", lambda c: c.update("a.txt", lambda old: b"x", holder=""), ValueError, "holder"),
     ("delete ttl=-1", lambda c: c.delete("a.txt", holder="h", ttl=-1), ValueError, "ttl"),
     ("adopt holder=''", lambda c: c.adopt("a.txt", holder=""), ValueError, "holder"),
+    # a str or float never equals the stored int: without the check each try is a journaled
+    # VersionConflict that no re-read can resolve
+    ("write expect_version='0'", lambda c: c.write("a.txt", b"x", holder="h", expect_version="0"), TypeError,
+     "expect_version"),
+    ("write expect_version=0.0", lambda c: c.write("a.txt", b"x", holder="h", expect_version=0.0), TypeError,
+     "expect_version"),
+    ("write expect_version=False", lambda c: c.write("a.txt", b"x", holder="h", expect_version=False), TypeError,
+     "expect_version"),
+    ("write expect_version=-1", lambda c: c.write("a.txt", b"x", holder="h", expect_version=-1), ValueError,
+     "expect_version"),
+    ("delete expect_version='0'", lambda c: c.delete("a.txt", holder="h", expect_version="0"), TypeError,
+     "expect_version"),
+    ("write lease='h'", lambda c: c.write("a.txt", b"x", lease="h"), TypeError, "lease"),
+    ("update attempts=0", lambda c: c.update("a.txt", lambda old: b"x", holder="h", attempts=0), ValueError,
+     "attempts"),
+    ("update attempts=-1", lambda c: c.update("a.txt", lambda old: b"x", holder="h", attempts=-1), ValueError,
+     "attempts"),
+    ("update attempts=2.5", lambda c: c.update("a.txt", lambda old: b"x", holder="h", attempts=2.5), TypeError,
+     "attempts"),
+    ("update deadline=0", lambda c: c.update("a.txt", lambda old: b"x", holder="h", deadline=0), ValueError,
+     "deadline"),
+    ("update deadline=-1", lambda c: c.update("a.txt", lambda old: b"x", holder="h", deadline=-1), ValueError,
+     "deadline"),
+    ("update deadline=nan", lambda c: c.update("a.txt", lambda old: b"x", holder="h", deadline=math.nan),
+     ValueError, "deadline"),
 ]
 
 
@@ -93,6 +146,34 @@ def test_bad_call_arguments_are_refused_and_change_nothing(coord, root, call, er
         call(coord)
     assert tree_snapshot(root, skip=".agent-coherence") == before
     assert coord.journal.count() == 0 and coord.leases() == []
+
+
+def test_a_write_naming_another_holder_than_its_lease_is_refused(coord, root):
+    # it would be recorded under the lease's holder, not the one the caller named
+    (root / "a.txt").write_bytes(b"old")
+    lease = coord.acquire("a.txt", "planner")
+    with pytest.raises(ValueError, match="holder"):
+        coord.write("a.txt", b"x", lease=lease, holder="coder")
+    assert (root / "a.txt").read_bytes() == b"old" and coord.version("a.txt") is None
+    assert coord.write("a.txt", b"x", lease=lease, holder="planner").holder == "planner"
+
+
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_a_root_that_cannot_be_a_directory_is_a_typed_error(tmp_path, where):
+    blocker = tmp_path / "afile"
+    blocker.write_bytes(b"not a directory")
+    root = blocker if where == "file" else blocker / "sub"
+    with pytest.raises(BackendUnavailable, match="workspace root") as refused:
+        Coordinator.open(root)
+    assert refused.value.reason == "root" and refused.value.path == str(root)
+    assert refused.value.errno is not None and "out of the way" in refused.value.recover
+    assert blocker.read_bytes() == b"not a directory"
+
+
+def test_the_longest_ttl_still_reports_its_holder(coord):
+    coord.acquire("a.txt", "h", ttl=1e12)
+    with pytest.raises(LeaseHeld, match="leased by 'h'"):
+        coord.acquire("a.txt", "other")
 
 
 def test_a_renewed_lease_keeps_a_valid_ttl(coord):

@@ -164,6 +164,29 @@ def test_release_frees_the_key_and_reports_a_lost_lease(coord, clock):
     assert coord.release(carol) is True and coord.leases() == []
 
 
+def test_a_lost_lease_says_whether_it_was_released_expired_or_taken_over(coord, clock):
+    def why(lease):
+        with pytest.raises(LeaseLost) as lost:
+            coord.write("a.txt", b"x", lease=lease)
+        return str(lost.value)
+
+    # one lease, two blocks: the inner block's exit gives it up for the outer one too
+    with coord.lease("a.txt", holder="alice", ttl=5) as outer:
+        with coord.lease("a.txt", holder="alice", ttl=5) as inner:
+            assert inner.fence == outer.fence
+        assert "lost: released" in why(outer)
+    lease = coord.acquire("a.txt", "alice", ttl=5)
+    clock.advance(6)
+    assert "lost: expired" in why(lease)
+    bob = coord.acquire("a.txt", "bob", ttl=5)
+    assert f"now held by 'bob' (fence {bob.fence})" in why(lease)
+    coord.release(bob)
+    assert f"taken over (fence {bob.fence}), and that lease has since been released" in why(lease)
+    coord.acquire("a.txt", "bob", ttl=5)
+    clock.advance(6)
+    assert "has since expired" in why(lease)
+
+
 def test_lease_context_releases_on_exit(coord):
     with coord.lease("a.txt", holder="alice") as lease:
         coord.write("a.txt", b"inside", lease=lease)
@@ -518,3 +541,50 @@ def test_a_reader_held_up_by_the_backend_still_waits_for_the_write_in_flight(coo
         monkeypatch.setattr(other.backend, "get_version", get_version_after_an_outage)
         snap, receipt = _read_between_rename_and_commit(coord, other, hold=1.3)  # the outage, then patience
     assert (snap.data, snap.version, snap.foreign_edit) == (b"new", receipt.version, False)
+
+
+def test_an_adopt_waits_for_a_write_in_flight_instead_of_taking_its_version_number(coord, root):
+    """adopt() in the window between another write's rename and its commit used to record the
+    new bytes as an "adopt" version, and the write's commit then took the same number again."""
+    coord.write("a.txt", b"old", holder="h")
+    other = Coordinator.open(root)
+    seen: list = []
+
+    def adopt_in_the_window(step: str) -> None:
+        adopter = threading.Thread(target=lambda: seen.append(other.adopt("a.txt")))
+        adopter.start()
+        adopter.join(0.3)  # the adopter is now waiting for this write to resolve
+        seen.append("commit")
+
+    try:
+        with faults.inject("commit", adopt_in_the_window):
+            receipt = coord.write("a.txt", b"new", holder="h")
+        wait_for(lambda: len(seen) == 2)
+    finally:
+        other.close()
+    assert seen[0] == "commit", "the adopt returned before the write committed"
+    assert receipt.version == 2 and seen[1].version == 3
+    versions = [e.data["version"] for e in coord.journal.history("a.txt") if e.kind in ("write", "adopt")]
+    assert versions == [1, 2, 3], "a version number was recorded twice"
+    assert coord.journal.verify() and coord.read("a.txt").version == 3
+
+
+def test_an_adopt_meeting_a_write_that_stays_in_flight_is_refused_with_lease_held(coord, root):
+    coord.write("a.txt", b"old", holder="h")
+    other = Coordinator.open(root)
+    refused: list = []
+
+    def adopt_in_the_window(step: str) -> None:
+        try:
+            other.adopt("a.txt")
+        except LeaseHeld as busy:
+            refused.append(busy)
+
+    try:
+        with faults.inject("commit", adopt_in_the_window):  # the adopt runs inside the commit step
+            coord.write("a.txt", b"new", holder="h")
+    finally:
+        other.close()
+    assert len(refused) == 1 and "in flight" in str(refused[0]) and refused[0].holder == "h"
+    assert [e.kind for e in coord.journal.history("a.txt")][-1] == "write"
+    assert coord.version("a.txt").version == 2

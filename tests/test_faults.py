@@ -167,3 +167,23 @@ def test_read_back_mismatch_is_a_durability_error(coord, root):
             coord.write(KEY, NEW, holder="h")
     assert caught.value.step == "read_back" and "read back" in caught.value.detail
     assert_untouched(coord, root, KEY, OLD, 1)
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM, errno.EROFS])
+@pytest.mark.parametrize("step", ["open_temp", "rename"])
+def test_a_write_refused_by_permissions_says_so_in_its_hint(coord, root, step, code):
+    # the default hint, "free space or fix the disk", sends someone after the wrong problem
+    coord.write("a.txt", b"old", holder="h")
+    with faults.inject(step, code):
+        with pytest.raises(DurabilityError) as caught:
+            coord.write("a.txt", b"new", holder="h")
+    assert caught.value.errno == code and caught.value.step == step
+    assert "permissions" in caught.value.recover and "free space" not in caught.value.recover
+    assert (root / "a.txt").read_bytes() == b"old" and coord.read("a.txt").version == 1
+
+
+def test_a_full_disk_keeps_its_hint(coord, root):
+    with faults.inject("write", errno.ENOSPC):
+        with pytest.raises(DurabilityError) as caught:
+            coord.write("a.txt", b"new", holder="h")
+    assert "free space" in caught.value.recover

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from agent_coherence import Coordinator, JournalCorrupt
+from agent_coherence import Coordinator, JournalCorrupt, PathOutsideRoot
 from agent_coherence.backends import default_database
 from agent_coherence.journal import GENESIS, chain_hash, encode_data
 
@@ -180,3 +180,82 @@ def test_an_empty_journal_verifies(tmp_path):
     with Coordinator.open(tmp_path) as coord:
         assert coord.journal.verify() == 0
         assert coord.journal.head() == GENESIS
+
+
+@pytest.mark.parametrize("kind", ["write", "delete", "lease.acquire", "journal.checkpoint", "conflict.version",
+                                  "recover.forward", "write.failed", "message.ack"])
+def test_an_application_entry_cannot_take_a_kind_the_layer_records(coord, kind):
+    # a forged "write" would answer "did the work happen?" falsely; a forged checkpoint is what
+    # verification trusts as the start of the kept record
+    coord.write("a.txt", b"1", holder="p")
+    before = coord.journal.verify()
+    with pytest.raises(ValueError, match="records itself"):
+        coord.journal.append(kind, "a.txt", "mallory", version=7)
+    assert coord.journal.verify() == before
+    assert [e.holder for e in coord.journal.history("a.txt")] == ["p"]
+
+
+@pytest.mark.parametrize("kind,key,holder,error", [
+    ("", None, None, ValueError), ("  ", None, None, ValueError), (5, None, None, TypeError),
+    (None, None, None, TypeError), ("note", 5, None, TypeError), ("note", None, b"h", TypeError),
+])
+def test_an_application_entry_with_a_malformed_field_is_refused(coord, kind, key, holder, error):
+    with pytest.raises(error):
+        coord.journal.append(kind, key, holder)
+    assert coord.journal.count() == 0
+
+
+def test_application_kinds_that_only_resemble_the_layers_are_accepted(coord):
+    for kind in ("handoff", "note", "writeup", "app.write", "leases-reviewed"):
+        coord.journal.append(kind, None, "app")
+    assert coord.journal.count() == 5 and coord.journal.verify() == 5
+
+
+def test_history_and_count_match_a_file_key_in_any_spelling_the_layer_accepts(coord, root):
+    # an empty history for "./plans//plan.md" would read as "never written"
+    coord.write("plans/plan.md", b"1", holder="p")
+    coord.write("plans/plan.md", b"2", holder="p")
+    for spelling in ("plans/plan.md", "./plans//plan.md", str(root / "plans" / "plan.md"),
+                     root / "plans" / "plan.md", "plans/../plans/plan.md"):
+        assert [e.data["version"] for e in coord.journal.history(spelling)] == [1, 2], spelling
+        assert coord.journal.count(kind="write", key=spelling) == 2, spelling
+    # keys no file can have are looked up as given, not refused
+    assert coord.journal.history("plans") == [] and coord.journal.history("../outside") == []
+    coord.journal.append("note", "store:notes/a", "p")
+    assert len(coord.journal.history("store:notes/a")) == 1
+    with pytest.raises(PathOutsideRoot):  # not a key: refused, not read as "every entry"
+        coord.journal.history(5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("anchor,error", [(5, TypeError), ("abc", ValueError), ("z" * 64, ValueError)])
+def test_a_malformed_anchor_is_refused_not_reported_as_a_cut_journal(coord, anchor, error):
+    # "entries were cut from its end" for a typo or a 12-digit prefix is a false alarm of tampering
+    coord.write("a.txt", b"1", holder="p")
+    with pytest.raises(error, match="anchor"):
+        coord.journal.verify(anchor=anchor)
+    with pytest.raises(ValueError, match="64-digit"):
+        coord.journal.verify(anchor=coord.journal.head()[:12])
+    assert coord.journal.verify(anchor=coord.journal.head().upper()) == 1
+    with pytest.raises(JournalCorrupt):
+        coord.journal.verify(anchor="1" * 64)  # well formed, not in the chain: still corruption
+
+
+def test_the_cli_refuses_a_malformed_anchor_as_a_usage_error(coord, root, capsys):
+    from agent_coherence.cli import main
+
+    coord.write("a.txt", b"1", holder="p")
+    assert main(["journal", "verify", "--root", str(root), "--anchor", coord.journal.head()[:12]]) == 2
+    assert "64-digit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("call,error", [
+    (lambda j: j.tail(2.5), TypeError), (lambda j: j.tail("5"), TypeError), (lambda j: j.tail(-1), ValueError),
+    (lambda j: j.history(limit=1.5), TypeError), (lambda j: j.history(limit=-1), ValueError),
+    (lambda j: j.count(kind=5), TypeError),
+])
+def test_journal_reads_refuse_malformed_arguments_without_blaming_the_database(coord, call, error):
+    # a float count reached SQLite as "datatype mismatch": a BackendUnavailable telling the user
+    # to check the disk and permissions
+    coord.write("a.txt", b"1", holder="p")
+    with pytest.raises(error):
+        call(coord.journal)

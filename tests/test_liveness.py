@@ -262,3 +262,29 @@ def test_watch_once_prints_anomalies_and_exits_nonzero(coord, clock, capsys):
     assert watch_main(coord, once=True) == 1
     out = capsys.readouterr().out
     assert "overdue_assignment" in out and "'t1'" in out
+
+
+@pytest.mark.parametrize("call,error", [
+    (lambda live: live.start("w", channels="tasks"), TypeError),  # would watch "t", "a", "s", "k"
+    (lambda live: live.start("w", channels=[5]), TypeError),
+    (lambda live: live.start(""), ValueError),
+    (lambda live: live.start(5), TypeError),
+    (lambda live: live.start("w", heartbeat_every=0), ValueError),
+    (lambda live: live.start("w", heartbeat_every=float("nan")), ValueError),
+    (lambda live: live.heartbeat("w", work=-1), ValueError),
+    (lambda live: live.record_work("w", 1.5), TypeError),
+    (lambda live: live.end(None), TypeError),
+    (lambda live: live.assign("", "w"), ValueError),
+    (lambda live: live.assign("t", "w", deadline=float("inf")), ValueError),
+    (lambda live: live.complete(7), TypeError),
+])
+def test_liveness_refuses_malformed_arguments_before_recording_anything(coord, call, error):
+    with pytest.raises(error):
+        call(coord.liveness)
+    assert coord.journal.count() == 0 and coord.backend.list_workers() == []
+
+
+def test_a_worker_watching_one_channel_named_as_a_list_is_reported(coord):
+    coord.channel("tasks").send({"n": 1})
+    coord.liveness.start("w", channels=["tasks"])
+    assert [w.info["channels"] for w in coord.backend.list_workers()] == [["tasks"]]

@@ -3,9 +3,14 @@ public error names, and the README's list of them."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
+
+import pytest
 
 import agent_coherence
 from agent_coherence import errors
@@ -45,3 +50,30 @@ def test_every_error_is_exported_and_listed_in_the_readme():
     from agent_coherence.spool import SlotOccupied
 
     assert SlotOccupied is agent_coherence.SlotOccupied
+
+
+def test_every_public_name_is_an_explicit_re_export_for_type_checkers():
+    # __all__ is computed at run time, so mypy --strict (no implicit re-export) and pyright see a
+    # public name only through "import X as X" in the TYPE_CHECKING block: without it the README's
+    # own "from agent_coherence import Coordinator" fails their checks
+    import ast
+
+    tree = ast.parse((PROJECT / "src" / "agent_coherence" / "__init__.py").read_text())
+    exported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names if alias.asname == alias.name}
+    missing = sorted(set(agent_coherence.__all__) - exported - {"__version__"})
+    assert not missing, f"not re-exported for type checkers: {missing}"
+
+
+@pytest.mark.slow
+def test_the_readme_imports_type_check_under_mypy_strict(tmp_path):
+    user = tmp_path / "user.py"
+    user.write_text("from agent_coherence import Coordinator, KeyIsADirectory, LeaseHeld, Retention, "
+                    "VersionConflict, WriteReceipt\n"
+                    "coord: Coordinator = Coordinator.open(root='.')\n"
+                    "receipt: WriteReceipt = coord.write('a.txt', b'x', holder='h')\n")
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--no-incremental", str(user)],
+        capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "MYPYPATH": str(PROJECT / "src")})
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent_coherence import Coordinator, DurabilityError, PathOutsideRoot
+from agent_coherence import Coordinator, DurabilityError, NotARegularFile, PathOutsideRoot
 from agent_coherence.paths import STATE_DIR, normalize_key, resolve_file_key
 
 from conftest import tree_snapshot
@@ -265,3 +265,34 @@ def test_a_name_at_the_length_limit_gets_a_temp_name_that_fits(workspace):
         assert coord.write(name, b"2", holder="h").version == 2
         assert (root / name).read_bytes() == b"2"
     assert coord.backend.list_intents() == []
+
+
+def test_a_directory_at_the_key_is_both_a_refused_key_and_not_a_regular_file(coord, root):
+    # the docs name NotARegularFile (kind "directory") in some places and PathOutsideRoot in
+    # others for it: either except clause catches it
+    (root / "sub").mkdir()
+    (root / "sub" / "keep.txt").write_bytes(b"kept")
+    for call in (lambda: coord.read("sub"), lambda: coord.write("sub", b"x", holder="h"),
+                 lambda: coord.delete("sub", holder="h"), lambda: coord.acquire("sub", "h"),
+                 lambda: coord.update("sub", lambda old: b"x", holder="h"), lambda: coord.adopt("sub")):
+        with pytest.raises(NotARegularFile) as caught:
+            call()
+        assert isinstance(caught.value, PathOutsideRoot)
+        assert caught.value.kind == "directory" and caught.value.path == str(root / "sub")
+        assert caught.value.reason == "names a directory, not a file" and "directory" in caught.value.recover
+    assert (root / "sub" / "keep.txt").read_bytes() == b"kept" and coord.journal.count() == 0
+
+
+@pytest.mark.parametrize("key", ["loop1", "loop1/x.md", "sub/loop2/x.md"])
+def test_a_symlink_loop_is_refused_as_a_loop_not_as_a_race(coord, root, key):
+    # realpath leaves a loop unresolved; the walk from the root then met the link and called it
+    # "a symlink appeared on the path after the key was checked", sending the user after a race
+    (root / "sub").mkdir(exist_ok=True)
+    os.symlink("loop2", root / "loop1")
+    os.symlink("loop1", root / "loop2")
+    os.symlink("../loop1", root / "sub" / "loop2")
+    for call in (lambda: coord.read(key), lambda: coord.write(key, b"x", holder="h"), lambda: coord.key(key)):
+        with pytest.raises(PathOutsideRoot) as caught:
+            call()
+        assert caught.value.reason.startswith("a symlink loop on the path")
+    assert coord.journal.count() == 0

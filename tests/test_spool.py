@@ -607,3 +607,10 @@ def test_consume_materialized_race_exactly_one_reader_gets_each_message(tmp_path
     assert set(first["got"]).isdisjoint(second["got"]), "both readers consumed one message"
     assert sorted(first["got"] + second["got"]) == sorted(f"m-{r}" for r in range(rounds))
     assert not os.path.exists(path)
+
+
+def test_a_put_of_a_str_is_queued_as_utf8(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    spool.put("tâche")
+    claimed = spool.claim("c")
+    assert claimed is not None and claimed.data == "tâche".encode()

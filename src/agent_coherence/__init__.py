@@ -37,6 +37,7 @@ _EXPORTS = {
     "StaleReceipt": "errors",
     "SlotOccupied": "errors",
     "JournalCorrupt": "errors",
+    "KeyIsADirectory": "errors",
     "BackendUnavailable": "errors",
     "scan_dir": "durable",
     "Retention": "retention",
@@ -45,17 +46,26 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
+    # "import X as X": an explicit re-export, so `from agent_coherence import Coordinator` type-checks
+    # under mypy --strict (no implicit re-export) and pyright; __all__ is built at run time, so
+    # type checkers cannot read it.
     from typing import Any
 
-    from .coordinator import Coordinator
-    from .durable import scan_dir
+    from .coordinator import Coordinator as Coordinator
+    from .durable import scan_dir as scan_dir
     from .errors import (
-        BackendUnavailable, ChannelError, CoherenceError, DurabilityError, ForeignEdit,
-        JournalCorrupt, LeaseHeld, LeaseLost, NotARegularFile, PathOutsideRoot, SlotOccupied, StaleReceipt,
-        VersionConflict,
+        BackendUnavailable as BackendUnavailable, ChannelError as ChannelError, CoherenceError as CoherenceError,
+        DurabilityError as DurabilityError, ForeignEdit as ForeignEdit, JournalCorrupt as JournalCorrupt,
+        KeyIsADirectory as KeyIsADirectory, LeaseHeld as LeaseHeld, LeaseLost as LeaseLost,
+        NotARegularFile as NotARegularFile,
+        PathOutsideRoot as PathOutsideRoot, SlotOccupied as SlotOccupied, StaleReceipt as StaleReceipt,
+        VersionConflict as VersionConflict,
     )
-    from .models import Anomaly, Delivery, Event, Lease, Message, Snapshot, VersionInfo, WriteReceipt
-    from .retention import Retention
+    from .models import (
+        Anomaly as Anomaly, Delivery as Delivery, Event as Event, Lease as Lease, Message as Message,
+        Snapshot as Snapshot, VersionInfo as VersionInfo, WriteReceipt as WriteReceipt,
+    )
+    from .retention import Retention as Retention
 
 
 __getattr__ = lazy_getattr(globals(), _EXPORTS)

@@ -4,6 +4,7 @@ touched, with an error that names the argument and what it accepts."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable, Literal
 
 ForeignPolicy = Literal["raise", "adopt"]
@@ -27,14 +28,33 @@ def payload_bytes(data: object) -> bytes:
 _INFINITY = float("inf")
 
 
+def root_path(root: object) -> str:
+    """The workspace root as a str path. A bytes path (or PathLike of bytes) is decoded as UTF-8,
+    as keys are; left as bytes it failed later, mixing with str paths, after the root had been
+    created."""
+    path = os.fspath(root)  # type: ignore[call-overload]  # TypeError for anything but a path
+    if isinstance(path, bytes):
+        try:
+            return path.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"root {path!r} is not valid UTF-8") from None
+    return path  # type: ignore[no-any-return]
+
+
+# The longest TTL (about 31,700 years, the channels' limit too): an expiry past what time_t can
+# hold made every other caller's LeaseHeld message raise a bare OverflowError, for ever.
+MAX_SECONDS = 1e12
+
+
 def ttl_seconds(ttl: object, name: str = "ttl") -> float:
-    """A lease time-to-live: a finite number of seconds above 0."""
-    if (type(ttl) is float or type(ttl) is int) and 0 < ttl < _INFINITY:
+    """A lease time-to-live: a finite number of seconds above 0, at most ``MAX_SECONDS``."""
+    if (type(ttl) is float or type(ttl) is int) and 0 < ttl <= MAX_SECONDS:
         return float(ttl)  # the usual case, checked in one step (NaN fails it)
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(ttl).__name__}")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise ValueError(f"{name} must be a finite number of seconds above 0, not {ttl!r}")
+    if not math.isfinite(ttl) or ttl <= 0 or ttl > MAX_SECONDS:
+        raise ValueError(f"{name} must be a finite number of seconds above 0 (at most {MAX_SECONDS:g}), "
+                         f"not {ttl!r}")
     return float(ttl)
 
 
@@ -69,6 +89,26 @@ def count(value: object, name: str) -> int:
     """A number of attempts: an int, 0 or more."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be an int, 0 or more, not {value!r}")
+    return value
+
+
+def expected_version(version: object) -> int:
+    """``expect_version``: a version number, 0 or more. A str or float would never equal the
+    stored int and so would be reported as a VersionConflict (and journaled as one) on every try;
+    a bool would silently stand for 0 or 1."""
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TypeError(f"expect_version must be an int (a version, 0 or more) or None, not {type(version).__name__}")
+    if version < 0:
+        raise ValueError(f"expect_version must be a version number, 0 or more, not {version!r}")
+    return int(version)
+
+
+def attempt_limit(value: object, name: str = "attempts") -> int:
+    """How many tries a call may make: an int, 1 or more (0 tries could never succeed)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, 1 or more, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be an int, 1 or more, not {value!r}")
     return value
 
 

@@ -358,15 +358,13 @@ def cmd_journal_verify(options: Any) -> int:
     is gone); 2: the state cannot be opened at all (a damaged database: see main). Streams the
     journal: memory stays flat however long it is."""
     from .errors import JournalCorrupt
-    from .journal import GENESIS
+    from .journal import GENESIS, anchor_hash
     from .progress import Progress
 
-    anchor = options.anchor
-    if anchor is not None and (len(anchor) != 64 or _not_hex(anchor)):
-        # A mistyped anchor is not evidence of a cut journal: say so instead of "CORRUPT".
-        raise UsageError(f"--anchor {anchor!r}: give a journal head, 64 hex digits "
-                         "(as printed by `agent-coherence journal verify`)")
-    anchor = None if anchor is None else anchor.lower()  # heads are stored in lower case
+    try:
+        anchor = anchor_hash(options.anchor)  # a mistyped anchor is a usage error, not a cut journal
+    except ValueError as malformed:
+        raise UsageError(f"--anchor: {malformed}") from None
     coord = _open_existing(options)
     if coord is None:
         print(f"journal OK: 0 entries, head {GENESIS}: {_no_state(options)}")
@@ -390,10 +388,6 @@ def cmd_journal_verify(options: Any) -> int:
     if anchor is not None:
         print(f"  anchor {anchor} is in the chain")
     return 0
-
-
-def _not_hex(text: str) -> bool:
-    return any(c not in "0123456789abcdef" for c in text.lower())
 
 
 def _parse_before(text: str, now: float) -> float:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import arguments, faults, recovery, stamps
 from .arguments import ForeignPolicy
-from .backends import open_backend
+from .backends import check_url, open_backend
 from .backends.base import Backend, IntentPending, IntentRecord, WriteRequest
 from .durable import StepFailed, WrittenAhead, sha256_hex, temp_path_for
 from .errors import BackendUnavailable, CoherenceError, LeaseHeld, LeaseLost, VersionConflict
@@ -46,7 +46,7 @@ from .overlap import Overlap
 from .models import Lease, Snapshot, VersionInfo, WriteReceipt
 from .paths import ArtifactPath, normalize_key, resolve_file_key
 from .rooted import KeyFile
-from .write_undo import Progress, WriteUndo, disk_full, durability_error, foreign_error
+from .write_undo import Progress, WriteUndo, disk_full, durability_error, foreign_error, in_flight
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -59,6 +59,23 @@ EMPTY_SHA256 = sha256_hex(b"")
 # writer's commit waits out too) still has its whole patience when the backend is back.
 READ_PATIENCE = 5.0
 READ_POLL = 0.05
+
+
+def _make_root(root: str, url: str | None) -> None:
+    """Create the workspace root if missing; a root that cannot be a directory (it, or a parent
+    of it, is a file; no permission) is a BackendUnavailable naming it, not a bare OSError."""
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as error:
+        why = "it exists and is not a directory" if isinstance(error, FileExistsError) \
+            else error.strerror or str(error)
+        raise BackendUnavailable(
+            f"cannot use {root} as the workspace root: {why}",
+            recover=f"give a root that is (or can be made) a directory: move whatever is at {root} "
+                    "(or a parent of it that is a file) out of the way, or check the permissions",
+            backend="sqlite" if url is None else url.partition(":")[0], detail=str(error),
+            errno=error.errno, reason="root", path=root,
+        ) from error
 
 
 class Coordinator:
@@ -90,7 +107,7 @@ class Coordinator:
         self.update_attempts = update_attempts
         self.update_deadline = float(update_deadline)
         self.optimistic_attempts = optimistic_attempts
-        self.journal = Journal(backend)
+        self.journal = Journal(backend, canonical=lambda key: normalize_key(self.root, key))
         if retention is not None:  # stored in the backend: every process on the state applies it
             if not isinstance(retention, Retention):
                 raise TypeError(f"retention must be a Retention or None, not {retention!r}")
@@ -103,8 +120,8 @@ class Coordinator:
         self.write_mode = stamps.mode(self.root)  # "stamp": files carry their version, no intent flush
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str] = ".", url: str | None = None, *, recover: bool = True,
-             create: bool = True, **options: Any) -> "Coordinator":
+    def open(cls, root: str | bytes | os.PathLike[str] | os.PathLike[bytes] = ".", url: str | None = None, *,
+             recover: bool = True, create: bool = True, **options: Any) -> "Coordinator":
         """Open the coordinator for ``root``: the embedded SQLite backend under
         ``<root>/.agent-coherence/`` when ``url`` is None, else the backend the URL names.
         Interrupted writes of dead processes are recovered unless ``recover=False``. A missing
@@ -113,10 +130,11 @@ class Coordinator:
         that only look, so a mistyped root or schema is reported rather than made. Settings
         (``default_ttl``, ``on_foreign_edit``, ...) are checked before anything is opened. An
         open that fails or is interrupted (KeyboardInterrupt too) closes the backend it made."""
-        real_root = os.path.realpath(os.fspath(root))
-        arguments.check_settings(options)  # refuse bad settings before touching the disk
+        real_root = os.path.realpath(arguments.root_path(root))
+        arguments.check_settings(options)  # refuse bad settings, and a bad URL, before touching the disk
+        check_url(url)
         if create:
-            os.makedirs(real_root, exist_ok=True)
+            _make_root(real_root, url)
         elif not os.path.isdir(real_root):
             raise BackendUnavailable(
                 f"no directory {real_root}: no agent-coherence state there",
@@ -169,7 +187,8 @@ class Coordinator:
         return self.backend.renew_lease(lease.key, lease.holder, lease.fence, ttl)
 
     def release(self, lease: Lease) -> bool:
-        """Give ``lease`` up; False if it was already lost."""
+        """Give ``lease`` up; False if it was already released or taken over (an expired lease
+        nobody took since is released: True)."""
         return self.backend.release_lease(lease.key, lease.holder, lease.fence)
 
     def lease(
@@ -209,7 +228,9 @@ class Coordinator:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def version(self, key: str) -> VersionInfo | None:
+    def version(self, key: str | os.PathLike[str]) -> VersionInfo | None:
+        """The recorded version of ``key`` (None: never written through the layer), without
+        reading the file. Raises PathOutsideRoot."""
         return self.backend.get_version(self.key(key))
 
     def read(self, key: str | os.PathLike[str]) -> Snapshot:
@@ -304,11 +325,14 @@ class Coordinator:
             Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_random_exponential,
         )
 
-        budget = deadline or self.update_deadline
+        # Checked here, not left to ``or``: 0 would silently mean the default, and a negative
+        # count or deadline would still make one try.
+        budget = self.update_deadline if deadline is None else arguments.ttl_seconds(deadline, "deadline")
+        tries = self.update_attempts if attempts is None else arguments.attempt_limit(attempts)
         started = time.monotonic()
         retrying = Retrying(
             retry=retry_if_exception_type((VersionConflict, LeaseHeld)),
-            stop=stop_after_attempt(attempts or self.update_attempts) | stop_after_delay(budget),
+            stop=stop_after_attempt(tries) | stop_after_delay(budget),
             wait=wait_random_exponential(multiplier=0.0005, max=0.05),
             reraise=True,
         )
@@ -342,18 +366,24 @@ class Coordinator:
         return snapshot
 
     def adopt(self, key: str | os.PathLike[str], holder: str = "(adopted)") -> VersionInfo:
-        """Accept the bytes now on disk (written around the layer) as a new version."""
+        """Accept the bytes now on disk (written around the layer) as a new version. A write to
+        the key in flight is waited for (about 2 s, then LeaseHeld): its bytes are its own
+        version, not an edit to adopt, and its commit would take the same version number."""
         target = resolve_file_key(self.root, key)
         holder = arguments.holder_name(holder)
-        record = self.backend.get_version(target.key)
-        with KeyFile(self.root, target.key, target.path) as file:
-            data = self._read_file(target, file)
-        adopted = self.backend.record_version(
-            target.key, holder, sha256_hex(data) if data is not None else None,
-            len(data) if data is not None else 0, fence=None,
-            expect_version=record.version if record else 0, kind="adopt",
-        )
-        return adopted
+        while True:
+            record = self.backend.get_version(target.key)
+            with KeyFile(self.root, target.key, target.path) as file:
+                data = self._read_file(target, file)
+            try:
+                return self.backend.record_version(
+                    target.key, holder, sha256_hex(data) if data is not None else None,
+                    len(data) if data is not None else 0, fence=None,
+                    expect_version=record.version if record else 0, kind="adopt", refuse_pending=True,
+                )
+            except IntentPending as pending:
+                if not self._undo.settle(pending.intent, wait=2.0):
+                    raise in_flight(pending.intent) from None
 
     def _change(
         self, key: str | os.PathLike[str], payload: bytes | None, lease: Lease | None,
@@ -362,14 +392,25 @@ class Coordinator:
     ) -> WriteReceipt:
         target = resolve_file_key(self.root, key)
         if lease is not None:
-            if lease.key != target.key:
-                raise ValueError(f"the lease is for {lease.key!r}, not {target.key!r}")
-            holder, fence = lease.holder, lease.fence
+            try:
+                lease_key, lease_holder, fence = lease.key, lease.holder, lease.fence
+            except AttributeError:
+                raise TypeError(f"lease must be a Lease (from coord.lease or coord.acquire), "
+                                f"not {type(lease).__name__}") from None
+            if lease_key != target.key:
+                raise ValueError(f"the lease is for {lease_key!r}, not {target.key!r}")
+            if holder is not None and holder != lease_holder:
+                # the write would be recorded under the lease's holder, not the one named
+                raise ValueError(f"holder={holder!r} is not the lease's holder {lease_holder!r}: "
+                                 "give lease= alone, or holder= alone")
+            holder = lease_holder
         elif holder is not None:
             holder, fence = arguments.holder_name(holder), None
         else:
             raise TypeError("write needs lease= (from coord.lease) or holder= (who is writing)")
         ttl = self._ttl(ttl)
+        if expect_version is not None:
+            expect_version = arguments.expected_version(expect_version)
         policy = self.on_foreign_edit if policy is None else arguments.foreign_policy(policy)
         new_sha: str | None = None
         temp = temp_path_for(target.path)
@@ -439,8 +480,11 @@ class Coordinator:
             # Adopt the bytes on disk as a version of their own, then write on top of them: the
             # journal shows an "adopt" followed by the "write", and no failure.
             self.backend.abort_write(intent, "foreign_edit", "adopted", journal=False)
-            self.backend.record_version(target.key, "(adopted)", old_sha, len(old or b""), fence=None,
-                                        expect_version=intent.base_version, kind="adopt")
+            try:  # another write may begin once this intent is gone: its commit would reuse the number
+                self.backend.record_version(target.key, "(adopted)", old_sha, len(old or b""), fence=None,
+                                            expect_version=intent.base_version, kind="adopt", refuse_pending=True)
+            except IntentPending:
+                pass  # begin again: recording the intent meets that write and waits for it
 
     def _disk_hash(self, key: str, data: bytes | None, recorded: str | None) -> str | None:
         """The sha256 of ``data`` (None for no file): ``recorded`` without hashing when ``data`` is
@@ -480,13 +524,7 @@ class Coordinator:
                 raise
             except IntentPending as pending:
                 if not self._undo.settle(pending.intent, wait=2.0):
-                    intent = pending.intent
-                    raise LeaseHeld(
-                        f"a write to {intent.key!r} by {intent.holder!r} (pid {intent.pid} on {intent.host}) "
-                        "is still in flight",
-                        key=intent.key, holder=intent.holder, acquired_at=intent.created_at,
-                        expires_at=intent.created_at, pid=intent.pid,
-                    ) from None
+                    raise in_flight(pending.intent) from None
             except OSError as error:
                 raise durability_error(target, "intent", error) from error
             except BackendUnavailable as error:

@@ -144,6 +144,17 @@ class NotARegularFile(CoherenceError):
     recover = "move the non-file away (agent-coherence reads and writes only regular files) and retry"
 
 
+class KeyIsADirectory(PathOutsideRoot, NotARegularFile):  # type: ignore[misc]  # key: as given, as PathOutsideRoot
+    """The key names a directory. Refused when the key is resolved, before anything is touched;
+    both a PathOutsideRoot (a refused key) and a NotARegularFile (``kind`` "directory"), as the
+    docs name either for it.
+
+    Facts: ``key`` (as given), ``root``, ``reason``, ``path``, ``kind``.
+    """
+
+    recover = "name a file, not a directory (agent-coherence reads and writes only regular files)"
+
+
 class ChannelError(CoherenceError):
     """A channel operation was refused (stale receipt handle, unknown message, bad argument).
 
@@ -219,6 +230,7 @@ __all__ = [
     "DurabilityError",
     "ForeignEdit",
     "JournalCorrupt",
+    "KeyIsADirectory",
     "LeaseHeld",
     "LeaseLost",
     "NotARegularFile",

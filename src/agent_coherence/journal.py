@@ -26,7 +26,7 @@ weakness: a field's text could be shifted into its neighbour (or NULL swapped fo
 from __future__ import annotations
 
 from . import json_text  # json.loads/dumps without importing the json package (hook start-up)
-from .errors import BackendUnavailable, JournalCorrupt
+from .errors import BackendUnavailable, CoherenceError, JournalCorrupt
 from .hashing import sha256_hex
 from .logs import ERROR, INFO, log
 
@@ -304,11 +304,52 @@ def verify_entries(
             on_entry(walk.count)
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def anchor_hash(anchor: object) -> str | None:
+    """A ``verify`` anchor: a full ``head()`` hash (64 hex digits, any case), or None. A prefix
+    (``journal show`` prints 12 digits) or a value of another type would be reported as entries
+    cut from the journal's end: a false alarm of tampering, so it is refused (ValueError) instead."""
+    if anchor is None:
+        return None
+    if not isinstance(anchor, str):
+        raise TypeError(f"anchor must be a str (a head() hash), not {type(anchor).__name__}")
+    text = anchor.strip().lower()
+    if len(text) != 64 or not _HEX.issuperset(text):
+        raise ValueError(f"anchor {anchor!r} is not a journal head: give the full 64-digit hash (64 hex digits) "
+                         "that journal.head() (or `agent-coherence journal verify`) printed")
+    return text
+
+
+def _entry_count(value: object, name: str) -> int:
+    """A number of journal entries: an int, 0 or more (a float reached SQLite as a type error,
+    reported as a damaged database)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int number of entries, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more, not {value}")
+    return value
+
+
 class Journal:
     """Read side of the journal: verify the chain, list an artifact's history."""
 
-    def __init__(self, backend: "Backend") -> None:
+    def __init__(self, backend: "Backend", canonical: "Callable[[Any], str] | None" = None) -> None:
         self._backend = backend
+        # The coordinator's key normaliser: history("./plans//plan.md") finds what the layer
+        # recorded under "plans/plan.md", instead of an empty list that reads as "never written".
+        self._canonical = canonical
+
+    def _key(self, key: "Any") -> "str | None":
+        if key is None or self._canonical is None:
+            return key  # type: ignore[no-any-return]
+        try:
+            return self._canonical(key)
+        except CoherenceError:  # a key no file can have now (a directory, outside): as given
+            if isinstance(key, str):
+                return key
+            raise  # not a key at all (an int...): never None, which would match every entry
 
     def verify(self, on_entry: Callable[[int], None] | None = None, anchor: str | None = None) -> int:
         """Verify every chain the backend keeps, streaming where the backend can; return the
@@ -320,6 +361,7 @@ class Journal:
 
     def walk(self, on_entry: Callable[[int], None] | None = None, anchor: str | None = None) -> ChainWalk:
         """Like :meth:`verify`, returning the finished walk (its head, and what compaction removed)."""
+        anchor = anchor_hash(anchor)
         try:
             walk = self._backend.journal_verify(on_entry, anchor)
         except JournalCorrupt as corrupt:
@@ -330,15 +372,21 @@ class Journal:
         return walk
 
     def history(self, key: str | None = None, limit: int | None = None) -> list["Event"]:
-        """Entries about ``key`` (every entry if None), oldest first."""
-        return list(self._backend.journal_entries(key=key, limit=limit))
+        """Entries about ``key`` (every entry if None), oldest first. A file key is matched in
+        its canonical form (``coord.key``), as the layer records it."""
+        if limit is not None:
+            limit = _entry_count(limit, "limit")
+        return list(self._backend.journal_entries(key=self._key(key), limit=limit))
 
     def tail(self, count: int = 20) -> list["Event"]:
         """The newest ``count`` entries, oldest first."""
-        return list(self._backend.journal_tail(count))
+        return list(self._backend.journal_tail(_entry_count(count, "count")))
 
     def count(self, kind: str | None = None, key: str | None = None) -> int:
-        return self._backend.journal_count(kind=kind, key=key)
+        """How many entries, of ``kind`` and/or about ``key`` (canonical form, as ``history``)."""
+        if kind is not None and not isinstance(kind, str):
+            raise TypeError(f"kind must be a str or None, not {type(kind).__name__}")
+        return self._backend.journal_count(kind=kind, key=self._key(key))
 
     def head(self) -> str:
         """The hash of the newest entry: record it elsewhere to anchor the chain (pass it to
@@ -347,5 +395,27 @@ class Journal:
         return records[-1].hash if records else GENESIS
 
     def append(self, kind: str, key: str | None = None, holder: str | None = None, **data: Any) -> None:
-        """Add an application entry (e.g. a note that a task was handed over)."""
+        """Add an application entry (e.g. a note that a task was handed over).
+
+        ``kind`` must be a non-empty str outside the layer's own kinds (``write``, ``lease.*``,
+        ``journal.*``, ... see ``RESERVED_KINDS``): else an application could record a ``write``
+        that never happened, or a ``journal.checkpoint`` that verification trusts (ValueError,
+        nothing appended). ``key`` and ``holder`` are str or None."""
+        if not isinstance(kind, str) or not kind.strip():
+            raise TypeError(f"kind must be a non-empty str, not {kind!r}") if not isinstance(kind, str) \
+                else ValueError("kind must name the entry (an empty or blank kind is refused)")
+        if kind.partition(".")[0] in RESERVED_KINDS:
+            raise ValueError(f"kind {kind!r} is one the layer records itself ({kind.partition('.')[0]!r}): "
+                             "give your entries a name of your own, e.g. 'handoff' or 'app.note'")
+        for name, value in (("key", key), ("holder", holder)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
         self._backend.journal_append(kind, key, holder, data)
+
+
+# The first dotted part of the kinds the layer and its adapters journal: ``Journal.append``
+# refuses them, so the record of who wrote what holds only what the layer saw happen.
+RESERVED_KINDS = frozenset({
+    "write", "delete", "adopt", "lease", "conflict", "recover", "clock", "journal", "message", "channel",
+    "worker", "assignment", "anomaly", "crewai", "langgraph", "store", "bash", "tool",
+})

@@ -22,11 +22,11 @@ logger, and to an optional callback. Work is counted from acknowledged messages,
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from .arguments import ttl_seconds
 from .backends.records import CLOCK_KEY
 from .models import Anomaly
 
@@ -35,9 +35,35 @@ if TYPE_CHECKING:
     from .coordinator import Coordinator
 
 _SECONDS = (int, float)
-_INFINITY = float("inf")
 logger = logging.getLogger("agent_coherence.liveness")
 logger.addHandler(logging.NullHandler())
+
+
+def _name(value: object, what: str) -> str:
+    """A worker, task or channel name: a non-empty str (an int was stored as given, a blank name
+    matched nothing)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if not value.strip() or "\x00" in value:
+        raise ValueError(f"{what} must be a non-empty name without NUL, not {value!r}")
+    return value
+
+
+def _seconds(value: object, what: str, above_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (above_zero and value == 0):
+        raise ValueError(f"{what} must be a finite number of seconds, {'above' if above_zero else 'at least'} 0, "
+                         f"not {value!r}")
+    return float(value)
+
+
+def _amount(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must be 0 or more, not {value}")
+    return value
 
 
 class Liveness:
@@ -63,46 +89,37 @@ class Liveness:
         consumes: messages ready there while it does nothing make it a zero-work anomaly."""
         # Checked before anything is stored: a bad value in the worker's row would be read by
         # every later anomalies() call (status, watch) in every process.
-        _check_name("worker", worker)
-        if isinstance(channels, str) or not isinstance(channels, Iterable):
+        if isinstance(channels, (str, bytes)) or not isinstance(channels, Iterable):
+            # iterated, "tasks" would watch the channels "t", "a", "s" and "k": never reported
             raise TypeError(f"channels must be a list of channel names, not {type(channels).__name__} "
                             f"(for one channel: channels=[{channels!r}])")
-        names = list(channels)
-        for name in names:
-            _check_name("channel name", name)
+        names = [_name(channel, "a channel name") for channel in channels]
         details = dict(info, channels=names)
         if heartbeat_every is not None:
-            details["heartbeat_every"] = ttl_seconds(heartbeat_every, "heartbeat_every")
-        self._backend.worker_start(worker, details)
+            details["heartbeat_every"] = _seconds(heartbeat_every, "heartbeat_every", above_zero=True)
+        self._backend.worker_start(_name(worker, "worker"), details)
 
     def heartbeat(self, worker: str, work: int = 0) -> None:
-        _check_name("worker", worker)
-        _check_work("work", work)
-        self._backend.worker_beat(worker, work)
+        """``worker`` is alive (and did ``work`` more units of work)."""
+        self._backend.worker_beat(_name(worker, "worker"), _amount(work, "work"))
 
     def record_work(self, worker: str, amount: int = 1) -> None:
         """Count work done by ``worker`` (acks of channel messages are counted automatically)."""
-        _check_name("worker", worker)
-        _check_work("amount", amount)
-        self._backend.worker_beat(worker, amount)
+        self._backend.worker_beat(_name(worker, "worker"), _amount(amount, "amount"))
 
     def end(self, worker: str) -> None:
-        _check_name("worker", worker)
-        self._backend.worker_end(worker)
+        """The worker's session ended."""
+        self._backend.worker_end(_name(worker, "worker"))
 
     def assign(self, task_id: str, worker: str, deadline: float | None = None, **info: Any) -> None:
         """Assign ``task_id`` to ``worker``; ``deadline`` is seconds from now."""
-        _check_name("task_id", task_id)
-        _check_name("worker", worker)
-        if deadline is not None and not (type(deadline) in _SECONDS and 0 <= deadline < _INFINITY):
-            # nan would be stored as no deadline at all, a str fail only after the check
-            raise (TypeError if type(deadline) not in _SECONDS else ValueError)(
-                f"deadline must be a finite number of seconds from now, 0 or more, not {deadline!r}")
-        due = self._backend.now() + deadline if deadline is not None else None
+        task_id, worker = _name(task_id, "task_id"), _name(worker, "worker")
+        due = self._backend.now() + _seconds(deadline, "deadline") if deadline is not None else None
         self._backend.assign(task_id, worker, due, info)
 
     def complete(self, task_id: str) -> bool:
-        return self._backend.complete_assignment(task_id)
+        """The task is done; False if it was not assigned (or already completed)."""
+        return self._backend.complete_assignment(_name(task_id, "task_id"))
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -273,20 +290,6 @@ class Liveness:
             for entry in self._backend.journal_entries(key=CLOCK_KEY)
             if entry.kind == "clock.step" and now - entry.ts < self.ended_window
         ]
-
-
-def _check_name(what: str, value: object) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
-    if not value.strip() or "\x00" in value:
-        raise ValueError(f"{what} must be a non-empty name, not {value!r}")
-
-
-def _check_work(what: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be a whole number of work units, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{what} must be 0 or more, not {value!r} (work done is never taken back)")
 
 
 def watch_main(coord: "Coordinator", interval: float = 2.0, once: bool = False) -> int:

@@ -17,7 +17,7 @@ import os
 import stat
 from functools import lru_cache  # loaded on the hook path anyway: the _sqlite3 module imports it
 
-from .errors import PathOutsideRoot
+from .errors import KeyIsADirectory, PathOutsideRoot
 
 STATE_DIR = ".agent-coherence"
 NAME_MAX = 255
@@ -71,6 +71,12 @@ def is_namespaced(key: str) -> bool:
 
 def _refuse(key: object, root: str, reason: str) -> PathOutsideRoot:
     return PathOutsideRoot(f"refused key {key!r}: {reason}", key=key, root=root, reason=reason)
+
+
+def _refuse_directory(key: object, root: str, path: str) -> KeyIsADirectory:
+    reason = "names a directory, not a file"
+    return KeyIsADirectory(f"refused key {key!r}: {reason}", key=key, root=root, reason=reason, path=path,
+                           kind="directory")
 
 
 def check_plain_key(key: object, root: str) -> str:
@@ -151,7 +157,7 @@ def resolve_file_key(root: str, key: object) -> ArtifactPath:
             mode = _mode_without_symlinks(components)
             if mode != _SYMLINK_MET:
                 if mode is not None and stat.S_ISDIR(mode):
-                    raise _refuse(key, real_root, "names a directory, not a file")
+                    raise _refuse_directory(key, real_root, target.path)
                 return target
     return _resolve_file_key(real_root, key)
 
@@ -231,8 +237,23 @@ def _resolve_file_key(real_root: str, key: object) -> ArtifactPath:
     if relative == STATE_DIR or relative.startswith(STATE_DIR + "/"):
         raise _refuse(key, real_root, f"inside the state directory {STATE_DIR}/")
     if os.path.isdir(resolved):
-        raise _refuse(key, real_root, "names a directory, not a file")
+        raise _refuse_directory(key, real_root, resolved)
+    if _link_left_on(real_root, resolved):  # resolution stopped at a link: a loop, not a race to report as one
+        raise _refuse(key, real_root, "a symlink loop on the path (or a chain of links too long to follow)")
     return ArtifactPath(relative, resolved)
+
+
+def _link_left_on(real_root: str, resolved: str) -> bool:
+    """Whether a component of a resolved path is still a symlink (realpath leaves a loop as is)."""
+    current = real_root
+    for part in resolved[len(real_root) + 1:].split(os.sep):
+        current = os.path.join(current, part)
+        try:
+            if stat.S_ISLNK(os.lstat(current).st_mode):
+                return True
+        except OSError:
+            return False  # nothing below a missing component
+    return False
 
 
 def normalize_key(root: str, key: object) -> str:

@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from . import faults
+from .arguments import payload_bytes
 from .durable import StepFailed, ensure_parent, fsync_dir, remove_quietly, rename_into_place
 from .durable import read_bytes, scan_dir, sha256_hex, temp_path_for, write_temp
 from .errors import ChannelError, DurabilityError, SlotOccupied, StaleReceipt
@@ -116,18 +117,22 @@ class Spool:
 
     # --- producing ----------------------------------------------------------------------------
 
-    def put(self, data: bytes, *, name: str | None = None) -> str:
+    def put(self, data: bytes | str, *, name: str | None = None) -> str:
         """Add one message durably and return its name (generated unless ``name`` is given).
 
+        ``data`` is bytes-like or str (UTF-8), as for ``Coordinator.write``: anything else is a
+        TypeError and nothing is written (``bytes(5)`` would have queued five NUL bytes).
         Raises ``DurabilityError`` when a step (open_temp, write, fsync, rename, fsync_dir) fails,
         ``ChannelError`` for ``data`` that is not bytes-like, a malformed ``name`` or one already
         pending in its generation.
         """
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            data = payload_bytes(data)
+        except TypeError as error:
             # bytes(5) is five NUL bytes and bytes([1, 2]) two raw bytes: a message nobody sent.
-            raise ChannelError(f"spool messages are bytes, not {type(data).__name__}",
-                               recover="encode the message first, e.g. text.encode() or json.dumps(v).encode()",
-                               value=data)
+            raise ChannelError(f"spool messages are bytes-like or str (UTF-8), not {type(data).__name__}",
+                               recover="encode the message first, e.g. json.dumps(value).encode()",
+                               value=data) from error
         exclusive = name is not None  # a given name must not replace a pending one
         if name is not None:
             _check(name, _NAME, "message name")
@@ -135,7 +140,7 @@ class Spool:
             name = new_name()
         temp = os.path.join(self.tmp_dir, f"{name}.{secrets.token_hex(4)}")
         try:
-            write_temp(temp, bytes(data))
+            write_temp(temp, data)
             self._deliver(temp, name, exclusive=exclusive, sync=True)
         except BaseException as exc:
             remove_quietly(temp)  # an interrupt too (renamed already: nothing to remove)

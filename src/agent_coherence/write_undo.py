@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from . import recovery
 from .backends.base import Backend, IntentRecord
 from .durable import StepFailed, is_enospc
-from .errors import BackendUnavailable, CoherenceError, DurabilityError, ForeignEdit
+from .errors import BackendUnavailable, CoherenceError, DurabilityError, ForeignEdit, LeaseHeld
 from .paths import ArtifactPath
 from .recovery import UNCHANGED
 from .rooted import KeyFile
@@ -126,6 +126,15 @@ def describe(error: object) -> str:
     return f"interrupted by {type(error).__name__}"
 
 
+def in_flight(intent: IntentRecord) -> LeaseHeld:
+    """The key is busy: ``intent``'s writer is alive and its write still unresolved."""
+    return LeaseHeld(
+        f"a write to {intent.key!r} by {intent.holder!r} (pid {intent.pid} on {intent.host}) is still in flight",
+        key=intent.key, holder=intent.holder, acquired_at=intent.created_at, expires_at=intent.created_at,
+        pid=intent.pid,
+    )
+
+
 def foreign_error(key: str, path: str, recorded: str | None, disk: str | None, version: int) -> ForeignEdit:
     what = "was deleted" if disk is None else "was changed"
     return ForeignEdit(
@@ -133,6 +142,9 @@ def foreign_error(key: str, path: str, recorded: str | None, disk: str | None, v
         f"(recorded sha256 {str(recorded)[:12]}, disk {str(disk)[:12]})",
         key=key, path=path, recorded_sha256=recorded, disk_sha256=disk, version=version,
     )
+
+
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def durability_error(target: ArtifactPath, step: str, error: OSError, note: str = "") -> DurabilityError:
@@ -144,6 +156,9 @@ def durability_error(target: ArtifactPath, step: str, error: OSError, note: str 
                             "fix the path and retry")
     elif step == "read" and not is_enospc(error):
         facts["recover"] = "check the file's permissions and the disk, then retry"
+    elif error.errno in _NOT_WRITABLE:  # "free space or fix the disk" would send them the wrong way
+        facts["recover"] = ("this process may not write there (permissions, a read-only filesystem): "
+                            "fix the permissions of the key's directory and file, then retry")
     return DurabilityError(
         f"{what} {target.key!r} failed at {step}: {error.strerror or error}; {outcome}",
         key=target.key, path=target.path, step=step, errno=error.errno, detail=str(error), **facts,

@@ -36,6 +36,24 @@ def default_database(root: str) -> str:
 URL_VARIABLE = "AGENT_COHERENCE_URL"
 
 
+def check_url(url: str | None) -> None:
+    """Refuse a URL ``open_backend`` would refuse (ValueError), without opening or creating
+    anything, so a bad URL leaves the disk as it was. A missing PostgreSQL driver is left to
+    ``open_backend`` (BackendUnavailable, with how to install it)."""
+    if url is None:
+        url = os.environ.get(URL_VARIABLE) or None
+    if url is None or url == "sqlite:" or url.startswith("sqlite:///"):
+        return
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from .postgres import check_url as check_postgres_url
+        except ImportError:
+            return
+        check_postgres_url(url)
+        return
+    raise ValueError(f"unsupported backend URL {url!r}: use None, sqlite:///<file> or postgresql://...")
+
+
 def open_backend(root: str, url: str | None = None, *, create: bool = True) -> Backend:
     """The backend ``url`` names (see the module docstring). With ``create=False`` a state that
     does not exist yet (no database file, no schema on the server) is not created:

@@ -138,9 +138,12 @@ class Backend(Protocol):
         fence: int | None,
         expect_version: int | None,
         kind: str,
+        refuse_pending: bool = False,
     ) -> VersionRecord:
         """Record bytes that reached disk by another path (an adopted foreign edit, a write made by
-        a tool under the holder's lease) as a new version. Raises LeaseLost / VersionConflict."""
+        a tool under the holder's lease) as a new version. Raises LeaseLost / VersionConflict;
+        with ``refuse_pending``, IntentPending when a write to the key is unresolved (its commit
+        would take the same version number), checked in the same transaction."""
         ...
 
     # -- refs: named pointers with compare-and-set ------------------------------------------

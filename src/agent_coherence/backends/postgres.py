@@ -134,6 +134,16 @@ def split_url(url: str) -> tuple[str, str]:
     return urllib.parse.urlunsplit(parts._replace(query=rest)), schema
 
 
+def check_url(url: str) -> None:
+    """Refuse a malformed URL (ValueError) without connecting: a bad schema name, an unknown
+    parameter, a string libpq cannot parse."""
+    conninfo, _ = split_url(url)
+    try:
+        conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as error:  # an unknown parameter, a malformed URL
+        raise ValueError(f"PostgreSQL URL: {error}".strip()) from None
+
+
 def _roll_back(conn: psycopg.Connection) -> bool:
     """Roll back a transaction that was never committed; False when the connection is lost (the
     server has rolled the transaction back itself, and the pool discards a broken connection)."""
@@ -213,10 +223,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         # an interrupt took from the code that would have returned it is dropped once unreachable.
         self._held: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._maintenance_countdown = 1 << 62  # no retention step before the schema exists
-        try:
-            conninfo_to_dict(self.conninfo)
-        except psycopg.ProgrammingError as error:  # an unknown parameter, a malformed URL
-            raise ValueError(f"PostgreSQL URL: {error}".strip()) from None
+        check_url(url)
         try:
             self._ensure_schema(create)
             self._start_maintenance_countdown()

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import LeaseHeld, LeaseLost, VersionConflict
 from .postgres_tx import Tx, TxRunner
-from .records import IntentPending, IntentRecord, LeaseRecord, VersionRecord, WriteRequest
+from .records import IntentPending, IntentRecord, LeaseRecord, VersionRecord, WriteRequest, lost_reason
 from .sqlite_tx import Deferred
 
 WRITES_SCHEMA = """
@@ -79,7 +79,7 @@ def _lost(key: str, holder: str, fence: int, row: tuple[Any, ...] | None, why: s
     current_holder = row[0] if row is not None and row[2] else None
     current_fence = row[1] if row is not None else 0
     if why is None:
-        why = "expired" if current_holder is None else f"now held by {current_holder!r} (fence {current_fence})"
+        why = lost_reason(row, fence, current_holder, current_fence)
     return LeaseLost(
         f"lease on {key!r} (holder {holder!r}, fence {fence}) is lost: {why}",
         key=key, holder=holder, fence=fence, current_holder=current_holder, current_fence=current_fence,
@@ -349,11 +349,17 @@ class WriteOps(TxRunner):
 
     def record_version(
         self, key: str, holder: str, sha256: str | None, size: int, *,
-        fence: int | None, expect_version: int | None, kind: str,
+        fence: int | None, expect_version: int | None, kind: str, refuse_pending: bool = False,
     ) -> VersionRecord:
         def work(tx: Tx) -> VersionRecord | Deferred:
             if fence is not None:
                 self.lock_live_lease(tx, key, holder, fence)
+            if refuse_pending:
+                # begin_write holds the lease row while it records its intent: wait for it, then look
+                tx.one("SELECT 1 FROM @leases WHERE key = %s FOR UPDATE", (key,))
+                pending = self.intent_row(tx, key)
+                if pending is not None:
+                    raise IntentPending(pending)
             current = tx.one(f"SELECT {_VERSION_COLUMNS} FROM @artifacts WHERE key = %s FOR UPDATE", (key,))
             actual = current[1] if current else 0
             if expect_version is not None and expect_version != actual:

@@ -509,3 +509,17 @@ class IntentPending(Exception):
     def __init__(self, intent: IntentRecord) -> None:
         self.intent = intent
         super().__init__(f"write {intent.intent_id} to {intent.key!r} is unresolved")
+
+
+def lost_reason(row: "tuple[Any, ...] | None", fence: int, current_holder: str | None, current_fence: int) -> str:
+    """Why a lease is no longer live, from its row (holder first, fence second; None: no row).
+    "expired" alone would send someone whose lease was released (by an inner ``with
+    coord.lease`` of the same holder, say) looking for a slow step that never happened."""
+    if current_holder is not None:
+        return f"now held by {current_holder!r} (fence {current_fence})"
+    if row is not None and row[1] != fence:
+        return f"taken over (fence {row[1]}), and that lease has since " + ("been released" if row[0] is None
+                                                                             else "expired")
+    if row is not None and row[0] is None:
+        return "released"
+    return "expired"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 
 from ..errors import LeaseHeld, LeaseLost
-from .records import Lease
+from .records import Lease, lost_reason
 from .sqlite_tx import Deferred
 
 TYPE_CHECKING = False  # typing is not imported at run time: the backend is on the hook path
@@ -137,7 +137,7 @@ class LeaseOps:
         if row is None or row[0] != holder or row[1] != fence or row[3] <= now:
             current_holder = row[0] if row is not None and row[3] > now else None
             current_fence = row[1] if row is not None else 0
-            why = "expired" if current_holder is None else f"now held by {current_holder!r} (fence {current_fence})"
+            why = lost_reason(row, fence, current_holder, current_fence)
             raise LeaseLost(
                 f"lease on {key!r} (holder {holder!r}, fence {fence}) is lost: {why}",
                 key=key, holder=holder, fence=fence,

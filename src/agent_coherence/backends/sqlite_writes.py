@@ -234,12 +234,16 @@ class WriteOps:
 
     def record_version(
         self, key: str, holder: str, sha256: str | None, size: int, *,
-        fence: int | None, expect_version: int | None, kind: str,
+        fence: int | None, expect_version: int | None, kind: str, refuse_pending: bool = False,
     ) -> VersionRecord:
         def work(conn: sqlite3.Connection) -> VersionRecord | Deferred:
             now = self.now()
             if fence is not None:
                 self._live_lease_or_lost(conn, key, holder, fence, now)
+            if refuse_pending:
+                waiting = self._intent_row(conn, key)
+                if waiting is not None:
+                    raise IntentPending(waiting)
             current = self._version_row(conn, key)
             actual = current.version if current else 0
             if expect_version is not None and expect_version != actual:
