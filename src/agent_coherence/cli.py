@@ -124,7 +124,8 @@ def _build_parser() -> Any:
                          help="remove journal entries older than WHEN: an age (30d, 12h, 90m) or an ISO "
                               "date/time (2026-11-01, 2026-11-01T12:00)")
     compact.add_argument("--keep", type=int, default=None, metavar="N",
-                         help="keep at most the newest N journal entries")
+                         help="keep at most the newest N journal entries, besides the checkpoint that anchors "
+                              "what was removed (one per journal chain on PostgreSQL); 0 keeps the newest")
     compact.add_argument("--dry-run", action="store_true", help="count what would be removed; change nothing")
     compact.add_argument("--json", action="store_true", help="machine-readable output")
     compact.set_defaults(run=cmd_journal_compact)
@@ -443,8 +444,8 @@ def cmd_journal_compact(options: Any) -> int:
         print(line)
     else:
         print("journal: nothing to remove")
-    rows = [f"{getattr(report, name)} {name}" for name in ("leases", "dedup", "effects", "workers", "assignments")
-            if getattr(report, name)]
+    names = ("leases", "dedup", "effects", "workers", "assignments", "messages")
+    rows = [f"{getattr(report, name)} {name}" for name in names if getattr(report, name)]
     print(f"rows: {verb} " + (", ".join(rows) if rows else "none"))
     return 0
 

@@ -14,7 +14,11 @@ removed: the backend keeps the highest removed fence and starts new lease rows a
 
 Journal entries are removed oldest first, and each step that removes some appends a
 ``journal.checkpoint`` entry naming the last removed entry's sequence number and hash and how many
-were removed in all, so the remaining journal still verifies (see ``journal.py``).
+were removed in all, so the remaining journal still verifies (see ``journal.py``). A cap of N
+entries keeps N besides that checkpoint (one per compacted chain on PostgreSQL; an older
+checkpoint among the N counts as one of them), and a step that would remove no more entries than
+the checkpoint it appends does nothing: once within its limits the journal stays as it is.
+Acknowledged channel messages kept for their channel's ``retention`` go once it has passed.
 
 This module is imported by the backend: it stays free of typing, pydantic and dataclasses.
 """
@@ -41,11 +45,13 @@ class Retention:
     """A retention policy (immutable). ``None`` for an age or a count keeps that kind of row forever.
 
     * ``journal_days``: journal entries older than this are removed;
-    * ``journal_entries``: at most this many journal entries are kept (the oldest go first);
+    * ``journal_entries``: at most this many journal entries are kept besides the checkpoint
+      anchoring the removed ones (the oldest go first);
     * ``lease_days``: a lease row released or expired this long ago is removed (its fence is kept);
     * ``worker_days``: an ended worker with no open assignment, ended this long ago, is removed;
     * ``assignment_days``: a completed assignment, completed this long ago, is removed;
-    * expired dedup and effect rows are always removed (their window has passed);
+    * expired dedup and effect rows are always removed (their window has passed), and so are
+      acknowledged messages kept longer than their channel's ``retention``;
     * ``every``: transactions of one process between two automatic steps (0: never automatically);
     * ``batch``: the most rows one step examines per table (bounds the pause of a step).
     """
@@ -130,12 +136,13 @@ class CompactionReport:
     """What one or more retention steps removed (or, in a dry run, would remove).
 
     ``journal_through``: the sequence number of the last journal entry removed (0: none);
-    ``checkpoint_seq``: the checkpoint entry appended (0: none, also in a dry run); ``more``: the
-    last step stopped at its batch limit, so another step has work.
+    ``checkpoint_seq``: the checkpoint entry appended (0: none, also in a dry run); ``messages``:
+    acknowledged channel messages whose channel's ``retention`` had passed; ``more``: the last
+    step stopped at its batch limit, so another step has work.
     """
 
     __slots__ = ("journal", "journal_through", "checkpoint_seq", "leases", "dedup", "effects", "workers",
-                 "assignments", "more", "dry_run")
+                 "assignments", "messages", "more", "dry_run")
     if TYPE_CHECKING:
         journal: int
         journal_through: int
@@ -145,10 +152,11 @@ class CompactionReport:
         effects: int
         workers: int
         assignments: int
+        messages: int
         more: bool
         dry_run: bool
 
-    ROWS = ("journal", "leases", "dedup", "effects", "workers", "assignments")
+    ROWS = ("journal", "leases", "dedup", "effects", "workers", "assignments", "messages")
 
     def __init__(self, dry_run: bool = False) -> None:
         for name in self.__slots__:

@@ -22,9 +22,16 @@ checkpoint is that of ``journal.py``. How a step is done here, safe with writers
   checks them). The head rows are locked last, in chain order, for the checkpoints only: a
   writer waits at most for the end of one step, and only if it picked a compacted chain. So
   the journal keeps at least its newest entry per chain; on a schema of several chains a step
-  looks at no fewer than 4 entries per chain (256 on 64), and a chain whose only removable entry
-  is a checkpoint is left as it is (replacing it by a new one would gain nothing): a cap below a
-  few entries per chain is not reached.
+  looks at no fewer than 4 entries per chain (256 on 64).
+* **A cap of N entries counts the entries besides each compacted chain's newest checkpoint**
+  (so at most N plus one checkpoint per chain remain, the embedded backend's rule on one chain),
+  and a chain from which a step would take no more entries than the checkpoint it appends (one
+  entry, on a chain that already has a checkpoint) is left as it is: reruns settle instead of
+  replacing entries by checkpoints. A cap below about one entry per chain is not reached.
+* **Acknowledged messages kept for a channel's ``retention``** go once it has passed (0 for a
+  channel without a configuration row), oldest first: the step walks the channels that have
+  such rows through ``messages_acked`` from a cursor in ``meta``, at most
+  ACKED_CHANNELS_PER_STEP channels and ``batch`` rows per step (``_sweep_acked``).
 
 A dry run counts what a full pass would remove, read-only (it may scan).
 
@@ -58,6 +65,17 @@ _SWEEPS: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...]], ...] = (
 _SET_META = ("INSERT INTO @meta(name, value) VALUES (%s, %s) "
              "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value")
 _CHECKPOINT_COLUMNS = "seq, ts, kind, key, holder, data, prev_hash, hash"
+# Channels whose kept acknowledged messages one step looks at (one statement each).
+ACKED_CHANNELS_PER_STEP = 32
+# The next channel after %(after)s with acknowledged rows, and its rows past its retention (the
+# oldest %(budget)s) removed: both through messages_acked. Returns (channel or NULL, removed).
+_SWEEP_ACKED = (
+    "WITH c AS (SELECT m.channel, coalesce((SELECT k.retention FROM @channels k WHERE k.name = m.channel), 0) AS "
+    "keep_for FROM @messages m WHERE m.channel > %(after)s AND m.acked_at IS NOT NULL ORDER BY m.channel LIMIT 1), "
+    "d AS (DELETE FROM @messages t WHERE (t.channel, t.grp, t.id) IN (SELECT m.channel, m.grp, m.id FROM "
+    "@messages m, c WHERE m.channel = c.channel AND m.acked_at IS NOT NULL AND m.acked_at < @ac_channel_now() - "
+    "c.keep_for ORDER BY m.acked_at LIMIT %(budget)s) AND t.acked_at IS NOT NULL RETURNING 1) "
+    "SELECT (SELECT channel FROM c), (SELECT count(*) FROM d)")
 
 
 def _meta(tx: Tx, name: str) -> str | None:
@@ -151,6 +169,8 @@ class RetentionOps(StepSchedule, TxRunner):
             removed, more = self._sweep(tx, table, key, condition, {n: values[n] for n in names}, policy.batch)
             setattr(report, table, removed)
             report.more = report.more or more
+        report.messages, more = self._sweep_acked(tx, policy.batch)
+        report.more = report.more or more
         older_than, cap = self._journal_limits(tx, policy, before, keep)
         self._compact_journal(tx, policy.batch, older_than, cap, report)
         return report
@@ -187,35 +207,38 @@ class RetentionOps(StepSchedule, TxRunner):
         chains = self.journal_chains
         # On several chains the window is at least 4 entries per chain: a step that took one entry
         # from each chain would append as many checkpoints as it removed.
-        window = batch if chains == 1 else max(batch, 4 * chains)
-        oldest = tx.all("SELECT seq, ts FROM @journal ORDER BY seq LIMIT %s", (window,))
+        window = max(batch, 2) if chains == 1 else max(batch, 4 * chains)
+        oldest = tx.all("SELECT seq, ts, part, pseq FROM @journal ORDER BY seq LIMIT %s", (window,))
         if not oldest:
             return
-        doomed = 0  # how many of the oldest entries the policy lets go
-        beyond = False  # whether entries after these are due too (another step has work)
-        if cap is not None:
-            kept = int(tx.one("SELECT coalesce(sum(pseq - removed), 0) FROM @journal_heads")[0])  # type: ignore[index]
-            doomed = max(doomed, min(len(oldest), kept - cap))
-            beyond = kept - cap > len(oldest)
-        if older_than is not None:
-            young = next((i for i, (_, ts) in enumerate(oldest) if ts >= older_than), len(oldest))
-            doomed = max(doomed, young)
-            beyond = beyond or young == window
-        if doomed <= 0:
-            return
-        cut_seq = oldest[doomed - 1][0]
-        heads = {part: pseq for part, pseq in tx.all("SELECT part, pseq FROM @journal_heads")}
+        heads = {part: (int(pseq), int(removed)) for part, pseq, removed in
+                 tx.all("SELECT part, pseq, removed FROM @journal_heads")}
+        # ``cap`` counts the entries besides each compacted chain's newest checkpoint (a chain that
+        # had entries removed holds one), as the embedded backend counts its one chain's.
+        kept = sum(pseq - removed - (removed > 0) for pseq, removed in heads.values())
+        taken: dict[int, list[int]] = {}  # chain -> the positions this step removes, oldest first
+        due = False  # the window ended while entries were still due (another step has work)
+        for index, (_, ts, part, pseq) in enumerate(oldest):
+            capped = cap is not None and kept > cap
+            if not (capped or (older_than is not None and ts < older_than)):
+                break
+            due = index == window - 1
+            if pseq >= heads[part][0]:
+                continue  # the chain's newest entry stays: its checkpoint links to it
+            positions = taken.setdefault(part, [])
+            # The first entry taken from a compacted chain frees nothing: its checkpoint becomes an
+            # ordinary entry and the new one anchors.
+            if positions or heads[part][1] == 0:
+                kept -= 1
+            positions.append(int(pseq))
         plans: list[tuple[int, int, str, int, int]] = []  # (chain, last removed position, its hash, removed
         # from the chain in all, removed now)
         deleted_total = through_seq = 0
-        for part, first, last in tx.all("SELECT part, min(pseq), max(pseq) FROM @journal WHERE seq <= %s "
-                                        "GROUP BY part ORDER BY part", (cut_seq,)):
-            cut = min(last, heads[part] - 1)  # the chain's newest entry stays: its checkpoint links to it
-            if cut < first:
-                continue
-            removed_before, through_hash, only_checkpoints = self._verify_removed(tx, part, first, cut)
-            if only_checkpoints and cut == first and chains > 1:
-                continue  # replacing one checkpoint by another would gain nothing, every step
+        for part in sorted(taken):
+            first, cut = taken[part][0], taken[part][-1]
+            if len(taken[part]) <= (heads[part][1] > 0):
+                continue  # one entry for one checkpoint leaves as many as before: reruns would churn
+            removed_before, through_hash = self._verify_removed(tx, part, first, cut)
             row = tx.one("WITH d AS (DELETE FROM @journal WHERE part = %s AND pseq <= %s RETURNING seq) "
                          "SELECT count(*), max(seq) FROM d", (part, cut))
             assert row is not None
@@ -229,13 +252,13 @@ class RetentionOps(StepSchedule, TxRunner):
             report.checkpoint_seq = max(report.checkpoint_seq, seq)
         report.journal = deleted_total
         report.journal_through = through_seq
-        report.more = report.more or (beyond and deleted_total > 0)
+        report.more = report.more or (due and deleted_total > 0)
 
     @staticmethod
-    def _verify_removed(tx: Tx, part: int, first: int, cut: int) -> tuple[int, str, bool]:
+    def _verify_removed(tx: Tx, part: int, first: int, cut: int) -> tuple[int, str]:
         """Verify positions ``first``..``cut`` of chain ``part`` from its newest checkpoint's
         anchor (GENESIS when there is none); return (entries removed from the chain before, the
-        hash of entry ``cut``, whether they are all checkpoints). Raises JournalCorrupt."""
+        hash of entry ``cut``). Raises JournalCorrupt."""
         row = tx.one(f"SELECT data FROM @journal WHERE part = %s AND kind = '{CHECKPOINT_ENTRY}' "
                      "ORDER BY pseq DESC LIMIT 1", (part,))
         walk = ChainWalk()
@@ -246,20 +269,42 @@ class RetentionOps(StepSchedule, TxRunner):
             walk.start_at(int(checkpoint["through"]) + 1, str(checkpoint["through_hash"]))
         else:
             walk.start_at(1, GENESIS)
-        only_checkpoints = True
         for entry_row in tx.all(f"SELECT pseq, {_CHECKPOINT_COLUMNS} FROM @journal WHERE part = %s "
                                 "AND pseq BETWEEN %s AND %s ORDER BY pseq", (part, first, cut)):
-            entry = record_of(entry_row[1:])
-            walk.check(entry, position=entry_row[0])
-            only_checkpoints = only_checkpoints and entry.kind == CHECKPOINT_ENTRY
-        return removed, walk.head, only_checkpoints
+            walk.check(record_of(entry_row[1:]), position=entry_row[0])
+        return removed, walk.head
+
+    @staticmethod
+    def _sweep_acked(tx: Tx, batch: int) -> tuple[int, bool]:
+        """Remove acknowledged messages kept longer than their channel's ``retention`` (0 when the
+        channel has no configuration row): at most ``batch`` rows and ACKED_CHANNELS_PER_STEP
+        channels, from a channel-name cursor in ``meta`` that wraps around. Each channel is one
+        statement over messages_acked (the partial index of acknowledged rows), so channels
+        without kept rows cost nothing and no unacknowledged row is read. Returns (removed, more)."""
+        cursor_name = "retention.cursor.messages"
+        after = _meta(tx, cursor_name) or ""  # channel names are never empty: '' is before all
+        budget, removed = batch, 0
+        for _ in range(min(batch, ACKED_CHANNELS_PER_STEP)):
+            row = tx.one(_SWEEP_ACKED, {"after": after, "budget": budget})
+            assert row is not None
+            if row[0] is None:
+                tx.run(_SET_META, (cursor_name, ""))
+                return removed, False
+            gone = int(row[1])
+            removed, budget = removed + gone, budget - gone
+            if budget == 0:  # this channel may hold more: the next step starts at it again
+                break
+            after = str(row[0])
+        tx.run(_SET_META, (cursor_name, after))
+        return removed, True
 
     def _estimate(self, tx: Tx, policy: Retention, before: float | None, keep: int | None) -> CompactionReport:
         report = CompactionReport(dry_run=True)
         older_than, cap = self._journal_limits(tx, policy, before, keep)
         cut: int | None = None
         if cap is not None:
-            kept = int(tx.one("SELECT coalesce(sum(pseq - removed), 0) FROM @journal_heads")[0])  # type: ignore[index]
+            kept = int(tx.one("SELECT coalesce(sum(pseq - removed - (removed > 0)::int), 0) "  # type: ignore[index]
+                              "FROM @journal_heads")[0])
             if kept > cap:
                 row = tx.one("SELECT seq FROM @journal ORDER BY seq OFFSET %s LIMIT 1", (kept - cap - 1,))
                 cut = None if row is None else int(row[0])
@@ -279,4 +324,7 @@ class RetentionOps(StepSchedule, TxRunner):
         for table, _, condition, names in _SWEEPS:
             count = tx.one(f"SELECT count(*) FROM @{table} t WHERE {condition}", {n: values[n] for n in names})
             setattr(report, table, int(count[0]))  # type: ignore[index]
+        count = tx.one("SELECT count(*) FROM @messages m LEFT JOIN @channels c ON c.name = m.channel "
+                       "WHERE m.acked_at IS NOT NULL AND m.acked_at < @ac_channel_now() - coalesce(c.retention, 0)")
+        report.messages = int(count[0])  # type: ignore[index]
         return report

@@ -502,6 +502,7 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             if config.retention > 0:
                 # Through messages_acked: touches only what expired, however many are retained.
                 # Rows awaiting a batch (a process with an older config) wait for it instead.
+                # Retention steps remove the rest (an idle channel's, or after retention went to 0).
                 conn.execute("DELETE FROM messages WHERE channel = ? AND acked_at IS NOT NULL AND receipt IS NULL "
                              "AND acked_at < ?", (channel, now - config.retention))
             return results

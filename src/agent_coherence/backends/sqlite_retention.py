@@ -5,7 +5,11 @@ A mixin of SQLiteBackend: it relies on ``transaction``, ``read``, ``now``, ``_ap
 
 * each step runs in one transaction and examines at most ``batch`` rows per table: the journal
   from its oldest entry; every other table through a rowid cursor kept in ``meta`` that wraps
-  around, so no step scans a whole table and no index is added to a hot path for it;
+  around, so no step scans a whole table and no index is added to a hot path for it; acknowledged
+  messages kept for their channel's ``retention`` through the ``messages_acked`` index the
+  channels already keep, by a channel-name cursor (``_sweep_acked``);
+* the journal keeps ``cap`` entries besides its newest checkpoint, and a step that would remove
+  no more entries than the one checkpoint it appends does nothing, so reruns settle;
 * the journal entries a step removes are verified first (from the newest checkpoint's anchor), so
   compaction never launders an edited entry into a checkpoint: a damaged start stops it;
 * a removed lease row's fence raises ``meta.fence_floor``, and a lease row made afresh starts
@@ -42,6 +46,8 @@ JOURNAL_BY_KIND = f"CREATE INDEX IF NOT EXISTS journal_by_kind ON journal(kind, 
 RETENTION_SCHEMA = f"""
 {JOURNAL_BY_KIND};
 """
+# Channels whose kept acknowledged messages one step looks at (each one index descent and range).
+ACKED_CHANNELS_PER_STEP = 32
 # Two subqueries: each is one b-tree descent; ``SELECT min(seq), max(seq)`` would scan the table.
 JOURNAL_BOUNDS = "SELECT (SELECT min(seq) FROM journal), (SELECT max(seq) FROM journal)"
 
@@ -137,6 +143,8 @@ class RetentionOps(StepSchedule):
             removed, more = self._sweep(conn, table, condition, {n: values[n] for n in names}, policy.batch)
             setattr(report, table, removed)
             report.more = report.more or more
+        report.messages, more = self._sweep_acked(conn, values["channel_now"], policy.batch)
+        report.more = report.more or more
         return report
 
     def _sweep(self, conn: sqlite3.Connection, table: str, condition: str, params: dict[str, float],
@@ -164,20 +172,27 @@ class RetentionOps(StepSchedule):
         first, last = conn.execute(JOURNAL_BOUNDS).fetchone()
         if first is None:
             return
-        # The newest entry always stays: the checkpoint links to it (and takes the next seq).
-        limit = min(first - 1 + batch, last - 1)
+        anchor = self._newest_checkpoint(conn)
+        anchored = int(anchor is not None)
+        # The newest entry always stays: the checkpoint links to it (and takes the next seq). Behind
+        # a checkpoint a step takes at least 2 entries, even at batch=1: one alone gains nothing.
+        limit = min(first - 1 + max(batch, 1 + anchored), last - 1)
         cut = first - 1
-        if cap is not None:
+        if cap is not None and last - first + 1 - anchored > cap:
+            # ``cap`` entries are kept besides the newest checkpoint (an older one among them counts
+            # as one of them): removing up to ``last - cap`` and appending a checkpoint leaves that.
             cut = max(cut, last - cap)
         if older_than is not None:
             young = conn.execute("SELECT min(seq) FROM journal WHERE seq BETWEEN ? AND ? AND ts >= ?",
                                  (first, limit, older_than)).fetchone()[0]
             cut = max(cut, limit if young is None else young - 1)
         cut = min(cut, limit)
-        report.more = cut == limit < last - 1  # the batch ended the step, not the policy
-        if cut < first:
+        if cut - first + 1 <= anchored:
+            # Removing one entry behind a new checkpoint, when a checkpoint is already there, leaves
+            # as many entries as before: a rerun would churn forever instead of settling.
             return
-        removed_before = self._verify_removed(conn, first, cut)
+        report.more = cut == limit < last - 1  # the batch ended the step, not the policy
+        removed_before = self._verify_removed(conn, first, cut, anchor)
         through_hash = conn.execute("SELECT hash FROM journal WHERE seq = ?", (cut,)).fetchone()[0]
         deleted = conn.execute("DELETE FROM journal WHERE seq <= ?", (cut,)).rowcount
         seq = self._append(conn, CHECKPOINT_ENTRY, None, None,  # type: ignore[attr-defined]
@@ -185,16 +200,20 @@ class RetentionOps(StepSchedule):
         report.journal, report.journal_through, report.checkpoint_seq = deleted, cut, seq
 
     @staticmethod
-    def _verify_removed(conn: sqlite3.Connection, first: int, cut: int) -> int:
-        """Verify entries ``first``..``cut`` from the newest checkpoint's anchor (GENESIS when
-        there is none); return how many entries earlier compactions removed. Raises JournalCorrupt."""
+    def _newest_checkpoint(conn: sqlite3.Connection) -> dict[str, Any] | None:
+        """The data of the newest checkpoint entry (through journal_by_kind), None when there is none."""
         row = conn.execute(
             f"SELECT data FROM journal WHERE kind = ? AND {INDEXED_KINDS_SQL} ORDER BY seq DESC LIMIT 1",
             (CHECKPOINT_ENTRY,)).fetchone()
+        return None if row is None else json_text.loads(row[0])  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _verify_removed(conn: sqlite3.Connection, first: int, cut: int, checkpoint: dict[str, Any] | None) -> int:
+        """Verify entries ``first``..``cut`` from the newest checkpoint's anchor (GENESIS when
+        there is none); return how many entries earlier compactions removed. Raises JournalCorrupt."""
         walk = ChainWalk()
         removed = 0
-        if row is not None:
-            checkpoint = json_text.loads(row[0])
+        if checkpoint is not None:
             removed = int(checkpoint["removed"])
             walk.start_at(int(checkpoint["through"]) + 1, str(checkpoint["through_hash"]))
         else:
@@ -205,24 +224,58 @@ class RetentionOps(StepSchedule):
             walk.check(JournalRecord(seq, ts, kind, key, holder, json_text.loads(data), prev, digest, data))
         return removed
 
+    def _sweep_acked(self, conn: sqlite3.Connection, channel_now: float, batch: int) -> tuple[int, bool]:
+        """Remove acknowledged messages kept longer than their channel's ``retention`` (0 when the
+        channel has no configuration row): at most ``batch`` rows and ACKED_CHANNELS_PER_STEP
+        channels, from a channel-name cursor in ``meta`` that wraps around. Only messages_acked
+        is read, so channels without kept rows cost nothing, and a message not acknowledged or
+        one awaiting its batch (it still has a receipt) is never touched. Returns (removed, more)."""
+        cursor_name = "retention.cursor.messages"
+        after = _meta(conn, cursor_name) or ""  # channel names are never empty: '' is before all
+        budget, removed = batch, 0
+        for _ in range(min(batch, ACKED_CHANNELS_PER_STEP)):
+            row = conn.execute(
+                "SELECT channel FROM messages INDEXED BY messages_acked WHERE channel > ? AND acked_at IS NOT NULL "
+                "AND receipt IS NULL ORDER BY channel LIMIT 1", (after,)).fetchone()
+            if row is None:
+                _set_meta(conn, cursor_name, "")
+                return removed, False
+            channel = row[0]
+            config = conn.execute("SELECT retention FROM channels WHERE name = ?", (channel,)).fetchone()
+            keep_for = 0.0 if config is None else float(config[0])
+            gone = conn.execute(
+                "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages INDEXED BY messages_acked "
+                "WHERE channel = ? AND acked_at IS NOT NULL AND receipt IS NULL AND acked_at < ? "
+                "ORDER BY acked_at LIMIT ?)", (channel, channel_now - keep_for, budget)).rowcount
+            removed, budget = removed + gone, budget - gone
+            if budget == 0:  # this channel may hold more: the next step starts at it again
+                break
+            after = channel
+        _set_meta(conn, cursor_name, after)
+        return removed, True
+
     def _estimate(self, conn: sqlite3.Connection, policy: Retention, before: float | None,
                   keep: int | None) -> CompactionReport:
         report = CompactionReport(dry_run=True)
         older_than, cap = self._journal_limits(policy, before, keep)
         first, last = conn.execute(JOURNAL_BOUNDS).fetchone()
         if first is not None:
+            anchored = int(self._newest_checkpoint(conn) is not None)
             cut = first - 1
-            if cap is not None:
+            if cap is not None and last - first + 1 - anchored > cap:
                 cut = max(cut, last - cap)
             if older_than is not None:
                 young = conn.execute("SELECT min(seq) FROM journal WHERE ts >= ?", (older_than,)).fetchone()[0]
                 cut = max(cut, last if young is None else young - 1)
             cut = min(cut, last - 1)
-            if cut >= first:
+            if cut - first + 1 > anchored:
                 report.journal, report.journal_through = cut - first + 1, cut
         values = self._cutoffs(conn, policy)
         for table, condition, names in _SWEEPS:
             count = conn.execute(f"SELECT count(*) FROM {table} WHERE {condition}",
                                  {n: values[n] for n in names}).fetchone()[0]
             setattr(report, table, count)
+        report.messages = conn.execute(
+            "SELECT count(*) FROM messages m LEFT JOIN channels c ON c.name = m.channel WHERE m.acked_at IS NOT NULL "
+            "AND m.receipt IS NULL AND m.acked_at < ? - coalesce(c.retention, 0)", (values["channel_now"],)).fetchone()[0]
         return report
