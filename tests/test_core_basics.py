@@ -170,10 +170,9 @@ def test_a_lost_lease_says_whether_it_was_released_expired_or_taken_over(coord, 
             coord.write("a.txt", b"x", lease=lease)
         return str(lost.value)
 
-    # one lease, two blocks: the inner block's exit gives it up for the outer one too
+    # a block's lease given up by an explicit release of the same holder
     with coord.lease("a.txt", holder="alice", ttl=5) as outer:
-        with coord.lease("a.txt", holder="alice", ttl=5) as inner:
-            assert inner.fence == outer.fence
+        coord.release(coord.acquire("a.txt", "alice", ttl=5))
         assert "lost: released" in why(outer)
     lease = coord.acquire("a.txt", "alice", ttl=5)
     clock.advance(6)
@@ -185,6 +184,41 @@ def test_a_lost_lease_says_whether_it_was_released_expired_or_taken_over(coord, 
     coord.acquire("a.txt", "bob", ttl=5)
     clock.advance(6)
     assert "has since expired" in why(lease)
+
+
+def test_nested_blocks_of_one_holder_share_the_lease_until_the_outermost_ends(coord, root):
+    """The inner block is a re-entry: its end must not give up the lease the outer block is still
+    writing under (nor may an update() of the same holder inside the block)."""
+    with coord.lease("a.txt", holder="alice") as outer:
+        with coord.lease("a.txt", holder="alice") as inner:
+            assert inner.fence == outer.fence
+            coord.write("a.txt", b"inner", lease=inner)
+        coord.write("a.txt", b"outer", lease=outer)
+        coord.update("a.txt", lambda old: old + b"+update", holder="alice")
+        assert coord.write("a.txt", b"still outer", lease=outer).version == 4
+        with pytest.raises(LeaseHeld):
+            coord.acquire("a.txt", "bob")
+    assert coord.write("a.txt", b"bob", holder="bob").version == 5  # the outermost end released it
+
+
+def test_threads_sharing_a_holder_name_keep_the_lease_until_the_last_block_ends(coord):
+    entered, first_out = threading.Event(), threading.Event()
+    results = []
+
+    def second():
+        with coord.lease("a.txt", holder="alice") as lease:
+            entered.set()
+            first_out.wait(5)  # the first thread's block has ended: the lease must still be ours
+            results.append(coord.write("a.txt", b"second", lease=lease).version)
+
+    with coord.lease("a.txt", holder="alice"):
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert entered.wait(5)
+    first_out.set()
+    thread.join(5)
+    assert results == [1]
+    coord.acquire("a.txt", "bob")  # the last block's end released it
 
 
 def test_lease_context_releases_on_exit(coord):

@@ -140,8 +140,19 @@ class LeaseKeeper:
                 continue
 
 
+# How many ``with coord.lease(...)`` blocks of this process are in each lease, by (backend, key,
+# holder, fence). Blocks of one holder and key share one lease (re-entry keeps the fence): only the
+# last of them to end releases it, so an inner block, or a thread's block, does not end the lease
+# under another block still writing. Per backend object: another coordinator's blocks (or another
+# process's) are not counted, and an explicit ``release`` still releases at once.
+_blocks: dict[tuple[int, str, str, int], int] = {}
+_blocks_lock = threading.Lock()
+
+
 class LeaseContext:
-    """``with coord.lease(key, holder=...) as lease:`` acquires on entry and releases on exit.
+    """``with coord.lease(key, holder=...) as lease:`` acquires on entry and releases on exit,
+    unless another block of this coordinator still holds the same lease (nested blocks of one
+    holder and key, or threads sharing a holder name): then the last block to end releases it.
 
     With ``auto_renew=True`` a LeaseKeeper renews it while the block runs.
     """
@@ -159,13 +170,25 @@ class LeaseContext:
         self.lease: Lease | None = None
 
     def __enter__(self) -> "Lease":
-        self.lease = acquire(self._backend, *self._args)
+        lease = acquire(self._backend, *self._args)
+        block = (id(self._backend), lease.key, lease.holder, lease.fence)
+        with _blocks_lock:
+            _blocks[block] = _blocks.get(block, 0) + 1
+            self.lease = lease
         if self._auto_renew:
-            self.keeper = LeaseKeeper(self._backend, self.lease, self._on_lost).start()
-        return self.lease
+            self.keeper = LeaseKeeper(self._backend, lease, self._on_lost).start()
+        return lease
 
     def __exit__(self, *exc_info: object) -> None:
         if self.keeper is not None:
             self.keeper.stop()
-        if self.lease is not None:
-            self._backend.release_lease(self.lease.key, self.lease.holder, self.lease.fence)
+        lease = self.lease
+        if lease is None:
+            return
+        block = (id(self._backend), lease.key, lease.holder, lease.fence)
+        with _blocks_lock:
+            others = _blocks.pop(block, 1) - 1
+            if others:
+                _blocks[block] = others
+        if not others:
+            self._backend.release_lease(lease.key, lease.holder, lease.fence)
