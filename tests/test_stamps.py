@@ -321,3 +321,38 @@ def test_on_ext4_the_usual_stamp_stays_in_the_inode(root):
     blocks = {name: os.stat(path).st_blocks for name, path in
               (("stamped", root / "dir" / "plan.md"), ("bare", bare), ("format 1", old_format))}
     assert blocks["stamped"] == blocks["bare"] < blocks["format 1"], blocks  # one attribute block more
+
+
+def test_a_write_begun_after_the_reader_looked_keeps_the_version_it_was_given(root, tmp_path):
+    """After a power loss, a reader that found the stamped bytes with no intent on the key records
+    them again; a write that began in between holds an intent for that same version number, so the
+    record must be refused (IntentPending), not made: two entries would then claim one version."""
+    if stamps.mode(str(root)) != "stamp":
+        pytest.skip("no user xattrs here")
+    from agent_coherence import recovery
+    from agent_coherence.backends.base import IntentPending, WriteRequest
+    from agent_coherence.rooted import KeyFile
+
+    saved = tmp_path / "saved"
+    with Coordinator.open(root) as coord:
+        coord.write("a.txt", b"one", holder="w")
+    _database_copy(root, saved)
+    with Coordinator.open(root) as coord:
+        coord.write("a.txt", b"two", holder="w")
+    _power_loss(root, saved)
+    with Coordinator.open(root, recover=False) as coord:
+        record = coord.backend.get_version("a.txt")  # what the reader saw: version 1, no intent
+        pid, start = recovery.own_identity()
+        other = coord.backend.begin_write(WriteRequest(  # the write that began since
+            key="a.txt", holder="w2", new_sha256=hashlib.sha256(b"three").hexdigest(), size=5,
+            temp_path=str(root / ".a.txt.y.ac-tmp"), host=recovery.HOST, pid=pid, pid_start=start,
+            fence=None, ttl=30.0, expect_version=None))
+        data = (root / "a.txt").read_bytes()
+        with KeyFile(str(root), "a.txt") as file, pytest.raises(IntentPending):
+            recovery.forward_from_stamp(coord.backend, file, record, data, hashlib.sha256(data).hexdigest())
+        assert coord.backend.get_version("a.txt") == record
+        assert coord.journal.count(kind="recover.stamp") == 0
+        coord.backend.abort_write(other, "test", "done")
+        assert coord.read("a.txt").data == b"two"  # with the write gone, the reader records it
+        assert coord.journal.count(kind="recover.stamp") == 1
+        coord.journal.verify()

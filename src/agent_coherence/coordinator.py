@@ -262,8 +262,8 @@ class Coordinator:
                 try:
                     if recovery.forward_from_stamp(self.backend, file, record, data, disk_sha) is not None:
                         continue  # a commit lost to power loss, recorded again: read it
-                except VersionConflict:
-                    continue
+                except (VersionConflict, IntentPending):
+                    continue  # another write moved the record or began since: look again
             if record is None and (intent is None or intent.new_sha256 != disk_sha):
                 # untracked bytes, or a first write not renamed into place yet
                 return Snapshot(key=target.key, path=target.path, data=data or b"", version=0,
@@ -507,8 +507,8 @@ class Coordinator:
         record = self.backend.get_version(target.key)
         try:
             return recovery.forward_from_stamp(self.backend, file, record, old, old_sha) is not None
-        except VersionConflict:
-            return True  # another writer moved the record meanwhile: begin again
+        except (VersionConflict, IntentPending):
+            return True  # another writer moved the record, or began, meanwhile: begin again
 
     def _record_intent(self, target: ArtifactPath, request: WriteRequest,
                        claim: recovery.WriteClaim) -> IntentRecord:

@@ -150,7 +150,9 @@ def forward_from_stamp(backend: Backend, file: KeyFile, record: VersionRecord | 
     is the disk's, its version is the record's plus one and its base hash the record's (so the
     write built on exactly what is recorded), and the journal holds no failure or roll-back of its
     intent. Then the lost commit is recorded again (``recover.stamp``); a race with another
-    writer is refused by the version check (VersionConflict, the caller looks again).
+    writer is refused by the version check (VersionConflict), and a write that began since the
+    caller looked (its intent would take the same version number) by IntentPending: either way
+    the caller looks again.
     """
     if data is None:
         return None
@@ -163,7 +165,7 @@ def forward_from_stamp(backend: Backend, file: KeyFile, record: VersionRecord | 
             return None  # that write was refused or rolled back: its bytes on disk are foreign
     holder = stamp.holder if stamp.holder is not None else stamps.RECOVERED_HOLDER  # format 2 may leave it out
     return backend.record_version(file.key, holder, disk_sha, len(data), fence=None,
-                                  expect_version=version, kind="recover.stamp")
+                                  expect_version=version, kind="recover.stamp", refuse_pending=True)
 
 
 def temp_name(intent: IntentRecord) -> str:
