@@ -147,6 +147,10 @@ class LeaseMachine(RuleBasedStateMachine):
         data = None if delete else self.payload()
         call = (lambda: self.coord.delete(lease.key, lease=lease, expect_version=expect)) if delete else (
             lambda: self.coord.write(lease.key, data, lease=lease, expect_version=expect))
+        if expect is not None and expect < 0:  # "stale" before the first version: refused as input
+            with pytest.raises(ValueError):
+                call()
+            return
         if not (m.live(now) and (m.holder, m.fence) == (lease.holder, lease.fence)):
             with pytest.raises(LeaseLost) as caught:
                 call()
@@ -167,6 +171,10 @@ class LeaseMachine(RuleBasedStateMachine):
         m, now = self.model[key], self.clock.t
         expect = self.expect_version_for(m, choice)
         data = self.payload()
+        if expect is not None and expect < 0:  # "stale" before the first version: refused as input
+            with pytest.raises(ValueError):
+                self.coord.write(key, data, holder=holder, ttl=ttl, expect_version=expect)
+            return
         if m.live(now) and m.holder != holder:
             with pytest.raises(LeaseHeld) as caught:
                 self.coord.write(key, data, holder=holder, ttl=ttl, expect_version=expect)
