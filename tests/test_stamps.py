@@ -264,16 +264,23 @@ def test_a_format_1_stamp_left_by_an_earlier_release_is_still_rolled_forward(roo
         assert coord.journal.count(kind="recover.stamp", key="a.txt") == 1
 
 
-def test_a_stamp_without_its_holder_records_the_version_as_recovered(root, tmp_path):
+def _second_commit_lost(root, tmp_path, holder):
+    """Write a.txt twice as ``holder``, then lose the second commit to a power loss (its stamped
+    bytes stay on disk); returns the second write's receipt. Skips where there are no xattrs."""
     if stamps.mode(str(root)) != "stamp":
         pytest.skip("no user xattrs here")
     saved = tmp_path / "saved"
     with Coordinator.open(root) as coord:
-        coord.write("a.txt", b"one", holder="agent-1")
+        coord.write("a.txt", b"one", holder=holder)
     _database_copy(root, saved)
     with Coordinator.open(root) as coord:
-        receipt = coord.write("a.txt", b"two", holder="agent-1")
+        receipt = coord.write("a.txt", b"two", holder=holder)
     _power_loss(root, saved)
+    return receipt
+
+
+def test_a_stamp_without_its_holder_records_the_version_as_recovered(root, tmp_path):
+    receipt = _second_commit_lost(root, tmp_path, "agent-1")
     with Coordinator.open(root) as coord:  # a write, not a read, finds the lost commit this time
         assert coord.write("a.txt", b"three", holder="agent-1").version == receipt.version + 1
         recovered = [e for e in coord.backend.journal_entries(key="a.txt") if e.kind == "recover.stamp"]
@@ -327,19 +334,11 @@ def test_a_write_begun_after_the_reader_looked_keeps_the_version_it_was_given(ro
     """After a power loss, a reader that found the stamped bytes with no intent on the key records
     them again; a write that began in between holds an intent for that same version number, so the
     record must be refused (IntentPending), not made: two entries would then claim one version."""
-    if stamps.mode(str(root)) != "stamp":
-        pytest.skip("no user xattrs here")
     from agent_coherence import recovery
     from agent_coherence.backends.base import IntentPending, WriteRequest
     from agent_coherence.rooted import KeyFile
 
-    saved = tmp_path / "saved"
-    with Coordinator.open(root) as coord:
-        coord.write("a.txt", b"one", holder="w")
-    _database_copy(root, saved)
-    with Coordinator.open(root) as coord:
-        coord.write("a.txt", b"two", holder="w")
-    _power_loss(root, saved)
+    _second_commit_lost(root, tmp_path, "w")
     with Coordinator.open(root, recover=False) as coord:
         record = coord.backend.get_version("a.txt")  # what the reader saw: version 1, no intent
         pid, start = recovery.own_identity()
