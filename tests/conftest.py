@@ -217,12 +217,18 @@ def quiet_coord(root: Path) -> Iterator[Coordinator]:
     (``every=0``), and enough transactions ran that it has read that policy (the first step comes
     after a random count of up to ``every`` transactions; after reading "off" it waits thousands).
     For tests that count the statements an operation runs."""
+    with open_quiet(root) as coordinator:
+        yield coordinator
+
+
+def open_quiet(root: Path | str) -> Coordinator:
+    """``Coordinator.open(root)`` that will run no retention step (see ``quiet_coord``)."""
     from agent_coherence.retention import Retention
 
-    with Coordinator.open(root, retention=Retention(every=0)) as coordinator:
-        for n in range(Retention().every + 1):
-            coordinator.journal.append("warm-up", None, "test", n=n)
-        yield coordinator
+    coordinator = Coordinator.open(root, retention=Retention(every=0))
+    for n in range(Retention().every + 1):
+        coordinator.journal.append("warm-up", None, "test", n=n)
+    return coordinator
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from agent_coherence.errors import StaleReceipt
 from agent_coherence.backends.sqlite_channel_fast import new_receipt
 from agent_coherence.backends.sqlite_schema import SCHEMA_VERSION
 
-from conftest import FORK
+from conftest import FORK, open_quiet
 
 
 def _statements(coord: Coordinator) -> list[str]:
@@ -224,7 +224,7 @@ def test_a_send_that_expects_its_id_never_takes_one_another_sender_took(root):
     # Two coordinators on one database: two connections, each with its own expected next id. A
     # run of sends from one makes it expect the next id; the other's send in between makes that
     # expectation wrong, and the statement must then insert nothing (the fallback asks for the id).
-    first, second = Coordinator.open(root), Coordinator.open(root)
+    first, second = open_quiet(root), Coordinator.open(root)  # no retention step among first's statements
     try:
         a, b = first.channel("shared", durability="fast"), second.channel("shared", durability="fast")
         seen = _statements(first)
@@ -316,7 +316,7 @@ def test_a_schema_10_database_is_upgraded_and_sends_in_one_statement_again(root)
         ch.ack(ch.receive("w"))
         path = coord.backend.path
     _as_schema(path, 10, ["DROP TRIGGER message_sends_insert", "DROP VIEW message_sends", *_SCHEMA_10_SENDS])
-    with Coordinator.open(root) as coord:
+    with open_quiet(root) as coord:  # no retention step among the statements counted
         ch = coord.channel("old")
         assert ch.send("d") == "4"  # the full path (this process's first send), then the statement
         seen = _statements(coord)
