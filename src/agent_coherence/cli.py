@@ -233,122 +233,30 @@ def _no_state(options: Any) -> str:
 
 # -- status -----------------------------------------------------------------------------------
 
-CORE_PROBLEM_KINDS = ("conflict.lease", "conflict.version", "write.failed")
-# What the adapters journal when they refuse a write or find one that went wrong: a stale view or a
-# refused path is as much a conflict as a held lease, and status is where a user looks for them.
-ADAPTER_PROBLEM_KINDS = ("conflict.view", "conflict.path", "write.missing", "write.mismatch",
-                         "write.unconfirmed", "anomaly.zero_work")
-PROBLEM_KINDS = CORE_PROBLEM_KINDS + ADAPTER_PROBLEM_KINDS
-PROBLEM_SCAN = 1000  # how far back status looks for recent conflicts and failures
-
 
 def cmd_status(options: Any) -> int:
+    from . import status_command
+    from .cli_output import print_json
+
     if options.limit < 0:
         # A negative limit would slice from the end: rows silently dropped, not an error.
         raise UsageError("--limit must be at least 0")
     coord = _open_existing(options)
     if coord is None:
         if options.json:
-            _print_json({"root": _root(options), "state": None})
+            print_json({"root": _root(options), "state": None})
         else:
             print(_no_state(options))
         return 0
     try:
-        report = _status_report(coord, options.limit)
+        report = status_command.build(coord, options.limit)
     finally:
         coord.close()
     if options.json:
-        _print_json(report)
+        print_json(report)
     else:
-        _print_status(report)
+        status_command.print_report(report)
     return 0
-
-
-def _status_report(coord: Any, limit: int) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    from . import recovery
-
-    backend = coord.backend
-    now = backend.now()
-    leases = [dict(asdict(r), expires_in=r.expires_at - now) for r in backend.list_leases()]
-    intents = [
-        dict(asdict(i), writer_dead=recovery.writer_is_dead(backend, i)) for i in backend.list_intents()
-    ]
-    total = backend.journal_count()  # from the sequence's bounds and indexes: no journal scan
-    recent = backend.journal_tail(PROBLEM_SCAN)
-    problems = [_entry_dict(e) for e in recent if e.kind in PROBLEM_KINDS][-limit:]
-    return {
-        "root": coord.root,
-        "backend": backend.name,
-        "database": getattr(backend, "path", None),
-        "schema": getattr(backend, "schema", None),
-        "now": now,
-        "leases": leases[:limit],
-        "lease_count": len(leases),
-        "versions": [asdict(v) for v in backend.list_versions(limit)],
-        "intents": intents,
-        "problems": problems,
-        "problem_counts": {kind: backend.journal_count(kind=kind) for kind in PROBLEM_KINDS},
-        "channels": [backend.channel_stats(c.name) | {"sla": c.sla, "durable": c.durable}
-                     for c in backend.list_channels()],
-        "anomalies": [a.model_dump() for a in coord.liveness.anomalies(report=False)],
-        "journal": {"entries": total, "head": recent[-1].hash if recent else None},
-    }
-
-
-def _print_status(report: dict[str, Any]) -> None:
-    now = report["now"]
-    where = report["database"] or f"schema {report['schema']}"
-    print(f"agent-coherence status of {report['root']} ({report['backend']}: {where})")
-
-    leases = report["leases"]
-    _section(f"Live leases ({report['lease_count']})", ["KEY", "HOLDER", "FENCE", "EXPIRES IN"], [
-        [r["key"], r["holder"], r["fence"], f"{r['expires_in']:.1f}s"] for r in leases
-    ])
-    _section(f"Recent versions ({len(report['versions'])} most recently written)",
-             ["KEY", "VERSION", "WRITER", "FENCE", "SIZE", "SHA256", "UPDATED"], [
-        [v["key"], v["version"], v["writer"], v["fence"], v["size"],
-         (v["sha256"] or "(deleted)")[:12], _ago(now - v["updated_at"])] for v in report["versions"]
-    ])
-    _section(f"Pending writes ({len(report['intents'])})",
-             ["KEY", "HOLDER", "VERSION", "WRITER", "AGE", "STATE"], [
-        [i["key"], i["holder"], f"{i['base_version']}->{i['new_version']}", f"pid {i['pid']}@{i['host']}",
-         _ago(now - i["created_at"]),
-         "writer dead: resolved at next open or write" if i["writer_dead"] else "in flight"]
-        for i in report["intents"]
-    ])
-    counts = report["problem_counts"]
-    totals = ", ".join(f"{counts[k]} {k}" for k in PROBLEM_KINDS if k in CORE_PROBLEM_KINDS or counts[k])
-    _section(f"Recent conflicts and failures (all time: {totals})",
-             ["SEQ", "TIME", "KIND", "KEY", "HOLDER", "DETAIL"], [
-        [e["seq"], _when(e["ts"]), e["kind"], e["key"] or "-", e["holder"] or "-", _compact(e["data"])]
-        for e in report["problems"]
-    ])
-    _section(f"Channels ({len(report['channels'])})",
-             ["CHANNEL", "DEPTH", "READY", "IN FLIGHT", "DELAYED", "OLDEST READY", "SLA", "MODE"], [
-        [c["channel"], c["depth"], c["ready"], c["in_flight"], c.get("delayed", 0),
-         _ago(c["oldest_ready_age"]) if c["oldest_ready_age"] is not None else "-",
-         f"{c['sla']:g}s" if c["sla"] is not None else "-", "durable" if c["durable"] else "fast"]
-        for c in report["channels"]
-    ])
-    _section(f"Anomalies ({len(report['anomalies'])})", ["KIND", "SUBJECT", "DETAIL"], [
-        [a["kind"], a["subject"], a["detail"]] for a in report["anomalies"]
-    ])
-    journal = report["journal"]
-    print(f"\nJournal: {journal['entries']} entries, head {journal['head'] or '(empty)'}")
-    print("  (check the chain with: agent-coherence journal verify)")
-
-
-def _section(title: str, headers: list[str], rows: list[list[Any]]) -> None:
-    print(f"\n{title}")
-    if not rows:
-        print("  none")
-        return
-    cells = [headers] + [[str(cell) for cell in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 # -- journal ----------------------------------------------------------------------------------
@@ -416,6 +324,7 @@ def _parse_before(text: str, now: float) -> float:
 def cmd_journal_compact(options: Any) -> int:
     """Exit 0: done (or nothing to do); 1: the oldest journal entries do not verify, so nothing
     more was removed."""
+    from .cli_output import print_json
     from .errors import JournalCorrupt
 
     if options.keep is not None and options.keep < 0:
@@ -434,7 +343,7 @@ def cmd_journal_compact(options: Any) -> int:
     finally:
         coord.close()
     if options.json:
-        _print_json(report.as_dict())
+        print_json(report.as_dict())
         return 0
     verb = "would remove" if report.dry_run else "removed"
     if report.journal:
@@ -453,6 +362,8 @@ def cmd_journal_compact(options: Any) -> int:
 def cmd_journal_show(options: Any) -> int:
     from collections import deque
 
+    from .cli_output import entry_dict, entry_line, print_json
+
     if options.limit < 1:
         raise UsageError("--limit must be at least 1")
     coord = _open_existing(options)
@@ -467,39 +378,12 @@ def cmd_journal_show(options: Any) -> int:
             entries = deque(backend.journal_entries(key=coord.key(options.key)), maxlen=options.limit)
         for entry in entries:
             if options.json:
-                _print_json(_entry_dict(entry), indent=None)
+                print_json(entry_dict(entry), indent=None)
             else:
-                print(_entry_line(entry))
+                print(entry_line(entry))
     finally:
         coord.close()
     return 0
-
-
-def _entry_dict(entry: Any) -> dict[str, Any]:
-    """A journal entry for JSON output (its data once, parsed)."""
-    return {name: getattr(entry, name) for name in ("seq", "ts", "kind", "key", "holder", "data", "prev_hash", "hash")}
-
-
-def _entry_line(entry: Any) -> str:
-    return (f"{entry.seq:>6}  {_when(entry.ts)}  {entry.kind:<16}  {entry.key or '-':<20}  "
-            f"{entry.holder or '-':<12}  {_compact(entry.data)}").rstrip()
-
-
-def _compact(data: dict[str, Any]) -> str:
-    import json
-
-    parts = []
-    for name, value in data.items():
-        if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
-            text = value[:12]  # a sha256: the prefix identifies it
-        elif isinstance(value, str) and value and not any(c.isspace() or c in "\"'=" for c in value):
-            text = value
-        else:
-            text = json.dumps(value, default=str)
-        if len(text) > 160:
-            text = text[:159] + "…"
-        parts.append(f"{name}={text}")
-    return " ".join(parts)
 
 
 # -- doctor -----------------------------------------------------------------------------------
@@ -592,28 +476,6 @@ def cmd_version(options: Any) -> int:
 
     print(f"agent-coherence {__version__} (Python {platform.python_version()}, SQLite {sqlite3.sqlite_version})")
     return 0
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 0:
-        return "in the future (clock moved back?)"
-    if seconds < 120:
-        return f"{seconds:.1f}s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
-
-
-def _when(ts: float) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
-
-
-def _print_json(value: Any, indent: int | None = 2) -> None:
-    import json
-
-    print(json.dumps(value, indent=indent, default=str, sort_keys=indent is not None))
 
 
 if __name__ == "__main__":
