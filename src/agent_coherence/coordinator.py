@@ -32,7 +32,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import arguments, faults, recovery, stamps
+from . import arguments, faults, file_step, recovery, stamps
 from .arguments import ForeignPolicy
 from .backends import check_url, open_backend
 from .backends.base import Backend, IntentPending, IntentRecord, WriteRequest
@@ -428,7 +428,8 @@ class Coordinator:
                 new_sha = sha256_hex(payload) if payload is not None else None  # while the disk writes
                 intent, old = self._begin(target, file, claim, holder, fence, new_sha, len(payload or b""),
                                           expect_version, ttl, policy)
-                self._apply(file, intent, payload, progress, temp.rpartition(os.sep)[2], ahead)
+                file_step.apply(self.backend, file, intent, payload, progress, temp.rpartition(os.sep)[2],
+                                write_mode=self.write_mode, overlap=self._overlap, ahead=ahead)
                 progress.step = "commit"
                 faults.check("commit")
                 # The intent is durable already: a commit lost to power loss is rolled forward to
@@ -532,61 +533,6 @@ class Coordinator:
                 if full is not None:
                     raise full from error
                 raise
-
-    def _apply(self, file: KeyFile, intent: IntentRecord, payload: bytes | None, progress: Progress,
-               temp_name: str, ahead: WrittenAhead | None = None) -> None:
-        """The file step: make the write recoverable, replace (or remove) the bytes, read back.
-
-        In the ``stamp`` mode the temp file carries the stamp (see :mod:`stamps`) and the intent
-        is not flushed; in the ``flush`` mode (and for a delete, which leaves no file to stamp) the
-        intent's flush runs on a helper thread while the temp file is written and fsynced. Nothing
-        visible changes on disk until that is done. ``progress`` says how far it got. ``temp_name``:
-        the intent's temp file, as a name in the key's directory (``recovery.temp_name``).
-        ``ahead``: the temp file's bytes, if they were written before the intent (stamp mode).
-        """
-        if payload is None:
-            progress.step = "intent"
-            self.backend.sync_intent(intent)
-            self.backend.check_fence(intent.key, intent.holder, intent.fence)
-            progress.step, progress.replaced = "remove", True
-            file.remove()
-        else:
-            progress.step = "directory"
-            mode = file.mode()
-            file.directory(create=True)
-            progress.step = "write"
-            if self.write_mode == "stamp":
-                # The stamped file says which version it is: recovery rolls the write forward
-                # from it, so the intent is not flushed (unless this filesystem refused the stamp).
-                stamp = recovery.stamp_for(intent)
-                if ahead is not None:
-                    stamped = ahead.finish(temp_name, mode, stamp)
-                else:
-                    stamped = file.write_temp(temp_name, payload, mode, stamp)
-                if not stamped:
-                    progress.step = "intent"
-                    self.backend.sync_intent(intent)
-            else:
-                intent_synced = self._overlap.start(lambda: self.backend.sync_intent(intent))
-                try:
-                    file.write_temp(temp_name, payload, mode)
-                    progress.step = "intent"
-                finally:
-                    intent_synced.wait()
-            if not intent.auto_lease:  # a long write may outlive a caller's lease: stop here if so
-                progress.step = "fence"
-                self.backend.check_fence(intent.key, intent.holder, intent.fence)
-            progress.step, progress.replaced = "rename", True
-            file.rename_into_place(temp_name)
-        progress.step = "read_back"
-        try:
-            faults.check("read_back")
-            back = file.read()
-        except OSError as error:
-            raise StepFailed("read_back", error) from error
-        if back != payload:  # equal bytes, equal hash: no need to hash them again
-            back_sha = sha256_hex(back) if back is not None else None
-            raise StepFailed("read_back", OSError(0, f"read back {back_sha}, wrote {intent.new_sha256}"))
 
     # -- recovery and errors ----------------------------------------------------------------
 
