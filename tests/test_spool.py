@@ -150,6 +150,17 @@ def test_requeue_stale_returns_old_claims_and_stale_ack_raises(tmp_path):
         spool.ack(fast)
 
 
+@pytest.mark.parametrize("now, error", [("x", TypeError), (True, TypeError), (float("nan"), ValueError),
+                                        (float("inf"), ValueError), (-1.0, ValueError)])
+def test_requeue_stale_refuses_a_time_that_is_not_one_and_moves_nothing(tmp_path, now, error):
+    spool = Spool(tmp_path / "q", claim_timeout=30.0)
+    spool.put(b"held")
+    spool.claim("agent")
+    with pytest.raises(error, match="now must be"):
+        spool.requeue_stale(now=now)
+    assert spool.in_flight() == 1 and spool.depth() == 0
+
+
 def test_vanished_candidates_are_skipped(tmp_path):
     spool = Spool(tmp_path / "q")
     names = [spool.put(b"%d" % i) for i in range(6)]

@@ -69,6 +69,15 @@ def wait_seconds(wait: object) -> float:
     return float(wait)
 
 
+def timestamp(value: object, name: str = "now") -> float:
+    """A point in time: finite epoch seconds, 0 or more."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be epoch seconds (a number), not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite epoch seconds, 0 or more, not {value!r}")
+    return float(value)
+
+
 def holder_name(holder: object) -> str:
     """Who holds a lease or writes: a non-empty string."""
     if not isinstance(holder, str):

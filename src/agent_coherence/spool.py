@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from . import faults
-from .arguments import payload_bytes
+from .arguments import payload_bytes, timestamp
 from .durable import StepFailed, ensure_parent, fsync_dir, remove_quietly, rename_into_place
 from .durable import read_bytes, scan_dir, sha256_hex, temp_path_for, write_temp
 from .errors import ChannelError, DurabilityError, SlotOccupied, StaleReceipt
@@ -271,10 +271,10 @@ class Spool:
     def requeue_stale(self, now: float | None = None) -> int:
         """Return claims older than ``claim_timeout`` to ``new/``; returns how many this call moved.
 
-        ``now`` is epoch seconds (default: the host clock). Safe to run from several processes at
+        ``now`` is epoch seconds (default: the host clock; else TypeError or ValueError). Safe to run from several processes at
         once: each stale claim is moved by exactly one of them, the others skip it quietly.
         """
-        now_ns = time.time_ns() if now is None else int(now * 1e9)
+        now_ns = time.time_ns() if now is None else int(timestamp(now) * 1e9)
         moved = 0
         for entry in scan_dir(self.cur_dir):
             parsed = parse_claim_name(entry.name)  # None: not ours, left alone
