@@ -78,6 +78,10 @@ def _make_root(root: str, url: str | None) -> None:
         ) from error
 
 
+def _not_a_lease(call: str, value: object) -> TypeError:
+    return TypeError(f"{call}: lease must be a Lease (from coord.lease or coord.acquire), not {type(value).__name__}")
+
+
 class Coordinator:
     """Coordinates writers of the artifacts under one workspace root.
 
@@ -183,13 +187,21 @@ class Coordinator:
 
     def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
         """Extend ``lease``. Raises LeaseLost if it expired or was taken over."""
-        ttl = lease.ttl if ttl is None else arguments.ttl_seconds(ttl)
-        return self.backend.renew_lease(lease.key, lease.holder, lease.fence, ttl)
+        try:
+            key, holder, fence = lease.key, lease.holder, lease.fence
+            ttl = lease.ttl if ttl is None else arguments.ttl_seconds(ttl)
+        except AttributeError:
+            raise _not_a_lease("renew", lease) from None
+        return self.backend.renew_lease(key, holder, fence, ttl)
 
     def release(self, lease: Lease) -> bool:
         """Give ``lease`` up; False if it was already released or taken over (an expired lease
         nobody took since is released: True)."""
-        return self.backend.release_lease(lease.key, lease.holder, lease.fence)
+        try:
+            key, holder, fence = lease.key, lease.holder, lease.fence
+        except AttributeError:
+            raise _not_a_lease("release", lease) from None
+        return self.backend.release_lease(key, holder, fence)
 
     def lease(
         self, key: str | os.PathLike[str], holder: str, ttl: float | None = None, *, wait: float = 0.0,
@@ -201,12 +213,14 @@ class Coordinator:
 
     def keep_alive(self, lease: Lease, on_lost: Callable[[LeaseLost], None] | None = None) -> LeaseKeeper:
         """Start renewing ``lease`` every ttl/3 in the background; call ``.stop()`` when done."""
+        if not isinstance(lease, Lease):
+            raise _not_a_lease("keep_alive", lease)
         return LeaseKeeper(self.backend, lease, on_lost).start()
 
     def leases(self, holder: str | None = None) -> list[Lease]:
         """The live leases (of ``holder`` if given); each one's ``ttl`` is its span from
         ``acquired_at`` to ``expires_at``, as storage does not keep the ttl asked for."""
-        return self.backend.list_leases(holder)
+        return self.backend.list_leases(None if holder is None else arguments.holder_name(holder))
 
     # -- channels and liveness --------------------------------------------------------------
 
@@ -395,8 +409,7 @@ class Coordinator:
             try:
                 lease_key, lease_holder, fence = lease.key, lease.holder, lease.fence
             except AttributeError:
-                raise TypeError(f"lease must be a Lease (from coord.lease or coord.acquire), "
-                                f"not {type(lease).__name__}") from None
+                raise _not_a_lease("write", lease) from None
             if lease_key != target.key:
                 raise ValueError(f"the lease is for {lease_key!r}, not {target.key!r}")
             if holder is not None and holder != lease_holder:
@@ -543,6 +556,8 @@ class Coordinator:
         and ``keep`` (journal entries) replace the policy's journal limits; ``dry_run`` counts
         what would go and changes nothing. Raises JournalCorrupt (removing nothing more) when
         the oldest entries do not verify."""
+        if steps is not None:
+            steps = arguments.count(steps, "steps")
         if dry_run:
             return self.backend.compact(before=before, keep=keep, dry_run=True)
         total = CompactionReport()
