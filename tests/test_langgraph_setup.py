@@ -118,3 +118,19 @@ def test_a_checkpointer_on_another_coordinators_database_is_refused(coord: Coord
     with Coordinator.open(coord.root) as same_database:
         app = coherent_graph(builder.compile(checkpointer=CoherentCheckpointer(InMemorySaver(), same_database)), coord)
         assert app.invoke({"log": []}, CONFIG) == {"log": ["step"]}
+
+
+@pytest.mark.filterwarnings("ignore:`checkpoint_during` is deprecated")
+def test_a_run_keeps_its_own_durability_choice_and_a_misspelt_one_is_refused(coord: Coordinator) -> None:
+    # The fenced default was added beside the deprecated checkpoint_during, which LangGraph then
+    # refused ("Cannot use both"); and a misspelt per-run mode ran unnoticed as "async".
+    app = coherent_graph(one_node_builder("step", step_node("step", 0)).compile(checkpointer=InMemorySaver()), coord)
+    assert app.invoke({"log": []}, CONFIG, checkpoint_during=True) == {"log": ["step"]}
+    assert list(app.stream({"log": []}, CONFIG, checkpoint_during=False)) == [{"step": {"log": ["step"]}}]
+    before = app.get_state(CONFIG).values
+    with pytest.raises(ValueError, match="durability"):
+        app.invoke({"log": []}, CONFIG, durability="Sync")
+    with pytest.raises(ValueError, match="durability"):
+        asyncio.run(app.ainvoke({"log": []}, CONFIG, durability="fast"))
+    assert app.get_state(CONFIG).values == before
+    assert coord.backend.get_lease("langgraph:thread/t") is None
