@@ -193,3 +193,24 @@ def test_a_put_between_the_value_and_version_reads_is_not_lost(coord: Coordinato
     except VersionConflict:
         pass
     assert writer.get(NS, "k").value in ({"n": 100}, {"n": 101})  # the other put is kept, or built on
+
+
+def test_an_item_the_inner_store_expired_can_be_put_again_as_absent(coord: Coordinator, tmp_path: Path) -> None:
+    # The TTL sweep deletes the item without a put through the wrapper, so its version record still
+    # said "present": the documented read-modify-write (expect 0 when the read found nothing) was
+    # refused for ever, and the hint to re-read and retry could not help.
+    with SqliteStore.from_conn_string(str(tmp_path / "store.db"), ttl={"default_ttl": 1 / 60}) as sqlite_store:
+        sqlite_store.setup()
+        store = CoherentStore(sqlite_store, coord)
+        store.put(NS, "a", {"n": 1}, expect_version=0)
+        time.sleep(1.2)
+        assert sqlite_store.sweep_ttl() == 1
+        assert store.get(NS, "a") is None
+        store.put(NS, "b", {"n": 1}, expect_version=0)
+        with pytest.raises(VersionConflict):  # an item that is there is still not "absent"
+            store.put(NS, "b", {"n": 2}, expect_version=0)
+        store.put(NS, "a", {"n": 2}, expect_version=0)
+        item = store.get(NS, "a")
+        assert (item.value, item.version) == ({"n": 2}, 2)
+        with pytest.raises(VersionConflict):
+            store.put(NS, "a", {"n": 3}, expect_version=0)

@@ -18,7 +18,8 @@ check, the write and the bump are one step for every process sharing the coordin
 
 Limits: writes that go to the inner store directly are not seen (their items keep the version of
 the last put through this wrapper). A delete makes the version read 0 again, so an expectation of
-"absent" matches a key that was created and deleted meanwhile.
+"absent" matches a key that was created and deleted meanwhile; so does an item the inner store
+expired itself (TTL), which a put expecting 0 finds gone from the inner store.
 """
 
 from __future__ import annotations
@@ -235,6 +236,8 @@ class CoherentStore(BaseStore):
         lease = self.coordinator.acquire(key, holder, STORE_LEASE_TTL, wait=self.lease_wait)
         record = self.coordinator.backend.get_version(key)
         actual = current_version(record)
+        if checked.expect_version == 0 and actual != 0 and self._gone_from_inner(op):
+            actual = 0  # the inner store dropped the item itself (its TTL ran out): it reads as absent
         if checked.expect_version is not None and checked.expect_version != actual:
             self.coordinator.release(lease)
             self.coordinator.backend.journal_append("conflict.version", key, lease.holder,
@@ -244,6 +247,13 @@ class CoherentStore(BaseStore):
                 f"{checked.expect_version}", key=key, expected=checked.expect_version, actual=actual,
                 namespace=op.namespace, item_key=op.key)
         return lease, record.version if record is not None else 0
+
+    def _gone_from_inner(self, op: PutOp) -> bool:
+        """Whether the inner store no longer has the item, which its version record says is
+        present. A TTL expiry deletes the item without a put through this wrapper; a reader then
+        gets nothing, expects "absent" (0), and would be refused for ever. Asked only under the
+        key's lease, so no put through the wrapper can land between this read and the put."""
+        return self.inner.batch([GetOp(op.namespace, op.key, refresh_ttl=False)])[0] is None
 
     def _commit(self, op: PutOp, lease: Any, recorded: int) -> None:
         encoded = json.dumps(op.value, sort_keys=True, default=str).encode() if op.value is not None else None
