@@ -115,12 +115,12 @@ class CoherentStore(BaseStore):
     def put(self, namespace: tuple[str, ...], key: str, value: Mapping[str, Any],
             index: Literal[False] | list[str] | None = None, *, ttl: float | None | NotProvided = NOT_PROVIDED,
             expect_version: int | None = None) -> None:
-        self.batch([CheckedPutOp(self._put_op(namespace, key, dict(value), index, ttl), expect_version)])
+        self.batch([CheckedPutOp(self._put_op(namespace, key, _value(value), index, ttl), expect_version)])
 
     async def aput(self, namespace: tuple[str, ...], key: str, value: Mapping[str, Any],
                    index: Literal[False] | list[str] | None = None, *,
                    ttl: float | None | NotProvided = NOT_PROVIDED, expect_version: int | None = None) -> None:
-        await self.abatch([CheckedPutOp(self._put_op(namespace, key, dict(value), index, ttl), expect_version)])
+        await self.abatch([CheckedPutOp(self._put_op(namespace, key, _value(value), index, ttl), expect_version)])
 
     def delete(self, namespace: tuple[str, ...], key: str, *, expect_version: int | None = None) -> None:
         self.batch([CheckedPutOp(PutOp(namespace, str(key), None, ttl=None), expect_version)])
@@ -130,6 +130,9 @@ class CoherentStore(BaseStore):
 
     def _put_op(self, namespace: tuple[str, ...], key: str, value: dict[str, Any] | None,
                 index: Literal[False] | list[str] | None, ttl: float | None | NotProvided) -> PutOp:
+        if isinstance(namespace, str):
+            # a string is a sequence of labels to the inner store: "users" would become ("u", "s", ...)
+            raise TypeError(f"a namespace is a tuple of labels, not a string: ({namespace!r},)")
         if not namespace or any(not isinstance(label, str) or not label or "." in label for label in namespace):
             raise ValueError(f"invalid namespace {namespace!r}: non-empty string labels without '.'")
         if ttl not in (NOT_PROVIDED, None) and not self.supports_ttl:
@@ -261,6 +264,11 @@ class CoherentStore(BaseStore):
             lease.key, lease.holder, hashlib.sha256(encoded).hexdigest() if encoded is not None else None,
             len(encoded or b""), fence=lease.fence, expect_version=recorded,
             kind="store.put" if op.value is not None else "store.delete")
+
+
+def _value(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The value a put stores; None deletes the item, as in LangGraph's own stores."""
+    return dict(value) if value is not None else None
 
 
 def _checked(op: PutOp | CheckedPutOp) -> CheckedPutOp:
