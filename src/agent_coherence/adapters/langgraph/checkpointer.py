@@ -38,6 +38,7 @@ from langgraph.checkpoint.base import (
 )
 
 from ..offload import in_thread, in_thread_undone
+from .errors import require_coordinator
 from .extensions import extension_class, implements as overrides
 from .heads import Heads, PutTarget
 from .keys import FORK_KEY, run_holder
@@ -73,6 +74,7 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
             # refused here, not at the first run that calls it, far from the cause
             raise TypeError(f"CoherentCheckpointer wraps a LangGraph BaseCheckpointSaver (InMemorySaver, "
                             f"SqliteSaver, ...), not {type(inner).__name__}")
+        require_coordinator(coordinator, "CoherentCheckpointer")
         self.inner = inner
         self.coordinator = coordinator
         self.heads = Heads(coordinator, strict_roots=strict_roots, put_lease_wait=put_lease_wait,

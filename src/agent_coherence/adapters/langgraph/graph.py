@@ -36,7 +36,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from ...errors import LeaseHeld, LeaseLost
 from ..offload import in_thread, in_thread_undone
 from .checkpointer import CoherentCheckpointer
-from .errors import ThreadBusy
+from .errors import ThreadBusy, require_coordinator
 from .heads import Heads
 from .renewal import Holding, Renewer, renewer_for
 from .keys import COORDINATOR_KEY, FENCE_KEY, HOLDER_KEY, run_holder, thread_lease_key
@@ -118,6 +118,7 @@ class CoherentGraph:
     def __init__(self, graph: Any, coordinator: "Coordinator", *, on_busy: OnBusy = "reject",
                  wait_timeout: float = 30.0, ttl: float = 30.0, durability: str | None = "sync") -> None:
         _check_graph(graph)
+        require_coordinator(coordinator, "coherent_graph")
         if on_busy not in ("reject", "wait"):
             raise ValueError(f"on_busy must be 'reject' or 'wait', not {on_busy!r}")
         if ttl <= 0 or wait_timeout < 0:

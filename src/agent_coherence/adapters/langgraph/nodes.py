@@ -43,6 +43,7 @@ from ... import faults
 from ...errors import VersionConflict
 from ...models import Anomaly, Snapshot, WriteReceipt
 from ..offload import in_thread, in_thread_undone
+from .errors import require_coordinator
 from .keys import COORDINATOR_KEY, FENCE_KEY, HOLDER_KEY, effect_ref_name, thread_lease_key
 from .renewal import Holding, renewer_for
 
@@ -271,6 +272,8 @@ def coherent_node(writes: Iterable[str] = (), *, coordinator: "Coordinator | Non
     default, the one ``coherent_graph`` hands the run. Raises TypeError for ``writes`` that is
     not a collection of keys."""
     declared = _declared_writes(writes, name)
+    if coordinator is not None:
+        require_coordinator(coordinator, "coherent_node")
 
     def decorate(fn: F) -> F:
         label = str(name or getattr(fn, "__name__", "node"))

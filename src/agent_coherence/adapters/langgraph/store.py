@@ -37,6 +37,7 @@ from langgraph.store.base import (
 
 from ...errors import VersionConflict
 from ..offload import in_thread, in_thread_undone
+from .errors import require_coordinator
 from .keys import run_holder
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class CoherentStore(BaseStore):
         if not isinstance(inner, BaseStore):
             raise TypeError(f"CoherentStore wraps a LangGraph BaseStore (InMemoryStore, SqliteStore, ...), "
                             f"not {type(inner).__name__}")
+        require_coordinator(coordinator, "CoherentStore")
         self.inner = inner
         self.coordinator = coordinator
         self.lease_wait = lease_wait
