@@ -278,8 +278,18 @@ class CoherentGraph:
 
     async def abatch(self, inputs: Sequence[Any], config: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
                      *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        """As ``batch``: at most ``max_concurrency`` (of the first config) runs at a time."""
         configs = _per_input(config, len(inputs))
-        runs = [self.ainvoke(item, cfg, **kwargs) for item, cfg in zip(inputs, configs)]
+        limit = (configs[0] or {}).get("max_concurrency") if configs else None
+        gate = asyncio.Semaphore(limit) if limit else None
+
+        async def one(item: Any, cfg: dict[str, Any] | None) -> Any:
+            if gate is None:
+                return await self.ainvoke(item, cfg, **kwargs)
+            async with gate:
+                return await self.ainvoke(item, cfg, **kwargs)
+
+        runs = [one(item, cfg) for item, cfg in zip(inputs, configs)]
         return list(await asyncio.gather(*runs, return_exceptions=return_exceptions))
 
     # -- state updates take the lease too ------------------------------------------------------
