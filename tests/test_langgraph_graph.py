@@ -349,3 +349,21 @@ def test_interrupt_and_resume_through_coherent_graph(coord: Coordinator, saver: 
     assert coord.leases() == []  # the pause ends the run: the thread is free for the human's answer
     assert app.invoke(Command(resume="yes"), CONFIG)["log"] == ["draft", "approved=yes"]
     assert coord.journal.count(kind="conflict.checkpoint") == 0
+
+
+def test_abatch_keeps_to_max_concurrency_as_batch_does(coord: Coordinator) -> None:
+    # abatch started every run at once whatever max_concurrency said (LangGraph's own abatch
+    # and this wrapper's batch keep to it), e.g. past an LLM rate limit.
+    running, peak = [0], [0]
+
+    async def node(state: LogState) -> dict[str, list[str]]:
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        await asyncio.sleep(0.05)
+        running[0] -= 1
+        return {"log": ["n"]}
+
+    app = coherent_graph(one_node_builder("n", node).compile(checkpointer=InMemorySaver()), coord)
+    configs = [{"configurable": {"thread_id": f"c{i}"}, "max_concurrency": 2} for i in range(6)]
+    results = asyncio.run(app.abatch([{"log": []}] * 6, configs))
+    assert results == [{"log": ["n"]}] * 6 and peak[0] == 2

@@ -224,6 +224,25 @@ def test_undeclared_writes_are_refused_and_signatures_kept(root: Path, coord: Co
     assert not (root / "other.md").exists()
 
 
+def test_writes_given_as_one_key_are_refused_when_declaring(root: Path, coord: Coordinator) -> None:
+    # A string is iterable: writes="plan.md" declared the files "p", "l", "a", ..., and the run
+    # then failed on the key "." (or, for a key without a dot, refused the node's own write).
+    with pytest.raises(TypeError, match=r"writes=\['plan.md'\]"):
+        coherent_node(writes="plan.md")
+    with pytest.raises(TypeError, match="artifact keys"):
+        coherent_node(writes=[5])  # type: ignore[list-item]
+    builder = one_node_builder("plan", step_node("plan", 0))
+    with pytest.raises(TypeError, match="node 'plan'"):
+        coherent_nodes(builder, {"plan": "notes"})
+    @coherent_node(writes=[Path("notes")])
+    def write_notes(state: LogState) -> dict[str, list[str]]:
+        current_node().write("notes", "x")
+        return {"log": []}
+
+    coherent_graph(one_node_graph(write_notes), coord).invoke({"log": []}, {"configurable": {"thread_id": "t"}})
+    assert (root / "notes").read_bytes() == b"x" and not (root / "n").exists()
+
+
 def test_async_nodes_and_the_helper_that_wraps_every_node(root: Path, coord: Coordinator) -> None:
     async def planner(state: LogState, config: RunnableConfig) -> dict[str, list[str]]:
         assert config["configurable"]["thread_id"] == "t"  # injection still works through the hook

@@ -18,7 +18,7 @@ from langgraph.store.memory import InMemoryStore  # noqa: E402
 
 from agent_coherence import Coordinator  # noqa: E402
 from agent_coherence.adapters.langgraph import (  # noqa: E402
-    CoherentCheckpointer, CoherentStore, coherent_graph, current_node,
+    CoherentCheckpointer, CoherentStore, coherent_graph, coherent_node, current_node,
 )
 from conftest import FORK  # noqa: E402
 from lg_graphs import one_node_builder, step_node  # noqa: E402
@@ -118,3 +118,31 @@ def test_a_checkpointer_on_another_coordinators_database_is_refused(coord: Coord
     with Coordinator.open(coord.root) as same_database:
         app = coherent_graph(builder.compile(checkpointer=CoherentCheckpointer(InMemorySaver(), same_database)), coord)
         assert app.invoke({"log": []}, CONFIG) == {"log": ["step"]}
+
+
+@pytest.mark.filterwarnings("ignore:`checkpoint_during` is deprecated")
+def test_a_run_keeps_its_own_durability_choice_and_a_misspelt_one_is_refused(coord: Coordinator) -> None:
+    # The fenced default was added beside the deprecated checkpoint_during, which LangGraph then
+    # refused ("Cannot use both"); and a misspelt per-run mode ran unnoticed as "async".
+    app = coherent_graph(one_node_builder("step", step_node("step", 0)).compile(checkpointer=InMemorySaver()), coord)
+    assert app.invoke({"log": []}, CONFIG, checkpoint_during=True) == {"log": ["step"]}
+    assert list(app.stream({"log": []}, CONFIG, checkpoint_during=False)) == [{"step": {"log": ["step"]}}]
+    before = app.get_state(CONFIG).values
+    with pytest.raises(ValueError, match="durability"):
+        app.invoke({"log": []}, CONFIG, durability="Sync")
+    with pytest.raises(ValueError, match="durability"):
+        asyncio.run(app.ainvoke({"log": []}, CONFIG, durability="fast"))
+    assert app.get_state(CONFIG).values == before
+    assert coord.backend.get_lease("langgraph:thread/t") is None
+
+
+def test_what_is_not_a_coordinator_is_refused_when_wrapping() -> None:
+    # It failed with an AttributeError ('str' object has no attribute 'backend'), for the store
+    # only at its first put, far from the mistake.
+    compiled = one_node_builder("step", step_node("step", 0)).compile(checkpointer=InMemorySaver())
+    for wrap in (lambda: CoherentCheckpointer(InMemorySaver(), ".agent-coherence"),  # type: ignore[arg-type]
+                 lambda: CoherentStore(InMemoryStore(), ".agent-coherence"),  # type: ignore[arg-type]
+                 lambda: coherent_graph(compiled, ".agent-coherence"),  # type: ignore[arg-type]
+                 lambda: coherent_node(writes=["a"], coordinator=".agent-coherence")):  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"needs a Coordinator .*not str"):
+            wrap()

@@ -21,7 +21,7 @@ from agent_coherence import Coordinator, VersionConflict  # noqa: E402
 from agent_coherence.adapters.langgraph import (  # noqa: E402
     CheckedPutOp, CoherentStore, VersionedItem, VersionedSearchItem, coherent_graph,
 )
-from conftest import FORK  # noqa: E402
+from conftest import FORK, wait_for  # noqa: E402
 from lg_graphs import LogState, one_node_builder  # noqa: E402
 
 NS = ("counters",)
@@ -193,3 +193,37 @@ def test_a_put_between_the_value_and_version_reads_is_not_lost(coord: Coordinato
     except VersionConflict:
         pass
     assert writer.get(NS, "k").value in ({"n": 100}, {"n": 101})  # the other put is kept, or built on
+
+
+def test_an_item_the_inner_store_expired_can_be_put_again_as_absent(coord: Coordinator, tmp_path: Path) -> None:
+    # The TTL sweep deletes the item without a put through the wrapper, so its version record still
+    # said "present": the documented read-modify-write (expect 0 when the read found nothing) was
+    # refused for ever, and the hint to re-read and retry could not help.
+    with SqliteStore.from_conn_string(str(tmp_path / "store.db"), ttl={"default_ttl": 1 / 60}) as sqlite_store:
+        sqlite_store.setup()
+        store = CoherentStore(sqlite_store, coord)
+        store.put(NS, "a", {"n": 1}, expect_version=0)
+        assert wait_for(sqlite_store.sweep_ttl, timeout=10, interval=0.2) == 1  # expiry has 1 s resolution
+        assert store.get(NS, "a") is None
+        store.put(NS, "b", {"n": 1}, expect_version=0)
+        with pytest.raises(VersionConflict):  # an item that is there is still not "absent"
+            store.put(NS, "b", {"n": 2}, expect_version=0)
+        store.put(NS, "a", {"n": 2}, expect_version=0)
+        item = store.get(NS, "a")
+        assert (item.value, item.version) == ({"n": 2}, 2)
+        with pytest.raises(VersionConflict):
+            store.put(NS, "a", {"n": 3}, expect_version=0)
+
+
+def test_a_none_value_deletes_and_a_string_namespace_is_refused(coord: Coordinator) -> None:
+    # put(ns, key, None) deletes in LangGraph's stores; here it raised "'NoneType' object is not
+    # iterable". A string namespace was split into one-letter labels ("users" -> "u", "s", ...),
+    # after which InMemoryStore's list_namespaces failed on every call.
+    inner = InMemoryStore()
+    store = CoherentStore(inner, coord)
+    store.put(NS, "a", {"n": 1})
+    store.put(NS, "a", None, expect_version=1)  # type: ignore[arg-type]
+    assert store.get(NS, "a") is None and inner.get(NS, "a") is None
+    with pytest.raises(TypeError, match=r"\('users',\)"):
+        store.put("users", "a", {"n": 1})  # type: ignore[arg-type]
+    assert ("u", "s", "e", "r", "s") not in store.list_namespaces() and inner.search(("u",)) == []

@@ -227,3 +227,33 @@ def test_a_zombie_run_cannot_put_or_put_writes(root: Path, coord: Coordinator) -
     assert not any(b"zombie-work" in bytes(blob) for blob in blobs if blob)  # refused: put_writes wrote nothing
     head = coord.backend.get_ref(head_ref_name(THREAD))
     assert head is not None and head.holder != "" and "langgraph-run" in head.holder
+
+
+def long_run(root: str, db: str, results: Any) -> None:
+    try:
+        with Coordinator.open(root) as coordinator, SqliteSaver.from_conn_string(db) as saver:
+            results.put(build(saver, "graph:reject", coordinator).invoke({"log": ["R"]}, CONFIG)["log"])
+    except BaseException as error:  # noqa: BLE001 - reported to the parent, which fails the test
+        results.put(repr(error))
+
+
+def test_a_thread_a_run_holds_is_not_deleted_under_it(root: Path, coord: Coordinator) -> None:
+    # Deleted under a running run, the thread came back at that run's next put, with the whole
+    # deleted conversation in its state and one checkpoint of history: the delete was undone.
+    db = str(root / "checkpoints.db")
+    seed(root, db, "graph:reject")
+    results = FORK.Queue()
+    proc = FORK.Process(target=long_run, args=(str(root), db, results))
+    proc.start()
+    wait_for(lambda: coord.backend.get_lease(f"langgraph:thread/{THREAD}") is not None, timeout=30)
+    with SqliteSaver.from_conn_string(db) as saver:
+        checkpointer = CoherentCheckpointer(saver, coord)
+        with pytest.raises(ThreadBusy, match="delete"):
+            checkpointer.delete_thread(THREAD)
+        proc.join(timeout=30)
+        assert results.get(timeout=10) == run_work("seed") + run_work("R")  # its history intact
+        assert History(db, THREAD).is_one_chain()
+        checkpointer.delete_thread(THREAD)  # the run has ended: the thread goes
+        assert checkpointer.get_tuple(CONFIG) is None and History(db, THREAD).ids == set()
+        assert coord.backend.get_ref(head_ref_name(THREAD)) is None
+        assert coord.backend.get_lease(f"langgraph:thread/{THREAD}") is None

@@ -14,6 +14,8 @@ Guarantees, for every process that shares the coordinator's backend:
 - a read without a ``checkpoint_id`` returns the head, never a checkpoint that lost its
   compare-and-set; a head the inner saver no longer has, with no checkpoint of the thread left
   at all (an InMemorySaver after a restart), is dropped, so the thread starts afresh;
+- ``delete_thread`` holds the thread while it deletes, and raises ``ThreadBusy`` (deleting nothing)
+  while a ``coherent_graph`` run holds it;
 - every checkpoint (thread, ns, id, parent, step, fence) is journaled.
 
 Limits: see ``heads.py`` for the one window the two-store sequence leaves (an orphan checkpoint,
@@ -36,9 +38,10 @@ from langgraph.checkpoint.base import (
 )
 
 from ..offload import in_thread, in_thread_undone
+from .errors import require_coordinator
 from .extensions import extension_class, implements as overrides
 from .heads import Heads, PutTarget
-from .keys import FORK_KEY
+from .keys import FORK_KEY, run_holder
 
 if TYPE_CHECKING:
     from ...coordinator import Coordinator
@@ -71,6 +74,7 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
             # refused here, not at the first run that calls it, far from the cause
             raise TypeError(f"CoherentCheckpointer wraps a LangGraph BaseCheckpointSaver (InMemorySaver, "
                             f"SqliteSaver, ...), not {type(inner).__name__}")
+        require_coordinator(coordinator, "CoherentCheckpointer")
         self.inner = inner
         self.coordinator = coordinator
         self.heads = Heads(coordinator, strict_roots=strict_roots, put_lease_wait=put_lease_wait,
@@ -246,14 +250,26 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
         await self.inner.aput_writes(config, writes, task_id, task_path)
 
     def delete_thread(self, thread_id: str) -> None:
-        self.inner.delete_thread(thread_id)
-        self.heads.forget_thread(thread_id, "langgraph.delete_thread")
+        """Delete the thread's checkpoints and heads, holding the thread meanwhile. Raises
+        ThreadBusy, deleting nothing, while a ``coherent_graph`` run holds the thread."""
+        holder = run_holder("langgraph-delete")
+        try:
+            self.heads.hold_thread(thread_id, holder)
+            self.inner.delete_thread(thread_id)
+            self.heads.forget_thread(thread_id, "langgraph.delete_thread")
+        finally:
+            self.coordinator.backend.release_holder(holder)
 
     async def adelete_thread(self, thread_id: str) -> None:
         if overrides(self.inner, "delete_thread") or not overrides(self.inner, "adelete_thread"):
             return await in_thread(self.delete_thread, thread_id)
-        await self.inner.adelete_thread(thread_id)
-        await in_thread(self.heads.forget_thread, thread_id, "langgraph.delete_thread")
+        holder = run_holder("langgraph-delete")
+        try:
+            await in_thread(self.heads.hold_thread, thread_id, holder)
+            await self.inner.adelete_thread(thread_id)
+            await in_thread(self.heads.forget_thread, thread_id, "langgraph.delete_thread")
+        finally:
+            await in_thread(self.coordinator.backend.release_holder, holder)
 
     # -- used by the extension mixins ----------------------------------------------------------
 

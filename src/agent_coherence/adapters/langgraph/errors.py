@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...errors import LeaseHeld, VersionConflict
 
 
@@ -29,6 +31,16 @@ class ThreadBusy(LeaseHeld):
 
     recover = ("retry once the running invocation has finished, or use on_busy='wait' to queue "
                "behind it")
+
+
+def require_coordinator(coordinator: Any, who: str) -> None:
+    """Refuse what is not a Coordinator when wrapping, rather than with an AttributeError at the
+    first put or node, far from the mistake."""
+    from ...coordinator import Coordinator
+
+    if not isinstance(coordinator, Coordinator):
+        raise TypeError(f"{who} needs a Coordinator (Coordinator.open(root)), not {type(coordinator).__name__} "
+                        f"{coordinator!r}")
 
 
 __all__ = ["CheckpointConflict", "ThreadBusy"]

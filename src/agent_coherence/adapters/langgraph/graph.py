@@ -15,7 +15,8 @@ nodes would run first); a graph compiled without a checkpointer keeps LangGraph'
 no put to fence (its runs still hold the thread, and its hooked nodes still check the fence). The
 compiled graph's checkpointer is wrapped in ``CoherentCheckpointer`` unless it is one already. A
 builder that was not compiled, an unknown ``durability``, or a ``CoherentCheckpointer`` on another
-coordinator's database, is refused when wrapping.
+coordinator's database, is refused when wrapping; an unknown ``durability`` passed to one run is
+refused before that run takes its thread.
 ``get_state``, ``get_state_history`` and every other attribute pass through to the compiled graph
 unchanged.
 """
@@ -35,7 +36,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from ...errors import LeaseHeld, LeaseLost
 from ..offload import in_thread, in_thread_undone
 from .checkpointer import CoherentCheckpointer
-from .errors import ThreadBusy
+from .errors import ThreadBusy, require_coordinator
 from .heads import Heads
 from .renewal import Holding, Renewer, renewer_for
 from .keys import COORDINATOR_KEY, FENCE_KEY, HOLDER_KEY, run_holder, thread_lease_key
@@ -117,13 +118,12 @@ class CoherentGraph:
     def __init__(self, graph: Any, coordinator: "Coordinator", *, on_busy: OnBusy = "reject",
                  wait_timeout: float = 30.0, ttl: float = 30.0, durability: str | None = "sync") -> None:
         _check_graph(graph)
+        require_coordinator(coordinator, "coherent_graph")
         if on_busy not in ("reject", "wait"):
             raise ValueError(f"on_busy must be 'reject' or 'wait', not {on_busy!r}")
         if ttl <= 0 or wait_timeout < 0:
             raise ValueError("ttl must be positive and wait_timeout not negative")
-        if durability not in DURABILITIES:
-            # LangGraph does not check it: a misspelt mode would run unnoticed as "async"
-            raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
+        _check_durability(durability)
         saver = getattr(graph, "checkpointer", None)
         if isinstance(saver, CoherentCheckpointer):
             _check_same_backend(saver.coordinator, coordinator)
@@ -210,39 +210,50 @@ class CoherentGraph:
             await in_thread(run.release, self.heads)
 
     def _run_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if kwargs.get("durability") is None and self.durability is not None and self.has_saver:
+        """The run's keyword arguments with the fenced default durability added, checked before
+        the run takes its thread. A run that chose for itself keeps its choice: ``durability``, or
+        the deprecated ``checkpoint_during``, which LangGraph refuses beside a ``durability``."""
+        _check_durability(kwargs.get("durability"))
+        chose = kwargs.get("durability") is not None or kwargs.get("checkpoint_during") is not None
+        if not chose and self.durability is not None and self.has_saver:
             return {**kwargs, "durability": self.durability}
         return kwargs
 
     # -- runs --------------------------------------------------------------------------------
 
     def invoke(self, input: Any, config: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        options = self._run_options(kwargs)
         with self._held(config) as run_config:
-            return self.graph.invoke(input, run_config, **self._run_options(kwargs))
+            return self.graph.invoke(input, run_config, **options)
 
     async def ainvoke(self, input: Any, config: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        options = self._run_options(kwargs)
         async with self._aheld(config) as run_config:
-            return await self.graph.ainvoke(input, run_config, **self._run_options(kwargs))
+            return await self.graph.ainvoke(input, run_config, **options)
 
     def stream(self, input: Any, config: dict[str, Any] | None = None, **kwargs: Any) -> Iterator[Any]:
         """The lease is taken at the first ``next()`` and given back when the stream ends or
         is closed."""
+        options = self._run_options(kwargs)
         with self._held(config) as run_config:
-            yield from self.graph.stream(input, run_config, **self._run_options(kwargs))
+            yield from self.graph.stream(input, run_config, **options)
 
     async def astream(self, input: Any, config: dict[str, Any] | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        options = self._run_options(kwargs)
         async with self._aheld(config) as run_config:
-            async for chunk in self.graph.astream(input, run_config, **self._run_options(kwargs)):
+            async for chunk in self.graph.astream(input, run_config, **options):
                 yield chunk
 
     def stream_events(self, input: Any, config: dict[str, Any] | None = None, **kwargs: Any) -> Iterator[Any]:
+        options = self._run_options(kwargs)
         with self._held(config) as run_config:
-            yield from self.graph.stream_events(input, run_config, **self._run_options(kwargs))
+            yield from self.graph.stream_events(input, run_config, **options)
 
     async def astream_events(self, input: Any, config: dict[str, Any] | None = None,
                              **kwargs: Any) -> AsyncIterator[Any]:
+        options = self._run_options(kwargs)
         async with self._aheld(config) as run_config:
-            async for event in self.graph.astream_events(input, run_config, **self._run_options(kwargs)):
+            async for event in self.graph.astream_events(input, run_config, **options):
                 yield event
 
     def batch(self, inputs: Sequence[Any], config: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
@@ -267,8 +278,18 @@ class CoherentGraph:
 
     async def abatch(self, inputs: Sequence[Any], config: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
                      *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        """As ``batch``: at most ``max_concurrency`` (of the first config) runs at a time."""
         configs = _per_input(config, len(inputs))
-        runs = [self.ainvoke(item, cfg, **kwargs) for item, cfg in zip(inputs, configs)]
+        limit = (configs[0] or {}).get("max_concurrency") if configs else None
+        gate = asyncio.Semaphore(limit) if limit else None
+
+        async def one(item: Any, cfg: dict[str, Any] | None) -> Any:
+            if gate is None:
+                return await self.ainvoke(item, cfg, **kwargs)
+            async with gate:
+                return await self.ainvoke(item, cfg, **kwargs)
+
+        runs = [one(item, cfg) for item, cfg in zip(inputs, configs)]
         return list(await asyncio.gather(*runs, return_exceptions=return_exceptions))
 
     # -- state updates take the lease too ------------------------------------------------------
@@ -290,6 +311,13 @@ class CoherentGraph:
     async def abulk_update_state(self, config: dict[str, Any], supersteps: Sequence[Any]) -> Any:
         async with self._aheld(config) as run_config:
             return await self.graph.abulk_update_state(run_config, supersteps)
+
+
+def _check_durability(durability: Any) -> None:
+    # LangGraph does not check it: a misspelt mode would run unnoticed as "async", and a fenced
+    # run would lose its fail-stop without a word
+    if durability not in DURABILITIES:
+        raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
 
 
 def _check_graph(graph: Any) -> None:

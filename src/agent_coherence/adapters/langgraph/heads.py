@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import unquote
 
-from ...errors import VersionConflict
+from ...errors import LeaseHeld, VersionConflict
 from .errors import CheckpointConflict, ThreadBusy
 from .keys import (
     FENCE_KEY, FORK_KEY, HEADS_PREFIX, HOLDER_KEY, head_ref_name, run_holder, thread_effects_prefix,
@@ -122,22 +122,33 @@ class Heads:
             ref = self.backend.get_fenced_ref(target.ref, lease_key=lease_key, holder=holder, fence=fence)
             current = ref.value if ref is not None else None
             return PutTicket(target, current, self._classify(target, current), holder, lease_key, fence, None)
-        self._refuse_if_held(target)
+        self._refuse_if_held(target.thread_id, "put")
         put_lease = self.coordinator.acquire(target.ref, str(target.put_holder), PUT_LEASE_TTL,
                                              wait=self.put_lease_wait)
         current = self._value(target.ref)  # a refusal or an interrupt from here on: ``abandon``
         kind = self._classify(target, current)
         return PutTicket(target, current, kind, put_lease.holder, put_lease.key, put_lease.fence, put_lease)
 
-    def _refuse_if_held(self, target: PutTarget) -> None:
-        """An unfenced put on a thread that a run holds (``coherent_graph``) is refused up front:
-        ThreadBusy, naming the run."""
-        held = self.backend.get_lease(thread_lease_key(target.thread_id))
+    def _refuse_if_held(self, thread_id: str, doing: str) -> None:
+        """An unfenced put or a delete on a thread that a run holds (``coherent_graph``) is refused
+        up front: ThreadBusy, naming the run."""
+        held = self.backend.get_lease(thread_lease_key(thread_id))
         if held is not None:
             raise ThreadBusy(
-                f"thread {target.thread_id!r} is held by run {held.holder!r} until {time.ctime(held.expires_at)}: "
-                "this put does not belong to that run", key=held.key, holder=held.holder,
-                expires_at=held.expires_at, acquired_at=held.acquired_at, thread_id=target.thread_id)
+                f"thread {thread_id!r} is held by run {held.holder!r} until {time.ctime(held.expires_at)}: "
+                f"this {doing} does not belong to that run", key=held.key, holder=held.holder,
+                expires_at=held.expires_at, acquired_at=held.acquired_at, thread_id=thread_id)
+
+    def hold_thread(self, thread_id: str, holder: str) -> None:
+        """Take the thread's lease for ``holder`` (to be given back by holder) while the thread is
+        deleted: ThreadBusy while a run holds it, whose next put would otherwise bring the thread
+        back with the deleted conversation in it; and no run starts until the delete is done."""
+        self._refuse_if_held(thread_id, "delete")
+        try:
+            self.coordinator.acquire(thread_lease_key(thread_id), holder, PUT_LEASE_TTL)
+        except LeaseHeld:  # a run took the thread between the look and the acquire
+            self._refuse_if_held(thread_id, "delete")
+            raise
 
     def finish(self, ticket: PutTicket) -> None:
         """Move the head to the put's checkpoint: compare-and-set, fence-checked. Raises

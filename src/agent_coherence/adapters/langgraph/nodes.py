@@ -43,6 +43,7 @@ from ... import faults
 from ...errors import VersionConflict
 from ...models import Anomaly, Snapshot, WriteReceipt
 from ..offload import in_thread, in_thread_undone
+from .errors import require_coordinator
 from .keys import COORDINATOR_KEY, FENCE_KEY, HOLDER_KEY, effect_ref_name, thread_lease_key
 from .renewal import Holding, renewer_for
 
@@ -268,8 +269,11 @@ def coherent_node(writes: Iterable[str] = (), *, coordinator: "Coordinator | Non
     """Decorate a sync or async node function (its signature is kept, so LangGraph still injects
     ``config``, ``runtime``, ``store``, ...). ``writes``: the artifact keys it may write; leased
     while it runs (waiting up to ``lease_wait`` s, ``LeaseHeld`` after that). ``coordinator``:
-    default, the one ``coherent_graph`` hands the run."""
-    declared = list(writes)
+    default, the one ``coherent_graph`` hands the run. Raises TypeError for ``writes`` that is
+    not a collection of keys."""
+    declared = _declared_writes(writes, name)
+    if coordinator is not None:
+        require_coordinator(coordinator, "coherent_node")
 
     def decorate(fn: F) -> F:
         label = str(name or getattr(fn, "__name__", "node"))
@@ -318,6 +322,19 @@ def coherent_node(writes: Iterable[str] = (), *, coordinator: "Coordinator | Non
         return run_sync  # type: ignore[return-value]
 
     return decorate
+
+
+def _declared_writes(writes: Iterable[str], name: str | None) -> list[str]:
+    """``writes`` as a list, refused when it is one key: a string is iterable, and taken as its
+    characters it would lease one-letter files and refuse the node's write of the key itself."""
+    node = f" of node {name!r}" if name else ""
+    if isinstance(writes, (str, bytes, os.PathLike)):
+        raise TypeError(f"writes{node} takes a list of artifact keys, not one key: writes=[{writes!r}]")
+    declared = list(writes)
+    wrong = [key for key in declared if not isinstance(key, (str, os.PathLike))]
+    if wrong:
+        raise TypeError(f"writes{node} takes artifact keys (str or path), not {wrong!r}")
+    return declared
 
 
 def _with_handle(kwargs: dict[str, Any], handle: NodeHandle, wanted: bool) -> dict[str, Any]:

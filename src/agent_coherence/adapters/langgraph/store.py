@@ -18,7 +18,8 @@ check, the write and the bump are one step for every process sharing the coordin
 
 Limits: writes that go to the inner store directly are not seen (their items keep the version of
 the last put through this wrapper). A delete makes the version read 0 again, so an expectation of
-"absent" matches a key that was created and deleted meanwhile.
+"absent" matches a key that was created and deleted meanwhile; so does an item the inner store
+expired itself (TTL), which a put expecting 0 finds gone from the inner store.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from langgraph.store.base import (
 
 from ...errors import VersionConflict
 from ..offload import in_thread, in_thread_undone
+from .errors import require_coordinator
 from .keys import run_holder
 
 if TYPE_CHECKING:
@@ -100,6 +102,7 @@ class CoherentStore(BaseStore):
         if not isinstance(inner, BaseStore):
             raise TypeError(f"CoherentStore wraps a LangGraph BaseStore (InMemoryStore, SqliteStore, ...), "
                             f"not {type(inner).__name__}")
+        require_coordinator(coordinator, "CoherentStore")
         self.inner = inner
         self.coordinator = coordinator
         self.lease_wait = lease_wait
@@ -114,12 +117,12 @@ class CoherentStore(BaseStore):
     def put(self, namespace: tuple[str, ...], key: str, value: Mapping[str, Any],
             index: Literal[False] | list[str] | None = None, *, ttl: float | None | NotProvided = NOT_PROVIDED,
             expect_version: int | None = None) -> None:
-        self.batch([CheckedPutOp(self._put_op(namespace, key, dict(value), index, ttl), expect_version)])
+        self.batch([CheckedPutOp(self._put_op(namespace, key, _value(value), index, ttl), expect_version)])
 
     async def aput(self, namespace: tuple[str, ...], key: str, value: Mapping[str, Any],
                    index: Literal[False] | list[str] | None = None, *,
                    ttl: float | None | NotProvided = NOT_PROVIDED, expect_version: int | None = None) -> None:
-        await self.abatch([CheckedPutOp(self._put_op(namespace, key, dict(value), index, ttl), expect_version)])
+        await self.abatch([CheckedPutOp(self._put_op(namespace, key, _value(value), index, ttl), expect_version)])
 
     def delete(self, namespace: tuple[str, ...], key: str, *, expect_version: int | None = None) -> None:
         self.batch([CheckedPutOp(PutOp(namespace, str(key), None, ttl=None), expect_version)])
@@ -129,6 +132,9 @@ class CoherentStore(BaseStore):
 
     def _put_op(self, namespace: tuple[str, ...], key: str, value: dict[str, Any] | None,
                 index: Literal[False] | list[str] | None, ttl: float | None | NotProvided) -> PutOp:
+        if isinstance(namespace, str):
+            # a string is a sequence of labels to the inner store: "users" would become ("u", "s", ...)
+            raise TypeError(f"a namespace is a tuple of labels, not a string: ({namespace!r},)")
         if not namespace or any(not isinstance(label, str) or not label or "." in label for label in namespace):
             raise ValueError(f"invalid namespace {namespace!r}: non-empty string labels without '.'")
         if ttl not in (NOT_PROVIDED, None) and not self.supports_ttl:
@@ -235,6 +241,8 @@ class CoherentStore(BaseStore):
         lease = self.coordinator.acquire(key, holder, STORE_LEASE_TTL, wait=self.lease_wait)
         record = self.coordinator.backend.get_version(key)
         actual = current_version(record)
+        if checked.expect_version == 0 and actual != 0 and self._gone_from_inner(op):
+            actual = 0  # the inner store dropped the item itself (its TTL ran out): it reads as absent
         if checked.expect_version is not None and checked.expect_version != actual:
             self.coordinator.release(lease)
             self.coordinator.backend.journal_append("conflict.version", key, lease.holder,
@@ -245,12 +253,24 @@ class CoherentStore(BaseStore):
                 namespace=op.namespace, item_key=op.key)
         return lease, record.version if record is not None else 0
 
+    def _gone_from_inner(self, op: PutOp) -> bool:
+        """Whether the inner store no longer has the item, which its version record says is
+        present. A TTL expiry deletes the item without a put through this wrapper; a reader then
+        gets nothing, expects "absent" (0), and would be refused for ever. Asked only under the
+        key's lease, so no put through the wrapper can land between this read and the put."""
+        return self.inner.batch([GetOp(op.namespace, op.key, refresh_ttl=False)])[0] is None
+
     def _commit(self, op: PutOp, lease: Any, recorded: int) -> None:
         encoded = json.dumps(op.value, sort_keys=True, default=str).encode() if op.value is not None else None
         self.coordinator.backend.record_version(
             lease.key, lease.holder, hashlib.sha256(encoded).hexdigest() if encoded is not None else None,
             len(encoded or b""), fence=lease.fence, expect_version=recorded,
             kind="store.put" if op.value is not None else "store.delete")
+
+
+def _value(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The value a put stores; None deletes the item, as in LangGraph's own stores."""
+    return dict(value) if value is not None else None
 
 
 def _checked(op: PutOp | CheckedPutOp) -> CheckedPutOp:
