@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from .errors import BackendUnavailable, LeaseHeld, LeaseLost
+from .logs import WARNING, log
 from .paths import normalize_key
 
 if TYPE_CHECKING:
@@ -95,8 +96,10 @@ class LeaseKeeper:
     """Renews a lease every ``ttl / 3`` on a daemon thread until stopped or lost.
 
     ``lost`` is set (and ``on_lost(error)`` called once) when a renewal finds the lease expired or
-    taken over. Transient backend errors are retried at the next tick. Renewal ends when the
-    coordinator is closed: the lease then expires on its ttl unless released first.
+    taken over. Any other error of a renewal (the backend unreachable, a disk fault) is retried at
+    the next tick, and logged on ``agent_coherence.leases`` unless it is BackendUnavailable.
+    Renewal ends when the coordinator is closed: the lease then expires on its ttl unless released
+    first.
     """
 
     def __init__(
@@ -136,8 +139,9 @@ class LeaseKeeper:
                 if self._on_lost is not None:
                     self._on_lost(error)
                 return
-            except BackendUnavailable:
-                continue
+            except Exception as error:  # retried at the next tick: a keeper that ended would let the lease lapse
+                if not isinstance(error, BackendUnavailable):
+                    log("leases", WARNING, "renewing the lease of %s failed (%r): retrying", self.lease.key, error)
 
 
 # How many ``with coord.lease(...)`` blocks of this process are in each lease, by (backend, key,

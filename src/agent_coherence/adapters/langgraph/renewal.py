@@ -16,6 +16,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from ...errors import BackendUnavailable, LeaseLost
+from ...logs import WARNING, log
 
 if TYPE_CHECKING:
     from ...backends.base import Backend
@@ -106,8 +107,12 @@ class Renewer:
             holding.lost = lost
             self.drop(holding)
             return
-        except BackendUnavailable:
-            holding.due = time.monotonic() + min(1.0, lease.ttl / 10)  # retry soon
+        except Exception as error:
+            # Retried soon, whatever it is: this one thread renews every run of the process, and
+            # if it ended, every later long run would lose its thread lease at its ttl.
+            if not isinstance(error, BackendUnavailable):
+                log("langgraph", WARNING, "renewing the lease of %s failed (%r): retrying", lease.key, error)
+            holding.due = time.monotonic() + min(1.0, lease.ttl / 10)
             return
         holding.lease = renewed
         holding.due = time.monotonic() + lease.ttl / 3
