@@ -146,3 +146,14 @@ def test_what_is_not_a_coordinator_is_refused_when_wrapping() -> None:
                  lambda: coherent_node(writes=["a"], coordinator=".agent-coherence")):  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=r"needs a Coordinator .*not str"):
             wrap()
+
+
+@pytest.mark.parametrize("wait, error", [(-1, ValueError), (float("nan"), ValueError), ("5", TypeError)])
+def test_a_wait_no_put_could_honour_is_refused_when_wrapping(coord: Coordinator, wait: Any, error: type) -> None:
+    # It was accepted, and refused only at the first put, as a ValueError about "wait".
+    for wrap, named in ((lambda: CoherentStore(InMemoryStore(), coord, lease_wait=wait), "lease_wait"),
+                        (lambda: CoherentCheckpointer(InMemorySaver(), coord, put_lease_wait=wait), "put_lease_wait"),
+                        (lambda: coherent_node(writes=["a"], coordinator=coord, lease_wait=wait), "lease_wait"),
+                        (lambda: coherent_node(writes=["a"], coordinator=coord, ttl=wait), "ttl")):
+        with pytest.raises(error, match=named):
+            wrap()

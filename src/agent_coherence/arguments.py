@@ -58,14 +58,14 @@ def ttl_seconds(ttl: object, name: str = "ttl") -> float:
     return float(ttl)
 
 
-def wait_seconds(wait: object) -> float:
+def wait_seconds(wait: object, name: str = "wait") -> float:
     """How long to wait: a finite number of seconds, 0 or more."""
     if (type(wait) is float or type(wait) is int) and 0 <= wait < _INFINITY:
         return float(wait)  # the usual case, checked in one step (NaN fails it)
     if isinstance(wait, bool) or not isinstance(wait, (int, float)):
-        raise TypeError(f"wait must be a number of seconds, not {type(wait).__name__}")
+        raise TypeError(f"{name} must be a number of seconds, not {type(wait).__name__}")
     if not math.isfinite(wait) or wait < 0:
-        raise ValueError(f"wait must be a finite number of seconds, 0 or more, not {wait!r}")
+        raise ValueError(f"{name} must be a finite number of seconds, 0 or more, not {wait!r}")
     return float(wait)
 
 

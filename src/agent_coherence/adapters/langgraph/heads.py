@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import unquote
 
+from ...arguments import wait_seconds
 from ...errors import LeaseHeld, VersionConflict
 from .errors import CheckpointConflict, ThreadBusy
 from .keys import (
@@ -95,7 +96,7 @@ class Heads:
         self.coordinator = coordinator
         self.backend = coordinator.backend
         self.strict_roots = strict_roots
-        self.put_lease_wait = put_lease_wait
+        self.put_lease_wait = wait_seconds(put_lease_wait, "put_lease_wait")
         self.durable = durable
 
     def head(self, thread_id: Any, checkpoint_ns: str = "") -> str | None:

@@ -40,6 +40,7 @@ from langgraph.config import get_config
 from langgraph.runtime import get_runtime
 
 from ... import faults
+from ...arguments import ttl_seconds, wait_seconds
 from ...errors import VersionConflict
 from ...models import Anomaly, Snapshot, WriteReceipt
 from ..offload import in_thread, in_thread_undone
@@ -274,6 +275,9 @@ def coherent_node(writes: Iterable[str] = (), *, coordinator: "Coordinator | Non
     declared = _declared_writes(writes, name)
     if coordinator is not None:
         require_coordinator(coordinator, "coherent_node")
+    lease_wait = wait_seconds(lease_wait, "lease_wait")
+    if ttl is not None:
+        ttl = ttl_seconds(ttl)
 
     def decorate(fn: F) -> F:
         label = str(name or getattr(fn, "__name__", "node"))

@@ -35,6 +35,7 @@ from langgraph.store.base import (
     NOT_PROVIDED, BaseStore, GetOp, Item, NotProvided, Op, PutOp, Result, SearchItem, SearchOp,
 )
 
+from ...arguments import wait_seconds
 from ...errors import VersionConflict
 from ..offload import in_thread, in_thread_undone
 from .errors import require_coordinator
@@ -105,7 +106,7 @@ class CoherentStore(BaseStore):
         require_coordinator(coordinator, "CoherentStore")
         self.inner = inner
         self.coordinator = coordinator
-        self.lease_wait = lease_wait
+        self.lease_wait = wait_seconds(lease_wait, "lease_wait")
         self.supports_ttl = inner.supports_ttl
         self.ttl_config = inner.ttl_config
 
