@@ -89,6 +89,29 @@ def test_base_dir_outside_the_root_is_refused_at_construction(work: Path, wcoord
         CoherentFileWriterTool(coordinator=wcoord, base_dir=str(work / "outside"))
 
 
+@pytest.mark.parametrize("build, why", [
+    ("writer", {"lease_wait": -1}), ("writer", {"lease_wait": float("nan")}), ("writer", {"max_bytes": -1}),
+    ("writer", {"base_dir": "a-file"}), ("reader", {"lease_wait": -1}), ("wrapped", {"lease_wait": -1}),
+    ("wrapped", {"lease_wait": float("inf")}),
+], ids=lambda v: v if isinstance(v, str) else ",".join(f"{k}={v[k]}" for k in v))
+def test_an_argument_no_call_could_honour_is_refused_at_construction(
+        work: Path, wcoord: Coordinator, build: str, why: dict[str, Any]) -> None:
+    """Accepted, these blocked (or refused) every call of the tool at run time instead."""
+    from crewai_tools import FileWriterTool
+
+    from agent_coherence.adapters.crewai import CoherentFileReadTool, CoherentFileWriterTool, coherent_tool
+
+    (work / "root" / "a-file").write_text("x")
+    options = {k: str(work / "root" / v) if k == "base_dir" else v for k, v in why.items()}
+    with pytest.raises(ValueError):
+        if build == "writer":
+            CoherentFileWriterTool(coordinator=wcoord, **options)
+        elif build == "reader":
+            CoherentFileReadTool(coordinator=wcoord, **options)
+        else:
+            coherent_tool(FileWriterTool(), wcoord, **options)
+
+
 def test_the_reader_reports_the_version_and_refuses_outside_paths(work: Path, wcoord: Coordinator) -> None:
     from crewai.tools import ToolFailure
 

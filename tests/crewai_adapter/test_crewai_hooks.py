@@ -239,7 +239,7 @@ def test_hooks_installed_twice_coordinate_each_call_once(work: Path, wcoord: Coo
 def test_a_wrong_argument_is_refused_at_install(wcoord: Coordinator) -> None:
     from crewai_tools import FileWriterTool
 
-    from agent_coherence.adapters.crewai import install_crewai_hooks
+    from agent_coherence.adapters.crewai import install_crewai_hooks, uninstall_crewai_hooks
 
     with pytest.raises(TypeError, match="needs a Coordinator"):
         install_crewai_hooks(".")  # type: ignore[arg-type]
@@ -249,6 +249,16 @@ def test_a_wrong_argument_is_refused_at_install(wcoord: Coordinator) -> None:
         install_crewai_hooks(wcoord, outputs={"write the plan": "plans/plan.md"})
     with pytest.raises(TypeError, match="paths= takes a function"):
         install_crewai_hooks(wcoord, paths="plans/plan.md")
+    # Each of these was accepted, then blocked every write (or lost every anomaly) at run time.
+    with pytest.raises(ValueError, match="wait must be a finite number of seconds"):
+        install_crewai_hooks(wcoord, lease_wait=-1)
+    with pytest.raises(TypeError, match="holder= is the agent's name"):
+        install_crewai_hooks(wcoord, holder=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="outputs= maps task names to paths"):
+        install_crewai_hooks(wcoord, outputs=["plans/plan.md"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="on_anomaly= is a function"):
+        install_crewai_hooks(wcoord, on_anomaly="print")  # type: ignore[arg-type]
+    assert uninstall_crewai_hooks() == 0  # nothing was left installed by the refused calls
     hooks = install_crewai_hooks(wcoord, tools=[FileWriterTool(), "Note Saver"])  # a tool stands for its name
     try:
         assert hooks.tools == {"file_writer_tool", "note_saver"}

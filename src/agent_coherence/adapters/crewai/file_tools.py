@@ -59,7 +59,8 @@ class _Coordinated(BaseModel):
 
     coordinator: Coordinator
     holder: str | None = None
-    lease_wait: float = 10.0
+    # Checked when the tool is built: a wait no lease can honour would block every call.
+    lease_wait: float = Field(10.0, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _anchor(self) -> "_Coordinated":
@@ -68,6 +69,8 @@ class _Coordinated(BaseModel):
         base = os.path.realpath(getattr(self, "base_dir", None) or root)
         if base != root and not base.startswith(root + os.sep):
             raise ValueError(f"base_dir {base!r} is outside the coordinator's root {root!r}")
+        if os.path.exists(base) and not os.path.isdir(base):
+            raise ValueError(f"base_dir {base!r} is not a directory")
         object.__setattr__(self, "base_dir", base)
         return self
 
@@ -84,7 +87,7 @@ class CoherentFileWriterTool(_Coordinated, FileWriterTool):
     """
 
     args_schema: type[BaseModel] = CoherentFileWriterToolInput
-    max_bytes: int = DEFAULT_MAX_BYTES
+    max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=0)
     cache_function: Any = Field(default=never_cache)
 
     def _run(  # type: ignore[override]

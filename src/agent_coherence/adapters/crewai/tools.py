@@ -19,7 +19,7 @@ import inspect
 from typing import Any, ClassVar
 
 from crewai.tools import BaseTool
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from ...coordinator import Coordinator
 from ..offload import in_thread, in_thread_undone
@@ -42,7 +42,8 @@ class CoherentTool(BaseTool):
     inner: BaseTool
     coordinator: Coordinator
     holder: str | None = None
-    lease_wait: float = 10.0
+    # Checked when the tool is built: a wait no lease can honour would block every call.
+    lease_wait: float = Field(10.0, ge=0, allow_inf_nan=False)
     base_dir: str | None = None
     _paths: PathArgs = PrivateAttr(default=None)
 
@@ -131,7 +132,8 @@ def coherent_tool(
     directory), which must be where the tool opens them.
 
     Raises TypeError for anything that is not a CrewAI tool (a plain function: decorate it with
-    ``crewai.tools.tool`` first) and for a ``paths`` that is neither a function nor a list of paths.
+    ``crewai.tools.tool`` first) and for a ``paths`` that is neither a function nor a list of paths;
+    ValueError (pydantic's ValidationError) for a ``lease_wait`` that is negative or not finite.
     """
     if not isinstance(tool, BaseTool):
         raise TypeError(f"coherent_tool wraps a CrewAI tool (a BaseTool instance or an @tool function), not "
