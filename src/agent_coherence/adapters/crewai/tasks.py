@@ -32,7 +32,7 @@ from crewai.hooks import InterceptionPoint, register_hook, unregister_hook
 from ...errors import CoherenceError
 from ...models import Anomaly
 from .calls import GuardedCall, Refused, begin_call, resolve_target
-from .targets import anchored
+from .targets import anchored, returned_paths
 
 if TYPE_CHECKING:
     from ...coordinator import Coordinator
@@ -66,7 +66,7 @@ class TaskWatch:
         found = [(task.output_file, anchored(task.output_file, None))] if getattr(task, "output_file", None) else []
         named: Iterable[str] = ()
         if callable(self.outputs):
-            named = self.outputs(task)
+            named = returned_paths(self.outputs(task), "outputs")
         elif self.outputs is not None:
             label = next((x for x in (getattr(task, "name", None), getattr(task, "description", None))
                           if x and x in self.outputs), None)
@@ -94,8 +94,8 @@ class TaskWatch:
         try:
             with self._lock:
                 self._started[str(ctx.task.id)] = (time.time(), self._keys(ctx.task))
-        except Exception:
-            pass  # a watch must never break the task it watches
+        except Exception as error:  # a watch must never break the task it watches: record it instead
+            self._journal_error(ctx.task, error)
 
     def task_finishing(self, ctx: Any) -> None:
         """Just before CrewAI writes ``output_file``: take its lease for that write."""
@@ -134,8 +134,14 @@ class TaskWatch:
             if started is not None:
                 self._check_work(task, *started)
         except Exception as error:  # on CrewAI's event thread: record it, never raise into the bus
+            self._journal_error(task, error)
+
+    def _journal_error(self, task: Any, error: Exception) -> None:
+        try:
             self.coordinator.backend.journal_append("crewai.task_watch_error", None, None, {
-                "task": task_id, "error": f"{type(error).__name__}: {error}"})
+                "task": str(task.id), "error": f"{type(error).__name__}: {error}"})
+        except Exception:
+            pass  # the journal itself is unavailable; the task goes on
 
     def task_failed(self, _source: Any, event: Any) -> None:
         task = getattr(event, "task", None)
