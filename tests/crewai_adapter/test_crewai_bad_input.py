@@ -71,6 +71,28 @@ def test_a_refusal_reaches_the_model_and_the_task_record(work: Path, writer: Any
     assert tree_snapshot(work, skip=".agent-coherence") == before
 
 
+def test_a_negative_expected_version_is_an_argument_error_not_a_retry(work: Path, writer: Any) -> None:
+    """It was an InternalError the model was told to retry, which can never succeed."""
+    from agent_coherence.adapters.crewai.scripted import ScriptedLLM, run_crew
+
+    from .conftest import tool_results
+
+    told: list[str] = []
+
+    def script(messages: list[dict[str, Any]]) -> Any:
+        if not tool_results(messages):
+            return [("file_writer_tool", {"filename": "x.txt", "content": "x", "overwrite": True,
+                                          "expected_version": -1})]
+        told.extend(tool_results(messages))
+        return "done"
+
+    before = tree_snapshot(work, skip=".agent-coherence")
+    output = run_crew(ScriptedLLM(script), [writer])
+    assert len(told) == 1 and "arguments validation failed" in told[0] and "greater than or equal to 0" in told[0]
+    assert [(f.failure.code, f.failure.retryable) for f in output.tool_failures] == [("ValueError", False)]
+    assert tree_snapshot(work, skip=".agent-coherence") == before
+
+
 def test_tool_failure_policy_raise_stops_the_crew(work: Path, writer: Any) -> None:
     from crewai.tools import ToolExecutionFailedError
 

@@ -44,7 +44,7 @@ class CoherentFileWriterToolInput(FileWriterToolInput):
     """FileWriterTool's arguments, plus the version the change is based on."""
 
     expected_version: int | None = Field(
-        None, description=(
+        None, ge=0, description=(
             "Optional: the version of the file your change is based on (as the file read tool reported "
             "it). The write is refused if the file has changed since."),
     )
