@@ -138,6 +138,27 @@ def test_output_file_is_leased_and_recorded(work: Path, wcoord: Coordinator, mon
     assert wcoord.journal.count("anomaly.zero_work") == 0
 
 
+def test_an_output_file_whose_lease_is_held_is_journaled_on_the_file_as_written_unleased(
+        work: Path, wcoord: Coordinator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CrewAI writes output_file whatever a hook does: the entry must say so, on the file."""
+    from agent_coherence import ForeignEdit
+    from agent_coherence.adapters.crewai import install_crewai_hooks
+
+    monkeypatch.chdir(work / "root")
+    wcoord.write("report.md", b"theirs", holder="other")
+    lease = wcoord.acquire("report.md", "other", 30)
+    hooks = install_crewai_hooks(wcoord, lease_wait=0.2)
+    try:
+        run_turns([], output_file="report.md")
+    finally:
+        hooks.uninstall()
+    assert (work / "root" / "report.md").read_text() == "done"
+    [entry] = [e for e in wcoord.journal.history("report.md") if e.kind == "crewai.output_unleased"]
+    assert entry.data["code"] == "LeaseHeld" and "CrewAI writes report.md without its lease" in entry.data["detail"]
+    with pytest.raises(ForeignEdit):
+        wcoord.write("report.md", b"theirs 2", lease=lease)
+
+
 def test_a_task_that_wrote_nothing_it_declared_is_zero_work(work: Path, wcoord: Coordinator) -> None:
     from crewai_tools import FileWriterTool
 
