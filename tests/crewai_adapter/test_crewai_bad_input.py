@@ -104,6 +104,47 @@ def test_tool_failure_policy_raise_stops_the_crew(work: Path, writer: Any) -> No
         run_crew(llm, [writer])
 
 
+@pytest.mark.parametrize("through", ["wrapper", "hooks"])
+def test_a_fifo_at_the_path_is_refused_before_the_tool_opens_it(work: Path, wcoord: Coordinator, through: str) -> None:
+    """It read as "no file", so the tool ran and its open() of the FIFO blocked the call (the
+    lease renewed all the while)."""
+    from crewai.tools import ToolFailure, tool
+
+    from agent_coherence.adapters.crewai import coherent_tool, install_crewai_hooks
+    from agent_coherence.adapters.crewai.scripted import ScriptedLLM, run_crew
+
+    from .conftest import tool_results
+
+    opened: list[str] = []
+
+    @tool("save_file")
+    def save_file(path: str, content: str) -> str:
+        """Save content to the file at path."""
+        opened.append(path)  # a real tool would open(path, "w") here, and block on the FIFO
+        return "saved"
+
+    os.mkfifo(work / "root" / "pipe")
+    if through == "wrapper":
+        result = coherent_tool(save_file, wcoord, base_dir=str(work / "root")).run(path="pipe", content="x")
+        assert isinstance(result, ToolFailure) and result.code == "NotARegularFile", result
+        told = result.message
+    else:
+        seen: list[str] = []
+
+        def script(messages: list[dict[str, Any]]) -> Any:
+            seen[:] = tool_results(messages)
+            return "done" if seen else [("save_file", {"path": str(work / "root" / "pipe"), "content": "x"})]
+
+        hooks = install_crewai_hooks(wcoord)
+        try:
+            run_crew(ScriptedLLM(script), [save_file])
+        finally:
+            hooks.uninstall()
+        [told] = seen
+    assert "pipe' is a FIFO (named pipe), not a regular file" in told, told
+    assert opened == [] and wcoord.leases() == [] and (work / "root" / "pipe").is_fifo()
+
+
 def test_base_dir_outside_the_root_is_refused_at_construction(work: Path, wcoord: Coordinator) -> None:
     from agent_coherence.adapters.crewai import CoherentFileWriterTool
 
