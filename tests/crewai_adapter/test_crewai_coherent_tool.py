@@ -109,6 +109,27 @@ def test_a_paths_function_returning_path_objects_leases_the_file_the_tool_writes
     assert wcoord.version("sub/p.txt") is not None and wcoord.version("p.txt") is None
 
 
+def test_a_relative_base_dir_is_taken_from_the_working_directory_where_the_tool_opens_it(
+        work: Path, wcoord: Coordinator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was taken from the root: run from elsewhere, another file was leased, the tool's write
+    went unleased and the model was told it had not happened (WriteUnconfirmed)."""
+    from crewai.tools import tool
+
+    from agent_coherence.adapters.crewai import coherent_tool
+
+    @tool("Export")
+    def export(path: str, text: str) -> str:
+        """Export the text to the file at path, under exports/."""
+        (Path("exports") / path).write_text(text)
+        return "exported"
+
+    (work / "root" / "sub" / "exports").mkdir(parents=True)
+    monkeypatch.chdir(work / "root" / "sub")
+    wrapped = coherent_tool(export, wcoord, base_dir="exports")
+    assert wrapped.run(path="p.txt", text="x") == "exported"
+    assert wcoord.version("sub/exports/p.txt") is not None and wcoord.version("exports/p.txt") is None
+
+
 def test_an_outputs_function_returning_one_path_is_journaled_not_split_into_letters(
         work: Path, wcoord: Coordinator) -> None:
     from agent_coherence import Anomaly

@@ -82,12 +82,14 @@ def extract_paths(spec: PathArgs, args: Mapping[str, Any]) -> list[str]:
 
 
 def anchored(path: str, base_dir: str | None) -> str:
-    """``path`` as the tool will open it: relative paths joined to ``base_dir`` (or the cwd).
-    A path with a NUL byte or that is not a string is returned as given, for the key check to
-    refuse with its reason."""
+    """``path`` as the tool will open it, absolute: relative paths joined to ``base_dir``, and a
+    relative ``base_dir`` (or none) to the working directory, where the tool opens it (a relative
+    result would be taken from the coordinator's root: another file when the two differ). A path
+    with a NUL byte or that is not a string is returned as given, for the key check to refuse
+    with its reason."""
     if not isinstance(path, str) or "\x00" in path or os.path.isabs(path):
         return path
-    return os.path.join(base_dir or os.getcwd(), path)
+    return os.path.join(os.getcwd(), base_dir or "", path)
 
 
 def looks_like_file_write(tool_name: str, args: Mapping[str, Any]) -> bool:

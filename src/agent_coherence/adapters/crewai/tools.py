@@ -129,7 +129,8 @@ def coherent_tool(
     give each agent its own and the same one to its read tool). ``lease_wait``: how long a call
     waits for another writer of the same file before it is refused (retryable). ``base_dir``:
     what relative paths are relative to (default: the tool's ``base_dir``, else the working
-    directory), which must be where the tool opens them.
+    directory; a relative one is taken from the working directory at each call), which must be
+    where the tool opens them.
 
     Raises TypeError for anything that is not a CrewAI tool (a plain function: decorate it with
     ``crewai.tools.tool`` first) and for a ``paths`` that is neither a function nor a list of paths;
