@@ -58,6 +58,18 @@ def test_a_plain_function_is_refused_with_a_hint(wcoord: Coordinator) -> None:
         coherent_tool(save, wcoord)  # type: ignore[arg-type]
 
 
+def test_a_tool_that_coordinates_itself_is_refused(work: Path, wcoord: Coordinator) -> None:
+    """Wrapped, each of its calls waited lease_wait for the lease its outer call held, then
+    failed as LeaseHeld, by itself."""
+    from crewai_tools import FileWriterTool
+
+    from agent_coherence.adapters.crewai import CoherentFileWriterTool, coherent_tool
+
+    for inner in (CoherentFileWriterTool(coordinator=wcoord), coherent_tool(FileWriterTool(), wcoord)):
+        with pytest.raises(TypeError, match="coordinates its own writes already; use it as it is"):
+            coherent_tool(inner, wcoord, lease_wait=0.1)
+
+
 def test_a_single_path_string_is_refused(work: Path, wcoord: Coordinator) -> None:
     from agent_coherence.adapters.crewai import coherent_tool
 

@@ -133,12 +133,18 @@ def coherent_tool(
     where the tool opens them.
 
     Raises TypeError for anything that is not a CrewAI tool (a plain function: decorate it with
-    ``crewai.tools.tool`` first) and for a ``paths`` that is neither a function nor a list of paths;
+    ``crewai.tools.tool`` first), for a tool that coordinates itself (a ``coherent_tool``, the
+    coherent file tools) and for a ``paths`` that is neither a function nor a list of paths;
     ValueError (pydantic's ValidationError) for a ``lease_wait`` that is negative or not finite.
     """
     if not isinstance(tool, BaseTool):
         raise TypeError(f"coherent_tool wraps a CrewAI tool (a BaseTool instance or an @tool function), not "
                         f"{type(tool).__name__} {tool!r}; decorate a plain function with crewai.tools.tool first")
+    if getattr(type(tool), "coordinates_itself", False):
+        # Wrapped again, each call would wait for the lease its own inner call then asks for,
+        # and be refused as held (by itself) after lease_wait.
+        raise TypeError(f"{type(tool).__name__} {tool.name!r} coordinates its own writes already; use it as it is, "
+                        f"not wrapped with coherent_tool")
     check_paths(paths)
     wrapper = CoherentTool(
         name=tool.name, description=tool.description, args_schema=tool.args_schema,
