@@ -155,7 +155,8 @@ def test_base_dir_outside_the_root_is_refused_at_construction(work: Path, wcoord
 @pytest.mark.parametrize("build, why", [
     ("writer", {"lease_wait": -1}), ("writer", {"lease_wait": float("nan")}), ("writer", {"max_bytes": -1}),
     ("writer", {"base_dir": "a-file"}), ("reader", {"lease_wait": -1}), ("wrapped", {"lease_wait": -1}),
-    ("wrapped", {"lease_wait": float("inf")}),
+    ("wrapped", {"lease_wait": float("inf")}), ("writer", {"encoding": "no-such-codec"}),
+    ("reader", {"encoding": "no-such-codec"}),
 ], ids=lambda v: v if isinstance(v, str) else ",".join(f"{k}={v[k]}" for k in v))
 def test_an_argument_no_call_could_honour_is_refused_at_construction(
         work: Path, wcoord: Coordinator, build: str, why: dict[str, Any]) -> None:
@@ -190,6 +191,16 @@ def test_the_reader_reports_the_version_and_refuses_outside_paths(work: Path, wc
     for path in ("../outside/secret.txt", str(work / "outside" / "secret.txt")):
         refused = reader.run(file_path=path)
         assert isinstance(refused, ToolFailure) and refused.code == "PathOutsideRoot", refused
+
+
+def test_a_read_with_no_path_says_so(wcoord: Coordinator) -> None:
+    from crewai.tools import ToolFailure
+
+    from agent_coherence.adapters.crewai import CoherentFileReadTool
+
+    result = CoherentFileReadTool(coordinator=wcoord).run(file_path="")
+    assert isinstance(result, ToolFailure) and result.code == "InvalidInput", result
+    assert result.message.startswith("agent-coherence: refused to read '': no file_path was given"), result
 
 
 @pytest.mark.parametrize("window, answer", [

@@ -20,6 +20,7 @@ This module imports crewai and crewai_tools; ``agent_coherence.adapters.crewai``
 
 from __future__ import annotations
 
+import codecs
 import os
 from itertools import islice
 from typing import Any, ClassVar
@@ -72,6 +73,16 @@ class _Coordinated(BaseModel):
         if os.path.exists(base) and not os.path.isdir(base):
             raise ValueError(f"base_dir {base!r} is not a directory")
         object.__setattr__(self, "base_dir", base)
+        return self
+
+    @model_validator(mode="after")
+    def _known_encoding(self) -> "_Coordinated":
+        """An unknown ``encoding`` is refused here: at a call it would fail every read or write."""
+        encoding = getattr(self, "encoding", "utf-8")
+        try:
+            codecs.lookup(encoding)
+        except (LookupError, TypeError):
+            raise ValueError(f"encoding {encoding!r} is not a text encoding Python knows") from None
         return self
 
     @property
@@ -178,7 +189,7 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
     ) -> Any:
         shown = file_path or self.file_path
         if not isinstance(shown, str) or not shown:
-            return as_tool_failure(invalid_input(shown, "no file_path was given", "read"))
+            return as_tool_failure(invalid_input(shown or "", "no file_path was given", "read"))
         try:
             return self._read(shown, start_line or 1, line_count or None)
         except Refused as refused:
@@ -186,7 +197,7 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
         except CoherenceError as error:
             return as_tool_failure(refusal_for(error, shown))
         except Exception as error:
-            return as_tool_failure(internal_error(error, shown[:200]))
+            return as_tool_failure(internal_error(error, shown[:200], "read"))
 
     async def _arun(self, **kwargs: Any) -> Any:  # type: ignore[override]
         return await in_thread(self._run, **kwargs)
