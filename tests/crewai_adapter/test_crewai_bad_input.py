@@ -71,6 +71,28 @@ def test_a_refusal_reaches_the_model_and_the_task_record(work: Path, writer: Any
     assert tree_snapshot(work, skip=".agent-coherence") == before
 
 
+def test_a_negative_expected_version_is_an_argument_error_not_a_retry(work: Path, writer: Any) -> None:
+    """It was an InternalError the model was told to retry, which can never succeed."""
+    from agent_coherence.adapters.crewai.scripted import ScriptedLLM, run_crew
+
+    from .conftest import tool_results
+
+    told: list[str] = []
+
+    def script(messages: list[dict[str, Any]]) -> Any:
+        if not tool_results(messages):
+            return [("file_writer_tool", {"filename": "x.txt", "content": "x", "overwrite": True,
+                                          "expected_version": -1})]
+        told.extend(tool_results(messages))
+        return "done"
+
+    before = tree_snapshot(work, skip=".agent-coherence")
+    output = run_crew(ScriptedLLM(script), [writer])
+    assert len(told) == 1 and "arguments validation failed" in told[0] and "greater than or equal to 0" in told[0]
+    assert [(f.failure.code, f.failure.retryable) for f in output.tool_failures] == [("ValueError", False)]
+    assert tree_snapshot(work, skip=".agent-coherence") == before
+
+
 def test_tool_failure_policy_raise_stops_the_crew(work: Path, writer: Any) -> None:
     from crewai.tools import ToolExecutionFailedError
 
@@ -82,11 +104,76 @@ def test_tool_failure_policy_raise_stops_the_crew(work: Path, writer: Any) -> No
         run_crew(llm, [writer])
 
 
+@pytest.mark.parametrize("through", ["wrapper", "hooks"])
+def test_a_fifo_at_the_path_is_refused_before_the_tool_opens_it(work: Path, wcoord: Coordinator, through: str) -> None:
+    """It read as "no file", so the tool ran and its open() of the FIFO blocked the call (the
+    lease renewed all the while)."""
+    from crewai.tools import ToolFailure, tool
+
+    from agent_coherence.adapters.crewai import coherent_tool, install_crewai_hooks
+    from agent_coherence.adapters.crewai.scripted import ScriptedLLM, run_crew
+
+    from .conftest import tool_results
+
+    opened: list[str] = []
+
+    @tool("save_file")
+    def save_file(path: str, content: str) -> str:
+        """Save content to the file at path."""
+        opened.append(path)  # a real tool would open(path, "w") here, and block on the FIFO
+        return "saved"
+
+    os.mkfifo(work / "root" / "pipe")
+    if through == "wrapper":
+        result = coherent_tool(save_file, wcoord, base_dir=str(work / "root")).run(path="pipe", content="x")
+        assert isinstance(result, ToolFailure) and result.code == "NotARegularFile", result
+        told = result.message
+    else:
+        seen: list[str] = []
+
+        def script(messages: list[dict[str, Any]]) -> Any:
+            seen[:] = tool_results(messages)
+            return "done" if seen else [("save_file", {"path": str(work / "root" / "pipe"), "content": "x"})]
+
+        hooks = install_crewai_hooks(wcoord)
+        try:
+            run_crew(ScriptedLLM(script), [save_file])
+        finally:
+            hooks.uninstall()
+        [told] = seen
+    assert "pipe' is a FIFO (named pipe), not a regular file" in told, told
+    assert opened == [] and wcoord.leases() == [] and (work / "root" / "pipe").is_fifo()
+
+
 def test_base_dir_outside_the_root_is_refused_at_construction(work: Path, wcoord: Coordinator) -> None:
     from agent_coherence.adapters.crewai import CoherentFileWriterTool
 
     with pytest.raises(ValueError, match="outside the coordinator's root"):
         CoherentFileWriterTool(coordinator=wcoord, base_dir=str(work / "outside"))
+
+
+@pytest.mark.parametrize("build, why", [
+    ("writer", {"lease_wait": -1}), ("writer", {"lease_wait": float("nan")}), ("writer", {"max_bytes": -1}),
+    ("writer", {"base_dir": "a-file"}), ("reader", {"lease_wait": -1}), ("wrapped", {"lease_wait": -1}),
+    ("wrapped", {"lease_wait": float("inf")}), ("writer", {"encoding": "no-such-codec"}),
+    ("reader", {"encoding": "no-such-codec"}),
+], ids=lambda v: v if isinstance(v, str) else ",".join(f"{k}={v[k]}" for k in v))
+def test_an_argument_no_call_could_honour_is_refused_at_construction(
+        work: Path, wcoord: Coordinator, build: str, why: dict[str, Any]) -> None:
+    """Accepted, these blocked (or refused) every call of the tool at run time instead."""
+    from crewai_tools import FileWriterTool
+
+    from agent_coherence.adapters.crewai import CoherentFileReadTool, CoherentFileWriterTool, coherent_tool
+
+    (work / "root" / "a-file").write_text("x")
+    options = {k: str(work / "root" / v) if k == "base_dir" else v for k, v in why.items()}
+    with pytest.raises(ValueError):
+        if build == "writer":
+            CoherentFileWriterTool(coordinator=wcoord, **options)
+        elif build == "reader":
+            CoherentFileReadTool(coordinator=wcoord, **options)
+        else:
+            coherent_tool(FileWriterTool(), wcoord, **options)
 
 
 def test_the_reader_reports_the_version_and_refuses_outside_paths(work: Path, wcoord: Coordinator) -> None:
@@ -104,6 +191,16 @@ def test_the_reader_reports_the_version_and_refuses_outside_paths(work: Path, wc
     for path in ("../outside/secret.txt", str(work / "outside" / "secret.txt")):
         refused = reader.run(file_path=path)
         assert isinstance(refused, ToolFailure) and refused.code == "PathOutsideRoot", refused
+
+
+def test_a_read_with_no_path_says_so(wcoord: Coordinator) -> None:
+    from crewai.tools import ToolFailure
+
+    from agent_coherence.adapters.crewai import CoherentFileReadTool
+
+    result = CoherentFileReadTool(coordinator=wcoord).run(file_path="")
+    assert isinstance(result, ToolFailure) and result.code == "InvalidInput", result
+    assert result.message.startswith("agent-coherence: refused to read '': no file_path was given"), result
 
 
 @pytest.mark.parametrize("window, answer", [

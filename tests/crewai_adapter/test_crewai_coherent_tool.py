@@ -58,12 +58,106 @@ def test_a_plain_function_is_refused_with_a_hint(wcoord: Coordinator) -> None:
         coherent_tool(save, wcoord)  # type: ignore[arg-type]
 
 
+def test_a_tool_that_coordinates_itself_is_refused(work: Path, wcoord: Coordinator) -> None:
+    """Wrapped, each of its calls waited lease_wait for the lease its outer call held, then
+    failed as LeaseHeld, by itself."""
+    from crewai_tools import FileWriterTool
+
+    from agent_coherence.adapters.crewai import CoherentFileWriterTool, coherent_tool
+
+    for inner in (CoherentFileWriterTool(coordinator=wcoord), coherent_tool(FileWriterTool(), wcoord)):
+        with pytest.raises(TypeError, match="coordinates its own writes already; use it as it is"):
+            coherent_tool(inner, wcoord, lease_wait=0.1)
+
+
 def test_a_single_path_string_is_refused(work: Path, wcoord: Coordinator) -> None:
     from agent_coherence.adapters.crewai import coherent_tool
 
     with pytest.raises(TypeError, match=r"not str 'out.md': paths=\['out.md'\]"):
         coherent_tool(appender(work / "root"), wcoord, paths="out.md")  # would lease "o", "u", "t", ...
     assert coherent_tool(appender(work / "root"), wcoord, paths=["out.md"]) is not None
+
+
+def test_a_paths_function_returning_one_path_blocks_the_call(work: Path, wcoord: Coordinator,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A function that returns a string instead of a list: its letters would be leased and the
+    file itself written with no lease, and the model told the write did not happen."""
+    from crewai.tools import ToolFailure, tool
+
+    from agent_coherence.adapters.crewai import coherent_tool
+
+    @tool("Export")
+    def export(out: str, text: str) -> str:
+        """Export the text to the file out."""
+        Path(out).write_text(text)
+        return "exported"
+
+    monkeypatch.chdir(work / "root")
+    wrapped = coherent_tool(export, wcoord, paths=lambda args: args["out"])
+    result = wrapped.run(out="report", text="x")
+    assert isinstance(result, ToolFailure) and result.code == "InternalError", result
+    assert "returned one str 'report'; it returns a list of paths: ['report']" in result.message
+    assert not (work / "root" / "report").exists() and wcoord.leases() == []
+
+
+def test_a_paths_function_returning_path_objects_leases_the_file_the_tool_writes(
+        work: Path, wcoord: Coordinator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative ``Path`` is taken from the working directory, where the tool opens it, like the
+    string it stands for (it was resolved against the root: another file)."""
+    from crewai.tools import tool
+
+    from agent_coherence.adapters.crewai import coherent_tool
+
+    @tool("Export")
+    def export(out: str, text: str) -> str:
+        """Export the text to the file out."""
+        Path(out).write_text(text)
+        return "exported"
+
+    (work / "root" / "sub").mkdir()
+    monkeypatch.chdir(work / "root" / "sub")
+    wrapped = coherent_tool(export, wcoord, paths=lambda args: [Path(args["out"])])
+    assert wrapped.run(out="p.txt", text="x") == "exported"
+    assert wcoord.version("sub/p.txt") is not None and wcoord.version("p.txt") is None
+
+
+def test_a_relative_base_dir_is_taken_from_the_working_directory_where_the_tool_opens_it(
+        work: Path, wcoord: Coordinator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was taken from the root: run from elsewhere, another file was leased, the tool's write
+    went unleased and the model was told it had not happened (WriteUnconfirmed)."""
+    from crewai.tools import tool
+
+    from agent_coherence.adapters.crewai import coherent_tool
+
+    @tool("Export")
+    def export(path: str, text: str) -> str:
+        """Export the text to the file at path, under exports/."""
+        (Path("exports") / path).write_text(text)
+        return "exported"
+
+    (work / "root" / "sub" / "exports").mkdir(parents=True)
+    monkeypatch.chdir(work / "root" / "sub")
+    wrapped = coherent_tool(export, wcoord, base_dir="exports")
+    assert wrapped.run(path="p.txt", text="x") == "exported"
+    assert wcoord.version("sub/exports/p.txt") is not None and wcoord.version("exports/p.txt") is None
+
+
+def test_an_outputs_function_returning_one_path_is_journaled_not_split_into_letters(
+        work: Path, wcoord: Coordinator) -> None:
+    from agent_coherence import Anomaly
+    from agent_coherence.adapters.crewai import install_crewai_hooks
+    from agent_coherence.adapters.crewai.scripted import ScriptedLLM, run_crew
+
+    found: list[Anomaly] = []
+    hooks = install_crewai_hooks(wcoord, outputs=lambda task: "plan", on_anomaly=found.append)
+    try:
+        run_crew(ScriptedLLM(["done"]), [])
+    finally:
+        hooks.uninstall()
+    assert found == []  # not one zero_work anomaly per letter: "p", "l", "a", "n"
+    errors = [e.data["error"] for e in wcoord.journal.history() if e.kind == "crewai.task_watch_error"]
+    assert errors == ["TypeError: the outputs= function returned one str 'plan'; it returns a list of paths: "
+                      "['plan']"]
 
 
 def append_many(root: str, wrapped: bool, n: int, worker: int, start: Any) -> None:

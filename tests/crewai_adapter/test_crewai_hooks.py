@@ -138,6 +138,27 @@ def test_output_file_is_leased_and_recorded(work: Path, wcoord: Coordinator, mon
     assert wcoord.journal.count("anomaly.zero_work") == 0
 
 
+def test_an_output_file_whose_lease_is_held_is_journaled_on_the_file_as_written_unleased(
+        work: Path, wcoord: Coordinator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CrewAI writes output_file whatever a hook does: the entry must say so, on the file."""
+    from agent_coherence import ForeignEdit
+    from agent_coherence.adapters.crewai import install_crewai_hooks
+
+    monkeypatch.chdir(work / "root")
+    wcoord.write("report.md", b"theirs", holder="other")
+    lease = wcoord.acquire("report.md", "other", 30)
+    hooks = install_crewai_hooks(wcoord, lease_wait=0.2)
+    try:
+        run_turns([], output_file="report.md")
+    finally:
+        hooks.uninstall()
+    assert (work / "root" / "report.md").read_text() == "done"
+    [entry] = [e for e in wcoord.journal.history("report.md") if e.kind == "crewai.output_unleased"]
+    assert entry.data["code"] == "LeaseHeld" and "CrewAI writes report.md without its lease" in entry.data["detail"]
+    with pytest.raises(ForeignEdit):
+        wcoord.write("report.md", b"theirs 2", lease=lease)
+
+
 def test_a_task_that_wrote_nothing_it_declared_is_zero_work(work: Path, wcoord: Coordinator) -> None:
     from crewai_tools import FileWriterTool
 
@@ -239,7 +260,7 @@ def test_hooks_installed_twice_coordinate_each_call_once(work: Path, wcoord: Coo
 def test_a_wrong_argument_is_refused_at_install(wcoord: Coordinator) -> None:
     from crewai_tools import FileWriterTool
 
-    from agent_coherence.adapters.crewai import install_crewai_hooks
+    from agent_coherence.adapters.crewai import install_crewai_hooks, uninstall_crewai_hooks
 
     with pytest.raises(TypeError, match="needs a Coordinator"):
         install_crewai_hooks(".")  # type: ignore[arg-type]
@@ -249,6 +270,16 @@ def test_a_wrong_argument_is_refused_at_install(wcoord: Coordinator) -> None:
         install_crewai_hooks(wcoord, outputs={"write the plan": "plans/plan.md"})
     with pytest.raises(TypeError, match="paths= takes a function"):
         install_crewai_hooks(wcoord, paths="plans/plan.md")
+    # Each of these was accepted, then blocked every write (or lost every anomaly) at run time.
+    with pytest.raises(ValueError, match="wait must be a finite number of seconds"):
+        install_crewai_hooks(wcoord, lease_wait=-1)
+    with pytest.raises(TypeError, match="holder= is the agent's name"):
+        install_crewai_hooks(wcoord, holder=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="outputs= maps task names to paths"):
+        install_crewai_hooks(wcoord, outputs=["plans/plan.md"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="on_anomaly= is a function"):
+        install_crewai_hooks(wcoord, on_anomaly="print")  # type: ignore[arg-type]
+    assert uninstall_crewai_hooks() == 0  # nothing was left installed by the refused calls
     hooks = install_crewai_hooks(wcoord, tools=[FileWriterTool(), "Note Saver"])  # a tool stands for its name
     try:
         assert hooks.tools == {"file_writer_tool", "note_saver"}

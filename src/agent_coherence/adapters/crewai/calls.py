@@ -5,7 +5,8 @@ Before the call (:func:`begin_call`): every target path is confined to the works
 the tool's own directory when it has one) and refused if it escapes through ``..``, an absolute
 path elsewhere or a symlink; the lease on each file is taken, waiting up to ``lease_wait`` seconds
 for another holder to finish, so parallel calls on one file run one after the other, across threads
-and processes; and each file is checked: bytes changed outside the layer are a ``ForeignEdit``, and
+and processes; and each file is checked: a FIFO, socket or device at the path is a
+``NotARegularFile`` (the tool never opens it), bytes changed outside the layer are a ``ForeignEdit``, and
 a file written by someone else since this agent last read it (through the layer) is a
 ``VersionConflict``.
 
@@ -29,10 +30,10 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ...errors import CoherenceError, ForeignEdit, PathOutsideRoot, VersionConflict
+from ...errors import CoherenceError, ForeignEdit, NotARegularFile, PathOutsideRoot, VersionConflict
 from ...hashing import sha256_hex
 from ...paths import ArtifactPath, resolve_file_key
-from ...tool_writes import file_sha256, read_synced, record_tool_bytes
+from ...tool_writes import file_sha256, read_synced, record_tool_bytes, special_file
 from .failures import PREFIX, Refusal, refusal_for
 
 if TYPE_CHECKING:
@@ -182,15 +183,22 @@ def begin_call(
 
 
 def check_current(coord: Coordinator, agent: str, target: Target, check_disk: bool = True) -> None:
-    """Under the lease: the bytes on disk are the recorded ones (else ForeignEdit, or adopted
-    under the coordinator's ``adopt`` policy), and the agent's last read, if any, is the current
-    version (else VersionConflict). Records the state the call starts from on ``target``."""
+    """Under the lease: the path is a regular file or nothing (else NotARegularFile), the bytes
+    on disk are the recorded ones (else ForeignEdit, or adopted under the coordinator's ``adopt``
+    policy), and the agent's last read, if any, is the current version (else VersionConflict).
+    Records the state the call starts from on ``target``."""
     backend = coord.backend
     key = target.artifact.key
     record = backend.get_version(key)
     if not check_disk:
         disk_sha = record.sha256 if record is not None else None
     else:
+        # A FIFO, socket or device would read as "no file" below, and the tool would then open
+        # it: a FIFO blocks that call (its lease renewed for as long), a device acts on the bytes.
+        kind = special_file(target.artifact.path)
+        if kind is not None:
+            raise NotARegularFile(f"{target.shown!r} is {kind}, not a regular file", key=key,
+                                  path=target.artifact.path, kind=kind)
         disk_sha, _ = file_sha256(target.artifact.path)
     if record is not None and disk_sha != record.sha256:
         if coord.on_foreign_edit != "adopt":

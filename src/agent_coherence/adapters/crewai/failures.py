@@ -109,10 +109,11 @@ def invalid_input(shown: object, why: str, action: str = "write") -> Refusal:
                    {"reason": why})
 
 
-def internal_error(error: BaseException, shown: str) -> Refusal:
-    """An unexpected error inside the adapter: the call is refused rather than let through."""
+def internal_error(error: BaseException, shown: str, action: str = "write") -> Refusal:
+    """An unexpected error inside the adapter: the call is refused rather than let through.
+    ``action``: what the call was for, "write" or "read"."""
     return Refusal("InternalError", (
-        f"{PREFIX}could not coordinate the write to {shown} ({type(error).__name__}: {error}), so the call was "
+        f"{PREFIX}could not coordinate the {action} of {shown} ({type(error).__name__}: {error}), so the call was "
         f"blocked. Nothing was written. Call the tool again; if it keeps failing, report it."), True,
         {"error": type(error).__name__})
 

@@ -20,6 +20,7 @@ This module imports crewai and crewai_tools; ``agent_coherence.adapters.crewai``
 
 from __future__ import annotations
 
+import codecs
 import os
 from itertools import islice
 from typing import Any, ClassVar
@@ -44,7 +45,7 @@ class CoherentFileWriterToolInput(FileWriterToolInput):
     """FileWriterTool's arguments, plus the version the change is based on."""
 
     expected_version: int | None = Field(
-        None, description=(
+        None, ge=0, description=(
             "Optional: the version of the file your change is based on (as the file read tool reported "
             "it). The write is refused if the file has changed since."),
     )
@@ -59,7 +60,8 @@ class _Coordinated(BaseModel):
 
     coordinator: Coordinator
     holder: str | None = None
-    lease_wait: float = 10.0
+    # Checked when the tool is built: a wait no lease can honour would block every call.
+    lease_wait: float = Field(10.0, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _anchor(self) -> "_Coordinated":
@@ -68,7 +70,19 @@ class _Coordinated(BaseModel):
         base = os.path.realpath(getattr(self, "base_dir", None) or root)
         if base != root and not base.startswith(root + os.sep):
             raise ValueError(f"base_dir {base!r} is outside the coordinator's root {root!r}")
+        if os.path.exists(base) and not os.path.isdir(base):
+            raise ValueError(f"base_dir {base!r} is not a directory")
         object.__setattr__(self, "base_dir", base)
+        return self
+
+    @model_validator(mode="after")
+    def _known_encoding(self) -> "_Coordinated":
+        """An unknown ``encoding`` is refused here: at a call it would fail every read or write."""
+        encoding = getattr(self, "encoding", "utf-8")
+        try:
+            codecs.lookup(encoding)
+        except (LookupError, TypeError):
+            raise ValueError(f"encoding {encoding!r} is not a text encoding Python knows") from None
         return self
 
     @property
@@ -84,7 +98,7 @@ class CoherentFileWriterTool(_Coordinated, FileWriterTool):
     """
 
     args_schema: type[BaseModel] = CoherentFileWriterToolInput
-    max_bytes: int = DEFAULT_MAX_BYTES
+    max_bytes: int = Field(DEFAULT_MAX_BYTES, ge=0)
     cache_function: Any = Field(default=never_cache)
 
     def _run(  # type: ignore[override]
@@ -175,7 +189,7 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
     ) -> Any:
         shown = file_path or self.file_path
         if not isinstance(shown, str) or not shown:
-            return as_tool_failure(invalid_input(shown, "no file_path was given", "read"))
+            return as_tool_failure(invalid_input(shown or "", "no file_path was given", "read"))
         try:
             return self._read(shown, start_line or 1, line_count or None)
         except Refused as refused:
@@ -183,7 +197,7 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
         except CoherenceError as error:
             return as_tool_failure(refusal_for(error, shown))
         except Exception as error:
-            return as_tool_failure(internal_error(error, shown[:200]))
+            return as_tool_failure(internal_error(error, shown[:200], "read"))
 
     async def _arun(self, **kwargs: Any) -> Any:  # type: ignore[override]
         return await in_thread(self._run, **kwargs)

@@ -40,6 +40,7 @@ from crewai.hooks import (
 from crewai.tools import BaseTool
 from crewai.tools.tool_failure import ToolExecutionFailedError, detect_tool_failure, handle_tool_failure
 
+from ...arguments import wait_seconds
 from ...coordinator import Coordinator
 from .calls import GuardedCall, Refused, begin_call
 from .failures import Refusal, as_tool_failure, internal_error
@@ -66,10 +67,18 @@ class CrewAIHooks:
         if not isinstance(coordinator, Coordinator):
             raise TypeError(f"install_crewai_hooks needs a Coordinator (Coordinator.open(root=...)), not "
                             f"{type(coordinator).__name__} {coordinator!r}")
+        if holder is not None and not isinstance(holder, str):
+            raise TypeError(f"holder= is the agent's name (a string), not {type(holder).__name__} {holder!r}")
+        wait_seconds(lease_wait)
         check_paths(paths)
         if isinstance(outputs, Mapping):
             for label, declared in outputs.items():
                 check_paths(declared, f"outputs[{label!r}]")
+        elif outputs is not None and not callable(outputs):
+            raise TypeError(f"outputs= maps task names to paths ({{'write the plan': ['plan.md']}}) or is a "
+                            f"function of the task, not {type(outputs).__name__} {outputs!r}")
+        if on_anomaly is not None and not callable(on_anomaly):
+            raise TypeError(f"on_anomaly= is a function of the anomaly, not {type(on_anomaly).__name__} {on_anomaly!r}")
         self.coordinator = coordinator
         self.holder = holder
         self.tools = tool_names(tools) if tools is not None else None

@@ -57,22 +57,39 @@ def check_paths(spec: object, name: str = "paths") -> None:
             raise TypeError(f"{name}= lists paths (strings), not {type(path).__name__} {path!r}")
 
 
+def returned_paths(value: Any, name: str = "paths") -> list[Any]:
+    """What a ``paths=`` (or ``outputs=``) function returned, as a list of paths.
+
+    A single string is a TypeError, as for a fixed ``paths=``: iterated, its letters would be the
+    files leased while the file it names was written with no lease. ``os.PathLike`` items become
+    strings, so a relative one is taken from the tool's directory like the string it stands for
+    (left as is, it was resolved against the root: another file than the tool writes). Other
+    items are kept, for the key check to refuse with its reason."""
+    if isinstance(value, (str, bytes, os.PathLike)):
+        raise TypeError(f"the {name}= function returned one {type(value).__name__} {value!r}; it returns a list "
+                        f"of paths: [{value!r}]")
+    return [os.fspath(p) if isinstance(p, os.PathLike) else p for p in value]
+
+
 def extract_paths(spec: PathArgs, args: Mapping[str, Any]) -> list[str]:
-    """The paths a call with ``args`` writes, as ``spec`` says (None: the default extractor)."""
+    """The paths a call with ``args`` writes, as ``spec`` says (None: the default extractor).
+    Raises TypeError for a function that returns a single path instead of a list."""
     if spec is None:
         return default_paths(args)
     if callable(spec):
-        return [p for p in spec(args) if p]
+        return [p for p in returned_paths(spec(args)) if p]
     return [p for p in spec if p]
 
 
 def anchored(path: str, base_dir: str | None) -> str:
-    """``path`` as the tool will open it: relative paths joined to ``base_dir`` (or the cwd).
-    A path with a NUL byte or that is not a string is returned as given, for the key check to
-    refuse with its reason."""
+    """``path`` as the tool will open it, absolute: relative paths joined to ``base_dir``, and a
+    relative ``base_dir`` (or none) to the working directory, where the tool opens it (a relative
+    result would be taken from the coordinator's root: another file when the two differ). A path
+    with a NUL byte or that is not a string is returned as given, for the key check to refuse
+    with its reason."""
     if not isinstance(path, str) or "\x00" in path or os.path.isabs(path):
         return path
-    return os.path.join(base_dir or os.getcwd(), path)
+    return os.path.join(os.getcwd(), base_dir or "", path)
 
 
 def looks_like_file_write(tool_name: str, args: Mapping[str, Any]) -> bool:

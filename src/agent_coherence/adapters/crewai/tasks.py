@@ -11,7 +11,10 @@ Installed with the hooks (:func:`.hooks.install_crewai_hooks`):
   So the write is serialised against every coordinated writer and recorded; it is **not** atomic
   (CrewAI truncates and rewrites in place: a reader that bypasses the layer can see a partial file,
   and a crash mid-write leaves a torn file that the next coordinated access reports as a foreign
-  edit). An ``output_file`` outside the coordinator's root is left to CrewAI.
+  edit). An ``output_file`` outside the coordinator's root is left to CrewAI. When the lease
+  cannot be taken within ``lease_wait`` (another writer holds it), CrewAI still writes the file
+  (nothing in a hook can stop it): that is journaled as ``crewai.output_unleased`` on the file,
+  and the lease's holder meets a ``ForeignEdit`` at its next write.
 - **When a task completes**, each declared file whose version did not change during the task had
   no coordinated write: a ``zero_work`` anomaly (journaled as ``anomaly.zero_work``, logged, and
   passed to ``on_anomaly``). A write that left the bytes unchanged does not count as one.
@@ -32,7 +35,7 @@ from crewai.hooks import InterceptionPoint, register_hook, unregister_hook
 from ...errors import CoherenceError
 from ...models import Anomaly
 from .calls import GuardedCall, Refused, begin_call, resolve_target
-from .targets import anchored
+from .targets import anchored, returned_paths
 
 if TYPE_CHECKING:
     from ...coordinator import Coordinator
@@ -66,7 +69,7 @@ class TaskWatch:
         found = [(task.output_file, anchored(task.output_file, None))] if getattr(task, "output_file", None) else []
         named: Iterable[str] = ()
         if callable(self.outputs):
-            named = self.outputs(task)
+            named = returned_paths(self.outputs(task), "outputs")
         elif self.outputs is not None:
             label = next((x for x in (getattr(task, "name", None), getattr(task, "description", None))
                           if x and x in self.outputs), None)
@@ -94,8 +97,8 @@ class TaskWatch:
         try:
             with self._lock:
                 self._started[str(ctx.task.id)] = (time.time(), self._keys(ctx.task))
-        except Exception:
-            pass  # a watch must never break the task it watches
+        except Exception as error:  # a watch must never break the task it watches: record it instead
+            self._journal_error(ctx.task, error)
 
     def task_finishing(self, ctx: Any) -> None:
         """Just before CrewAI writes ``output_file``: take its lease for that write."""
@@ -108,14 +111,25 @@ class TaskWatch:
             call = begin_call(self.coordinator, self.holder or f"crewai:task:{task.name or task.id}",
                               [(task.output_file, anchored(task.output_file, None))], lease_wait=self.lease_wait)
         except Refused as refused:
-            self.coordinator.backend.journal_append("crewai.output_unleased", None, None, {
-                "task": str(task.id), "output_file": task.output_file, "code": refused.refusal.code,
-                "detail": refused.refusal.message})
+            # CrewAI writes the file anyway (a hook cannot stop that write), so the entry says so,
+            # on the file's own history, instead of the refusal's "nothing was written".
+            self._journal_unleased(task, refused.refusal.code, refused.refusal.details.get("key"))
             return
-        except Exception:
+        except Exception as error:
+            self._journal_unleased(task, type(error).__name__, None)
             return
         with self._lock:
             self._saving[str(task.id)] = call
+
+    def _journal_unleased(self, task: Any, code: str, key: object) -> None:
+        try:
+            self.coordinator.backend.journal_append(
+                "crewai.output_unleased", key if isinstance(key, str) else None, None, {
+                    "task": str(task.id), "output_file": task.output_file, "code": code,
+                    "detail": f"CrewAI writes {task.output_file} without its lease, which could not be taken "
+                              f"({code}); a writer holding the lease meets a ForeignEdit at its next write"})
+        except Exception:
+            pass  # the journal itself is unavailable; the task goes on
 
     def task_completed(self, _source: Any, event: Any) -> None:
         task = getattr(event, "task", None)
@@ -134,8 +148,14 @@ class TaskWatch:
             if started is not None:
                 self._check_work(task, *started)
         except Exception as error:  # on CrewAI's event thread: record it, never raise into the bus
+            self._journal_error(task, error)
+
+    def _journal_error(self, task: Any, error: Exception) -> None:
+        try:
             self.coordinator.backend.journal_append("crewai.task_watch_error", None, None, {
-                "task": task_id, "error": f"{type(error).__name__}: {error}"})
+                "task": str(task.id), "error": f"{type(error).__name__}: {error}"})
+        except Exception:
+            pass  # the journal itself is unavailable; the task goes on
 
     def task_failed(self, _source: Any, event: Any) -> None:
         task = getattr(event, "task", None)

@@ -19,7 +19,7 @@ import inspect
 from typing import Any, ClassVar
 
 from crewai.tools import BaseTool
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from ...coordinator import Coordinator
 from ..offload import in_thread, in_thread_undone
@@ -42,7 +42,8 @@ class CoherentTool(BaseTool):
     inner: BaseTool
     coordinator: Coordinator
     holder: str | None = None
-    lease_wait: float = 10.0
+    # Checked when the tool is built: a wait no lease can honour would block every call.
+    lease_wait: float = Field(10.0, ge=0, allow_inf_nan=False)
     base_dir: str | None = None
     _paths: PathArgs = PrivateAttr(default=None)
 
@@ -128,14 +129,22 @@ def coherent_tool(
     give each agent its own and the same one to its read tool). ``lease_wait``: how long a call
     waits for another writer of the same file before it is refused (retryable). ``base_dir``:
     what relative paths are relative to (default: the tool's ``base_dir``, else the working
-    directory), which must be where the tool opens them.
+    directory; a relative one is taken from the working directory at each call), which must be
+    where the tool opens them.
 
     Raises TypeError for anything that is not a CrewAI tool (a plain function: decorate it with
-    ``crewai.tools.tool`` first) and for a ``paths`` that is neither a function nor a list of paths.
+    ``crewai.tools.tool`` first), for a tool that coordinates itself (a ``coherent_tool``, the
+    coherent file tools) and for a ``paths`` that is neither a function nor a list of paths;
+    ValueError (pydantic's ValidationError) for a ``lease_wait`` that is negative or not finite.
     """
     if not isinstance(tool, BaseTool):
         raise TypeError(f"coherent_tool wraps a CrewAI tool (a BaseTool instance or an @tool function), not "
                         f"{type(tool).__name__} {tool!r}; decorate a plain function with crewai.tools.tool first")
+    if getattr(type(tool), "coordinates_itself", False):
+        # Wrapped again, each call would wait for the lease its own inner call then asks for,
+        # and be refused as held (by itself) after lease_wait.
+        raise TypeError(f"{type(tool).__name__} {tool.name!r} coordinates its own writes already; use it as it is, "
+                        f"not wrapped with coherent_tool")
     check_paths(paths)
     wrapper = CoherentTool(
         name=tool.name, description=tool.description, args_schema=tool.args_schema,
