@@ -156,7 +156,7 @@ def test_base_dir_outside_the_root_is_refused_at_construction(work: Path, wcoord
     ("writer", {"lease_wait": -1}), ("writer", {"lease_wait": float("nan")}), ("writer", {"max_bytes": -1}),
     ("writer", {"base_dir": "a-file"}), ("reader", {"lease_wait": -1}), ("wrapped", {"lease_wait": -1}),
     ("wrapped", {"lease_wait": float("inf")}), ("writer", {"encoding": "no-such-codec"}),
-    ("reader", {"encoding": "no-such-codec"}),
+    ("reader", {"encoding": "no-such-codec"}), ("writer", {"encoding": "rot13"}), ("reader", {"encoding": "base64"}),
 ], ids=lambda v: v if isinstance(v, str) else ",".join(f"{k}={v[k]}" for k in v))
 def test_an_argument_no_call_could_honour_is_refused_at_construction(
         work: Path, wcoord: Coordinator, build: str, why: dict[str, Any]) -> None:

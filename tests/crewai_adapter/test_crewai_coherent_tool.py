@@ -98,6 +98,9 @@ def test_a_paths_function_returning_one_path_blocks_the_call(work: Path, wcoord:
     assert isinstance(result, ToolFailure) and result.code == "InternalError", result
     assert "returned one str 'report'; it returns a list of paths: ['report']" in result.message
     assert not (work / "root" / "report").exists() and wcoord.leases() == []
+    # The paths are unknown when the extractor fails: the message names the arguments, and does
+    # not quote the content as if it were a path.
+    assert "the 'Export' call (arguments: out, text)" in result.message and "report, x" not in result.message
 
 
 def test_a_paths_function_returning_path_objects_leases_the_file_the_tool_writes(

@@ -20,7 +20,6 @@ This module imports crewai and crewai_tools; ``agent_coherence.adapters.crewai``
 
 from __future__ import annotations
 
-import codecs
 import os
 from itertools import islice
 from typing import Any, ClassVar
@@ -80,7 +79,7 @@ class _Coordinated(BaseModel):
         """An unknown ``encoding`` is refused here: at a call it would fail every read or write."""
         encoding = getattr(self, "encoding", "utf-8")
         try:
-            codecs.lookup(encoding)
+            "".encode(encoding)  # unlike codecs.lookup, refuses codecs that are not text encodings (rot13)
         except (LookupError, TypeError):
             raise ValueError(f"encoding {encoding!r} is not a text encoding Python knows") from None
         return self

@@ -72,7 +72,7 @@ class CoherentTool(BaseTool):
         except Refused as refused:
             return as_tool_failure(refused.refusal)
         except Exception as error:  # fail closed: never let an uncoordinated write through
-            return as_tool_failure(internal_error(error, ", ".join(map(str, kwargs.values()))[:200]))
+            return as_tool_failure(internal_error(error, _unresolved_call(self.name, kwargs)))
         try:
             result: Any = None
             try:
@@ -95,7 +95,7 @@ class CoherentTool(BaseTool):
         except Refused as refused:
             return as_tool_failure(refused.refusal)
         except Exception as error:
-            return as_tool_failure(internal_error(error, ", ".join(map(str, kwargs.values()))[:200]))
+            return as_tool_failure(internal_error(error, _unresolved_call(self.name, kwargs)))
         try:
             try:
                 result = await self.inner.arun(**kwargs)
@@ -154,3 +154,9 @@ def coherent_tool(
     )
     wrapper._paths = paths
     return wrapper
+
+
+def _unresolved_call(tool: str, kwargs: dict[str, Any]) -> str:
+    """The call, for a message written before its paths were known: the tool and its argument
+    names, not their values (which may be the content, not a path)."""
+    return f"the {tool!r} call (arguments: {', '.join(kwargs) or 'none'})"[:200]
