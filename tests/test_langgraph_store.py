@@ -203,7 +203,7 @@ def test_an_item_the_inner_store_expired_can_be_put_again_as_absent(coord: Coord
         sqlite_store.setup()
         store = CoherentStore(sqlite_store, coord)
         store.put(NS, "a", {"n": 1}, expect_version=0)
-        assert wait_for(sqlite_store.sweep_ttl, timeout=10, interval=0.2) == 1  # expiry has 1 s resolution
+        assert wait_for(store.sweep_ttl, timeout=10, interval=0.2) == 1  # expiry has 1 s resolution
         assert store.get(NS, "a") is None
         store.put(NS, "b", {"n": 1}, expect_version=0)
         with pytest.raises(VersionConflict):  # an item that is there is still not "absent"
@@ -227,3 +227,15 @@ def test_a_none_value_deletes_and_a_string_namespace_is_refused(coord: Coordinat
     with pytest.raises(TypeError, match=r"\('users',\)"):
         store.put("users", "a", {"n": 1})  # type: ignore[arg-type]
     assert ("u", "s", "e", "r", "s") not in store.list_namespaces() and inner.search(("u",)) == []
+
+
+def test_the_inner_stores_ttl_sweeper_is_reached_through_the_wrapper(coord: Coordinator, tmp_path: Path) -> None:
+    with SqliteStore.from_conn_string(str(tmp_path / "store.db"), ttl={"default_ttl": 1 / 60,
+                                                                       "sweep_interval_minutes": 1}) as inner:
+        inner.setup()
+        store = CoherentStore(inner, coord)
+        store.start_ttl_sweeper()
+        assert store.stop_ttl_sweeper(timeout=5) is True
+        assert store.sweep_ttl() == 0
+    with pytest.raises(AttributeError, match="InMemoryStore has no start_ttl_sweeper"):
+        CoherentStore(InMemoryStore(), coord).start_ttl_sweeper()

@@ -113,6 +113,26 @@ class CoherentStore(BaseStore):
     def __repr__(self) -> str:
         return f"CoherentStore({self.inner!r})"
 
+    # -- the inner store's TTL sweeper (SqliteStore, PostgresStore and their async forms) -------
+    # Passed through as they are (a coroutine from an async store): the sweep deletes expired
+    # items in the inner store, and a put expecting version 0 finds them absent.
+
+    def sweep_ttl(self, *args: Any, **kwargs: Any) -> Any:
+        return self._sweeper_method("sweep_ttl")(*args, **kwargs)
+
+    def start_ttl_sweeper(self, *args: Any, **kwargs: Any) -> Any:
+        return self._sweeper_method("start_ttl_sweeper")(*args, **kwargs)
+
+    def stop_ttl_sweeper(self, *args: Any, **kwargs: Any) -> Any:
+        return self._sweeper_method("stop_ttl_sweeper")(*args, **kwargs)
+
+    def _sweeper_method(self, name: str) -> Any:
+        method = getattr(self.inner, name, None)
+        if method is None:
+            raise AttributeError(f"{type(self.inner).__name__} has no {name}: its items expire on its own terms, "
+                                 "or not at all")
+        return method
+
     # -- the convenience methods that take an expected version ---------------------------------
 
     def put(self, namespace: tuple[str, ...], key: str, value: Mapping[str, Any],
