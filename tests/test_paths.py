@@ -151,6 +151,16 @@ def test_key_types(workspace):
             coord.key(bad)
 
 
+@pytest.mark.parametrize("key", ["langgraph:thread/a\x00b", "langgraph:thread/" + "x" * 5000, "a\x00b.md"])
+def test_a_malformed_key_is_told_what_a_key_must_be(workspace, key):
+    # Its hint said to stay inside the workspace root: no help for a LangGraph thread id with a NUL.
+    coord = workspace[0]
+    with pytest.raises(PathOutsideRoot) as refused:
+        coord.acquire(key, "h")
+    assert "without NUL bytes, at most 4096 bytes" in refused.value.recover
+    assert coord.leases() == []
+
+
 def test_resolve_file_key_is_pure(tmp_path):
     root, _ = build_workspace(tmp_path)
     before = tree_snapshot(tmp_path)

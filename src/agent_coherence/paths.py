@@ -69,8 +69,13 @@ def is_namespaced(key: str) -> bool:
     return key[0] in _SCHEME_START and not key[1:colon].lstrip(_SCHEME_CHARS)
 
 
-def _refuse(key: object, root: str, reason: str) -> PathOutsideRoot:
-    return PathOutsideRoot(f"refused key {key!r}: {reason}", key=key, root=root, reason=reason)
+def _refuse(key: object, root: str, reason: str, recover: str | None = None) -> PathOutsideRoot:
+    return PathOutsideRoot(f"refused key {key!r}: {reason}", key=key, root=root, reason=reason, recover=recover)
+
+
+# What a malformed key (of any kind: a file's or a namespaced one such as a LangGraph thread's)
+# needs, rather than the hint about staying inside the root.
+_FORM = f"give a key that is a non-empty string of valid UTF-8, without NUL bytes, at most {PATH_MAX} bytes long"
 
 
 def _refuse_directory(key: object, root: str, path: str) -> KeyIsADirectory:
@@ -87,19 +92,19 @@ def check_plain_key(key: object, root: str) -> str:
         try:
             key = key.decode("utf-8")
         except UnicodeDecodeError:
-            raise _refuse(key, root, "not valid UTF-8") from None
+            raise _refuse(key, root, "not valid UTF-8", _FORM) from None
     if not isinstance(key, str):
-        raise _refuse(key, root, f"keys are strings, not {type(key).__name__}")
+        raise _refuse(key, root, f"keys are strings, not {type(key).__name__}", _FORM)
     if not key or not key.strip():
-        raise _refuse(key, root, "empty key")
+        raise _refuse(key, root, "empty key", _FORM)
     if "\x00" in key:
-        raise _refuse(key, root, "contains a NUL byte")
+        raise _refuse(key, root, "contains a NUL byte", _FORM)
     try:
         encoded = key.encode("utf-8")
     except UnicodeEncodeError:
-        raise _refuse(key, root, "contains unencodable characters (lone surrogates)") from None
+        raise _refuse(key, root, "contains unencodable characters (lone surrogates)", _FORM) from None
     if len(encoded) > PATH_MAX:
-        raise _refuse(key, root, f"longer than {PATH_MAX} bytes")
+        raise _refuse(key, root, f"longer than {PATH_MAX} bytes", _FORM)
     return key
 
 
