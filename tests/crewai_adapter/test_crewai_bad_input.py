@@ -191,6 +191,9 @@ def test_the_reader_reports_the_version_and_refuses_outside_paths(work: Path, wc
     for path in ("../outside/secret.txt", str(work / "outside" / "secret.txt")):
         refused = reader.run(file_path=path)
         assert isinstance(refused, ToolFailure) and refused.code == "PathOutsideRoot", refused
+        # A read writes nothing: its refusal says what it could not read, not that nothing was written.
+        assert refused.message.startswith(f"agent-coherence: refused to read {path!r}: "), refused
+        assert "written" not in refused.message, refused
 
 
 def test_a_read_with_no_path_says_so(wcoord: Coordinator) -> None:

@@ -56,10 +56,11 @@ def clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
-def refusal_for(error: CoherenceError, shown: str) -> Refusal:
+def refusal_for(error: CoherenceError, shown: str, action: str = "write") -> Refusal:
     """The refusal for a typed error raised by the coordinator; ``shown`` is the path as the
-    model named it."""
-    facts = {k: v for k, v in error.facts.items() if isinstance(v, (str, int, float, bool, type(None)))}
+    model named it, ``action`` what the call was for ("write" or "read": a read writes nothing,
+    so its refusals say nothing about writes)."""
+    facts = _plain_facts(error)
     if isinstance(error, LeaseHeld):
         return Refusal("LeaseHeld", (
             f"{PREFIX}{shown} is being written by {describe_holder(error.facts.get('holder'))} since "
@@ -90,8 +91,12 @@ def refusal_for(error: CoherenceError, shown: str) -> Refusal:
             f"so the change can be inspected and accepted (coord.adopt) or undone."), False, facts)
     if isinstance(error, PathOutsideRoot):
         return Refusal("PathOutsideRoot", (
-            f"{PREFIX}refused {shown!r}: {error.facts.get('reason', 'outside the allowed directory')}. Nothing "
-            f"was written. Use a relative path inside the allowed directory, without '..'."), False, facts)
+            f"{PREFIX}refused to {action} {shown!r}: {error.facts.get('reason', 'outside the allowed directory')}."
+            f"{_unchanged(action)} Use a relative path inside the allowed directory, without '..'."), False, facts)
+    if isinstance(error, DurabilityError) and action == "read":
+        return Refusal("DurabilityError", (
+            f"{PREFIX}{shown} could not be read ({error.facts.get('detail')}). Call the tool again; if it keeps "
+            f"failing, report a disk problem."), True, facts)
     if isinstance(error, DurabilityError):
         return Refusal("DurabilityError", (
             f"{PREFIX}the write to {shown} could not be confirmed on disk (failed at "
@@ -99,13 +104,18 @@ def refusal_for(error: CoherenceError, shown: str) -> Refusal:
             f"tool again; if it keeps failing, report a disk problem."), True, facts)
     if isinstance(error, BackendUnavailable):
         return Refusal("BackendUnavailable", (
-            f"{PREFIX}the coordination database is unavailable ({error.facts.get('detail')}). Nothing was "
-            f"written. Call the tool again in a moment."), True, facts)
-    return Refusal(type(error).__name__, f"{PREFIX}{error.message}. Nothing was written.", False, facts)
+            f"{PREFIX}the coordination database is unavailable ({error.facts.get('detail')}).{_unchanged(action)} "
+            f"Call the tool again in a moment."), True, facts)
+    return Refusal(type(error).__name__, f"{PREFIX}{error.message}.{_unchanged(action)}", False, facts)
+
+
+def _plain_facts(error: CoherenceError) -> dict[str, Any]:
+    """The error's facts that a tool result can carry as they are (strings, numbers, None)."""
+    return {k: v for k, v in error.facts.items() if isinstance(v, (str, int, float, bool, type(None)))}
 
 
 def invalid_input(shown: object, why: str, action: str = "write") -> Refusal:
-    return Refusal("InvalidInput", f"{PREFIX}refused to {action} {shown!r}: {why}. Nothing was written.", False,
+    return Refusal("InvalidInput", f"{PREFIX}refused to {action} {shown!r}: {why}.{_unchanged(action)}", False,
                    {"reason": why})
 
 
@@ -114,8 +124,13 @@ def internal_error(error: BaseException, shown: str, action: str = "write") -> R
     ``action``: what the call was for, "write" or "read"."""
     return Refusal("InternalError", (
         f"{PREFIX}could not coordinate the {action} of {shown} ({type(error).__name__}: {error}), so the call was "
-        f"blocked. Nothing was written. Call the tool again; if it keeps failing, report it."), True,
+        f"blocked.{_unchanged(action)} Call the tool again; if it keeps failing, report it."), True,
         {"error": type(error).__name__})
+
+
+def _unchanged(action: str) -> str:
+    """What a refused call says about the disk: a refused write wrote nothing; a read never writes."""
+    return "" if action == "read" else " Nothing was written."
 
 
 def as_tool_failure(refusal: Refusal) -> ToolFailure:

@@ -194,7 +194,7 @@ class CoherentFileReadTool(_Coordinated, BaseTool):
         except Refused as refused:
             return as_tool_failure(refused.refusal)
         except CoherenceError as error:
-            return as_tool_failure(refusal_for(error, shown))
+            return as_tool_failure(refusal_for(error, shown, "read"))
         except Exception as error:
             return as_tool_failure(internal_error(error, shown[:200], "read"))
 
