@@ -49,6 +49,7 @@ def test_a_database_from_a_newer_release_is_refused_and_left_unchanged(root):
         Coordinator.open(root)
     assert "created by a newer agent-coherence" in caught.value.message
     assert caught.value.reason == "newer" and "upgrade" in caught.value.recover
+    assert caught.value.errno is None and caught.value.facts["errno"] is None  # a fact of every BackendUnavailable
     assert digest(path) == before
     assert not os.path.exists(path + "-wal") or os.path.getsize(path + "-wal") == 0
     assert "newer agent-coherence" in one_message(run_cli("status", "--root", str(root)))
@@ -72,6 +73,7 @@ def test_a_state_directory_that_is_a_file_is_a_typed_error(root):
     with pytest.raises(CoherenceError) as caught:
         Coordinator.open(root)
     assert isinstance(caught.value, BackendUnavailable) and "not a directory" in caught.value.message
+    assert caught.value.errno is None and caught.value.facts["errno"] is None
     assert (root / ".agent-coherence").read_text() == "not a directory"
     assert "not a directory" in one_message(run_cli("watch", "--once", "--root", str(root)))
 
