@@ -78,6 +78,24 @@ def test_a_state_directory_that_is_a_file_is_a_typed_error(root):
     assert "not a directory" in one_message(run_cli("watch", "--once", "--root", str(root)))
 
 
+def test_a_database_that_stays_busy_is_a_typed_error_with_its_facts(root):
+    coord = Coordinator.open(root)
+    coord.backend.busy_deadline = 0.2  # stands for the 15 s default
+    path = default_database(str(root))
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(BackendUnavailable) as caught:
+            coord.write("a.md", b"x", holder="h")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert caught.value.reason == "busy" and caught.value.errno is None
+    assert caught.value.path == path  # errors.py: reason and path, for the embedded backend
+    assert coord.write("a.md", b"x", holder="h").version == 1
+    coord.close()
+
+
 def test_the_cli_reports_a_journal_it_cannot_read_as_corrupt(root):
     with Coordinator.open(root) as coord:
         coord.journal.append("note", "k", "h", text="x")
