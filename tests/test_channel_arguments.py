@@ -36,6 +36,7 @@ def test_invalid_channel_settings_are_refused_and_nothing_changes(coord, setting
     with pytest.raises(ChannelError) as caught:
         ch.configure(**{setting: value})
     assert caught.value.recover
+    assert caught.value.facts["setting"] == setting and caught.value.facts["value"] is value  # errors.py's facts
     with pytest.raises(ChannelError):
         coord.channel("settings", **{setting: value})
     assert ch.config == before

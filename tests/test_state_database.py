@@ -49,6 +49,7 @@ def test_a_database_from_a_newer_release_is_refused_and_left_unchanged(root):
         Coordinator.open(root)
     assert "created by a newer agent-coherence" in caught.value.message
     assert caught.value.reason == "newer" and "upgrade" in caught.value.recover
+    assert caught.value.errno is None and caught.value.facts["errno"] is None  # a fact of every BackendUnavailable
     assert digest(path) == before
     assert not os.path.exists(path + "-wal") or os.path.getsize(path + "-wal") == 0
     assert "newer agent-coherence" in one_message(run_cli("status", "--root", str(root)))
@@ -72,8 +73,27 @@ def test_a_state_directory_that_is_a_file_is_a_typed_error(root):
     with pytest.raises(CoherenceError) as caught:
         Coordinator.open(root)
     assert isinstance(caught.value, BackendUnavailable) and "not a directory" in caught.value.message
+    assert caught.value.errno is None and caught.value.facts["errno"] is None
     assert (root / ".agent-coherence").read_text() == "not a directory"
     assert "not a directory" in one_message(run_cli("watch", "--once", "--root", str(root)))
+
+
+def test_a_database_that_stays_busy_is_a_typed_error_with_its_facts(root):
+    coord = Coordinator.open(root)
+    coord.backend.busy_deadline = 0.2  # stands for the 15 s default
+    path = default_database(str(root))
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(BackendUnavailable) as caught:
+            coord.write("a.md", b"x", holder="h")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert caught.value.reason == "busy" and caught.value.errno is None
+    assert caught.value.path == path  # errors.py: reason and path, for the embedded backend
+    assert coord.write("a.md", b"x", holder="h").version == 1
+    coord.close()
 
 
 def test_the_cli_reports_a_journal_it_cannot_read_as_corrupt(root):

@@ -124,7 +124,8 @@ class Channel:
         finite seconds >= 0; a bad value raises ChannelError and changes nothing."""
         if durability not in (None, "durable", "fast"):
             raise ChannelError(f"durability must be 'durable' or 'fast', not {durability!r}",
-                               recover="pass durability='durable' or durability='fast'")
+                               recover="pass durability='durable' or durability='fast'",
+                               setting="durability", value=durability)
         if max_attempts is not None:
             check_count("max_attempts", max_attempts)
         for setting, value in (("visibility_timeout", visibility_timeout), ("dedup_ttl", dedup_ttl),

@@ -222,6 +222,10 @@ class BackendUnavailable(CoherenceError):
 
     recover = "check the database (disk space, permissions, server) and retry"
 
+    def __init__(self, message: str, *, recover: str | None = None, **facts: Any) -> None:
+        facts.setdefault("errno", None)  # a fact of every one, as documented: None unless an OS error says more
+        super().__init__(message, recover=recover, **facts)
+
 
 __all__ = [
     "BackendUnavailable",

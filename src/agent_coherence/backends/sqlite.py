@@ -213,7 +213,7 @@ class SQLiteBackend(WriteOps, SchemaOps, LeaseOps, RefOps, LivenessOps, ChannelO
                         self.busy_deadline)
                     raise BackendUnavailable(
                         f"SQLite database {self.path} stayed busy for {self.busy_deadline:.0f}s",
-                        backend=self.name, detail=str(error), reason="busy", errno=None,
+                        backend=self.name, detail=str(error), reason="busy", errno=None, path=self.path,
                     ) from error
             attempt += 1
             # Short jittered sleeps: fair between processes, unlike SQLite's busy handler.
