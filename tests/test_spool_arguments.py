@@ -27,9 +27,12 @@ def test_put_of_something_that_is_not_bytes_is_refused_and_writes_nothing(tmp_pa
     {"claim_timeout": float("nan")}, {"rotate_every": None}, {"batch_size": "10"}, {"claim_timeout": True},
 ])
 def test_bad_spool_settings_are_a_channel_error(tmp_path, settings):
-    with pytest.raises(ChannelError):
+    with pytest.raises(ChannelError) as refused:
         Spool(tmp_path / "spool", **settings)
     assert not (tmp_path / "spool").exists()
+    [(setting, value)] = settings.items()  # the facts name the setting, as for a channel's settings
+    assert refused.value.setting == setting and refused.value.value is value
+    assert str(refused.value).startswith(f"{setting} must be ")
 
 
 def test_a_spool_on_a_file_is_a_channel_error_that_names_it(tmp_path):

@@ -56,7 +56,7 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from . import faults
 from .arguments import payload_bytes, timestamp
@@ -84,6 +84,17 @@ class Claimed:
     generation: str
 
 
+_INF = float("inf")
+
+
+def _check_setting(setting: str, value: object, wanted: str, in_range: Callable[[float], bool]) -> None:
+    """Refuse a ``Spool`` setting that is not a number in its range (ChannelError with ``setting``
+    and ``value``); the range is tested only on a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_range(value):
+        raise ChannelError(f"{setting} must be {wanted}, not {value!r}", recover=f"pass {setting} as {wanted}",
+                           setting=setting, value=value)
+
+
 class Spool:
     """A directory of messages with claim / ack / release and stale-claim recovery.
 
@@ -93,12 +104,11 @@ class Spool:
 
     def __init__(self, directory: str | os.PathLike[str], *, claim_timeout: float = 300.0,
                  rotate_every: int = 10000, batch_size: int = 1024) -> None:
-        numbers = (claim_timeout, rotate_every, batch_size)
-        if (any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers)
-                or not (0 < claim_timeout < float("inf") and rotate_every >= 1 and batch_size >= 1)):
-            # Compared as given: a str or None raised a bare TypeError, inf expired nothing ever.
-            raise ChannelError("claim_timeout must be a finite number of seconds > 0, rotate_every and "
-                               f"batch_size numbers >= 1; not {numbers!r}", recover="pass positive numbers")
+        # Checked one by one, naming the setting: a str or None raised a bare TypeError at the
+        # first comparison, and an infinite claim_timeout would expire nothing ever.
+        _check_setting("claim_timeout", claim_timeout, "a finite number of seconds > 0", lambda v: 0 < v < _INF)
+        _check_setting("rotate_every", rotate_every, "a number of messages >= 1", lambda v: v >= 1)
+        _check_setting("batch_size", batch_size, "a number of messages >= 1", lambda v: v >= 1)
         self.directory = os.path.abspath(os.fspath(directory))
         self.claim_timeout, self.rotate_every = float(claim_timeout), int(rotate_every)
         self.batch_size = int(batch_size)
