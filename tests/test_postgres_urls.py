@@ -1,6 +1,7 @@
 """Opening the PostgreSQL backend with a URL that cannot work: a login the server refuses, a server
 that is down, a schema name PostgreSQL would read differently, a parameter libpq does not know.
-Each is a typed error naming the cause, soon, and leaves nothing on the server.
+Each is a typed error naming the cause, soon, and leaves nothing on the server. The parameters
+libpq does know reach it unchanged.
 """
 
 from __future__ import annotations
@@ -92,6 +93,23 @@ def test_a_parameter_libpq_does_not_know_is_refused_before_connecting(pg_server,
     with pytest.raises(ValueError, match='invalid URI query parameter: "bogus"'):
         Coordinator.open(root, url=f"{pg_server}?schema=urls_param&bogus=1")
     assert _schemas(pg_server, "urls_") == []
+
+
+def test_the_other_parameters_reach_the_server_as_libpq_reads_them(pg_server):
+    """Taking ``schema`` out of the query must leave the rest as written: re-encoding it turned
+    each %20 into a "+", so an ``options`` setting broke every login and a name changed."""
+    url = (f"{pg_server}?application_name=night%20shift&schema=urls_params"
+           "&options=-c%20work_mem%3D8MB%20-c%20search_path%3Dnowhere")
+    backend = PostgresBackend(url, retry_deadline=5.0)
+    try:
+        settings = backend.read(lambda tx: tx.one(
+            "SELECT current_setting('application_name'), current_setting('work_mem'), "
+            "current_setting('search_path')"))
+        assert settings == ("night shift", "8MB", "nowhere")
+    finally:
+        backend.close()
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute('DROP SCHEMA IF EXISTS "urls_params" CASCADE')
 
 
 @pytest.mark.parametrize("command", [["status"], ["journal", "verify"], ["watch", "--once"]])

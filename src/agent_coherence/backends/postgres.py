@@ -117,9 +117,12 @@ class _Retry(Exception):
 def split_url(url: str) -> tuple[str, str]:
     """(libpq conninfo, schema): the ``schema`` query parameter is ours, the rest goes to libpq."""
     parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((value for name, value in query if name == "schema"), DEFAULT_SCHEMA)
-    rest = urllib.parse.urlencode([(name, value) for name, value in query if name != "schema"])
+    # The other parameters go to libpq exactly as written: decoding and re-encoding them would
+    # turn a %20 into a "+", which libpq keeps as a plus ("options=-c%20work_mem%3D8MB").
+    pieces = [piece for piece in parts.query.split("&") if piece]
+    ours = [piece for piece in pieces if urllib.parse.unquote(piece.partition("=")[0]) == "schema"]
+    schema = urllib.parse.unquote(ours[0].partition("=")[2]) if ours else DEFAULT_SCHEMA
+    rest = "&".join(piece for piece in pieces if piece not in ours)
     if not schema.replace("_", "").isalnum() or schema[0].isdigit():
         raise ValueError(f"schema name {schema!r}: use letters, digits and underscores")
     if schema != schema.lower():
