@@ -196,6 +196,25 @@ def test_a_schema_written_by_a_newer_release_is_refused(root, pg_url):
     assert "newer release" in str(caught.value) and caught.value.recover
 
 
+@pytest.mark.parametrize("made_by_hand, said", [
+    ("CREATE TABLE @meta (k int)", "holds no agent-coherence schema version"),
+    ("CREATE TABLE @meta (name text PRIMARY KEY, value text NOT NULL)", "holds no agent-coherence schema version"),
+    ("CREATE TABLE @meta (name text PRIMARY KEY, value text NOT NULL); "
+     "INSERT INTO @meta VALUES ('schema_version', 'two')", "holds no agent-coherence schema version"),
+    ("CREATE TABLE @leases (x int)", "did not create (leases)"),
+])
+def test_a_schema_made_by_hand_is_refused_by_name(root, pg_url, made_by_hand, said):
+    """A schema holding tables of our names that agent-coherence did not make: they failed at some
+    later statement ("column holder does not exist", a ValueError on the version) with the hint
+    to check disk space."""
+    schema = split_url(pg_url)[1]
+    execute(pg_url, f'CREATE SCHEMA "{schema}"; {made_by_hand}')
+    with pytest.raises(BackendUnavailable) as caught:
+        Coordinator.open(root, url=pg_url)
+    assert f"schema {schema!r} is not an agent-coherence schema" in str(caught.value) and said in str(caught.value)
+    assert "schema=" in caught.value.recover
+
+
 def _sessions(url: str) -> int:
     """Sessions on the server's database other than the one counting them."""
     return execute(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "

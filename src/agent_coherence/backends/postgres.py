@@ -34,6 +34,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -472,6 +473,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
             tx.run("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"agent-coherence:{self.schema}",))
             tx.run(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             if tx.one("SELECT to_regclass(%s)", (f'"{self.schema}".meta',))[0] is None:  # type: ignore[index]
+                self._refuse_clashing_tables(tx, statements)
                 tx.run(self.sql(statements))
                 tx.run("INSERT INTO @journal_heads(part, pseq, hash) SELECT p, 0, %s "
                        "FROM generate_series(0, %s) AS p ON CONFLICT (part) DO NOTHING",
@@ -504,10 +506,37 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         # The chain count is fixed when the schema is created: every client uses the schema's.
         self.journal_chains = int(self.read(lambda tx: tx.one("SELECT count(*) FROM @journal_heads"))[0])  # type: ignore[index]
 
-    @staticmethod
-    def _stored_version(tx: Tx) -> int:
-        row = tx.one("SELECT value FROM @meta WHERE name = 'schema_version'")
-        return int(row[0]) if row else 0
+    def _stored_version(self, tx: Tx) -> int:
+        """The schema's version; a ``meta`` table agent-coherence did not write (other columns, no
+        version or not a number) is refused: migrating or using it would fail at some later
+        statement with an error that names neither the schema nor the cause."""
+        try:
+            row = tx.one("SELECT value FROM @meta WHERE name = 'schema_version'")
+        except pg_errors.UndefinedColumn:
+            row = None
+        version = row[0] if row else ""
+        if not version.isdigit() or int(version) < 1:
+            raise self._foreign("its meta table holds no agent-coherence schema version",
+                                f"schema_version {version!r}" if row else "no schema_version")
+        return int(version)
+
+    def _refuse_clashing_tables(self, tx: Tx, statements: str) -> None:
+        """Before creating the tables in a schema without ``meta``: refuse it if it already holds
+        a table of one of their names, which ``CREATE TABLE IF NOT EXISTS`` would take as ours."""
+        names = re.findall(r"CREATE TABLE IF NOT EXISTS @(\w+)", statements)
+        found = tx.all("SELECT relname FROM pg_class WHERE relnamespace = %s::regnamespace AND relname = ANY(%s) "
+                       "ORDER BY relname", (f'"{self.schema}"', names))
+        if found:
+            tables = ", ".join(row[0] for row in found)
+            raise self._foreign(f"it already holds tables agent-coherence did not create ({tables})",
+                                f"tables {tables}")
+
+    def _foreign(self, why: str, detail: str) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"schema {self.schema!r} is not an agent-coherence schema: {why}",
+            recover="pick another schema with the URL's schema= parameter, or drop this one if nothing else uses it",
+            backend=self.name, detail=detail,
+        )
 
     def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
