@@ -24,23 +24,28 @@ def _schemas(server_url: str, prefix: str) -> list[str]:
 
 
 def _with(server_url: str, **parts: str) -> str:
-    """The session server's URL with another user or database."""
+    """The session server's URL with another user, database or sslmode."""
     url = server_url
     if "user" in parts:
         url = url.replace("postgresql://postgres@", f"postgresql://{parts['user']}@", 1)
     if "database" in parts:
         url = url.rsplit("/", 1)[0] + "/" + parts["database"]
+    if "sslmode" in parts:
+        url = f"{url}?sslmode={parts['sslmode']}"
     return url
 
 
 @pytest.mark.parametrize("part, value, said", [
     ("database", "no_such_database", 'database "no_such_database" does not exist'),
     ("user", "no_such_role", 'role "no_such_role" does not exist'),
+    ("sslmode", "require", "server does not support SSL, but SSL was required"),
 ])
 def test_a_login_the_server_refuses_is_reported_at_once_with_its_cause(pg_server, part, value, said):
     """The pool keeps its connection failures to itself: without asking the server directly, a
-    wrong database or role waited two full deadlines and then said only that no connection came."""
-    url = _with(pg_server, **{part: value}) + "?schema=urls_refused"
+    wrong database or role waited two full deadlines and then said only that no connection came.
+    The test server has no SSL, so ``sslmode=require`` can never pass either."""
+    url = _with(pg_server, **{part: value})
+    url += ("&" if "?" in url else "?") + "schema=urls_refused"
     started = time.monotonic()
     with pytest.raises(BackendUnavailable) as caught:
         PostgresBackend(url, retry_deadline=5.0)

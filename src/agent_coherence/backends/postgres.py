@@ -170,8 +170,11 @@ def _connection_lost(error: BaseException, conn: psycopg.Connection[Any] | None)
 
 
 # libpq reports a refused login without a SQLSTATE; these words in its message mean the server
-# itself turned the client away (password, role, database, pg_hba.conf), which no retry changes.
-_LOGIN_REFUSED = ("authentication failed", "does not exist", "no pg_hba.conf entry", "permission denied")
+# itself turned the client away (password, role, database, pg_hba.conf), or the URL's sslmode asks
+# for what this server cannot give (SSL from a server without it, a certificate it does not have),
+# which no retry changes.
+_LOGIN_REFUSED = ("authentication failed", "does not exist", "no pg_hba.conf entry", "permission denied",
+                  "does not support SSL", "certificate verify failed")
 
 
 # Errors after which the same transaction may simply run again (nothing of it committed).
