@@ -100,6 +100,15 @@ def test_a_parameter_libpq_does_not_know_is_refused_before_connecting(pg_server,
     assert _schemas(pg_server, "urls_") == []
 
 
+@pytest.mark.parametrize("url", ["postgresql+psycopg://bob:s3cr%40t@db.example:5432/x?schema=team",
+                                 "postgresq://bob:s3cr%40t@db.example/x"])
+def test_a_url_no_backend_takes_is_refused_without_its_password(root, url):
+    """The refusal is printed by the CLI and kept in logs: it named the URL whole, password too."""
+    with pytest.raises(ValueError, match="unsupported backend URL") as caught:
+        Coordinator.open(root, url=url)
+    assert "s3cr" not in str(caught.value) and "bob:***@db.example" in str(caught.value)
+
+
 def test_the_other_parameters_reach_the_server_as_libpq_reads_them(pg_server):
     """Taking ``schema`` out of the query must leave the rest as written: re-encoding it turned
     each %20 into a "+", so an ``options`` setting broke every login and a name changed."""
