@@ -215,6 +215,20 @@ def test_a_schema_made_by_hand_is_refused_by_name(root, pg_url, made_by_hand, sa
     assert "schema=" in caught.value.recover
 
 
+def test_a_nul_character_postgresql_cannot_store_is_refused_as_a_bad_argument(root, pg_url):
+    """PostgreSQL text cannot hold NUL: a holder with one (which SQLite stored) and any other text
+    argument with one were reported as the server being unavailable, with a hint about disk space."""
+    with Coordinator.open(root, url=pg_url) as coord:
+        with pytest.raises(ValueError, match="holder must not contain a NUL"):
+            coord.acquire("f.txt", "agent\x00b")
+        with pytest.raises(ValueError, match="cannot contain NUL"):
+            coord.journal.append("note", "k\x00", "agent")
+        with pytest.raises(ValueError, match="cannot contain NUL"):
+            coord.backend.assign("task\x00", "worker", None, {})
+        assert coord.acquire("f.txt", "agent").fence == 1  # the refused calls left nothing behind
+        coord.journal.verify()
+
+
 def _sessions(url: str) -> int:
     """Sessions on the server's database other than the one counting them."""
     return execute(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "

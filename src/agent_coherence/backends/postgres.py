@@ -410,6 +410,11 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
                 conn.commit()
                 return result
             except psycopg.Error as error:
+                if isinstance(error, psycopg.DataError) and error.sqlstate is None:
+                    # psycopg would not send an argument (a NUL in text): the caller's value is
+                    # refused, as a bad argument is everywhere else; the server is not at fault.
+                    _roll_back(conn)
+                    raise ValueError(f"PostgreSQL cannot store a value given: {error}") from None
                 lost = _connection_lost(error, conn)
                 if not lost:
                     lost = not _roll_back(conn)
