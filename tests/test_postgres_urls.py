@@ -100,6 +100,34 @@ def test_a_parameter_libpq_does_not_know_is_refused_before_connecting(pg_server,
     assert _schemas(pg_server, "urls_") == []
 
 
+def test_a_url_without_a_host_part_takes_the_server_from_its_parameters(pg_server, monkeypatch):
+    """``postgresql:///db?host=/socket/dir`` (libpq's form for a unix socket) and a bare
+    ``postgresql://`` (everything from PGHOST, PGPORT, ...) were refused as malformed: the URL was
+    rebuilt from its parts, which drops the empty host and its "//"."""
+    from urllib.parse import quote, urlencode
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    server = {name: str(value) for name, value in conninfo_to_dict(pg_server).items()}
+    database = quote(server.pop("dbname", "postgres"))
+    urls = [f"postgresql:///{database}?{urlencode(server)}&schema=urls_hostless"]
+    for name, variable in [("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"), ("password", "PGPASSWORD")]:
+        if name in server:
+            monkeypatch.setenv(variable, server[name])
+    monkeypatch.setenv("PGDATABASE", database)
+    urls.append("postgresql://?schema=urls_hostless")
+    try:
+        for url in urls:
+            backend = PostgresBackend(url, retry_deadline=5.0)
+            try:
+                assert backend.now() > 0
+            finally:
+                backend.close()
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute('DROP SCHEMA IF EXISTS "urls_hostless" CASCADE')
+
+
 @pytest.mark.parametrize("url", ["postgresql+psycopg://bob:s3cr%40t@db.example:5432/x?schema=team",
                                  "postgresq://bob:s3cr%40t@db.example/x"])
 def test_a_url_no_backend_takes_is_refused_without_its_password(root, url):

@@ -117,10 +117,11 @@ class _Retry(Exception):
 
 def split_url(url: str) -> tuple[str, str]:
     """(libpq conninfo, schema): the ``schema`` query parameter is ours, the rest goes to libpq."""
-    parts = urllib.parse.urlsplit(url)
-    # The other parameters go to libpq exactly as written: decoding and re-encoding them would
-    # turn a %20 into a "+", which libpq keeps as a plus ("options=-c%20work_mem%3D8MB").
-    pieces = [piece for piece in parts.query.split("&") if piece]
+    # The rest goes to libpq exactly as written. Decoding and re-encoding the parameters would turn
+    # a %20 into a "+", which libpq keeps as a plus ("options=-c%20work_mem%3D8MB"); rebuilding the
+    # URL from its parts would drop the empty host of "postgresql:///db?host=/socket/dir".
+    base, _, query = url.partition("?")
+    pieces = [piece for piece in query.split("&") if piece]
     ours = [piece for piece in pieces if urllib.parse.unquote(piece.partition("=")[0]) == "schema"]
     schema = urllib.parse.unquote(ours[0].partition("=")[2]) if ours else DEFAULT_SCHEMA
     rest = "&".join(piece for piece in pieces if piece not in ours)
@@ -135,7 +136,7 @@ def split_url(url: str) -> tuple[str, str]:
     if len(schema.encode()) > MAX_NAME_BYTES:
         # PostgreSQL would cut it to its first 63 bytes: two names sharing them would be one schema.
         raise ValueError(f"schema name {schema!r}: at most {MAX_NAME_BYTES} bytes, PostgreSQL's limit")
-    return urllib.parse.urlunsplit(parts._replace(query=rest)), schema
+    return (f"{base}?{rest}" if rest else base), schema
 
 
 def check_url(url: str) -> None:
