@@ -403,6 +403,41 @@ def test_an_unanswered_commit_is_checked_by_its_journal_row(pg_url, monkeypatch,
     backend.journal_verify()
 
 
+def test_an_unanswered_commit_is_not_taken_for_another_with_its_sequence_number(pg_url, monkeypatch):
+    """A crash takes back the sequence numbers a transaction drew when its commit was lost (seen
+    on this server: a nextval before ``stop -m immediate`` came again after the restart), so
+    another host's entry can carry the lost one's seq. Checked by seq alone, the lost lease grant
+    passed for done: the caller held a fence no lease row had."""
+    backend = PostgresBackend(pg_url, retry_deadline=10)
+    other = PostgresBackend(pg_url)
+    backend.retention(Retention(every=0))
+    backend.journal_append("note", "before", "alice", {})  # so the seq to take back is above 1
+    original = psycopg.Connection.commit
+    state = {"armed": True}
+
+    def commit(self: psycopg.Connection) -> None:
+        if state["armed"]:
+            state["armed"] = False
+            self.close()  # lost before the server committed
+            # What the crash and another host do meanwhile: the seq comes again, and is used.
+            drawn = execute(pg_url, "SELECT last_value FROM @journal_seq")[0][0]
+            execute(pg_url, "SELECT setval(%s, %s)", (f'"{split_url(pg_url)[1]}".journal_seq', drawn - 1))
+            assert other.journal_append("note", "elsewhere", "bob", {}).seq == drawn
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        original(self)
+
+    monkeypatch.setattr(psycopg.Connection, "commit", commit)
+    try:
+        lease = backend.acquire_lease("a.txt", "alice", 30)
+        assert not state["armed"]
+        held = backend.get_lease("a.txt")
+        assert held is not None and (held.holder, held.fence) == ("alice", lease.fence)
+        assert backend.journal_count(kind="lease.acquire") == 1
+    finally:
+        backend.close()
+        other.close()
+
+
 @pytest.mark.parametrize("committed", [True, False], ids=["had-committed", "had-not"])
 def test_an_unanswered_intent_is_checked_by_its_id(pg_url, monkeypatch, committed):
     from agent_coherence.backends.records import WriteRequest

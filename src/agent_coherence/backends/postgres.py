@@ -451,10 +451,14 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         check: Callable[[Tx], T | None] | None,
     ) -> T | Deferred:
         """Decide a transaction whose COMMIT went unanswered, on a fresh connection."""
-        if lost_tx.seqs:
-            seq = lost_tx.seqs[0]
+        if lost_tx.records:
+            # By its hash as well as its seq: a crash can take back the sequence numbers of a
+            # transaction whose commit was lost, and the server then hands the same seq to
+            # another transaction, whose row would pass for this one's.
+            first = lost_tx.records[0]
             found = self._retrying(lambda: self._attempt(
-                lambda tx: tx.one("SELECT 1 FROM @journal WHERE seq = %s", (seq,)), True, None, False))
+                lambda tx: tx.one("SELECT 1 FROM @journal WHERE seq = %s AND hash = %s", (first.seq, first.hash)),
+                True, None, False))
             if found:
                 return result
             raise _Retry(error)
