@@ -196,6 +196,39 @@ def test_a_schema_written_by_a_newer_release_is_refused(root, pg_url):
     assert "newer release" in str(caught.value) and caught.value.recover
 
 
+@pytest.mark.parametrize("made_by_hand, said", [
+    ("CREATE TABLE @meta (k int)", "holds no agent-coherence schema version"),
+    ("CREATE TABLE @meta (name text PRIMARY KEY, value text NOT NULL)", "holds no agent-coherence schema version"),
+    ("CREATE TABLE @meta (name text PRIMARY KEY, value text NOT NULL); "
+     "INSERT INTO @meta VALUES ('schema_version', 'two')", "holds no agent-coherence schema version"),
+    ("CREATE TABLE @leases (x int)", "did not create (leases)"),
+])
+def test_a_schema_made_by_hand_is_refused_by_name(root, pg_url, made_by_hand, said):
+    """A schema holding tables of our names that agent-coherence did not make: they failed at some
+    later statement ("column holder does not exist", a ValueError on the version) with the hint
+    to check disk space."""
+    schema = split_url(pg_url)[1]
+    execute(pg_url, f'CREATE SCHEMA "{schema}"; {made_by_hand}')
+    with pytest.raises(BackendUnavailable) as caught:
+        Coordinator.open(root, url=pg_url)
+    assert f"schema {schema!r} is not an agent-coherence schema" in str(caught.value) and said in str(caught.value)
+    assert "schema=" in caught.value.recover
+
+
+def test_a_nul_character_postgresql_cannot_store_is_refused_as_a_bad_argument(root, pg_url):
+    """PostgreSQL text cannot hold NUL: a holder with one (which SQLite stored) and any other text
+    argument with one were reported as the server being unavailable, with a hint about disk space."""
+    with Coordinator.open(root, url=pg_url) as coord:
+        with pytest.raises(ValueError, match="holder must not contain a NUL"):
+            coord.acquire("f.txt", "agent\x00b")
+        with pytest.raises(ValueError, match="cannot contain NUL"):
+            coord.journal.append("note", "k\x00", "agent")
+        with pytest.raises(ValueError, match="cannot contain NUL"):
+            coord.backend.assign("task\x00", "worker", None, {})
+        assert coord.acquire("f.txt", "agent").fence == 1  # the refused calls left nothing behind
+        coord.journal.verify()
+
+
 def _sessions(url: str) -> int:
     """Sessions on the server's database other than the one counting them."""
     return execute(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
@@ -368,6 +401,41 @@ def test_an_unanswered_commit_is_checked_by_its_journal_row(pg_url, monkeypatch,
     assert backend.acquire_lease("a.txt", "alice", 30).fence == 1
     assert backend.channel_stats("jobs")["depth"] == 1 and len(ids) == 1
     backend.journal_verify()
+
+
+def test_an_unanswered_commit_is_not_taken_for_another_with_its_sequence_number(pg_url, monkeypatch):
+    """A crash takes back the sequence numbers a transaction drew when its commit was lost (seen
+    on this server: a nextval before ``stop -m immediate`` came again after the restart), so
+    another host's entry can carry the lost one's seq. Checked by seq alone, the lost lease grant
+    passed for done: the caller held a fence no lease row had."""
+    backend = PostgresBackend(pg_url, retry_deadline=10)
+    other = PostgresBackend(pg_url)
+    backend.retention(Retention(every=0))
+    backend.journal_append("note", "before", "alice", {})  # so the seq to take back is above 1
+    original = psycopg.Connection.commit
+    state = {"armed": True}
+
+    def commit(self: psycopg.Connection) -> None:
+        if state["armed"]:
+            state["armed"] = False
+            self.close()  # lost before the server committed
+            # What the crash and another host do meanwhile: the seq comes again, and is used.
+            drawn = execute(pg_url, "SELECT last_value FROM @journal_seq")[0][0]
+            execute(pg_url, "SELECT setval(%s, %s)", (f'"{split_url(pg_url)[1]}".journal_seq', drawn - 1))
+            assert other.journal_append("note", "elsewhere", "bob", {}).seq == drawn
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        original(self)
+
+    monkeypatch.setattr(psycopg.Connection, "commit", commit)
+    try:
+        lease = backend.acquire_lease("a.txt", "alice", 30)
+        assert not state["armed"]
+        held = backend.get_lease("a.txt")
+        assert held is not None and (held.holder, held.fence) == ("alice", lease.fence)
+        assert backend.journal_count(kind="lease.acquire") == 1
+    finally:
+        backend.close()
+        other.close()
 
 
 @pytest.mark.parametrize("committed", [True, False], ids=["had-committed", "had-not"])

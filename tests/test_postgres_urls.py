@@ -1,6 +1,7 @@
 """Opening the PostgreSQL backend with a URL that cannot work: a login the server refuses, a server
 that is down, a schema name PostgreSQL would read differently, a parameter libpq does not know.
-Each is a typed error naming the cause, soon, and leaves nothing on the server.
+Each is a typed error naming the cause, soon, and leaves nothing on the server. The parameters
+libpq does know reach it unchanged.
 """
 
 from __future__ import annotations
@@ -23,23 +24,28 @@ def _schemas(server_url: str, prefix: str) -> list[str]:
 
 
 def _with(server_url: str, **parts: str) -> str:
-    """The session server's URL with another user or database."""
+    """The session server's URL with another user, database or sslmode."""
     url = server_url
     if "user" in parts:
         url = url.replace("postgresql://postgres@", f"postgresql://{parts['user']}@", 1)
     if "database" in parts:
         url = url.rsplit("/", 1)[0] + "/" + parts["database"]
+    if "sslmode" in parts:
+        url = f"{url}?sslmode={parts['sslmode']}"
     return url
 
 
 @pytest.mark.parametrize("part, value, said", [
     ("database", "no_such_database", 'database "no_such_database" does not exist'),
     ("user", "no_such_role", 'role "no_such_role" does not exist'),
+    ("sslmode", "require", "server does not support SSL, but SSL was required"),
 ])
 def test_a_login_the_server_refuses_is_reported_at_once_with_its_cause(pg_server, part, value, said):
     """The pool keeps its connection failures to itself: without asking the server directly, a
-    wrong database or role waited two full deadlines and then said only that no connection came."""
-    url = _with(pg_server, **{part: value}) + "?schema=urls_refused"
+    wrong database or role waited two full deadlines and then said only that no connection came.
+    The test server has no SSL, so ``sslmode=require`` can never pass either."""
+    url = _with(pg_server, **{part: value})
+    url += ("&" if "?" in url else "?") + "schema=urls_refused"
     started = time.monotonic()
     with pytest.raises(BackendUnavailable) as caught:
         PostgresBackend(url, retry_deadline=5.0)
@@ -92,6 +98,60 @@ def test_a_parameter_libpq_does_not_know_is_refused_before_connecting(pg_server,
     with pytest.raises(ValueError, match='invalid URI query parameter: "bogus"'):
         Coordinator.open(root, url=f"{pg_server}?schema=urls_param&bogus=1")
     assert _schemas(pg_server, "urls_") == []
+
+
+def test_a_url_without_a_host_part_takes_the_server_from_its_parameters(pg_server, monkeypatch):
+    """``postgresql:///db?host=/socket/dir`` (libpq's form for a unix socket) and a bare
+    ``postgresql://`` (everything from PGHOST, PGPORT, ...) were refused as malformed: the URL was
+    rebuilt from its parts, which drops the empty host and its "//"."""
+    from urllib.parse import quote, urlencode
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    server = {name: str(value) for name, value in conninfo_to_dict(pg_server).items()}
+    database = quote(server.pop("dbname", "postgres"))
+    urls = [f"postgresql:///{database}?{urlencode(server)}&schema=urls_hostless"]
+    for name, variable in [("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"), ("password", "PGPASSWORD")]:
+        if name in server:
+            monkeypatch.setenv(variable, server[name])
+    monkeypatch.setenv("PGDATABASE", database)
+    urls.append("postgresql://?schema=urls_hostless")
+    try:
+        for url in urls:
+            backend = PostgresBackend(url, retry_deadline=5.0)
+            try:
+                assert backend.now() > 0
+            finally:
+                backend.close()
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute('DROP SCHEMA IF EXISTS "urls_hostless" CASCADE')
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://bob:s3cr%40t@db.example:5432/x?schema=team",
+                                 "postgresq://bob:s3cr%40t@db.example/x"])
+def test_a_url_no_backend_takes_is_refused_without_its_password(root, url):
+    """The refusal is printed by the CLI and kept in logs: it named the URL whole, password too."""
+    with pytest.raises(ValueError, match="unsupported backend URL") as caught:
+        Coordinator.open(root, url=url)
+    assert "s3cr" not in str(caught.value) and "bob:***@db.example" in str(caught.value)
+
+
+def test_the_other_parameters_reach_the_server_as_libpq_reads_them(pg_server):
+    """Taking ``schema`` out of the query must leave the rest as written: re-encoding it turned
+    each %20 into a "+", so an ``options`` setting broke every login and a name changed."""
+    url = (f"{pg_server}?application_name=night%20shift&schema=urls_params"
+           "&options=-c%20work_mem%3D8MB%20-c%20search_path%3Dnowhere")
+    backend = PostgresBackend(url, retry_deadline=5.0)
+    try:
+        settings = backend.read(lambda tx: tx.one(
+            "SELECT current_setting('application_name'), current_setting('work_mem'), "
+            "current_setting('search_path')"))
+        assert settings == ("night shift", "8MB", "nowhere")
+    finally:
+        backend.close()
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute('DROP SCHEMA IF EXISTS "urls_params" CASCADE')
 
 
 @pytest.mark.parametrize("command", [["status"], ["journal", "verify"], ["watch", "--once"]])

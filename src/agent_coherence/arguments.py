@@ -79,11 +79,14 @@ def timestamp(value: object, name: str = "now") -> float:
 
 
 def holder_name(holder: object) -> str:
-    """Who holds a lease or writes: a non-empty string."""
+    """Who holds a lease or writes: a non-empty string without NUL (PostgreSQL cannot store one, so
+    it is refused on every backend alike)."""
     if not isinstance(holder, str):
         raise TypeError(f"holder must be a str naming the writer, not {type(holder).__name__}")
     if not holder.strip():
         raise ValueError("holder must name the writer (an empty or blank holder is refused)")
+    if "\x00" in holder:
+        raise ValueError(f"holder must not contain a NUL character, not {holder!r}")
     return holder
 
 

@@ -36,6 +36,16 @@ def default_database(root: str) -> str:
 URL_VARIABLE = "AGENT_COHERENCE_URL"
 
 
+def _unsupported(url: str) -> ValueError:
+    """The refusal of a URL no backend takes, naming it without the password it may hold (a
+    ``postgresql+psycopg://user:secret@host/db`` copied from another tool's settings)."""
+    scheme, at, rest = url.partition("://")
+    userinfo, has_user, place = rest.rpartition("@")
+    if at and has_user and ":" in userinfo:
+        url = f"{scheme}://{userinfo.split(':', 1)[0]}:***@{place}"
+    return ValueError(f"unsupported backend URL {url!r}: use None, sqlite:///<file> or postgresql://...")
+
+
 def check_url(url: str | None) -> None:
     """Refuse a URL ``open_backend`` would refuse (ValueError), without opening or creating
     anything, so a bad URL leaves the disk as it was. A missing PostgreSQL driver is left to
@@ -51,7 +61,7 @@ def check_url(url: str | None) -> None:
             return
         check_postgres_url(url)
         return
-    raise ValueError(f"unsupported backend URL {url!r}: use None, sqlite:///<file> or postgresql://...")
+    raise _unsupported(url)
 
 
 def open_backend(root: str, url: str | None = None, *, create: bool = True) -> Backend:
@@ -82,4 +92,4 @@ def open_backend(root: str, url: str | None = None, *, create: bool = True) -> B
                 backend="postgresql", detail=str(error),
             ) from error
         return PostgresBackend(url, create=create)
-    raise ValueError(f"unsupported backend URL {url!r}: use None, sqlite:///<file> or postgresql://...")
+    raise _unsupported(url)

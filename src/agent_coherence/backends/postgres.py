@@ -34,6 +34,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -116,10 +117,14 @@ class _Retry(Exception):
 
 def split_url(url: str) -> tuple[str, str]:
     """(libpq conninfo, schema): the ``schema`` query parameter is ours, the rest goes to libpq."""
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((value for name, value in query if name == "schema"), DEFAULT_SCHEMA)
-    rest = urllib.parse.urlencode([(name, value) for name, value in query if name != "schema"])
+    # The rest goes to libpq exactly as written. Decoding and re-encoding the parameters would turn
+    # a %20 into a "+", which libpq keeps as a plus ("options=-c%20work_mem%3D8MB"); rebuilding the
+    # URL from its parts would drop the empty host of "postgresql:///db?host=/socket/dir".
+    base, _, query = url.partition("?")
+    pieces = [piece for piece in query.split("&") if piece]
+    ours = [piece for piece in pieces if urllib.parse.unquote(piece.partition("=")[0]) == "schema"]
+    schema = urllib.parse.unquote(ours[0].partition("=")[2]) if ours else DEFAULT_SCHEMA
+    rest = "&".join(piece for piece in pieces if piece not in ours)
     if not schema.replace("_", "").isalnum() or schema[0].isdigit():
         raise ValueError(f"schema name {schema!r}: use letters, digits and underscores")
     if schema != schema.lower():
@@ -131,7 +136,7 @@ def split_url(url: str) -> tuple[str, str]:
     if len(schema.encode()) > MAX_NAME_BYTES:
         # PostgreSQL would cut it to its first 63 bytes: two names sharing them would be one schema.
         raise ValueError(f"schema name {schema!r}: at most {MAX_NAME_BYTES} bytes, PostgreSQL's limit")
-    return urllib.parse.urlunsplit(parts._replace(query=rest)), schema
+    return (f"{base}?{rest}" if rest else base), schema
 
 
 def check_url(url: str) -> None:
@@ -166,8 +171,11 @@ def _connection_lost(error: BaseException, conn: psycopg.Connection[Any] | None)
 
 
 # libpq reports a refused login without a SQLSTATE; these words in its message mean the server
-# itself turned the client away (password, role, database, pg_hba.conf), which no retry changes.
-_LOGIN_REFUSED = ("authentication failed", "does not exist", "no pg_hba.conf entry", "permission denied")
+# itself turned the client away (password, role, database, pg_hba.conf), or the URL's sslmode asks
+# for what this server cannot give (SSL from a server without it, a certificate it does not have),
+# which no retry changes.
+_LOGIN_REFUSED = ("authentication failed", "does not exist", "no pg_hba.conf entry", "permission denied",
+                  "does not support SSL", "certificate verify failed")
 
 
 # Errors after which the same transaction may simply run again (nothing of it committed).
@@ -403,6 +411,11 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
                 conn.commit()
                 return result
             except psycopg.Error as error:
+                if isinstance(error, psycopg.DataError) and error.sqlstate is None:
+                    # psycopg would not send an argument (a NUL in text): the caller's value is
+                    # refused, as a bad argument is everywhere else; the server is not at fault.
+                    _roll_back(conn)
+                    raise ValueError(f"PostgreSQL cannot store a value given: {error}") from None
                 lost = _connection_lost(error, conn)
                 if not lost:
                     lost = not _roll_back(conn)
@@ -438,10 +451,14 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         check: Callable[[Tx], T | None] | None,
     ) -> T | Deferred:
         """Decide a transaction whose COMMIT went unanswered, on a fresh connection."""
-        if lost_tx.seqs:
-            seq = lost_tx.seqs[0]
+        if lost_tx.records:
+            # By its hash as well as its seq: a crash can take back the sequence numbers of a
+            # transaction whose commit was lost, and the server then hands the same seq to
+            # another transaction, whose row would pass for this one's.
+            first = lost_tx.records[0]
             found = self._retrying(lambda: self._attempt(
-                lambda tx: tx.one("SELECT 1 FROM @journal WHERE seq = %s", (seq,)), True, None, False))
+                lambda tx: tx.one("SELECT 1 FROM @journal WHERE seq = %s AND hash = %s", (first.seq, first.hash)),
+                True, None, False))
             if found:
                 return result
             raise _Retry(error)
@@ -469,6 +486,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
             tx.run("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"agent-coherence:{self.schema}",))
             tx.run(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             if tx.one("SELECT to_regclass(%s)", (f'"{self.schema}".meta',))[0] is None:  # type: ignore[index]
+                self._refuse_clashing_tables(tx, statements)
                 tx.run(self.sql(statements))
                 tx.run("INSERT INTO @journal_heads(part, pseq, hash) SELECT p, 0, %s "
                        "FROM generate_series(0, %s) AS p ON CONFLICT (part) DO NOTHING",
@@ -501,10 +519,37 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         # The chain count is fixed when the schema is created: every client uses the schema's.
         self.journal_chains = int(self.read(lambda tx: tx.one("SELECT count(*) FROM @journal_heads"))[0])  # type: ignore[index]
 
-    @staticmethod
-    def _stored_version(tx: Tx) -> int:
-        row = tx.one("SELECT value FROM @meta WHERE name = 'schema_version'")
-        return int(row[0]) if row else 0
+    def _stored_version(self, tx: Tx) -> int:
+        """The schema's version; a ``meta`` table agent-coherence did not write (other columns, no
+        version or not a number) is refused: migrating or using it would fail at some later
+        statement with an error that names neither the schema nor the cause."""
+        try:
+            row = tx.one("SELECT value FROM @meta WHERE name = 'schema_version'")
+        except pg_errors.UndefinedColumn:
+            row = None
+        version = row[0] if row else ""
+        if not version.isdigit() or int(version) < 1:
+            raise self._foreign("its meta table holds no agent-coherence schema version",
+                                f"schema_version {version!r}" if row else "no schema_version")
+        return int(version)
+
+    def _refuse_clashing_tables(self, tx: Tx, statements: str) -> None:
+        """Before creating the tables in a schema without ``meta``: refuse it if it already holds
+        a table of one of their names, which ``CREATE TABLE IF NOT EXISTS`` would take as ours."""
+        names = re.findall(r"CREATE TABLE IF NOT EXISTS @(\w+)", statements)
+        found = tx.all("SELECT relname FROM pg_class WHERE relnamespace = %s::regnamespace AND relname = ANY(%s) "
+                       "ORDER BY relname", (f'"{self.schema}"', names))
+        if found:
+            tables = ", ".join(row[0] for row in found)
+            raise self._foreign(f"it already holds tables agent-coherence did not create ({tables})",
+                                f"tables {tables}")
+
+    def _foreign(self, why: str, detail: str) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"schema {self.schema!r} is not an agent-coherence schema: {why}",
+            recover="pick another schema with the URL's schema= parameter, or drop this one if nothing else uses it",
+            backend=self.name, detail=detail,
+        )
 
     def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:

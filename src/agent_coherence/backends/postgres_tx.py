@@ -57,7 +57,6 @@ class Tx:
         self.flush = flush
         self.cursor = conn.cursor()
         self.pending: list[tuple[str, str | None, str | None, str]] = []
-        self.seqs: list[int] = []
         self.records: list[JournalRecord] = []
 
     def run(self, sql: str, params: Any = None) -> int:
@@ -108,7 +107,6 @@ class Tx:
                 column.append(value)
             self.records.append(JournalRecord(seq, ts, kind, key, holder, json.loads(data_json), prev, digest, data_json))
             prev = digest
-        self.seqs = self.seqs + seqs
         if count == 1:  # the common case: scalars cost less to send than ten one-element arrays
             self.run(
                 "WITH e AS (INSERT INTO @journal(seq, part, pseq, ts, kind, key, holder, data, prev_hash, hash) "
