@@ -356,7 +356,9 @@ class Coordinator:
                     remaining = max(0.0, budget - (time.monotonic() - started))
                     with self.lease(key, holder, ttl, wait=remaining) as lease:
                         snapshot = self._readable(key)
-                        return self.write(key, fn(snapshot.data), lease=lease)
+                        # The version too: a writer elsewhere under the same holder name shares
+                        # this lease (see docs/limits.md), and only the version catches its write.
+                        return self.write(key, fn(snapshot.data), lease=lease, expect_version=snapshot.version)
                 snapshot = self._readable(key)
                 return self.write(key, fn(snapshot.data), holder=holder,
                                   expect_version=snapshot.version, ttl=ttl)
