@@ -51,6 +51,10 @@ def test_invalid_channel_settings_are_refused_and_nothing_changes(coord, setting
     lambda ch: ch.receive_many("c", 0),
     lambda ch: ch.receive("c", wait=-1.0),
     lambda ch: ch.group(""),
+    # a lone surrogate (a name decoded from bad bytes) raised a bare UnicodeEncodeError in the backend
+    lambda ch: ch.send("x", key="k\udc80"),
+    lambda ch: ch.receive("c\udc80"),
+    lambda ch: ch.group("g\udc80"),
 ])
 def test_invalid_arguments_to_channel_calls_are_refused(coord, call):
     ch = coord.channel("args")
@@ -130,3 +134,10 @@ def test_a_payload_json_cannot_hold_is_refused_and_nothing_is_sent(coord, payloa
     with pytest.raises(ChannelError):
         ch.send_many([{"ok": 1}, payload])
     assert ch.receive(consumer="c") is None
+
+
+@pytest.mark.parametrize("name", ["", "a\x00b", "tasks\udc80", 7, None])
+def test_a_channel_name_no_backend_can_store_is_refused(coord, name):
+    with pytest.raises(ChannelError, match="invalid channel name"):
+        coord.channel(name)
+    assert coord.backend.list_channels() == []

@@ -19,6 +19,8 @@ from agent_coherence import Coordinator
     lambda live: live.start("w", channels=[None]),
     lambda live: live.start(None),
     lambda live: live.start(""),
+    lambda live: live.start("w\udc80"),  # a lone surrogate: a bare UnicodeEncodeError in the backend
+    lambda live: live.assign("t\udc80", "w"),
     lambda live: live.assign("t", "w", deadline="10"),
     lambda live: live.assign("t", "w", deadline=float("nan")),
     lambda live: live.assign("t", None),

@@ -11,12 +11,28 @@ ForeignPolicy = Literal["raise", "adopt"]
 FOREIGN_POLICIES = ("raise", "adopt")
 
 
+def is_text(value: str) -> bool:
+    """Whether ``value`` can be stored: it encodes as UTF-8 (no lone surrogate, as a name decoded
+    from bad bytes with ``surrogateescape`` has). Checked in one step for an ASCII string."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def payload_bytes(data: object) -> bytes:
     """``data`` as bytes: a str is encoded as UTF-8, bytes kept as they are (immutable), any other
     bytes-like object copied. Anything else (an int would otherwise become that many NUL bytes)
     is a TypeError."""
     if isinstance(data, str):
-        return data.encode("utf-8")
+        try:
+            return data.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(f"data is a str that is not valid text: a lone surrogate at position {error.start} "
+                             "(encode it yourself, e.g. with errors='surrogateescape', and pass bytes)") from None
     if type(data) is bytes:  # immutable: nothing to copy
         return data
     try:
@@ -80,13 +96,15 @@ def timestamp(value: object, name: str = "now") -> float:
 
 def holder_name(holder: object) -> str:
     """Who holds a lease or writes: a non-empty string without NUL (PostgreSQL cannot store one, so
-    it is refused on every backend alike)."""
+    it is refused on every backend alike) that can be stored as UTF-8."""
     if not isinstance(holder, str):
         raise TypeError(f"holder must be a str naming the writer, not {type(holder).__name__}")
     if not holder.strip():
         raise ValueError("holder must name the writer (an empty or blank holder is refused)")
     if "\x00" in holder:
         raise ValueError(f"holder must not contain a NUL character, not {holder!r}")
+    if not is_text(holder):
+        raise ValueError(f"holder must be valid text, not {holder!r} (a lone surrogate)")
     return holder
 
 

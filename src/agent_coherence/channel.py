@@ -20,6 +20,7 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Mapping
 
+from .arguments import is_text
 from .backends.base import ChannelConfig, MessageRecord
 from .backends.records import effect_key
 from .errors import ChannelError, StaleReceipt
@@ -64,8 +65,8 @@ def check_text(name: str, value: object, *, optional: bool = False) -> None:
     """Refuse a name or key that is not a non-empty string without NUL (None too, unless optional)."""
     if value is None and optional:
         return
-    if not isinstance(value, str) or not value or "\x00" in value:
-        raise ChannelError(f"{name} must be a non-empty string, not {value!r}",
+    if not isinstance(value, str) or not value or "\x00" in value or not is_text(value):
+        raise ChannelError(f"{name} must be a non-empty string of valid text, not {value!r}",
                            recover=f"pass {name} as a non-empty string", setting=name, value=value)
 
 
@@ -100,8 +101,9 @@ class Channel:
     """
 
     def __init__(self, backend: "Backend", name: str, group: str = "", **settings: Any) -> None:
-        if not isinstance(name, str) or not name or "\x00" in name:
-            raise ChannelError(f"invalid channel name {name!r}", recover="use a non-empty string as the name")
+        if not isinstance(name, str) or not name or "\x00" in name or not is_text(name):
+            raise ChannelError(f"invalid channel name {name!r}", recover="use a non-empty string of valid text "
+                               "(no NUL, no lone surrogate) as the name")
         self._backend = backend
         self.name = name
         self.group_name = group

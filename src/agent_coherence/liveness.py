@@ -27,6 +27,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from .arguments import is_text
 from .backends.records import CLOCK_KEY
 from .models import Anomaly
 
@@ -44,8 +45,8 @@ def _name(value: object, what: str) -> str:
     matched nothing)."""
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, not {type(value).__name__}")
-    if not value.strip() or "\x00" in value:
-        raise ValueError(f"{what} must be a non-empty name without NUL, not {value!r}")
+    if not value.strip() or "\x00" in value or not is_text(value):
+        raise ValueError(f"{what} must be a non-empty name of valid text (no NUL, no lone surrogate), not {value!r}")
     return value
 
 
