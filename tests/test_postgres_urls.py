@@ -193,3 +193,32 @@ def test_open_with_create_false_refuses_a_missing_schema_and_opens_an_existing_o
     finally:
         with psycopg.connect(pg_server, autocommit=True) as conn:
             conn.execute('DROP SCHEMA IF EXISTS "urls_later" CASCADE')
+
+
+@pytest.mark.parametrize("threshold, prepared", [(None, True), ("none", False), ("1", True)])
+def test_prepare_threshold_in_the_url_reaches_every_session(pg_server, threshold, prepared):
+    """``prepare_threshold=none`` in the URL (PgBouncer in transaction mode) was not possible: only
+    ``PostgresBackend(prepare_threshold=None)`` in Python set it, so the CLI and the Claude Code hook,
+    which open by URL, always prepared statements on the server."""
+    url = f"{pg_server}?schema=urls_prepare" + (f"&prepare_threshold={threshold}" if threshold else "")
+    backend = PostgresBackend(url, retry_deadline=5.0, pool_size=1)  # one session: it sees its own statements
+    try:
+        for _ in range(8):  # past psycopg's default threshold of 5 executions
+            backend.read(lambda tx: tx.one("SELECT 1"))
+        count = backend.read(lambda tx: tx.one("SELECT count(*) FROM pg_prepared_statements"))[0]
+        assert (count > 0) is prepared, count
+    finally:
+        backend.close()
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute('DROP SCHEMA IF EXISTS "urls_prepare" CASCADE')
+
+
+@pytest.mark.parametrize("threshold", ["sometimes", "0", "-1"])
+def test_a_prepare_threshold_that_is_not_one_is_refused_before_connecting(pg_server, root, threshold):
+    # 0 (prepare every statement at once) made every session fail to start: its settings are one
+    # multi-statement string, which the server cannot prepare.
+    with pytest.raises(ValueError, match="prepare_threshold="):
+        Coordinator.open(root, url=f"{pg_server}?schema=urls_prepare_bad&prepare_threshold={threshold}")
+    with pytest.raises(ValueError, match="prepare_threshold=0"):
+        PostgresBackend(f"{pg_server}?schema=urls_prepare_bad", prepare_threshold=0)
+    assert _schemas(pg_server, "urls_prepare_bad") == []

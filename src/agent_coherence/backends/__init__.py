@@ -56,7 +56,7 @@ def check_url(url: str | None) -> None:
         return
     if url.startswith(("postgresql://", "postgres://")):
         try:
-            from .postgres import check_url as check_postgres_url
+            from .postgres_url import check_url as check_postgres_url
         except ImportError:
             return
         check_postgres_url(url)

@@ -37,13 +37,11 @@ import os
 import re
 import threading
 import time
-import urllib.parse
 import weakref
 from typing import Any, Callable, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
@@ -53,6 +51,7 @@ from .postgres_channel_depth import DEPTH_MIGRATION, DEPTH_SCHEMA, ChannelDepthO
 from .postgres_channels import CHANNEL_CLOCK_SCHEMA, CHANNEL_SCHEMA, ChannelOps
 from .postgres_journal import JOURNAL_MIGRATION, JOURNAL_SCHEMA, JournalOps
 from .postgres_tx import JOURNAL_PARTITIONS, Tx
+from .postgres_url import check_url, split_url, url_prepare_threshold
 from .postgres_liveness import LIVENESS_SCHEMA, LivenessOps
 from .postgres_refs import REFS_SCHEMA, RefOps
 from .postgres_retention import RetentionOps
@@ -62,8 +61,6 @@ from .sqlite_tx import Deferred
 T = TypeVar("T")
 
 SCHEMA_VERSION = 3
-DEFAULT_SCHEMA = "agent_coherence"
-MAX_NAME_BYTES = 63  # NAMEDATALEN - 1
 # Migrations from an earlier schema version: version -> statements that bring it to version + 1.
 # 1 -> 2: refs and channel time; 2 -> 3: compaction (removed counts on the chain heads, the
 # checkpoint index) and the channel counters.
@@ -115,40 +112,6 @@ class _Retry(Exception):
         self.cause = cause
 
 
-def split_url(url: str) -> tuple[str, str]:
-    """(libpq conninfo, schema): the ``schema`` query parameter is ours, the rest goes to libpq."""
-    # The rest goes to libpq exactly as written. Decoding and re-encoding the parameters would turn
-    # a %20 into a "+", which libpq keeps as a plus ("options=-c%20work_mem%3D8MB"); rebuilding the
-    # URL from its parts would drop the empty host of "postgresql:///db?host=/socket/dir".
-    base, _, query = url.partition("?")
-    pieces = [piece for piece in query.split("&") if piece]
-    ours = [piece for piece in pieces if urllib.parse.unquote(piece.partition("=")[0]) == "schema"]
-    schema = urllib.parse.unquote(ours[0].partition("=")[2]) if ours else DEFAULT_SCHEMA
-    rest = "&".join(piece for piece in pieces if piece not in ours)
-    if not schema.replace("_", "").isalnum() or schema[0].isdigit():
-        raise ValueError(f"schema name {schema!r}: use letters, digits and underscores")
-    if schema != schema.lower():
-        # Every statement quotes the name, so "Team" would be a schema apart from the "team" that
-        # psql, and a host configured with the other spelling, means by Team: two fleets apart.
-        raise ValueError(f"schema name {schema!r}: use lower case ({schema.lower()!r})")
-    if schema.startswith("pg_"):
-        raise ValueError(f"schema name {schema!r}: the prefix pg_ is reserved by PostgreSQL")
-    if len(schema.encode()) > MAX_NAME_BYTES:
-        # PostgreSQL would cut it to its first 63 bytes: two names sharing them would be one schema.
-        raise ValueError(f"schema name {schema!r}: at most {MAX_NAME_BYTES} bytes, PostgreSQL's limit")
-    return (f"{base}?{rest}" if rest else base), schema
-
-
-def check_url(url: str) -> None:
-    """Refuse a malformed URL (ValueError) without connecting: a bad schema name, an unknown
-    parameter, a string libpq cannot parse."""
-    conninfo, _ = split_url(url)
-    try:
-        conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError as error:  # an unknown parameter, a malformed URL
-        raise ValueError(f"PostgreSQL URL: {error}".strip()) from None
-
-
 def _roll_back(conn: psycopg.Connection) -> bool:
     """Roll back a transaction that was never committed; False when the connection is lost (the
     server has rolled the transaction back itself, and the pool discards a broken connection)."""
@@ -187,8 +150,9 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
     """Backend on one PostgreSQL schema. Safe for many processes and threads on many hosts.
 
     ``url``: a libpq URL; an extra ``schema=<name>`` parameter picks the schema (default
-    ``agent_coherence``, created if missing). ``prepare_threshold=None`` disables server-side
-    prepared statements (needed behind PgBouncer in transaction mode). ``journal_chains``: how
+    ``agent_coherence``, created if missing). ``prepare_threshold=None`` (or the URL's
+    ``prepare_threshold=none``, which wins) disables server-side prepared statements (needed
+    behind PgBouncer in transaction mode). ``journal_chains``: how
     many journal chains a schema created by this client gets (1 makes the journal a single
     chain, which serialises every journaled commit: for comparison only). ``create=False``: a
     missing schema is not created (BackendUnavailable, ``reason="missing"``); an older one is
@@ -204,6 +168,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
     ) -> None:
         self.url = url
         self.conninfo, self.schema = split_url(url)
+        self.prepare_threshold = url_prepare_threshold(url, prepare_threshold)
         self.retry_deadline = retry_deadline
         self.journal_chains = journal_chains  # for a schema created here; else the schema's own
         self._pool_size = pool_size
@@ -212,7 +177,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         # near ``retry_deadline`` instead of one full deadline per attempt.
         self._connection_wait = min(retry_deadline, connect_timeout + 1.0)
         self._connect_kwargs: dict[str, Any] = {
-            "autocommit": False, "prepare_threshold": prepare_threshold,
+            "autocommit": False, "prepare_threshold": self.prepare_threshold,
             "connect_timeout": max(1, int(connect_timeout)),
         }
         self._session = (
