@@ -581,9 +581,13 @@ def test_old_checkpoints_at_the_front_of_busy_chains_do_not_stall_compaction(roo
     with Coordinator.open(root, url=pg_url, retention=Retention(every=0, batch=4)) as coord:
         for i in range(40):
             coord.journal.append("note", "k", "h", n=i)
-        for _ in range(2):  # every chain ends as two checkpoints: the oldest entries are all checkpoints
+        for _ in range(2):  # the chains end in checkpoints: the oldest entries are checkpoints
             coord.compact(keep=0)
-        assert {e.kind for e in coord.journal.history()} == {"journal.checkpoint"}
+        # At most one note per chain is left, before its chain's checkpoint: a chain of [note,
+        # checkpoint] settles (taking the note would only replace it by another checkpoint). Which
+        # chains end so depends on how the random chain choice spread the notes.
+        left = [e for e in coord.journal.history() if e.kind != "journal.checkpoint"]
+        assert {e.kind for e in left} <= {"note"} and len(left) <= 4, left
         for i in range(60):
             coord.journal.append("note", "k", "h", n=i)
         coord.compact(keep=10)  # steps of 4 entries, the first ones checkpoints only
