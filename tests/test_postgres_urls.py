@@ -222,3 +222,21 @@ def test_a_prepare_threshold_that_is_not_one_is_refused_before_connecting(pg_ser
     with pytest.raises(ValueError, match="prepare_threshold=0"):
         PostgresBackend(f"{pg_server}?schema=urls_prepare_bad", prepare_threshold=0)
     assert _schemas(pg_server, "urls_prepare_bad") == []
+
+
+def test_a_read_only_server_is_named_as_such_at_once(pg_server, root):
+    """A standby, or default_transaction_read_only on, refused every write with the hint to check
+    the disk space."""
+    url = f"{pg_server}?schema=urls_read_only"
+    Coordinator.open(root, url=url).close()
+    started = time.monotonic()
+    try:
+        with pytest.raises(BackendUnavailable) as refused:
+            with Coordinator.open(root, url=url + "&options=-c%20default_transaction_read_only%3Don") as coord:
+                coord.write("a.md", b"x", holder="h")
+        assert refused.value.reason == "read_only" and "read-only" in refused.value.message
+        assert "primary" in refused.value.recover
+        assert time.monotonic() - started < 5  # not retried: no retry makes the server writable
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute('DROP SCHEMA IF EXISTS "urls_read_only" CASCADE')

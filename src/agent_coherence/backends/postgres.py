@@ -387,6 +387,13 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
                 if not commit_sent or not lost:
                     if lost or isinstance(error, _TRANSIENT):
                         raise _Retry(error) from error
+                    if isinstance(error, pg_errors.ReadOnlySqlTransaction):
+                        raise BackendUnavailable(
+                            f"PostgreSQL refuses writes to {self.schema}: the server or session is read-only",
+                            recover="point the URL at the primary (this is a standby), or turn "
+                                    "default_transaction_read_only off for this role and database",
+                            backend=self.name, detail=f"{type(error).__name__}: {error}", reason="read_only",
+                        ) from error
                     raise BackendUnavailable(
                         f"PostgreSQL error in {self.schema}: {error}", backend=self.name,
                         detail=f"{type(error).__name__}: {error}",
