@@ -61,8 +61,10 @@ def url_prepare_threshold(url: str, default: int | None) -> int | None:
     Code hook too. 0 (prepare at once) is refused: the session's settings are one multi-statement
     string, which the server cannot prepare."""
     value: object = _take_ours(url)[1].get("prepare_threshold", default)
-    if isinstance(value, str):
-        value = None if value.lower() in ("none", "off") else int(value) if value.isdigit() else value
+    if isinstance(value, str) and value.lower() in ("none", "off"):
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
     if value is None or (type(value) is int and value >= 1):
         return value
     raise ValueError(f"prepare_threshold={value!r}: give a number of executions, 1 or more (5 by default), "
