@@ -274,6 +274,58 @@ def test_extended_methods_exist_only_when_the_inner_saver_has_them(coord: Coordi
     assert app.invoke({"log": ["more"]}, {"configurable": {"thread_id": "dst"}})["log"][-1] == "step2"
 
 
+class PruningSaver(CopyingSaver):
+    """An inner saver that implements copy_thread and prune (none of the stock ones does)."""
+
+    def prune(self, thread_ids: Any, *, strategy: str = "keep_latest") -> None:
+        for thread_id in thread_ids:
+            if strategy == "delete":
+                self.delete_thread(thread_id)
+                continue
+            for checkpoints in self.storage[thread_id].values():
+                for old in sorted(checkpoints)[:-1]:
+                    del checkpoints[old]
+
+
+def checkpoint_count(app: Any, thread_id: str) -> int:
+    return len(list(app.get_state_history({"configurable": {"thread_id": thread_id}})))
+
+
+def test_copy_and_prune_refuse_a_thread_a_run_holds_and_change_nothing(coord: Coordinator) -> None:
+    # Copied into or pruned under a run, the thread's history changed beneath the run: its next
+    # put failed on a head that had moved, or the run's parent checkpoint was gone.
+    saver = PruningSaver()
+    checkpointer = CoherentCheckpointer(saver, coord)
+    app = coherent_graph(two_step_builder(0).compile(checkpointer=checkpointer), coord)
+    for thread_id in ("a", "b", "src"):
+        app.invoke({"log": [thread_id]}, {"configurable": {"thread_id": thread_id}})
+    before = {thread_id: checkpoint_count(app, thread_id) for thread_id in ("a", "b")}
+    assert before["a"] > 1
+    run = coord.acquire(thread_lease_key("b"), "langgraph-run:elsewhere", 30)
+
+    with pytest.raises(ThreadBusy, match="copy into") as busy:
+        checkpointer.copy_thread("src", "b")
+    assert busy.value.holder == "langgraph-run:elsewhere" and busy.value.thread_id == "b"
+    assert app.get_state({"configurable": {"thread_id": "b"}}).values["log"][0] == "b"
+    with pytest.raises(ThreadBusy, match="prune"):
+        checkpointer.prune(["a", "b"])  # "a" is taken first, then given back
+    assert {thread_id: checkpoint_count(app, thread_id) for thread_id in ("a", "b")} == before
+    assert coord.backend.get_lease(thread_lease_key("a")) is None
+    with pytest.raises(ThreadBusy):
+        asyncio.run(checkpointer.aprune(["a", "b"], strategy="delete"))
+    assert checkpoint_count(app, "b") == before["b"]
+
+    coord.release(run)
+    checkpointer.copy_thread("src", "b")
+    assert app.get_state({"configurable": {"thread_id": "b"}}).values["log"][0] == "src"
+    checkpointer.prune(iter(["a"]))
+    assert checkpoint_count(app, "a") == 1
+    assert app.invoke({"log": ["more"]}, {"configurable": {"thread_id": "a"}})["log"][-1] == "step2"
+    with pytest.raises(TypeError, match=r"pass \['a'\]"):
+        checkpointer.prune("a")
+    assert [coord.backend.get_lease(thread_lease_key(t)) for t in ("a", "b", "src")] == [None] * 3
+
+
 def test_importing_the_adapter_imports_no_langgraph() -> None:
     code = ("import sys, agent_coherence, agent_coherence.adapters.langgraph as lg; "
             "assert not [m for m in sys.modules if m.startswith(('langgraph', 'langchain'))], 'eager'; "

@@ -14,8 +14,9 @@ Guarantees, for every process that shares the coordinator's backend:
 - a read without a ``checkpoint_id`` returns the head, never a checkpoint that lost its
   compare-and-set; a head the inner saver no longer has, with no checkpoint of the thread left
   at all (an InMemorySaver after a restart), is dropped, so the thread starts afresh;
-- ``delete_thread`` holds the thread while it deletes, and raises ``ThreadBusy`` (deleting nothing)
-  while a ``coherent_graph`` run holds it;
+- ``delete_thread`` (and ``copy_thread`` / ``prune`` where the inner saver has them) holds the
+  threads it changes meanwhile, and raises ``ThreadBusy`` (changing nothing) while a
+  ``coherent_graph`` run holds one of them;
 - every checkpoint (thread, ns, id, parent, step, fence) is journaled.
 
 Limits: see ``heads.py`` for the one window the two-store sequence leaves (an orphan checkpoint,
@@ -41,7 +42,7 @@ from ..offload import in_thread, in_thread_undone
 from .errors import require_coordinator
 from .extensions import extension_class, implements as overrides
 from .heads import Heads, PutTarget
-from .keys import FORK_KEY, run_holder
+from .keys import FORK_KEY
 
 if TYPE_CHECKING:
     from ...coordinator import Coordinator
@@ -252,24 +253,22 @@ class CoherentCheckpointer(BaseCheckpointSaver[Any]):
     def delete_thread(self, thread_id: str) -> None:
         """Delete the thread's checkpoints and heads, holding the thread meanwhile. Raises
         ThreadBusy, deleting nothing, while a ``coherent_graph`` run holds the thread."""
-        holder = run_holder("langgraph-delete")
+        holder = self.heads.hold_threads([thread_id], "delete")
         try:
-            self.heads.hold_thread(thread_id, holder)
             self.inner.delete_thread(thread_id)
             self.heads.forget_thread(thread_id, "langgraph.delete_thread")
         finally:
-            self.coordinator.backend.release_holder(holder)
+            self.heads.let_go(holder)
 
     async def adelete_thread(self, thread_id: str) -> None:
         if overrides(self.inner, "delete_thread") or not overrides(self.inner, "adelete_thread"):
             return await in_thread(self.delete_thread, thread_id)
-        holder = run_holder("langgraph-delete")
+        holder = await in_thread(self.heads.hold_threads, [thread_id], "delete")
         try:
-            await in_thread(self.heads.hold_thread, thread_id, holder)
             await self.inner.adelete_thread(thread_id)
             await in_thread(self.heads.forget_thread, thread_id, "langgraph.delete_thread")
         finally:
-            await in_thread(self.coordinator.backend.release_holder, holder)
+            await in_thread(self.heads.let_go, holder)
 
     # -- used by the extension mixins ----------------------------------------------------------
 

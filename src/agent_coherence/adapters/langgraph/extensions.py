@@ -51,15 +51,26 @@ class DeleteForRuns(_Base):
 
 
 class CopyThread(_Base):
+    """The target thread is held while it is copied into: ThreadBusy, copying nothing, while a run
+    holds it (the copy would replace the history under the run)."""
+
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self.inner.copy_thread(source_thread_id, target_thread_id)
-        self._copy_heads(source_thread_id, target_thread_id)
+        holder = self.heads.hold_threads([target_thread_id], "copy into")
+        try:
+            self.inner.copy_thread(source_thread_id, target_thread_id)
+            self._copy_heads(source_thread_id, target_thread_id)
+        finally:
+            self.heads.let_go(holder)
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         if not implements(self.inner, "acopy_thread"):
             return await in_thread(self.copy_thread, source_thread_id, target_thread_id)
-        await self.inner.acopy_thread(source_thread_id, target_thread_id)
-        await in_thread(self._copy_heads, source_thread_id, target_thread_id)
+        holder = await in_thread(self.heads.hold_threads, [target_thread_id], "copy into")
+        try:
+            await self.inner.acopy_thread(source_thread_id, target_thread_id)
+            await in_thread(self._copy_heads, source_thread_id, target_thread_id)
+        finally:
+            await in_thread(self.heads.let_go, holder)
 
     def _copy_heads(self, source_thread_id: str, target_thread_id: str) -> None:
         self.heads.forget_thread(target_thread_id, "langgraph.copy_thread")
@@ -69,15 +80,28 @@ class CopyThread(_Base):
 
 
 class Prune(_Base):
+    """Every pruned thread is held meanwhile: ThreadBusy, pruning nothing, while a run holds one
+    (its history would be cut under it)."""
+
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        self.inner.prune(thread_ids, strategy=strategy)
-        self._after_prune(thread_ids, strategy)
+        thread_ids = _thread_list(thread_ids)
+        holder = self.heads.hold_threads(thread_ids, "prune")
+        try:
+            self.inner.prune(thread_ids, strategy=strategy)
+            self._after_prune(thread_ids, strategy)
+        finally:
+            self.heads.let_go(holder)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         if not implements(self.inner, "aprune"):
             return await in_thread(self.prune, thread_ids, strategy=strategy)
-        await self.inner.aprune(thread_ids, strategy=strategy)
-        await in_thread(self._after_prune, thread_ids, strategy)
+        thread_ids = _thread_list(thread_ids)
+        holder = await in_thread(self.heads.hold_threads, thread_ids, "prune")
+        try:
+            await self.inner.aprune(thread_ids, strategy=strategy)
+            await in_thread(self._after_prune, thread_ids, strategy)
+        finally:
+            await in_thread(self.heads.let_go, holder)
 
     def _after_prune(self, thread_ids: Sequence[str], strategy: str) -> None:
         for thread_id in thread_ids:
@@ -86,6 +110,15 @@ class Prune(_Base):
                 continue
             for ns, _ in self.heads.namespaces(thread_id):
                 self.heads.reset(thread_id, ns, self.latest_in_inner(thread_id, ns), "langgraph.prune")
+
+
+def _thread_list(thread_ids: Sequence[str]) -> list[str]:
+    """The thread ids as a list, read once (a generator would be used up by the hold), and a
+    single id refused rather than pruned letter by letter."""
+    if isinstance(thread_ids, (str, bytes)):
+        raise TypeError(f"thread_ids must be a sequence of thread ids, not one id: {thread_ids!r}; "
+                        f"pass [{thread_ids!r}]")
+    return list(thread_ids)
 
 
 _MIXINS: dict[str, type] = {"delete_for_runs": DeleteForRuns, "copy_thread": CopyThread, "prune": Prune}

@@ -19,7 +19,7 @@ This module knows nothing of LangGraph's classes: it reads plain config dicts.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from urllib.parse import unquote
 
 from ...arguments import wait_seconds
@@ -140,16 +140,29 @@ class Heads:
                 f"this {doing} does not belong to that run", key=held.key, holder=held.holder,
                 expires_at=held.expires_at, acquired_at=held.acquired_at, thread_id=thread_id)
 
-    def hold_thread(self, thread_id: str, holder: str) -> None:
-        """Take the thread's lease for ``holder`` (to be given back by holder) while the thread is
-        deleted: ThreadBusy while a run holds it, whose next put would otherwise bring the thread
-        back with the deleted conversation in it; and no run starts until the delete is done."""
-        self._refuse_if_held(thread_id, "delete")
+    def hold_threads(self, thread_ids: "Iterable[str]", doing: str) -> str:
+        """Take the leases of ``thread_ids`` for a new holder, returned (give them back with
+        ``let_go``), while the threads' histories are deleted, copied into or pruned: ThreadBusy,
+        holding none of them, while a run holds one, whose next put would otherwise undo the change
+        or fail on it; and no run starts on them until the change is done. Threads are taken in
+        sorted order, so two such calls over overlapping threads cannot wait on each other."""
+        holder = run_holder(f"langgraph-{doing.replace(' ', '-')}")
         try:
-            self.coordinator.acquire(thread_lease_key(thread_id), holder, PUT_LEASE_TTL)
-        except LeaseHeld:  # a run took the thread between the look and the acquire
-            self._refuse_if_held(thread_id, "delete")
+            for thread_id in sorted(set(thread_ids)):
+                self._refuse_if_held(thread_id, doing)
+                try:
+                    self.coordinator.acquire(thread_lease_key(thread_id), holder, PUT_LEASE_TTL)
+                except LeaseHeld:  # a run took the thread between the look and the acquire
+                    self._refuse_if_held(thread_id, doing)
+                    raise
+        except BaseException:
+            self.let_go(holder)
             raise
+        return holder
+
+    def let_go(self, holder: str) -> None:
+        """Give back every thread ``hold_threads`` took for ``holder``."""
+        self.backend.release_holder(holder)
 
     def finish(self, ticket: PutTicket) -> None:
         """Move the head to the put's checkpoint: compare-and-set, fence-checked. Raises
