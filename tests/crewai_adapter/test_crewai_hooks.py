@@ -159,6 +159,32 @@ def test_an_output_file_whose_lease_is_held_is_journaled_on_the_file_as_written_
         wcoord.write("report.md", b"theirs 2", lease=lease)
 
 
+def test_on_busy_output_abort_stops_the_task_before_it_replaces_a_held_output_file(
+        work: Path, wcoord: Coordinator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the default the holder's bytes are replaced (above); "abort" keeps them."""
+    from crewai.hooks import HookAborted
+
+    from agent_coherence.adapters.crewai import install_crewai_hooks
+
+    monkeypatch.chdir(work / "root")
+    wcoord.write("report.md", b"theirs", holder="other")
+    lease = wcoord.acquire("report.md", "other", 30)
+    with pytest.raises(ValueError, match="on_busy_output= is one of 'write', 'abort', not 'skip'"):
+        install_crewai_hooks(wcoord, on_busy_output="skip")
+    hooks = install_crewai_hooks(wcoord, lease_wait=0.2, on_busy_output="abort")
+    try:
+        with pytest.raises(HookAborted, match="stopped before writing report.md"):
+            run_turns([], output_file="report.md")
+    finally:
+        hooks.uninstall()
+    assert (work / "root" / "report.md").read_text() == "theirs"
+    [entry] = [e for e in wcoord.journal.history("report.md") if e.kind == "crewai.output_refused"]
+    assert entry.data["code"] == "LeaseHeld" and "on_busy_output='write'" in entry.data["detail"]
+    assert wcoord.journal.count("crewai.output_unleased") == 0
+    wcoord.write("report.md", b"theirs 2", lease=lease)  # no ForeignEdit: nothing replaced the file
+    assert [lease.key for lease in wcoord.leases()] == ["report.md"]
+
+
 def test_a_task_that_wrote_nothing_it_declared_is_zero_work(work: Path, wcoord: Coordinator) -> None:
     from crewai_tools import FileWriterTool
 

@@ -45,7 +45,7 @@ from ...coordinator import Coordinator
 from .calls import GuardedCall, Refused, begin_call
 from .failures import Refusal, as_tool_failure, internal_error
 from .targets import PathArgs, anchored, check_paths, extract_paths, looks_like_file_write
-from .tasks import TaskWatch
+from .tasks import TaskWatch, check_busy_output
 
 if TYPE_CHECKING:
     from ...models import Anomaly
@@ -61,6 +61,7 @@ class CrewAIHooks:
         paths: PathArgs = None, lease_wait: float = 10.0,
         outputs: Mapping[str, Sequence[str]] | Callable[[Any], Iterable[str]] | None = None,
         on_anomaly: Callable[[Anomaly], None] | None = None, watch_tasks: bool = True,
+        on_busy_output: str = "write",
     ) -> None:
         # Checked here, not at the first tool call: there a wrong argument would only block every
         # write, one InternalError at a time.
@@ -70,6 +71,7 @@ class CrewAIHooks:
         if holder is not None and not isinstance(holder, str):
             raise TypeError(f"holder= is the agent's name (a string), not {type(holder).__name__} {holder!r}")
         wait_seconds(lease_wait)
+        check_busy_output(on_busy_output)
         check_paths(paths)
         if isinstance(outputs, Mapping):
             for label, declared in outputs.items():
@@ -85,7 +87,7 @@ class CrewAIHooks:
         self.paths = paths
         self.lease_wait = lease_wait
         self.tasks = TaskWatch(coordinator, outputs=outputs, on_anomaly=on_anomaly, lease_wait=lease_wait,
-                               holder=holder) if watch_tasks else None
+                               holder=holder, on_busy_output=on_busy_output) if watch_tasks else None
         self._lock = threading.Lock()
         self._calls: dict[int, GuardedCall] = {}
         self._refused: dict[int, Refusal] = {}
@@ -236,6 +238,7 @@ def install_crewai_hooks(
     paths: PathArgs = None, lease_wait: float = 10.0,
     outputs: Mapping[str, Sequence[str]] | Callable[[Any], Iterable[str]] | None = None,
     on_anomaly: Callable[[Anomaly], None] | None = None, watch_tasks: bool = True,
+    on_busy_output: str = "write",
 ) -> CrewAIHooks:
     """Coordinate every file-writing tool call of every crew in this process (see the module doc).
 
@@ -245,11 +248,14 @@ def install_crewai_hooks(
     ``holder``: the agent identity (default ``crewai:<agent role>``). ``outputs``: the files each
     task must write (task name -> paths, or a function of the task), besides ``Task.output_file``;
     a task that finishes without a coordinated write to one of them is a ``zero_work`` anomaly,
-    journaled and passed to ``on_anomaly``. Returns the hooks; remove them with
+    journaled and passed to ``on_anomaly``. ``on_busy_output``: when a ``Task.output_file``'s lease
+    cannot be taken, ``"write"`` lets CrewAI write it anyway (journaled ``crewai.output_unleased``),
+    ``"abort"`` fails the task before its write (``HookAborted``). Returns the hooks; remove them with
     :func:`uninstall_crewai_hooks` (or ``hooks.uninstall()``).
     """
     return CrewAIHooks(coordinator, holder=holder, tools=tools, paths=paths, lease_wait=lease_wait,
-                       outputs=outputs, on_anomaly=on_anomaly, watch_tasks=watch_tasks).install()
+                       outputs=outputs, on_anomaly=on_anomaly, watch_tasks=watch_tasks,
+                       on_busy_output=on_busy_output).install()
 
 
 def uninstall_crewai_hooks(hooks: CrewAIHooks | None = None) -> int:

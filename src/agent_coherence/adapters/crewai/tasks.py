@@ -12,9 +12,12 @@ Installed with the hooks (:func:`.hooks.install_crewai_hooks`):
   (CrewAI truncates and rewrites in place: a reader that bypasses the layer can see a partial file,
   and a crash mid-write leaves a torn file that the next coordinated access reports as a foreign
   edit). An ``output_file`` outside the coordinator's root is left to CrewAI. When the lease
-  cannot be taken within ``lease_wait`` (another writer holds it), CrewAI still writes the file
-  (nothing in a hook can stop it): that is journaled as ``crewai.output_unleased`` on the file,
-  and the lease's holder meets a ``ForeignEdit`` at its next write.
+  cannot be taken within ``lease_wait`` (another writer holds it), ``on_busy_output`` decides:
+  ``"write"`` (the default) lets CrewAI write the file anyway, journaled as
+  ``crewai.output_unleased`` on the file, and the lease's holder meets a ``ForeignEdit`` at its
+  next write (detected, not prevented); ``"abort"`` raises CrewAI's ``HookAborted`` from the hook,
+  so the task fails before its write and the file keeps the holder's bytes (journaled as
+  ``crewai.output_refused``; the task's output is lost with the kickoff, as for any failed task).
 - **When a task completes**, each declared file whose version did not change during the task had
   no coordinated write: a ``zero_work`` anomaly (journaled as ``anomaly.zero_work``, logged, and
   passed to ``on_anomaly``). A write that left the bytes unchanged does not count as one.
@@ -30,7 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from crewai.events import TaskCompletedEvent, TaskFailedEvent, crewai_event_bus
-from crewai.hooks import InterceptionPoint, register_hook, unregister_hook
+from crewai.hooks import HookAborted, InterceptionPoint, register_hook, unregister_hook
 
 from ...errors import CoherenceError
 from ...models import Anomaly
@@ -41,6 +44,14 @@ if TYPE_CHECKING:
     from ...coordinator import Coordinator
 
 Outputs = Mapping[str, Sequence[str]] | Callable[[Any], Iterable[str]] | None
+BUSY_OUTPUT_CHOICES = ("write", "abort")
+
+
+def check_busy_output(value: object) -> str:
+    """``on_busy_output`` as given, if it is one of the choices; else ValueError."""
+    if value not in BUSY_OUTPUT_CHOICES:
+        raise ValueError(f"on_busy_output= is one of {', '.join(map(repr, BUSY_OUTPUT_CHOICES))}, not {value!r}")
+    return str(value)
 
 
 class TaskWatch:
@@ -50,8 +61,9 @@ class TaskWatch:
 
     def __init__(self, coordinator: Coordinator, *, outputs: Outputs = None,
                  on_anomaly: Callable[[Anomaly], None] | None = None, lease_wait: float = 10.0,
-                 holder: str | None = None) -> None:
+                 holder: str | None = None, on_busy_output: str = "write") -> None:
         self.coordinator = coordinator
+        self.on_busy_output = check_busy_output(on_busy_output)
         self.outputs = outputs
         self.on_anomaly = on_anomaly
         self.lease_wait = lease_wait
@@ -111,23 +123,32 @@ class TaskWatch:
             call = begin_call(self.coordinator, self.holder or f"crewai:task:{task.name or task.id}",
                               [(task.output_file, anchored(task.output_file, None))], lease_wait=self.lease_wait)
         except Refused as refused:
-            # CrewAI writes the file anyway (a hook cannot stop that write), so the entry says so,
-            # on the file's own history, instead of the refusal's "nothing was written".
-            self._journal_unleased(task, refused.refusal.code, refused.refusal.details.get("key"))
+            self._unleased(task, refused.refusal.code, refused.refusal.details.get("key"))
             return
         except Exception as error:
-            self._journal_unleased(task, type(error).__name__, None)
+            self._unleased(task, type(error).__name__, None)
             return
         with self._lock:
             self._saving[str(task.id)] = call
 
-    def _journal_unleased(self, task: Any, code: str, key: object) -> None:
+    def _unleased(self, task: Any, code: str, key: object) -> None:
+        """The output file's lease could not be taken: stop the task (``"abort"``) or let CrewAI
+        write it, in either case saying so on the file's own history (not the refusal's "nothing
+        was written", which would be untrue for ``"write"``)."""
+        if self.on_busy_output == "abort":
+            reason = (f"task {task.name or task.description!r} stopped before writing {task.output_file}: its "
+                      f"lease could not be taken ({code}); rerun the task when the file's holder is done, or "
+                      f"install the hooks with on_busy_output='write' to write it anyway")
+            self._journal_output(task, "crewai.output_refused", key, code, reason)
+            raise HookAborted(reason, source="agent-coherence")
+        self._journal_output(task, "crewai.output_unleased", key, code,
+                             f"CrewAI writes {task.output_file} without its lease, which could not be taken "
+                             f"({code}); a writer holding the lease meets a ForeignEdit at its next write")
+
+    def _journal_output(self, task: Any, kind: str, key: object, code: str, detail: str) -> None:
         try:
-            self.coordinator.backend.journal_append(
-                "crewai.output_unleased", key if isinstance(key, str) else None, None, {
-                    "task": str(task.id), "output_file": task.output_file, "code": code,
-                    "detail": f"CrewAI writes {task.output_file} without its lease, which could not be taken "
-                              f"({code}); a writer holding the lease meets a ForeignEdit at its next write"})
+            self.coordinator.backend.journal_append(kind, key if isinstance(key, str) else None, None, {
+                "task": str(task.id), "output_file": task.output_file, "code": code, "detail": detail})
         except Exception:
             pass  # the journal itself is unavailable; the task goes on
 
