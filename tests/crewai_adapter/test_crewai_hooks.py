@@ -5,6 +5,7 @@ Task.output_file written under a lease and recorded, and zero-work tasks reporte
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,37 @@ def test_on_busy_output_abort_stops_the_task_before_it_replaces_a_held_output_fi
     assert wcoord.journal.count("crewai.output_unleased") == 0
     wcoord.write("report.md", b"theirs 2", lease=lease)  # no ForeignEdit: nothing replaced the file
     assert [lease.key for lease in wcoord.leases()] == ["report.md"]
+
+
+def test_a_move_tool_leases_its_source_too(work: Path, wcoord: Coordinator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only the destination was leased: a move took a file away from under the writer holding it.
+    from crewai.tools import tool
+
+    from agent_coherence.adapters.crewai import install_crewai_hooks
+
+    root = work / "root"
+    monkeypatch.chdir(root)  # a tool without a base_dir opens relative paths from here
+
+    @tool("move_file")
+    def move_file(source: str, destination: str) -> str:
+        """Move the file at source to destination."""
+        os.replace(root / source, root / destination)
+        return f"moved {source} to {destination}"
+
+    wcoord.write("draft.md", b"held draft", holder="other")
+    hooks = install_crewai_hooks(wcoord, lease_wait=0.2)
+    try:
+        with wcoord.lease("draft.md", holder="other"):
+            told, _ = run_turns([move_file], [("move_file", {"source": "draft.md", "destination": "final.md"})])
+            assert "(code: LeaseHeld)" in told[0] and "'other'" in told[0], told
+            assert (root / "draft.md").read_bytes() == b"held draft" and not (root / "final.md").exists()
+        told, _ = run_turns([move_file], [("move_file", {"source": "draft.md", "destination": "final.md"})])
+    finally:
+        hooks.uninstall()
+    assert told == ["moved draft.md to final.md"]
+    assert wcoord.version("final.md").sha256 == sha("held draft")
+    assert wcoord.version("draft.md").sha256 is None  # the move's removal of its source, recorded
+    assert wcoord.leases() == []
 
 
 def test_a_task_that_wrote_nothing_it_declared_is_zero_work(work: Path, wcoord: Coordinator) -> None:

@@ -2,7 +2,8 @@
 
 The default extractor reads the argument names file tools commonly use (``file_path``, ``path``,
 ``filename``, ...; ``directory`` joined with ``filename`` the way crewai_tools' FileWriterTool joins
-them; lists under ``paths`` or ``files``). A tool whose arguments name files differently passes its
+them; lists under ``paths`` or ``files``; and, beside a destination, the ``source`` of a move or
+copy, since a move removes it). A tool whose arguments name files differently passes its
 own function ``args -> paths``, or a fixed list of paths. Relative paths are taken relative to the
 tool's base directory (its ``base_dir`` when it has one, else the working directory at call time),
 which is where the tool itself will open them.
@@ -18,8 +19,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 PathArgs = Union[Callable[[Mapping[str, Any]], Iterable[str]], Sequence[str], None]
 
+DESTINATION_ARGS = ("destination", "target", "dst", "destination_path", "to_path", "new_path")
 FILE_ARGS = ("file_path", "filepath", "path", "file", "file_name", "output_file", "output_path",
-             "target_file", "destination", "target")
+             "target_file", *DESTINATION_ARGS)
+# Leased only beside a destination: alone, "source" is as often a web page or a data source's
+# name. A move removes its source; a copy only reads it, and the lease keeps writers off it
+# meanwhile.
+SOURCE_ARGS = ("source", "src", "source_path", "from_path", "old_path")
 NAME_ARGS = ("filename",)
 DIRECTORY_ARGS = ("directory", "dir", "folder")
 LIST_ARGS = ("paths", "files", "file_paths")
@@ -27,21 +33,22 @@ LIST_ARGS = ("paths", "files", "file_paths")
 
 def default_paths(args: Mapping[str, Any]) -> list[str]:
     """The file paths named in ``args`` under the common argument names (see the module doc)."""
-    found: list[str] = []
-    for name in FILE_ARGS:
-        value = args.get(name)
-        if isinstance(value, str) and value:
-            found.append(value)
-    directory = next((args[d] for d in DIRECTORY_ARGS if isinstance(args.get(d), str) and args[d]), None)
-    for name in NAME_ARGS:
-        value = args.get(name)
-        if isinstance(value, str) and value:
-            found.append(os.path.join(directory, value) if directory else value)
+    found = _named_strings(args, FILE_ARGS)
+    if _named_strings(args, DESTINATION_ARGS):
+        found.extend(_named_strings(args, SOURCE_ARGS))
+    directory = next(iter(_named_strings(args, DIRECTORY_ARGS)), None)
+    for value in _named_strings(args, NAME_ARGS):
+        found.append(os.path.join(directory, value) if directory else value)
     for name in LIST_ARGS:
         values = args.get(name)
         if isinstance(values, (list, tuple)):
             found.extend(v for v in values if isinstance(v, str) and v)
     return found
+
+
+def _named_strings(args: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    """The non-empty string values of ``args`` under ``names``, in that order."""
+    return [args[name] for name in names if isinstance(args.get(name), str) and args[name]]
 
 
 def check_paths(spec: object, name: str = "paths") -> None:
