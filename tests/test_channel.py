@@ -526,3 +526,20 @@ def test_channel_traffic_is_journaled(coord):
     kinds = [e.kind for e in coord.journal.history("channel:audit")]
     assert kinds == ["message.send", "message.receive", "message.ack"]
     coord.journal.verify()
+
+
+def test_messages_sent_before_the_first_group_stay_counted_in_stats_and_liveness(coord):
+    ch = coord.channel("fanned", sla=0.0)
+    ch.send("before-1")
+    ch.send("before-2")
+    audit = ch.group("audit")
+    ch.send("after")
+    stats = ch.stats()
+    assert (stats["depth"], stats["ready"]) == (3, 3)
+    assert (stats["groups"][""]["ready"], stats["groups"]["audit"]["ready"]) == (2, 1)
+    coord.liveness.start("idle", channels=["fanned"])
+    assert any(a.kind == "stale_channel" and a.subject == "fanned" for a in coord.liveness.anomalies(report=False))
+    for _ in range(2):
+        ch.ack(ch.receive("plain"))
+    audit.ack(audit.receive("a"))
+    assert ch.stats()["depth"] == 0 and "" not in ch.stats()["groups"]

@@ -215,22 +215,3 @@ def test_liveness_reads_the_same_rows_at_any_depth(tmp_path):
     (ours_small, scan_small), (ours_deep, scan_deep) = work[500], work[20_000]
     assert ours_deep <= ours_small + 2, work  # flat: the same index ranges and counts
     assert scan_deep > 20 * scan_small, work  # the scan reads every message
-
-
-def test_messages_sent_before_the_first_group_are_counted_until_plain_receive_takes_them(tmp_path):
-    from agent_coherence import Coordinator
-
-    with Coordinator.open(tmp_path) as coord:
-        channel = coord.channel("fan", sla=0.0)
-        channel.send("before-1")
-        channel.send("before-2")
-        audit = channel.group("audit")
-        channel.send("after")
-        stats = channel.stats()
-        assert (stats["depth"], stats["groups"][""]["ready"], stats["groups"]["audit"]["ready"]) == (3, 2, 1)
-        coord.liveness.start("idle", channels=["fan"])
-        assert any(a.kind == "stale_channel" for a in coord.liveness.anomalies(report=False))
-        for _ in range(2):
-            channel.ack(channel.receive("plain"))
-        audit.ack(audit.receive("a"))
-        assert channel.stats()["depth"] == 0 and "" not in channel.stats()["groups"]

@@ -111,6 +111,11 @@ class ChannelDepthOps(TxRunner):
         def work(tx: Tx) -> list[tuple[Any, ...]]:
             groups = [row[0] for row in tx.all("SELECT grp FROM @channel_groups WHERE channel = %s ORDER BY grp",
                                                (channel,))]
+            # Messages sent before the first group was created stay with plain receive(): counted
+            # while any is left, or they would be in the channel but in no depth, SLA or zero-work check.
+            if groups and tx.one("SELECT coalesce(sum(unacked), 0) > 0 FROM @channel_counts "
+                                 "WHERE channel = %s AND grp = ''", (channel,))[0]:  # type: ignore[index]
+                groups.append("")
             return tx.all(FIGURES_SQL, {"channel": channel, "groups": groups or [""]})
 
         figures: dict[str, dict[str, Any]] = {}
