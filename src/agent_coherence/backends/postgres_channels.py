@@ -293,7 +293,9 @@ class ChannelOps(TxRunner):
                (message.id, message.group, message.channel))
         tx.append("message.dead", f"channel:{message.channel}", message.consumer,
                   {"id": message.id, "group": message.group, "attempts": message.attempts,
-                   "dead_letter_id": row[0]})  # type: ignore[index]
+                   "dead_letter_id": row[0], "sent": message.enqueued_at})  # type: ignore[index]
+        log("channels", WARNING, "message %s on %r moved to %r after %d delivery attempts", message.id,
+            message.channel, dead, message.attempts)
 
     # -- acknowledge ------------------------------------------------------------------------
 
