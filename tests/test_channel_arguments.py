@@ -124,6 +124,16 @@ def test_process_with_a_seen_that_is_not_callable_is_refused_before_receiving(co
         assert delivery.payload == "job" and delivery.attempt == 1
 
 
+@pytest.mark.parametrize("item", [(), ("only-a-payload",), ("payload", "key", "extra")])
+def test_send_many_given_a_tuple_that_is_not_a_payload_key_pair_is_refused_and_sends_nothing(coord, item):
+    ch = coord.channel("pairs")
+    with pytest.raises(ChannelError) as caught:
+        ch.send_many([b"first", item])
+    assert "(payload, key)" in caught.value.message and "list" in caught.value.recover
+    assert caught.value.facts["value"] == item
+    assert ch.stats()["depth"] == 0
+
+
 @pytest.mark.parametrize("payload", [float("nan"), {"score": float("inf")}, [1.0, float("-inf")]])
 def test_a_payload_json_cannot_hold_is_refused_and_nothing_is_sent(coord, payload):
     """json.dumps would write NaN / Infinity, which no strict JSON reader (nor another language's

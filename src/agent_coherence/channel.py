@@ -179,6 +179,11 @@ class Channel:
         now = self._backend.now()
         rows = []
         for item in items:
+            if isinstance(item, tuple) and len(item) != 2:
+                # Unpacking it raised a bare ValueError; a tuple is the pair, never a payload.
+                raise ChannelError(f"send_many() items are payloads or (payload, key) pairs, not a tuple of "
+                                   f"{len(item)}", recover="send a tuple payload as a list, e.g. [list(item)]",
+                                   value=item)
             payload, key = item if isinstance(item, tuple) else (item, None)
             check_text("key", key, optional=True)
             data, encoding = _encode(payload)
