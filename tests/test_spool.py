@@ -150,6 +150,26 @@ def test_requeue_stale_returns_old_claims_and_stale_ack_raises(tmp_path):
         spool.ack(fast)
 
 
+def test_a_claimed_file_placed_by_hand_with_a_tilde_in_its_name_is_counted_and_requeued(tmp_path):
+    """claim() takes any file in new/ (a shell producer may mv one in): its claim in cur/ must
+    parse back, or requeue_stale would leave it there for good after its consumer died."""
+    spool = Spool(tmp_path / "q", claim_timeout=30.0)
+    spool.put(b"first")
+    generation = _generations(spool)[0]
+    pathlib.Path(spool.new_dir, generation, "notes.md~").write_bytes(b"by hand")
+    first = spool.claim("a")
+    assert first.data == b"first"
+    spool.ack(first)
+    held = spool.claim("crashed-agent")
+    assert (held.name, held.data) == ("notes.md~", b"by hand")
+    assert spool.in_flight() == 1
+    assert spool.requeue_stale(now=time.time() + 31) == 1
+    assert (spool.in_flight(), spool.depth()) == (0, 1)
+    again = spool.claim("b")
+    assert (again.name, again.data) == ("notes.md~", b"by hand")
+    spool.ack(again)
+
+
 @pytest.mark.parametrize("now, error", [("x", TypeError), (True, TypeError), (float("nan"), ValueError),
                                         (float("inf"), ValueError), (-1.0, ValueError)])
 def test_requeue_stale_refuses_a_time_that_is_not_one_and_moves_nothing(tmp_path, now, error):

@@ -344,8 +344,11 @@ def new_name() -> str:
 
 
 def parse_claim_name(entry: str) -> tuple[str, str, str, int] | None:
-    """``(name, generation, consumer, claim_time_ns)`` from a ``cur/`` entry, or None."""
-    parts = entry.split(SEP)
+    """``(name, generation, consumer, claim_time_ns)`` from a ``cur/`` entry, or None.
+
+    Split from the right: the generation, consumer and time never hold ``~``, but a file placed in
+    ``new/`` by hand may (``notes.md~``), and claim() takes it like any other."""
+    parts = entry.rsplit(SEP, 3)
     if len(parts) != 4 or not _GENERATION.match(parts[1]) or not parts[3].isdigit():
         return None
     return parts[0], parts[1], parts[2], int(parts[3])
