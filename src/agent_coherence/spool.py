@@ -145,7 +145,7 @@ class Spool:
                                value=data) from error
         exclusive = name is not None  # a given name must not replace a pending one
         if name is not None:
-            _check(name, _NAME, "message name")
+            _check(name, _NAME, "message name", "name")
         else:
             name = new_name()
         temp = os.path.join(self.tmp_dir, f"{name}.{secrets.token_hex(4)}")
@@ -221,7 +221,7 @@ class Spool:
         stays in ``cur/`` until ``ack``, ``release`` or ``requeue_stale``. A claim interrupted
         (KeyboardInterrupt, any exception) before it returned is given back to ``new/`` at once.
         """
-        _check(consumer, _CONSUMER, "consumer")
+        _check(consumer, _CONSUMER, "consumer", "consumer")
         while self._batch or self._refill():
             generation, name = self._batch.popleft()
             claimed_ns = time.time_ns()
@@ -354,10 +354,12 @@ def parse_claim_name(entry: str) -> tuple[str, str, str, int] | None:
     return parts[0], parts[1], parts[2], int(parts[3])
 
 
-def _check(value: object, pattern: re.Pattern[str], what: str) -> None:
+def _check(value: object, pattern: re.Pattern[str], what: str, setting: str) -> None:
+    """Refuse a malformed name; the facts name the argument (``setting``) and ``value``."""
     if not isinstance(value, str) or not pattern.match(value):
         raise ChannelError(f"invalid {what} {value!r}: must match {pattern.pattern[:-2]}",
-                           recover=f"use a {what} of letters, digits, '.', '_', '-' (no '{SEP}')")
+                           recover=f"use a {what} of letters, digits, '.', '_', '-' (no '{SEP}')",
+                           setting=setting, value=value)
 
 
 def _names(directory: str, *, dirs: bool = False) -> Iterator[str]:
