@@ -308,8 +308,11 @@ def test_ack_many_acks_the_valid_ones_then_reports_the_stale_one(coord, clock):
 def test_a_delivery_cannot_be_acked_on_another_channel(coord):
     a, b = coord.channel("a"), coord.channel("b")
     a.send("x")
-    with pytest.raises(ChannelError):
-        b.ack(a.receive("c"))
+    delivery = a.receive("c")
+    with pytest.raises(ChannelError) as caught:
+        b.ack(delivery)
+    assert caught.value.facts == {"value": delivery}
+    a.ack(delivery)  # refused without a change: still acknowledgeable where it came from
 
 
 # -- consumer groups ---------------------------------------------------------------------------------------

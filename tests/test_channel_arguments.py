@@ -21,6 +21,7 @@ def test_a_channel_call_given_something_that_is_not_a_delivery_says_so(coord, ca
     ch = coord.channel("typed")
     with pytest.raises(ChannelError) as caught:
         call(ch)
+    assert "value" in caught.value.facts  # what was passed instead, as errors.py promises
     assert "Delivery" in caught.value.message or "deliveries" in caught.value.message
     assert "receive()" in caught.value.recover or "list" in caught.value.recover
 
@@ -148,6 +149,7 @@ def test_a_payload_json_cannot_hold_is_refused_and_nothing_is_sent(coord, payloa
 
 @pytest.mark.parametrize("name", ["", "a\x00b", "tasks\udc80", 7, None])
 def test_a_channel_name_no_backend_can_store_is_refused(coord, name):
-    with pytest.raises(ChannelError, match="invalid channel name"):
+    with pytest.raises(ChannelError, match="invalid channel name") as caught:
         coord.channel(name)
+    assert caught.value.facts == {"setting": "name", "value": name}  # as errors.py promises
     assert coord.backend.list_channels() == []

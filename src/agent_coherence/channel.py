@@ -103,7 +103,7 @@ class Channel:
     def __init__(self, backend: "Backend", name: str, group: str = "", **settings: Any) -> None:
         if not isinstance(name, str) or not name or "\x00" in name or not is_text(name):
             raise ChannelError(f"invalid channel name {name!r}", recover="use a non-empty string of valid text "
-                               "(no NUL, no lone surrogate) as the name")
+                               "(no NUL, no lone surrogate) as the name", setting="name", value=name)
         self._backend = backend
         self.name = name
         self.group_name = group
@@ -248,7 +248,8 @@ class Channel:
         if delivery.channel != self.name or (delivery.group or "") != self.group_name:
             raise ChannelError(
                 f"delivery of {delivery.channel!r}/{delivery.group!r} handed to channel "
-                f"{self.name!r}/{self.group_name!r}", recover="ack on the channel (and group) it came from")
+                f"{self.name!r}/{self.group_name!r}", recover="ack on the channel (and group) it came from",
+                value=delivery)
 
     def _stale(self, delivery: Delivery, what: str) -> StaleReceipt:
         return StaleReceipt(
@@ -268,7 +269,7 @@ class Channel:
         the valid ones) if any receipt was stale."""
         if isinstance(deliveries, Delivery) or not isinstance(deliveries, Iterable):
             raise ChannelError(f"ack_many() takes a list of deliveries, not {type(deliveries).__name__}",
-                               recover="pass a list of Delivery objects (or use ack() for one)")
+                               recover="pass a list of Delivery objects (or use ack() for one)", value=deliveries)
         deliveries = list(deliveries)
         for delivery in deliveries:
             self._check_mine(delivery)
