@@ -170,6 +170,22 @@ def test_a_claimed_file_placed_by_hand_with_a_tilde_in_its_name_is_counted_and_r
     spool.ack(again)
 
 
+def test_a_file_placed_by_hand_whose_name_is_too_long_to_claim_does_not_block_the_others(tmp_path, caplog):
+    spool = Spool(tmp_path / "q")
+    generation = "0" * 12
+    os.makedirs(os.path.join(spool.new_dir, generation))
+    long_name = "0" + "x" * 240  # fits new/, but not with the claim's suffix in cur/
+    pathlib.Path(spool.new_dir, generation, long_name).write_bytes(b"by hand")
+    name = spool.put(b"queued")
+    with caplog.at_level("WARNING", logger="agent_coherence.channels"):
+        claimed = spool.claim("c")
+        assert claimed.name == name
+        assert spool.claim("c") is None
+    spool.ack(claimed)
+    assert any(long_name in record.getMessage() for record in caplog.records)
+    assert (spool.depth(), spool.in_flight()) == (1, 0)  # left where it was, and counted there
+
+
 @pytest.mark.parametrize("now, error", [("x", TypeError), (True, TypeError), (float("nan"), ValueError),
                                         (float("inf"), ValueError), (-1.0, ValueError)])
 def test_requeue_stale_refuses_a_time_that_is_not_one_and_moves_nothing(tmp_path, now, error):

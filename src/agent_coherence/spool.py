@@ -63,6 +63,7 @@ from .arguments import payload_bytes, timestamp
 from .durable import StepFailed, ensure_parent, fsync_dir, remove_quietly, rename_into_place
 from .durable import read_bytes, scan_dir, sha256_hex, temp_path_for, write_temp
 from .errors import ChannelError, DurabilityError, SlotOccupied, StaleReceipt
+from .logs import WARNING, log
 
 SEP = "~"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,149}\Z")  # the cur/ name stays <= 255 bytes
@@ -124,6 +125,7 @@ class Spool:
                                recover="give a directory (or a path that does not exist yet), not a file",
                                path=self.directory) from exc
         self._batch: deque[tuple[str, str]] = deque()
+        self._unclaimable: set[tuple[str, str]] = set()  # (generation, name) too long to claim
 
     # --- producing ----------------------------------------------------------------------------
 
@@ -234,6 +236,18 @@ class Spool:
                 return Claimed(name, path, data, consumer, claimed_ns / 1e9, generation)
             except FileNotFoundError:
                 continue  # another consumer won it, it was deleted, or requeued before the read
+            except OSError as exc:
+                if exc.errno != errno.ENAMETOOLONG:
+                    self._return(path, generation, name)
+                    raise
+                # A name put() cannot make (placed by hand): its claim name would not fit. It
+                # stays in new/, counted by depth(), and the next message is claimed instead;
+                # remembered, or every refill would find it first again.
+                self._unclaimable.add((generation, name))
+                log("channels", WARNING, "spool %s: %s is not claimed: its name is too long for a claim in "
+                    "cur/ (put() names are at most 150 characters)", self.directory,
+                    os.path.join(self.new_dir, generation, name))
+                continue
             except BaseException:
                 # An interrupt (or a failed read): the caller never gets this claim, so nobody
                 # could ack or release it; back to new/ now rather than after claim_timeout.
@@ -246,7 +260,10 @@ class Spool:
         generations = sorted(g for g in _names(self.new_dir, dirs=True) if _GENERATION.match(g))
         for index, generation in enumerate(generations):
             gen_dir = os.path.join(self.new_dir, generation)
-            names = heapq.nsmallest(self.batch_size - len(self._batch), _names(gen_dir))
+            candidates = _names(gen_dir)
+            if self._unclaimable:
+                candidates = (n for n in candidates if (generation, n) not in self._unclaimable)
+            names = heapq.nsmallest(self.batch_size - len(self._batch), candidates)
             self._batch.extend((generation, name) for name in names)
             if len(self._batch) >= self.batch_size:
                 break
