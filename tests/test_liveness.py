@@ -162,6 +162,25 @@ def test_message_past_its_deadline_is_an_overdue_delivery(coord, clock, live):
     assert anomaly.facts["attempts"] == 1
 
 
+def test_each_consumer_groups_copy_of_a_late_message_is_reported_on_its_own(coord, clock, live):
+    ch = coord.channel("fanout", visibility_timeout=5.0)
+    audit, billing = ch.group("audit"), ch.group("billing")
+    message_id = ch.send("late", deadline=10.0)
+    audit.receive("auditor")
+    billing.receive("biller")
+    clock.advance(11)
+    found = live.anomalies()
+    assert sorted((a.kind, a.subject, a.facts["group"]) for a in found) == [
+        ("lease_expired_in_flight", f"fanout#{message_id}@audit", "audit"),
+        ("lease_expired_in_flight", f"fanout#{message_id}@billing", "billing"),
+        ("overdue_delivery", f"fanout#{message_id}@audit", "audit"),
+        ("overdue_delivery", f"fanout#{message_id}@billing", "billing"),
+    ]
+    assert all(f"group {a.facts['group']!r}" in a.detail for a in found)
+    journaled = coord.journal.count("anomaly.overdue_delivery") + coord.journal.count("anomaly.lease_expired_in_flight")
+    assert journaled == 4  # one per group's copy, none swallowed as a repeat of the other
+
+
 def test_channel_whose_oldest_ready_message_exceeds_its_sla_is_stale(coord, clock, live):
     ch = coord.channel("inbox", sla=30.0)
     coord.channel("no-sla").send("ignored")

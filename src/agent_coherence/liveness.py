@@ -32,7 +32,7 @@ from .backends.records import CLOCK_KEY
 from .models import Anomaly
 
 if TYPE_CHECKING:
-    from .backends.base import Backend, WorkerRecord
+    from .backends.base import Backend, MessageRecord, WorkerRecord
     from .coordinator import Coordinator
 
 _SECONDS = (int, float)
@@ -217,11 +217,11 @@ class Liveness:
 
     def _overdue_deliveries(self, now: float) -> list[Anomaly]:
         return [
-            Anomaly(kind="overdue_delivery", subject=f"{m.channel}#{m.id}", since=m.deadline or now,
-                    detail=f"message {m.id} on {m.channel!r} is {now - (m.deadline or now):.1f}s past its "
-                           f"deadline after {m.attempts} delivery attempt(s)"
+            Anomaly(kind="overdue_delivery", subject=_message_subject(m), since=m.deadline or now,
+                    detail=f"message {m.id} on {m.channel!r}{_in_group(m)} is {now - (m.deadline or now):.1f}s past "
+                           f"its deadline after {m.attempts} delivery attempt(s)"
                            + (f"; last delivered to {m.consumer!r}" if m.consumer else ""),
-                    facts={"channel": m.channel, "message_id": m.id, "attempts": m.attempts})
+                    facts={"channel": m.channel, "message_id": m.id, "attempts": m.attempts, "group": m.group})
             for m in self._backend.overdue_messages()
         ]
 
@@ -253,11 +253,11 @@ class Liveness:
         for message in self._backend.expired_deliveries():
             if message.consumer in alive:
                 found.append(Anomaly(
-                    kind="lease_expired_in_flight", subject=f"{message.channel}#{message.id}",
+                    kind="lease_expired_in_flight", subject=_message_subject(message),
                     since=message.available_at,
-                    detail=f"visibility timeout of message {message.id} on {message.channel!r} ran out while "
-                           f"{message.consumer!r} was still alive: it will be delivered again",
-                    facts={"consumer": message.consumer, "attempts": message.attempts}))
+                    detail=f"visibility timeout of message {message.id} on {message.channel!r}{_in_group(message)} "
+                           f"ran out while {message.consumer!r} was still alive: it will be delivered again",
+                    facts={"consumer": message.consumer, "attempts": message.attempts, "group": message.group}))
         return found
 
     def _overdue_assignments(self, now: float) -> list[Anomaly]:
@@ -291,6 +291,16 @@ class Liveness:
             for entry in self._backend.journal_entries(key=CLOCK_KEY)
             if entry.kind == "clock.step" and now - entry.ts < self.ended_window
         ]
+
+
+def _message_subject(message: "MessageRecord") -> str:
+    """``<channel>#<id>``, and ``@<group>`` for a consumer group's copy: each group holds its own
+    copy of a message, and two copies under one subject would be reported as one anomaly."""
+    return f"{message.channel}#{message.id}" + (f"@{message.group}" if message.group else "")
+
+
+def _in_group(message: "MessageRecord") -> str:
+    return f" (group {message.group!r})" if message.group else ""
 
 
 def watch_main(coord: "Coordinator", interval: float = 2.0, once: bool = False) -> int:
