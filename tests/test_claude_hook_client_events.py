@@ -134,3 +134,22 @@ def test_a_device_node_is_refused_without_being_opened(root: Path) -> None:
         pytest.skip(f"cannot create a device node here: {error}")
     result = run_hook(root, write_payload("s", root, root / "null-device", "x\n"))
     assert "it is a character device, not a regular file" in reason(result)
+
+
+def test_a_subagent_stop_with_a_shared_holder_keeps_the_sessions_leases(root: Path) -> None:
+    """With AGENT_COHERENCE_HOOK_HOLDER=session a subagent writes as its session: its end is not the
+    session's end, so the session keeps its leases, its views and its place as a worker."""
+    from test_claude_hook import hook_env
+
+    env = hook_env(root, AGENT_COHERENCE_HOOK_HOLDER="session")
+    target = root / "plan.md"
+    output(run_hook(root, event("SessionStart", "main", root, source="startup"), env))
+    assert allowed(run_hook(root, write_payload("main", root, target, "mine\n"), env))
+    stop = event("SubagentStop", "main", root, stop_hook_active=False, agent_id="a1", agent_type="x",
+                 agent_transcript_path="/tmp/a.jsonl", last_assistant_message="done", background_tasks=[])
+    assert output(run_hook(root, stop, env)) == {}
+    store = backend(root)
+    lease = store.get_lease("plan.md")
+    assert lease is not None and lease.holder == "claude:main"
+    assert [w.worker for w in store.list_workers()] == ["claude:main"]
+    assert not allowed(run_hook(root, write_payload("other", root, target, "theirs\n"), env))

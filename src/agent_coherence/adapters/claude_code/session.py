@@ -141,7 +141,10 @@ def stop(ctx: HookContext) -> Outcome:
     else:
         outcome = ALLOW
     blocked = outcome.output is not None and outcome.output.get("decision") == "block"
-    if ctx.event == "SubagentStop" and ctx.agent_id is not None and not blocked and ctx.database_exists():
+    # A subagent that shares its session's holder (AGENT_COHERENCE_HOOK_HOLDER=session) owns
+    # nothing of its own: releasing its holder would free the session's leases while it still works.
+    own_holder = ctx.agent_id is not None and ctx.holder != ctx.family
+    if ctx.event == "SubagentStop" and own_holder and not blocked and ctx.database_exists():
         _release(ctx, [ctx.holder])
     return outcome
 
