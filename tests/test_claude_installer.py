@@ -175,6 +175,22 @@ def test_uninstall_of_missing_file_creates_nothing(tmp_path) -> None:
     assert not os.path.exists(os.path.dirname(path))
 
 
+def test_uninstall_with_nothing_of_ours_leaves_the_file_byte_for_byte(project) -> None:
+    _, path = project
+    raw = _read(path)  # four-space indentation, which our own writes would turn into two
+    uninstall_settings(project[0])
+    assert _read(path) == raw
+
+
+def test_uninstall_through_a_dangling_symlink_creates_nothing(tmp_path) -> None:
+    link = tmp_path / ".claude" / "settings.json"
+    link.parent.mkdir()
+    target = tmp_path / "dotfiles" / "claude-settings.json"
+    link.symlink_to(target)
+    uninstall_settings(str(tmp_path))
+    assert not os.path.lexists(target) and not os.path.exists(target.parent)
+
+
 def test_install_when_hooks_object_has_no_matching_events(tmp_path) -> None:
     root = str(tmp_path)
     original = {"hooks": {"UserPromptSubmit": [{"hooks": [{"type": "command", "command": "x"}]}]}, "after": 1}

@@ -288,22 +288,26 @@ def uninstall_settings(project_dir: str | None = None, *, scope: Scope = "projec
     """Remove exactly the handlers :func:`install_settings` added. Returns the settings path.
 
     Matcher groups, event lists and the ``hooks`` object are dropped only when removing our
-    handlers left them empty. A missing settings file is left missing.
+    handlers left them empty. A file that holds none of our handlers is not rewritten (its
+    formatting stays), and a missing one, or a symlink to a missing one, is left missing.
     """
     path = settings_path(project_dir, scope=scope, home=home)
     if not os.path.lexists(path):
         return path
     original, data = _load(path)
     hooks = data.get("hooks")
-    if isinstance(hooks, dict):
-        removed_any = False
-        for event, groups in list(hooks.items()):
-            if isinstance(groups, list) and _remove_ours(groups):
-                removed_any = True
-                if not groups:
-                    del hooks[event]
-        if removed_any and not hooks:
-            del data["hooks"]
+    if not isinstance(hooks, dict):
+        return path
+    removed_any = False
+    for event, groups in list(hooks.items()):
+        if isinstance(groups, list) and _remove_ours(groups):
+            removed_any = True
+            if not groups:
+                del hooks[event]
+    if not removed_any:
+        return path
+    if not hooks:
+        del data["hooks"]
     _store(path, data, original)
     return path
 
