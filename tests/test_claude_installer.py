@@ -191,6 +191,33 @@ def test_uninstall_through_a_dangling_symlink_creates_nothing(tmp_path) -> None:
     assert not os.path.lexists(target) and not os.path.exists(target.parent)
 
 
+def test_a_settings_file_that_cannot_be_written_is_a_typed_refusal_and_stays_as_it_was(project, monkeypatch) -> None:
+    import errno
+
+    root, path = project
+    raw = _read(path)
+
+    def full_disk(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(SettingsError) as refused:
+        install_settings(root, command=CMD)
+    monkeypatch.undo()
+    assert refused.value.path == path and "No space left on device" in refused.value.reason
+    assert "free space" in refused.value.recover
+    assert _read(path) == raw
+    assert sorted(os.listdir(os.path.dirname(path))) == ["settings.json"]  # no temporary file left
+
+
+def test_a_plugin_directory_in_the_way_is_a_typed_refusal(tmp_path) -> None:
+    (tmp_path / "hooks").write_text("not a directory\n")
+    with pytest.raises(SettingsError) as refused:
+        write_plugin(str(tmp_path), command="agent-coherence")
+    assert refused.value.path == os.path.join(str(tmp_path), "hooks", "hooks.json")
+    assert "plugin directory" in refused.value.recover
+
+
 def test_install_when_hooks_object_has_no_matching_events(tmp_path) -> None:
     root = str(tmp_path)
     original = {"hooks": {"UserPromptSubmit": [{"hooks": [{"type": "command", "command": "x"}]}]}, "after": 1}

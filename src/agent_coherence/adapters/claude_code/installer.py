@@ -15,7 +15,8 @@ Merging rules:
   (not content) may change the first time.
 * Installing twice changes nothing. The second run produces the same bytes and does not write.
 * Writes are atomic: a temporary file in the same directory, ``fsync``, ``os.replace``, then an
-  ``fsync`` of the directory. A symlinked settings file is updated through the link.
+  ``fsync`` of the directory. A symlinked settings file is updated through the link. A write that
+  fails (no space, no permission) raises :class:`SettingsError` and the file keeps its old bytes.
 * Malformed settings (invalid JSON, duplicate keys, a top-level value or a ``hooks`` value that
   is not an object, an event entry that is not a list) raise :class:`SettingsError`. The file is
   left as it was.
@@ -77,8 +78,12 @@ class SettingsError(CoherenceError, ValueError):
 
     recover = "fix or remove the file by hand, then run the installer again; nothing was changed"
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"cannot update {path}: {reason}", path=path, reason=reason)
+    def __init__(self, path: str, reason: str, recover: str | None = None) -> None:
+        super().__init__(f"cannot update {path}: {reason}", path=path, reason=reason, recover=recover)
+
+
+_WRITE_RECOVER = ("check the directory's permissions and free space, then run the installer again; "
+                  "the file keeps its old content")
 
 
 # -- what we install -------------------------------------------------------------------------
@@ -425,7 +430,10 @@ def _store(path: str, data: object, original: bytes | None) -> bool:
     payload = _dump(data)
     if original is not None and payload == original:
         return False
-    _atomic_write(path, payload)
+    try:
+        _atomic_write(path, payload)
+    except OSError as exc:
+        raise SettingsError(path, f"cannot write it ({exc.strerror or exc})", _WRITE_RECOVER) from None
     return True
 
 
@@ -508,6 +516,10 @@ def write_plugin(directory: str, *, command: str | None = None, form: Form = "sh
                 original: bytes | None = f.read()
         except FileNotFoundError:
             original = None
+        except OSError as exc:  # a directory or a file where the layout needs the other
+            raise SettingsError(path, f"cannot read it ({exc.strerror or exc})",
+                                "move what is at that path out of the way, or choose another plugin "
+                                "directory, then run the installer again") from None
         _store(path, content, original)
         written.append(path)
     return written
