@@ -274,6 +274,9 @@ def test_other_handlers_are_not_ours(handler) -> None:
     (b'{"model": "opus" /* pinned */}', "a comment: JSON has none"),
     (b'{"model": "a", "model": "b"}', "duplicate key 'model'"),
     (b"\xff\xfe{}", "not UTF-8"),
+    (b'{"cleanupPeriodDays": NaN}', "NaN is not JSON"),
+    (b'{"env": {"LIMIT": 1}, "x": -Infinity}', "-Infinity is not JSON"),
+    (b'{"cleanupPeriodDays": 1e999}', "1e999 (too large a number) is not JSON"),
 ])
 def test_malformed_settings_are_refused_and_left_alone(tmp_path, content, reason) -> None:
     path = os.path.join(tmp_path, ".claude", "settings.json")

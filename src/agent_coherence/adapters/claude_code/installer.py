@@ -374,6 +374,23 @@ class _DuplicateKey(Exception):
     pass
 
 
+class _NotJSON(Exception):
+    pass
+
+
+def _no_constants(name: str) -> object:
+    # Python's parser takes NaN and Infinity, JSON (and the client's parser) does not: writing them
+    # back would keep a file the client can't load.
+    raise _NotJSON(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e999: it would be written back as Infinity
+        raise _NotJSON(f"{text} (too large a number)")
+    return value
+
+
 def _json_type(value: object) -> str:
     """The JSON type of ``value`` with its article, for a message ("an object", "null")."""
     if isinstance(value, dict):
@@ -407,13 +424,16 @@ def _load(path: str) -> tuple[bytes | None, dict]:
     if not text.strip():
         return raw, {}
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates)
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                          parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         # Comments are the likeliest cause in a hand-edited file, and the parser's message doesn't say so.
         comment = " (a comment: JSON has none; remove it)" if text[exc.pos:exc.pos + 2] in ("//", "/*") else ""
         raise SettingsError(path, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{comment}") from None
     except _DuplicateKey as exc:
         raise SettingsError(path, f"duplicate key {exc.args[0]!r}; Claude Code would keep only one") from None
+    except _NotJSON as exc:
+        raise SettingsError(path, f"{exc.args[0]} is not JSON; write a number or a string instead") from None
     except RecursionError:
         raise SettingsError(path, "JSON nested too deeply") from None
     if not isinstance(data, dict):
