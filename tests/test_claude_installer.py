@@ -450,3 +450,24 @@ def test_a_plain_uninstall_names_the_scope_a_plain_install_chose(tmp_path, monke
     assert "removed" in capsys.readouterr().out
     assert cli.main(["uninstall", "claude-code", "--root", root]) == 0
     assert "note:" not in capsys.readouterr().out, "nothing installed anywhere: no pointer"
+
+
+def test_an_install_into_a_local_file_git_would_commit_says_so(tmp_path, capsys) -> None:
+    import shutil
+    import subprocess
+
+    from agent_coherence import cli
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    root = str(tmp_path / "project")
+    os.makedirs(root)
+    subprocess.run(["git", "init", "-q", root], check=True)
+    assert cli.main(["install", "claude-code", "--local", "--root", root]) == 0
+    said = capsys.readouterr().out
+    assert "git does not ignore" in said and "settings.local.json" in said, said
+    with open(os.path.join(root, ".gitignore"), "w") as f:
+        f.write(".claude/settings.local.json\n")
+    assert cli.main(["install", "claude-code", "--local", "--root", root, "--command", "other"]) == 0
+    assert "git does not ignore" not in capsys.readouterr().out
+    assert installer.unignored_local_settings(str(tmp_path / "elsewhere")) is None  # not a work tree

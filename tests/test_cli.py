@@ -239,6 +239,7 @@ def test_install_and_uninstall_dispatch_to_the_installer(tmp_path: Path, monkeyp
     fake.install_settings = lambda project_dir=None, *, scope="project", command=None, home=None: (  # type: ignore[attr-defined]
         calls.append(("install", project_dir, scope, command)) or "/x/settings.json")
     fake.is_installed = lambda project_dir=None, *, scope="project": True  # type: ignore[attr-defined]
+    fake.unignored_local_settings = lambda project_dir=None: None  # type: ignore[attr-defined]
     fake.uninstall_settings = lambda project_dir=None, *, scope="project", home=None: (  # type: ignore[attr-defined]
         calls.append(("uninstall", project_dir, scope)) or "/x/settings.json")
     fake.write_plugin = lambda directory, *, command=None: (  # type: ignore[attr-defined]

@@ -430,6 +430,9 @@ def cmd_install(options: Any) -> int:
           f"{plan.command!r}) in {path}")
     if plan.notice:
         print(f"note: {plan.notice}")
+    if plan.scope == "local" and installer.unignored_local_settings(root) is not None:
+        print(f"note: git does not ignore {path}, which holds this machine's paths: add "
+              f"`.claude/settings.local.json` to .gitignore (or .git/info/exclude) so it is not committed")
     return 0
 
 

@@ -50,7 +50,7 @@ from agent_coherence.errors import CoherenceError
 __all__ = [
     "HOOK_COMMAND", "HOOK_ARGS", "TOOL_MATCHER", "HOOK_TAG", "SettingsError", "default_command",
     "hook_entries", "install_settings", "uninstall_settings", "write_plugin", "settings_path",
-    "is_our_handler", "is_installed", "InstallPlan", "plan_install",
+    "is_our_handler", "is_installed", "InstallPlan", "plan_install", "unignored_local_settings",
 ]
 
 HOOK_COMMAND = "agent-coherence"  # the executable; it is called with HOOK_ARGS
@@ -155,6 +155,23 @@ def plan_install(project_dir: str | None = None, *, scope: Scope = "project", co
         notice += (f" Note: the shared file already has agent-coherence hooks; if their command is not on "
                    f"PATH here, writes will be refused until it is (onFailure: block).")
     return InstallPlan("local", local, notice)
+
+
+def unignored_local_settings(project_dir: str | None = None) -> str | None:
+    """The path of ``.claude/settings.local.json`` when the project is a git work tree that does not
+    ignore it, else None (ignored, not a git work tree, or no git to ask).
+
+    The local file holds this machine's absolute paths and is meant to stay out of the repository,
+    but nothing makes git ignore a file this installer creates: the caller tells the user."""
+    import subprocess
+
+    path = settings_path(project_dir, scope="local")
+    try:
+        answer = subprocess.run(["git", "-C", os.path.dirname(os.path.dirname(path)), "check-ignore", "-q", path],
+                                capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if answer.returncode == 1 else None  # 0: ignored; 128: not a work tree
 
 
 def _handler(command: str, timeout: int, form: Form, on_failure: str | None = None) -> dict:
