@@ -153,3 +153,19 @@ def test_a_subagent_stop_with_a_shared_holder_keeps_the_sessions_leases(root: Pa
     assert lease is not None and lease.holder == "claude:main"
     assert [w.worker for w in store.list_workers()] == ["claude:main"]
     assert not allowed(run_hook(root, write_payload("other", root, target, "theirs\n"), env))
+
+
+def test_a_session_resumed_after_its_end_is_a_live_worker_again_with_its_work(root: Path) -> None:
+    """`claude --resume` runs the ended session again under its id: SessionStart with source
+    "resume" after the SessionEnd of the earlier process. It must be a live worker again (else
+    its idling is judged as an ended worker's) and keep the work it had done."""
+    from test_claude_hook import session_end, write_through_hook
+
+    output(run_hook(root, event("SessionStart", "again", root, source="startup")))
+    write_through_hook(root, "again", root / "notes.md", "first run\n")
+    output(run_hook(root, session_end("again", root)))
+    assert [w.worker for w in backend(root).list_workers()] == []
+
+    output(run_hook(root, event("SessionStart", "again", root, source="resume")))
+    live = {w.worker: w for w in backend(root).list_workers()}
+    assert "claude:again" in live and live["claude:again"].work_done == 1, live

@@ -53,10 +53,15 @@ def _describe_assignment(record) -> str:
 def session_start(ctx: HookContext) -> Outcome:
     source = ctx.payload.get("source")
     backend = ctx.backend
+    info = {"source": source if isinstance(source, str) else None, "cwd": ctx.cwd, "root": ctx.root}
     if source in RESUMING_SOURCES:
-        backend.worker_beat(ctx.holder, work=0)  # the same session continues: keep its work count
+        record = backend.worker_beat(ctx.holder, work=0)  # the same session continues: keep its work count
+        if record is not None and record.ended_at is not None:
+            # Resumed after the SessionEnd of an earlier process: live again, with the work it did.
+            backend.worker_start(ctx.holder, info)
+            if record.work_done:
+                backend.worker_beat(ctx.holder, work=record.work_done)
     else:
-        info = {"source": source if isinstance(source, str) else None, "cwd": ctx.cwd, "root": ctx.root}
         backend.worker_start(ctx.holder, info)
     assignments = _open_assignments(ctx)
     if not assignments:
