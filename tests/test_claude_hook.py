@@ -493,6 +493,44 @@ def test_a_bash_write_is_recorded_afterwards(root: Path) -> None:
     assert not allowed(denied) and "claude:bob" in reason(denied)
 
 
+def test_a_bash_command_that_wrote_and_then_failed_is_recorded(root: Path) -> None:
+    """A failing Bash command reaches PostToolUseFailure, not PostToolUse, yet it may have written
+    before it failed (`... > out.log && pytest`). Its writes are recorded all the same: the
+    session's next edit is not refused as an edit outside the hook, and another session needs a
+    Read before it writes the file."""
+    app = root / "src" / "app.py"
+    assert allowed(run_hook(root, read_payload("bob", root, app)))
+    command = "sed -i 's/hello/bye/' src/app.py && false"
+    assert allowed(run_hook(root, bash("bob", root, command)))
+    app.write_text("print('bye')\n")
+    failed = bash("bob", root, command, "PostToolUseFailure")
+    failed.update(error="Exit code 1", is_interrupt=False)
+    said = output(run_hook(root, failed))
+    assert said == {}, said
+    store = backend(root)
+    record = store.get_version("src/app.py")
+    assert record is not None and record.writer == "claude:bob", record
+    assert store.journal_count(kind="tool.failed") == 1
+    assert allowed(run_hook(root, edit_payload("bob", root, app, "bye", "ciao")))
+    output(run_hook(root, session_end("bob", root)))
+    denied = run_hook(root, edit_payload("alice", root, app, "bye", "ciao"))
+    assert not allowed(denied) and "has not read it" in reason(denied)
+
+
+def test_a_failed_bash_write_after_a_lost_lease_is_told_in_the_failure_answer(root: Path) -> None:
+    command = "echo x > out.txt && false"
+    assert allowed(run_hook(root, bash("bob", root, command)))
+    store = backend(root)
+    store.release_holder("claude:bob")  # bob's lease ran out; alice took the file meanwhile
+    store.acquire_lease("out.txt", "claude:alice", 60.0)
+    (root / "out.txt").write_text("x\n")
+    failed = bash("bob", root, command, "PostToolUseFailure")
+    failed.update(error="Exit code 1")
+    said = output(run_hook(root, failed))
+    assert said["hookSpecificOutput"]["hookEventName"] == "PostToolUseFailure", said
+    assert "no longer held the file's lease" in said["hookSpecificOutput"]["additionalContext"]
+
+
 # -- sessions: assignments and the zero-work anomaly ---------------------------------------------
 
 

@@ -306,8 +306,12 @@ def _post_tool_use(ctx: HookContext) -> Outcome:
 
 
 def _tool_failed(ctx: HookContext) -> Outcome:
-    """A write tool that failed wrote nothing to confirm; its lease stays until the TTL or the end
-    of the session. The failure is journalled."""
+    """A file tool that failed wrote nothing to confirm; its lease stays until the TTL or the end
+    of the session. The failure is journalled.
+
+    A Bash command fails on any non-zero exit, often after it wrote (``... > out.log && pytest``):
+    what it wrote is recorded as after a success, or the change would look like an edit outside
+    the hook, and the next session would not need to read it before writing over it."""
     tool = ctx.tool_name
     if tool not in WRITE_TOOLS and tool not in BASH_TOOLS or not ctx.database_exists():
         return ALLOW
@@ -321,7 +325,16 @@ def _tool_failed(ctx: HookContext) -> Outcome:
     error = ctx.payload.get("error")
     ctx.journal("tool.failed", key, {"tool": tool, "error": _clip(error if isinstance(error, str) else ""),
                                      "interrupted": ctx.payload.get("is_interrupt") is True})
-    return ALLOW
+    command = tool_input.get("command") if tool in BASH_TOOLS and isinstance(tool_input, dict) else None
+    if not isinstance(command, str):
+        return ALLOW
+    from . import bash_checks
+
+    warnings = bash_checks.record_command(ctx, command)
+    if not warnings:
+        return ALLOW
+    return Outcome(0, {"hookSpecificOutput": {"hookEventName": "PostToolUseFailure",
+                                              "additionalContext": " ".join(warnings)}})
 
 
 # -- failures ---------------------------------------------------------------------------------
