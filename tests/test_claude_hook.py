@@ -379,6 +379,32 @@ def test_a_change_during_the_read_forces_another_read(root: Path) -> None:
 # -- paths ---------------------------------------------------------------------------------------
 
 
+def test_a_file_deleted_since_the_read_can_be_written_again_after_a_read(root: Path) -> None:
+    """The refusal says "read the file again"; for a file that is gone, that Read fails (the client
+    sends no PostToolUse), so the attempt itself must count as seeing the current state: the file
+    is missing. Else the session could never write the file again."""
+    app = root / "src" / "app.py"
+    assert allowed(run_hook(root, read_payload("bob", root, app)))
+    assert output(run_hook(root, read_payload("bob", root, app, "PostToolUse"))) == {}
+    app.unlink()  # removed outside the hook (a person, `git rm`, a build)
+    denied = run_hook(root, write_payload("bob", root, app, "again\n"))
+    assert not allowed(denied) and "deleted" in reason(denied)
+    assert allowed(run_hook(root, read_payload("bob", root, app)))  # the Read that then fails
+    assert allowed(run_hook(root, write_payload("bob", root, app, "again\n")))
+
+
+def test_a_file_another_session_deleted_can_be_written_after_a_read(root: Path) -> None:
+    app = root / "src" / "app.py"
+    assert allowed(run_hook(root, read_payload("bob", root, app)))
+    assert allowed(run_hook(root, bash("alice", root, "rm src/app.py")))
+    app.unlink()
+    assert output(run_hook(root, bash("alice", root, "rm src/app.py", "PostToolUse"))) == {}
+    output(run_hook(root, session_end("alice", root)))
+    assert not allowed(run_hook(root, write_payload("bob", root, app, "again\n")))
+    assert allowed(run_hook(root, read_payload("bob", root, app)))
+    assert allowed(run_hook(root, write_payload("bob", root, app, "again\n")))
+
+
 @pytest.mark.parametrize("where", ["absolute elsewhere", "dot-dot", "symlink out", "state dir"])
 def test_paths_outside_the_project_are_denied(root: Path, tmp_path: Path, where: str) -> None:
     outside = tmp_path / "outside"

@@ -205,9 +205,15 @@ def register_read(ctx: HookContext, target: ArtifactPath, before: bool) -> str |
         if special is not None:
             return special
     disk_sha, _ = file_sha256(target.path)
-    if disk_sha is None:
-        return None
     backend = ctx.backend
+    if disk_sha is None:
+        # The Read of a missing file fails (no PostToolUse follows), yet it shows the session the
+        # current state: the file is gone. A view of the file as it was would refuse every write of
+        # it again, while the Read the refusal asks for could never bring that view up to date.
+        if before and backend.get_view(ctx.holder, target.key) is not None:
+            record = backend.get_version(target.key)
+            backend.put_view(ctx.holder, target.key, record.version if record is not None else 0, None)
+        return None
     record = backend.get_version(target.key)
     version = record.version if record is not None else 0
     if not before:
