@@ -502,6 +502,20 @@ def test_bash_writes_get_the_same_checks(root: Path, tmp_path: Path) -> None:
         assert allowed(run_hook(root, bash("bob", root, command))), command
 
 
+def test_a_glob_with_more_matches_than_are_checked_one_by_one_still_meets_every_lease(root: Path) -> None:
+    from agent_coherence.adapters.claude_code.bash_checks import MAX_GLOB_MATCHES
+
+    logs = root / "logs"
+    logs.mkdir()
+    for n in range(MAX_GLOB_MATCHES + 5):
+        (logs / f"run-{n:04d}.log").write_text("x\n")
+    last = logs / f"run-{MAX_GLOB_MATCHES + 4:04d}.log"  # sorted after every match checked one by one
+    assert allowed(run_hook(root, write_payload("alice", root, last, "mine\n")))
+    denied = run_hook(root, bash("bob", root, "rm -f logs/*.log"))
+    assert not allowed(denied) and "claude:alice" in reason(denied), denied.stdout
+    assert backend(root).get_lease("logs/run-0000.log") is None  # what the refused command took is given back
+
+
 def test_bash_writes_that_cannot_be_parsed_are_allowed_and_recorded(root: Path) -> None:
     command = "python -c \"open('src/app.py', 'w').write('x')\""
     assert allowed(run_hook(root, bash("bob", root, command)))

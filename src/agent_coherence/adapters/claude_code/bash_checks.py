@@ -42,14 +42,14 @@ def _allowed_outside(ctx: HookContext, path: str) -> bool:
 
 
 def _expand(target: str) -> tuple[list[str], bool]:
-    """The concrete paths behind one scanned target, and whether some could not be known."""
+    """The concrete paths behind one scanned target (every match of a glob), and whether some
+    could not be known."""
     if any(ch in _UNKNOWN_CHARS for ch in target):
         return [], True
     if any(ch in _GLOB_CHARS for ch in target):
         import glob
 
-        matches = sorted(glob.glob(target))
-        return matches[:MAX_GLOB_MATCHES], len(matches) > MAX_GLOB_MATCHES
+        return sorted(glob.glob(target)), False
     return [target], False
 
 
@@ -82,18 +82,41 @@ def check_command(ctx: HookContext, command: str) -> str | None:
     taken: list[tuple[str, int]] = []
     for target in scan.targets:
         paths, unknown = _expand(target)
-        uncertain = uncertain or unknown
-        for path in paths:
-            reason = _check_path(ctx, path, command, taken)
+        uncertain = uncertain or unknown or len(paths) > MAX_GLOB_MATCHES
+        # Past the first matches, a glob's files get only the lease check (one query for all):
+        # a lease and a view check for each of thousands would spend the call's budget.
+        reason = _check_leases_of(ctx, paths[MAX_GLOB_MATCHES:], command)
+        for path in paths[:MAX_GLOB_MATCHES]:
             if reason is not None:
-                for key, fence in taken:  # the command won't run: give back what it took
-                    ctx.backend.release_lease(key, ctx.holder, fence)
-                return reason
+                break
+            reason = _check_path(ctx, path, command, taken)
+        if reason is not None:
+            for key, fence in taken:  # the command won't run: give back what it took
+                ctx.backend.release_lease(key, ctx.holder, fence)
+            return reason
     if uncertain:
         ctx.journal("bash.uncertain", None, {
             "command": command[:COMMAND_EXCERPT], "notes": list(scan.notes)[:20],
             "targets": list(scan.targets)[:20],
         })
+    return None
+
+
+def _check_leases_of(ctx: HookContext, paths: list[str], command: str) -> str | None:
+    """The refusal when another holder leases one of ``paths`` (files inside the root), else None."""
+    if not paths:
+        return None
+    keys = set()
+    for path in paths:
+        try:
+            keys.add(ctx.file_key(path).key)
+        except PathOutsideRoot:
+            continue  # a directory or a path outside: the scan's other checks cover those forms
+    for lease in ctx.backend.list_leases():
+        if lease.key in keys and lease.holder != ctx.holder:
+            action = f"run `{_describe(command)}`, which writes"
+            return file_checks.lease_refusal(ctx, lease.key, lease.holder, lease.acquired_at, lease.expires_at,
+                                             action)
     return None
 
 
