@@ -605,6 +605,22 @@ def test_a_session_without_assignments_stops_quietly(root: Path) -> None:
     assert backend(root).journal_count(kind="anomaly.zero_work") == 0
 
 
+def test_a_stop_without_assigned_work_does_not_read_every_worker_ever_recorded(root: Path, monkeypatch) -> None:
+    """Every session and subagent that ever ran stays in the workers table: a Stop with nothing
+    assigned must not pay for reading them all."""
+    from agent_coherence.adapters.claude_code.hook import main
+
+    assert output(run_hook(root, event("SessionStart", "free", root, source="startup"))) == {}
+    scans = []
+    real = SQLiteBackend.list_workers
+    monkeypatch.setattr(SQLiteBackend, "list_workers",
+                        lambda self, include_ended=False: scans.append(include_ended) or real(self, include_ended))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    assert main(io.BytesIO(json.dumps(stop_payload("free", root)).encode()), stdout, hook_env(root), stderr) == 0
+    assert stdout.getvalue() == "" and stderr.getvalue() == ""
+    assert scans == []
+
+
 def test_declared_outputs_must_be_written_by_the_session(root: Path) -> None:
     env = hook_env(root, AGENT_COHERENCE_EXPECT_OUTPUTS=os.pathsep.join(["report.md", "data/out.csv"]))
     assert output(run_hook(root, event("SessionStart", "w", root, source="startup"), env)) == {}
