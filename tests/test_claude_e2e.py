@@ -171,7 +171,7 @@ def test_a_hook_that_cannot_start_or_hangs_refuses_the_write_only_with_on_failur
             assert cli("install", "claude-code", "--command", command, "--root", str(project)).returncode == 0
             path = project / ".claude" / "settings.json"
             settings = json.loads(path.read_text())
-            settings["hooks"] = {"PreToolUse": settings["hooks"]["PreToolUse"]}  # the one handler that matters
+            settings["hooks"] = {"PreToolUse": settings["hooks"]["PreToolUse"][:1]}  # the one handler that matters
             handler = settings["hooks"]["PreToolUse"][0]["hooks"][0]
             assert handler["onFailure"] == "block"
             handler["timeout"] = 1  # hang past the timeout quickly

@@ -75,22 +75,48 @@ def test_hook_entries_shape() -> None:
     assert list(entries) == ["PreToolUse", "PostToolUse", "PostToolUseFailure", "SessionStart", "SubagentStart",
                              "Stop", "SubagentStop", "SessionEnd"]
     for event, groups in entries.items():
-        assert len(groups) == 1 and len(groups[0]["hooks"]) == 1
-        handler = groups[0]["hooks"][0]
-        assert handler["type"] == "command"
-        # shell form: every client version runs it with its argument (no bare `agent-coherence`)
-        assert handler["command"] == f"{CMD} hook" and "args" not in handler
-        assert handler["timeout"] == (5 if event == "SessionEnd" else 10)
-        # a PreToolUse hook that can't start or times out refuses the call instead of letting it run
-        assert handler.get("onFailure") == ("block" if event == "PreToolUse" else None)
-        assert is_our_handler(handler)
-        if event in ("PreToolUse", "PostToolUse", "PostToolUseFailure"):
+        assert len(groups) == (2 if event == "PreToolUse" else 1)
+        for group in groups:
+            assert len(group["hooks"]) == 1
+            handler = group["hooks"][0]
+            assert handler["type"] == "command"
+            # shell form: every client version runs it with its argument (no bare `agent-coherence`)
+            assert handler["command"] == f"{CMD} hook" and "args" not in handler
+            assert handler["timeout"] == (5 if event == "SessionEnd" else 10)
+            assert is_our_handler(handler)
+            if event in ("PreToolUse", "PostToolUse", "PostToolUseFailure"):
+                # a matcher of letters and `|` only is an exact match, not a regex
+                assert all(ch.isalnum() or ch == "|" for ch in group["matcher"])
+            else:
+                assert "matcher" not in group
+        if event in ("PostToolUse", "PostToolUseFailure"):
             assert groups[0]["matcher"] == "Write|Edit|MultiEdit|NotebookEdit|Bash|Read"
-            # a matcher of letters and `|` only is an exact match, not a regex
-            assert all(ch.isalnum() or ch == "|" for ch in groups[0]["matcher"])
-        else:
-            assert "matcher" not in groups[0]
+    # A PreToolUse hook that can't start or times out refuses a tool call that may write instead
+    # of letting it run; a Read it would only refuse, protecting nothing.
+    writes, reads = entries["PreToolUse"]
+    assert writes["matcher"] == "Write|Edit|MultiEdit|NotebookEdit|Bash" and writes["hooks"][0]["onFailure"] == "block"
+    assert reads["matcher"] == "Read" and "onFailure" not in reads["hooks"][0]
+    assert all("onFailure" not in g["hooks"][0] for event, groups in entries.items() if event != "PreToolUse"
+               for g in groups)
     json.dumps(entries)  # serialisable
+
+
+def test_reinstall_over_the_single_pretooluse_group_of_an_earlier_version(project) -> None:
+    root, path = project
+    data = json.loads(_read(path))
+    earlier = {"matcher": "Write|Edit|MultiEdit|NotebookEdit|Bash|Read", "hooks": [
+        {"type": "command", "command": f"{CMD} hook", "timeout": 10, "statusMessage": "agent-coherence",
+         "onFailure": "block"}]}
+    data["hooks"]["PreToolUse"].append(earlier)
+    data["hooks"]["PreToolUse"].append({"matcher": "Read", "hooks": [{"type": "command", "command": "mine"}]})
+    _write(path, data)
+    install_settings(root, command=CMD)
+    groups = json.loads(_read(path))["hooks"]["PreToolUse"]
+    assert [g["matcher"] for g in groups] == ["Bash", "Write|Edit|MultiEdit|NotebookEdit|Bash", "Read", "Read"]
+    assert groups[3]["hooks"] == [{"type": "command", "command": "mine"}]  # the user's own group, kept after ours
+    raw = _read(path)
+    install_settings(root, command=CMD)
+    assert _read(path) == raw
 
 
 def test_install_keeps_unrelated_settings_and_other_hooks(project) -> None:
@@ -112,8 +138,8 @@ def test_install_keeps_unrelated_settings_and_other_hooks(project) -> None:
     assert list(hooks)[:3] == ["Notification", "PreToolUse", "Stop"]
     entries = hook_entries(CMD)
     for event, groups in entries.items():
-        assert hooks[event][-1] == groups[0]
-    assert len(hooks["PreToolUse"]) == 2 and len(hooks["Stop"]) == 2
+        assert hooks[event][-len(groups):] == groups
+    assert len(hooks["PreToolUse"]) == 3 and len(hooks["Stop"]) == 2
     # our formatting: indent=2, trailing newline, non-ASCII kept as is
     raw = _read(path).decode()
     assert raw.endswith("}\n") and '\n  "permissions"' in raw and "héllo wörld ✓" in raw
@@ -141,10 +167,10 @@ def test_reinstall_with_another_command_replaces_in_place(project) -> None:
     hooks = json.loads(_read(path))["hooks"]
     for event, groups in hooks.items():
         ours = [h for g in groups for h in g["hooks"] if is_our_handler(h)]
-        assert len(ours) <= 1, event
+        assert len(ours) <= (2 if event == "PreToolUse" else 1), event
         assert all(h["command"] == "/elsewhere/bin/agent-coherence hook" for h in ours)
     assert is_our_handler(hooks["PreToolUse"][0]["hooks"][0]), "position kept"
-    assert hooks["PreToolUse"][1] == ORIGINAL["hooks"]["PreToolUse"][0]
+    assert hooks["PreToolUse"][2] == ORIGINAL["hooks"]["PreToolUse"][0]
 
 
 def test_uninstall_restores_the_original_exactly(project) -> None:

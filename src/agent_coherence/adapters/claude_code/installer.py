@@ -48,7 +48,8 @@ from typing import Literal, NamedTuple
 from agent_coherence.errors import CoherenceError
 
 __all__ = [
-    "HOOK_COMMAND", "HOOK_ARGS", "TOOL_MATCHER", "HOOK_TAG", "SettingsError", "default_command",
+    "HOOK_COMMAND", "HOOK_ARGS", "TOOL_MATCHER", "WRITE_MATCHER", "READ_MATCHER", "HOOK_TAG", "SettingsError",
+    "default_command",
     "hook_entries", "install_settings", "uninstall_settings", "write_plugin", "settings_path",
     "is_our_handler", "is_installed", "InstallPlan", "plan_install", "unignored_local_settings",
 ]
@@ -59,6 +60,11 @@ HOOK_TAG = "agent-coherence"  # statusMessage on every handler we install
 # Exact-match alternatives. MultiEdit is no tool of current clients (2.1.197 and later neither offer
 # it nor run hooks for it); it stays for older ones, where it is a file write like Edit.
 TOOL_MATCHER = "Write|Edit|MultiEdit|NotebookEdit|Bash|Read"
+# PreToolUse splits it: only the tools that may write carry onFailure "block". A Read refused
+# because the hook could not start protects nothing, and would leave a teammate without
+# agent-coherence on PATH unable to read the project at all.
+WRITE_MATCHER = "Write|Edit|MultiEdit|NotebookEdit|Bash"
+READ_MATCHER = "Read"
 PLUGIN_NAME = "agent-coherence"
 DESCRIPTION = ("agent-coherence: per-file leases and version checks so parallel Claude Code sessions "
                "and subagents don't overwrite each other's edits")
@@ -195,10 +201,11 @@ def hook_entries(command: str | None = None, *, form: Form = "shell") -> dict:
     a session saw. Session, subagent and stop events have no matcher (they match everything).
     Timeouts are 10 s, except ``SessionEnd``: 5 s, which also raises its 1.5 s default budget.
 
-    The PreToolUse handler carries ``"onFailure": "block"``: when the hook can't start (not on
-    PATH, an ENOENT spawn error) or is killed on its timeout, the client refuses the tool call
-    instead of running it unchecked. Clients that predate the key ignore it (2.1.197 does) and
-    let the call run, as before.
+    The PreToolUse handler of the tools that may write carries ``"onFailure": "block"``: when the
+    hook can't start (not on PATH, an ENOENT spawn error) or is killed on its timeout, the client
+    refuses the tool call instead of running it unchecked. ``Read`` has a PreToolUse group of its
+    own without it, so such a failure never refuses a read. Clients that predate the key ignore
+    it (2.1.197 does) and let the call run, as before.
 
     ``form="shell"`` (the default) writes one shell-quoted command string, ``agent-coherence
     hook``, which every client version runs as written. ``form="exec"`` writes ``command`` plus
@@ -210,9 +217,12 @@ def hook_entries(command: str | None = None, *, form: Form = "shell") -> dict:
         raise ValueError(f"form must be 'exec' or 'shell', not {form!r}")
     cmd = command or default_command()
     entries: dict = {}
-    for event in ("PreToolUse", "PostToolUse", "PostToolUseFailure"):
-        on_failure = "block" if event == "PreToolUse" else None
-        entries[event] = [{"matcher": TOOL_MATCHER, "hooks": [_handler(cmd, DEFAULT_TIMEOUT, form, on_failure)]}]
+    entries["PreToolUse"] = [
+        {"matcher": WRITE_MATCHER, "hooks": [_handler(cmd, DEFAULT_TIMEOUT, form, "block")]},
+        {"matcher": READ_MATCHER, "hooks": [_handler(cmd, DEFAULT_TIMEOUT, form)]},
+    ]
+    for event in ("PostToolUse", "PostToolUseFailure"):
+        entries[event] = [{"matcher": TOOL_MATCHER, "hooks": [_handler(cmd, DEFAULT_TIMEOUT, form)]}]
     for event in SESSION_EVENTS:
         entries[event] = [{"hooks": [_handler(cmd, DEFAULT_TIMEOUT, form)]}]
     entries["SessionEnd"] = [{"hooks": [_handler(cmd, SESSION_END_TIMEOUT, form)]}]
@@ -283,7 +293,7 @@ def install_settings(project_dir: str | None = None, *, scope: Scope = "project"
             raise SettingsError(path, f'"hooks.{event}" is {_json_type(value)}, expected a list')
     for event, groups in entries.items():
         current = hooks.setdefault(event, [])
-        _place_group(current, groups[0])
+        _place_groups(current, groups)
     for event, groups in list(hooks.items()):  # ours left on events we no longer use (older versions)
         if event not in entries and isinstance(groups, list) and _remove_ours(groups):
             if not groups:
@@ -334,8 +344,8 @@ def uninstall_settings(project_dir: str | None = None, *, scope: Scope = "projec
     return path
 
 
-def _place_group(groups: list, desired: dict) -> None:
-    """Make ``desired`` our only group in ``groups``, keeping the position of an existing one."""
+def _place_groups(groups: list, desired: list) -> None:
+    """Make ``desired`` our only groups in ``groups``, at the position of the first existing one."""
     slot = None
     for index, group in enumerate(groups):
         handlers = _handlers_of(group)
@@ -344,12 +354,12 @@ def _place_group(groups: list, desired: dict) -> None:
             break
     if slot is None:
         _remove_ours(groups)
-        groups.append(desired)
+        groups.extend(desired)
         return
     head, rest = groups[:slot], groups[slot + 1:]
     _remove_ours(head)  # no group of ours only before the slot, but maybe mixed ones
     _remove_ours(rest)
-    groups[:] = head + [desired] + rest
+    groups[:] = head + list(desired) + rest
 
 
 def _handlers_of(group: object) -> list | None:
