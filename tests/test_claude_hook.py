@@ -468,6 +468,26 @@ def test_an_edit_whose_new_text_is_missing_is_reported(root: Path) -> None:
     assert output(run_hook(root, post)) == {}
 
 
+def test_an_edit_the_client_wrote_in_the_files_quote_style_is_no_mismatch(root: Path) -> None:
+    """Claude Code matches straight quotes in old_string against curly ones in the file and writes
+    new_string in the file's style: `x = "bye"` lands as `x = \u201cbye\u201d`. That is the edit asked
+    for, not another writer's bytes."""
+    doc = root / "doc.py"
+    doc.write_text("x = \u201chello\u201d\nit\u2019s = 1\n")
+    assert allowed(run_hook(root, read_payload("alice", root, doc)))
+    assert allowed(run_hook(root, edit_payload("alice", root, doc, 'x = "hello"', 'x = "bye"')))
+    doc.write_text("x = \u201cbye\u201d\nit\u2019s = 1\n")
+    post = edit_payload("alice", root, doc, 'x = "hello"', 'x = "bye"', "PostToolUse",
+                        tool_response={"filePath": str(doc), "oldString": 'x = "hello"', "newString": 'x = "bye"'})
+    assert output(run_hook(root, post)) == {}
+    assert backend(root).journal_count(kind="write.mismatch") == 0
+    post = edit_payload("alice", root, doc, "it\u2019s", "it's 2", "PostToolUse")
+    doc.write_text("x = \u201cbye\u201d\nit\u2019s 2 = 1\n")
+    assert output(run_hook(root, post)) == {}
+    wrong = edit_payload("alice", root, doc, 'x = "bye"', 'x = "ciao"', "PostToolUse")
+    assert "does not contain the new_string" in post_problem(output(run_hook(root, wrong)))
+
+
 def test_a_failed_tool_is_journalled_and_keeps_the_lease(root: Path) -> None:
     app = root / "src" / "app.py"
     assert allowed(run_hook(root, edit_payload("alice", root, app, "hello", "hi")))

@@ -259,6 +259,17 @@ def _normalized(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n")
 
 
+# Claude Code's Edit matches straight quotes in old_string against typographic ones in the file
+# and writes new_string in the file's quote style, so the two are compared with quotes folded.
+_QUOTES = (("\u201c", '"'), ("\u201d", '"'), ("\u2018", "'"), ("\u2019", "'"))
+
+
+def _quotes_folded(data: bytes) -> bytes:
+    for curly, straight in _QUOTES:
+        data = data.replace(curly.encode("utf-8"), straight.encode("utf-8"))
+    return data
+
+
 def _encoded(text: object) -> bytes | None:
     if not isinstance(text, str):
         return None
@@ -277,7 +288,7 @@ def content_mismatch(tool: str, tool_input: dict, data: bytes) -> str | None:
         edits = tool_input.get("edits") if tool == "MultiEdit" else [tool_input]
         last = edits[-1] if isinstance(edits, list) and edits and isinstance(edits[-1], dict) else {}
         wanted = _encoded(last.get("new_string"))
-        if wanted and _normalized(wanted) not in _normalized(data):
+        if wanted and _quotes_folded(_normalized(wanted)) not in _quotes_folded(_normalized(data)):
             return "the file on disk does not contain the new_string of your edit"
     return None
 
