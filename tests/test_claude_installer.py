@@ -497,3 +497,9 @@ def test_an_install_into_a_local_file_git_would_commit_says_so(tmp_path, capsys)
     assert cli.main(["install", "claude-code", "--local", "--root", root, "--command", "other"]) == 0
     assert "git does not ignore" not in capsys.readouterr().out
     assert installer.unignored_local_settings(str(tmp_path / "elsewhere")) is None  # not a work tree
+
+
+def test_is_installed_refuses_a_settings_path_it_cannot_read(tmp_path) -> None:
+    os.makedirs(tmp_path / ".claude" / "settings.json")  # a directory where the file belongs
+    with pytest.raises(SettingsError, match="it is a directory"):
+        installer.is_installed(str(tmp_path))

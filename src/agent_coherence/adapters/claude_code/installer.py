@@ -303,8 +303,9 @@ def install_settings(project_dir: str | None = None, *, scope: Scope = "project"
 
 
 def is_installed(project_dir: str | None = None, *, scope: Scope = "project", home: str | None = None) -> bool:
-    """True if the settings file for ``scope`` holds any handler of ours. A missing or unreadable
-    file holds none; a malformed one raises :class:`SettingsError`."""
+    """True if the settings file for ``scope`` holds any handler of ours. A missing file holds
+    none; one that can't be read (a directory, no permission) or is malformed raises
+    :class:`SettingsError`."""
     path = settings_path(project_dir, scope=scope, home=home)
     if not os.path.lexists(path):
         return False
