@@ -536,6 +536,24 @@ def test_a_glob_with_more_matches_than_are_checked_one_by_one_still_meets_every_
     assert backend(root).get_lease("logs/run-0000.log") is None  # what the refused command took is given back
 
 
+def test_git_commands_that_discard_every_edit_in_progress_are_refused_while_another_session_edits(
+        root: Path) -> None:
+    """`git reset --hard`, `git stash` and `git clean -f` from one session throw away another
+    session's uncommitted edits (its new files, for clean) as surely as `git checkout -- .`."""
+    app = root / "src" / "app.py"
+    assert allowed(run_hook(root, edit_payload("alice", root, app, "hello", "hi")))
+    for command in ("git reset --hard", "git reset --hard HEAD~1", "git stash", "git stash save wip",
+                    "git clean -fd", "cd src && git stash -u"):
+        denied = run_hook(root, bash("bob", root, command))
+        assert not allowed(denied) and "claude:alice" in reason(denied), command
+    for command in ("git stash list", "git reset --soft HEAD~1", "git clean -n", "git stash push -- other.txt"):
+        assert allowed(run_hook(root, bash("bob", root, command))), command
+    output(run_hook(root, session_end("bob", root)))  # gives back other.txt, which its stash push took
+    assert allowed(run_hook(root, bash("alice", root, "git stash")))  # its own edits: its own call
+    output(run_hook(root, session_end("alice", root)))
+    assert allowed(run_hook(root, bash("bob", root, "git reset --hard")))
+
+
 def test_bash_writes_that_cannot_be_parsed_are_allowed_and_recorded(root: Path) -> None:
     command = "python -c \"open('src/app.py', 'w').write('x')\""
     assert allowed(run_hook(root, bash("bob", root, command)))

@@ -2,9 +2,10 @@
 and which files they name.
 
 ``checkout``/``restore`` of paths, ``stash push`` of paths, ``clean``, ``rm`` and ``mv`` record
-the files they overwrite or delete; ``diff``/``log``/``show``/``archive``/``format-patch`` record
-an ``--output``/``-o`` file; a branch switch, a hard reset, ``merge``, ``rebase`` and the other tree
-rewriters flag the command as uncertain (which files change depends on the repository, which
+the files they overwrite or delete; a hard reset, a ``stash`` of everything and a ``clean`` without
+paths target the whole directory (they discard every edit in progress) and are uncertain too;
+``diff``/``log``/``show``/``archive``/``format-patch`` record an ``--output``/``-o`` file; a branch
+switch, ``merge``, ``rebase`` and the other tree rewriters flag the command as uncertain (which files change depends on the repository, which
 no static scan sees). Read-only subcommands record nothing. Called as ``handle_git(scan, name,
 args, redirs)`` like every handler of :mod:`bash_tools`; it never runs anything. Standard library
 only.
@@ -68,9 +69,20 @@ def _git_switch(scan: Scan, args: list[Word]) -> None:
     scan.flag("git switch rewrites the working tree")
 
 
+def _whole_tree(scan: Scan, what: str) -> None:
+    """A subcommand that throws away the uncommitted changes of every file in the working tree (other
+    sessions' edits in progress included): a target of the whole directory, so it is refused while
+    another holder leases a file beneath it, and uncertain, as the files it touches are not listed."""
+    scan.target(Word("."), what)
+    scan.flag(what)
+
+
 def _git_reset(scan: Scan, args: list[Word]) -> None:
     names = {a.text for a in args}
-    for mode in ("--hard", "--merge", "--keep"):
+    if "--hard" in names:
+        _whole_tree(scan, "git reset --hard discards the changes to every tracked file")
+        return
+    for mode in ("--merge", "--keep"):  # these keep local changes (or stop): no edit in progress is lost
         if mode in names:
             scan.flag(f"git reset {mode} rewrites the working tree")
             return
@@ -81,12 +93,14 @@ def _git_stash(scan: Scan, args: list[Word]) -> None:
     rest = args[1:] if args and not args[0].text.startswith("-") else args
     if sub in ("list", "show", "drop", "clear", "create", "store"):
         return
-    if sub == "push":
+    if sub in ("push", "save"):
         _, ops, _ = parse_options(rest, "m", frozenset({"--message", "--pathspec-from-file"}))
-        if ops:
+        if ops and sub == "push":
             for p in ops:
                 scan.target(p, f"git stash reverts {p.text}")
             return
+        _whole_tree(scan, f"git stash {sub} reverts the changes to every tracked file")
+        return
     scan.flag(f"git stash {sub} rewrites the working tree")
 
 
@@ -97,8 +111,8 @@ def _git_clean(scan: Scan, args: list[Word]) -> None:
         return
     for p in ops:
         scan.target(p, f"git clean deletes untracked files in {p.text}")
-    if not ops:
-        scan.flag("git clean deletes untracked files: not listed")
+    if not ops:  # another session's new files are untracked until committed
+        _whole_tree(scan, "git clean deletes the untracked files of the whole tree")
 
 
 def _git_rm(scan: Scan, args: list[Word]) -> None:
