@@ -704,6 +704,33 @@ def test_a_busy_database_denies_writes_and_lets_reads_through_within_the_budget(
     assert allowed(run_hook(root, write_payload("alice", root, root / "x.txt"), hook_env(root)))
 
 
+def test_a_sqlite_url_in_the_environment_is_the_database_the_hook_uses(root: Path, tmp_path: Path) -> None:
+    """AGENT_COHERENCE_URL=sqlite:///FILE is where the Python API keeps its state; the hook must keep
+    its leases there too, or the scripts and the sessions are not coordinated with each other."""
+    shared = tmp_path / "shared.db"
+    env = hook_env(root, AGENT_COHERENCE_URL=f"sqlite:///{shared}")
+    assert allowed(run_hook(root, write_payload("alice", root, root / "plan.md"), env))
+    assert SQLiteBackend(str(shared)).get_lease("plan.md").holder == "claude:alice"
+    assert not (root / ".agent-coherence").exists()
+    from agent_coherence import Coordinator
+
+    coord = Coordinator.open(str(root), url=f"sqlite:///{shared}")
+    try:
+        with pytest.raises(Exception, match="claude:alice"):
+            coord.write("plan.md", b"from a script\n", holder="script")
+    finally:
+        coord.close()
+
+
+def test_an_unsupported_url_refuses_writes_and_names_the_url_without_its_password(root: Path) -> None:
+    env = hook_env(root, AGENT_COHERENCE_URL="postgresql+psycopg://app:s3cret@db/agents")
+    said = reason(run_hook(root, write_payload("alice", root, root / "plan.md"), env))
+    assert "unsupported backend URL" in said and "AGENT_COHERENCE_URL" in said and "s3cret" not in said, said
+    assert "internal error" not in said
+    assert not (root / ".agent-coherence").exists()  # no embedded database made behind the user's back
+    assert allowed(run_hook(root, read_payload("alice", root, root / "src" / "app.py"), env))
+
+
 def test_a_hook_whose_stdin_never_closes_does_not_hang(root: Path) -> None:
     env = hook_env(root, AGENT_COHERENCE_HOOK_BUDGET="0.3")
     proc = subprocess.Popen(HOOK, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)

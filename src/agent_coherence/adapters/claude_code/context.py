@@ -150,19 +150,46 @@ class HookContext:
         return self.budget - (time.monotonic() - self.started)
 
     def server_url(self) -> str | None:
-        """The PostgreSQL URL the hook runs on (``AGENT_COHERENCE_URL``), or None: the embedded database."""
-        url = self.env.get("AGENT_COHERENCE_URL", "")
-        return url if url.startswith(("postgresql://", "postgres://")) else None
+        """The PostgreSQL URL the hook runs on (``AGENT_COHERENCE_URL``), or None: an SQLite file."""
+        url = self._url()
+        return url if url is not None and url.startswith(("postgresql://", "postgres://")) else None
 
-    def database_exists(self) -> bool:
+    def database_file(self) -> str:
+        """The SQLite file the hook runs on when no server is named: the one ``sqlite:///FILE`` in
+        ``AGENT_COHERENCE_URL`` names, as for the Python API, else the project's own."""
         from ...backends import default_database
 
-        return self.server_url() is not None or os.path.exists(default_database(self.root))
+        url = self._url()
+        if url is not None and url.startswith("sqlite:///"):
+            return url[len("sqlite://"):]
+        return default_database(self.root)
+
+    def _url(self) -> str | None:
+        """``AGENT_COHERENCE_URL`` (None when unset), refused as the Python API refuses it: the hook
+        must not fall back to another database than the scripts it coordinates with use."""
+        url = self.env.get("AGENT_COHERENCE_URL", "") or None
+        if url is None or url == "sqlite:":
+            return None
+        from ...backends import check_url
+        from ...errors import BackendUnavailable
+
+        try:
+            check_url(url)
+        except ValueError as error:
+            raise BackendUnavailable(
+                f"AGENT_COHERENCE_URL: {error}",
+                recover="set AGENT_COHERENCE_URL to sqlite:///<file> or postgresql://..., or unset it for the "
+                        "project's own database",
+                backend="unknown", detail=str(error), reason="url",
+            ) from None
+        return url
+
+    def database_exists(self) -> bool:
+        return self.server_url() is not None or os.path.exists(self.database_file())
 
     @property
     def backend(self) -> SQLiteBackend:
         if self._backend is None:
-            from ...backends import default_database
             from ...backends.sqlite import SQLiteBackend
 
             # Leave time inside the budget to answer after the database gave up being busy.
@@ -173,7 +200,7 @@ class HookContext:
 
                 self._backend = PostgresBackend(url, pool_size=1, retry_deadline=deadline)  # type: ignore[assignment]
                 return self._backend  # type: ignore[return-value]
-            self._backend = SQLiteBackend(default_database(self.root), busy_deadline=deadline)
+            self._backend = SQLiteBackend(self.database_file(), busy_deadline=deadline)
             # Hook processes leave the WAL in place (see hook.run); keep it short so each new
             # process's WAL recovery stays cheap.
             self._backend.read(lambda conn: conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}"))
