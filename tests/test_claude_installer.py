@@ -421,6 +421,13 @@ def test_the_shared_project_file_never_gets_a_path_of_this_machine(tmp_path, mon
     assert path.endswith(os.path.join(".claude", "settings.local.json"))
     assert not os.path.exists(os.path.join(root, ".claude", "settings.json"))
 
+    # Later on PATH (pipx): the shared file gets the hooks, and the local ones would run as well.
+    now_on_path = installer.plan_install(root, on_path="/usr/local/bin/agent-coherence")
+    assert now_on_path.scope == "project" and now_on_path.command == "agent-coherence"
+    assert now_on_path.notice is not None and "uninstall claude-code --local" in now_on_path.notice
+    uninstall_settings(root, scope="local")
+    assert installer.plan_install(root, on_path="/usr/local/bin/agent-coherence").notice is None
+
     monkeypatch.setattr(sys, "executable", str(tmp_path / "elsewhere" / "python"))  # no script anywhere
     nowhere = installer.plan_install(root, on_path="")
     assert nowhere.scope == "project" and nowhere.command == "agent-coherence" and "neither on PATH" in nowhere.notice

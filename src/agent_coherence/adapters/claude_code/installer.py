@@ -146,7 +146,14 @@ def plan_install(project_dir: str | None = None, *, scope: Scope = "project", co
 
         on_path = shutil.which(HOOK_COMMAND)
     if on_path:
-        return InstallPlan("project", HOOK_COMMAND, None)
+        notice = None
+        if is_installed(project_dir, scope="local", home=home):
+            # An earlier install made while agent-coherence was not on PATH: the client would run
+            # both files' handlers, a second hook call on every event (a Stop reason said twice).
+            notice = (f"{settings_path(project_dir, scope='local')} also has agent-coherence hooks (an earlier "
+                      f"install, from when {HOOK_COMMAND} was not on PATH): every event would run the hook "
+                      f"twice. Remove them with `agent-coherence uninstall claude-code --local`.")
+        return InstallPlan("project", HOOK_COMMAND, notice)
     local = default_command()
     if local == HOOK_COMMAND:  # no script next to this Python either: nothing machine-specific to hide
         return InstallPlan("project", HOOK_COMMAND, (
