@@ -69,6 +69,19 @@ def test_a_server_that_is_down_is_retried_to_the_deadline_and_named():
     assert "stayed unavailable for 5s" in str(caught.value)
 
 
+def test_a_deadline_shorter_than_one_connection_wait_is_kept():
+    """The Claude Code hook opens the backend with the deadline its time budget leaves (about
+    1.8 s of 3): every try after the first waited a whole connection wait again, so the call took
+    twice the deadline and the hook's own alarm fired first, naming no cause."""
+    url = f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres?schema=urls_down"
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable) as caught:
+        PostgresBackend(url, retry_deadline=1.0, pool_size=1)
+    waited = time.monotonic() - started
+    assert 0.9 < waited < 1.6, waited  # was 2.06: a second full wait after the deadline
+    assert "Connection refused" in str(caught.value) and "stayed unavailable for 1s" in str(caught.value)
+
+
 @pytest.mark.parametrize("schema, said", [
     ("Urls_Team", "lower case"),
     ("urls_" + "a" * 59, "at most 63 bytes"),  # PostgreSQL would keep the first 63: another schema

@@ -297,7 +297,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         a bounded retention step runs first (``postgres_retention.py``).
         """
         self.maintenance_due()
-        result = self._retrying(lambda: self._attempt(work, idempotent, check, durable))
+        result = self._retrying(lambda wait: self._attempt(work, idempotent, check, durable, wait=wait))
         if isinstance(result, Deferred):
             raise result.error
         return result
@@ -305,7 +305,7 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
     def read(self, work: Callable[[Tx], T]) -> T:
         """Run read-only ``work`` in autocommit (one snapshot per statement, no BEGIN or COMMIT
         round trips), retried on any transient failure."""
-        result = self._retrying(lambda: self._attempt(work, True, None, True, read_only=True))
+        result = self._retrying(lambda wait: self._attempt(work, True, None, True, read_only=True, wait=wait))
         assert not isinstance(result, Deferred)
         return result
 
@@ -313,40 +313,42 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
         """Run read-only ``work`` in one transaction (``work`` may set its isolation level first:
         ``postgres_journal`` reads the whole journal in one REPEATABLE READ snapshot); retried on
         a transient failure, without a retention step."""
-        result = self._retrying(lambda: self._attempt(work, True, None, True))
+        result = self._retrying(lambda wait: self._attempt(work, True, None, True, wait=wait))
         assert not isinstance(result, Deferred)
         return result
 
-    def _retrying(self, attempt: Callable[[], T]) -> T:
+    def _retrying(self, attempt: Callable[[float], T]) -> T:
+        """Run ``attempt`` until it succeeds or ``retry_deadline`` has passed since the first try.
+        Each try is given how long it may wait for a pooled connection, never past the deadline:
+        the whole call takes the deadline plus at most one backoff and one try's own work."""
         started = time.monotonic()
         try:
-            return attempt()  # the common case, without building a retry loop
+            return attempt(self._connection_wait)  # the common case, without building a retry loop
         except _Retry:
             pass
-        # the deadline counts from the first attempt, so the whole wait is the deadline plus at most
-        # one backoff and one attempt
-        remaining = max(0.0, self.retry_deadline - (time.monotonic() - started))
+        deadline = started + self.retry_deadline
         retrying = Retrying(
-            retry=retry_if_exception_type(_Retry), stop=stop_after_delay(remaining),
+            retry=retry_if_exception_type(_Retry), stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
             wait=wait_random_exponential(multiplier=0.02, max=1.0), reraise=True,
         )
         try:
-            return retrying(attempt)
+            return retrying(lambda: attempt(min(self._connection_wait, max(0.01, deadline - time.monotonic()))))
         except _Retry as failed:
             raise BackendUnavailable(
-                f"PostgreSQL ({self.schema}) stayed unavailable for {self.retry_deadline:.0f}s: {failed.cause}",
+                f"PostgreSQL ({self.schema}) stayed unavailable for {self.retry_deadline:g}s: {failed.cause}",
                 backend=self.name, detail=str(failed.cause),
             ) from failed.cause
 
     def _attempt(
         self, work: Callable[[Tx], T | Deferred], idempotent: bool, check: Callable[[Tx], T | None] | None,
-        durable: bool, read_only: bool = False,
+        durable: bool, read_only: bool = False, *, wait: float,
     ) -> T | Deferred:
+        """One try of a transaction, waiting up to ``wait`` seconds for a pooled connection."""
         pool = self.pool()
         if self._lost_connections(pool):
             pool = self._replace_lost_pool(pool)
         try:
-            conn = pool.getconn()
+            conn = pool.getconn(timeout=wait)
         except PoolClosed as error:  # replaced (or closed) by another thread while this one waited
             raise _Retry(error) from error
         except PoolTimeout as error:
@@ -428,14 +430,14 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
             # transaction whose commit was lost, and the server then hands the same seq to
             # another transaction, whose row would pass for this one's.
             first = lost_tx.records[0]
-            found = self._retrying(lambda: self._attempt(
+            found = self._retrying(lambda wait: self._attempt(
                 lambda tx: tx.one("SELECT 1 FROM @journal WHERE seq = %s AND hash = %s", (first.seq, first.hash)),
-                True, None, False))
+                True, None, False, wait=wait))
             if found:
                 return result
             raise _Retry(error)
         if check is not None:
-            committed = self._retrying(lambda: self._attempt(check, True, None, False))
+            committed = self._retrying(lambda wait: self._attempt(check, True, None, False, wait=wait))
             if committed is not None:
                 return committed
             raise _Retry(error)
