@@ -203,6 +203,19 @@ def test_compaction_never_launders_an_edited_entry(root):
     assert seqs(root) == before  # nothing removed: the evidence stays
 
 
+def test_a_dry_run_on_an_edited_journal_fails_as_the_real_pass_does(root, capsys):
+    with Coordinator.open(root, retention=MANUAL) as coord:
+        for i in range(20):
+            coord.write("a.txt", f"{i}", holder="h")
+    sql(root, "UPDATE journal SET holder = 'mallory' WHERE seq = 5")
+    before = seqs(root)
+    assert main(["journal", "compact", "--root", str(root), "--keep", "5", "--dry-run"]) == 1
+    said = capsys.readouterr()
+    assert "journal CORRUPT" in said.err and "entry 5" in said.err and "would remove" not in said.out
+    assert main(["journal", "compact", "--root", str(root), "--keep", "5"]) == 1
+    assert seqs(root) == before
+
+
 def test_successive_compactions_chain_their_checkpoints(root):
     with Coordinator.open(root, retention=Retention(every=0, batch=7)) as coord:
         for round_ in range(4):

@@ -316,6 +316,12 @@ class RetentionOps(StepSchedule, TxRunner):
                 young = int(row[1]) + 1 if row[0] is None else int(row[0])
                 cut = max(cut or 0, young - 1)
         if cut:
+            # A real pass verifies what it removes and refuses a damaged journal: so does the dry
+            # run, or it would promise a removal that the real pass then refuses.
+            for part, first, last in tx.all(
+                    "SELECT j.part, min(j.pseq), max(j.pseq) FROM @journal j JOIN @journal_heads h ON h.part = j.part "
+                    "WHERE j.seq <= %s AND j.pseq < h.pseq GROUP BY j.part ORDER BY j.part", (cut,)):
+                self._verify_removed(tx, int(part), int(first), int(last))
             row = tx.one("SELECT count(*), max(j.seq) FROM @journal j JOIN @journal_heads h ON h.part = j.part "
                          "WHERE j.seq <= %s AND j.pseq < h.pseq", (cut,))
             assert row is not None

@@ -260,7 +260,8 @@ class RetentionOps(StepSchedule):
         older_than, cap = self._journal_limits(policy, before, keep)
         first, last = conn.execute(JOURNAL_BOUNDS).fetchone()
         if first is not None:
-            anchored = int(self._newest_checkpoint(conn) is not None)
+            anchor = self._newest_checkpoint(conn)
+            anchored = int(anchor is not None)
             cut = first - 1
             if cap is not None and last - first + 1 - anchored > cap:
                 cut = max(cut, last - cap)
@@ -269,6 +270,9 @@ class RetentionOps(StepSchedule):
                 cut = max(cut, last if young is None else young - 1)
             cut = min(cut, last - 1)
             if cut - first + 1 > anchored:
+                # A real pass verifies what it removes and refuses a damaged journal: so does the
+                # dry run, or it would promise a removal that the real pass then refuses.
+                self._verify_removed(conn, first, cut, anchor)
                 report.journal, report.journal_through = cut - first + 1, cut
         values = self._cutoffs(conn, policy)
         for table, condition, names in _SWEEPS:
