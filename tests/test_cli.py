@@ -83,6 +83,19 @@ def test_read_only_commands_create_no_state(tmp_path: Path) -> None:
     assert not os.path.exists(default_database(str(tmp_path)))
 
 
+@pytest.mark.parametrize("command", [["status"], ["recover"], ["recover", "--dry-run"], ["journal", "compact"],
+                                     ["journal", "show"]])
+def test_json_output_where_there_is_no_state_is_still_json(tmp_path: Path, command: list[str]) -> None:
+    result = run_cli(*command, "--json", "--root", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    if command == ["journal", "show"]:  # one object per entry, and there are none
+        assert result.stdout == "" and "no agent-coherence state" in result.stderr
+    else:
+        report = json.loads(result.stdout)
+        assert report["root"] == str(tmp_path.resolve()) and report["state"] is None
+    assert os.listdir(tmp_path) == []
+
+
 def test_open_with_create_false_makes_nothing_and_says_so(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-root"
     for root in (tmp_path, missing):

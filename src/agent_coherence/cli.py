@@ -331,7 +331,13 @@ def cmd_journal_compact(options: Any) -> int:
         raise UsageError("--keep must be at least 0")
     coord = _open_existing(options)
     if coord is None:
-        print(_no_state(options))
+        if options.json:
+            from .retention import CompactionReport
+
+            # --json promises JSON on stdout: the report of a pass that found nothing to remove.
+            print_json(CompactionReport(dry_run=options.dry_run).as_dict() | {"root": _root(options), "state": None})
+        else:
+            print(_no_state(options))
         return 0
     try:
         before = None if options.before is None else _parse_before(options.before, coord.backend.now())
@@ -404,7 +410,14 @@ def cmd_recover(options: Any) -> int:
 
     coord = _open_existing(options)  # without recovery: run() does it, to report it
     if coord is None:
-        print(_no_state(options))
+        if options.json:
+            from .cli_output import print_json
+
+            # --json promises JSON on stdout: the report of a recovery that found nothing to do.
+            print_json({"root": _root(options), "state": None, "dry_run": options.dry_run, "intents": [],
+                        "removed": [], "kept": [], "failed": []})
+        else:
+            print(_no_state(options))
         return 0
     try:
         return run(coord, dry_run=options.dry_run, as_json=options.json)
