@@ -92,6 +92,14 @@ def test_a_deleted_entry_is_detected(journaled):
     assert (caught.value.seq, caught.value.reason) == (4, "gap")
 
 
+def test_the_recovery_hint_names_the_first_bad_entry(journaled):
+    root, _ = journaled
+    tamper(root, ("UPDATE journal SET holder = 'mallory' WHERE seq = 5", ()))
+    with pytest.raises(JournalCorrupt) as caught:
+        verify(root)
+    assert "from entry 5 on as untrusted" in caught.value.recover  # the CLI prints it as it is
+
+
 def test_a_deleted_first_entry_is_detected(journaled):
     root, _ = journaled
     tamper(root, ("DELETE FROM journal WHERE seq = 1", ()))

@@ -201,9 +201,16 @@ class JournalCorrupt(CoherenceError):
     not JSON, damaged database pages).
     """
 
-    recover = "treat the record after seq as untrusted; restore the state directory from a backup"
+    recover = "treat the record from the first bad entry on as untrusted; restore the state directory from a backup"
     seq: int
     reason: str
+
+    def __init__(self, message: str, *, recover: str | None = None, **facts: Any) -> None:
+        if recover is None and isinstance(facts.get("seq"), int):
+            # The hint is printed as it is (the CLI, logs): it names the entry, not the attribute.
+            recover = (f"treat the record from entry {facts['seq']} on as untrusted; restore the state "
+                       "directory from a backup")
+        super().__init__(message, recover=recover, **facts)
 
 
 class BackendUnavailable(CoherenceError):
