@@ -96,6 +96,16 @@ def test_json_output_where_there_is_no_state_is_still_json(tmp_path: Path, comma
     assert os.listdir(tmp_path) == []
 
 
+def test_read_only_commands_report_a_state_directory_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / ".agent-coherence").write_text("not a directory")
+    for args in (["status"], ["journal", "verify"], ["journal", "show"], ["recover"]):
+        result = run_cli(*args, "--root", str(tmp_path))
+        assert result.returncode == 2, (args, result.stdout)
+        assert "is not a directory" in result.stderr and "recover:" in result.stderr
+        assert "no agent-coherence state" not in result.stdout + result.stderr
+    assert (tmp_path / ".agent-coherence").read_text() == "not a directory"
+
+
 def test_open_with_create_false_makes_nothing_and_says_so(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-root"
     for root in (tmp_path, missing):

@@ -64,6 +64,18 @@ def check_url(url: str | None) -> None:
     raise _unsupported(url)
 
 
+def _no_database(database: str) -> bool:
+    """Whether there is no SQLite state at ``database`` for a caller that must not create one.
+    A state directory that is a file is not "no state": the open goes on and reports it."""
+    try:
+        os.stat(database)
+    except FileNotFoundError:
+        return True
+    except NotADirectoryError:
+        return False
+    return False
+
+
 def open_backend(root: str, url: str | None = None, *, create: bool = True) -> Backend:
     """The backend ``url`` names (see the module docstring). With ``create=False`` a state that
     does not exist yet (no database file, no schema on the server) is not created:
@@ -74,7 +86,7 @@ def open_backend(root: str, url: str | None = None, *, create: bool = True) -> B
         from .sqlite import SQLiteBackend
 
         database = default_database(root) if url is None or url == "sqlite:" else url[len("sqlite://"):]
-        if not create and not os.path.exists(database):
+        if not create and _no_database(database):
             raise BackendUnavailable(
                 f"no agent-coherence state at {database} yet (nothing has been coordinated here)",
                 recover="check the root or URL; a coordinator opened with create=True (the default) makes it",
