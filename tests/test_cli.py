@@ -96,6 +96,19 @@ def test_json_output_where_there_is_no_state_is_still_json(tmp_path: Path, comma
     assert os.listdir(tmp_path) == []
 
 
+def test_read_only_commands_leave_an_empty_database_file_empty(tmp_path: Path) -> None:
+    # What a first open killed before SQLite wrote its header leaves: SQLite would take it for an
+    # empty database and a read-only command would write a whole schema (and a .gitignore) there.
+    database = Path(default_database(str(tmp_path)))
+    database.parent.mkdir()
+    database.touch()
+    for args in (["status"], ["journal", "verify"], ["journal", "show"], ["journal", "compact"], ["recover"]):
+        result = run_cli(*args, "--root", str(tmp_path))
+        assert result.returncode == 0, result.stderr
+        assert "no agent-coherence state" in result.stdout + result.stderr
+    assert os.listdir(database.parent) == [database.name] and database.stat().st_size == 0
+
+
 def test_read_only_commands_report_a_state_directory_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / ".agent-coherence").write_text("not a directory")
     for args in (["status"], ["journal", "verify"], ["journal", "show"], ["recover"]):

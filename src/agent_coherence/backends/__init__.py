@@ -66,14 +66,20 @@ def check_url(url: str | None) -> None:
 
 def _no_database(database: str) -> bool:
     """Whether there is no SQLite state at ``database`` for a caller that must not create one.
-    A state directory that is a file is not "no state": the open goes on and reports it."""
+    A state directory that is a file is not "no state": the open goes on and reports it. An empty
+    file (a first open killed before SQLite wrote its header) with no write-ahead log holds nothing,
+    and SQLite would write a new schema into it."""
     try:
-        os.stat(database)
+        if os.stat(database).st_size:
+            return False
     except FileNotFoundError:
         return True
     except NotADirectoryError:
         return False
-    return False
+    try:
+        return os.stat(database + "-wal").st_size == 0
+    except FileNotFoundError:
+        return True
 
 
 def open_backend(root: str, url: str | None = None, *, create: bool = True) -> Backend:
