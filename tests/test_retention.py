@@ -216,6 +216,19 @@ def test_a_dry_run_on_an_edited_journal_fails_as_the_real_pass_does(root, capsys
     assert seqs(root) == before
 
 
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_compaction_refuses_an_entry_whose_data_is_not_json_without_a_traceback(root, capsys, dry_run):
+    with Coordinator.open(root, retention=MANUAL) as coord:
+        for i in range(20):
+            coord.write("a.txt", f"{i}", holder="h")
+    sql(root, "UPDATE journal SET data = '{not json' WHERE seq = 5")
+    before = seqs(root)
+    assert main(["journal", "compact", "--root", str(root), "--keep", "5", *dry_run]) == 1
+    said = capsys.readouterr().err
+    assert "journal CORRUPT: journal entry 5 cannot be read" in said and "Traceback" not in said
+    assert seqs(root) == before
+
+
 def test_successive_compactions_chain_their_checkpoints(root):
     with Coordinator.open(root, retention=Retention(every=0, batch=7)) as coord:
         for round_ in range(4):

@@ -22,7 +22,7 @@ but takes no lock that writers wait for).
 from __future__ import annotations
 
 from .. import json_text  # json.loads/dumps without importing the json package (hook start-up)
-from ..journal import CHECKPOINT_ENTRY, GENESIS, ChainWalk
+from ..journal import CHECKPOINT_ENTRY, GENESIS, ChainWalk, unreadable_entry
 from ..retention import CompactionReport, Retention, StepSchedule, check_compact_limits
 from .records import JournalRecord
 
@@ -221,7 +221,11 @@ class RetentionOps(StepSchedule):
         for seq, ts, kind, key, holder, data, prev, digest in conn.execute(
                 "SELECT seq, ts, kind, key, holder, data, prev_hash, hash FROM journal "
                 "WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, cut)):
-            walk.check(JournalRecord(seq, ts, kind, key, holder, json_text.loads(data), prev, digest, data))
+            try:
+                parsed = json_text.loads(data)
+            except (TypeError, ValueError) as error:  # refused as verify refuses it, not a traceback
+                raise unreadable_entry(seq, f"its data is not JSON ({error})") from error
+            walk.check(JournalRecord(seq, ts, kind, key, holder, parsed, prev, digest, data))
         return removed
 
     def _sweep_acked(self, conn: sqlite3.Connection, channel_now: float, batch: int) -> tuple[int, bool]:
