@@ -267,3 +267,20 @@ def test_journal_reads_refuse_malformed_arguments_without_blaming_the_database(c
     coord.write("a.txt", b"1", holder="p")
     with pytest.raises(error):
         call(coord.journal)
+
+
+@pytest.mark.parametrize("column,value", [("ts", "yesterday"), ("kind", b"write.failed"), ("holder", b"h")])
+@pytest.mark.parametrize("command", [["journal", "show"], ["journal", "show", "--json"], ["status"]])
+def test_the_cli_reports_an_entry_edited_to_a_wrong_type_as_unreadable(journaled, capsys, column, value, command):
+    from agent_coherence.cli import main
+
+    root, _ = journaled
+    # write.failed: status lists it among the recent problems
+    tamper(root, ("UPDATE journal SET kind = 'write.failed' WHERE seq = 5", ()),
+           (f"UPDATE journal SET {column} = ? WHERE seq = 5", (value,)))
+    if command == ["status"] and column == "kind":
+        assert main([*command, "--root", str(root)]) == 0  # not a problem kind: status does not show it
+        return
+    assert main([*command, "--root", str(root)]) == 2  # formatting it would raise TypeError
+    said = capsys.readouterr().err
+    assert "JournalCorrupt: journal entry 5 cannot be read" in said and "recover:" in said

@@ -40,13 +40,29 @@ def when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
 
 
+def readable(entry: Any) -> Any:
+    """``entry``, if its fields have the types the output relies on; else JournalCorrupt (as
+    ``journal verify`` reports it), not a TypeError from formatting a row edited outside the layer."""
+    from .journal import unreadable_entry
+
+    texts = (entry.kind, entry.key, entry.holder)
+    if (isinstance(entry.ts, bool) or not isinstance(entry.ts, (int, float)) or not isinstance(entry.kind, str)
+            or not all(text is None or isinstance(text, str) for text in texts) or not isinstance(entry.data, dict)):
+        raise unreadable_entry(entry.seq, f"a field has the wrong type (ts={entry.ts!r}, kind={entry.kind!r}, "
+                                          f"key={entry.key!r}, holder={entry.holder!r}, data of type "
+                                          f"{type(entry.data).__name__})")
+    return entry
+
+
 def entry_dict(entry: Any) -> dict[str, Any]:
     """A journal entry for JSON output (its data once, parsed)."""
+    readable(entry)
     return {name: getattr(entry, name) for name in ("seq", "ts", "kind", "key", "holder", "data", "prev_hash", "hash")}
 
 
 def entry_line(entry: Any) -> str:
     """A journal entry on one line: sequence, time, kind, key, holder and its data."""
+    readable(entry)
     return (f"{entry.seq:>6}  {when(entry.ts)}  {entry.kind:<16}  {entry.key or '-':<20}  "
             f"{entry.holder or '-':<12}  {compact(entry.data)}").rstrip()
 
