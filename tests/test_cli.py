@@ -150,6 +150,18 @@ def test_journal_verify_ok_then_corrupt_after_tampering(workspace: Path) -> None
     assert "recover:" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_journal_verify_with_an_anchor_fails_where_the_state_is_gone(workspace: Path, tmp_path: Path) -> None:
+    with Coordinator.open(workspace) as coord:
+        head = coord.journal.head()
+    assert run_cli("journal", "verify", "--anchor", head, "--root", str(workspace)).returncode == 0
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    result = run_cli("journal", "verify", "--anchor", head, "--root", str(empty))
+    assert result.returncode == 1 and "journal OK" not in result.stdout
+    assert f"the anchor {head} is not in the journal" in result.stderr and "recover:" in result.stderr
+    assert os.listdir(empty) == []
+
+
 def test_journal_show_one_key(workspace: Path) -> None:
     result = run_cli("journal", "show", "notes.txt", "--root", str(workspace))
     assert result.returncode == 0, result.stderr

@@ -276,6 +276,14 @@ def cmd_journal_verify(options: Any) -> int:
         raise UsageError(f"--anchor: {malformed}") from None
     coord = _open_existing(options)
     if coord is None:
+        if anchor is not None:
+            # A head recorded earlier cannot be in a journal that is not there: the state removed
+            # whole is the longest cut of all, and an empty journal fails the same check.
+            print(f"journal CORRUPT: the anchor {anchor} is not in the journal: {_no_state(options)}",
+                  file=sys.stderr)
+            print("  recover: check the root or URL; if it is right, the whole record after the anchor is lost: "
+                  "restore the state directory from a backup", file=sys.stderr)
+            return 1
         print(f"journal OK: 0 entries, head {GENESIS}: {_no_state(options)}")
         return 0
     try:
