@@ -229,6 +229,27 @@ def test_compaction_refuses_an_entry_whose_data_is_not_json_without_a_traceback(
     assert seqs(root) == before
 
 
+@pytest.mark.parametrize("data", ["{}", '{"through": "x", "through_hash": 1, "removed": "y"}', "[1]", "not json"])
+def test_an_edited_checkpoint_is_reported_as_corrupt_not_a_traceback(root, capsys, data):
+    compacted(root)  # its checkpoint is entry 41
+    with Coordinator.open(root, retention=MANUAL) as coord:
+        for i in range(20):
+            coord.write("a.txt", f"{i}", holder="h")
+    sql(root, "UPDATE journal SET data = ? WHERE kind = 'journal.checkpoint'", (data,))
+    before = seqs(root)
+    for dry_run in ([], ["--dry-run"]):
+        assert main(["journal", "compact", "--root", str(root), "--keep", "3", *dry_run]) == 1
+        said = capsys.readouterr().err
+        assert "journal CORRUPT: journal entry 41 cannot be read" in said and "Traceback" not in said
+    assert seqs(root) == before
+    # The automatic steps meet it too: logged and skipped, never raised into the write that ran one.
+    with Coordinator.open(root, retention=Retention(every=1, journal_entries=3)) as coord:
+        coord.backend._maintenance_countdown = 1  # the step runs at the next transaction, not up to 200 later
+        for i in range(5):
+            coord.write("a.txt", f"again {i}", holder="h")
+    assert seqs(root) == before + list(range(before[-1] + 1, before[-1] + 6))
+
+
 def test_successive_compactions_chain_their_checkpoints(root):
     with Coordinator.open(root, retention=Retention(every=0, batch=7)) as coord:
         for round_ in range(4):

@@ -146,6 +146,28 @@ def unreadable_entry(seq: int, why: str) -> JournalCorrupt:
     )
 
 
+def stored_checkpoint(seq: int, data_text: str, place: int) -> tuple[int, str, int]:
+    """:func:`checkpoint_fields` of a checkpoint's stored data text: compaction starts from them
+    before it checks any hash, so an edited checkpoint must be refused as corrupt here."""
+    try:
+        data = json_text.loads(data_text)
+    except (TypeError, ValueError) as error:
+        raise unreadable_entry(seq, f"its data is not JSON ({error})") from error
+    return checkpoint_fields(seq, data, place)
+
+
+def checkpoint_fields(seq: int, data: object, place: int) -> tuple[int, str, int]:
+    """(through, through_hash, removed) of checkpoint entry ``seq`` (at position ``place`` of its
+    chain); JournalCorrupt (unreadable) when its data is not what a checkpoint records."""
+    if not isinstance(data, dict):
+        raise unreadable_entry(seq, f"its checkpoint data is not valid ({data!r})")
+    through, through_hash, removed = data.get("through"), data.get("through_hash"), data.get("removed")
+    if not (isinstance(through, int) and isinstance(through_hash, str) and isinstance(removed, int)
+            and 0 < through < place and removed > 0):
+        raise unreadable_entry(seq, f"its checkpoint data is not valid ({data!r})")
+    return through, through_hash, removed
+
+
 def _hash_fields(entry: "JournalRecord") -> tuple[str, int, float, str, str | None, str | None, str]:
     """The fields of ``entry`` that its hash covers, as stored."""
     data_text = entry.data_text if entry.data_text is not None else encode_data(entry.data)
@@ -240,11 +262,7 @@ class ChainWalk:
         self._expected_seq += 1
 
     def _note_checkpoint(self, entry: "JournalRecord", place: int) -> None:
-        data = entry.data
-        through, through_hash, removed = data.get("through"), data.get("through_hash"), data.get("removed")
-        if not (isinstance(through, int) and isinstance(through_hash, str) and isinstance(removed, int)
-                and 0 < through < place and removed > 0):
-            raise unreadable_entry(entry.seq, f"its checkpoint data is not valid ({data!r})")
+        through, through_hash, removed = checkpoint_fields(entry.seq, entry.data, place)
         self.checkpoint = (entry.seq, through, through_hash)
         self.removed = removed
         if not self.anchor_found and through_hash == self.anchor:

@@ -45,7 +45,7 @@ from __future__ import annotations
 import json
 import psycopg
 
-from ..journal import CHECKPOINT_ENTRY, GENESIS, ChainWalk, encode_data
+from ..journal import CHECKPOINT_ENTRY, GENESIS, ChainWalk, encode_data, stored_checkpoint
 from ..retention import CompactionReport, Retention, StepSchedule, check_compact_limits
 from .postgres_journal import record_of
 from .postgres_tx import Tx, TxRunner
@@ -259,14 +259,13 @@ class RetentionOps(StepSchedule, TxRunner):
         """Verify positions ``first``..``cut`` of chain ``part`` from its newest checkpoint's
         anchor (GENESIS when there is none); return (entries removed from the chain before, the
         hash of entry ``cut``). Raises JournalCorrupt."""
-        row = tx.one(f"SELECT data FROM @journal WHERE part = %s AND kind = '{CHECKPOINT_ENTRY}' "
+        row = tx.one(f"SELECT seq, pseq, data FROM @journal WHERE part = %s AND kind = '{CHECKPOINT_ENTRY}' "
                      "ORDER BY pseq DESC LIMIT 1", (part,))
         walk = ChainWalk()
         removed = 0
         if row is not None:
-            checkpoint = json.loads(row[0])
-            removed = int(checkpoint["removed"])
-            walk.start_at(int(checkpoint["through"]) + 1, str(checkpoint["through_hash"]))
+            through, through_hash, removed = stored_checkpoint(int(row[0]), row[2], int(row[1]))
+            walk.start_at(through + 1, through_hash)
         else:
             walk.start_at(1, GENESIS)
         for entry_row in tx.all(f"SELECT pseq, {_CHECKPOINT_COLUMNS} FROM @journal WHERE part = %s "

@@ -22,7 +22,7 @@ but takes no lock that writers wait for).
 from __future__ import annotations
 
 from .. import json_text  # json.loads/dumps without importing the json package (hook start-up)
-from ..journal import CHECKPOINT_ENTRY, GENESIS, ChainWalk, unreadable_entry
+from ..journal import CHECKPOINT_ENTRY, GENESIS, ChainWalk, stored_checkpoint, unreadable_entry
 from ..retention import CompactionReport, Retention, StepSchedule, check_compact_limits
 from .records import JournalRecord
 
@@ -200,22 +200,23 @@ class RetentionOps(StepSchedule):
         report.journal, report.journal_through, report.checkpoint_seq = deleted, cut, seq
 
     @staticmethod
-    def _newest_checkpoint(conn: sqlite3.Connection) -> dict[str, Any] | None:
-        """The data of the newest checkpoint entry (through journal_by_kind), None when there is none."""
+    def _newest_checkpoint(conn: sqlite3.Connection) -> tuple[int, str, int] | None:
+        """(through, through_hash, removed) of the newest checkpoint entry (through journal_by_kind),
+        None when there is none. Raises JournalCorrupt when its data is not a checkpoint's."""
         row = conn.execute(
-            f"SELECT data FROM journal WHERE kind = ? AND {INDEXED_KINDS_SQL} ORDER BY seq DESC LIMIT 1",
+            f"SELECT seq, data FROM journal WHERE kind = ? AND {INDEXED_KINDS_SQL} ORDER BY seq DESC LIMIT 1",
             (CHECKPOINT_ENTRY,)).fetchone()
-        return None if row is None else json_text.loads(row[0])  # type: ignore[no-any-return]
+        return None if row is None else stored_checkpoint(row[0], row[1], row[0])
 
     @staticmethod
-    def _verify_removed(conn: sqlite3.Connection, first: int, cut: int, checkpoint: dict[str, Any] | None) -> int:
+    def _verify_removed(conn: sqlite3.Connection, first: int, cut: int, checkpoint: tuple[int, str, int] | None) -> int:
         """Verify entries ``first``..``cut`` from the newest checkpoint's anchor (GENESIS when
         there is none); return how many entries earlier compactions removed. Raises JournalCorrupt."""
         walk = ChainWalk()
         removed = 0
         if checkpoint is not None:
-            removed = int(checkpoint["removed"])
-            walk.start_at(int(checkpoint["through"]) + 1, str(checkpoint["through_hash"]))
+            through, through_hash, removed = checkpoint
+            walk.start_at(through + 1, through_hash)
         else:
             walk.start_at(1, GENESIS)
         for seq, ts, kind, key, holder, data, prev, digest in conn.execute(
