@@ -283,4 +283,4 @@ def test_the_cli_reports_an_entry_edited_to_a_wrong_type_as_unreadable(journaled
         return
     assert main([*command, "--root", str(root)]) == 2  # formatting it would raise TypeError
     said = capsys.readouterr().err
-    assert "JournalCorrupt: journal entry 5 cannot be read" in said and "recover:" in said
+    assert "JournalCorrupt: journal entry 5 cannot be read" in said and "recover: treat the record from entry 5 on" in said

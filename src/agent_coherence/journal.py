@@ -140,10 +140,7 @@ def legacy_chain_hash(
 def unreadable_entry(seq: int, why: str) -> JournalCorrupt:
     """The error for an entry that cannot be read as part of the chain (bad type, bad JSON,
     damaged database pages)."""
-    return JournalCorrupt(
-        f"journal entry {seq} cannot be read as part of the chain: {why}", seq=seq, reason="unreadable",
-        recover="treat the record from this entry on as untrusted; restore the state directory from a backup",
-    )
+    return JournalCorrupt(f"journal entry {seq} cannot be read as part of the chain: {why}", seq=seq, reason="unreadable")
 
 
 def stored_checkpoint(seq: int, data_text: str, place: int) -> tuple[int, str, int]:
