@@ -107,6 +107,8 @@ def test_read_only_commands_leave_an_empty_database_file_empty(tmp_path: Path) -
         assert result.returncode == 0, result.stderr
         assert "no agent-coherence state" in result.stdout + result.stderr
     assert os.listdir(database.parent) == [database.name] and database.stat().st_size == 0
+    named = run_cli("status", "--root", str(tmp_path), "--url", f"sqlite://{database}")
+    assert named.returncode == 0 and f"in {database} (an empty database file)" in named.stdout
 
 
 def test_read_only_commands_report_a_state_directory_that_is_a_file(tmp_path: Path) -> None:

@@ -225,7 +225,8 @@ def _no_state(options: Any) -> str:
 
         where = f"in the PostgreSQL schema {split_url(url)[1]!r}"  # not the URL: it may hold a password
     elif url.startswith("sqlite:///"):
-        where = f"in {url[len('sqlite://'):]} (no such database file)"
+        path = url[len('sqlite://'):]
+        where = f"in {path} ({'an empty database file' if os.path.exists(path) else 'no such database file'})"
     else:
         where = f"under {_root(options)}"
     return f"no agent-coherence state {where} yet (nothing has been coordinated here)"
