@@ -129,11 +129,12 @@ class Coordinator:
         """Open the coordinator for ``root``: the embedded SQLite backend under
         ``<root>/.agent-coherence/`` when ``url`` is None, else the backend the URL names.
         Interrupted writes of dead processes are recovered unless ``recover=False``. A missing
-        root, state database or PostgreSQL schema is created unless ``create=False``, which
-        raises BackendUnavailable (``reason="missing"``) instead and creates nothing: for tools
-        that only look, so a mistyped root or schema is reported rather than made. Settings
-        (``default_ttl``, ``on_foreign_edit``, ...) are checked before anything is opened. An
-        open that fails or is interrupted (KeyboardInterrupt too) closes the backend it made."""
+        root, state database (or an empty database file) or PostgreSQL schema is created unless
+        ``create=False``, which raises BackendUnavailable (``reason="missing"``) instead and
+        creates nothing: for tools that only look, so a mistyped root or schema is reported
+        rather than made. Settings (``default_ttl``, ``on_foreign_edit``, ...) are checked before
+        anything is opened. An open that fails or is interrupted (KeyboardInterrupt too) closes
+        the backend it made."""
         real_root = os.path.realpath(arguments.root_path(root))
         arguments.check_settings(options)  # refuse bad settings, and a bad URL, before touching the disk
         check_url(url)
