@@ -250,6 +250,26 @@ def test_an_edited_checkpoint_is_reported_as_corrupt_not_a_traceback(root, capsy
     assert seqs(root) == before + list(range(before[-1] + 1, before[-1] + 6))
 
 
+def edit_cursors(root) -> None:
+    """Overwrite the row cursors of the retention sweeps (not the channel-name one) with nonsense."""
+    for table in ("leases", "dedup", "effects", "workers", "assignments"):
+        sql(root, "UPDATE meta SET value = 'x' WHERE name = ?", (f"retention.cursor.{table}",))
+
+
+def test_an_edited_retention_cursor_starts_the_sweep_over(root, capsys):
+    with Coordinator.open(root, retention=Retention(every=0, batch=2)) as coord:
+        for i in range(6):
+            coord.release(coord.acquire(f"k{i}.txt", "h"))
+        coord.compact(steps=1)  # stops at its batch: the cursors hold where it stopped
+    edit_cursors(root)
+    assert main(["journal", "compact", "--root", str(root)]) == 0, capsys.readouterr().err
+    with Coordinator.open(root, retention=Retention(every=1, batch=2)) as coord:
+        edit_cursors(root)
+        coord.backend._maintenance_countdown = 1  # the step runs at the next transaction, not up to 200 later
+        coord.write("a.txt", b"still written", holder="h")
+        assert coord.read("a.txt").data == b"still written"
+
+
 def test_successive_compactions_chain_their_checkpoints(root):
     with Coordinator.open(root, retention=Retention(every=0, batch=7)) as coord:
         for round_ in range(4):

@@ -182,7 +182,12 @@ class RetentionOps(StepSchedule, TxRunner):
         meeting ``condition``. Returns (removed, whether rows remain after these)."""
         cursor_name = f"retention.cursor.{table}"
         stored = _meta(tx, cursor_name)
-        cursor = json.loads(stored) if stored else None
+        try:
+            cursor = json.loads(stored) if stored else None
+        except ValueError:
+            cursor = None  # only where the last step stopped: one that cannot be read starts over
+        if not (cursor is None or (isinstance(cursor, list) and len(cursor) == len(key))):
+            cursor = None
         columns = ", ".join(key)
         after = f"WHERE ({columns}) > ({', '.join(['%(c' + str(i) + ')s' for i in range(len(key))])})" if cursor else ""
         match = " AND ".join(f"t.{column} = b.{column}" for column in key)

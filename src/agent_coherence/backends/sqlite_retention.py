@@ -152,7 +152,9 @@ class RetentionOps(StepSchedule):
         """Examine the next ``batch`` rows of ``table`` after the stored cursor; remove those
         meeting ``condition``. Returns (removed, whether rows remain after these)."""
         cursor_name = f"retention.cursor.{table}"
-        cursor = int(_meta(conn, cursor_name) or 0)
+        stored = _meta(conn, cursor_name) or "0"
+        # Only where the last step stopped: one that is not a rowid (an edited row) starts over.
+        cursor = int(stored) if stored.isdecimal() else 0
         fence = ", fence" if table == "leases" else ""
         rows = conn.execute(
             f"SELECT rowid, ({condition}){fence} FROM {table} WHERE rowid > :cursor ORDER BY rowid LIMIT :batch",
