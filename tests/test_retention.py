@@ -270,6 +270,24 @@ def test_an_edited_retention_cursor_starts_the_sweep_over(root, capsys):
         assert coord.read("a.txt").data == b"still written"
 
 
+@pytest.mark.parametrize("stored", ['{"journal_days": 1, "shiny_new_setting": 2}', "not json", "[1]"])
+def test_a_stored_policy_that_cannot_be_read_stops_retention_not_the_writes(root, capsys, stored):
+    with Coordinator.open(root, retention=Retention(every=1)) as coord:
+        coord.write("a.txt", b"one", holder="h")
+    sql(root, "UPDATE meta SET value = ? WHERE name = 'retention'", (stored,))
+    before = seqs(root)
+    for dry_run in ([], ["--dry-run"]):
+        assert main(["journal", "compact", "--root", str(root), *dry_run]) == 2
+        said = capsys.readouterr().err
+        assert "BackendUnavailable: the retention policy stored in" in said and "recover:" in said
+        assert "Traceback" not in said
+    assert seqs(root) == before
+    with Coordinator.open(root) as coord:
+        coord.backend._maintenance_countdown = 1  # the step runs at the next transaction, not up to 200 later
+        coord.write("a.txt", b"two", holder="h")
+        assert coord.read("a.txt").data == b"two"
+
+
 def test_successive_compactions_chain_their_checkpoints(root):
     with Coordinator.open(root, retention=Retention(every=0, batch=7)) as coord:
         for round_ in range(4):

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import os
 
-from .errors import CoherenceError
+from . import json_text
+from .errors import BackendUnavailable, CoherenceError
 from .logs import ERROR, WARNING, log
 
 TYPE_CHECKING = False
@@ -121,6 +122,24 @@ class Retention:
 
     def __repr__(self) -> str:
         return "Retention(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
+
+
+def stored_policy(text: str, backend: str, where: str) -> Retention:
+    """The policy stored as ``text`` (``as_dict()`` as JSON) in ``where``; BackendUnavailable when
+    it cannot be read (an edited row, or settings of a newer release), so that a write whose
+    automatic step reads it logs and skips the step, and ``journal compact`` reports it, rather
+    than either raising a ValueError."""
+    try:
+        values = json_text.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError(f"not a JSON object: {text[:80]!r}")
+        return Retention.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise BackendUnavailable(
+            f"the retention policy stored in {where} cannot be read: {error}",
+            recover=("store one again with Coordinator.open(root, retention=Retention(...)); every process "
+                     "on the root must run the same release"),
+            backend=backend, detail=str(error), reason="error") from None
 
 
 def check_compact_limits(before: float | None, keep: int | None) -> None:

@@ -46,7 +46,7 @@ import json
 import psycopg
 
 from ..journal import CHECKPOINT_ENTRY, GENESIS, ChainWalk, encode_data, stored_checkpoint
-from ..retention import CompactionReport, Retention, StepSchedule, check_compact_limits
+from ..retention import CompactionReport, Retention, StepSchedule, check_compact_limits, stored_policy
 from .postgres_journal import record_of
 from .postgres_tx import Tx, TxRunner
 
@@ -108,7 +108,7 @@ class RetentionOps(StepSchedule, TxRunner):
             self.transaction(lambda tx: tx.run(_SET_META, ("retention", text)), idempotent=True)
             return update
         row = self.read(lambda tx: tx.one("SELECT value FROM @meta WHERE name = 'retention'"))
-        return Retention() if row is None else Retention.from_dict(json.loads(row[0]))
+        return Retention() if row is None else stored_policy(str(row[0]), self.name, f"the schema {self.schema!r}")
 
     # -- steps ------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from .. import json_text  # json.loads/dumps without importing the json package (hook start-up)
 from ..journal import CHECKPOINT_ENTRY, GENESIS, ChainWalk, stored_checkpoint, unreadable_entry
-from ..retention import CompactionReport, Retention, StepSchedule, check_compact_limits
+from ..retention import CompactionReport, Retention, StepSchedule, check_compact_limits, stored_policy
 from .records import JournalRecord
 
 try:
@@ -87,7 +87,7 @@ class RetentionOps(StepSchedule):
             self.transaction(lambda conn: _set_meta(conn, "retention", text))  # type: ignore[attr-defined]
             return update
         text = self.read(lambda conn: _meta(conn, "retention"))  # type: ignore[attr-defined]
-        return Retention() if text is None else Retention.from_dict(json_text.loads(text))
+        return Retention() if text is None else stored_policy(text, self.name, self.path)  # type: ignore[attr-defined]
 
     @staticmethod
     def fence_floor(conn: sqlite3.Connection) -> int:
