@@ -288,6 +288,19 @@ def test_a_stored_policy_that_cannot_be_read_stops_retention_not_the_writes(root
         assert coord.read("a.txt").data == b"two"
 
 
+@pytest.mark.sqlite_only("PostgreSQL casts the floor in SQL: a driver error, typed by the backend")
+def test_an_edited_fence_floor_is_a_damaged_database_not_a_value_error(root):
+    from agent_coherence import BackendUnavailable
+
+    with Coordinator.open(root, retention=MANUAL) as coord:
+        coord.release(coord.acquire("a.txt", "h", ttl=0.01))
+        coord.compact(keep=0)
+    sql(root, "INSERT OR REPLACE INTO meta(name, value) VALUES ('fence_floor', 'x')")
+    with Coordinator.open(root) as coord, pytest.raises(BackendUnavailable) as caught:
+        coord.write("new.txt", b"1", holder="h")  # a new lease row starts above the floor
+    assert caught.value.reason == "corrupt" and "fence_floor" in caught.value.message
+
+
 def test_successive_compactions_chain_their_checkpoints(root):
     with Coordinator.open(root, retention=Retention(every=0, batch=7)) as coord:
         for round_ in range(4):

@@ -93,7 +93,13 @@ class RetentionOps(StepSchedule):
     def fence_floor(conn: sqlite3.Connection) -> int:
         """The highest fence of a removed lease row: a new lease row starts above it."""
         value = _meta(conn, "fence_floor")
-        return 0 if value is None else int(value)
+        if value is None:
+            return 0
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            # Not reset to 0: that could hand out a fence again. A damaged database, reported so.
+            raise sqlite3.DatabaseError(f"fence_floor is {value!r}, not a number") from None
 
     # -- steps ------------------------------------------------------------------------------
 
