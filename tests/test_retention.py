@@ -288,6 +288,21 @@ def test_a_stored_policy_that_cannot_be_read_stops_retention_not_the_writes(root
         assert coord.read("a.txt").data == b"two"
 
 
+def test_an_unexpected_error_in_a_step_is_logged_and_never_fails_the_write(root, caplog, monkeypatch):
+    # Only typed and driver errors were caught: anything else a step met (data edited into a
+    # shape no check foresaw) came out of the user's write, which had nothing to do with it.
+    with Coordinator.open(root, retention=Retention(every=1)) as coord:
+        def broken_step(policy):
+            raise KeyError("checkpoint")
+
+        monkeypatch.setattr(coord.backend, "scheduled_step", broken_step)
+        coord.backend._maintenance_countdown = 1  # the step runs at the next transaction
+        with caplog.at_level("ERROR", logger="agent_coherence.retention"):
+            coord.write("a.txt", b"written", holder="h")
+        assert coord.read("a.txt").data == b"written"
+    assert "retention step failed, skipped: KeyError" in caplog.text
+
+
 @pytest.mark.sqlite_only("PostgreSQL casts the floor in SQL: a driver error, typed by the backend")
 def test_an_edited_fence_floor_is_a_damaged_database_not_a_value_error(root):
     from agent_coherence import BackendUnavailable

@@ -245,6 +245,8 @@ class StepSchedule:
             log("retention", level, "retention step skipped: %s", error.message)
         except self.database_errors as error:
             log("retention", WARNING, "retention step skipped: %s", error)
+        except Exception as error:  # noqa: BLE001 - a step is housekeeping: the write it rode on goes on
+            log("retention", ERROR, "retention step failed, skipped: %s: %s", type(error).__name__, error)
         except BaseException as error:
             if not read and not isinstance(error, Exception):
                 # Interrupted before it had the policy: read it at the next transaction, rather
