@@ -53,3 +53,20 @@ def test_a_stored_heartbeat_period_that_is_not_a_number_does_not_break_the_check
         assert '"heartbeat_every": "5"' in raw.execute("SELECT info FROM workers").fetchone()[0]
     with Coordinator.open(coord.root) as again:
         assert again.liveness.anomalies() == []
+
+
+@pytest.mark.parametrize("setting, value, error", [
+    ("zero_work_grace", "5", TypeError), ("zero_work_grace", -1, ValueError),
+    ("zero_work_grace", float("nan"), ValueError), ("ended_window", None, TypeError),
+    ("ended_window", float("inf"), ValueError), ("on_anomaly", "print", TypeError),
+])
+def test_a_bad_setting_is_refused_when_set_and_the_checks_keep_working(coord, setting, value, error):
+    # A plain attribute took anything, and the wrong value surfaced only as a TypeError inside a
+    # later anomalies() (and with it status and watch).
+    live = coord.liveness
+    before = getattr(live, setting)
+    with pytest.raises(error, match=setting):
+        setattr(live, setting, value)
+    assert getattr(live, setting) == before
+    live.start("w", channels=["tasks"])
+    assert live.anomalies() == []

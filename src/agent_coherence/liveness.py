@@ -82,6 +82,38 @@ class Liveness:
         # Reports whose journal append may have committed unseen: (report_id, journal seq before).
         self._in_doubt: dict[tuple[str, str], tuple[str, int]] = {}
 
+    # Settings are checked when set, the constructor's and later assignments alike: a wrong
+    # value would otherwise surface only inside a later ``anomalies()``, far from its cause.
+
+    @property
+    def zero_work_grace(self) -> float:
+        """Seconds a started worker may go without work before it counts as zero work."""
+        return self._zero_work_grace
+
+    @zero_work_grace.setter
+    def zero_work_grace(self, value: float) -> None:
+        self._zero_work_grace = _seconds(value, "zero_work_grace")
+
+    @property
+    def ended_window(self) -> float:
+        """Seconds an ended worker, or a clock step, stays reportable."""
+        return self._ended_window
+
+    @ended_window.setter
+    def ended_window(self, value: float) -> None:
+        self._ended_window = _seconds(value, "ended_window")
+
+    @property
+    def on_anomaly(self) -> Callable[[Anomaly], None] | None:
+        """Called with each new anomaly (None: journal and log only)."""
+        return self._on_anomaly
+
+    @on_anomaly.setter
+    def on_anomaly(self, value: Callable[[Anomaly], None] | None) -> None:
+        if value is not None and not callable(value):
+            raise TypeError(f"on_anomaly must be a function of the anomaly or None, not {type(value).__name__} {value!r}")
+        self._on_anomaly = value
+
     # -- what workers tell us ---------------------------------------------------------------
 
     def start(self, worker: str, *, channels: Iterable[str] = (), heartbeat_every: float | None = None,
