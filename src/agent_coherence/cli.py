@@ -257,6 +257,11 @@ def cmd_status(options: Any) -> int:
         print_json(report)
     else:
         status_command.print_report(report)
+    unreadable = report["journal"].get("error")
+    if unreadable is not None:  # the rest was shown; the damage is reported as a failed check
+        print(f"agent-coherence: {unreadable['error']}: {unreadable['message']}", file=sys.stderr)
+        print(f"  recover: {unreadable['recover']}", file=sys.stderr)
+        return 1
     return 0
 
 

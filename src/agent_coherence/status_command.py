@@ -1,6 +1,9 @@
 """``agent-coherence status``: what is held, written, pending and wrong under a root, read
 without recovering anything and without a journal scan (the counts come from indexes; the recent
-problems from the journal's last entries)."""
+problems from the journal's last entries).
+
+A journal entry among the last ones that cannot be read does not hide the rest: the report is
+built without the recent problems, and says why (``journal.error``, present only then)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Any
 
 from . import recovery
 from .cli_output import ago, compact, entry_dict, section, when
+from .errors import JournalCorrupt
 
 CORE_PROBLEM_KINDS = ("conflict.lease", "conflict.version", "write.failed")
 # What the adapters journal when they refuse a write or find one that went wrong: a stale view or a
@@ -29,8 +33,12 @@ def build(coord: Any, limit: int) -> dict[str, Any]:
         dict(asdict(i), writer_dead=recovery.writer_is_dead(backend, i)) for i in backend.list_intents()
     ]
     total = backend.journal_count()  # from the sequence's bounds and indexes: no journal scan
-    recent = backend.journal_tail(PROBLEM_SCAN)
-    problems = [entry_dict(e) for e in recent if e.kind in PROBLEM_KINDS][-limit:]
+    journal_error: JournalCorrupt | None = None
+    try:
+        recent = backend.journal_tail(PROBLEM_SCAN)
+        problems = [entry_dict(e) for e in recent if e.kind in PROBLEM_KINDS][-limit:]
+    except JournalCorrupt as error:
+        journal_error, recent, problems = error, [], []
     return {
         "root": coord.root,
         "backend": backend.name,
@@ -46,8 +54,15 @@ def build(coord: Any, limit: int) -> dict[str, Any]:
         "channels": [backend.channel_stats(c.name) | {"sla": c.sla, "durable": c.durable}
                      for c in backend.list_channels()],
         "anomalies": [a.model_dump() for a in coord.liveness.anomalies(report=False)],
-        "journal": {"entries": total, "head": recent[-1].hash if recent else None},
+        # "error" only when there is one: the report's shape stays what readers already parse
+        "journal": {"entries": total, "head": recent[-1].hash if recent else None}
+                   | ({"error": _error_dict(journal_error)} if journal_error is not None else {}),
     }
+
+
+def _error_dict(error: JournalCorrupt) -> dict[str, Any]:
+    return {"error": type(error).__name__, "message": error.message, "recover": error.recover,
+            "seq": error.facts.get("seq")}
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -90,5 +105,9 @@ def print_report(report: dict[str, Any]) -> None:
         [a["kind"], a["subject"], a["detail"]] for a in report["anomalies"]
     ])
     journal = report["journal"]
+    if "error" in journal:
+        print(f"\nJournal: {journal['entries']} entries; CORRUPT: {journal['error']['message']}")
+        print("  (recent conflicts and failures not shown; see: agent-coherence journal verify)")
+        return
     print(f"\nJournal: {journal['entries']} entries, head {journal['head'] or '(empty)'}")
     print("  (check the chain with: agent-coherence journal verify)")
