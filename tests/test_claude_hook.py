@@ -488,6 +488,24 @@ def test_an_edit_the_client_wrote_in_the_files_quote_style_is_no_mismatch(root: 
     assert "does not contain the new_string" in post_problem(output(run_hook(root, wrong)))
 
 
+@pytest.mark.parametrize("bom, encoding", [(b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le")])
+def test_a_file_the_client_wrote_with_its_byte_order_mark_is_no_mismatch(root: Path, bom: bytes, encoding: str) -> None:
+    """Claude Code keeps a file's byte order mark (and writes a UTF-16LE file in UTF-16LE) while
+    the tool input holds the text alone: those bytes are the write asked for."""
+    doc = root / "notes.txt"
+    doc.write_bytes(bom + "caf\u00e9\n".encode(encoding))
+    assert allowed(run_hook(root, read_payload("alice", root, doc)))
+    assert allowed(run_hook(root, write_payload("alice", root, doc, "th\u00e9\n")))
+    doc.write_bytes(bom + "th\u00e9\n".encode(encoding))
+    assert output(run_hook(root, post_write_payload("alice", root, doc, "th\u00e9\n"))) == {}
+    assert allowed(run_hook(root, edit_payload("alice", root, doc, "th\u00e9", "tea")))
+    doc.write_bytes(bom + "tea\n".encode(encoding))
+    assert output(run_hook(root, edit_payload("alice", root, doc, "th\u00e9", "tea", "PostToolUse"))) == {}
+    assert backend(root).journal_count(kind="write.mismatch") == 0
+    wrong = edit_payload("alice", root, doc, "tea", "coffee", "PostToolUse")
+    assert "does not contain the new_string" in post_problem(output(run_hook(root, wrong)))
+
+
 def test_a_failed_tool_is_journalled_and_keeps_the_lease(root: Path) -> None:
     app = root / "src" / "app.py"
     assert allowed(run_hook(root, edit_payload("alice", root, app, "hello", "hi")))

@@ -259,6 +259,20 @@ def _normalized(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n")
 
 
+def _as_text_bytes(data: bytes) -> bytes:
+    """The file's bytes as the UTF-8 text the tool input speaks: Claude Code keeps a file's byte
+    order mark, and writes a file that starts with the UTF-16LE one in UTF-16LE, while its input
+    (``content``, ``new_string``) is the text alone."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:]
+    if data.startswith(b"\xff\xfe"):
+        try:
+            return data[2:].decode("utf-16-le").encode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return data
+    return data
+
+
 # Claude Code's Edit matches straight quotes in old_string against typographic ones in the file
 # and writes new_string in the file's quote style, so the two are compared with quotes folded.
 _QUOTES = (("\u201c", '"'), ("\u201d", '"'), ("\u2018", "'"), ("\u2019", "'"))
@@ -278,6 +292,7 @@ def _encoded(text: object) -> bytes | None:
 
 def content_mismatch(tool: str, tool_input: dict, data: bytes) -> str | None:
     """How the bytes on disk disagree with what the tool was asked to write, or None."""
+    data = _as_text_bytes(data)
     if tool == "Write":
         wanted = _encoded(tool_input.get("content"))
         if wanted is not None and _normalized(wanted) != _normalized(data):
