@@ -490,7 +490,7 @@ def test_an_edit_the_client_wrote_in_the_files_quote_style_is_no_mismatch(root: 
 
 @pytest.mark.parametrize("bom, encoding", [(b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le")])
 def test_a_file_the_client_wrote_with_its_byte_order_mark_is_no_mismatch(root: Path, bom: bytes, encoding: str) -> None:
-    """Claude Code keeps a file's byte order mark (and writes a UTF-16LE file in UTF-16LE) while
+    """Claude Code may keep a file's byte order mark (or write a UTF-16LE file in UTF-16LE) while
     the tool input holds the text alone: those bytes are the write asked for."""
     doc = root / "notes.txt"
     doc.write_bytes(bom + "caf\u00e9\n".encode(encoding))

@@ -260,9 +260,9 @@ def _normalized(data: bytes) -> bytes:
 
 
 def _as_text_bytes(data: bytes) -> bytes:
-    """The file's bytes as the UTF-8 text the tool input speaks: Claude Code keeps a file's byte
-    order mark, and writes a file that starts with the UTF-16LE one in UTF-16LE, while its input
-    (``content``, ``new_string``) is the text alone."""
+    """The file's bytes as the UTF-8 text the tool input speaks. Depending on the version and the
+    tool, Claude Code may keep a file's byte order mark, or write a file that starts with the
+    UTF-16LE one in UTF-16LE, while its input (``content``, ``new_string``) is the text alone."""
     if data.startswith(b"\xef\xbb\xbf"):
         return data[3:]
     if data.startswith(b"\xff\xfe"):
