@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import threading
+import uuid
 
 import psycopg
 import pytest
@@ -765,3 +766,27 @@ def test_a_refusal_on_a_connection_the_server_drops_stays_the_refusal(pg_url):
         assert backend.read(lambda tx: tx.one("SELECT 1")) == (1,)
     finally:
         backend.close()
+
+
+def test_a_server_wide_transaction_timeout_does_not_cut_a_long_transaction_short(pg_server):
+    """A role (or server) with transaction_timeout set ended the session in the middle of any
+    transaction that ran longer, a journal verify's snapshot of a big journal for one; retried, it
+    was cut short again, until the deadline gave up. Each statement stays bounded by the
+    session's own statement_timeout."""
+    conninfo, _ = split_url(pg_server)
+    role = f"tt_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT CREATE ON DATABASE postgres TO {role}")
+        admin.execute(f"ALTER ROLE {role} SET transaction_timeout = '500ms'")
+    url = pg_server.replace("postgres@", f"{role}@", 1) + f"?schema={role}"
+    backend = PostgresBackend(url, retry_deadline=3.0)
+    try:
+        assert backend.transaction(lambda tx: tx.one("SELECT pg_sleep(1.0), 7")[1]) == 7
+        assert backend.read(lambda tx: tx.one("SHOW statement_timeout")) == ("30s",)
+    finally:
+        backend.close()
+        with psycopg.connect(conninfo, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA IF EXISTS {role} CASCADE")
+            admin.execute(f"REVOKE CREATE ON DATABASE postgres FROM {role}")
+            admin.execute(f"DROP ROLE {role}")

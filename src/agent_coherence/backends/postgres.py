@@ -13,7 +13,8 @@ Guarantees and how they are kept:
 * **READ COMMITTED with guarded writes.** Every state change is an ``UPDATE ... WHERE`` on the
   condition it depends on (or a ``SELECT ... FOR UPDATE`` of the row first), one transaction per
   operation; sessions set ``lock_timeout``, ``statement_timeout`` and
-  ``idle_in_transaction_session_timeout`` so a stalled client cannot hold rows.
+  ``idle_in_transaction_session_timeout`` so a stalled client cannot hold rows (and turn off a
+  server-wide ``transaction_timeout``, which would cut long reads short).
 * **Outcomes are never guessed.** A transaction that fails before its COMMIT was sent did not
   happen and is retried. One whose COMMIT was sent but not answered (connection lost, server
   restarted) is *in doubt*: it is re-checked after reconnecting (by the journal row it wrote, or an
@@ -216,6 +217,10 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         _SESSIONS.add(conn)
         conn.execute(self._session)
+        if conn.info.server_version >= 170000:
+            # A server- or role-wide transaction_timeout would end the session in the middle of a
+            # long read (a journal verify's snapshot); each statement is bounded by ours instead.
+            conn.execute("SET transaction_timeout = 0")
         conn.commit()
 
     def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
