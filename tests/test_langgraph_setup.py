@@ -20,8 +20,9 @@ from agent_coherence import Coordinator  # noqa: E402
 from agent_coherence.adapters.langgraph import (  # noqa: E402
     CoherentCheckpointer, CoherentStore, coherent_graph, coherent_node, current_node,
 )
-from conftest import FORK  # noqa: E402
+from conftest import FORK, schema_url  # noqa: E402
 from lg_graphs import one_node_builder, step_node  # noqa: E402
+from pg_server import drop_schema, fresh_schema  # noqa: E402
 
 CONFIG: Any = {"configurable": {"thread_id": "t"}}
 
@@ -157,3 +158,26 @@ def test_a_wait_no_put_could_honour_is_refused_when_wrapping(coord: Coordinator,
                         (lambda: coherent_node(writes=["a"], coordinator=coord, ttl=wait), "ttl")):
         with pytest.raises(error, match=named):
             wrap()
+
+
+
+def test_a_checkpointer_on_another_backend_or_schema_is_refused(coord: Coordinator, tmp_path: Path,
+                                                                 pg_server: str, pg_url: str) -> None:
+    # Only embedded databases were compared: a checkpointer on PostgreSQL under a graph on SQLite
+    # (one AGENT_COHERENCE_URL missing), or on another schema, was accepted and every run then
+    # failed with LeaseLost "expired", whose hint to retry could not help.
+    builder = one_node_builder("step", step_node("step", 0))
+    schema = fresh_schema()
+    try:
+        with Coordinator.open(tmp_path / "pg", url=pg_url) as on_pg, \
+                Coordinator.open(tmp_path / "pg2", url=schema_url(pg_server, schema)) as on_other_schema:
+            for saver_coordinator, graph_coordinator in [(on_pg, coord), (coord, on_pg), (on_other_schema, on_pg)]:
+                checkpointer = CoherentCheckpointer(InMemorySaver(), saver_coordinator)
+                with pytest.raises(ValueError, match="same coordinator"):
+                    coherent_graph(builder.compile(checkpointer=checkpointer), graph_coordinator)
+            with Coordinator.open(tmp_path / "pg3", url=pg_url) as same_schema:
+                checkpointer = CoherentCheckpointer(InMemorySaver(), same_schema)
+                app = coherent_graph(builder.compile(checkpointer=checkpointer), on_pg)
+                assert app.invoke({"log": []}, CONFIG) == {"log": ["step"]}
+    finally:
+        drop_schema(pg_server, schema)

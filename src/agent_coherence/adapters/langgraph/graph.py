@@ -15,8 +15,8 @@ nodes would run first); a graph compiled without a checkpointer keeps LangGraph'
 no put to fence (its runs still hold the thread, and its hooked nodes still check the fence). The
 compiled graph's checkpointer is wrapped in ``CoherentCheckpointer`` unless it is one already. A
 builder that was not compiled, an unknown ``durability``, or a ``CoherentCheckpointer`` on another
-coordinator's database, is refused when wrapping; an unknown ``durability`` passed to one run is
-refused before that run takes its thread.
+coordinator's database or schema (or another kind of backend), is refused when wrapping; an unknown
+``durability`` passed to one run is refused before that run takes its thread.
 ``get_state``, ``get_state_history`` and every other attribute pass through to the compiled graph
 unchanged.
 """
@@ -332,16 +332,31 @@ def _check_graph(graph: Any) -> None:
 
 
 def _check_same_backend(saver_coordinator: "Coordinator", coordinator: "Coordinator") -> None:
-    """Refuse a CoherentCheckpointer whose coordinator keeps its state in another embedded database
-    than the graph's: the run's thread lease would not be there, and every put would be refused as
-    a lost lease. Two coordinators over one database are fine; backends without a file (a network
-    backend, whose URLs may spell one server several ways) are not compared."""
-    mine, theirs = getattr(coordinator.backend, "path", None), getattr(saver_coordinator.backend, "path", None)
-    if isinstance(mine, str) and isinstance(theirs, str) and os.path.realpath(mine) != os.path.realpath(theirs):
-        raise ValueError(f"the graph's CoherentCheckpointer uses the coordinator at {saver_coordinator.root!r}, "
-                         f"coherent_graph the one at {coordinator.root!r}: the thread lease would not reach "
-                         "the checkpointer. Pass the same coordinator to both, or compile with the plain "
-                         "saver and let coherent_graph wrap it")
+    """Refuse a CoherentCheckpointer whose coordinator keeps its state somewhere else than the
+    graph's: the run's thread lease would not be there, and every put would be refused as a lost
+    lease. Two coordinators over one store are fine. Compared: the kind of backend, then the
+    embedded database's file or the PostgreSQL schema. One schema name on two servers cannot be
+    told apart from the URLs (which may spell one server several ways), so it is accepted."""
+    mine, theirs = _state_place(coordinator.backend), _state_place(saver_coordinator.backend)
+    if mine is not None and theirs is not None and mine != theirs:
+        raise ValueError(f"the graph's CoherentCheckpointer uses the coordinator at {saver_coordinator.root!r} "
+                         f"({_place_text(theirs)}), coherent_graph the one at {coordinator.root!r} "
+                         f"({_place_text(mine)}): the thread lease would not reach the checkpointer. Pass the "
+                         "same coordinator to both, or compile with the plain saver and let coherent_graph wrap it")
+
+
+def _state_place(backend: Any) -> tuple[str, str] | None:
+    """Where a backend keeps its state, as far as can be told without asking it (None: unknown)."""
+    path, schema = getattr(backend, "path", None), getattr(backend, "schema", None)
+    if backend.name == "sqlite" and isinstance(path, str):
+        return ("sqlite", os.path.realpath(path))
+    if backend.name == "postgresql" and isinstance(schema, str):
+        return ("postgresql", schema)
+    return None
+
+
+def _place_text(place: tuple[str, str]) -> str:
+    return f"database {place[1]}" if place[0] == "sqlite" else f"PostgreSQL schema {place[1]!r}"
 
 
 def _per_input(config: dict[str, Any] | Sequence[dict[str, Any]] | None, count: int) -> list[dict[str, Any] | None]:
