@@ -79,19 +79,21 @@ def lineage(inner: InMemorySaver, thread: str, head: str) -> set[str]:
 schedules = st.lists(st.tuples(st.integers(0, 2), st.booleans()), min_size=1, max_size=25)
 
 
+@pytest.mark.contract  # the coordination also runs on PostgreSQL
 @settings(max_examples=40, deadline=None)
 @given(schedule=schedules)
 def test_accepted_checkpoints_never_leave_the_head_lineage(tmp_path_factory: pytest.TempPathFactory,
                                                            schedule: list[tuple[int, bool]]) -> None:
     root: Path = tmp_path_factory.mktemp("heads")
+    thread = root.name  # the examples share one PostgreSQL schema: each starts a thread of its own
     with Coordinator.open(root) as coord:
         inner = InMemorySaver()
         saver = CoherentCheckpointer(inner, coord)
-        accepted, _ = play(saver, "t", schedule, runs=3)
-        head = saver.get_tuple(config("t", None))
+        accepted, _ = play(saver, thread, schedule, runs=3)
+        head = saver.get_tuple(config(thread, None))
         assert head is not None
-        assert accepted <= lineage(inner, "t", head.config["configurable"]["checkpoint_id"])
-        stored = {t.config["configurable"]["checkpoint_id"] for t in inner.list(config("t", None))}
+        assert accepted <= lineage(inner, thread, head.config["configurable"]["checkpoint_id"])
+        stored = {t.config["configurable"]["checkpoint_id"] for t in inner.list(config(thread, None))}
         assert stored == accepted  # a refused put wrote nothing to the inner saver
 
 

@@ -96,6 +96,7 @@ def crashing_run(root: str, db: str) -> None:
             app.invoke({"log": []}, {"configurable": {"thread_id": "t"}})
 
 
+@pytest.mark.contract  # the coordination also runs on PostgreSQL
 def test_a_node_resumed_after_a_crash_recognises_its_committed_write(root: Path, coord: Coordinator) -> None:
     coord.close()
     db = str(root / "checkpoints.db")
@@ -151,6 +152,7 @@ def counting_runs(root: str, worker: int, runs: int, hooked: bool, barrier: Any)
     coord.close()
 
 
+@pytest.mark.contract  # the coordination also runs on PostgreSQL
 @pytest.mark.parametrize("hooked", [False, True], ids=["stock", "coherent_node"])
 def test_four_processes_fifty_runs_each_on_one_declared_artifact(root: Path, coord: Coordinator, hooked: bool) -> None:
     coord.close()

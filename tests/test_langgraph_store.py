@@ -103,6 +103,7 @@ def increments(root: str, db: str, count: int, coherent: bool, barrier: Any) -> 
     coord.close()
 
 
+@pytest.mark.contract  # the coordination also runs on PostgreSQL
 @pytest.mark.parametrize("coherent", [False, True], ids=["stock", "coherent"])
 def test_three_processes_fifty_read_modify_writes_each(root: Path, coord: Coordinator, coherent: bool) -> None:
     coord.close()

@@ -4,7 +4,8 @@ Stock LangGraph forks the history and silently drops one run's finished work fro
 ``coherent_graph`` refuses or serialises the second run; ``CoherentCheckpointer`` alone refuses the
 loser's first checkpoint. Children are forked from this already-initialised interpreter; each opens
 its own Coordinator and its own SQLite connection (none is open in the parent at the fork). The
-two coherent_graph races are contract tests: their leases and head refs also run on PostgreSQL.
+races through the wrappers and the zombie run are contract tests: their leases, fences and head
+refs also run on PostgreSQL (the checkpoints stay in SQLite).
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def test_coherent_graph_wait_serialises_both_runs(root: Path, coord: Coordinator
     assert outcome[second][1] == head  # the second run started from the first one's finished state
 
 
+@pytest.mark.contract  # the coordination also runs on PostgreSQL
 @pytest.mark.parametrize("durability", ["sync", "async"])
 def test_checkpointer_alone_never_forks_and_the_loser_gets_a_conflict(
         root: Path, coord: Coordinator, durability: str) -> None:
@@ -196,6 +198,7 @@ def zombie(root: str, db: str, inside: Any, results: Any) -> None:
         results.put(repr(error))
 
 
+@pytest.mark.contract  # the coordination also runs on PostgreSQL
 def test_a_zombie_run_cannot_put_or_put_writes(root: Path, coord: Coordinator) -> None:
     coord.close()
     db = str(root / "checkpoints.db")

@@ -179,6 +179,7 @@ def append_many(root: str, wrapped: bool, n: int, worker: int, start: Any) -> No
     os._exit(0)
 
 
+@pytest.mark.contract  # the coordination also runs on PostgreSQL
 @pytest.mark.parametrize("wrapped", [False, True], ids=["stock", "coherent"])
 def test_calls_on_one_file_serialise_across_processes(work: Path, wrapped: bool) -> None:
     root, n = work / "root", 25

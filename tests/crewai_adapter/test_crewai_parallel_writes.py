@@ -60,6 +60,7 @@ def test_stock_file_writer_loses_a_write_every_time(work: Path) -> None:
     assert lost + torn == trials, (lost, torn)
 
 
+@pytest.mark.contract  # the coordination also runs on PostgreSQL
 def test_coherent_writer_serialises_and_records_every_success(work: Path, wcoord: Coordinator) -> None:
     from agent_coherence.adapters.crewai import CoherentFileWriterTool
 
@@ -92,6 +93,7 @@ def test_coherent_writer_serialises_and_records_every_success(work: Path, wcoord
     assert conflicts == 25 and both_written == 25, (conflicts, both_written)
 
 
+@pytest.mark.contract  # the coordination also runs on PostgreSQL
 def test_a_wrapped_stock_writer_serialises_its_parallel_calls(work: Path, wcoord: Coordinator) -> None:
     from crewai_tools import FileWriterTool
 

@@ -90,6 +90,7 @@ def test_stock_tools_lose_an_increment(work: Path) -> None:
     assert final < 2 * ROUNDS, final  # both wrote 1 after reading 0: at least one increment lost
 
 
+@pytest.mark.contract  # the coordination also runs on PostgreSQL
 def test_coherent_tools_lose_nothing(work: Path) -> None:
     root = work / "root"
     with Coordinator.open(root) as coord:
