@@ -181,3 +181,29 @@ def test_a_checkpointer_on_another_backend_or_schema_is_refused(coord: Coordinat
                 assert app.invoke({"log": []}, CONFIG) == {"log": ["step"]}
     finally:
         drop_schema(pg_server, schema)
+
+
+def test_a_node_given_a_coordinator_on_another_backend_is_refused(coord: Coordinator, tmp_path: Path,
+                                                                  pg_url: str) -> None:
+    # The node looked for the run's fence in its own coordinator's store: every run stopped at the
+    # node with LeaseLost "expired", whose hint to acquire a new lease could not help.
+    ran: list[str] = []
+
+    def builder_with(node_coordinator: Coordinator) -> Any:
+        @coherent_node(writes=["out.md"], coordinator=node_coordinator)
+        def node(state: Any) -> dict:
+            ran.append("body")
+            current_node().write("out.md", "x")
+            return {"log": ["node"]}
+
+        return one_node_builder("node", node)
+
+    with Coordinator.open(tmp_path / "pg", url=pg_url) as on_pg:
+        app = coherent_graph(builder_with(on_pg).compile(checkpointer=InMemorySaver()), coord)
+        with pytest.raises(ValueError, match="holds the thread"):
+            app.invoke({"log": []}, CONFIG)
+        assert ran == [] and coord.leases() == [] and on_pg.leases() == []
+    with Coordinator.open(coord.root) as same_database:
+        app = coherent_graph(builder_with(same_database).compile(checkpointer=InMemorySaver()), coord)
+        assert app.invoke({"log": []}, CONFIG) == {"log": ["node"]}
+        assert ran == ["body"]

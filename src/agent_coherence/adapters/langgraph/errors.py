@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ...errors import LeaseHeld, VersionConflict
@@ -41,6 +42,24 @@ def require_coordinator(coordinator: Any, who: str) -> None:
     if not isinstance(coordinator, Coordinator):
         raise TypeError(f"{who} needs a Coordinator (Coordinator.open(root)), not {type(coordinator).__name__} "
                         f"{coordinator!r}")
+
+
+def state_place(coordinator: Any) -> tuple[str, str] | None:
+    """Where a coordinator's backend keeps its state, as far as can be told without asking it: the
+    embedded database's file, or the PostgreSQL schema (None: a backend of another kind). One
+    schema name on two servers cannot be told apart from the URLs, which may spell one server
+    several ways, so it compares equal."""
+    backend = coordinator.backend
+    path, schema = getattr(backend, "path", None), getattr(backend, "schema", None)
+    if backend.name == "sqlite" and isinstance(path, str):
+        return ("sqlite", os.path.realpath(path))
+    if backend.name == "postgresql" and isinstance(schema, str):
+        return ("postgresql", schema)
+    return None
+
+
+def place_text(place: tuple[str, str]) -> str:
+    return f"database {place[1]}" if place[0] == "sqlite" else f"PostgreSQL schema {place[1]!r}"
 
 
 __all__ = ["CheckpointConflict", "ThreadBusy"]

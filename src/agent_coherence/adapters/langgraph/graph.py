@@ -24,7 +24,6 @@ unchanged.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from ...errors import LeaseHeld, LeaseLost
 from ..offload import in_thread, in_thread_undone
 from .checkpointer import CoherentCheckpointer
-from .errors import ThreadBusy, require_coordinator
+from .errors import ThreadBusy, place_text, require_coordinator, state_place
 from .heads import Heads
 from .renewal import Holding, Renewer, renewer_for
 from .keys import COORDINATOR_KEY, FENCE_KEY, HOLDER_KEY, run_holder, thread_lease_key
@@ -334,29 +333,13 @@ def _check_graph(graph: Any) -> None:
 def _check_same_backend(saver_coordinator: "Coordinator", coordinator: "Coordinator") -> None:
     """Refuse a CoherentCheckpointer whose coordinator keeps its state somewhere else than the
     graph's: the run's thread lease would not be there, and every put would be refused as a lost
-    lease. Two coordinators over one store are fine. Compared: the kind of backend, then the
-    embedded database's file or the PostgreSQL schema. One schema name on two servers cannot be
-    told apart from the URLs (which may spell one server several ways), so it is accepted."""
-    mine, theirs = _state_place(coordinator.backend), _state_place(saver_coordinator.backend)
+    lease. Two coordinators over one store are fine (see ``state_place``)."""
+    mine, theirs = state_place(coordinator), state_place(saver_coordinator)
     if mine is not None and theirs is not None and mine != theirs:
         raise ValueError(f"the graph's CoherentCheckpointer uses the coordinator at {saver_coordinator.root!r} "
-                         f"({_place_text(theirs)}), coherent_graph the one at {coordinator.root!r} "
-                         f"({_place_text(mine)}): the thread lease would not reach the checkpointer. Pass the "
+                         f"({place_text(theirs)}), coherent_graph the one at {coordinator.root!r} "
+                         f"({place_text(mine)}): the thread lease would not reach the checkpointer. Pass the "
                          "same coordinator to both, or compile with the plain saver and let coherent_graph wrap it")
-
-
-def _state_place(backend: Any) -> tuple[str, str] | None:
-    """Where a backend keeps its state, as far as can be told without asking it (None: unknown)."""
-    path, schema = getattr(backend, "path", None), getattr(backend, "schema", None)
-    if backend.name == "sqlite" and isinstance(path, str):
-        return ("sqlite", os.path.realpath(path))
-    if backend.name == "postgresql" and isinstance(schema, str):
-        return ("postgresql", schema)
-    return None
-
-
-def _place_text(place: tuple[str, str]) -> str:
-    return f"database {place[1]}" if place[0] == "sqlite" else f"PostgreSQL schema {place[1]!r}"
 
 
 def _per_input(config: dict[str, Any] | Sequence[dict[str, Any]] | None, count: int) -> list[dict[str, Any] | None]:

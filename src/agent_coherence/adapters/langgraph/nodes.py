@@ -44,7 +44,7 @@ from ...arguments import ttl_seconds, wait_seconds
 from ...errors import VersionConflict
 from ...models import Anomaly, Snapshot, WriteReceipt
 from ..offload import in_thread, in_thread_undone
-from .errors import require_coordinator
+from .errors import place_text, require_coordinator, state_place
 from .keys import COORDINATOR_KEY, FENCE_KEY, HOLDER_KEY, effect_ref_name, thread_lease_key
 from .renewal import Holding, renewer_for
 
@@ -215,6 +215,7 @@ class NodeRun:
         fence = self.configurable.get(FENCE_KEY)
         thread_id = self.configurable.get("thread_id")
         if fence is not None:  # a run that lost its thread stops here, before the body
+            self._refuse_another_place()
             self.coordinator.backend.check_fence(thread_lease_key(thread_id), str(self.configurable.get(HOLDER_KEY)),
                                                  int(fence))
         info = get_runtime().execution_info
@@ -234,6 +235,19 @@ class NodeRun:
         self.handle = NodeHandle(self.coordinator, self.name, thread, info.checkpoint_ns, info.task_id,
                                  info.node_attempt, leases)
         return self.handle
+
+    def _refuse_another_place(self) -> None:
+        """A node given a coordinator whose state is not where the run holds its thread would
+        look for the run's fence there and stop every run with LeaseLost ("expired")."""
+        run_coordinator = self.configurable.get(COORDINATOR_KEY)
+        if run_coordinator is None or run_coordinator is self.coordinator:
+            return
+        mine, the_runs = state_place(self.coordinator), state_place(run_coordinator)
+        if mine is not None and the_runs is not None and mine != the_runs:
+            raise ValueError(f"node {self.name!r} was given the coordinator at {self.coordinator.root!r} "
+                             f"({place_text(mine)}), but its run holds the thread in the one at "
+                             f"{run_coordinator.root!r} ({place_text(the_runs)}): pass coherent_node the "
+                             "graph's coordinator, or none (coherent_graph hands it to the node)")
 
     def abandon(self) -> None:
         """Stop renewing and give back every lease of this entry, on a way out of ``enter`` or
