@@ -196,6 +196,7 @@ def test_a_put_between_the_value_and_version_reads_is_not_lost(coord: Coordinato
     assert writer.get(NS, "k").value in ({"n": 100}, {"n": 101})  # the other put is kept, or built on
 
 
+@pytest.mark.contract  # the version records also run on PostgreSQL
 def test_an_item_the_inner_store_expired_can_be_put_again_as_absent(coord: Coordinator, tmp_path: Path) -> None:
     # The TTL sweep deletes the item without a put through the wrapper, so its version record still
     # said "present": the documented read-modify-write (expect 0 when the read found nothing) was
