@@ -790,3 +790,19 @@ def test_a_server_wide_transaction_timeout_does_not_cut_a_long_transaction_short
             admin.execute(f"DROP SCHEMA IF EXISTS {role} CASCADE")
             admin.execute(f"REVOKE CREATE ON DATABASE postgres FROM {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_a_name_too_long_for_an_index_is_refused_as_a_value_not_an_unavailable_server(pg_url, root):
+    """A key past what a btree entry holds (about 2.7 kB after compression; SQLite has no such
+    limit) was a BackendUnavailable whose hint said to check the server and retry."""
+    import random
+    import string
+
+    pick = random.Random(7)
+    key = "/".join("".join(pick.choice(string.ascii_letters) for _ in range(250)) for _ in range(14))
+    with Coordinator.open(root, url=pg_url) as coord:
+        for call in (lambda: coord.acquire(key, "h"), lambda: coord.write(key, b"x", holder="h")):
+            with pytest.raises(ValueError, match="cannot index a name this long"):
+                call()
+        assert coord.leases() == [] and coord.version(key) is None
+        coord.write("short.txt", b"still fine", holder="h")

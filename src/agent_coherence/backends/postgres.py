@@ -142,6 +142,9 @@ _LOGIN_REFUSED = ("authentication failed", "does not exist", "no pg_hba.conf ent
                   "does not support SSL", "certificate verify failed")
 
 
+# program_limit_exceeded: raised for an index entry larger than a btree page allows.
+_VALUE_TOO_LARGE_TO_INDEX = "54000"
+
 # Errors after which the same transaction may simply run again (nothing of it committed).
 _TRANSIENT = (pg_errors.LockNotAvailable, pg_errors.QueryCanceled, pg_errors.DeadlockDetected,
               pg_errors.SerializationFailure, pg_errors.UniqueViolation)
@@ -388,6 +391,12 @@ class PostgresBackend(WriteOps, JournalOps, ChannelDepthOps, ChannelOps, Livenes
                     # refused, as a bad argument is everywhere else; the server is not at fault.
                     _roll_back(conn)
                     raise ValueError(f"PostgreSQL cannot store a value given: {error}") from None
+                if error.sqlstate == _VALUE_TOO_LARGE_TO_INDEX:
+                    # A name (a key, a ref) past what a btree entry holds, about 2.7 kB after
+                    # compression: the value is refused, and retrying cannot help.
+                    _roll_back(conn)
+                    raise ValueError(f"PostgreSQL cannot index a name this long (use a shorter key, "
+                                     f"thread id or name): {error}") from None
                 lost = _connection_lost(error, conn)
                 if not lost:
                     lost = not _roll_back(conn)
