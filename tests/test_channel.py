@@ -548,6 +548,15 @@ def test_messages_sent_before_the_first_group_stay_counted_in_stats_and_liveness
     assert ch.stats()["depth"] == 0 and "" not in ch.stats()["groups"]
 
 
+def test_a_fast_channels_pre_group_messages_leave_stats_when_acked_before_their_batch_is_chained(coord):
+    ch = coord.channel("fanned-fast", durability="fast")
+    ch.send("before")
+    ch.group("audit")
+    ch.ack(ch.receive("plain"))  # awaits its batch (a fast channel), but is no longer in the channel
+    stats = ch.stats()
+    assert stats["depth"] == 0 and sorted(stats["groups"]) == ["audit"]
+
+
 def test_a_dead_letter_keeps_its_original_send_time_in_the_journal_and_is_logged(coord, clock, caplog):
     ch = coord.channel("poisoned", max_attempts=1)
     before = clock.t

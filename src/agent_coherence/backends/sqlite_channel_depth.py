@@ -167,8 +167,11 @@ class ChannelDepthOps:
             groups = [r[0] for r in conn.execute("SELECT grp FROM channel_groups WHERE channel = ?", (channel,))]
             # Messages sent before the first group was created stay with plain receive(): counted
             # while any is left, or they would be in the channel but in no depth, SLA or zero-work check.
-            if groups and conn.execute("SELECT 1 FROM channel_counts WHERE channel = ? AND grp = '' AND unacked > 0",
-                                       (channel,)).fetchone():
+            # Acknowledged rows awaiting their batch are still in the count but are no longer left.
+            if groups and conn.execute(
+                    "SELECT 1 FROM channel_counts WHERE channel = ?1 AND grp = '' AND unacked > (SELECT count(*) "
+                    f"FROM messages WHERE channel = ?1 AND grp = '' AND {HELD} AND available_at = ?2)",
+                    (channel, UNCHAINED)).fetchone():
                 groups.append("")
             figures = {group: self._group_figures(conn, channel, group, now, wall) for group in groups or [""]}
             return channel_stats(channel, figures)
