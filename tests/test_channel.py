@@ -238,6 +238,17 @@ def test_nacked_message_is_dead_lettered_too(coord, clock):
     assert ch.dead_letters().receive("c").payload == b"bad"
 
 
+def test_a_zero_timeout_receive_many_that_dead_letters_on_the_way_still_fills_its_batch(coord, clock):
+    ch = coord.channel("refill", max_attempts=1)
+    ch.send("poison")
+    ch.receive("c", visibility_timeout=10)  # its only attempt
+    clock.advance(10)  # it times out as the next two arrive: first in line, and moved aside
+    ch.send_many(["a", "b"])
+    got = ch.receive_many("c", 2, visibility_timeout=0)
+    assert [d.payload for d in got] == ["a", "b"]
+    assert ch.dead_letters().stats()["depth"] == 1
+
+
 # -- dedup -----------------------------------------------------------------------------------------------
 
 

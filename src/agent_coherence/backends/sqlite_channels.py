@@ -337,13 +337,15 @@ class ChannelOps(ChannelDepthOps, AckRecordOps, OneStatementOps):
             taken: set[int] = set()
             while len(received) < limit:
                 wanted = limit - len(received)
-                rows = conn.execute(_FIRST_VISIBLE, (channel, group, now, wanted)).fetchall()
+                # A zero visibility timeout leaves what this call took visible, and first in line when
+                # it was first before: look past those (once per call), or a refill after a
+                # dead-letter move finds only them and the call returns short of what is ready.
+                rows = [row for row in conn.execute(_FIRST_VISIBLE, (channel, group, now, wanted + len(taken)))
+                        if row[0] not in taken][:wanted]
                 moved = 0
                 visible_until = now + visibility_timeout
                 for message_id, _, _, key, payload, encoding, enqueued_at, visible_at, deadline, attempts, held, previous \
                         in rows:
-                    if message_id in taken:
-                        continue  # a zero visibility timeout leaves it visible: once per call
                     if attempts >= config.max_attempts:
                         self._dead_letter(conn, MessageRecord(
                             message_id, channel, group, key, payload, encoding, enqueued_at, visible_at, deadline,
