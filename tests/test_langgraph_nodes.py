@@ -81,6 +81,34 @@ def test_hooked_retried_node_writes_once(root: Path, coord: Coordinator) -> None
     assert coord.leases() == []
 
 
+def test_a_replayed_receipt_names_the_file_under_the_root_the_run_resumed_in(tmp_path: Path) -> None:
+    # The receipt kept the path of the root its first attempt ran in: resumed on another host, or
+    # after the project directory moved, the node was handed a path to a file that is not there.
+    first, moved = tmp_path / "project", tmp_path / "renamed"
+    first.mkdir()
+    attempts: list[int] = []
+    receipts: list[Any] = []
+
+    @coherent_node(writes=["out.log"])
+    def work(state: LogState, coherence: NodeHandle) -> dict[str, list[str]]:
+        receipts.append(coherence.update("out.log", append_line))
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("stopped after the write")
+        return {"log": ["done"]}
+
+    graph = one_node_graph(work)
+    config: Any = {"configurable": {"thread_id": "t"}}
+    with Coordinator.open(first) as coord, pytest.raises(RuntimeError):
+        coherent_graph(graph, coord).invoke({"log": []}, config)
+    os.rename(first, moved)
+    with Coordinator.open(moved) as coord:
+        assert coherent_graph(graph, coord).invoke(None, config)["log"] == ["done"]
+    assert receipts[0].path == str(first / "out.log")
+    assert receipts[1].path == str(moved / "out.log") and receipts[1].version == receipts[0].version
+    assert (moved / "out.log").read_bytes() == b"line\n"
+
+
 def crashing_run(root: str, db: str) -> None:
     """Write, then die (SIGKILL) before the write's receipt is recorded."""
     coord = Coordinator.open(root)

@@ -58,9 +58,12 @@ HANDLE_PARAMETER = "coherence"
 _CURRENT: contextvars.ContextVar["NodeHandle | None"] = contextvars.ContextVar("coherent_node", default=None)
 
 
-def _stored_receipt(text: str) -> WriteReceipt:
-    """A receipt as ``_record`` stored it (its fields as JSON)."""
-    return WriteReceipt(**json.loads(text))
+def _stored_receipt(text: str, root: str) -> WriteReceipt:
+    """A receipt as ``_record`` stored it (its fields as JSON), its path under ``root``: the run
+    may resume on another host, or after the project moved, where the recorded path is elsewhere."""
+    fields = json.loads(text)
+    fields["path"] = os.path.join(root, fields["key"])
+    return WriteReceipt(**fields)
 
 
 def current_node() -> "NodeHandle":
@@ -139,7 +142,7 @@ class NodeHandle:
         backend = self.coordinator.backend
         recorded = backend.get_ref(self._effect(artifact, n))
         if recorded is not None:
-            receipt = _stored_receipt(recorded.value)
+            receipt = _stored_receipt(recorded.value, self.coordinator.root)
         else:
             recognised = self._recognise(artifact, n)
             if recognised is None:
@@ -159,7 +162,7 @@ class NodeHandle:
             return None
         if n > 1:
             previous = self.coordinator.backend.get_ref(self._effect(artifact, n - 1))
-            if previous is None or _stored_receipt(previous.value).version >= version.version:
+            if previous is None or _stored_receipt(previous.value, self.coordinator.root).version >= version.version:
                 return None
         path = os.path.join(self.coordinator.root, artifact)
         return WriteReceipt(key=artifact, path=path, version=version.version, sha256=version.sha256 or "",
