@@ -422,6 +422,29 @@ def test_paths_outside_the_project_are_denied(root: Path, tmp_path: Path, where:
     assert list(outside.iterdir()) == []
 
 
+def test_the_clients_own_directory_and_allowed_ones_take_file_tool_writes(root: Path, tmp_path: Path) -> None:
+    # Plan mode has Claude write its plan to ~/.claude/plans/<name>.md with the Write tool: that
+    # was refused as outside the project, so with the hook installed plan mode could not work.
+    home, config, shared = tmp_path / "home", tmp_path / "config", tmp_path / "shared"
+    for directory in (home / ".claude" / "plans", config / "plans", shared):
+        directory.mkdir(parents=True)
+    plan = home / ".claude" / "plans" / "bright-plan.md"
+    env = hook_env(root, HOME=str(home), AGENT_COHERENCE_HOOK_ALLOW_OUTSIDE=str(shared))
+    for path in (plan, shared / "notes.md"):
+        payload = tool_event("PreToolUse", "s", root, "Write", {"file_path": str(path), "content": "# Plan\n"})
+        assert allowed(run_hook(root, payload, env)), path
+        path.write_text("# Plan\n")
+        assert output(run_hook(root, dict(payload, hook_event_name="PostToolUse"), env)) == {}
+    assert backend(root).journal_count(kind="conflict.path") == 0
+    moved = hook_env(root, HOME=str(home), CLAUDE_CONFIG_DIR=str(config))  # the client's directory moved
+    write = tool_event("PreToolUse", "s", root, "Write", {"file_path": str(config / "plans" / "p.md"), "content": "x"})
+    assert allowed(run_hook(root, write, moved))
+    assert not allowed(run_hook(root, tool_event("PreToolUse", "s", root, "Write",
+                                                 {"file_path": str(plan), "content": "x"}), moved))
+    assert not allowed(run_hook(root, tool_event("PreToolUse", "s", root, "Write",
+                                                 {"file_path": "/dev/null", "content": "x"}), env))
+
+
 # -- after the write -----------------------------------------------------------------------------
 
 

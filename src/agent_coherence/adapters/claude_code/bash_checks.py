@@ -25,20 +25,6 @@ MAX_GLOB_MATCHES = 200
 COMMAND_EXCERPT = 300
 _GLOB_CHARS = frozenset("*?[")
 _UNKNOWN_CHARS = frozenset("$`")
-_DEVICE_PREFIXES = ("/dev/", "/proc/self/fd/")
-
-
-def _allowed_outside(ctx: HookContext, path: str) -> bool:
-    """Paths outside the root that a command may write: devices, and the directories listed in
-    AGENT_COHERENCE_HOOK_ALLOW_OUTSIDE (os.pathsep-separated)."""
-    if path.startswith(_DEVICE_PREFIXES):
-        return True
-    listed = ctx.env.get("AGENT_COHERENCE_HOOK_ALLOW_OUTSIDE", "")
-    for directory in filter(None, listed.split(os.pathsep)):
-        directory = os.path.realpath(directory)
-        if path == directory or path.startswith(directory.rstrip(os.sep) + os.sep):
-            return True
-    return False
 
 
 def _expand(target: str) -> tuple[list[str], bool]:
@@ -70,7 +56,7 @@ def _resolve(ctx: HookContext, path: str) -> tuple[ArtifactPath | None, str | No
         return None, "", None
     if reason == "names a directory, not a file":
         return None, os.path.relpath(real, ctx.root).replace(os.sep, "/"), None
-    if _allowed_outside(ctx, real) or _allowed_outside(ctx, path):
+    if ctx.may_write_outside(path, devices=True):
         return None, None, None
     return None, None, reason
 

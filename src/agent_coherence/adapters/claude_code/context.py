@@ -12,6 +12,8 @@ import time
 
 from ...paths import ArtifactPath, resolve_file_key
 
+_DEVICE_PREFIXES = ("/dev/", "/proc/self/fd/")
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Mapping
@@ -221,6 +223,24 @@ class HookContext:
         if isinstance(path, str) and path and "\x00" not in path and not os.path.isabs(path):
             path = os.path.join(self.cwd, path)
         return resolve_file_key(self.root, path)
+
+    def may_write_outside(self, path: str, *, devices: bool) -> bool:
+        """Whether a write to ``path``, outside the project root, goes ahead uncoordinated (instead
+        of being refused): the client's own directory (``CLAUDE_CONFIG_DIR``, default
+        ``~/.claude``: plan mode writes its plan there, ``~/.claude/plans/<name>.md``), a directory
+        listed in ``AGENT_COHERENCE_HOOK_ALLOW_OUTSIDE`` (``os.pathsep``-separated), and, with
+        ``devices``, a device (a command's ``> /dev/null``)."""
+        if devices and path.startswith(_DEVICE_PREFIXES):
+            return True
+        home = self.env.get("HOME") or os.path.expanduser("~")
+        allowed = [self.env.get("CLAUDE_CONFIG_DIR") or os.path.join(home, ".claude")]
+        allowed += self.env.get("AGENT_COHERENCE_HOOK_ALLOW_OUTSIDE", "").split(os.pathsep)
+        candidates = {path, os.path.realpath(path)}
+        for directory in filter(None, allowed):
+            directory = os.path.realpath(directory)
+            if any(p == directory or p.startswith(directory.rstrip(os.sep) + os.sep) for p in candidates):
+                return True
+        return False
 
     def journal(self, kind: str, key: str | None, data: dict[str, Any]) -> None:
         """Best effort: a record that can't be written must not change the decision."""

@@ -248,6 +248,8 @@ def _pre_tool_use(ctx: HookContext) -> Outcome:
             target = ctx.file_key(path)
         except PathOutsideRoot as refused:
             reason = str(getattr(refused, "reason", "refused"))
+            if "outside the root" in reason and isinstance(path, str) and ctx.may_write_outside(path, devices=False):
+                return ALLOW  # not the project's file: the client's own (a plan), a device, or allowed
             ctx.journal("conflict.path", None, {"tool": tool, "path": _clip(str(path)), "reason": reason})
             return deny(file_checks.outside_refusal(path, ctx.root, reason, _ACTIONS[tool]))
         refusal = file_checks.check_write(ctx, target, _ACTIONS[tool])
